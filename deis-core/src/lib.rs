@@ -1,0 +1,30 @@
+//! # deis-core
+//!
+//! The domain model of the Deis platform and the small, pluggable traits that every
+//! component is built on, together with their embedded default implementations:
+//!
+//! | trait | job | embedded default |
+//! |---|---|---|
+//! | [`Store`](store::Store) | revisioned keys, compare-and-swap, prefix watch, leases | [`RedbStore`](store::RedbStore) (one file, survives restarts) |
+//! | [`Scheduler`](scheduler::Scheduler) | run an app's units as its release and formation say | [`LocalScheduler`](scheduler::LocalScheduler) (child processes) |
+//!
+//! [`platform::Platform`] is the controller's logic (users, apps, config, builds,
+//! releases, scaling) on top of a `Store` and a `Scheduler`, with no HTTP in it, so an
+//! integrator can embed it as is. Network servers and clients live in `deis-sdk`.
+//!
+//! Every trait comes with a conformance suite in [`testing`] (feature `test-util`) that
+//! each implementation, in this crate or elsewhere, runs in its own tests.
+
+pub mod artifact;
+pub mod auth;
+pub mod model;
+pub mod platform;
+pub mod scheduler;
+pub mod store;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
+pub mod time;
+
+pub use model::*;
+pub use scheduler::{Scheduler, SchedulerError};
+pub use store::{Store, StoreError};

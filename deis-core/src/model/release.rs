@@ -1,0 +1,27 @@
+use serde::{Deserialize, Serialize};
+
+/// An immutable, numbered release: one build with one config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// Identity.
+    pub uuid: String,
+    /// App id.
+    pub app: String,
+    /// Username of whoever caused it.
+    pub owner: String,
+    /// 1, 2, 3, ... (shown as `v1`, `v2`, ...).
+    pub version: u64,
+    /// What changed (`alice added FOO`, `alice deployed sha256:...`).
+    pub summary: String,
+    /// Whether the release failed to deploy.
+    #[serde(default)]
+    pub failed: bool,
+    /// uuid of the config.
+    pub config: String,
+    /// uuid of the build, or none for the initial release.
+    pub build: Option<String>,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// Last change, RFC 3339.
+    pub updated: String,
+}

@@ -1,0 +1,2 @@
+//! The controller's logic, without HTTP.
+// Implemented by the platform helper.

@@ -1,0 +1,169 @@
+//! The `Scheduler` trait: make an app's running units match its release and formation.
+//!
+//! The platform hands a scheduler an [`AppSpec`] (what to run, with which environment,
+//! how many units of each process type, what each unit needs) and the scheduler
+//! converges on it: starting, replacing (one at a time, new before old) and stopping
+//! units, restarting crashed ones. It reports units and node capacity, and announces
+//! every unit state change on [`Scheduler::subscribe`], from which the publisher
+//! writes endpoints for the router.
+//!
+//! To be correct, an implementation must pass [`crate::testing::scheduler_suite`].
+
+pub mod local;
+pub mod placement;
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use crate::model::limits::Resources;
+use crate::model::{Healthcheck, Unit};
+
+pub use local::{LocalScheduler, LocalSchedulerConfig};
+pub use placement::Capacity;
+
+/// What to run for a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Artifact {
+    /// An unpacked source build: commands run in this directory.
+    Source {
+        /// The directory holding the unpacked build.
+        dir: PathBuf,
+    },
+    /// A container image.
+    Image {
+        /// Image reference.
+        reference: String,
+    },
+}
+
+/// One process type of an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// Command (run with `sh -c` by process backends; the image's command if empty).
+    pub command: String,
+    /// Number of units wanted.
+    pub count: u32,
+    /// What each unit reserves on its node.
+    pub resources: Resources,
+    /// Readiness probe; without one a unit with a port is ready when the port accepts
+    /// connections.
+    pub healthcheck: Option<Healthcheck>,
+}
+
+/// Desired state of one app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSpec {
+    /// App id.
+    pub app: String,
+    /// Release version.
+    pub release: u64,
+    /// What to run.
+    pub artifact: Artifact,
+    /// Environment from the release's config (the scheduler adds `PORT`, `DEIS_APP`,
+    /// `DEIS_RELEASE`, `DEIS_UNIT`).
+    pub env: BTreeMap<String, String>,
+    /// Process types; types absent here have no units.
+    pub processes: BTreeMap<String, ProcessSpec>,
+}
+
+impl AppSpec {
+    /// Total resources the spec asks for.
+    pub fn total_resources(&self) -> Resources {
+        self.processes.values().fold(Resources::default(), |acc, p| Resources {
+            cpu_millis: acc.cpu_millis + p.resources.cpu_millis * u64::from(p.count),
+            memory_bytes: acc.memory_bytes + p.resources.memory_bytes * u64::from(p.count),
+        })
+    }
+}
+
+/// A node and what is placed on it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeStatus {
+    /// Node name.
+    pub name: String,
+    /// What the node offers.
+    pub capacity: Capacity,
+    /// What units placed on it reserve.
+    pub allocated: Resources,
+}
+
+/// Which units to restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestartFilter {
+    /// Only units of this process type.
+    pub proc_type: Option<String>,
+    /// Only the unit with this name.
+    pub unit: Option<String>,
+}
+
+/// A unit changed state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitEvent {
+    /// The unit after the change.
+    pub unit: Unit,
+}
+
+/// Errors of a [`Scheduler`].
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// The spec asks for more than the nodes can hold; nothing was changed.
+    #[error("not enough capacity: {0}")]
+    Capacity(String),
+    /// The backend can't run this kind of build.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The spec is invalid (e.g. a process type without a command).
+    #[error("invalid spec: {0}")]
+    Invalid(String),
+    /// Unknown app or unit.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The backend failed.
+    #[error("scheduler backend: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl SchedulerError {
+    /// Wraps any backend error.
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Backend(Box::new(e))
+    }
+}
+
+/// Result of scheduler operations.
+pub type Result<T, E = SchedulerError> = std::result::Result<T, E>;
+
+/// Runs the units of apps. See the module docs.
+#[async_trait]
+pub trait Scheduler: Send + Sync + Debug {
+    /// Sets the desired state of `spec.app` and starts converging on it.
+    ///
+    /// To ensure correctness: admission is checked first and a spec that does not fit
+    /// is refused with [`SchedulerError::Capacity`] leaving the running units alone;
+    /// the call returns once the spec is accepted, and convergence continues in the
+    /// background. Units of an older release are replaced one at a time: the new unit
+    /// must be ready before the old one is stopped, so a web app keeps serving. Applying
+    /// the same spec twice changes nothing.
+    async fn apply(&self, spec: AppSpec) -> Result<()>;
+
+    /// Stops and forgets every unit of `app`. To ensure correctness: returns only when
+    /// no process of the app is left. Removing an unknown app is not an error.
+    async fn remove(&self, app: &str) -> Result<()>;
+
+    /// The units of `app` (empty for an unknown app), sorted by name.
+    async fn units(&self, app: &str) -> Result<Vec<Unit>>;
+
+    /// Restarts the matching units (one at a time, like a release change) and returns
+    /// them. Unknown app → [`SchedulerError::NotFound`].
+    async fn restart(&self, app: &str, filter: RestartFilter) -> Result<Vec<Unit>>;
+
+    /// The nodes and what they hold.
+    async fn nodes(&self) -> Result<Vec<NodeStatus>>;
+
+    /// Unit state changes from now on.
+    fn subscribe(&self) -> broadcast::Receiver<UnitEvent>;
+}

@@ -1,0 +1,1 @@
+//! Conformance suites for implementors of the traits (feature `test-util`).
