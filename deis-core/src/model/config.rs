@@ -267,14 +267,17 @@ impl Config {
             }
         }
         let mut limit_kinds = vec![];
-        for (field, target, patch_map) in [
-            ("memory", &mut next.memory, &patch.memory),
-            ("cpu", &mut next.cpu, &patch.cpu),
-        ] {
+        for (field, target, patch_map) in
+            [("memory", &mut next.memory, &patch.memory), ("cpu", &mut next.cpu, &patch.cpu)]
+        {
             if let Some(p) = patch_map {
                 let ch = merge_map(field, target, p, &|k, v| {
                     validate::proc_type(k).map_err(|e| ValidationError::new(field, e.message))?;
-                    if field == "memory" { limits::parse_memory(v).map(|_| ()) } else { limits::parse_cpu(v).map(|_| ()) }
+                    if field == "memory" {
+                        limits::parse_memory(v).map(|_| ())
+                    } else {
+                        limits::parse_cpu(v).map(|_| ())
+                    }
                 })?;
                 if !(ch.added.is_empty() && ch.changed.is_empty() && ch.deleted.is_empty()) {
                     limit_kinds.push(field);
@@ -318,7 +321,10 @@ impl Config {
                 match probes {
                     None => {
                         if next.healthcheck.remove(type_key).is_none() {
-                            return Err(ValidationError::new("detail", format!("{type_key} does not exist under healthcheck")));
+                            return Err(ValidationError::new(
+                                "detail",
+                                format!("{type_key} does not exist under healthcheck"),
+                            ));
                         }
                     }
                     Some(probes) => {

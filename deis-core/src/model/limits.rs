@@ -81,7 +81,8 @@ fn parse_cpu_one(s: &str) -> Option<u64> {
 /// Parses a cpu limit `REQ[/LIMIT]` in cores or millicores: `500m`, `1`, `0.5`, `250m/1`.
 /// Returns `(request, limit)` in millicores.
 pub fn parse_cpu(s: &str) -> Result<(u64, u64), ValidationError> {
-    let err = || ValidationError::new("cpu", format!("{s:?}: cpu limits look like 500m, 1, 0.5 or 250m/1 (request/limit)"));
+    let err =
+        || ValidationError::new("cpu", format!("{s:?}: cpu limits look like 500m, 1, 0.5 or 250m/1 (request/limit)"));
     let (req, lim) = match s.split_once('/') {
         Some((a, b)) => (parse_cpu_one(a).ok_or_else(err)?, parse_cpu_one(b).ok_or_else(err)?),
         None => {

@@ -21,11 +21,15 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, ValidationError> {
         }
         let lineno = i + 1;
         let Some((ty, cmd)) = line.split_once(':') else {
-            return Err(ValidationError::new("procfile", format!("line {lineno}: expected `type: command`, got {line:?}")));
+            return Err(ValidationError::new(
+                "procfile",
+                format!("line {lineno}: expected `type: command`, got {line:?}"),
+            ));
         };
         let ty = ty.trim();
         let cmd = cmd.trim();
-        validate::proc_type(ty).map_err(|e| ValidationError::new("procfile", format!("line {lineno}: {}", e.message)))?;
+        validate::proc_type(ty)
+            .map_err(|e| ValidationError::new("procfile", format!("line {lineno}: {}", e.message)))?;
         if cmd.is_empty() {
             return Err(ValidationError::new("procfile", format!("line {lineno}: process type {ty} has no command")));
         }

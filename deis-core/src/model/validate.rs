@@ -25,7 +25,8 @@ impl ValidationError {
 type Result<T = ()> = std::result::Result<T, ValidationError>;
 
 /// Names that can't be app ids because they are used by the platform itself.
-pub const RESERVED_APP_NAMES: &[&str] = &["deis", "deis-builder", "deis-workflow-manager", "grafana", "www", "api", "router"];
+pub const RESERVED_APP_NAMES: &[&str] =
+    &["deis", "deis-builder", "deis-workflow-manager", "grafana", "www", "api", "router"];
 
 /// An app id: `^[a-z]([a-z0-9-]*[a-z0-9])?$`, at most 63 characters (a DNS label).
 pub fn app_name(id: &str) -> Result {
@@ -88,13 +89,16 @@ pub fn email(addr: &str) -> Result {
 pub fn proc_type(t: &str) -> Result {
     let ok = !t.is_empty()
         && t.len() <= 63
-        && t.split('-').all(|part| !part.is_empty() && part.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        && t.split('-')
+            .all(|part| !part.is_empty() && part.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
     if ok {
         Ok(())
     } else {
         Err(ValidationError::new(
             "type",
-            format!("{t:?} is not a valid process type: use a-z (lowercase), 0-9 and single hyphens, e.g. web or worker"),
+            format!(
+                "{t:?} is not a valid process type: use a-z (lowercase), 0-9 and single hyphens, e.g. web or worker"
+            ),
         ))
     }
 }
@@ -109,7 +113,12 @@ pub fn config_key(key: &str) -> Result {
     if ok {
         Ok(())
     } else {
-        Err(ValidationError::new("values", format!("Config keys must start with a letter or underscore and contain only letters, digits and underscores: {key:?}")))
+        Err(ValidationError::new(
+            "values",
+            format!(
+                "Config keys must start with a letter or underscore and contain only letters, digits and underscores: {key:?}"
+            ),
+        ))
     }
 }
 

@@ -10,8 +10,8 @@
 //!
 //! To be correct, an implementation must pass [`crate::testing::store_suite`].
 
-mod redb_store;
 pub mod records;
+mod redb_store;
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -42,7 +42,9 @@ pub enum StoreError {
     #[error("lease {0} not found (expired or revoked)")]
     LeaseNotFound(LeaseId),
     /// A watch asked for history the store no longer keeps; list again and re-watch.
-    #[error("revision {requested} is compacted (oldest kept: {oldest}); list again and watch from the listing's revision")]
+    #[error(
+        "revision {requested} is compacted (oldest kept: {oldest}); list again and watch from the listing's revision"
+    )]
     Compacted {
         /// The revision asked for.
         requested: Revision,

@@ -1,1 +1,10 @@
 //! Conformance suites for implementors of the traits (feature `test-util`).
+//!
+//! Every implementation, embedded default or adapter, runs the suite of its trait in
+//! its own tests, e.g. `deis_core::testing::store_suite(|| async { MyStore::new() }).await`.
+
+mod scheduler;
+mod store;
+
+pub use scheduler::*;
+pub use store::*;
