@@ -17,7 +17,9 @@ pub mod validate;
 
 pub use app::{App, Domain};
 pub use build::{Build, BuildSource};
-pub use config::{Config, ConfigPatch, Healthcheck, Probe, ProbeAction};
+pub use config::{
+    Config, ConfigPatch, ExecProbe, Healthcheck, HttpGetProbe, HttpHeader, Probe, ProbeAction, TcpSocketProbe,
+};
 pub use release::Release;
 pub use unit::{Unit, UnitState};
 pub use user::User;

@@ -1,2 +1,320 @@
 //! The controller's logic, without HTTP.
-// Implemented by the platform helper.
+//!
+//! [`Platform`] implements what the Deis controller does (users and tokens, apps,
+//! config, builds, releases, scaling, processes, domains) on top of any
+//! [`Store`] and [`Scheduler`]. The HTTP API in `deis-sdk` is a thin mapping of these
+//! methods; an integrator can embed `Platform` directly.
+//!
+//! Guarantees:
+//! - Every change is one store transaction with compares on the revisions it read
+//!   (optimistic concurrency, retried on conflict), and changes to one app are
+//!   serialised in-process, so concurrent requests never lose an update or create two
+//!   releases with the same number.
+//! - A request that fails leaves the stored state unchanged. Changes that alter what
+//!   runs (releases, scaling, limits) are handed to the scheduler *before* they are
+//!   committed, so a refusal (e.g. not enough capacity) changes nothing; if the commit
+//!   then fails, the previous spec is applied again.
+//! - Errors are [`PlatformError`]s whose variants map one to one to HTTP statuses.
+//!
+//! ```no_run
+//! # async fn demo(store: std::sync::Arc<dyn deis_core::Store>, scheduler: std::sync::Arc<dyn deis_core::Scheduler>) -> Result<(), deis_core::platform::PlatformError> {
+//! use deis_core::artifact::ArtifactStore;
+//! use deis_core::platform::{Platform, PlatformConfig, RegistrationMode};
+//!
+//! let platform = Platform::new(PlatformConfig {
+//!     store,
+//!     scheduler,
+//!     artifacts: ArtifactStore::new("/var/lib/deis"),
+//!     domain: "local.deis.cc".into(),
+//!     registration: RegistrationMode::Enabled,
+//! });
+//! platform.reconcile_all().await; // converge units after a restart
+//! let alice = platform.register(None, "alice", "s3cret", "alice@example.com").await?;
+//! let app = platform.create_app(&alice, Some("hello")).await?;
+//! # Ok(()) }
+//! ```
+
+mod apps;
+mod builds;
+mod domains;
+mod reconcile;
+mod releases;
+mod scale;
+mod users;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::artifact::{ArtifactError, ArtifactStore};
+use crate::model::validate::ValidationError;
+use crate::model::{App, User};
+use crate::scheduler::{Scheduler, SchedulerError};
+use crate::store::records::{self, app_key};
+use crate::store::{Store, StoreError};
+
+pub use builds::{BuildInput, BuildOutcome};
+pub use users::RegenerateTarget;
+
+/// How many times an operation is retried when another writer changed what it read.
+const MAX_ATTEMPTS: usize = 8;
+
+/// Who may register (`REGISTRATION_MODE` of the Workflow controller).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RegistrationMode {
+    /// Anyone may register.
+    #[default]
+    Enabled,
+    /// Only an admin may register users (anyone may while there is no user yet).
+    AdminOnly,
+    /// Nobody may register.
+    Disabled,
+}
+
+impl FromStr for RegistrationMode {
+    type Err = String;
+    /// Parses `enabled`, `admin_only` or `disabled`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "enabled" => Ok(Self::Enabled),
+            "admin_only" => Ok(Self::AdminOnly),
+            "disabled" => Ok(Self::Disabled),
+            other => Err(format!("unknown registration mode {other:?}: use enabled, admin_only or disabled")),
+        }
+    }
+}
+
+impl fmt::Display for RegistrationMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Enabled => "enabled",
+            Self::AdminOnly => "admin_only",
+            Self::Disabled => "disabled",
+        })
+    }
+}
+
+/// Everything a [`Platform`] is built from.
+#[derive(Debug)]
+pub struct PlatformConfig {
+    /// Where records live.
+    pub store: Arc<dyn Store>,
+    /// What runs the units.
+    pub scheduler: Arc<dyn Scheduler>,
+    /// Where source builds are kept and unpacked.
+    pub artifacts: ArtifactStore,
+    /// The platform domain: apps are reachable at `<app>.<domain>`.
+    pub domain: String,
+    /// Who may register.
+    pub registration: RegistrationMode,
+}
+
+/// Errors of platform operations. Each variant is one HTTP status (see
+/// [`PlatformError::status`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlatformError {
+    /// 400: an input field is invalid; rendered `{"<field>": ["<message>"]}`.
+    #[error("{field}: {message}")]
+    Validation {
+        /// The offending field (`id`, `username`, `domain`, `non_field_errors`, ...).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// 400: the request can't be done as asked; rendered `{"detail": ...}`.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: missing or invalid credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: authenticated but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: the named thing does not exist. Messages of the form
+    /// `No <Thing> matches the given query.` are rendered as a bare JSON string, as
+    /// the reference controller does; others as `{"detail": ...}`.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: the request conflicts with the current state (nothing to change, user
+    /// still owns apps, concurrent modification).
+    #[error("{0}")]
+    Conflict(String),
+    /// 422: well-formed but can't be processed (e.g. unset of a missing key).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 422: the scheduler refused for lack of capacity; nothing changed.
+    #[error("{0}")]
+    Capacity(String),
+    /// 500: a backend failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl PlatformError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Validation { .. } | Self::BadRequest(_) => 400,
+            Self::Unauthorized(_) => 401,
+            Self::Forbidden(_) => 403,
+            Self::NotFound(_) => 404,
+            Self::Conflict(_) => 409,
+            Self::Unprocessable(_) | Self::Capacity(_) => 422,
+            Self::Internal(_) => 500,
+        }
+    }
+
+    /// A validation error of `field`.
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation { field: field.into(), message: message.into() }
+    }
+
+    /// The standard 403.
+    pub fn forbidden() -> Self {
+        Self::Forbidden("You do not have permission to perform this action.".into())
+    }
+
+    /// `No <thing> matches the given query.`
+    pub fn no_match(thing: &str) -> Self {
+        Self::NotFound(format!("No {thing} matches the given query."))
+    }
+
+    fn concurrent(what: &str) -> Self {
+        Self::Conflict(format!("{what} was changed by another request at the same time; try again"))
+    }
+}
+
+impl From<StoreError> for PlatformError {
+    fn from(e: StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<ValidationError> for PlatformError {
+    fn from(e: ValidationError) -> Self {
+        Self::Validation { field: e.field, message: e.message }
+    }
+}
+
+impl From<ArtifactError> for PlatformError {
+    fn from(e: ArtifactError) -> Self {
+        match e {
+            ArtifactError::Io { .. } | ArtifactError::NotFound(_) => Self::Internal(e.to_string()),
+            _ => Self::BadRequest(e.to_string()),
+        }
+    }
+}
+
+impl From<SchedulerError> for PlatformError {
+    fn from(e: SchedulerError) -> Self {
+        match e {
+            SchedulerError::Capacity(_) => Self::Capacity(e.to_string()),
+            SchedulerError::Unsupported(m) => Self::BadRequest(m),
+            SchedulerError::Invalid(_) => Self::BadRequest(e.to_string()),
+            SchedulerError::NotFound(_) => Self::NotFound(e.to_string()),
+            SchedulerError::Backend(_) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+/// Result of platform operations.
+pub type Result<T, E = PlatformError> = std::result::Result<T, E>;
+
+/// The platform settings shown to clients.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlatformSettings {
+    /// Apps are reachable at `<app>.<domain>`.
+    pub domain: String,
+    /// Who may register.
+    #[serde(serialize_with = "display")]
+    pub registration: RegistrationMode,
+}
+
+fn display<S: serde::Serializer>(v: &RegistrationMode, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// The controller's logic. Build it with [`Platform::new`]; share it as `Arc<Platform>`.
+#[derive(Debug)]
+pub struct Platform {
+    store: Arc<dyn Store>,
+    scheduler: Arc<dyn Scheduler>,
+    artifacts: ArtifactStore,
+    settings: PlatformSettings,
+    /// One lock per existing app, so changes to an app are serialised in this process.
+    app_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Serialises registrations (the first user becomes admin) and user removals.
+    users_lock: tokio::sync::Mutex<()>,
+}
+
+impl Platform {
+    /// Builds the platform. Call [`Platform::reconcile_all`] once at startup so units
+    /// converge on what the store says.
+    pub fn new(config: PlatformConfig) -> Arc<Self> {
+        Arc::new(Self {
+            store: config.store,
+            scheduler: config.scheduler,
+            artifacts: config.artifacts,
+            settings: PlatformSettings { domain: config.domain, registration: config.registration },
+            app_locks: std::sync::Mutex::new(HashMap::new()),
+            users_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The store records live in.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The scheduler units run on.
+    pub fn scheduler(&self) -> &Arc<dyn Scheduler> {
+        &self.scheduler
+    }
+
+    /// The artifact store of source builds.
+    pub fn artifacts(&self) -> &ArtifactStore {
+        &self.artifacts
+    }
+
+    /// The platform settings.
+    pub fn settings(&self) -> &PlatformSettings {
+        &self.settings
+    }
+
+    /// Locks `app` for a change. Only called for apps that exist (or are being
+    /// created), so unknown names can't grow the lock table.
+    async fn lock_app(&self, app: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self.app_locks.lock().expect("app lock table").entry(app.to_string()).or_default().clone();
+        lock.lock_owned().await
+    }
+
+    fn forget_lock(&self, app: &str) {
+        self.app_locks.lock().expect("app lock table").remove(app);
+    }
+
+    /// Reads an app with its revision; 404 if it does not exist.
+    async fn load_app(&self, id: &str) -> Result<(App, u64)> {
+        records::get_json::<App>(&*self.store, &app_key(id)).await?.ok_or_else(|| PlatformError::no_match("App"))
+    }
+
+    /// Reads an app `user` may manage (owner or admin).
+    async fn app_for(&self, user: &User, id: &str) -> Result<(App, u64)> {
+        let (app, rev) = self.load_app(id).await?;
+        check_access(user, &app)?;
+        Ok((app, rev))
+    }
+
+    /// Commits a transaction; `false` when a compare failed.
+    async fn commit(&self, txn: crate::store::Txn) -> Result<bool> {
+        Ok(self.store.txn(txn).await?.succeeded)
+    }
+}
+
+/// Owner or admin.
+fn check_access(user: &User, app: &App) -> Result<()> {
+    if user.is_superuser || user.username == app.owner { Ok(()) } else { Err(PlatformError::forbidden()) }
+}

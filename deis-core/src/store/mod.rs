@@ -10,6 +10,7 @@
 //!
 //! To be correct, an implementation must pass [`crate::testing::store_suite`].
 
+pub mod lock;
 pub mod records;
 mod redb_store;
 
@@ -277,10 +278,10 @@ pub fn check_key_value(key: &str, value: Option<&[u8]>) -> Result<()> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
         return Err(StoreError::Invalid(format!("keys are 1 to {MAX_KEY_BYTES} bytes, got {}", key.len())));
     }
-    if let Some(v) = value {
-        if v.len() > MAX_VALUE_BYTES {
-            return Err(StoreError::Invalid(format!("values are at most {MAX_VALUE_BYTES} bytes, got {}", v.len())));
-        }
+    if let Some(v) = value
+        && v.len() > MAX_VALUE_BYTES
+    {
+        return Err(StoreError::Invalid(format!("values are at most {MAX_VALUE_BYTES} bytes, got {}", v.len())));
     }
     Ok(())
 }

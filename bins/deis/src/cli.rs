@@ -1,0 +1,418 @@
+//! The command line: Deis command names (colon forms are the real names, the short
+//! forms are aliases), global options.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser, Subcommand};
+
+use crate::args::{self, KeyValue, LimitArg, RestartArg, ScaleArg};
+
+/// Default time `deploy` and `scale` wait for units to come up.
+pub const DEFAULT_WAIT_SECS: u64 = 60;
+
+/// The `deis` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "deis",
+    version,
+    about = "Deploy, configure and scale apps on a Deis controller",
+    long_about = "Deploy, configure and scale apps on a Deis controller.\n\n\
+        Start with `deis register http://127.0.0.1:8000 --username=alice --password=... --email=...`, \
+        then `deis create hello` and `deis deploy` in the app's directory (it needs a Procfile).",
+    after_help = "The app is taken from -a/--app, else $DEIS_APP, else the current directory's name.\n\
+        The profile (controller URL and token) is ~/.deis/client.json unless -c/--config or $DEIS_PROFILE \
+        names another one."
+)]
+pub struct Cli {
+    /// The app to act on (default: $DEIS_APP, else the current directory's name).
+    #[arg(short = 'a', long = "app", global = true, value_name = "APP", env = "DEIS_APP")]
+    pub app: Option<String>,
+
+    /// Print the API's JSON responses instead of tables (for scripts).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Profile to use: a name for ~/.deis/<name>.json, or a path (containing / or ending in .json).
+    #[arg(short = 'c', long = "config", global = true, value_name = "PROFILE", env = "DEIS_PROFILE")]
+    pub config: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How long to wait for units.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WaitOpts {
+    /// Don't wait for the units to come up.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Seconds to wait for the units to come up.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_WAIT_SECS)]
+    pub timeout: u64,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register a new user with a controller and log in.
+    Register {
+        /// Controller URL, e.g. http://127.0.0.1:8000.
+        url: String,
+        /// Username (asked for when missing and stdin is a terminal).
+        #[arg(long)]
+        username: Option<String>,
+        /// Password (asked for when missing and stdin is a terminal).
+        #[arg(long)]
+        password: Option<String>,
+        /// Email address.
+        #[arg(long)]
+        email: Option<String>,
+        /// Log in after registering (--login=false to skip).
+        #[arg(long, value_name = "BOOL", default_value_t = true, action = ArgAction::Set,
+              num_args = 0..=1, default_missing_value = "true")]
+        login: bool,
+    },
+    /// Log in to a controller (writes the profile).
+    Login {
+        /// Controller URL, e.g. http://127.0.0.1:8000.
+        url: String,
+        /// Username (asked for when missing and stdin is a terminal).
+        #[arg(long)]
+        username: Option<String>,
+        /// Password (asked for when missing and stdin is a terminal).
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Log out (removes the profile).
+    Logout,
+    /// Show who you are logged in as.
+    Whoami {
+        /// Ask the controller for the whole user record.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Replace your API token (the old one stops working).
+    #[command(name = "auth:regenerate")]
+    AuthRegenerate {
+        /// Regenerate this user's token instead (admins only).
+        #[arg(short = 'u', long, conflicts_with = "all")]
+        username: Option<String>,
+        /// Regenerate every user's token (admins only).
+        #[arg(long)]
+        all: bool,
+    },
+
+    /// List apps.
+    #[command(name = "apps:list", visible_alias = "apps")]
+    AppsList,
+    /// Create an app (a random name when NAME is not given).
+    #[command(name = "apps:create", visible_alias = "create")]
+    AppsCreate {
+        /// The app's name: a-z, 0-9 and hyphens, starting with a letter.
+        name: Option<String>,
+    },
+    /// Show an app: its formation, processes and domains.
+    #[command(name = "apps:info", visible_alias = "info")]
+    AppsInfo,
+    /// Destroy an app and stop its processes.
+    #[command(name = "apps:destroy", visible_alias = "destroy")]
+    AppsDestroy {
+        /// The app's name, to confirm without being asked.
+        #[arg(long, value_name = "APP")]
+        confirm: Option<String>,
+    },
+
+    /// List the app's config vars.
+    #[command(name = "config:list", visible_alias = "config")]
+    ConfigList {
+        /// Print KEY=value pairs on one line.
+        #[arg(long)]
+        oneline: bool,
+    },
+    /// Set config vars (makes a new release and restarts the units).
+    #[command(name = "config:set")]
+    ConfigSet {
+        /// KEY=VALUE pairs.
+        #[arg(required = true, value_name = "KEY=VALUE", value_parser = args::key_value)]
+        pairs: Vec<KeyValue>,
+        /// Waiting for the units.
+        #[command(flatten)]
+        wait: WaitOpts,
+    },
+    /// Unset config vars (makes a new release and restarts the units).
+    #[command(name = "config:unset")]
+    ConfigUnset {
+        /// Variable names.
+        #[arg(required = true, value_name = "KEY", value_parser = args::config_key)]
+        keys: Vec<String>,
+        /// Waiting for the units.
+        #[command(flatten)]
+        wait: WaitOpts,
+    },
+
+    /// Deploy a directory (with a Procfile at its root) as a new build and release.
+    Deploy {
+        /// The app's directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Waiting for the units.
+        #[command(flatten)]
+        wait: WaitOpts,
+    },
+    /// Deploy a container image (needs a scheduler that can run images).
+    #[command(name = "pull", visible_alias = "builds:create")]
+    Pull {
+        /// Image reference, e.g. nginx:1.25.
+        image: String,
+        /// Process types, Procfile style ("web: cmd"); default: ./Procfile if present.
+        #[arg(long, value_name = "PROCFILE", value_parser = args::procfile)]
+        procfile: Option<std::collections::BTreeMap<String, String>>,
+    },
+    /// List the app's builds.
+    #[command(name = "builds:list", visible_alias = "builds")]
+    BuildsList,
+
+    /// List the app's releases, newest first.
+    #[command(name = "releases:list", visible_alias = "releases")]
+    ReleasesList,
+    /// Show one release.
+    #[command(name = "releases:info")]
+    ReleasesInfo {
+        /// Release version, e.g. v3.
+        #[arg(value_parser = args::release_version, value_name = "vN")]
+        version: u64,
+    },
+    /// Roll back to an earlier release (default: the previous one) as a new release.
+    #[command(name = "releases:rollback", visible_alias = "rollback")]
+    ReleasesRollback {
+        /// Release version to go back to, e.g. v2.
+        #[arg(value_parser = args::release_version, value_name = "vN")]
+        version: Option<u64>,
+        /// Waiting for the units.
+        #[command(flatten)]
+        wait: WaitOpts,
+    },
+
+    /// List the app's processes.
+    #[command(name = "ps:list", visible_alias = "ps")]
+    PsList,
+    /// Set how many processes of each type run.
+    #[command(name = "ps:scale", visible_alias = "scale")]
+    PsScale {
+        /// TYPE=COUNT pairs, e.g. web=3 worker=1.
+        #[arg(required = true, value_name = "TYPE=COUNT", value_parser = args::scale_arg)]
+        formation: Vec<ScaleArg>,
+        /// Waiting for the units.
+        #[command(flatten)]
+        wait: WaitOpts,
+    },
+    /// Restart all processes, those of one type, or one unit (e.g. hello.web.1).
+    #[command(name = "ps:restart")]
+    PsRestart {
+        /// A process type (web) or a unit name (hello.web.1).
+        #[arg(value_parser = args::restart_arg, value_name = "TYPE|UNIT")]
+        target: Option<RestartArg>,
+    },
+
+    /// List the app's domains.
+    #[command(name = "domains:list", visible_alias = "domains")]
+    DomainsList,
+    /// Route a domain to the app.
+    #[command(name = "domains:add")]
+    DomainsAdd {
+        /// Host name, e.g. www.example.com.
+        domain: String,
+    },
+    /// Stop routing a domain to the app.
+    #[command(name = "domains:remove")]
+    DomainsRemove {
+        /// Host name.
+        domain: String,
+    },
+
+    /// List the app's resource limits.
+    #[command(name = "limits:list", visible_alias = "limits")]
+    LimitsList,
+    /// Set memory (default) or cpu limits per process type.
+    #[command(name = "limits:set")]
+    LimitsSet {
+        /// Set cpu limits (500m, 1, 250m/1) instead of memory.
+        #[arg(long, conflicts_with = "memory")]
+        cpu: bool,
+        /// Set memory limits (512M, 1G/2G); the default.
+        #[arg(long)]
+        memory: bool,
+        /// TYPE=LIMIT pairs, e.g. web=512M.
+        #[arg(required = true, value_name = "TYPE=LIMIT", value_parser = args::limit_arg)]
+        limits: Vec<LimitArg>,
+        /// Waiting for the units.
+        #[command(flatten)]
+        wait: WaitOpts,
+    },
+    /// Remove memory (default) or cpu limits of process types.
+    #[command(name = "limits:unset")]
+    LimitsUnset {
+        /// Remove cpu limits instead of memory.
+        #[arg(long, conflicts_with = "memory")]
+        cpu: bool,
+        /// Remove memory limits; the default.
+        #[arg(long)]
+        memory: bool,
+        /// Process types.
+        #[arg(required = true, value_name = "TYPE", value_parser = args::proc_type)]
+        types: Vec<String>,
+        /// Waiting for the units.
+        #[command(flatten)]
+        wait: WaitOpts,
+    },
+
+    /// Show the client's version (and the controller's with --all).
+    Version {
+        /// Also ask the controller.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("deis").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn colon_names_and_short_aliases() {
+        for (a, b) in [
+            (&["apps"][..], &["apps:list"][..]),
+            (&["create", "x"], &["apps:create", "x"]),
+            (&["info"], &["apps:info"]),
+            (&["destroy", "--confirm=x"], &["apps:destroy", "--confirm", "x"]),
+            (&["config"], &["config:list"]),
+            (&["releases"], &["releases:list"]),
+            (&["rollback", "v2"], &["releases:rollback", "2"]),
+            (&["ps"], &["ps:list"]),
+            (&["scale", "web=2"], &["ps:scale", "web=2"]),
+            (&["domains"], &["domains:list"]),
+            (&["limits"], &["limits:list"]),
+            (&["builds"], &["builds:list"]),
+        ] {
+            let x = format!("{:?}", parse(a).unwrap().command);
+            let y = format!("{:?}", parse(b).unwrap().command);
+            assert_eq!(x, y, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn global_options_anywhere() {
+        let cli = parse(&["ps:scale", "web=3", "-a", "hello", "--json", "worker=0", "-c", "staging"]).unwrap();
+        assert_eq!(cli.app.as_deref(), Some("hello"));
+        assert!(cli.json);
+        assert_eq!(cli.config.as_deref(), Some("staging"));
+        match cli.command {
+            Command::PsScale { formation, wait } => {
+                assert_eq!(
+                    formation,
+                    vec![
+                        ScaleArg { proc_type: "web".into(), count: 3 },
+                        ScaleArg { proc_type: "worker".into(), count: 0 }
+                    ]
+                );
+                assert!(!wait.no_wait);
+                assert_eq!(wait.timeout, DEFAULT_WAIT_SECS);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_usage_errors() {
+        for bad in [
+            &["config:set", "FOO"][..],
+            &["config:set"],
+            &["config:unset", "FOO=1"],
+            &["scale", "web=-1"],
+            &["scale", "web"],
+            &["ps:scale", "web=x"],
+            &["releases:info", "vX"],
+            &["limits:set", "web"],
+            &["ps:restart", "a.b"],
+            &["nosuchcommand"],
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+        let msg = parse(&["scale", "web=-1"]).unwrap_err().to_string();
+        assert!(msg.contains("0 or more"), "{msg}");
+        let msg = parse(&["config:set", "FOO"]).unwrap_err().to_string();
+        assert!(msg.contains("KEY=VALUE"), "{msg}");
+    }
+
+    #[test]
+    fn register_login_flag_takes_a_bool() {
+        let login = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Register { login, .. } => login,
+            other => panic!("{other:?}"),
+        };
+        assert!(login(&["register", "http://x", "--username=u"]));
+        assert!(!login(&["register", "http://x", "--login=false"]));
+        assert!(login(&["register", "http://x", "--login"]));
+        assert!(login(&["register", "http://x", "--login=true"]));
+    }
+
+    #[test]
+    fn deploy_defaults_to_the_current_directory() {
+        match parse(&["deploy", "--no-wait"]).unwrap().command {
+            Command::Deploy { dir, wait } => {
+                assert_eq!(dir, PathBuf::from("."));
+                assert!(wait.no_wait);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn help_lists_the_commands() {
+        let help = Cli::command().render_long_help().to_string();
+        for name in [
+            "register",
+            "login",
+            "logout",
+            "whoami",
+            "auth:regenerate",
+            "apps:list",
+            "apps:create",
+            "apps:info",
+            "apps:destroy",
+            "config:list",
+            "config:set",
+            "config:unset",
+            "deploy",
+            "pull",
+            "builds:list",
+            "releases:list",
+            "releases:info",
+            "releases:rollback",
+            "ps:list",
+            "ps:scale",
+            "ps:restart",
+            "domains:list",
+            "domains:add",
+            "domains:remove",
+            "limits:list",
+            "limits:set",
+            "limits:unset",
+            "version",
+        ] {
+            assert!(help.contains(name), "{name} missing from help:\n{help}");
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! `apps:list`, `apps:create`, `apps:info`, `apps:destroy`.
+
+use std::time::Instant;
+
+use super::{CliError, Ctx, Result};
+use crate::output;
+use crate::prompt;
+
+/// `deis apps:list`.
+pub async fn list(ctx: &Ctx) -> Result {
+    let (client, _) = ctx.client()?;
+    let apps = client.apps_list().await?;
+    if ctx.emit(&apps)? {
+        return Ok(());
+    }
+    println!("=== Apps");
+    for a in &apps {
+        println!("{}", a.id);
+    }
+    if apps.is_empty() {
+        println!("No apps found; create one with `deis create NAME`");
+    }
+    Ok(())
+}
+
+/// `deis apps:create [NAME]`.
+pub async fn create(ctx: &Ctx, name: Option<String>) -> Result {
+    if let Some(n) = &name {
+        deis_core::validate::app_name(n)
+            .map_err(|e| CliError::Usage(format!("invalid app name {n:?}: {}", e.message)))?;
+    }
+    let (client, _) = ctx.client()?;
+    ctx.progress("Creating Application... ");
+    let app = client.apps_create(name.as_deref()).await.inspect_err(|_| ctx.say(""))?;
+    if !ctx.emit(&app)? {
+        println!("done, created {}", app.id);
+    }
+    Ok(())
+}
+
+/// `deis apps:info`: the app, its processes, domains and labels.
+pub async fn info(ctx: &Ctx) -> Result {
+    let app_id = ctx.app()?;
+    let (client, _) = ctx.client()?;
+    let app = client.app_info(&app_id).await?;
+    if ctx.emit(&app)? {
+        return Ok(());
+    }
+    let pods = client.pods_list(&app_id).await?;
+    let domains = client.domains_list(&app_id).await?;
+    // Settings are informative only; an older controller without them still gets an answer.
+    let settings = match client.settings_get(&app_id).await {
+        Ok(s) => Some(s),
+        Err(e) if matches!(e.status(), Some(404 | 405)) => None,
+        Err(e) => return Err(e.into()),
+    };
+
+    println!("=== {} Application", app.id);
+    print!(
+        "{}",
+        output::fields(&[
+            ("uuid", app.uuid.clone()),
+            ("owner", app.owner.clone()),
+            ("id", app.id.clone()),
+            ("structure", output::formation(&app.structure)),
+            ("created", app.created.clone()),
+            ("updated", app.updated.clone()),
+        ])
+    );
+    println!();
+    print!("{}", output::processes(&app.id, &pods));
+    println!();
+    println!("=== {} Domains", app.id);
+    for d in &domains {
+        println!("{}", d.domain);
+    }
+    if let Some(settings) = settings {
+        println!();
+        println!("=== {} Label", app.id);
+        match settings.get("label").and_then(|l| l.as_object()).filter(|l| !l.is_empty()) {
+            Some(labels) => {
+                let rows: Vec<Vec<String>> = labels
+                    .iter()
+                    .map(|(k, v)| vec![format!("{k}:"), v.as_str().map_or_else(|| v.to_string(), str::to_string)])
+                    .collect();
+                print!("{}", output::table(&rows, " "));
+            }
+            None => println!("No labels found."),
+        }
+    }
+    Ok(())
+}
+
+/// `deis apps:destroy [--confirm=APP]`: asks on a terminal, refuses otherwise.
+pub async fn destroy(ctx: &Ctx, confirm: Option<String>) -> Result {
+    let app = match (&ctx.app_flag, &confirm) {
+        (None, Some(c)) => {
+            deis_core::validate::app_name(c)
+                .map_err(|e| CliError::Usage(format!("invalid app name {c:?}: {}", e.message)))?;
+            c.clone()
+        }
+        _ => ctx.app()?,
+    };
+    match confirm {
+        Some(c) if c == app => {}
+        Some(c) => {
+            return Err(CliError::Usage(format!(
+                "--confirm={c} does not match the app {app}: nothing was destroyed (use --confirm={app})"
+            )));
+        }
+        None if prompt::interactive() => {
+            eprintln!(" !    WARNING: Potentially Destructive Action");
+            eprintln!(" !    This command will destroy the application: {app}");
+            eprintln!(" !    To proceed, type \"{app}\" or re-run this command with --confirm={app}");
+            eprintln!();
+            let answer = prompt::ask("> ").map_err(|e| CliError::Failed(format!("cannot read the answer: {e}")))?;
+            if answer.trim() != app {
+                return Err(CliError::Failed(format!(
+                    "{:?} does not match {app}: nothing was destroyed",
+                    answer.trim()
+                )));
+            }
+        }
+        None => {
+            return Err(CliError::Usage(format!(
+                "refusing to destroy {app} without confirmation: re-run with --confirm={app}"
+            )));
+        }
+    }
+    let (client, _) = ctx.client()?;
+    let start = Instant::now();
+    ctx.progress(format!("Destroying {app}...\n"));
+    client.app_destroy(&app).await?;
+    if !ctx.emit(&serde_json::json!({"destroyed": app}))? {
+        println!("done in {}s", start.elapsed().as_secs());
+    }
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! The commands: shared context (profile, client, app, output) and dispatch.
+
+mod apps;
+mod auth;
+mod config;
+mod deploy;
+mod domains;
+mod ps;
+mod releases;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use deis_sdk::client::{Client, ClientError, PackError};
+use serde::Serialize;
+
+use crate::cli::{Cli, Command};
+use crate::profile::{self, Profile};
+
+/// Why a command failed; `Usage` exits 2, everything else 1.
+#[derive(Debug)]
+pub enum CliError {
+    /// The command line was wrong.
+    Usage(String),
+    /// The command could not do its job.
+    Failed(String),
+    /// The controller said no, or could not be reached.
+    Client(ClientError),
+    /// The app directory could not be packed.
+    Pack(PackError),
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Usage(m) | Self::Failed(m) => f.write_str(m),
+            Self::Client(e) => write!(f, "{e}"),
+            Self::Pack(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl CliError {
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        Self::Client(e)
+    }
+}
+
+impl From<PackError> for CliError {
+    fn from(e: PackError) -> Self {
+        Self::Pack(e)
+    }
+}
+
+/// Result of a command.
+pub type Result<T = ()> = std::result::Result<T, CliError>;
+
+/// What every command may need: the global options and helpers around them.
+#[derive(Debug)]
+pub struct Ctx {
+    app_flag: Option<String>,
+    json: bool,
+    profile_path: PathBuf,
+}
+
+/// The app named by the directory `dir`, if its name is a valid app name.
+pub fn app_from_dir(dir: &Path) -> std::result::Result<String, String> {
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| "no app given and the current directory has no usable name: pass -a APP".to_string())?;
+    deis_core::validate::app_name(name).map_err(|e| {
+        format!(
+            "no app given, and the current directory's name {name:?} is not a valid app name ({}): pass -a APP \
+             or set DEIS_APP",
+            e.message
+        )
+    })?;
+    Ok(name.to_string())
+}
+
+impl Ctx {
+    /// The context of one invocation.
+    pub fn new(cli: &Cli) -> Result<Self> {
+        let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+        let profile_path = profile::resolve_path(cli.config.as_deref(), home.as_deref()).map_err(CliError::Usage)?;
+        Ok(Self { app_flag: cli.app.clone().filter(|a| !a.is_empty()), json: cli.json, profile_path })
+    }
+
+    /// The profile, or an error telling how to log in.
+    fn profile(&self) -> Result<Profile> {
+        profile::load(&self.profile_path).map_err(CliError::Failed)?.ok_or_else(|| {
+            CliError::Failed(format!(
+                "not logged in (no profile at {}): log in with `deis login URL` or create an account with \
+                 `deis register URL`",
+                self.profile_path.display()
+            ))
+        })
+    }
+
+    /// A client authenticated from the profile.
+    fn client(&self) -> Result<(Client, Profile)> {
+        let p = self.profile()?;
+        let client = Client::new(&p.controller, Some(p.token.clone()))?.with_response_limit(p.response_limit);
+        Ok((client, p))
+    }
+
+    /// The app: `-a`/`DEIS_APP`, else the current directory's name.
+    fn app(&self) -> Result<String> {
+        if let Some(a) = &self.app_flag {
+            deis_core::validate::app_name(a)
+                .map_err(|e| CliError::Usage(format!("invalid app name {a:?}: {}", e.message)))?;
+            return Ok(a.clone());
+        }
+        let cwd = std::env::current_dir()
+            .map_err(|e| CliError::Failed(format!("cannot read the current directory ({e}): pass -a APP")))?;
+        app_from_dir(&cwd).map_err(CliError::Usage)
+    }
+
+    /// Prints a line for people (not with `--json`).
+    fn say(&self, line: impl std::fmt::Display) {
+        if !self.json {
+            println!("{line}");
+        }
+    }
+
+    /// Prints the start of a progress line (`Scaling processes... `) for people.
+    fn progress(&self, text: impl std::fmt::Display) {
+        if !self.json {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+        }
+    }
+
+    /// Prints `value` as JSON when `--json` was given; returns whether it did.
+    fn emit<T: Serialize + ?Sized>(&self, value: &T) -> Result<bool> {
+        if !self.json {
+            return Ok(false);
+        }
+        let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Failed(e.to_string()))?;
+        println!("{text}");
+        Ok(true)
+    }
+
+    /// Prints a warning on stderr (also with `--json`).
+    fn warn(&self, text: impl std::fmt::Display) {
+        eprintln!("Warning: {text}");
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result {
+    let ctx = Ctx::new(&cli)?;
+    match cli.command {
+        Command::Register { url, username, password, email, login } => {
+            auth::register(&ctx, &url, username, password, email, login).await
+        }
+        Command::Login { url, username, password } => auth::login(&ctx, &url, username, password).await,
+        Command::Logout => auth::logout(&ctx),
+        Command::Whoami { all } => auth::whoami(&ctx, all).await,
+        Command::AuthRegenerate { username, all } => auth::regenerate(&ctx, username, all).await,
+        Command::Version { all } => auth::version(&ctx, all).await,
+
+        Command::AppsList => apps::list(&ctx).await,
+        Command::AppsCreate { name } => apps::create(&ctx, name).await,
+        Command::AppsInfo => apps::info(&ctx).await,
+        Command::AppsDestroy { confirm } => apps::destroy(&ctx, confirm).await,
+
+        Command::ConfigList { oneline } => config::list(&ctx, oneline).await,
+        Command::ConfigSet { pairs, wait } => config::set(&ctx, pairs, &wait).await,
+        Command::ConfigUnset { keys, wait } => config::unset(&ctx, keys, &wait).await,
+        Command::LimitsList => config::limits_list(&ctx).await,
+        Command::LimitsSet { cpu, limits, wait, .. } => config::limits_set(&ctx, cpu, limits, &wait).await,
+        Command::LimitsUnset { cpu, types, wait, .. } => config::limits_unset(&ctx, cpu, types, &wait).await,
+
+        Command::Deploy { dir, wait } => deploy::deploy(&ctx, &dir, &wait).await,
+        Command::Pull { image, procfile } => deploy::pull(&ctx, &image, procfile).await,
+        Command::BuildsList => deploy::builds_list(&ctx).await,
+
+        Command::ReleasesList => releases::list(&ctx).await,
+        Command::ReleasesInfo { version } => releases::info(&ctx, version).await,
+        Command::ReleasesRollback { version, wait } => releases::rollback(&ctx, version, &wait).await,
+
+        Command::PsList => ps::list(&ctx).await,
+        Command::PsScale { formation, wait } => ps::scale(&ctx, formation, &wait).await,
+        Command::PsRestart { target } => ps::restart(&ctx, target).await,
+
+        Command::DomainsList => domains::list(&ctx).await,
+        Command::DomainsAdd { domain } => domains::add(&ctx, &domain).await,
+        Command::DomainsRemove { domain } => domains::remove(&ctx, &domain).await,
+    }
+}
+
+/// The newest release's version, for `done, vN` lines (`None` if it can't be read).
+async fn latest_release(client: &Client, app: &str) -> Option<u64> {
+    client.releases_list(app).await.ok()?.iter().map(|r| r.version).max()
+}
+
+/// `done, vN` or `done`.
+fn done_with(version: Option<u64>) -> String {
+    version.map_or_else(|| "done".to_string(), |v| format!("done, v{v}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_from_directory_name() {
+        assert_eq!(app_from_dir(Path::new("/src/hello")).unwrap(), "hello");
+        let e = app_from_dir(Path::new("/src/Hello_World")).unwrap_err();
+        assert!(e.contains("-a APP") && e.contains("Hello_World"), "{e}");
+        assert!(app_from_dir(Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn usage_errors_exit_2_others_1() {
+        assert_eq!(CliError::Usage("x".into()).exit_code(), 2);
+        assert_eq!(CliError::Failed("x".into()).exit_code(), 1);
+        let api = CliError::Client(ClientError::from_response(404, br#""No App matches the given query.""#));
+        assert_eq!(api.exit_code(), 1);
+        assert_eq!(api.to_string(), "No App matches the given query.");
+    }
+}

@@ -1,0 +1,163 @@
+//! Apps: create (with the initial release and default domain), list, info, destroy,
+//! transfer, and the app settings object `deis info` reads.
+
+use super::{MAX_ATTEMPTS, Platform, PlatformError, Result};
+use crate::model::{App, Config, Domain, Release, User, validate};
+use crate::store::Txn;
+use crate::store::records::{self, ENDPOINTS_PREFIX, app_key, config_key, domain_key, release_key, user_key};
+
+const ADJECTIVES: &[&str] = &[
+    "amber", "bold", "brave", "calm", "clever", "crisp", "dapper", "eager", "fancy", "gentle", "golden", "happy",
+    "hidden", "jolly", "keen", "lively", "lucky", "mellow", "nimble", "polite", "proud", "quiet", "rapid", "rustic",
+    "shiny", "silent", "sunny", "swift", "tidy", "vivid", "witty", "zesty",
+];
+const NOUNS: &[&str] = &[
+    "badger", "beacon", "canyon", "cedar", "comet", "dolphin", "ember", "falcon", "garden", "glacier", "harbor",
+    "island", "lantern", "meadow", "mesa", "nebula", "orchid", "otter", "pepper", "pioneer", "quasar", "raven",
+    "river", "saddle", "sparrow", "summit", "tundra", "valley", "walrus", "willow", "yonder", "zephyr",
+];
+
+/// A random `<adjective>-<noun>` app name.
+fn random_name() -> String {
+    let mut b = [0u8; 2];
+    getrandom::fill(&mut b).expect("the OS provides randomness");
+    format!("{}-{}", ADJECTIVES[b[0] as usize % ADJECTIVES.len()], NOUNS[b[1] as usize % NOUNS.len()])
+}
+
+impl Platform {
+    /// Creates an app owned by `user` (a random `<adjective>-<noun>` name if `id` is
+    /// `None`), with an empty config, release v1 and its id as default domain.
+    pub async fn create_app(&self, user: &User, id: Option<&str>) -> Result<App> {
+        for attempt in 1..=MAX_ATTEMPTS {
+            let name = id.map_or_else(random_name, str::to_string);
+            validate::app_name(&name)?;
+            let app = App::new(&name, &user.username);
+            let config = Config::initial(&name, &user.username);
+            let release = Release {
+                uuid: uuid::Uuid::new_v4().to_string(),
+                app: name.clone(),
+                owner: user.username.clone(),
+                version: 1,
+                summary: format!("{} created initial release", user.username),
+                failed: false,
+                config: config.uuid.clone(),
+                build: None,
+                created: app.created.clone(),
+                updated: app.created.clone(),
+            };
+            let domain = Domain {
+                owner: user.username.clone(),
+                created: app.created.clone(),
+                updated: app.created.clone(),
+                app: name.clone(),
+                domain: name.clone(),
+            };
+            let guard = self.lock_app(&name).await;
+            let txn = Txn::new()
+                .when(app_key(&name), 0)
+                .when(domain_key(&name), 0)
+                .put(app_key(&name), records::encode(&app))
+                .put(config_key(&name, &config.uuid), records::encode(&config))
+                .put(release_key(&name, 1), records::encode(&release))
+                .put(domain_key(&name), records::encode(&domain));
+            if self.commit(txn).await? {
+                tracing::info!(app = %name, owner = %user.username, "app created");
+                return Ok(app);
+            }
+            drop(guard);
+            if id.is_none() && attempt < MAX_ATTEMPTS {
+                continue; // a random name collided: pick another
+            }
+            return Err(if self.store.get(&app_key(&name)).await?.is_some() {
+                PlatformError::validation("id", "Application with this id already exists.")
+            } else {
+                PlatformError::validation("id", format!("The domain {name} is already in use by another app"))
+            });
+        }
+        Err(PlatformError::concurrent("The app"))
+    }
+
+    /// The apps `user` may see, sorted by id: their own, or all for admins.
+    pub async fn list_apps(&self, user: &User) -> Result<Vec<App>> {
+        let apps: Vec<App> = records::list_json(&*self.store, "apps/").await?;
+        Ok(apps.into_iter().filter(|a| user.is_superuser || a.owner == user.username).collect())
+    }
+
+    /// One app (owner or admin); 404 `No App matches the given query.`
+    pub async fn app(&self, user: &User, id: &str) -> Result<App> {
+        self.app_for(user, id).await.map(|(a, _)| a)
+    }
+
+    /// Destroys an app: stops its units, then deletes every record of it (configs,
+    /// builds, releases, domains, endpoints) in one transaction.
+    pub async fn destroy_app(&self, user: &User, id: &str) -> Result<()> {
+        self.app_for(user, id).await?;
+        let guard = self.lock_app(id).await;
+        for _ in 0..MAX_ATTEMPTS {
+            let (_, rev) = self.app_for(user, id).await?;
+            self.scheduler.remove(id).await?;
+            let key = app_key(id);
+            let mut txn = Txn::new()
+                .when(&key, rev)
+                .delete(&key)
+                .delete_prefix(format!("configs/{id}/"))
+                .delete_prefix(format!("builds/{id}/"))
+                .delete_prefix(records::releases_prefix(id))
+                .delete_prefix(format!("{ENDPOINTS_PREFIX}{id}/"));
+            for kv in self.store.list("domains/").await?.kvs {
+                let domain: Domain = records::decode(&kv)?;
+                if domain.app == id {
+                    txn = txn.when(&kv.key, kv.mod_revision).delete(&kv.key);
+                }
+            }
+            if self.commit(txn).await? {
+                drop(guard);
+                self.forget_lock(id);
+                tracing::info!(app = id, by = %user.username, "app destroyed");
+                return Ok(());
+            }
+        }
+        Err(PlatformError::concurrent("The app"))
+    }
+
+    /// Gives an app to another user (owner or admin); 404 if the user does not exist.
+    pub async fn transfer_app(&self, user: &User, id: &str, new_owner: &str) -> Result<App> {
+        self.app_for(user, id).await?;
+        let _guard = self.lock_app(id).await;
+        for _ in 0..MAX_ATTEMPTS {
+            let (mut app, rev) = self.app_for(user, id).await?;
+            let Some(owner) = self.store.get(&user_key(new_owner)).await? else {
+                return Err(PlatformError::no_match("User"));
+            };
+            app.owner = new_owner.to_string();
+            app.updated = crate::time::now();
+            let txn = Txn::new()
+                .when(app_key(id), rev)
+                .when(user_key(new_owner), owner.mod_revision)
+                .put(app_key(id), records::encode(&app));
+            if self.commit(txn).await? {
+                tracing::info!(app = id, owner = new_owner, "app transferred");
+                return Ok(app);
+            }
+        }
+        Err(PlatformError::concurrent("The app"))
+    }
+
+    /// The app settings object of `GET /v2/apps/<app>/settings/` (what `deis info`
+    /// reads): maintenance off, routable, no whitelist, autoscale or labels.
+    pub async fn app_settings(&self, user: &User, id: &str) -> Result<serde_json::Value> {
+        let app = self.app(user, id).await?;
+        Ok(serde_json::json!({
+            "uuid": app.uuid,
+            "app": app.id,
+            "owner": app.owner,
+            "created": app.created,
+            "updated": app.updated,
+            "maintenance": false,
+            "routable": true,
+            "whitelist": [],
+            "autoscale": {},
+            "label": {},
+        }))
+    }
+}

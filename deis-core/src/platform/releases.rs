@@ -1,0 +1,228 @@
+//! Config and releases: every config change or build makes a new numbered release;
+//! rollback makes a new release copying an older one.
+
+use super::reconcile::{AppContext, structure_for};
+use super::{MAX_ATTEMPTS, Platform, PlatformError, Result};
+use crate::model::{Build, Config, ConfigPatch, Release, User};
+use crate::scheduler::SchedulerError;
+use crate::store::Txn;
+use crate::store::records::{self, app_key, build_key, config_key, release_key};
+
+/// A record a plan refers to: made by the change, already loaded, or to be read.
+pub(crate) enum Part<T> {
+    /// Made by this change: written with the release.
+    New(T),
+    /// Already stored and loaded.
+    Existing(T),
+    /// Already stored under this uuid; read when the plan is carried out.
+    Stored(String),
+}
+
+/// What a new release consists of, computed from the app's current state.
+pub(crate) struct Plan {
+    pub config: Part<Config>,
+    pub build: Option<Part<Build>>,
+    pub summary: String,
+    /// Record the release as failed (with a warning) when the scheduler can't run the
+    /// build, instead of refusing the request (image builds on a process scheduler).
+    pub record_unsupported: bool,
+}
+
+/// A committed release.
+pub(crate) struct Made {
+    pub release: Release,
+    pub warning: Option<String>,
+}
+
+impl Platform {
+    /// Makes a release from `plan`: deploys it, then commits app, release and any new
+    /// config/build records atomically (compare on the app and on the release number).
+    pub(crate) async fn make_release(
+        &self,
+        user: &User,
+        app_id: &str,
+        plan: impl Fn(&AppContext) -> Result<Plan>,
+    ) -> Result<Made> {
+        self.app_for(user, app_id).await?;
+        let _guard = self.lock_app(app_id).await;
+        for _ in 0..MAX_ATTEMPTS {
+            let (app, rev) = self.app_for(user, app_id).await?;
+            let ctx = self.context(app, rev).await?;
+            let plan = plan(&ctx)?;
+            let (config, new_config) = match plan.config {
+                Part::New(c) => (c, true),
+                Part::Existing(c) => (c, false),
+                Part::Stored(uuid) => (self.stored_config(app_id, &uuid).await?, false),
+            };
+            let (build, new_build) = match plan.build {
+                None => (None, false),
+                Some(Part::New(b)) => (Some(b), true),
+                Some(Part::Existing(b)) => (Some(b), false),
+                Some(Part::Stored(uuid)) => (Some(self.stored_build(app_id, &uuid).await?), false),
+            };
+            let now = crate::time::now();
+            let version = ctx.next_version();
+            let mut release = Release {
+                uuid: uuid::Uuid::new_v4().to_string(),
+                app: app_id.to_string(),
+                owner: user.username.clone(),
+                version,
+                summary: plan.summary.clone(),
+                failed: false,
+                config: config.uuid.clone(),
+                build: build.as_ref().map(|b| b.uuid.clone()),
+                created: now.clone(),
+                updated: now.clone(),
+            };
+            let mut new_app = ctx.app.clone();
+            if let Some(build) = &build {
+                new_app.structure = structure_for(&ctx.app.structure, build);
+            }
+            new_app.updated = now;
+            let old_spec = self.current_spec(&ctx).await;
+            let new_spec = self.spec_for(&new_app, &release, &config, build.as_ref()).await?;
+            let mut warning = None;
+            let applied = match self.deploy(old_spec.as_ref(), new_spec.as_ref()).await {
+                Ok(applied) => applied,
+                Err(SchedulerError::Unsupported(msg)) if plan.record_unsupported => {
+                    release.failed = true;
+                    new_app.structure = ctx.app.structure.clone();
+                    warning = Some(msg);
+                    false
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let key = app_key(app_id);
+            let mut txn = Txn::new()
+                .when(&key, ctx.app_rev)
+                .when(release_key(app_id, version), 0)
+                .put(&key, records::encode(&new_app))
+                .put(release_key(app_id, version), records::encode(&release));
+            if new_config {
+                txn = txn.put(config_key(app_id, &config.uuid), records::encode(&config));
+            }
+            if let (true, Some(build)) = (new_build, &build) {
+                txn = txn.put(build_key(app_id, &build.uuid), records::encode(build));
+            }
+            match self.commit(txn).await {
+                Ok(true) => {
+                    tracing::info!(app = app_id, version, summary = %release.summary, failed = release.failed, "release");
+                    return Ok(Made { release, warning });
+                }
+                Ok(false) => {
+                    if applied {
+                        self.restore(app_id, old_spec.as_ref()).await;
+                    }
+                }
+                Err(e) => {
+                    if applied {
+                        self.restore(app_id, old_spec.as_ref()).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Err(PlatformError::concurrent("The app"))
+    }
+
+    /// The config of the app's current (latest non-failed) release.
+    pub async fn config(&self, user: &User, app: &str) -> Result<Config> {
+        let (app, rev) = self.app_for(user, app).await?;
+        Ok(self.context(app, rev).await?.config)
+    }
+
+    /// Applies a config patch: a new config and a new release, deployed if the app has
+    /// a build. 409 if nothing changes; 422 for unsetting a key that does not exist;
+    /// 422 (capacity) if new limits don't fit, with nothing changed.
+    pub async fn set_config(&self, user: &User, app: &str, patch: &ConfigPatch) -> Result<(Config, Release)> {
+        let made = self
+            .make_release(user, app, |ctx| {
+                let (config, summary) = ctx.config.apply(patch, &user.username).map_err(|e| {
+                    if e.field == "detail" { PlatformError::Unprocessable(e.message) } else { e.into() }
+                })?;
+                if summary.is_empty() {
+                    return Err(PlatformError::Conflict(format!(
+                        "{} changed nothing - release stopped",
+                        user.username
+                    )));
+                }
+                Ok(Plan {
+                    config: Part::New(config),
+                    build: ctx.build.clone().map(Part::Existing),
+                    summary: summary.describe(&user.username),
+                    record_unsupported: false,
+                })
+            })
+            .await?;
+        let config = records::get_json::<Config>(&*self.store, &config_key(app, &made.release.config))
+            .await?
+            .ok_or_else(|| PlatformError::Internal("the new config vanished".into()))?
+            .0;
+        Ok((config, made.release))
+    }
+
+    /// The app's releases, newest first.
+    pub async fn releases(&self, user: &User, app: &str) -> Result<Vec<Release>> {
+        self.app_for(user, app).await?;
+        let mut releases: Vec<Release> = records::list_json(&*self.store, &records::releases_prefix(app)).await?;
+        releases.reverse();
+        Ok(releases)
+    }
+
+    /// One release; 404 `No Release matches the given query.`
+    pub async fn release(&self, user: &User, app: &str, version: u64) -> Result<Release> {
+        self.app_for(user, app).await?;
+        records::get_json::<Release>(&*self.store, &release_key(app, version))
+            .await?
+            .map(|(r, _)| r)
+            .ok_or_else(|| PlatformError::no_match("Release"))
+    }
+
+    /// Rolls back to `version` (default: the one before the latest) by making a new
+    /// release with its build and config.
+    pub async fn rollback(&self, user: &User, app: &str, version: Option<i64>) -> Result<Release> {
+        let made = self
+            .make_release(user, app, |ctx| {
+                let latest = ctx.releases.last().map_or(0, |r| r.version);
+                let target = version.unwrap_or(latest as i64 - 1);
+                if target < 1 {
+                    return Err(PlatformError::BadRequest("version cannot be below 0".into()));
+                }
+                if target == 1 {
+                    return Err(PlatformError::BadRequest("Cannot roll back to initial release.".into()));
+                }
+                let target = ctx
+                    .releases
+                    .iter()
+                    .find(|r| r.version as i64 == target)
+                    .ok_or_else(|| PlatformError::no_match("Release"))?;
+                if target.failed {
+                    return Err(PlatformError::BadRequest("Cannot roll back to failed release.".into()));
+                }
+                Ok(Plan {
+                    config: Part::Stored(target.config.clone()),
+                    build: target.build.clone().map(Part::Stored),
+                    summary: format!("{} rolled back to v{}", user.username, target.version),
+                    record_unsupported: false,
+                })
+            })
+            .await;
+        made.map(|m| m.release)
+    }
+}
+
+impl Platform {
+    async fn stored_config(&self, app: &str, uuid: &str) -> Result<Config> {
+        records::get_json::<Config>(&*self.store, &config_key(app, uuid))
+            .await?
+            .map(|(c, _)| c)
+            .ok_or_else(|| PlatformError::Internal(format!("config {uuid} of app {app} is missing")))
+    }
+
+    pub(crate) async fn stored_build(&self, app: &str, uuid: &str) -> Result<Build> {
+        records::get_json::<Build>(&*self.store, &build_key(app, uuid))
+            .await?
+            .map(|(b, _)| b)
+            .ok_or_else(|| PlatformError::Internal(format!("build {uuid} of app {app} is missing")))
+    }
+}

@@ -1,0 +1,255 @@
+//! Users and API tokens: register, login, authenticate, regenerate, cancel, passwd.
+//!
+//! Tokens are stored only as their sha256 (`tokens/<sha256>` → username); a user may
+//! hold several (one per login), and regenerating replaces all of them.
+
+use std::sync::OnceLock;
+
+use super::{MAX_ATTEMPTS, Platform, PlatformError, RegistrationMode, Result};
+use crate::auth;
+use crate::model::{App, User, validate};
+use crate::store::Txn;
+use crate::store::records::{self, app_key, token_key, user_key};
+
+/// Whose token `POST /v2/auth/tokens/` regenerates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegenerateTarget {
+    /// The caller's own.
+    Own,
+    /// One user's (admins, or the caller by name).
+    User(String),
+    /// Everybody's, the caller's included (admins only).
+    All,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| PlatformError::Internal(format!("worker thread failed: {e}")))
+}
+
+/// A hash to verify against when the user does not exist, so a login takes as long
+/// for unknown users as for wrong passwords.
+fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| auth::hash_password("not a real password"))
+}
+
+fn required(field: &str, value: &str) -> Result<()> {
+    if value.is_empty() { Err(PlatformError::validation(field, "This field may not be blank.")) } else { Ok(()) }
+}
+
+impl Platform {
+    /// Registers a user. `caller` is the authenticated user, if the request carried a
+    /// token (needed in [`RegistrationMode::AdminOnly`]). The first user becomes admin.
+    pub async fn register(&self, caller: Option<&User>, username: &str, password: &str, email: &str) -> Result<User> {
+        if self.settings.registration == RegistrationMode::Disabled {
+            return Err(PlatformError::Forbidden("Registration is disabled".into()));
+        }
+        validate::username(username)?;
+        validate::password(password)?;
+        validate::email(email)?;
+        let _guard = self.users_lock.lock().await;
+        let listing = self.store.list("users/").await?;
+        let first = listing.kvs.is_empty();
+        if self.settings.registration == RegistrationMode::AdminOnly
+            && !first
+            && !caller.is_some_and(|u| u.is_superuser)
+        {
+            return Err(PlatformError::Forbidden("Only an administrator can register users on this platform".into()));
+        }
+        if listing.kvs.iter().any(|kv| kv.key == user_key(username)) {
+            return Err(PlatformError::validation("username", "A user with that username already exists."));
+        }
+        let pw = password.to_string();
+        let hash = blocking(move || auth::hash_password(&pw)).await?;
+        let user = User {
+            username: username.into(),
+            email: email.into(),
+            is_superuser: first,
+            password_hash: hash,
+            date_joined: crate::time::now(),
+            last_login: None,
+        };
+        let key = user_key(username);
+        if !self.commit(Txn::new().when(&key, 0).put(&key, records::encode(&user))).await? {
+            return Err(PlatformError::validation("username", "A user with that username already exists."));
+        }
+        tracing::info!(user = username, admin = first, "user registered");
+        Ok(user)
+    }
+
+    /// Checks credentials and issues a new API token (earlier tokens stay valid).
+    pub async fn login(&self, username: &str, password: &str) -> Result<String> {
+        required("username", username)?;
+        required("password", password)?;
+        let bad = || PlatformError::validation("non_field_errors", "Unable to log in with provided credentials.");
+        for _ in 0..MAX_ATTEMPTS {
+            let found = records::get_json::<User>(&*self.store, &user_key(username)).await?;
+            let hash = found.as_ref().map_or_else(|| dummy_hash().to_string(), |(u, _)| u.password_hash.clone());
+            let pw = password.to_string();
+            let ok = blocking(move || auth::verify_password(&pw, &hash)).await?;
+            let Some((mut user, rev)) = found.filter(|_| ok) else { return Err(bad()) };
+            user.last_login = Some(crate::time::now());
+            let token = auth::new_token();
+            let key = user_key(username);
+            let txn = Txn::new()
+                .when(&key, rev)
+                .put(&key, records::encode(&user))
+                .put(token_key(&auth::token_digest(&token)), username.as_bytes().to_vec());
+            if self.commit(txn).await? {
+                return Ok(token);
+            }
+        }
+        Err(PlatformError::concurrent("The user"))
+    }
+
+    /// The user a token belongs to; 401 `Invalid token.` otherwise.
+    pub async fn authenticate(&self, token: &str) -> Result<User> {
+        let invalid = || PlatformError::Unauthorized("Invalid token.".into());
+        if token.is_empty() || token.len() > 256 {
+            return Err(invalid());
+        }
+        let digest = auth::token_digest(token);
+        let Some(kv) = self.store.get(&token_key(&digest)).await? else { return Err(invalid()) };
+        // The lookup is by digest; compare it again in constant time all the same.
+        let stored = kv.key.rsplit('/').next().unwrap_or_default();
+        if !auth::secrets_equal(stored.as_bytes(), digest.as_bytes()) {
+            return Err(invalid());
+        }
+        let username = String::from_utf8_lossy(&kv.value).into_owned();
+        match records::get_json::<User>(&*self.store, &user_key(&username)).await? {
+            Some((user, _)) => Ok(user),
+            None => Err(invalid()),
+        }
+    }
+
+    /// The caller's own record, fresh from the store.
+    pub async fn whoami(&self, caller: &User) -> Result<User> {
+        self.find_user(&caller.username).await.map(|(u, _)| u)
+    }
+
+    async fn find_user(&self, username: &str) -> Result<(User, u64)> {
+        records::get_json::<User>(&*self.store, &user_key(username))
+            .await?
+            .ok_or_else(|| PlatformError::no_match("User"))
+    }
+
+    /// Ops deleting every token of `username` (all users' if `None`).
+    async fn token_deletes(&self, username: Option<&str>, mut txn: Txn) -> Result<Txn> {
+        for kv in self.store.list("tokens/").await?.kvs {
+            if username.is_none_or(|u| kv.value == u.as_bytes()) {
+                txn = txn.delete(kv.key);
+            }
+        }
+        Ok(txn)
+    }
+
+    /// Regenerates tokens: the old ones stop working. Returns the new token, except
+    /// for [`RegenerateTarget::All`] (everybody, the caller included, must log in again).
+    pub async fn regenerate_token(&self, caller: &User, target: RegenerateTarget) -> Result<Option<String>> {
+        let username = match &target {
+            RegenerateTarget::Own => caller.username.clone(),
+            RegenerateTarget::User(name) if *name == caller.username => name.clone(),
+            RegenerateTarget::User(name) if caller.is_superuser => {
+                self.find_user(name).await?;
+                name.clone()
+            }
+            RegenerateTarget::All if caller.is_superuser => {
+                let txn = self.token_deletes(None, Txn::new()).await?;
+                self.store.txn(txn).await?;
+                tracing::info!(by = %caller.username, "all tokens regenerated");
+                return Ok(None);
+            }
+            _ => return Err(PlatformError::forbidden()),
+        };
+        let token = auth::new_token();
+        for _ in 0..MAX_ATTEMPTS {
+            let (_, rev) = self.find_user(&username).await?;
+            let key = user_key(&username);
+            let txn = Txn::new().when(&key, rev);
+            let txn = self.token_deletes(Some(&username), txn).await?;
+            let txn = txn.put(token_key(&auth::token_digest(&token)), username.as_bytes().to_vec());
+            if self.commit(txn).await? {
+                return Ok(Some(token));
+            }
+        }
+        Err(PlatformError::concurrent("The user"))
+    }
+
+    /// Deletes a user (the caller, or `target` for admins) and their tokens. 409 if the
+    /// user still owns apps.
+    pub async fn cancel_user(&self, caller: &User, target: Option<&str>) -> Result<()> {
+        let name = target.unwrap_or(&caller.username);
+        if name != caller.username && !caller.is_superuser {
+            return Err(PlatformError::forbidden());
+        }
+        let _guard = self.users_lock.lock().await;
+        let (_, rev) = self.find_user(name).await?;
+        let apps: Vec<App> = records::list_json(&*self.store, "apps/").await?;
+        if apps.iter().any(|a| a.owner == name) {
+            return Err(PlatformError::Conflict(format!(
+                "{name} still has applications assigned. Delete or transfer ownership"
+            )));
+        }
+        let key = user_key(name);
+        let mut txn = Txn::new().when(&key, rev).delete(&key);
+        for app in &apps {
+            // Apps must not gain this owner meanwhile.
+            let (_, app_rev) = self.load_app(&app.id).await?;
+            txn = txn.when(app_key(&app.id), app_rev);
+        }
+        let txn = self.token_deletes(Some(name), txn).await?;
+        if !self.commit(txn).await? {
+            return Err(PlatformError::concurrent("The user"));
+        }
+        tracing::info!(user = name, by = %caller.username, "user cancelled");
+        Ok(())
+    }
+
+    /// Changes a password. Users change their own with the current `password`;
+    /// admins may set anyone's (`username`) without it.
+    pub async fn change_password(
+        &self,
+        caller: &User,
+        username: Option<&str>,
+        password: Option<&str>,
+        new_password: Option<&str>,
+    ) -> Result<()> {
+        let Some(new_password) = new_password.filter(|p| !p.is_empty()) else {
+            return Err(PlatformError::BadRequest("new_password is a required field".into()));
+        };
+        validate::password(new_password).map_err(|e| PlatformError::validation("new_password", e.message))?;
+        let name = username.filter(|n| !n.is_empty()).unwrap_or(&caller.username);
+        if name != caller.username && !caller.is_superuser {
+            return Err(PlatformError::forbidden());
+        }
+        let password = password.filter(|p| !p.is_empty());
+        if !caller.is_superuser && password.is_none() {
+            return Err(PlatformError::BadRequest("password is a required field".into()));
+        }
+        let new_pw = new_password.to_string();
+        let new_hash = blocking(move || auth::hash_password(&new_pw)).await?;
+        for _ in 0..MAX_ATTEMPTS {
+            let (mut user, rev) = self.find_user(name).await?;
+            if let Some(pw) = password {
+                let (pw, hash) = (pw.to_string(), user.password_hash.clone());
+                if !blocking(move || auth::verify_password(&pw, &hash)).await? {
+                    return Err(PlatformError::Unauthorized("Current password does not match".into()));
+                }
+            }
+            user.password_hash = new_hash.clone();
+            let key = user_key(name);
+            if self.commit(Txn::new().when(&key, rev).put(&key, records::encode(&user))).await? {
+                return Ok(());
+            }
+        }
+        Err(PlatformError::concurrent("The user"))
+    }
+
+    /// Every user, sorted by name (admins only).
+    pub async fn list_users(&self, caller: &User) -> Result<Vec<User>> {
+        if !caller.is_superuser {
+            return Err(PlatformError::forbidden());
+        }
+        Ok(records::list_json(&*self.store, "users/").await?)
+    }
+}

@@ -1,0 +1,61 @@
+//! `/v2/apps/` and `/v2/apps/<app>/` (§3.2), app settings (§3.12).
+
+use axum::extract::{Path, State};
+use axum::response::IntoResponse;
+use http::StatusCode;
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{AuthUser, JsonBody, Page};
+use super::{ApiState, json};
+
+pub(super) async fn list(State(s): State<ApiState>, AuthUser(user): AuthUser, page: Page) -> ApiResult {
+    Ok(page.render(s.platform.list_apps(&user).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct CreateBody {
+    id: Option<String>,
+}
+
+pub(super) async fn create(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    JsonBody(b): JsonBody<CreateBody>,
+) -> ApiResult {
+    let app = s.platform.create_app(&user, b.id.as_deref()).await?;
+    Ok(json(StatusCode::CREATED, app))
+}
+
+pub(super) async fn info(State(s): State<ApiState>, AuthUser(user): AuthUser, Path(app): Path<String>) -> ApiResult {
+    Ok(json(StatusCode::OK, s.platform.app(&user, &app).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct TransferBody {
+    owner: Option<String>,
+}
+
+pub(super) async fn transfer(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    Path(app): Path<String>,
+    JsonBody(b): JsonBody<TransferBody>,
+) -> ApiResult {
+    let owner = b.owner.filter(|o| !o.is_empty()).ok_or_else(|| ApiError::required("owner"))?;
+    s.platform.transfer_app(&user, &app, &owner).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+pub(super) async fn destroy(State(s): State<ApiState>, AuthUser(user): AuthUser, Path(app): Path<String>) -> ApiResult {
+    s.platform.destroy_app(&user, &app).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(super) async fn settings(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    Path(app): Path<String>,
+) -> ApiResult {
+    Ok(json(StatusCode::OK, s.platform.app_settings(&user, &app).await?))
+}

@@ -1,0 +1,106 @@
+//! `/v2/auth/*` and `/v2/users/` (§3.1, §3.11).
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use deis_core::platform::RegenerateTarget;
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{AuthUser, JsonBody, MaybeUser, Page};
+use super::{ApiState, json};
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RegisterBody {
+    username: Option<String>,
+    password: Option<String>,
+    #[serde(default)]
+    email: String,
+}
+
+pub(super) async fn register(
+    State(s): State<ApiState>,
+    MaybeUser(caller): MaybeUser,
+    JsonBody(b): JsonBody<RegisterBody>,
+) -> ApiResult {
+    let username = b.username.ok_or_else(|| ApiError::required("username"))?;
+    let password = b.password.ok_or_else(|| ApiError::required("password"))?;
+    let user = s.platform.register(caller.as_ref(), &username, &password, &b.email).await?;
+    Ok(json(StatusCode::CREATED, user.public()))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct LoginBody {
+    username: Option<String>,
+    password: Option<String>,
+}
+
+pub(super) async fn login(State(s): State<ApiState>, JsonBody(b): JsonBody<LoginBody>) -> ApiResult {
+    let username = b.username.ok_or_else(|| ApiError::required("username"))?;
+    let password = b.password.ok_or_else(|| ApiError::required("password"))?;
+    let token = s.platform.login(&username, &password).await?;
+    Ok(json(StatusCode::OK, json!({ "token": token })))
+}
+
+pub(super) async fn whoami(State(s): State<ApiState>, AuthUser(user): AuthUser) -> ApiResult {
+    Ok(json(StatusCode::OK, s.platform.whoami(&user).await?.public()))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct CancelBody {
+    username: Option<String>,
+}
+
+pub(super) async fn cancel(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    JsonBody(b): JsonBody<CancelBody>,
+) -> ApiResult {
+    s.platform.cancel_user(&user, b.username.as_deref().filter(|u| !u.is_empty())).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct PasswdBody {
+    username: Option<String>,
+    password: Option<String>,
+    new_password: Option<String>,
+}
+
+pub(super) async fn passwd(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    JsonBody(b): JsonBody<PasswdBody>,
+) -> ApiResult {
+    s.platform.change_password(&user, b.username.as_deref(), b.password.as_deref(), b.new_password.as_deref()).await?;
+    Ok(json(StatusCode::OK, json!({ "status": "password set" })))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct TokensBody {
+    username: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+pub(super) async fn tokens(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    JsonBody(b): JsonBody<TokensBody>,
+) -> ApiResult {
+    let target = match (b.all, b.username.filter(|u| !u.is_empty())) {
+        (true, _) => RegenerateTarget::All,
+        (false, Some(name)) => RegenerateTarget::User(name),
+        (false, None) => RegenerateTarget::Own,
+    };
+    Ok(match s.platform.regenerate_token(&user, target).await? {
+        Some(token) => json(StatusCode::OK, json!({ "token": token })),
+        None => json(StatusCode::OK, ""),
+    })
+}
+
+pub(super) async fn list_users(State(s): State<ApiState>, AuthUser(user): AuthUser, page: Page) -> ApiResult<Response> {
+    let users = s.platform.list_users(&user).await?;
+    Ok(page.render(users.iter().map(|u| u.public()).collect()))
+}

@@ -1,0 +1,76 @@
+//! Builds (§3.4 and extension 1: source tarball uploads).
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use deis_core::platform::BuildInput;
+use http::{HeaderMap, StatusCode, header};
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{AuthUser, Page, content_length, parse_json, read_body};
+use super::{ApiState, json};
+
+/// Content types of a source tarball upload.
+const GZIP_TYPES: &[&str] = &["application/gzip", "application/x-gzip", "application/x-tar+gzip"];
+
+fn is_tarball(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = ct.split(';').next().unwrap_or_default().trim();
+    GZIP_TYPES.iter().any(|t| essence.eq_ignore_ascii_case(t))
+}
+
+pub(super) async fn list(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    Path(app): Path<String>,
+    page: Page,
+) -> ApiResult {
+    Ok(page.render(s.platform.builds(&user, &app).await?.iter().map(build_json).collect()))
+}
+
+/// A build as JSON, always with an `image` field (empty for source builds).
+fn build_json(build: &deis_core::Build) -> serde_json::Value {
+    let mut v = serde_json::to_value(build).unwrap_or_default();
+    if v.get("image").is_none() {
+        v["image"] = serde_json::Value::String(String::new());
+    }
+    v
+}
+
+#[derive(Debug, Deserialize)]
+struct ImageBody {
+    image: Option<String>,
+    #[serde(default)]
+    procfile: Option<BTreeMap<String, String>>,
+}
+
+/// `POST /v2/apps/<app>/builds/`: `{"image": ...}` as JSON, or a gzipped tar of the
+/// app directory with a gzip content type. 201 Build (plus `warning` when the
+/// scheduler can't run it).
+pub(super) async fn create(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    // Unknown apps and foreign apps are refused before a large upload is read.
+    s.platform.app(&user, &app).await?;
+    let input = if is_tarball(&headers) {
+        let bytes = read_body(body, content_length(&headers), s.limits.max_upload_bytes).await?;
+        BuildInput::Source(bytes.to_vec())
+    } else {
+        let bytes = read_body(body, content_length(&headers), s.limits.max_json_bytes).await?;
+        let b: ImageBody = parse_json(&bytes)?;
+        let image = b.image.ok_or_else(|| ApiError::required("image"))?;
+        BuildInput::Image { image, procfile: b.procfile.unwrap_or_default() }
+    };
+    let outcome = s.platform.create_build(&user, &app, input).await?;
+    let mut body = build_json(&outcome.build);
+    if let Some(warning) = outcome.warning {
+        body["warning"] = serde_json::Value::String(warning);
+    }
+    Ok(json(StatusCode::CREATED, body))
+}

@@ -1,0 +1,64 @@
+//! Config (§3.3) and releases (§3.5).
+
+use axum::extract::{Path, State};
+use deis_core::ConfigPatch;
+use deis_core::platform::PlatformError;
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiResult;
+use super::extract::{AuthUser, JsonBody, Page};
+use super::{ApiState, json};
+
+pub(super) async fn get_config(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    Path(app): Path<String>,
+) -> ApiResult {
+    Ok(json(StatusCode::OK, s.platform.config(&user, &app).await?))
+}
+
+pub(super) async fn set_config(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    Path(app): Path<String>,
+    JsonBody(patch): JsonBody<ConfigPatch>,
+) -> ApiResult {
+    let (config, _) = s.platform.set_config(&user, &app, &patch).await?;
+    Ok(json(StatusCode::CREATED, config))
+}
+
+pub(super) async fn releases(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    Path(app): Path<String>,
+    page: Page,
+) -> ApiResult {
+    Ok(page.render(s.platform.releases(&user, &app).await?))
+}
+
+pub(super) async fn release(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    Path((app, version)): Path<(String, String)>,
+) -> ApiResult {
+    let version: u64 =
+        version.strip_prefix('v').unwrap_or(&version).parse().map_err(|_| PlatformError::no_match("Release"))?;
+    Ok(json(StatusCode::OK, s.platform.release(&user, &app, version).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RollbackBody {
+    version: Option<i64>,
+}
+
+pub(super) async fn rollback(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    Path(app): Path<String>,
+    JsonBody(b): JsonBody<RollbackBody>,
+) -> ApiResult {
+    let release = s.platform.rollback(&user, &app, b.version).await?;
+    Ok(json(StatusCode::CREATED, json!({ "version": release.version })))
+}

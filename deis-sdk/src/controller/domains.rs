@@ -1,0 +1,43 @@
+//! Domains (§3.7).
+
+use axum::extract::{Path, State};
+use axum::response::IntoResponse;
+use http::StatusCode;
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{AuthUser, JsonBody, Page};
+use super::{ApiState, json};
+
+pub(super) async fn list(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    Path(app): Path<String>,
+    page: Page,
+) -> ApiResult {
+    Ok(page.render(s.platform.domains(&user, &app).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct AddBody {
+    domain: Option<String>,
+}
+
+pub(super) async fn add(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    Path(app): Path<String>,
+    JsonBody(b): JsonBody<AddBody>,
+) -> ApiResult {
+    let domain = b.domain.ok_or_else(|| ApiError::required("domain"))?;
+    Ok(json(StatusCode::CREATED, s.platform.add_domain(&user, &app, &domain).await?))
+}
+
+pub(super) async fn remove(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    Path((app, domain)): Path<(String, String)>,
+) -> ApiResult {
+    s.platform.remove_domain(&user, &app, &domain).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

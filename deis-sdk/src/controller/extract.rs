@@ -1,0 +1,160 @@
+//! Request extraction: token auth, bounded JSON bodies, pagination.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::response::{IntoResponse, Response};
+use deis_core::User;
+use deis_core::platform::PlatformError;
+use http::request::Parts;
+use http::{StatusCode, header};
+use http_body_util::BodyExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::ApiState;
+use super::error::ApiError;
+
+/// The token of an `Authorization: token <t>` header (keyword case-insensitive);
+/// `None` if there is no such header or another scheme.
+fn token(parts: &Parts) -> Option<Result<String, ApiError>> {
+    let value = parts.headers.get(header::AUTHORIZATION)?;
+    let Ok(value) = value.to_str() else {
+        return Some(Err(PlatformError::Unauthorized("Invalid token header.".into()).into()));
+    };
+    let mut words = value.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("token") {
+        return None;
+    }
+    match (words.next(), words.next()) {
+        (Some(t), None) => Some(Ok(t.to_string())),
+        (None, _) => {
+            Some(Err(PlatformError::Unauthorized("Invalid token header. No credentials provided.".into()).into()))
+        }
+        _ => Some(Err(PlatformError::Unauthorized(
+            "Invalid token header. Token string should not contain spaces.".into(),
+        )
+        .into())),
+    }
+}
+
+/// The authenticated caller; 401 without a valid token.
+#[derive(Debug, Clone)]
+pub struct AuthUser(pub User);
+
+impl FromRequestParts<ApiState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        match token(parts) {
+            None => Err(PlatformError::Unauthorized("Authentication credentials were not provided.".into()).into()),
+            Some(t) => Ok(Self(state.platform.authenticate(&t?).await?)),
+        }
+    }
+}
+
+/// The caller if the request carries a token (which must then be valid).
+#[derive(Debug, Clone)]
+pub struct MaybeUser(pub Option<User>);
+
+impl FromRequestParts<ApiState> for MaybeUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        match token(parts) {
+            None => Ok(Self(None)),
+            Some(t) => Ok(Self(Some(state.platform.authenticate(&t?).await?))),
+        }
+    }
+}
+
+/// Reads a body of at most `limit` bytes; 413 beyond.
+pub async fn read_body(body: Body, declared: Option<u64>, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::TooLarge(format!("request body exceeds the limit of {limit} bytes"));
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::bad_request(format!("could not read the request body: {e}"))),
+    }
+}
+
+/// The declared `Content-Length`, if any.
+pub fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Parses a JSON body; an empty body is `{}`.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes = if bytes.iter().all(u8::is_ascii_whitespace) { &b"{}"[..] } else { bytes };
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::bad_request(format!("invalid request body: {e}")),
+        _ => ApiError::bad_request(format!("malformed JSON: {e}")),
+    })
+}
+
+/// A JSON request body, bounded by [`super::ApiLimits::max_json_bytes`]. Any content
+/// type is accepted (the Go SDK always says `application/json`); an empty body is `{}`.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<ApiState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &ApiState) -> Result<Self, ApiError> {
+        let declared = content_length(req.headers());
+        let bytes = read_body(req.into_body(), declared, state.limits.max_json_bytes).await?;
+        parse_json(&bytes).map(Self)
+    }
+}
+
+/// `?limit=N&offset=M` of list endpoints.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    /// Most results to return.
+    pub limit: usize,
+    /// Results to skip.
+    pub offset: usize,
+}
+
+/// Default page size, as the reference controller's.
+pub const DEFAULT_PAGE: usize = 100;
+/// Largest page size.
+pub const MAX_PAGE: usize = 1000;
+
+impl<S: Send + Sync> FromRequestParts<S> for Page {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let mut page = Page { limit: DEFAULT_PAGE, offset: 0 };
+        for pair in parts.uri.query().unwrap_or_default().split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let parse = |what: &str| {
+                value
+                    .parse::<usize>()
+                    .map_err(|_| ApiError::bad_request(format!("{what} must be a non-negative integer")))
+            };
+            match key {
+                "limit" => page.limit = parse("limit")?.clamp(1, MAX_PAGE),
+                "offset" => page.offset = parse("offset")?,
+                _ => {}
+            }
+        }
+        Ok(page)
+    }
+}
+
+impl Page {
+    /// `{"count", "next", "previous", "results"}` of `items`; `count` is the total.
+    pub fn render<T: Serialize>(&self, items: Vec<T>) -> Response {
+        let count = items.len();
+        let next = (self.offset + self.limit < count)
+            .then(|| format!("?limit={}&offset={}", self.limit, self.offset + self.limit));
+        let previous = (self.offset > 0)
+            .then(|| format!("?limit={}&offset={}", self.limit, self.offset.saturating_sub(self.limit)));
+        let results: Vec<T> = items.into_iter().skip(self.offset).take(self.limit).collect();
+        let body = serde_json::json!({ "count": count, "next": next, "previous": previous, "results": results });
+        (StatusCode::OK, axum::Json(body)).into_response()
+    }
+}

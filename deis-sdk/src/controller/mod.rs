@@ -1,0 +1,158 @@
+//! The controller's HTTP API: the Deis Workflow v2.3 REST API (so existing Workflow
+//! clients keep working) plus our extensions, on top of [`Platform`].
+//!
+//! [`router`] builds an `axum::Router`; serve it with `axum::serve`:
+//!
+//! ```no_run
+//! # async fn demo(platform: std::sync::Arc<deis_core::platform::Platform>) -> std::io::Result<()> {
+//! use deis_sdk::controller::{ApiLimits, router};
+//!
+//! let app = router(platform, ApiLimits::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Conventions (CONTROLLER-API.md §1): every response, errors included, carries
+//! `DEIS_API_VERSION: 2.3` and `DEIS_PLATFORM_VERSION: 2.3.0`; every route answers
+//! with or without a trailing slash (never a redirect); path segments are
+//! percent-decoded; `Authorization: token <t>`; an empty body is `{}`; JSON bodies are
+//! limited to [`ApiLimits::max_json_bytes`] (413 beyond); errors are JSON as in §1.6.
+//! Each request is logged at debug level with method, path, status and duration.
+
+mod apps;
+mod auth;
+mod builds;
+mod config;
+mod domains;
+mod error;
+mod extract;
+mod ps;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use deis_core::platform::{Platform, PlatformError};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+
+pub use error::{ApiError, ApiResult};
+pub use extract::{AuthUser, DEFAULT_PAGE, JsonBody, MAX_PAGE, MaybeUser, Page};
+
+/// The API version Workflow clients check (`DEIS_API_VERSION`).
+pub const API_VERSION: &str = "2.3";
+/// The platform version reported in `DEIS_PLATFORM_VERSION`.
+pub const PLATFORM_VERSION: &str = "2.3.0";
+
+/// Size limits of request bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Largest JSON body (default 1 MiB).
+    pub max_json_bytes: usize,
+    /// Largest source tarball upload to `POST /v2/apps/<app>/builds/` (default 256 MiB).
+    pub max_upload_bytes: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self { max_json_bytes: 1 << 20, max_upload_bytes: 256 << 20 }
+    }
+}
+
+/// What handlers share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The controller logic.
+    pub platform: Arc<Platform>,
+    /// Body limits.
+    pub limits: ApiLimits,
+}
+
+/// Adds `path` and `path/` (the API accepts both everywhere, and never redirects).
+fn both(router: Router<ApiState>, path: &str, methods: MethodRouter<ApiState>) -> Router<ApiState> {
+    let trimmed = path.trim_end_matches('/');
+    router.route(trimmed, methods.clone()).route(&format!("{trimmed}/"), methods)
+}
+
+/// The controller API on `platform`. See the module docs for the conventions.
+pub fn router(platform: Arc<Platform>, limits: ApiLimits) -> Router {
+    use axum::routing::{delete, post};
+    let r = Router::new();
+    let r = r
+        .route("/healthz", get(health))
+        .route("/healthz/", get(health))
+        .route("/readiness", get(health))
+        .route("/readiness/", get(health));
+    let r = both(r, "/v2", get(api_root));
+    // Auth and users.
+    let r = both(r, "/v2/auth/register", post(auth::register));
+    let r = both(r, "/v2/auth/login", post(auth::login));
+    let r = both(r, "/v2/auth/whoami", get(auth::whoami));
+    let r = both(r, "/v2/auth/cancel", delete(auth::cancel));
+    let r = both(r, "/v2/auth/passwd", post(auth::passwd));
+    let r = both(r, "/v2/auth/tokens", post(auth::tokens));
+    let r = both(r, "/v2/users", get(auth::list_users));
+    // Apps.
+    let r = both(r, "/v2/apps", get(apps::list).post(apps::create));
+    let r = both(r, "/v2/apps/{app}", get(apps::info).post(apps::transfer).delete(apps::destroy));
+    let r = both(r, "/v2/apps/{app}/settings", get(apps::settings));
+    let r = both(r, "/v2/apps/{app}/config", get(config::get_config).post(config::set_config));
+    let r = both(r, "/v2/apps/{app}/builds", get(builds::list).post(builds::create));
+    let r = both(r, "/v2/apps/{app}/releases", get(config::releases));
+    let r = both(r, "/v2/apps/{app}/releases/rollback", post(config::rollback));
+    let r = both(r, "/v2/apps/{app}/releases/{version}", get(config::release));
+    let r = both(r, "/v2/apps/{app}/scale", post(ps::scale));
+    let r = both(r, "/v2/apps/{app}/pods", get(ps::list));
+    let r = both(r, "/v2/apps/{app}/pods/restart", post(ps::restart_all));
+    let r = both(r, "/v2/apps/{app}/pods/{ptype}/restart", post(ps::restart_type));
+    let r = both(r, "/v2/apps/{app}/pods/{ptype}/{name}/restart", post(ps::restart_unit));
+    let r = both(r, "/v2/apps/{app}/domains", get(domains::list).post(domains::add));
+    let r = both(r, "/v2/apps/{app}/domains/{domain}", delete(domains::remove));
+    r.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(version_headers))
+        .with_state(ApiState { platform, limits })
+}
+
+static API_VERSION_HEADER: HeaderName = HeaderName::from_static("deis_api_version");
+static PLATFORM_VERSION_HEADER: HeaderName = HeaderName::from_static("deis_platform_version");
+
+/// Adds the version headers to every response and logs the request.
+async fn version_headers(req: Request, next: Next) -> Response {
+    let (method, path, start) = (req.method().clone(), req.uri().path().to_string(), Instant::now());
+    let mut resp = next.run(req).await;
+    let headers = resp.headers_mut();
+    headers.insert(API_VERSION_HEADER.clone(), HeaderValue::from_static(API_VERSION));
+    headers.insert(PLATFORM_VERSION_HEADER.clone(), HeaderValue::from_static(PLATFORM_VERSION));
+    tracing::debug!(%method, path, status = resp.status().as_u16(), elapsed_us = start.elapsed().as_micros() as u64, "api request");
+    resp
+}
+
+async fn health() -> &'static str {
+    "OK"
+}
+
+/// `GET /v2/`: 401 without a token (the CLI's connection probe), `{}` with one.
+async fn api_root(_: AuthUser) -> Response {
+    axum::Json(serde_json::json!({})).into_response()
+}
+
+async fn not_found() -> ApiError {
+    PlatformError::NotFound("Not found.".into()).into()
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.to_string())
+}
+
+/// A JSON response with a status.
+fn json(status: StatusCode, body: impl serde::Serialize) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,97 @@
+//! Processes: list, scale, restart (§3.6 and extensions 3, 4, 6).
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::response::IntoResponse;
+use deis_core::model::validate;
+use deis_core::scheduler::RestartFilter;
+use deis_core::{Unit, time};
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{AuthUser, JsonBody, Page};
+use super::{ApiState, json};
+
+/// A unit as a Workflow `Pod` plus our `address` and `restarts`.
+fn pod(u: &Unit) -> Value {
+    json!({
+        "name": u.name,
+        "state": u.state.to_string(),
+        "release": format!("v{}", u.release),
+        "type": u.proc_type,
+        "started": u.started.clone().unwrap_or_else(time::now),
+        "address": u.address.map(|a| a.to_string()),
+        "restarts": u.restarts,
+    })
+}
+
+pub(super) async fn list(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    Path(app): Path<String>,
+    page: Page,
+) -> ApiResult {
+    let units = s.platform.units(&user, &app).await?;
+    Ok(page.render(units.iter().map(pod).collect()))
+}
+
+/// Parses `{"web": 3, "worker": "1"}`.
+fn parse_scale(body: BTreeMap<String, Value>) -> Result<BTreeMap<String, u32>, ApiError> {
+    let invalid = |what: String| ApiError::bad_request(format!("Invalid scaling format: {what}"));
+    body.into_iter()
+        .map(|(ty, v)| {
+            validate::proc_type(&ty).map_err(|e| invalid(e.message))?;
+            let n = match &v {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse::<u64>().ok(),
+                _ => None,
+            };
+            let n = n
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| invalid(format!("{ty}: {v} is not a non-negative integer")))?;
+            Ok((ty, n))
+        })
+        .collect()
+}
+
+pub(super) async fn scale(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    Path(app): Path<String>,
+    JsonBody(body): JsonBody<BTreeMap<String, Value>>,
+) -> ApiResult {
+    let counts = parse_scale(body)?;
+    s.platform.scale(&user, &app, &counts).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn restart(s: ApiState, user: &deis_core::User, app: &str, filter: RestartFilter) -> ApiResult {
+    let units = s.platform.restart(user, app, filter).await?;
+    Ok(json(StatusCode::OK, units.iter().map(pod).collect::<Vec<_>>()))
+}
+
+pub(super) async fn restart_all(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    Path(app): Path<String>,
+) -> ApiResult {
+    restart(s, &user, &app, RestartFilter::default()).await
+}
+
+pub(super) async fn restart_type(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    Path((app, ptype)): Path<(String, String)>,
+) -> ApiResult {
+    restart(s, &user, &app, RestartFilter { proc_type: Some(ptype), unit: None }).await
+}
+
+pub(super) async fn restart_unit(
+    State(s): State<ApiState>,
+    AuthUser(user): AuthUser,
+    Path((app, ptype, name)): Path<(String, String, String)>,
+) -> ApiResult {
+    restart(s, &user, &app, RestartFilter { proc_type: Some(ptype), unit: Some(name) }).await
+}

@@ -1,0 +1,249 @@
+//! The HTTP router: a reverse proxy that routes requests by `Host` to apps' web units.
+//!
+//! Hosts are `<app>.<domain>` for every app, plus each custom domain (`domains/` records;
+//! `*.example.com` matches one label). An app's backends are its `web` (or `cmd`, for
+//! image apps) endpoints, which the [publisher](crate::publisher) writes under
+//! `endpoints/`. The table is loaded from the store and kept live by watching it; the
+//! request path reads it without locks.
+//!
+//! Requests are spread round-robin over an app's backends, over pooled keep-alive
+//! connections. A backend that refuses or times out a connect is skipped for the next
+//! one; a body-less idempotent request whose connection dies before any answer is
+//! replayed once. `Connection: upgrade` requests (WebSocket) are passed through.
+//! The router answers itself with a plain-text explanation when it can't proxy:
+//! 404 (no app at this host), 503 (app has no running web unit), 502 (no unit
+//! answered), 504 (response timeout), 413 (body over the limit).
+//!
+//! ```no_run
+//! # async fn run(store: std::sync::Arc<dyn deis_core::Store>) -> std::io::Result<()> {
+//! use deis_sdk::router::{Router, RouterConfig};
+//! let router = Router::new(store, RouterConfig::new("deis.example.com"));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! router.serve(listener, async { tokio::signal::ctrl_c().await.ok(); }).await
+//! # }
+//! ```
+
+mod backend;
+mod body;
+mod proxy;
+mod server;
+mod table;
+mod watcher;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use deis_core::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use backend::PoolSettings;
+use table::RoutingTable;
+
+/// Settings of a [`Router`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RouterConfig {
+    /// The platform domain: app `hello` is served at `hello.<domain>`. Empty means
+    /// only custom domains are routed.
+    pub domain: String,
+    /// Limit of a TCP connect to a backend; past it the next backend is tried.
+    pub connect_timeout: Duration,
+    /// Limit on the wait for a backend's response head (`None`: wait as long as the
+    /// client does). Past it the client gets 504.
+    pub response_timeout: Option<Duration>,
+    /// Largest request body forwarded, in bytes (`None`: no limit; bodies are streamed,
+    /// never buffered). Larger bodies get 413.
+    pub max_request_body: Option<u64>,
+    /// Limit on receiving a request's headers; also closes client connections idle
+    /// between requests for this long.
+    pub header_read_timeout: Duration,
+    /// Most idle keep-alive connections kept per backend.
+    pub max_idle_per_backend: usize,
+    /// Idle backend connections older than this are closed rather than reused.
+    pub backend_idle_timeout: Duration,
+    /// On shutdown, how long open connections may take to finish their request.
+    pub shutdown_grace: Duration,
+}
+
+impl RouterConfig {
+    /// Defaults for a platform domain: 3 s connect timeout, 60 s response timeout, no
+    /// body limit, 30 s header/idle timeout, 256 idle connections per backend kept up
+    /// to 60 s, 10 s shutdown grace.
+    pub fn new(domain: impl Into<String>) -> Self {
+        Self {
+            domain: domain.into().trim_end_matches('.').to_ascii_lowercase(),
+            connect_timeout: Duration::from_secs(3),
+            response_timeout: Some(Duration::from_secs(60)),
+            max_request_body: None,
+            header_read_timeout: Duration::from_secs(30),
+            max_idle_per_backend: 256,
+            backend_idle_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters of a router since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct RouterStats {
+    /// Requests received.
+    pub requests: u64,
+    /// 400: no usable `Host`.
+    pub bad_request: u64,
+    /// 404: no app at the host.
+    pub not_found: u64,
+    /// 503: the app has no routed unit.
+    pub no_backend: u64,
+    /// 502: no backend answered.
+    pub bad_gateway: u64,
+    /// 504: a backend did not answer in time.
+    pub gateway_timeout: u64,
+    /// 413: the body was over the limit.
+    pub too_large: u64,
+    /// Backend connects that failed (each was followed by a try on the next backend).
+    pub connect_failures: u64,
+    /// Requests replayed after their connection died before answering.
+    pub retries: u64,
+    /// Connections upgraded (WebSocket and other protocols).
+    pub upgrades: u64,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    requests: AtomicU64,
+    bad_request: AtomicU64,
+    not_found: AtomicU64,
+    no_backend: AtomicU64,
+    bad_gateway: AtomicU64,
+    gateway_timeout: AtomicU64,
+    too_large: AtomicU64,
+    connect_failures: AtomicU64,
+    retries: AtomicU64,
+    upgrades: AtomicU64,
+}
+
+/// A routed host, as listed by [`Router::routes`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Route {
+    /// Host name (`hello.deis.example.com`, `www.example.com`, `*.example.com`).
+    pub host: String,
+    /// App id.
+    pub app: String,
+    /// Addresses of the app's web units.
+    pub backends: Vec<SocketAddr>,
+}
+
+/// State shared by the watcher, the accept loop and every request.
+#[derive(Debug)]
+struct Shared {
+    config: RouterConfig,
+    pool: PoolSettings,
+    table: ArcSwap<RoutingTable>,
+    stats: Stats,
+    synced: watch::Sender<bool>,
+}
+
+/// The HTTP router. Cheap to clone; clones share routes, pools and stats.
+#[derive(Debug, Clone)]
+pub struct Router {
+    store: Arc<dyn Store>,
+    shared: Arc<Shared>,
+}
+
+impl Router {
+    /// A router reading routes from `store`. Nothing runs until [`Router::serve`].
+    pub fn new(store: Arc<dyn Store>, config: RouterConfig) -> Self {
+        let pool = PoolSettings {
+            max_idle: config.max_idle_per_backend,
+            idle_timeout: config.backend_idle_timeout,
+            connect_timeout: config.connect_timeout,
+        };
+        let shared = Shared {
+            config,
+            pool,
+            table: ArcSwap::from_pointee(RoutingTable::default()),
+            stats: Stats::default(),
+            synced: watch::channel(false).0,
+        };
+        Self { store, shared: Arc::new(shared) }
+    }
+
+    /// Serves HTTP/1.1 on `listener` until `shutdown` resolves, then stops accepting
+    /// and gives open connections [`RouterConfig::shutdown_grace`] to finish.
+    ///
+    /// The routes are loaded from the store before the first connection is accepted
+    /// (connections wait in the listen backlog meanwhile) and followed live after;
+    /// store failures are retried with backoff while serving the last known routes.
+    /// Call it once per router.
+    pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
+        let watcher = tokio::spawn(watcher::run(self.store.clone(), self.shared.clone(), self.shared.synced.clone()));
+        let _stop_watcher = AbortOnDrop(watcher);
+        tokio::pin!(shutdown);
+        tokio::select! {
+            () = self.synced() => {}
+            () = &mut shutdown => return Ok(()),
+        }
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, domain = %self.shared.config.domain, "router: serving");
+        }
+        server::accept_loop(listener, self.shared.clone(), shutdown).await
+    }
+
+    /// Resolves once the routes have been loaded from the store (by a running
+    /// [`Router::serve`]).
+    pub async fn synced(&self) {
+        let mut rx = self.shared.synced.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RouterConfig {
+        &self.shared.config
+    }
+
+    /// Counters since the router was created.
+    pub fn stats(&self) -> RouterStats {
+        let s = &self.shared.stats;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RouterStats {
+            requests: get(&s.requests),
+            bad_request: get(&s.bad_request),
+            not_found: get(&s.not_found),
+            no_backend: get(&s.no_backend),
+            bad_gateway: get(&s.bad_gateway),
+            gateway_timeout: get(&s.gateway_timeout),
+            too_large: get(&s.too_large),
+            connect_failures: get(&s.connect_failures),
+            retries: get(&s.retries),
+            upgrades: get(&s.upgrades),
+        }
+    }
+
+    /// The current routes, sorted by host.
+    pub fn routes(&self) -> Vec<Route> {
+        self.shared
+            .table
+            .load()
+            .describe()
+            .into_iter()
+            .map(|(host, app, backends)| Route { host, app, backends })
+            .collect()
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

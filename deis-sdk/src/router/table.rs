@@ -1,0 +1,281 @@
+//! The routing table: host name -> app -> backends, rebuilt from the store's records.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use deis_core::store::records::Endpoint;
+
+use super::backend::{Backend, PoolSettings};
+
+/// Process types whose endpoints receive HTTP traffic: `web`, and `cmd` (the process
+/// type of image apps without a Procfile).
+pub(crate) const ROUTED_PROC_TYPES: [&str; 2] = ["web", "cmd"];
+
+/// One app's route: its backends and round-robin position.
+#[derive(Debug)]
+pub(crate) struct AppRoute {
+    /// App id.
+    pub app: Box<str>,
+    /// The app's routed endpoints, in endpoint key order.
+    pub backends: Box<[Arc<Backend>]>,
+    next: AtomicUsize,
+}
+
+impl AppRoute {
+    /// Next round-robin start position.
+    pub fn next_start(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn same_backends(&self, addrs: &[SocketAddr]) -> bool {
+        self.backends.len() == addrs.len() && self.backends.iter().zip(addrs).all(|(b, a)| b.addr == *a)
+    }
+}
+
+/// What the router knows from the store: apps, custom domains, endpoints.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RouteState {
+    /// App ids (from `apps/<app>`).
+    pub apps: BTreeSet<String>,
+    /// Domain key suffix -> (domain, app), from `domains/<domain>`.
+    pub domains: BTreeMap<String, (String, String)>,
+    /// Endpoint key -> endpoint, from `endpoints/...`.
+    pub endpoints: BTreeMap<String, Endpoint>,
+}
+
+/// An immutable routing table; a new one is published on every change.
+#[derive(Debug, Default)]
+pub(crate) struct RoutingTable {
+    /// Exact host -> route.
+    exact: HashMap<Box<str>, Arc<AppRoute>>,
+    /// `*.example.com` entries, keyed by `example.com`.
+    wildcard: HashMap<Box<str>, Arc<AppRoute>>,
+    /// App id -> route.
+    apps: HashMap<Box<str>, Arc<AppRoute>>,
+}
+
+impl RoutingTable {
+    /// Finds the route of a normalised host (see [`normalize_host`]).
+    pub fn lookup(&self, host: &str) -> Option<&Arc<AppRoute>> {
+        if let Some(r) = self.exact.get(host) {
+            return Some(r);
+        }
+        let (_, parent) = host.split_once('.')?;
+        self.wildcard.get(parent)
+    }
+
+    /// Number of hosts routed (exact and wildcard).
+    pub fn host_count(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+
+    /// Builds a table from the store state.
+    ///
+    /// Backends with an address already in `backends` are reused (keeping their
+    /// pooled connections); the map is pruned to the addresses still in use. Routes
+    /// whose backends did not change are taken over from `previous`, so round-robin
+    /// continues where it was.
+    pub fn build(
+        state: &RouteState,
+        domain: &str,
+        previous: &RoutingTable,
+        backends: &mut HashMap<SocketAddr, Arc<Backend>>,
+        pool: PoolSettings,
+    ) -> RoutingTable {
+        let mut by_app: BTreeMap<&str, Vec<SocketAddr>> = BTreeMap::new();
+        for ep in state.endpoints.values() {
+            if ROUTED_PROC_TYPES.contains(&ep.proc_type.as_str()) {
+                let addrs = by_app.entry(ep.app.as_str()).or_default();
+                if !addrs.contains(&ep.address) {
+                    addrs.push(ep.address);
+                }
+            }
+        }
+        let mut used: HashMap<SocketAddr, Arc<Backend>> = HashMap::new();
+        let mut apps: HashMap<Box<str>, Arc<AppRoute>> = HashMap::new();
+        let mut route_for = |app: &str| -> Arc<AppRoute> {
+            if let Some(r) = apps.get(app) {
+                return r.clone();
+            }
+            let addrs = by_app.get(app).map(Vec::as_slice).unwrap_or(&[]);
+            let route = match previous.apps.get(app) {
+                Some(prev) if prev.same_backends(addrs) => {
+                    for b in prev.backends.iter() {
+                        used.insert(b.addr, b.clone());
+                    }
+                    prev.clone()
+                }
+                prev => {
+                    let list: Box<[Arc<Backend>]> = addrs
+                        .iter()
+                        .map(|a| {
+                            let b = backends.get(a).cloned().unwrap_or_else(|| Arc::new(Backend::new(*a, pool)));
+                            used.insert(*a, b.clone());
+                            b
+                        })
+                        .collect();
+                    let start = prev.map_or(0, |p| p.next.load(Ordering::Relaxed));
+                    Arc::new(AppRoute { app: app.into(), backends: list, next: AtomicUsize::new(start) })
+                }
+            };
+            apps.insert(app.into(), route.clone());
+            route
+        };
+
+        let mut exact: HashMap<Box<str>, Arc<AppRoute>> = HashMap::new();
+        let mut wildcard: HashMap<Box<str>, Arc<AppRoute>> = HashMap::new();
+        for (name, app) in state.domains.values() {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if let Some(parent) = name.strip_prefix("*.") {
+                wildcard.insert(parent.into(), route_for(app));
+            } else if !name.contains('.') {
+                // A bare label is the app's default name under the platform domain.
+                if !domain.is_empty() {
+                    exact.insert(format!("{name}.{domain}").into(), route_for(app));
+                }
+            } else {
+                exact.insert(name.into(), route_for(app));
+            }
+        }
+        // Default hosts go last so a custom domain can't take over another app's name.
+        if !domain.is_empty() {
+            for app in &state.apps {
+                exact.insert(format!("{app}.{domain}").into(), route_for(app));
+            }
+        }
+        *backends = used;
+        RoutingTable { exact, wildcard, apps }
+    }
+
+    /// Every routed host with its app and backend addresses, sorted by host.
+    pub fn describe(&self) -> Vec<(String, String, Vec<SocketAddr>)> {
+        let mut out: Vec<_> = self
+            .exact
+            .iter()
+            .map(|(h, r)| (h.to_string(), r))
+            .chain(self.wildcard.iter().map(|(h, r)| (format!("*.{h}"), r)))
+            .map(|(h, r)| (h, r.app.to_string(), r.backends.iter().map(|b| b.addr).collect()))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// Normalises a `Host` header value for lookup: drops the port and a trailing dot and
+/// lowercases, allocating only when the host has upper-case letters.
+pub(crate) fn normalize_host(host: &str) -> Cow<'_, str> {
+    let host = if let Some(rest) = host.strip_prefix('[') {
+        // IPv6 literal: `[::1]:8080`.
+        match rest.find(']') {
+            Some(end) => &host[..end + 2],
+            None => host,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn pool() -> PoolSettings {
+        PoolSettings { max_idle: 4, idle_timeout: Duration::from_secs(60), connect_timeout: Duration::from_secs(1) }
+    }
+
+    fn ep(app: &str, n: u32, proc_type: &str, port: u16) -> (String, Endpoint) {
+        let unit = format!("{app}.{proc_type}.{n}");
+        let key = deis_core::store::records::endpoint_key(app, &unit, 1);
+        let ep = Endpoint {
+            app: app.into(),
+            unit,
+            proc_type: proc_type.into(),
+            release: 1,
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            node: "local".into(),
+        };
+        (key, ep)
+    }
+
+    fn state() -> RouteState {
+        let mut s = RouteState::default();
+        s.apps.extend(["hello".to_string(), "other".to_string()]);
+        s.domains.insert("www.example.com".into(), ("www.example.com".into(), "hello".into()));
+        s.domains.insert("*.wild.test".into(), ("*.wild.test".into(), "other".into()));
+        s.domains.insert("short".into(), ("short".into(), "other".into()));
+        s.domains.insert("hijack.deis.test".into(), ("hijack.deis.test".into(), "other".into()));
+        s.apps.insert("hijack".into());
+        s.endpoints.extend([ep("hello", 1, "web", 1001), ep("hello", 2, "web", 1002), ep("hello", 1, "worker", 1003)]);
+        s.endpoints.extend([ep("other", 1, "cmd", 2001)]);
+        s
+    }
+
+    #[test]
+    fn normalises_hosts() {
+        assert_eq!(normalize_host("Hello.Deis.Test:8080"), "hello.deis.test");
+        assert_eq!(normalize_host("hello.deis.test."), "hello.deis.test");
+        assert_eq!(normalize_host("hello.deis.test"), "hello.deis.test");
+        assert!(matches!(normalize_host("hello.deis.test"), Cow::Borrowed(_)));
+        assert_eq!(normalize_host("[::1]:80"), "[::1]");
+        assert_eq!(normalize_host("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn routes_default_custom_and_wildcard_hosts() {
+        let mut backends = HashMap::new();
+        let t = RoutingTable::build(&state(), "deis.test", &RoutingTable::default(), &mut backends, pool());
+        let app = |h: &str| t.lookup(h).map(|r| r.app.to_string());
+        assert_eq!(app("hello.deis.test").as_deref(), Some("hello"));
+        assert_eq!(app("www.example.com").as_deref(), Some("hello"));
+        assert_eq!(app("a.wild.test").as_deref(), Some("other"));
+        assert_eq!(app("a.b.wild.test"), None, "a wildcard matches one label");
+        assert_eq!(app("wild.test"), None);
+        assert_eq!(app("short.deis.test").as_deref(), Some("other"));
+        assert_eq!(app("hijack.deis.test").as_deref(), Some("hijack"), "default names win over custom domains");
+        assert_eq!(app("nope.deis.test"), None);
+        let hello = t.lookup("hello.deis.test").unwrap();
+        let ports: Vec<u16> = hello.backends.iter().map(|b| b.addr.port()).collect();
+        assert_eq!(ports, [1001, 1002], "only web endpoints are routed");
+        assert_eq!(t.lookup("a.wild.test").unwrap().backends.len(), 1, "cmd endpoints are routed");
+        assert!(t.lookup("hijack.deis.test").unwrap().backends.is_empty());
+        assert_eq!(backends.len(), 3);
+    }
+
+    #[test]
+    fn rebuild_reuses_unchanged_routes_and_backends() {
+        let mut backends = HashMap::new();
+        let s = state();
+        let t1 = RoutingTable::build(&s, "deis.test", &RoutingTable::default(), &mut backends, pool());
+        let r1 = t1.lookup("hello.deis.test").unwrap().clone();
+        r1.next_start();
+        let t2 = RoutingTable::build(&s, "deis.test", &t1, &mut backends, pool());
+        assert!(Arc::ptr_eq(&r1, t2.lookup("hello.deis.test").unwrap()));
+
+        let mut s2 = s.clone();
+        let (k, e) = ep("hello", 3, "web", 1004);
+        s2.endpoints.insert(k, e);
+        let t3 = RoutingTable::build(&s2, "deis.test", &t2, &mut backends, pool());
+        let r3 = t3.lookup("hello.deis.test").unwrap();
+        assert!(!Arc::ptr_eq(&r1, r3));
+        assert!(Arc::ptr_eq(&r1.backends[0], &r3.backends[0]), "pooled backends are kept");
+        assert_eq!(r3.next.load(Ordering::Relaxed), 1, "round-robin position is kept");
+
+        s2.endpoints.clear();
+        let t4 = RoutingTable::build(&s2, "deis.test", &t3, &mut backends, pool());
+        assert!(t4.lookup("hello.deis.test").unwrap().backends.is_empty());
+        assert!(backends.is_empty(), "unused backends are dropped");
+    }
+}

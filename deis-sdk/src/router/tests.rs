@@ -1,0 +1,442 @@
+//! Router tests against the real embedded store and real HTTP backends on loopback.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use deis_core::store::RedbStore;
+use deis_core::store::records::{self, Endpoint};
+use deis_core::{App, Domain, Store};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use super::{Router, RouterConfig};
+
+const DOMAIN: &str = "deis.test";
+
+/// A backend answering every request with its name (and echoing a POST body after it),
+/// reporting the forwarding headers it saw, and accepting `Upgrade: echo` by echoing
+/// bytes back.
+async fn backend(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let svc =
+                    service_fn(
+                        move |req: Request<Incoming>| async move { Ok::<_, Infallible>(answer(name, req).await) },
+                    );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn answer(name: &str, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.headers().get("upgrade").is_some_and(|v| v == "echo") {
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let upgraded = on_upgrade.await.unwrap();
+            let mut io = TokioIo::new(upgraded);
+            let mut buf = [0u8; 1024];
+            loop {
+                match io.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if io.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        return Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "echo")
+            .body(Full::default())
+            .unwrap();
+    }
+    let seen = |h: &str| req.headers().get(h).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let (xff, xfh, xfp, host) =
+        (seen("x-forwarded-for"), seen("x-forwarded-host"), seen("x-forwarded-proto"), seen("host"));
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let text = if body.is_empty() { name.to_string() } else { format!("{name}:{}", String::from_utf8_lossy(&body)) };
+    Response::builder()
+        .header("x-seen-xff", xff)
+        .header("x-seen-xfh", xfh)
+        .header("x-seen-xfp", xfp)
+        .header("x-seen-host", host)
+        .body(Full::new(Bytes::from(text)))
+        .unwrap()
+}
+
+/// An address nothing listens on.
+async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+struct TestRouter {
+    addr: SocketAddr,
+    router: Router,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestRouter {
+    async fn start(store: &Arc<RedbStore>) -> Self {
+        Self::start_with(store, RouterConfig::new(DOMAIN)).await
+    }
+
+    async fn start_with(store: &Arc<RedbStore>, config: RouterConfig) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new(store.clone(), config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let r = router.clone();
+        let task = tokio::spawn(async move {
+            r.serve(listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        router.synced().await;
+        Self { addr, router, stop: Some(stop), task }
+    }
+
+    /// Sends one request on a fresh connection; returns status, body and the response.
+    async fn request(&self, method: &str, host: &str, body: &str) -> (StatusCode, String, http::HeaderMap) {
+        let stream = TcpStream::connect(self.addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri("/path?q=1")
+            .header("host", host)
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap(), headers)
+    }
+
+    async fn get(&self, host: &str) -> (StatusCode, String) {
+        let (s, b, _) = self.request("GET", host, "").await;
+        (s, b)
+    }
+
+    async fn stop(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), self.task).await.unwrap().unwrap().unwrap();
+    }
+}
+
+async fn add_app(store: &RedbStore, app: &str) {
+    store.put(&records::app_key(app), records::encode(&App::new(app, "tester"))).await.unwrap();
+}
+
+async fn add_endpoint(store: &RedbStore, app: &str, n: u32, address: SocketAddr) -> String {
+    let unit = format!("{app}.web.{n}");
+    let key = records::endpoint_key(app, &unit, 1);
+    let ep = Endpoint { app: app.into(), unit, proc_type: "web".into(), release: 1, address, node: "local".into() };
+    store.put(&key, records::encode(&ep)).await.unwrap();
+    key
+}
+
+async fn add_domain(store: &RedbStore, domain: &str, app: &str) {
+    let d = Domain {
+        owner: "tester".into(),
+        created: deis_core::time::now(),
+        updated: deis_core::time::now(),
+        app: app.into(),
+        domain: domain.into(),
+    };
+    store.put(&records::domain_key(domain), records::encode(&d)).await.unwrap();
+}
+
+/// Polls until `f` is true; returns how long it took. Panics after 2 s.
+async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut f: F) -> Duration {
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < Duration::from_secs(2), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn routes_by_host_to_the_right_app() {
+    let store = RedbStore::in_memory();
+    add_app(&store, "alpha").await;
+    add_app(&store, "beta").await;
+    add_endpoint(&store, "alpha", 1, backend("alpha-1").await).await;
+    add_endpoint(&store, "beta", 1, backend("beta-1").await).await;
+    let r = TestRouter::start(&store).await;
+
+    assert_eq!(r.get("alpha.deis.test").await, (StatusCode::OK, "alpha-1".into()));
+    assert_eq!(r.get("BETA.Deis.Test:8080").await, (StatusCode::OK, "beta-1".into()));
+
+    let (status, body, headers) = r.request("POST", "alpha.deis.test:80", "payload").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "alpha-1:payload"));
+    assert_eq!(headers["x-seen-host"], "alpha.deis.test:80", "Host is kept as sent");
+    assert_eq!(headers["x-seen-xfh"], "alpha.deis.test:80");
+    assert_eq!(headers["x-seen-xff"], "127.0.0.1");
+    assert_eq!(headers["x-seen-xfp"], "http");
+    assert_eq!(r.router.stats().requests, 3);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn round_robin_spreads_over_all_backends() {
+    let store = RedbStore::in_memory();
+    add_app(&store, "hello").await;
+    for (n, name) in [(1, "web-1"), (2, "web-2"), (3, "web-3")] {
+        add_endpoint(&store, "hello", n, backend(name).await).await;
+    }
+    let r = TestRouter::start(&store).await;
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..30 {
+        let (status, body) = r.get("hello.deis.test").await;
+        assert_eq!(status, StatusCode::OK);
+        *counts.entry(body).or_insert(0) += 1;
+    }
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        [("web-1".into(), 10), ("web-2".into(), 10), ("web-3".into(), 10)]
+    );
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn endpoint_changes_route_live() {
+    let store = RedbStore::in_memory();
+    add_app(&store, "hello").await;
+    let first = add_endpoint(&store, "hello", 1, backend("one").await).await;
+    let r = TestRouter::start(&store).await;
+    assert_eq!(r.get("hello.deis.test").await.1, "one");
+
+    add_endpoint(&store, "hello", 2, backend("two").await).await;
+    let took = eventually("the new endpoint to be routed", async || r.get("hello.deis.test").await.1 == "two").await;
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+
+    store.delete(&first).await.unwrap();
+    let took = eventually("the removed endpoint to be dropped", async || {
+        r.router.routes().iter().any(|route| route.app == "hello" && route.backends.len() == 1)
+    })
+    .await;
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+    for _ in 0..5 {
+        assert_eq!(r.get("hello.deis.test").await.1, "two");
+    }
+
+    // A new app becomes reachable as soon as it is created.
+    add_endpoint(&store, "late", 1, backend("late-1").await).await;
+    assert_eq!(r.get("late.deis.test").await.0, StatusCode::NOT_FOUND);
+    add_app(&store, "late").await;
+    eventually("the new app", async || r.get("late.deis.test").await.1 == "late-1").await;
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn custom_and_wildcard_domains() {
+    let store = RedbStore::in_memory();
+    add_app(&store, "hello").await;
+    add_endpoint(&store, "hello", 1, backend("hello-1").await).await;
+    add_domain(&store, "www.example.com", "hello").await;
+    add_domain(&store, "*.wild.example", "hello").await;
+    let r = TestRouter::start(&store).await;
+    assert_eq!(r.get("www.example.com").await, (StatusCode::OK, "hello-1".into()));
+    assert_eq!(r.get("WWW.EXAMPLE.COM.").await, (StatusCode::OK, "hello-1".into()));
+    assert_eq!(r.get("any.wild.example").await, (StatusCode::OK, "hello-1".into()));
+    assert_eq!(r.get("a.b.wild.example").await.0, StatusCode::NOT_FOUND);
+
+    add_domain(&store, "api.example.com", "hello").await;
+    eventually("the added domain", async || r.get("api.example.com").await.0 == StatusCode::OK).await;
+    store.delete(&records::domain_key("www.example.com")).await.unwrap();
+    eventually("the removed domain", async || r.get("www.example.com").await.0 == StatusCode::NOT_FOUND).await;
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_host_is_404_and_app_without_units_is_503() {
+    let store = RedbStore::in_memory();
+    add_app(&store, "idle").await;
+    let r = TestRouter::start(&store).await;
+    let (status, body) = r.get("nope.deis.test").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.starts_with("No app is routed at host nope.deis.test."), "{body}");
+
+    let (status, body) = r.get("idle.deis.test").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, "App idle has no running web process. Deploy it, or scale web up: deis scale web=1 -a idle\n");
+    let stats = r.router.stats();
+    assert_eq!((stats.not_found, stats.no_backend), (1, 1));
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn connect_failures_are_retried_on_another_backend() {
+    let store = RedbStore::in_memory();
+    add_app(&store, "hello").await;
+    add_endpoint(&store, "hello", 1, closed_port().await).await;
+    add_endpoint(&store, "hello", 2, backend("web-2").await).await;
+    add_endpoint(&store, "hello", 3, backend("web-3").await).await;
+    let r = TestRouter::start(&store).await;
+    for _ in 0..30 {
+        let (status, body) = r.get("hello.deis.test").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body == "web-2" || body == "web-3");
+    }
+    // A body is not lost when the first backend refuses the connection.
+    for _ in 0..3 {
+        let (status, body, _) = r.request("POST", "hello.deis.test", "data").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.ends_with(":data"), "{body}");
+    }
+    let stats = r.router.stats();
+    assert!(stats.connect_failures >= 10, "{stats:?}");
+    assert_eq!(stats.bad_gateway, 0);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn all_backends_down_is_502() {
+    let store = RedbStore::in_memory();
+    add_app(&store, "hello").await;
+    add_endpoint(&store, "hello", 1, closed_port().await).await;
+    add_endpoint(&store, "hello", 2, closed_port().await).await;
+    let r = TestRouter::start(&store).await;
+    let (status, body) = r.get("hello.deis.test").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(body.starts_with("App hello did not answer: none of its 2 web unit(s) could be reached"), "{body}");
+    assert_eq!(r.router.stats().connect_failures, 2);
+    r.stop().await;
+}
+
+/// A backend that answers the first request on a connection (keeping it alive) and
+/// closes the connection without answering when a second one arrives: what a pooled
+/// connection looks like when the backend closed it at the moment it was reused.
+async fn closing_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfresh").await;
+                // Wait for the next request, then drop the connection unanswered.
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn idempotent_request_on_a_dead_pooled_connection_is_replayed() {
+    let store = RedbStore::in_memory();
+    add_app(&store, "hello").await;
+    add_endpoint(&store, "hello", 1, closing_backend().await).await;
+    let r = TestRouter::start(&store).await;
+    for _ in 0..5 {
+        assert_eq!(r.get("hello.deis.test").await, (StatusCode::OK, "fresh".into()));
+    }
+    assert!(r.router.stats().retries >= 1, "{:?}", r.router.stats());
+    // A POST is never replayed: it may have been processed.
+    let (status, _, _) = r.request("POST", "hello.deis.test", "x").await;
+    let (status2, _, _) = r.request("POST", "hello.deis.test", "x").await;
+    assert!(status == StatusCode::BAD_GATEWAY || status2 == StatusCode::BAD_GATEWAY);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn upgrade_is_passed_through() {
+    let store = RedbStore::in_memory();
+    add_app(&store, "ws").await;
+    add_endpoint(&store, "ws", 1, backend("ws-1").await).await;
+    let r = TestRouter::start(&store).await;
+
+    let mut s = TcpStream::connect(r.addr).await.unwrap();
+    s.write_all(b"GET /socket HTTP/1.1\r\nHost: ws.deis.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "connection closed during the response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    for msg in [&b"hello through the router"[..], b"and back again"] {
+        s.write_all(msg).await.unwrap();
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, msg);
+    }
+    assert_eq!(r.router.stats().upgrades, 1);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn request_body_limit_is_enforced() {
+    let store = RedbStore::in_memory();
+    add_app(&store, "hello").await;
+    add_endpoint(&store, "hello", 1, backend("web-1").await).await;
+    let mut config = RouterConfig::new(DOMAIN);
+    config.max_request_body = Some(16);
+    let r = TestRouter::start_with(&store, config).await;
+    let (status, body, _) = r.request("POST", "hello.deis.test", "small").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "web-1:small"));
+    let (status, body, _) = r.request("POST", "hello.deis.test", &"x".repeat(100)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn keep_alive_connections_are_reused() {
+    let store = RedbStore::in_memory();
+    add_app(&store, "hello").await;
+    add_endpoint(&store, "hello", 1, backend("web-1").await).await;
+    let r = TestRouter::start(&store).await;
+    // One client connection, many requests.
+    let stream = TcpStream::connect(r.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    for _ in 0..20 {
+        let req = Request::builder().uri("/").header("host", "hello.deis.test").body(Full::<Bytes>::default()).unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "web-1");
+    }
+    let table = r.router.shared.table.load();
+    let route = table.lookup("hello.deis.test").unwrap();
+    assert_eq!(route.backends[0].idle_count(), 1, "sequential requests share one pooled backend connection");
+    drop(table);
+    r.stop().await;
+}

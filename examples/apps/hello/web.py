@@ -1,0 +1,53 @@
+"""The hello example app: a tiny web process for the Deis quickstart.
+
+Every response names the unit that served it (DEIS_UNIT) and carries the value of the
+GREETING config var, so you can watch round-robin routing and config changes.
+"""
+
+import os
+import signal
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+UNIT = os.environ.get("DEIS_UNIT", "unknown")
+RELEASE = os.environ.get("DEIS_RELEASE", "v0")
+
+
+class Hello(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so the router can pool connections
+
+    def do_GET(self):
+        greeting = os.environ.get("GREETING", "Hello")
+        if self.path == "/healthz":
+            body = b"ok\n"
+        else:
+            body = f"{greeting} from {UNIT} ({RELEASE})\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt, *args):
+        sys.stdout.write(f"{self.command} {self.path} {args[1] if len(args) > 1 else ''}\n")
+        sys.stdout.flush()
+
+
+def main():
+    port = int(os.environ.get("PORT", "5000"))
+    server = ThreadingHTTPServer(("127.0.0.1", port), Hello)
+    server.daemon_threads = True
+
+    def stop(_signum, _frame):
+        # Finish in-flight requests, then exit: a graceful stop for rolling deploys.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    print(f"{UNIT} listening on 127.0.0.1:{port}", flush=True)
+    server.serve_forever()
+    print(f"{UNIT} stopped", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+//! End-to-end: the real `deisd` and `deis` binaries on loopback, driving real unit
+//! processes of the hello example app.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use deis_e2e::*;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(60);
+
+fn pods(cli: &Cli, app: &str) -> Vec<Value> {
+    let v = cli.run(&["ps", "-a", app, "--json"]).json();
+    match v {
+        Value::Array(a) => a,
+        Value::Object(ref o) if o.contains_key("results") => v["results"].as_array().unwrap().clone(),
+        other => panic!("unexpected ps JSON: {other}"),
+    }
+}
+
+fn up_pods(cli: &Cli, app: &str, ty: &str) -> Vec<Value> {
+    pods(cli, app).into_iter().filter(|p| p["type"] == ty && p["state"] == "up").collect()
+}
+
+/// Waits until exactly `n` `ty` units of `app` are up on release `release`.
+fn wait_units(cli: &Cli, app: &str, ty: &str, n: usize, release: &str) -> Vec<Value> {
+    wait_for(T, &format!("{n} {ty} units of {app} up on {release}"), || {
+        let p = up_pods(cli, app, ty);
+        let all_pods = pods(cli, app);
+        let settled = all_pods.iter().filter(|p| p["type"] == ty).count() == n;
+        (p.len() == n && settled && p.iter().all(|p| p["release"] == release)).then_some(p)
+    })
+}
+
+fn deploy_hello(d: &Deisd, cli: &Cli, app: &str) -> tempfile::TempDir {
+    let dir = hello_app();
+    cli.run(&["create", app]).ok();
+    cli.run_in(&["deploy", "-a", app], Some(dir.path())).ok();
+    wait_units(cli, app, "web", 1, "v2");
+    let body = wait_for(T, "first response through the router", || d.get_app(app, "/").ok().filter(|r| r.status == 200));
+    assert!(body.body.contains(&format!("from {app}.web.1 (v2)")), "{}", body.body);
+    dir
+}
+
+fn releases(cli: &Cli, app: &str) -> Vec<Value> {
+    let v = cli.run(&["releases", "-a", app, "--json"]).json();
+    match v {
+        Value::Array(a) => a,
+        v => v["results"].as_array().unwrap().clone(),
+    }
+}
+
+#[test]
+fn deploy_scale_route_config_rollback_destroy() {
+    let d = Deisd::start();
+    let cli = d.cli();
+    cli.register(&d, "alice");
+    let _dir = deploy_hello(&d, &cli, "hello");
+
+    // Scale web=3: three processes on three ports, and the router spreads over all three.
+    cli.run(&["scale", "web=3", "-a", "hello"]).ok();
+    let web = wait_units(&cli, "hello", "web", 3, "v2");
+    let ports: BTreeSet<String> = web.iter().map(|p| p["address"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ports.len(), 3, "three distinct addresses: {web:?}");
+    let procs: Vec<_> = unit_processes("hello").into_iter().filter(|(_, u)| u.starts_with("hello.web.")).collect();
+    let names: BTreeSet<_> = procs.iter().map(|(_, u)| u.clone()).collect();
+    assert_eq!(names.len(), 3, "three web unit processes: {procs:?}");
+    let mut seen = BTreeMap::<String, u32>::new();
+    for _ in 0..30 {
+        let r = d.get_app("hello", "/").unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        let unit = r.body.split_whitespace().nth(2).unwrap().to_string();
+        *seen.entry(unit).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 3, "round-robin reaches every unit: {seen:?}");
+    assert!(seen.values().all(|n| *n >= 5), "spread evenly: {seen:?}");
+
+    // config:set makes a new release and the units serve the new value.
+    let before = releases(&cli, "hello").len();
+    cli.run(&["config:set", "GREETING=Howdy", "-a", "hello"]).ok();
+    assert_eq!(releases(&cli, "hello").len(), before + 1);
+    wait_units(&cli, "hello", "web", 3, "v3");
+    wait_for(T, "Howdy from every unit", || {
+        let bodies: Vec<String> = (0..6).map(|_| d.get_app("hello", "/").unwrap().body).collect();
+        bodies.iter().all(|b| b.starts_with("Howdy from hello.web.")).then_some(())
+    });
+    let config = cli.run(&["config", "-a", "hello", "--json"]).json();
+    assert_eq!(config["values"]["GREETING"], "Howdy");
+
+    // Rollback to v2 restores the old greeting in a new release v4.
+    cli.run(&["releases:rollback", "v2", "-a", "hello"]).ok();
+    let rel = releases(&cli, "hello");
+    assert_eq!(rel.len(), before + 2);
+    assert!(rel.iter().any(|r| r["version"] == 4 && r["summary"].as_str().unwrap().contains("rolled back to v2")), "{rel:?}");
+    wait_units(&cli, "hello", "web", 3, "v4");
+    wait_for(T, "Hello again after rollback", || {
+        d.get_app("hello", "/").ok().filter(|r| r.body.starts_with("Hello from")).map(|_| ())
+    });
+
+    // Scale to zero: no process left, and the router says so clearly.
+    cli.run(&["scale", "web=0", "worker=0", "-a", "hello"]).ok();
+    wait_for(T, "no hello process", || unit_processes("hello").is_empty().then_some(()));
+    let r = wait_for(T, "503 with no web unit", || d.get_app("hello", "/").ok().filter(|r| r.status == 503));
+    assert!(r.body.contains("hello"), "{}", r.body);
+
+    // Destroy: the app is gone and nothing runs.
+    cli.run(&["scale", "web=2", "-a", "hello"]).ok();
+    wait_units(&cli, "hello", "web", 2, "v4");
+    cli.run(&["destroy", "-a", "hello", "--confirm=hello"]).ok();
+    assert!(unit_processes("hello").is_empty(), "destroy returns after every unit is gone");
+    let info = cli.run(&["info", "-a", "hello"]);
+    assert_ne!(info.code, 0);
+    assert!(d.get_app("hello", "/").unwrap().status == 404);
+    let deisd_pid = d.child.as_ref().unwrap().id();
+    assert!(zombies_of(deisd_pid).is_empty(), "no zombie children");
+}
+
+#[test]
+fn crashed_unit_is_restarted() {
+    let d = Deisd::start();
+    let cli = d.cli();
+    cli.register(&d, "alice");
+    let _dir = deploy_hello(&d, &cli, "crashy");
+    let (pid, _) = unit_processes("crashy").into_iter().find(|(_, u)| u == "crashy.web.1").expect("web unit process");
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let p = wait_for(T, "web unit restarted", || {
+        up_pods(&cli, "crashy", "web").into_iter().find(|p| p["restarts"].as_u64() >= Some(1))
+    });
+    assert_eq!(p["name"], "crashy.web.1");
+    let now: Vec<_> = unit_processes("crashy").into_iter().filter(|(_, u)| u == "crashy.web.1").collect();
+    assert!(!now.is_empty() && now.iter().all(|(p, _)| *p != pid), "a new process: {now:?}");
+    wait_for(T, "served again", || d.get_app("crashy", "/").ok().filter(|r| r.status == 200));
+    assert!(zombies_of(d.child.as_ref().unwrap().id()).is_empty());
+}
+
+#[test]
+fn deisd_kill9_then_restart_keeps_state_and_converges() {
+    let mut d = Deisd::start();
+    let cli = d.cli();
+    cli.register(&d, "alice");
+    let _dir = deploy_hello(&d, &cli, "sturdy");
+    cli.run(&["config:set", "GREETING=Persisted", "-a", "sturdy"]).ok();
+    cli.run(&["scale", "web=2", "-a", "sturdy"]).ok();
+    wait_units(&cli, "sturdy", "web", 2, "v3");
+    let before = releases(&cli, "sturdy");
+
+    d.kill9();
+    d.spawn();
+    let after = releases(&cli, "sturdy");
+    assert_eq!(before, after, "releases survive kill -9");
+    let config = cli.run(&["config", "-a", "sturdy", "--json"]).json();
+    assert_eq!(config["values"]["GREETING"], "Persisted");
+    wait_units(&cli, "sturdy", "web", 2, "v3");
+    wait_for(T, "served after restart", || {
+        d.get_app("sturdy", "/").ok().filter(|r| r.status == 200 && r.body.starts_with("Persisted")).map(|_| ())
+    });
+    // Exactly the formation runs: the previous daemon's units were cleaned up, not duplicated.
+    wait_for(T, "exactly two web processes", || {
+        let web: Vec<_> = unit_processes("sturdy").into_iter().filter(|(_, u)| u.contains(".web.")).collect();
+        (web.len() == 2).then_some(())
+    });
+}
+
+#[test]
+fn two_apps_deploy_at_once() {
+    let d = Deisd::start();
+    let cli = d.cli();
+    cli.register(&d, "alice");
+    let dirs: Vec<_> = ["one", "two"]
+        .iter()
+        .map(|app| {
+            cli.run(&["create", app]).ok();
+            (app.to_string(), hello_app())
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for (app, dir) in &dirs {
+            let cli = &cli;
+            s.spawn(move || cli.run_in(&["deploy", "-a", app], Some(dir.path())).ok());
+        }
+    });
+    for app in ["one", "two"] {
+        let r = wait_for(T, "both apps served", || d.get_app(app, "/").ok().filter(|r| r.status == 200));
+        assert!(r.body.contains(&format!("from {app}.web.1")), "{}", r.body);
+    }
+}
+
+#[test]
+fn bad_input_gets_4xx_and_changes_nothing() {
+    let d = Deisd::start();
+    let cli = d.cli();
+    cli.register(&d, "alice");
+    cli.run(&["create", "steady"]).ok();
+    let token = cli.token();
+    let auth = format!("token {token}");
+    let h = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let api = d.api;
+    let count = |cli: &Cli| releases(cli, "steady").len();
+    let n0 = count(&cli);
+
+    let r = http_request(api, "POST", "/v2/apps/steady/config/", "", &h, Some(b"{\"values\": {")).unwrap();
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["detail"].as_str().unwrap_or_default().to_lowercase().contains("json"), "{}", r.body);
+    assert_eq!(r.headers.get("deis_api_version").map(String::as_str), Some("2.3"));
+
+    let r = http_request(api, "GET", "/v2/apps/nope/", "", &h, None).unwrap();
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("No App matches the given query."), "{}", r.body);
+
+    let bad = [("Authorization", "token 0000000000000000000000000000000000000000")];
+    let r = http_request(api, "POST", "/v2/apps/steady/config/", "", &bad, Some(b"{\"values\":{\"A\":\"1\"}}")).unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["detail"], "Invalid token.");
+
+    let r = http_request(api, "GET", "/v2/", "", &[], None).unwrap();
+    assert_eq!(r.status, 401, "the connection probe");
+
+    let huge = format!("{{\"values\":{{\"BIG\":\"{}\"}}}}", "x".repeat(2 << 20));
+    let r = http_request(api, "POST", "/v2/apps/steady/config/", "", &h, Some(huge.as_bytes())).unwrap();
+    assert_eq!(r.status, 413, "{}", r.body);
+
+    let r = http_request(api, "POST", "/v2/apps/", "", &h, Some(b"{\"id\":\"Bad_Name\"}")).unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("App name can only contain"), "{}", r.body);
+
+    let r = http_request(api, "POST", "/v2/apps/steady/config/", "", &h, Some(b"{\"values\":{\"1BAD\":\"x\"}}")).unwrap();
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = http_request(api, "POST", "/v2/apps/steady/config/", "", &h, Some(b"{\"values\":{\"MISSING\":null}}")).unwrap();
+    assert_eq!(r.status, 422, "{}", r.body);
+    let r = http_request(api, "POST", "/v2/apps/steady/scale/", "", &h, Some(b"{\"web\":-1}")).unwrap();
+    assert_eq!(r.status, 400, "{}", r.body);
+
+    // Hostile archives are refused before anything is stored.
+    let gz = [("Authorization", auth.as_str()), ("Content-Type", "application/gzip")];
+    for evil in [
+        raw_tarball(&[("Procfile", b"web: true\n"), ("../escape", b"x")]),
+        raw_tarball(&[("Procfile", b"web: true\n"), ("/etc/evil", b"x")]),
+        b"not a tarball".to_vec(),
+        raw_tarball(&[("web.py", b"print()")]),
+    ] {
+        let r = http_request(api, "POST", "/v2/apps/steady/builds/", "", &gz, Some(&evil)).unwrap();
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(r.json()["detail"].is_string(), "{}", r.body);
+    }
+
+    // The CLI reports errors with a non-zero exit status and a message.
+    let r = cli.run(&["config:set", "NOEQUALS", "-a", "steady"]);
+    assert_ne!(r.code, 0);
+    assert!(!r.stderr.is_empty());
+    let r = cli.run(&["info", "-a", "ghost"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("No App matches"), "{}", r.stderr);
+
+    assert_eq!(count(&cli), n0, "no bad request made a release");
+    let builds = http_request(api, "GET", "/v2/apps/steady/builds/", "", &h, None).unwrap().json();
+    assert_eq!(builds["count"], 0);
+}
+
+#[test]
+fn capacity_and_image_builds_are_refused_clearly() {
+    let d = Deisd::start();
+    let cli = d.cli();
+    cli.register(&d, "alice");
+    let _dir = deploy_hello(&d, &cli, "greedy");
+    let n0 = releases(&cli, "greedy").len();
+
+    let r = cli.run(&["limits:set", "web=100000G", "-a", "greedy"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("capacity"), "{}", r.stderr);
+    assert_eq!(releases(&cli, "greedy").len(), n0, "a refused limit makes no release");
+
+    cli.run(&["limits:set", "web=1G", "-a", "greedy"]).ok();
+    let r = cli.run(&["scale", "web=100000", "-a", "greedy"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("capacity"), "{}", r.stderr);
+    assert_eq!(up_pods(&cli, "greedy", "web").len(), 1, "formation unchanged");
+
+    cli.run(&["create", "imgapp"]).ok();
+    let r = cli.run(&["pull", "busybox:latest", "-a", "imgapp"]);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(all.contains("local scheduler"), "clear message about images: {all}");
+}
+
+#[test]
+fn no_failed_request_while_config_change_rolls_units() {
+    let d = Deisd::start();
+    let cli = d.cli();
+    cli.register(&d, "alice");
+    let _dir = deploy_hello(&d, &cli, "steadyweb");
+    cli.run(&["scale", "web=3", "-a", "steadyweb"]).ok();
+    wait_units(&cli, "steadyweb", "web", 3, "v2");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let router = d.router;
+    let host = format!("steadyweb.{}", d.domain);
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failures, host) = (stop.clone(), ok.clone(), failures.clone(), host.clone());
+            std::thread::spawn(move || {
+                let mut greetings = BTreeSet::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match http_request(router, "GET", "/", &host, &[], None) {
+                        Ok(r) if r.status == 200 => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            greetings.insert(r.body.split_whitespace().next().unwrap_or("").to_string());
+                        }
+                        Ok(r) => failures.lock().unwrap().push(format!("{} {}", r.status, r.body)),
+                        Err(e) => failures.lock().unwrap().push(e.to_string()),
+                    }
+                }
+                greetings
+            })
+        })
+        .collect();
+    cli.run(&["config:set", "GREETING=Rolling", "-a", "steadyweb"]).ok();
+    wait_units(&cli, "steadyweb", "web", 3, "v3");
+    cli.run(&["config:set", "GREETING=Again", "-a", "steadyweb"]).ok();
+    wait_units(&cli, "steadyweb", "web", 3, "v4");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let mut greetings = BTreeSet::new();
+    for t in load {
+        greetings.extend(t.join().unwrap());
+    }
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "{} failed requests of {}: {:?}", failures.len(), ok.load(Ordering::Relaxed), &failures[..failures.len().min(5)]);
+    assert!(ok.load(Ordering::Relaxed) > 100, "the load kept flowing");
+    for g in ["Hello", "Rolling", "Again"] {
+        assert!(greetings.contains(g), "saw {g}: {greetings:?}");
+    }
+}
