@@ -118,12 +118,16 @@ impl Daemon {
             registration: config.registration,
         });
 
-        let api_listener = TcpListener::bind(config.api_addr)
-            .await
-            .map_err(|source| DaemonError::Listen { what: "api", addr: config.api_addr, source })?;
-        let router_listener = TcpListener::bind(config.router_addr)
-            .await
-            .map_err(|source| DaemonError::Listen { what: "router", addr: config.router_addr, source })?;
+        let api_listener = TcpListener::bind(config.api_addr).await.map_err(|source| DaemonError::Listen {
+            what: "api",
+            addr: config.api_addr,
+            source,
+        })?;
+        let router_listener = TcpListener::bind(config.router_addr).await.map_err(|source| DaemonError::Listen {
+            what: "router",
+            addr: config.router_addr,
+            source,
+        })?;
         let api_addr = api_listener.local_addr().map_err(|source| DaemonError::Listen {
             what: "api",
             addr: config.api_addr,

@@ -15,8 +15,8 @@
 pub use deis_core;
 pub use deis_core::*;
 
-pub mod daemon;
 pub mod client;
 pub mod controller;
+pub mod daemon;
 pub mod publisher;
 pub mod router;

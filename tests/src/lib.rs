@@ -281,10 +281,19 @@ pub fn http_request(
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes())?;
-    s.write_all(body)?;
+    // A server may answer (413) and close before reading a large body: keep the
+    // write error only if no response can be read.
+    let write_result = s.write_all(body);
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    parse_response(&raw)
+    let read_result = s.read_to_end(&mut raw);
+    match parse_response(&raw) {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            write_result?;
+            read_result?;
+            Err(e)
+        }
+    }
 }
 
 fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
@@ -321,6 +330,22 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// Process groups of `app`'s units: (pgid, DEIS_UNIT), one entry per group (a unit
+/// runs as `sh -c CMD`, so its group holds the shell and the command).
+pub fn unit_groups(app: &str) -> Vec<(u32, String)> {
+    let mut groups: Vec<(u32, String)> = unit_processes(app)
+        .into_iter()
+        .filter_map(|(pid, unit)| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let pgid = stat.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()?;
+            Some((pgid, unit))
+        })
+        .collect();
+    groups.sort();
+    groups.dedup();
+    groups
+}
+
 /// Processes whose environment has `DEIS_APP=<app>`: (pid, DEIS_UNIT).
 pub fn unit_processes(app: &str) -> Vec<(u32, String)> {
     let mut out = vec![];
@@ -332,7 +357,7 @@ pub fn unit_processes(app: &str) -> Vec<(u32, String)> {
         // Zombies have an empty environ; they are still processes left behind.
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
-        if vars.iter().any(|v| *v == want.as_bytes()) {
+        if vars.contains(&want.as_bytes()) {
             let unit = vars
                 .iter()
                 .find_map(|v| v.strip_prefix(b"DEIS_UNIT="))

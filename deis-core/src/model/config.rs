@@ -137,6 +137,9 @@ pub struct ExecProbe {
 /// Which probe of a process type.
 pub type Probe = String;
 
+/// Probes of one process type in a patch: `null` removes a probe.
+pub type ProbesPatch = BTreeMap<String, Option<Healthcheck>>;
+
 /// A partial config as `POST /v2/apps/<app>/config/` receives it: a key mapped to
 /// `null` is deleted, any other key is set; absent maps are left alone.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -153,7 +156,7 @@ pub struct ConfigPatch {
     /// Registry settings to set or unset.
     pub registry: Option<BTreeMap<String, Option<serde_json::Value>>>,
     /// Probes per process type to set or unset (`null` process type removes all its probes).
-    pub healthcheck: Option<BTreeMap<String, Option<BTreeMap<String, Option<Healthcheck>>>>>,
+    pub healthcheck: Option<BTreeMap<String, Option<ProbesPatch>>>,
 }
 
 /// What a patch changed, for the release summary (`alice added FOO, changed BAR`).

@@ -99,7 +99,7 @@ pub fn parse_cpu(s: &str) -> Result<(u64, u64), ValidationError> {
 /// Formats bytes the way limits are written (`512M`, `2G`, `100K`, `7B`).
 pub fn format_memory(bytes: u64) -> String {
     for (unit, mult) in [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
-        if bytes >= mult && bytes % mult == 0 {
+        if bytes >= mult && bytes.is_multiple_of(mult) {
             return format!("{}{unit}", bytes / mult);
         }
     }
