@@ -17,6 +17,7 @@
 
 pub mod artifact;
 pub mod auth;
+pub mod logs;
 pub mod model;
 pub mod platform;
 pub mod scheduler;
@@ -24,7 +25,10 @@ pub mod store;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod time;
+pub mod tty;
 
+pub use logs::{LogError, LogStore};
 pub use model::*;
 pub use scheduler::{Scheduler, SchedulerError};
 pub use store::{Store, StoreError};
+pub use tty::{TtyBroker, TtyError};
