@@ -11,7 +11,13 @@
 //! of the same three units with keepalive) are each loaded by `wrk --latency` with the
 //! same threads, connections and duration, alternating, `ROUNDS` times each. The table
 //! shows the median round of each and the ratios router/nginx.
-//! Environment: `BENCH_SECONDS` (default 10), `BENCH_CONNECTIONS` (64), `ROUNDS` (3).
+//!
+//! Wall-clock requests/s depends on what else the machine is doing, so each round also
+//! records the CPU time (user + system, from `/proc/<pid>/stat`) the proxy spent per
+//! request: the router's whole process (wrk and the backends run in other processes)
+//! and the sum of nginx's worker processes. That figure holds up under contention.
+//! Environment: `BENCH_SECONDS` (default 10), `BENCH_CONNECTIONS` (64), `ROUNDS` (3),
+//! `BENCH_ONLY` (`router` or `nginx`: load only that one, e.g. while profiling).
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -89,6 +95,9 @@ fn run_backends() {
 
 struct Wrk {
     rps: f64,
+    requests: u64,
+    /// CPU time of the proxy per request, in microseconds.
+    cpu_us: f64,
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
@@ -115,10 +124,12 @@ fn wrk(port: u16, seconds: u64, conns: u64) -> Wrk {
         .output()
         .expect("wrk is installed (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut r = Wrk { rps: 0.0, p50_ms: f64::NAN, p99_ms: f64::NAN, errors: 0 };
+    let mut r = Wrk { rps: 0.0, requests: 0, cpu_us: f64::NAN, p50_ms: f64::NAN, p99_ms: f64::NAN, errors: 0 };
     for line in text.lines() {
         let t = line.trim();
-        if let Some(v) = t.strip_prefix("Requests/sec:") {
+        if let Some((n, _)) = t.split_once(" requests in ") {
+            r.requests = n.trim().parse().unwrap_or(0);
+        } else if let Some(v) = t.strip_prefix("Requests/sec:") {
             r.rps = v.trim().parse().unwrap_or(0.0);
         } else if let Some(v) = t.strip_prefix("50%") {
             r.p50_ms = parse_ms(v);
@@ -130,6 +141,69 @@ fn wrk(port: u16, seconds: u64, conns: u64) -> Wrk {
     }
     assert!(r.rps > 0.0, "wrk output not understood:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
     r
+}
+
+/// Runs wrk against `port` and charges the CPU time `pids` used meanwhile to its requests.
+fn measured_wrk(port: u16, seconds: u64, conns: u64, pids: &[u32]) -> Wrk {
+    let before = cpu_seconds(pids);
+    let mut r = wrk(port, seconds, conns);
+    let used = cpu_seconds(pids) - before;
+    if r.requests > 0 {
+        r.cpu_us = used * 1e6 / r.requests as f64;
+    }
+    r
+}
+
+/// User + system CPU seconds used so far by the processes `pids` (all their threads).
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    let hz = clock_ticks_per_second();
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .map(|stat| {
+            // Fields after the `(comm)`: state ppid ... utime (11th) stime (12th).
+            let rest = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        })
+        .sum();
+    ticks as f64 / hz
+}
+
+fn clock_ticks_per_second() -> f64 {
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// The worker processes of the nginx master `master`.
+fn nginx_workers(master: u32) -> Vec<u32> {
+    for _ in 0..200 {
+        let workers: Vec<u32> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
+                    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+                    rest.split_whitespace().nth(1) == Some(&*master.to_string())
+                })
+            })
+            .collect();
+        if workers.len() >= 2 {
+            return workers;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nginx (pid {master}) did not start its 2 workers");
 }
 
 fn start_nginx(dir: &std::path::Path, port: u16, backends: &[SocketAddr]) -> Child {
@@ -218,35 +292,83 @@ fn main() {
     let nginx_port = free_port();
     let mut nginx = start_nginx(tmp.path(), nginx_port, &backends);
 
+    let mut nginx_procs = nginx_workers(nginx.id());
+    nginx_procs.push(nginx.id());
+    let router_procs = [std::process::id()];
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let (run_router, run_nginx) = (only != "nginx", only != "router");
+
     // Warm up both (connection pools, caches), then alternate measured rounds.
     wrk(router_port, 2, conns);
     wrk(nginx_port, 2, conns);
     let (mut ours, mut theirs) = (vec![], vec![]);
     for _ in 0..rounds {
-        ours.push(wrk(router_port, seconds, conns));
-        theirs.push(wrk(nginx_port, seconds, conns));
+        if run_router {
+            ours.push(measured_wrk(router_port, seconds, conns, &router_procs));
+        }
+        if run_nginx {
+            theirs.push(measured_wrk(nginx_port, seconds, conns, &nginx_procs));
+        }
     }
-    nginx.kill().ok();
+    // SIGTERM, not SIGKILL: the master then stops its workers (SIGKILL would orphan them).
+    Command::new("kill").arg(nginx.id().to_string()).status().ok();
     nginx.wait().ok();
     backends_proc.kill().ok();
     backends_proc.wait().ok();
 
-    let median = |v: &mut Vec<Wrk>| {
-        v.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-        v.remove(v.len() / 2)
+    let median = |v: &mut Vec<Wrk>, key: fn(&Wrk) -> f64| -> f64 {
+        let mut xs: Vec<f64> = v.iter().map(key).collect();
+        xs.sort_by(f64::total_cmp);
+        xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
     };
-    let (o, n) = (median(&mut ours), median(&mut theirs));
-    println!("wrk -t2 -c{conns} -d{seconds}s, 3 backends, median of {rounds} alternating rounds");
-    println!("| proxy | requests/s | p50 ms | p99 ms | errors |");
-    println!("|---|---:|---:|---:|---:|");
-    println!("| deis router | {:.0} | {:.3} | {:.3} | {} |", o.rps, o.p50_ms, o.p99_ms, o.errors);
-    println!("| nginx {} | {:.0} | {:.3} | {:.3} | {} |", nginx_version(), n.rps, n.p50_ms, n.p99_ms, n.errors);
+    let summary = |v: &mut Vec<Wrk>| Summary {
+        rps: median(v, |w| w.rps),
+        p50_ms: median(v, |w| w.p50_ms),
+        p99_ms: median(v, |w| w.p99_ms),
+        cpu_us: median(v, |w| w.cpu_us),
+        errors: v.iter().map(|w| w.errors).sum(),
+    };
+    let (o, n) = (summary(&mut ours), summary(&mut theirs));
+    let rounds_line = |name: &str, v: &[Wrk]| {
+        let each: Vec<String> =
+            v.iter().map(|w| format!("{:.0} req/s {:.1} us/req p99 {:.3} ms", w.rps, w.cpu_us, w.p99_ms)).collect();
+        println!("{name} rounds: {}", each.join("; "));
+    };
+    rounds_line("router", &ours);
+    rounds_line("nginx ", &theirs);
+    println!();
     println!(
-        "| ratio router/nginx | {:.2}x | {:.2}x | {:.2}x | |",
+        "wrk -t2 -c{conns} -d{seconds}s, 3 backends, {} cores, medians of {rounds} alternating rounds",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("| proxy | requests/s | p50 ms | p99 ms | CPU us/request | errors |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| deis router | {:.0} | {:.3} | {:.3} | {:.1} | {} |", o.rps, o.p50_ms, o.p99_ms, o.cpu_us, o.errors);
+    println!(
+        "| nginx {} | {:.0} | {:.3} | {:.3} | {:.1} | {} |",
+        nginx_version(),
+        n.rps,
+        n.p50_ms,
+        n.p99_ms,
+        n.cpu_us,
+        n.errors
+    );
+    println!(
+        "| ratio router/nginx | {:.2}x | {:.2}x | {:.2}x | {:.2}x | |",
         o.rps / n.rps,
         o.p50_ms / n.p50_ms,
-        o.p99_ms / n.p99_ms
+        o.p99_ms / n.p99_ms,
+        o.cpu_us / n.cpu_us
     );
+}
+
+/// Medians (each column separately) of a proxy's rounds.
+struct Summary {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_us: f64,
+    errors: u64,
 }
 
 fn nginx_version() -> String {

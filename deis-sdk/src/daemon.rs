@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use deis_core::artifact::ArtifactStore;
+use deis_core::logs::{DEFAULT_QUEUE_LINES, LogStore, RingConfig, RingLogStore, UnitLogSink};
 use deis_core::platform::{Platform, PlatformConfig, RegistrationMode};
 use deis_core::scheduler::{Capacity, LocalScheduler, LocalSchedulerConfig, Scheduler};
 use deis_core::store::{RedbStore, Store};
@@ -15,6 +16,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::controller::{self, ApiLimits};
+use crate::tty::{TtyConfig, TtyService, attach_router};
+use crate::logger::{DrainSet, DrainSetConfig, DrainingLogStore, SyslogConfig, SyslogServer};
 use crate::publisher::{Publisher, PublisherConfig};
 use crate::router::{Router, RouterConfig};
 
@@ -36,6 +39,24 @@ pub struct DaemonConfig {
     pub registration: RegistrationMode,
     /// Largest source upload (`deis deploy`), in bytes.
     pub max_upload_bytes: usize,
+    /// Where the embedded syslog listener takes app logs, on UDP and TCP (default
+    /// 127.0.0.1:5514); `None`: no syslog listener.
+    pub syslog_addr: Option<SocketAddr>,
+    /// Log lines kept per app (default 1000).
+    pub log_lines_per_app: usize,
+    /// Where app logs are kept.
+    pub log_store: LogStoreChoice,
+}
+
+/// Which [`LogStore`] the daemon keeps app logs in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LogStoreChoice {
+    /// In memory ([`RingLogStore`]); lost on restart.
+    #[default]
+    Ring,
+    /// In Redis at this URL (`redis://host:port`); survives restarts and can be shared.
+    /// Needs deis-sdk's `redis` feature.
+    Redis(String),
 }
 
 impl DaemonConfig {
@@ -49,6 +70,9 @@ impl DaemonConfig {
             capacity: Capacity::of_this_machine(),
             registration: RegistrationMode::Enabled,
             max_upload_bytes: 256 << 20,
+            syslog_addr: Some(SocketAddr::from(([127, 0, 0, 1], 5514))),
+            log_lines_per_app: 1000,
+            log_store: LogStoreChoice::Ring,
         }
     }
 }
@@ -71,6 +95,21 @@ pub enum DaemonError {
     /// The scheduler can't start.
     #[error("starting the scheduler: {0}")]
     Scheduler(#[from] deis_core::scheduler::SchedulerError),
+    /// The log store can't be opened.
+    #[error("opening the log store: {0}")]
+    LogStore(String),
+    /// The syslog listener can't start.
+    #[error("starting the syslog listener on {addr}: {source}; pick another with --syslog-addr")]
+    Syslog {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: crate::logger::SyslogError,
+    },
+    /// The TTY broker can't start.
+    #[error("starting the TTY broker: {0}")]
+    Tty(#[from] deis_core::tty::TtyError),
     /// A listen address is taken or invalid.
     #[error("listening on {addr} ({what}): {source}; pick another with --{what}-addr")]
     Listen {
@@ -92,6 +131,9 @@ pub struct Daemon {
     platform: Arc<Platform>,
     scheduler: Arc<LocalScheduler>,
     publisher: Option<Publisher>,
+    logs: Arc<dyn LogStore>,
+    drains: Arc<DrainSet>,
+    syslog: Option<SyslogServer>,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
 }
@@ -103,7 +145,13 @@ impl Daemon {
         let data = &config.data_dir;
         std::fs::create_dir_all(data).map_err(|source| DaemonError::DataDir { path: data.clone(), source })?;
         let store: Arc<dyn Store> = RedbStore::open(&data.join("store.redb"))?;
+        // Logs: the store, drains forwarding from it, and units' output into it.
+        let base_logs: Arc<dyn LogStore> = open_log_store(&config).await?;
+        let drains = Arc::new(DrainSet::new(DrainSetConfig::default()));
+        let logs: Arc<dyn LogStore> = Arc::new(DrainingLogStore::new(base_logs, drains.clone()));
+        let unit_logs = UnitLogSink::start(logs.clone(), DEFAULT_QUEUE_LINES);
         let mut sched_config = LocalSchedulerConfig::new(data.join("scheduler"));
+        sched_config.output = unit_logs.clone();
         sched_config.capacity = config.capacity;
         let node = sched_config.node_name.clone();
         let scheduler = LocalScheduler::new(sched_config).await?;
@@ -116,6 +164,7 @@ impl Daemon {
             artifacts,
             domain: config.domain.clone(),
             registration: config.registration,
+            logs: Some(unit_logs),
         });
 
         let api_listener = TcpListener::bind(config.api_addr).await.map_err(|source| DaemonError::Listen {
@@ -143,6 +192,28 @@ impl Daemon {
         let (stop, stopped) = watch::channel(false);
         let mut servers = vec![];
 
+        let syslog = match config.syslog_addr {
+            Some(addr) => {
+                let sc = SyslogConfig { udp_addr: Some(addr), tcp_addr: Some(addr), ..SyslogConfig::default() };
+                Some(SyslogServer::start(sc, logs.clone()).await.map_err(|source| DaemonError::Syslog { addr, source })?)
+            }
+            None => None,
+        };
+        let (p, mut estop) = (platform.clone(), stopped.clone());
+        servers.push(tokio::spawn(async move {
+            p.log_unit_events(async move {
+                let _ = estop.wait_for(|s| *s).await;
+            })
+            .await;
+        }));
+        let (st, ds, mut dstop) = (store.clone(), drains.clone(), stopped.clone());
+        servers.push(tokio::spawn(async move {
+            controller::sync_drains(st, ds, async move {
+                let _ = dstop.wait_for(|s| *s).await;
+            })
+            .await;
+        }));
+
         let router = Arc::new(Router::new(store.clone(), RouterConfig::new(config.domain.clone())));
         let mut rstop = stopped.clone();
         servers.push(tokio::spawn(async move {
@@ -155,7 +226,14 @@ impl Daemon {
         }));
 
         let limits = ApiLimits { max_upload_bytes: config.max_upload_bytes, ..ApiLimits::default() };
-        let app = controller::router(platform.clone(), limits);
+        // The TTY broker is embedded: `deis run` sessions attach on the API listener.
+        let tty_broker = deis_core::tty::LocalTtyBroker::new(deis_core::tty::LocalTtyConfig::with_state_dir(data)).await?;
+        let signer = deis_core::tty::token::TokenSigner::random();
+        let tty = Arc::new(TtyService::embedded(Arc::new(tty_broker), signer, TtyConfig::default()));
+        let app = controller::router(platform.clone(), limits)
+            .merge(attach_router(tty.clone()))
+            .layer(axum::Extension(tty))
+            .layer(axum::Extension(controller::FollowShutdown(stopped.clone())));
         let mut astop = stopped.clone();
         servers.push(tokio::spawn(async move {
             let shutdown = async move {
@@ -171,7 +249,18 @@ impl Daemon {
         tokio::spawn(async move { p.reconcile_all().await });
 
         tracing::info!(%api_addr, %router_addr, data_dir = %data.display(), domain = %config.domain, "deisd started");
-        Ok(Self { api_addr, router_addr, platform, scheduler, publisher: Some(publisher), stop, servers })
+        Ok(Self {
+            api_addr,
+            router_addr,
+            platform,
+            scheduler,
+            publisher: Some(publisher),
+            logs,
+            drains,
+            syslog,
+            stop,
+            servers,
+        })
     }
 
     /// Where the controller API listens.
@@ -189,6 +278,21 @@ impl Daemon {
         &self.platform
     }
 
+    /// The app log store (drains forward what is appended to it).
+    pub fn logs(&self) -> &Arc<dyn LogStore> {
+        &self.logs
+    }
+
+    /// Where the syslog listener takes UDP, if it runs.
+    pub fn syslog_udp_addr(&self) -> Option<SocketAddr> {
+        self.syslog.as_ref().and_then(SyslogServer::udp_addr)
+    }
+
+    /// Where the syslog listener takes TCP, if it runs.
+    pub fn syslog_tcp_addr(&self) -> Option<SocketAddr> {
+        self.syslog.as_ref().and_then(SyslogServer::tcp_addr)
+    }
+
     /// Graceful stop: stop accepting, let requests finish, stop every unit
     /// (SIGTERM, then SIGKILL after the stop timeout), withdraw endpoints.
     pub async fn shutdown(mut self) {
@@ -200,6 +304,37 @@ impl Daemon {
             p.shutdown().await;
         }
         self.scheduler.shutdown().await;
+        if let Some(s) = self.syslog.take() {
+            s.shutdown().await;
+        }
+        self.drains.shutdown();
         tracing::info!("deisd stopped");
+    }
+}
+
+/// Opens the log store `config` asks for.
+async fn open_log_store(config: &DaemonConfig) -> Result<Arc<dyn LogStore>, DaemonError> {
+    if config.log_lines_per_app == 0 {
+        return Err(DaemonError::LogStore("--log-lines-per-app must be at least 1".into()));
+    }
+    match &config.log_store {
+        LogStoreChoice::Ring => Ok(Arc::new(RingLogStore::with_config(RingConfig {
+            lines_per_app: config.log_lines_per_app,
+            ..RingConfig::default()
+        }))),
+        #[cfg(feature = "redis")]
+        LogStoreChoice::Redis(url) => {
+            let mut rc = crate::logger::RedisLogStoreConfig::new(url.clone());
+            rc.lines_per_app = config.log_lines_per_app;
+            let store = crate::logger::RedisLogStore::connect(rc)
+                .await
+                .map_err(|e| DaemonError::LogStore(format!("Redis at {url}: {e}; check --redis-url")))?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(not(feature = "redis"))]
+        LogStoreChoice::Redis(_) => Err(DaemonError::LogStore(
+            "this build has no Redis support (build deis-sdk/deisd with the `redis` feature) - use --log-store ring"
+                .into(),
+        )),
     }
 }

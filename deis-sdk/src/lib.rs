@@ -18,5 +18,7 @@ pub use deis_core::*;
 pub mod client;
 pub mod controller;
 pub mod daemon;
+pub mod logger;
 pub mod publisher;
 pub mod router;
+pub mod tty;

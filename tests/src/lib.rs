@@ -225,6 +225,14 @@ impl Cli {
         }
     }
 
+    /// A `deis ARGS` command with this CLI's profile and HOME, not yet started (for
+    /// tests that need their own stdin/stdout plumbing).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(binary("deis"));
+        cmd.args(args).env("DEIS_PROFILE", &self.profile).env("HOME", self.home.path()).env_remove("DEIS_APP");
+        cmd
+    }
+
     /// Registers `user` (password `pw-<user>`) and logs in.
     pub fn register(&self, d: &Deisd, user: &str) {
         let url = d.url();

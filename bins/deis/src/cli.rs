@@ -231,6 +231,40 @@ pub enum Command {
         domain: String,
     },
 
+    /// Show the app's log: its processes' output and platform events.
+    #[command(after_help = "Lines look like `2026-11-25T14:47:21.123Z app[web.1]: message`.\n\
+        With -f the log is followed until Ctrl-C; a lost connection is retried and resumes where it stopped.")]
+    Logs {
+        /// How many of the last lines to show (default: the controller's, 100).
+        #[arg(short = 'n', long = "lines", value_name = "N")]
+        lines: Option<usize>,
+        /// Keep following new lines (until Ctrl-C).
+        #[arg(short = 'f', long = "follow")]
+        follow: bool,
+        /// Only lines of this process type, e.g. web.
+        #[arg(long = "type", value_name = "TYPE", value_parser = args::proc_type)]
+        proc_type: Option<String>,
+        /// Only `app` lines (the processes) or `deis` lines (platform events).
+        #[arg(long, value_name = "app|deis", value_parser = ["app", "deis"])]
+        source: Option<String>,
+    },
+    /// List the app's log drains.
+    #[command(name = "drains:list", visible_alias = "drains")]
+    DrainsList,
+    /// Forward the app's log to a syslog server (RFC 5424).
+    #[command(name = "drains:add")]
+    DrainsAdd {
+        /// syslog://HOST:PORT (TCP), syslog+udp://HOST:PORT or syslog+tls://HOST:PORT.
+        url: String,
+    },
+    /// Stop forwarding the app's log to a drain.
+    #[command(name = "drains:remove")]
+    DrainsRemove {
+        /// The drain's URL or id.
+        #[arg(value_name = "URL|ID")]
+        drain: String,
+    },
+
     /// List the app's resource limits.
     #[command(name = "limits:list", visible_alias = "limits")]
     LimitsList,
@@ -265,6 +299,21 @@ pub enum Command {
         /// Waiting for the units.
         #[command(flatten)]
         wait: WaitOpts,
+    },
+
+    /// Run a command in the app's environment: interactive when stdin is a terminal
+    /// (`deis run bash`), batch otherwise (`echo hi | deis run cat`, `deis run -- cmd args`).
+    /// Exits with the command's exit status.
+    Run {
+        /// Process type whose environment to use (default: web).
+        #[arg(long = "type", value_name = "TYPE", value_parser = args::proc_type)]
+        proc_type: Option<String>,
+        /// Don't allocate a terminal even when stdin is one (binary-safe pipes).
+        #[arg(long)]
+        no_tty: bool,
+        /// The command and its arguments; one argument is run with `sh -c`.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+        command: Vec<String>,
     },
 
     /// Show the client's version (and the controller's with --all).
@@ -369,6 +418,21 @@ mod tests {
     }
 
     #[test]
+    fn logs_options() {
+        match parse(&["logs", "-n", "5", "-f", "--type", "web", "--source", "deis", "-a", "x"]).unwrap().command {
+            Command::Logs { lines, follow, proc_type, source } => {
+                assert_eq!((lines, follow), (Some(5), true));
+                assert_eq!((proc_type.as_deref(), source.as_deref()), (Some("web"), Some("deis")));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse(&["logs", "--source", "other"]).unwrap_err().exit_code(), 2);
+        assert_eq!(parse(&["logs", "-n", "-1"]).unwrap_err().exit_code(), 2);
+        let x = format!("{:?}", parse(&["drains"]).unwrap().command);
+        assert_eq!(x, format!("{:?}", parse(&["drains:list"]).unwrap().command));
+    }
+
+    #[test]
     fn deploy_defaults_to_the_current_directory() {
         match parse(&["deploy", "--no-wait"]).unwrap().command {
             Command::Deploy { dir, wait } => {
@@ -407,6 +471,10 @@ mod tests {
             "domains:list",
             "domains:add",
             "domains:remove",
+            "logs",
+            "drains:list",
+            "drains:add",
+            "drains:remove",
             "limits:list",
             "limits:set",
             "limits:unset",

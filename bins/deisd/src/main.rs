@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use deis_sdk::daemon::{Daemon, DaemonConfig};
+use deis_sdk::daemon::{Daemon, DaemonConfig, LogStoreChoice};
 use deis_sdk::deis_core::model::limits;
 use deis_sdk::deis_core::scheduler::Capacity;
 
@@ -41,6 +41,18 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "DEIS_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// Where apps' syslog lines are taken, on UDP and TCP (`off` for no listener).
+    #[arg(long, env = "DEIS_SYSLOG_ADDR", default_value = "127.0.0.1:5514")]
+    syslog_addr: String,
+    /// Log lines kept per app.
+    #[arg(long, env = "DEIS_LOG_LINES_PER_APP", default_value_t = 1000)]
+    log_lines_per_app: usize,
+    /// Where app logs are kept: ring (in memory) or redis (survives restarts; see --redis-url).
+    #[arg(long, env = "DEIS_LOG_STORE", default_value = "ring")]
+    log_store: String,
+    /// Redis server of `--log-store redis`.
+    #[arg(long, env = "DEIS_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
 }
 
 fn config(args: &Args) -> Result<DaemonConfig, String> {
@@ -58,6 +70,19 @@ fn config(args: &Args) -> Result<DaemonConfig, String> {
     c.capacity = capacity;
     c.registration = args.registration.parse().map_err(|e| format!("--registration: {e}"))?;
     c.max_upload_bytes = args.max_upload_mb.saturating_mul(1 << 20);
+    c.syslog_addr = match args.syslog_addr.as_str() {
+        "off" | "none" | "" => None,
+        a => Some(a.parse().map_err(|e| format!("--syslog-addr {a:?}: {e} (want IP:PORT, or off)"))?),
+    };
+    if args.log_lines_per_app == 0 {
+        return Err("--log-lines-per-app must be at least 1".into());
+    }
+    c.log_lines_per_app = args.log_lines_per_app;
+    c.log_store = match args.log_store.as_str() {
+        "ring" => LogStoreChoice::Ring,
+        "redis" => LogStoreChoice::Redis(args.redis_url.clone()),
+        other => return Err(format!("--log-store: unknown store {other:?}: use ring or redis")),
+    };
     Ok(c)
 }
 

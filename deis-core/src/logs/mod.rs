@@ -10,12 +10,21 @@
 //!
 //! To be correct, an implementation must pass [`crate::testing::logstore_suite`].
 
+mod unit_output;
+
+pub use unit_output::{DEFAULT_QUEUE_LINES, UnitLogSink, UnitLogStats};
+
+mod ring;
+pub mod syslog;
+
 use std::fmt;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+
+pub use ring::{APP_OVERHEAD_BYTES, RingConfig, RingLogStore, RingStats};
 
 /// Largest message kept, in bytes; longer messages are cut (at a char boundary) and
 /// flagged [`LogLine::truncated`].

@@ -62,6 +62,8 @@ impl Platform {
                 .put(domain_key(&name), records::encode(&domain));
             if self.commit(txn).await? {
                 tracing::info!(app = %name, owner = %user.username, "app created");
+                self.log_event(&name, format!("App {name} created by {}", user.username)).await;
+                self.log_event(&name, format!("Release v1 created by {}: {}", user.username, release.summary)).await;
                 return Ok(app);
             }
             drop(guard);
@@ -103,7 +105,8 @@ impl Platform {
                 .delete_prefix(format!("configs/{id}/"))
                 .delete_prefix(format!("builds/{id}/"))
                 .delete_prefix(records::releases_prefix(id))
-                .delete_prefix(format!("{ENDPOINTS_PREFIX}{id}/"));
+                .delete_prefix(format!("{ENDPOINTS_PREFIX}{id}/"))
+                .delete_prefix(super::drains_prefix(id));
             for kv in self.store.list("domains/").await?.kvs {
                 let domain: Domain = records::decode(&kv)?;
                 if domain.app == id {
@@ -113,6 +116,7 @@ impl Platform {
             if self.commit(txn).await? {
                 drop(guard);
                 self.forget_lock(id);
+                self.forget_logs(id).await;
                 tracing::info!(app = id, by = %user.username, "app destroyed");
                 return Ok(());
             }
@@ -137,6 +141,7 @@ impl Platform {
                 .put(app_key(id), records::encode(&app));
             if self.commit(txn).await? {
                 tracing::info!(app = id, owner = new_owner, "app transferred");
+                self.log_event(id, format!("App transferred to {new_owner} by {}", user.username)).await;
                 return Ok(app);
             }
         }

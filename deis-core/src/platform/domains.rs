@@ -32,6 +32,7 @@ impl Platform {
         let txn = Txn::new().when(&key, 0).when(app_key(app), rev).put(&key, records::encode(&record));
         if self.commit(txn).await? {
             tracing::info!(app, domain, "domain added");
+            self.log_event(app, format!("Domain {domain} added by {}", user.username)).await;
             return Ok(record);
         }
         match records::get_json::<Domain>(&*self.store, &key).await? {
@@ -54,6 +55,7 @@ impl Platform {
             Some((d, rev)) if d.app == app => {
                 if self.commit(Txn::new().when(&key, rev).delete(&key)).await? {
                     tracing::info!(app, domain = %d.domain, "domain removed");
+                    self.log_event(app, format!("Domain {} removed by {}", d.domain, user.username)).await;
                     Ok(())
                 } else {
                     Err(PlatformError::concurrent("The domain"))

@@ -27,6 +27,7 @@
 //!     artifacts: ArtifactStore::new("/var/lib/deis"),
 //!     domain: "local.deis.cc".into(),
 //!     registration: RegistrationMode::Enabled,
+//!     logs: None,
 //! });
 //! platform.reconcile_all().await; // converge units after a restart
 //! let alice = platform.register(None, "alice", "s3cret", "alice@example.com").await?;
@@ -37,8 +38,10 @@
 mod apps;
 mod builds;
 mod domains;
+mod logs;
 mod reconcile;
 mod releases;
+mod run;
 mod scale;
 mod users;
 
@@ -58,6 +61,8 @@ use crate::store::records::{self, app_key};
 use crate::store::{Store, StoreError};
 
 pub use builds::{BuildInput, BuildOutcome};
+pub use logs::{DRAINS_PREFIX, Drain, MAX_DRAINS_PER_APP, drain_key, drains_prefix, unit_event_message};
+pub use run::{MAX_COMMAND_ARGS, MAX_COMMAND_BYTES, validate_command};
 pub use users::RegenerateTarget;
 
 /// How many times an operation is retried when another writer changed what it read.
@@ -111,6 +116,9 @@ pub struct PlatformConfig {
     pub domain: String,
     /// Who may register.
     pub registration: RegistrationMode,
+    /// Where app logs go (platform events are written there; `deis logs` reads it);
+    /// `None`: the platform keeps no logs.
+    pub logs: Option<Arc<dyn crate::logs::LogStore>>,
 }
 
 /// Errors of platform operations. Each variant is one HTTP status (see
@@ -245,6 +253,7 @@ pub struct Platform {
     scheduler: Arc<dyn Scheduler>,
     artifacts: ArtifactStore,
     settings: PlatformSettings,
+    logs: Option<Arc<dyn crate::logs::LogStore>>,
     /// One lock per existing app, so changes to an app are serialised in this process.
     app_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Serialises registrations (the first user becomes admin) and user removals.
@@ -260,6 +269,7 @@ impl Platform {
             scheduler: config.scheduler,
             artifacts: config.artifacts,
             settings: PlatformSettings { domain: config.domain, registration: config.registration },
+            logs: config.logs,
             app_locks: std::sync::Mutex::new(HashMap::new()),
             users_lock: tokio::sync::Mutex::new(()),
         })

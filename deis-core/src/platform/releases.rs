@@ -107,6 +107,12 @@ impl Platform {
             match self.commit(txn).await {
                 Ok(true) => {
                     tracing::info!(app = app_id, version, summary = %release.summary, failed = release.failed, "release");
+                    let by = &user.username;
+                    match &warning {
+                        None => self.log_event(app_id, format!("Release v{version} created by {by}: {}", release.summary)),
+                        Some(w) => self.log_event(app_id, format!("Release v{version} failed ({}): {w}", release.summary)),
+                    }
+                    .await;
                     return Ok(Made { release, warning });
                 }
                 Ok(false) => {

@@ -54,6 +54,7 @@ impl Platform {
             match self.commit(txn).await {
                 Ok(true) => {
                     tracing::info!(app, structure = ?new_app.structure, "scaled");
+                    self.log_scaled(app, &new_app.structure, &user.username).await;
                     return Ok(());
                 }
                 result => {
@@ -93,6 +94,12 @@ impl Platform {
                 return Err(PlatformError::BadRequest(format!("Pod {name} does not exist in application")));
             }
         }
+        let what = match (&filter.unit, &filter.proc_type) {
+            (Some(unit), _) => unit.clone(),
+            (None, Some(ty)) => format!("{ty} units"),
+            (None, None) => "all units".into(),
+        };
+        self.log_event(app, format!("Restarting {what} by {}", user.username)).await;
         match self.scheduler.restart(app, filter).await {
             Ok(units) => Ok(units),
             Err(SchedulerError::NotFound(_)) => Ok(vec![]),

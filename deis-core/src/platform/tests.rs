@@ -92,6 +92,7 @@ fn env_with(s: MockSched, applied: Applied, removed: Arc<Mutex<Vec<String>>>) ->
         artifacts: ArtifactStore::new(dir.path()),
         domain: "example.test".into(),
         registration: RegistrationMode::Enabled,
+        logs: None,
     });
     Env { platform, applied, removed, _dir: dir }
 }

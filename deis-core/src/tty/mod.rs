@@ -10,6 +10,12 @@
 //!
 //! To be correct, an implementation must pass [`crate::testing::tty_suite`].
 
+pub mod channel;
+pub mod local;
+pub mod token;
+
+pub use local::{LocalTtyBroker, LocalTtyConfig};
+
 use std::collections::BTreeMap;
 use std::fmt;
 

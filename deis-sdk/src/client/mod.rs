@@ -25,6 +25,7 @@
 //! at [`MAX_RESPONSE_BYTES`].
 
 mod error;
+mod logs;
 mod pack;
 mod types;
 
@@ -42,6 +43,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 pub use error::ClientError;
+pub use logs::{DrainInfo, FOLLOW_IDLE_TIMEOUT, FollowEvent, LogFollowStream, LogOptions, LogRecord, MAX_FOLLOW_LINE};
 pub use pack::{MAX_SOURCE_ARCHIVE_BYTES, MAX_SOURCE_UNPACKED_BYTES, PackError, pack_source_dir};
 pub use types::{BuildCreated, Pod, RestartTarget, ServerVersion, TokenTarget, UserInfo};
 
@@ -337,6 +339,12 @@ impl Client {
     /// decoded as JSON. For endpoints this client has no typed method for.
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
         self.call_json(Method::GET, path, Body::Empty).await
+    }
+
+    /// Raw authenticated `POST` of a JSON `body` to any API path, decoded as JSON.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Request(e.to_string()))?;
+        self.call_json(Method::POST, path, Body::Json(bytes)).await
     }
 
     // ---- connection and auth -------------------------------------------------------

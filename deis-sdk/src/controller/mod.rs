@@ -25,9 +25,12 @@ mod auth;
 mod builds;
 mod config;
 mod domains;
+mod drains;
 mod error;
 mod extract;
+mod logs;
 mod ps;
+mod run;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,7 +44,9 @@ use deis_core::platform::{Platform, PlatformError};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 pub use error::{ApiError, ApiResult};
+pub use drains::sync_drains;
 pub use extract::{AuthUser, DEFAULT_PAGE, JsonBody, MAX_PAGE, MaybeUser, Page};
+pub use logs::{DEFAULT_LOG_LINES, FollowShutdown, HEARTBEAT, MAX_LOG_LINES, MAX_LOGS_BODY};
 
 /// The API version Workflow clients check (`DEIS_API_VERSION`).
 pub const API_VERSION: &str = "2.3";
@@ -112,6 +117,12 @@ pub fn router(platform: Arc<Platform>, limits: ApiLimits) -> Router {
     let r = both(r, "/v2/apps/{app}/pods/{ptype}/{name}/restart", post(ps::restart_unit));
     let r = both(r, "/v2/apps/{app}/domains", get(domains::list).post(domains::add));
     let r = both(r, "/v2/apps/{app}/domains/{domain}", delete(domains::remove));
+    let r = both(r, "/v2/apps/{app}/run", post(run::run));
+    let r = both(r, "/v2/apps/{app}/sessions", post(run::create_session));
+    let r = both(r, "/v2/apps/{app}/logs", get(logs::logs));
+    let r = both(r, "/v2/apps/{app}/logs/follow", get(logs::follow));
+    let r = both(r, "/v2/apps/{app}/drains", get(drains::list).post(drains::add));
+    let r = both(r, "/v2/apps/{app}/drains/{drain}", delete(drains::remove));
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(version_headers))

@@ -48,6 +48,7 @@ async fn start_with(limits: ApiLimits) -> Api {
         artifacts: ArtifactStore::new(dir.path()),
         domain: "example.test".into(),
         registration: RegistrationMode::Enabled,
+        logs: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -6,9 +6,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
-
-use super::backend::Backend;
+use super::backend::{Backend, Conn};
 
 /// Errors carried by proxy bodies.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -76,9 +74,10 @@ impl Body for RequestBody {
     }
 }
 
-/// A connection to hand back to its backend's pool once the response body is done.
+/// The backend connection a response body comes from: polled while the body streams,
+/// handed back to its backend's pool once the body is done.
 pub(crate) struct Release {
-    pub sender: SendRequest<RequestBody>,
+    pub conn: Conn,
     pub backend: Arc<Backend>,
 }
 
@@ -90,7 +89,7 @@ impl std::fmt::Debug for Release {
 
 impl Release {
     fn checkin(self) {
-        self.backend.checkin(self.sender);
+        self.backend.checkin(self.conn);
     }
 }
 
@@ -140,28 +139,44 @@ impl Body for ResponseBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Self::Proxied { body, release } => match Pin::new(&mut *body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if body.is_end_stream()
-                        && let Some(r) = release.take()
-                    {
-                        r.checkin();
+            Self::Proxied { body, release } => {
+                let mut drove = false;
+                loop {
+                    match Pin::new(&mut *body).poll_frame(cx) {
+                        Poll::Ready(Some(Ok(frame))) => {
+                            if body.is_end_stream()
+                                && let Some(r) = release.take()
+                            {
+                                r.checkin();
+                            }
+                            return Poll::Ready(Some(Ok(frame)));
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            // The connection is broken; drop it rather than pool it.
+                            release.take();
+                            return Poll::Ready(Some(Err(Box::new(e))));
+                        }
+                        Poll::Ready(None) => {
+                            if let Some(r) = release.take() {
+                                r.checkin();
+                            }
+                            return Poll::Ready(None);
+                        }
+                        Poll::Pending => {}
                     }
-                    Poll::Ready(Some(Ok(frame)))
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    // The connection is broken; drop it rather than pool it.
-                    release.take();
-                    Poll::Ready(Some(Err(Box::new(e))))
-                }
-                Poll::Ready(None) => {
-                    if let Some(r) = release.take() {
-                        r.checkin();
+                    // The body moves only when its connection's driver runs: run it,
+                    // then look at the body once more.
+                    match release.as_mut() {
+                        Some(r) if !drove => {
+                            drove = true;
+                            // An ended driver has closed the body (end or error), which
+                            // the second look sees.
+                            let _ = r.conn.poll_driver(cx);
+                        }
+                        _ => return Poll::Pending,
                     }
-                    Poll::Ready(None)
                 }
-                Poll::Pending => Poll::Pending,
-            },
+            }
         }
     }
 

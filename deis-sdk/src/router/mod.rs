@@ -6,6 +6,12 @@
 //! `endpoints/`. The table is loaded from the store and kept live by watching it; the
 //! request path reads it without locks.
 //!
+//! The router serves with [`RouterConfig::workers`] threads (one per core by default),
+//! each with its own single-threaded event loop, like nginx's worker processes: they
+//! all accept from the one listener, and a client connection, the backend connections
+//! it uses and their pools stay on one worker, so a proxied request involves no
+//! cross-thread wake-up. Routes, stats and configuration are shared.
+//!
 //! Requests are spread round-robin over an app's backends, over pooled keep-alive
 //! connections. A backend that refuses or times out a connect is skipped for the next
 //! one; a body-less idempotent request whose connection dies before any answer is
@@ -54,6 +60,9 @@ pub struct RouterConfig {
     /// The platform domain: app `hello` is served at `hello.<domain>`. Empty means
     /// only custom domains are routed.
     pub domain: String,
+    /// Number of worker threads serving connections (each runs its own event loop and
+    /// backend pools). At least 1.
+    pub workers: usize,
     /// Limit of a TCP connect to a backend; past it the next backend is tried.
     pub connect_timeout: Duration,
     /// Limit on the wait for a backend's response head (`None`: wait as long as the
@@ -65,7 +74,7 @@ pub struct RouterConfig {
     /// Limit on receiving a request's headers; also closes client connections idle
     /// between requests for this long.
     pub header_read_timeout: Duration,
-    /// Most idle keep-alive connections kept per backend.
+    /// Most idle keep-alive connections kept per backend and worker.
     pub max_idle_per_backend: usize,
     /// Idle backend connections older than this are closed rather than reused.
     pub backend_idle_timeout: Duration,
@@ -74,12 +83,13 @@ pub struct RouterConfig {
 }
 
 impl RouterConfig {
-    /// Defaults for a platform domain: 3 s connect timeout, 60 s response timeout, no
-    /// body limit, 30 s header/idle timeout, 256 idle connections per backend kept up
-    /// to 60 s, 10 s shutdown grace.
+    /// Defaults for a platform domain: one worker per available core, 3 s connect
+    /// timeout, 60 s response timeout, no body limit, 30 s header/idle timeout, 256
+    /// idle connections per backend (and worker) kept up to 60 s, 10 s shutdown grace.
     pub fn new(domain: impl Into<String>) -> Self {
         Self {
             domain: domain.into().trim_end_matches('.').to_ascii_lowercase(),
+            workers: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             connect_timeout: Duration::from_secs(3),
             response_timeout: Some(Duration::from_secs(60)),
             max_request_body: None,
@@ -119,7 +129,9 @@ pub struct RouterStats {
 
 #[derive(Debug, Default)]
 struct Stats {
-    requests: AtomicU64,
+    /// Requests received, counted per worker (the only per-request counter, kept off
+    /// shared cache lines).
+    requests: Box<[PaddedCounter]>,
     bad_request: AtomicU64,
     not_found: AtomicU64,
     no_backend: AtomicU64,
@@ -129,6 +141,23 @@ struct Stats {
     connect_failures: AtomicU64,
     retries: AtomicU64,
     upgrades: AtomicU64,
+}
+
+/// A counter on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct PaddedCounter(AtomicU64);
+
+impl Stats {
+    fn new(workers: usize) -> Self {
+        Self { requests: (0..workers).map(|_| PaddedCounter::default()).collect(), ..Self::default() }
+    }
+
+    /// Counts a request received by the calling worker.
+    fn count_request(&self) {
+        let slot = &self.requests[backend::worker_index() % self.requests.len()];
+        slot.0.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A routed host, as listed by [`Router::routes`].
@@ -162,7 +191,9 @@ pub struct Router {
 impl Router {
     /// A router reading routes from `store`. Nothing runs until [`Router::serve`].
     pub fn new(store: Arc<dyn Store>, config: RouterConfig) -> Self {
+        let workers = config.workers.max(1);
         let pool = PoolSettings {
+            workers,
             max_idle: config.max_idle_per_backend,
             idle_timeout: config.backend_idle_timeout,
             connect_timeout: config.connect_timeout,
@@ -171,7 +202,7 @@ impl Router {
             config,
             pool,
             table: ArcSwap::from_pointee(RoutingTable::default()),
-            stats: Stats::default(),
+            stats: Stats::new(workers),
             synced: watch::channel(false).0,
         };
         Self { store, shared: Arc::new(shared) }
@@ -179,6 +210,11 @@ impl Router {
 
     /// Serves HTTP/1.1 on `listener` until `shutdown` resolves, then stops accepting
     /// and gives open connections [`RouterConfig::shutdown_grace`] to finish.
+    ///
+    /// Connections are served by [`RouterConfig::workers`] threads of the router's own
+    /// (each a single-threaded tokio runtime, all accepting from `listener`); the
+    /// caller's runtime only runs the route watcher and this future. Dropping the
+    /// future stops the workers too (without the grace period).
     ///
     /// The routes are loaded from the store before the first connection is accepted
     /// (connections wait in the listen backlog meanwhile) and followed live after;
@@ -195,7 +231,7 @@ impl Router {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, domain = %self.shared.config.domain, "router: serving");
         }
-        server::accept_loop(listener, self.shared.clone(), shutdown).await
+        server::serve(listener, self.shared.clone(), shutdown).await
     }
 
     /// Resolves once the routes have been loaded from the store (by a running
@@ -215,7 +251,7 @@ impl Router {
         let s = &self.shared.stats;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         RouterStats {
-            requests: get(&s.requests),
+            requests: s.requests.iter().map(|c| get(&c.0)).sum(),
             bad_request: get(&s.bad_request),
             not_found: get(&s.not_found),
             no_backend: get(&s.no_backend),

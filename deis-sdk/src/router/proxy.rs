@@ -8,11 +8,10 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Incoming};
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
 use super::Shared;
-use super::backend::Backend;
+use super::backend::Conn;
 use super::body::{BodyTooLarge, Release, RequestBody, ResponseBody};
 use super::table::normalize_host;
 
@@ -51,7 +50,7 @@ pub(crate) struct ConnCtx {
 pub(crate) async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<ResponseBody> {
     let shared = &*ctx.shared;
     let stats = &shared.stats;
-    stats.requests.fetch_add(1, Ordering::Relaxed);
+    stats.count_request();
 
     let route = {
         let host = match req.headers().get(header::HOST) {
@@ -133,7 +132,7 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Respons
     let mut last_error = String::new();
     while connect_failures < n {
         let backend = &backends[pos % n];
-        let mut sender = match acquire(backend).await {
+        let mut conn = match backend.acquire().await {
             Ok(s) => s,
             Err(e) => {
                 stats.connect_failures.fetch_add(1, Ordering::Relaxed);
@@ -145,7 +144,7 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Respons
             }
         };
         let Some(req) = request.take() else { break };
-        let sent = sender.try_send_request(req);
+        let sent = conn.send(req);
         let result = match shared.config.response_timeout {
             Some(t) => match tokio::time::timeout(t, sent).await {
                 Ok(r) => r,
@@ -162,11 +161,11 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Respons
         match result {
             Ok(mut resp) => {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    return switch_protocols(shared, app, client_upgrade, resp);
+                    return switch_protocols(shared, app, client_upgrade, resp, conn);
                 }
                 strip_hop_by_hop(resp.headers_mut(), false);
                 let (parts, body) = resp.into_parts();
-                let release = Release { sender, backend: backend.clone() };
+                let release = Release { conn, backend: backend.clone() };
                 return Response::from_parts(parts, ResponseBody::proxied(body, Some(release)));
             }
             Err(mut e) => {
@@ -212,24 +211,13 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Respons
     )
 }
 
-/// A pooled connection that is ready, or a new one.
-async fn acquire(backend: &Backend) -> Result<SendRequest<RequestBody>, super::backend::ConnectError> {
-    while let Some(mut sender) = backend.checkout() {
-        // Pooled connections were returned when their response ended, so they are
-        // ready now or in a moment; a closed one errors out and is skipped.
-        if sender.ready().await.is_ok() {
-            return Ok(sender);
-        }
-    }
-    backend.connect().await
-}
-
 /// Completes a protocol switch: answers 101 and splices the two upgraded connections.
 fn switch_protocols(
     shared: &Shared,
     app: &str,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     mut resp: Response<Incoming>,
+    conn: Conn,
 ) -> Response<ResponseBody> {
     let Some(client_upgrade) = client_upgrade else {
         shared.stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
@@ -241,7 +229,15 @@ fn switch_protocols(
     shared.stats.upgrades.fetch_add(1, Ordering::Relaxed);
     let backend_upgrade = hyper::upgrade::on(&mut resp);
     let app = app.to_string();
+    let driver = conn.into_driver();
     tokio::spawn(async move {
+        // The backend side of the upgrade completes when its driver hands over the
+        // connection.
+        if let Some(driver) = driver
+            && let Err(e) = driver.await
+        {
+            tracing::debug!(app = %app, error = %e, "router: backend connection failed during the upgrade");
+        }
         match tokio::try_join!(client_upgrade, backend_upgrade) {
             Ok((client, backend)) => {
                 let mut client = TokioIo::new(client);

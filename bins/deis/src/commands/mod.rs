@@ -5,8 +5,11 @@ mod auth;
 mod config;
 mod deploy;
 mod domains;
+mod drains;
+mod logs;
 mod ps;
 mod releases;
+mod run;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -198,6 +201,15 @@ pub async fn run(cli: Cli) -> Result {
         Command::DomainsList => domains::list(&ctx).await,
         Command::DomainsAdd { domain } => domains::add(&ctx, &domain).await,
         Command::DomainsRemove { domain } => domains::remove(&ctx, &domain).await,
+
+        Command::Run { command, proc_type, no_tty } => run::run(&ctx, command, proc_type, no_tty).await,
+
+        Command::Logs { lines, follow, proc_type, source } => {
+            logs::logs(&ctx, logs::LogsArgs { lines, follow, proc_type, source }).await
+        }
+        Command::DrainsList => drains::list(&ctx).await,
+        Command::DrainsAdd { url } => drains::add(&ctx, &url).await,
+        Command::DrainsRemove { drain } => drains::remove(&ctx, &drain).await,
     }
 }
 

@@ -36,7 +36,7 @@
 //! ```
 
 mod config;
-mod groups;
+pub(crate) mod groups;
 mod output;
 mod ports;
 mod probe;

@@ -1,0 +1,206 @@
+//! `deis-logger`: the standalone Deis logger. Receives syslog on UDP, TCP and
+//! optionally TLS, keeps lines in a ring buffer or in Redis, forwards them to drains,
+//! and serves them over HTTP (`/logs/<app>`, `/logs/<app>/follow`, `/metrics`,
+//! `/healthz`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use deis_sdk::deis_core::logs::{LogStore, RingConfig, RingLogStore};
+use deis_sdk::logger::http::{self, LoggerApi};
+use deis_sdk::logger::{
+    DrainSet, DrainSetConfig, DrainUrl, DrainingLogStore, RedisLogStore, RedisLogStoreConfig, SyslogConfig,
+    SyslogServer, TlsListenerConfig, load_root_certs,
+};
+use tokio::net::TcpListener;
+
+/// The Deis logger: syslog in, `deis logs` out.
+#[derive(Debug, Parser)]
+#[command(name = "deis-logger", version, about)]
+struct Args {
+    /// Syslog UDP listen address (`off` to disable).
+    #[arg(long, env = "DEIS_LOGGER_SYSLOG_UDP_ADDR", default_value = "127.0.0.1:5514")]
+    syslog_udp_addr: String,
+    /// Syslog TCP listen address (`off` to disable).
+    #[arg(long, env = "DEIS_LOGGER_SYSLOG_TCP_ADDR", default_value = "127.0.0.1:5514")]
+    syslog_tcp_addr: String,
+    /// Syslog TLS listen address (RFC 5425); needs --tls-cert and --tls-key.
+    #[arg(long, env = "DEIS_LOGGER_SYSLOG_TLS_ADDR", requires_all = ["tls_cert", "tls_key"])]
+    syslog_tls_addr: Option<SocketAddr>,
+    /// PEM certificate chain of the TLS listener.
+    #[arg(long, env = "DEIS_LOGGER_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS listener.
+    #[arg(long, env = "DEIS_LOGGER_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// HTTP API listen address.
+    #[arg(long, env = "DEIS_LOGGER_HTTP_ADDR", default_value = "127.0.0.1:8088")]
+    http_addr: SocketAddr,
+    /// Log store: ring (in memory) or redis (shared, survives restarts).
+    #[arg(long, env = "DEIS_LOGGER_STORE", default_value = "ring", value_parser = ["ring", "redis"])]
+    store: String,
+    /// Redis URL for --store redis.
+    #[arg(long, env = "DEIS_LOGGER_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Lines kept per app.
+    #[arg(long, env = "DEIS_LOGGER_LINES_PER_APP", default_value_t = 1000)]
+    lines_per_app: usize,
+    /// Memory budget of the ring store for all apps, in MiB.
+    #[arg(long, env = "DEIS_LOGGER_MEMORY_MB", default_value_t = 256)]
+    memory_mb: usize,
+    /// Largest syslog message accepted, in bytes.
+    #[arg(long, env = "DEIS_LOGGER_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    max_message_bytes: usize,
+    /// Most TCP/TLS syslog connections open at once.
+    #[arg(long, env = "DEIS_LOGGER_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Bearer token required by /logs (without one, /logs is open: keep it on loopback).
+    #[arg(long, env = "DEIS_LOGGER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A log drain, `APP=URL` (e.g. `hello=syslog+tls://logs.example.com:6514`); repeatable.
+    #[arg(long = "drain", env = "DEIS_LOGGER_DRAINS", value_delimiter = ',')]
+    drains: Vec<String>,
+    /// PEM CA bundle to verify syslog+tls:// drains (default: the system's).
+    #[arg(long, env = "DEIS_LOGGER_DRAIN_CA")]
+    drain_ca: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, env = "DEIS_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+fn optional_addr(flag: &str, v: &str) -> Result<Option<SocketAddr>, String> {
+    match v.trim() {
+        "" | "off" => Ok(None),
+        v => v.parse().map(Some).map_err(|e| format!("--{flag} {v:?}: {e}; give IP:PORT or `off`")),
+    }
+}
+
+fn parse_drains(specs: &[String]) -> Result<Vec<(String, DrainUrl)>, String> {
+    specs
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            let (app, url) =
+                s.split_once('=').ok_or_else(|| format!("--drain {s:?}: expected APP=URL, e.g. hello=syslog://h:514"))?;
+            Ok((app.trim().to_string(), DrainUrl::parse(url.trim()).map_err(|e| format!("--drain: {e}"))?))
+        })
+        .collect()
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let udp = optional_addr("syslog-udp-addr", &args.syslog_udp_addr)?;
+    let tcp = optional_addr("syslog-tcp-addr", &args.syslog_tcp_addr)?;
+    let drains = parse_drains(&args.drains)?;
+    let base: Arc<dyn LogStore> = match args.store.as_str() {
+        "redis" => {
+            let mut c = RedisLogStoreConfig::new(&args.redis_url);
+            c.lines_per_app = args.lines_per_app;
+            Arc::new(RedisLogStore::connect(c).await.map_err(|e| format!("--store redis: {e}"))?)
+        }
+        _ => Arc::new(RingLogStore::with_config(RingConfig {
+            lines_per_app: args.lines_per_app,
+            global_bytes: args.memory_mb.saturating_mul(1 << 20),
+            ..RingConfig::default()
+        })),
+    };
+    let mut drain_config = DrainSetConfig::default();
+    if let Some(ca) = &args.drain_ca {
+        drain_config.tls_roots = Some(load_root_certs(ca).map_err(|e| format!("--drain-ca: {e}"))?);
+    }
+    let drain_set = Arc::new(DrainSet::new(drain_config));
+    let mut by_app: std::collections::BTreeMap<String, Vec<DrainUrl>> = Default::default();
+    for (app, url) in drains {
+        by_app.entry(app).or_default().push(url);
+    }
+    for (app, urls) in by_app {
+        drain_set.set_drains(&app, urls);
+    }
+    let store: Arc<dyn LogStore> = Arc::new(DrainingLogStore::new(base, drain_set.clone()));
+
+    let mut config = SyslogConfig {
+        udp_addr: udp,
+        tcp_addr: tcp,
+        max_message_bytes: args.max_message_bytes,
+        max_tcp_connections: args.max_connections,
+        ..SyslogConfig::default()
+    };
+    if let (Some(addr), Some(cert), Some(key)) = (args.syslog_tls_addr, &args.tls_cert, &args.tls_key) {
+        config.tls = Some(TlsListenerConfig::from_pem_files(addr, cert, key).map_err(|e| format!("--tls-cert/--tls-key: {e}"))?);
+    }
+    let syslog = SyslogServer::start(config, store.clone()).await.map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind(args.http_addr)
+        .await
+        .map_err(|e| format!("HTTP API on {}: {e}; pick another --http-addr", args.http_addr))?;
+    let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    if args.token.is_none() {
+        tracing::warn!("no --token: /logs is open to anyone who can reach {http_addr}");
+    }
+    let api = LoggerApi {
+        store,
+        counters: Some(syslog.counters().clone()),
+        drains: Some(drain_set.clone()),
+        token: args.token.clone(),
+    };
+    let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
+    let http_task = tokio::spawn(http::serve(listener, api, async {
+        let _ = stopped.await;
+    }));
+    let show = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
+    eprintln!(
+        "deis-logger is up: syslog udp {} tcp {} tls {}  http http://{}  store {}",
+        show(syslog.udp_addr()),
+        show(syslog.tcp_addr()),
+        show(syslog.tls_addr()),
+        http_addr,
+        args.store
+    );
+    shutdown_signal().await;
+    syslog.shutdown().await;
+    let _ = stop_http.send(());
+    // Followers hold their connections open; give requests a moment, then stop.
+    match tokio::time::timeout(Duration::from_secs(2), http_task).await {
+        Ok(Ok(Err(e))) => tracing::warn!("HTTP API: {e}"),
+        Err(_) => tracing::info!("closing open follow streams"),
+        _ => {}
+    }
+    drain_set.shutdown();
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(&args.log_format);
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("deis-logger: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

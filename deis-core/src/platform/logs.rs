@@ -1,0 +1,293 @@
+//! App logs and log drains: platform events written into the app's log as
+//! `deis[controller]` / `deis[scheduler]` lines (as Heroku and Deis did), reading and
+//! following the log, and the drain records (`drains/<app>/<uuid>`) that forward it.
+//!
+//! Events are best effort: a log store that fails or is slow never fails or holds up
+//! the request that made the event (each append waits at most [`EVENT_TIMEOUT`]).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{Platform, PlatformError, Result};
+use crate::logs::{Cursor, LogEntry, LogError, LogFilter, LogFollow, LogLine, LogStore};
+use crate::model::{UnitState, User};
+use crate::scheduler::UnitEvent;
+use crate::store::Txn;
+use crate::store::records::{self, app_key};
+
+/// Longest a platform event waits for the log store.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most drains one app may have.
+pub const MAX_DRAINS_PER_APP: usize = 20;
+
+/// Longest drain URL accepted.
+pub const MAX_DRAIN_URL: usize = 1024;
+
+/// Prefix of all drain records.
+pub const DRAINS_PREFIX: &str = "drains/";
+
+/// Key of a drain record.
+pub fn drain_key(app: &str, uuid: &str) -> String {
+    format!("{DRAINS_PREFIX}{app}/{uuid}")
+}
+
+/// Prefix of an app's drains.
+pub fn drains_prefix(app: &str) -> String {
+    format!("{DRAINS_PREFIX}{app}/")
+}
+
+/// A log drain: the app's lines are forwarded to `url` as RFC 5424 syslog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drain {
+    /// Drain id.
+    pub uuid: String,
+    /// App id.
+    pub app: String,
+    /// Who added it.
+    pub owner: String,
+    /// Where lines go: `syslog://host:port` (TCP), `syslog+udp://...`, `syslog+tls://...`.
+    pub url: String,
+    /// When it was added (RFC 3339).
+    pub created: String,
+    /// When it last changed (RFC 3339).
+    pub updated: String,
+}
+
+fn log_error(app: &str, e: LogError) -> PlatformError {
+    match e {
+        LogError::Invalid(m) => PlatformError::BadRequest(m),
+        other => PlatformError::Internal(format!("Error accessing logs for {app}: {other}")),
+    }
+}
+
+/// `web=3 worker=1`.
+fn formation(structure: &std::collections::BTreeMap<String, u32>) -> String {
+    structure.iter().map(|(t, n)| format!("{t}={n}")).collect::<Vec<_>>().join(" ")
+}
+
+/// The `deis[scheduler]` line for a unit event, if it is worth one.
+pub fn unit_event_message(event: &UnitEvent) -> Option<String> {
+    let u = &event.unit;
+    let name = &u.name;
+    Some(match u.state {
+        UnitState::Initialized => return None,
+        UnitState::Created if u.restarts > 0 => format!("{name} restarted (restart #{}, v{})", u.restarts, u.release),
+        UnitState::Created => format!("{name} starting (v{})", u.release),
+        UnitState::Up => format!("{name} up (v{})", u.release),
+        UnitState::Down => format!("{name} stopping"),
+        UnitState::Destroyed => format!("{name} stopped"),
+        UnitState::Crashed => format!("{name} crashed; restarting"),
+        UnitState::Error => format!("{name} could not be started; retrying"),
+    })
+}
+
+impl Platform {
+    /// The log store, if the platform has one.
+    pub fn logs(&self) -> Option<&Arc<dyn LogStore>> {
+        self.logs.as_ref()
+    }
+
+    fn log_store(&self) -> Result<&Arc<dyn LogStore>> {
+        self.logs.as_ref().ok_or_else(|| {
+            PlatformError::Internal("this controller has no log store configured, so it keeps no logs".into())
+        })
+    }
+
+    /// Appends a platform event line of `component` to `app`'s log (best effort).
+    pub(crate) async fn log_as(&self, app: &str, component: &str, message: impl Into<String>) {
+        let Some(logs) = &self.logs else { return };
+        let line = LogLine::platform(app, component, &message.into());
+        match tokio::time::timeout(EVENT_TIMEOUT, logs.append(vec![line])).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(app, error = %e, "cannot write a platform event to the app's log"),
+            Err(_) => tracing::warn!(app, "the log store did not take a platform event within {EVENT_TIMEOUT:?}"),
+        }
+    }
+
+    /// Appends a `deis[controller]` event line to `app`'s log (best effort).
+    pub(crate) async fn log_event(&self, app: &str, message: impl Into<String>) {
+        self.log_as(app, "controller", message).await;
+    }
+
+    /// `Scaled to web=3 worker=1 by alice`.
+    pub(crate) async fn log_scaled(&self, app: &str, structure: &std::collections::BTreeMap<String, u32>, by: &str) {
+        self.log_event(app, format!("Scaled to {} by {by}", formation(structure))).await;
+    }
+
+    /// Forgets `app`'s log (best effort; destroyed apps).
+    pub(crate) async fn forget_logs(&self, app: &str) {
+        let Some(logs) = &self.logs else { return };
+        if let Err(e) = logs.forget(app).await {
+            tracing::warn!(app, error = %e, "cannot forget the destroyed app's logs");
+        }
+    }
+
+    /// The last `n` lines of the app's log that pass `filter`, oldest first (owner or
+    /// admin).
+    pub async fn app_logs(&self, user: &User, app: &str, n: usize, filter: &LogFilter) -> Result<Vec<LogEntry>> {
+        self.app_for(user, app).await?;
+        self.log_store()?.tail(app, n, filter).await.map_err(|e| log_error(app, e))
+    }
+
+    /// Follows the app's log from `cursor` (owner or admin).
+    pub async fn follow_app_logs(&self, user: &User, app: &str, cursor: Cursor, filter: LogFilter) -> Result<LogFollow> {
+        self.app_for(user, app).await?;
+        self.log_store()?.follow(app, cursor, filter).await.map_err(|e| log_error(app, e))
+    }
+
+    /// Writes the scheduler's unit events into the apps' logs as `deis[scheduler]`
+    /// lines (`hello.web.1 crashed; restarting`, `hello.web.1 up (v3)` ...) until
+    /// `shutdown` completes or the scheduler goes away. Run it as a background task.
+    /// Lines for an app destroyed meanwhile are forgotten again.
+    pub async fn log_unit_events(&self, shutdown: impl Future<Output = ()>) {
+        if self.logs.is_none() {
+            return;
+        }
+        let mut events = self.scheduler.subscribe();
+        tokio::pin!(shutdown);
+        loop {
+            let event = tokio::select! {
+                () = &mut shutdown => return,
+                e = events.recv() => e,
+            };
+            match event {
+                Ok(event) => {
+                    let Some(message) = unit_event_message(&event) else { continue };
+                    let app = event.unit.app.as_str();
+                    self.log_as(app, "scheduler", message).await;
+                    // The app may have been destroyed (and its log forgotten) after the
+                    // event: don't leave a log behind for it.
+                    if let Ok(None) = self.store.get(&app_key(app)).await {
+                        self.forget_logs(app).await;
+                    }
+                }
+                Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "unit events not logged: the logger fell behind"),
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// The app's drains, oldest first (owner or admin).
+    pub async fn drains(&self, user: &User, app: &str) -> Result<Vec<Drain>> {
+        self.app_for(user, app).await?;
+        let mut drains: Vec<Drain> = records::list_json(&*self.store, &drains_prefix(app)).await?;
+        drains.sort_by(|a, b| (&a.created, &a.uuid).cmp(&(&b.created, &b.uuid)));
+        Ok(drains)
+    }
+
+    /// Every drain of every app (for whatever applies them).
+    pub async fn all_drains(&self) -> Result<Vec<Drain>> {
+        Ok(records::list_json(&*self.store, DRAINS_PREFIX).await?)
+    }
+
+    /// Adds a drain forwarding the app's log to `url`, which the caller has validated
+    /// (the SDK checks it with `DrainUrl::parse`). 400 if the app already drains to
+    /// `url` or has [`MAX_DRAINS_PER_APP`] drains.
+    pub async fn add_drain(&self, user: &User, app: &str, url: &str) -> Result<Drain> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Err(PlatformError::validation("url", "This field may not be blank."));
+        }
+        if url.len() > MAX_DRAIN_URL || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(PlatformError::validation("url", format!("invalid drain URL (at most {MAX_DRAIN_URL} bytes, no spaces)")));
+        }
+        self.app_for(user, app).await?;
+        let _guard = self.lock_app(app).await;
+        let (_, rev) = self.app_for(user, app).await?;
+        let existing: Vec<Drain> = records::list_json(&*self.store, &drains_prefix(app)).await?;
+        if existing.iter().any(|d| d.url == url) {
+            return Err(PlatformError::validation("url", format!("The app already drains to {url}")));
+        }
+        if existing.len() >= MAX_DRAINS_PER_APP {
+            return Err(PlatformError::BadRequest(format!(
+                "An app may have at most {MAX_DRAINS_PER_APP} drains; remove one with `deis drains:remove` first"
+            )));
+        }
+        let now = crate::time::now();
+        let drain = Drain {
+            uuid: uuid::Uuid::new_v4().to_string(),
+            app: app.to_string(),
+            owner: user.username.clone(),
+            url: url.to_string(),
+            created: now.clone(),
+            updated: now,
+        };
+        let key = drain_key(app, &drain.uuid);
+        let txn = Txn::new().when(app_key(app), rev).when(&key, 0).put(&key, records::encode(&drain));
+        if !self.commit(txn).await? {
+            return Err(PlatformError::concurrent("The app"));
+        }
+        tracing::info!(app, url, "drain added");
+        self.log_event(app, format!("Drain {url} added by {}", user.username)).await;
+        Ok(drain)
+    }
+
+    /// Removes the drain with id or URL `id_or_url`; 404 `No Drain matches the given query.`
+    pub async fn remove_drain(&self, user: &User, app: &str, id_or_url: &str) -> Result<Drain> {
+        self.app_for(user, app).await?;
+        let _guard = self.lock_app(app).await;
+        let listing = self.store.list(&drains_prefix(app)).await?;
+        for kv in listing.kvs {
+            let drain: Drain = records::decode(&kv)?;
+            if drain.uuid == id_or_url || drain.url == id_or_url.trim() {
+                if !self.commit(Txn::new().when(&kv.key, kv.mod_revision).delete(&kv.key)).await? {
+                    return Err(PlatformError::concurrent("The drain"));
+                }
+                tracing::info!(app, url = %drain.url, "drain removed");
+                self.log_event(app, format!("Drain {} removed by {}", drain.url, user.username)).await;
+                return Ok(drain);
+            }
+        }
+        Err(PlatformError::no_match("Drain"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Unit;
+
+    fn event(state: UnitState, restarts: u32) -> UnitEvent {
+        UnitEvent {
+            unit: Unit {
+                name: "hello.web.1".into(),
+                instance: 1,
+                app: "hello".into(),
+                proc_type: "web".into(),
+                number: 1,
+                release: 3,
+                state,
+                address: None,
+                node: "n".into(),
+                started: None,
+                restarts,
+                pid: None,
+            },
+        }
+    }
+
+    #[test]
+    fn unit_events_read_like_heroku() {
+        let m = |s, r| unit_event_message(&event(s, r));
+        assert_eq!(m(UnitState::Initialized, 0), None);
+        assert_eq!(m(UnitState::Created, 0).unwrap(), "hello.web.1 starting (v3)");
+        assert_eq!(m(UnitState::Created, 2).unwrap(), "hello.web.1 restarted (restart #2, v3)");
+        assert_eq!(m(UnitState::Up, 0).unwrap(), "hello.web.1 up (v3)");
+        assert_eq!(m(UnitState::Crashed, 0).unwrap(), "hello.web.1 crashed; restarting");
+        assert_eq!(m(UnitState::Down, 0).unwrap(), "hello.web.1 stopping");
+        assert_eq!(m(UnitState::Destroyed, 0).unwrap(), "hello.web.1 stopped");
+        assert_eq!(m(UnitState::Error, 0).unwrap(), "hello.web.1 could not be started; retrying");
+    }
+
+    #[test]
+    fn formations_are_listed_by_type() {
+        let s = std::collections::BTreeMap::from([("worker".to_string(), 1), ("web".to_string(), 3)]);
+        assert_eq!(formation(&s), "web=3 worker=1");
+        assert_eq!(drain_key("hello", "u1"), "drains/hello/u1");
+    }
+}

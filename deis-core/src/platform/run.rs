@@ -1,0 +1,107 @@
+//! One-off commands (`deis run`): what a [`SessionSpec`] for an app's current release is.
+//!
+//! The environment and the artifact come from the same code that builds the
+//! scheduler's [`AppSpec`](crate::scheduler::AppSpec), so a `deis run` sees exactly what
+//! the app's units see (minus the per-unit `PORT` and `DEIS_UNIT`).
+
+use super::reconcile::{IMAGE_CMD_TYPE, process_types};
+use super::{Platform, PlatformError, Result};
+use crate::model::User;
+use crate::tty::SessionSpec;
+
+/// Most arguments a command may have.
+pub const MAX_COMMAND_ARGS: usize = 1024;
+/// Largest command, all arguments together, in bytes.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+
+/// Checks a command line: not empty, within [`MAX_COMMAND_ARGS`] and
+/// [`MAX_COMMAND_BYTES`], no NUL bytes. Errors are the Workflow texts where one exists.
+pub fn validate_command(command: &[String]) -> Result<()> {
+    if command.is_empty() || command.iter().all(|a| a.trim().is_empty()) {
+        return Err(PlatformError::BadRequest("command is a required field".into()));
+    }
+    if command.len() > MAX_COMMAND_ARGS {
+        return Err(PlatformError::BadRequest(format!("command has more than {MAX_COMMAND_ARGS} arguments")));
+    }
+    if command.iter().map(String::len).sum::<usize>() > MAX_COMMAND_BYTES {
+        return Err(PlatformError::BadRequest(format!("command is longer than {MAX_COMMAND_BYTES} bytes")));
+    }
+    if command.iter().any(|a| a.contains('\0')) {
+        return Err(PlatformError::BadRequest("command contains a NUL byte".into()));
+    }
+    Ok(())
+}
+
+impl Platform {
+    /// The session that runs `command` in the environment of `app`'s current release,
+    /// for `user` (owner or admin, else 403).
+    ///
+    /// `proc_type` picks the process type whose environment is used; `None` means
+    /// `web`, or the only/first type the build has when it has no `web`. The environment
+    /// is the release's config plus `DEIS_APP` and `DEIS_RELEASE`; the artifact is the
+    /// release's build (unpacked source directory or image).
+    ///
+    /// Errors: 400 `command is a required field` for an empty command; 400
+    /// `No build associated with this release to run this command` before the first
+    /// build; 404 `Container type X does not exist in application` for an unknown type.
+    pub async fn session_spec(
+        &self,
+        user: &User,
+        app: &str,
+        command: Vec<String>,
+        tty: bool,
+        proc_type: Option<&str>,
+    ) -> Result<SessionSpec> {
+        validate_command(&command)?;
+        let (app_record, rev) = self.app_for(user, app).await?;
+        let ctx = self.context(app_record, rev).await?;
+        let Some(build) = ctx.build.as_ref() else {
+            return Err(PlatformError::BadRequest("No build associated with this release to run this command".into()));
+        };
+        let types = process_types(build);
+        let proc_type = match proc_type {
+            Some(t) if types.contains_key(t) => t.to_string(),
+            Some(t) => return Err(PlatformError::NotFound(format!("Container type {t} does not exist in application"))),
+            None if types.contains_key("web") => "web".to_string(),
+            None => types.keys().next().cloned().unwrap_or_else(|| IMAGE_CMD_TYPE.to_string()),
+        };
+        let spec = self
+            .spec_for(&ctx.app, &ctx.current, &ctx.config, Some(build))
+            .await?
+            .ok_or_else(|| PlatformError::Internal(format!("app {app} has a build but no runnable spec")))?;
+        let mut env = spec.env;
+        env.insert("DEIS_APP".into(), ctx.app.id.clone());
+        env.insert("DEIS_RELEASE".into(), format!("v{}", ctx.current.version));
+        Ok(SessionSpec {
+            app: ctx.app.id,
+            proc_type,
+            artifact: spec.artifact,
+            release: ctx.current.version,
+            env,
+            command,
+            tty,
+            size: None,
+            user: user.username.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn commands_are_checked() {
+        let msg = |c: &[&str]| validate_command(&cmd(c)).unwrap_err().to_string();
+        assert_eq!(msg(&[]), "command is a required field");
+        assert_eq!(msg(&["  "]), "command is a required field");
+        assert!(msg(&["a\0b"]).contains("NUL"));
+        let long = "x".repeat(MAX_COMMAND_BYTES + 1);
+        assert!(msg(&[&long]).contains("longer than"));
+        assert!(validate_command(&cmd(&["sh", "-c", "exit 7"])).is_ok());
+    }
+}

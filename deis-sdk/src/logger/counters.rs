@@ -1,0 +1,185 @@
+//! Ingest counters of the syslog listeners, and their Prometheus rendering.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of a [`SyslogServer`](super::SyslogServer), updated atomically by its
+/// listeners. Every message received is either appended (parsed, or unparsed and kept
+/// raw) or dropped with a reason: nothing disappears without being counted.
+#[derive(Debug, Default)]
+pub struct IngestCounters {
+    /// Messages received (datagrams, TCP/TLS frames), before any check.
+    pub received: AtomicU64,
+    /// Messages parsed as RFC 5424 or RFC 3164.
+    pub parsed: AtomicU64,
+    /// Messages that could not be parsed and were kept raw (flagged).
+    pub unparsed: AtomicU64,
+    /// Messages dropped because they were larger than the configured maximum.
+    pub dropped_oversized: AtomicU64,
+    /// TCP/TLS connections refused because the connection limit was reached.
+    pub dropped_too_many_connections: AtomicU64,
+    /// TCP/TLS connections closed on a framing error (bad octet count, TLS failure);
+    /// counts connections, the bytes after the error cannot be framed.
+    pub dropped_framing_error: AtomicU64,
+    /// Messages lost because the store refused the append.
+    pub dropped_store_error: AtomicU64,
+    /// TLS connections closed because the handshake failed or timed out.
+    pub dropped_tls_handshake: AtomicU64,
+    /// TCP/TLS connections accepted.
+    pub connections_accepted: AtomicU64,
+    /// TCP/TLS connections open now.
+    pub connections_open: AtomicU64,
+    /// Payload bytes received on all transports.
+    pub bytes_received: AtomicU64,
+}
+
+/// A point-in-time copy of [`IngestCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)] // Same fields as IngestCounters.
+pub struct CounterSnapshot {
+    pub received: u64,
+    pub parsed: u64,
+    pub unparsed: u64,
+    pub dropped_oversized: u64,
+    pub dropped_too_many_connections: u64,
+    pub dropped_framing_error: u64,
+    pub dropped_store_error: u64,
+    pub dropped_tls_handshake: u64,
+    pub connections_accepted: u64,
+    pub connections_open: u64,
+    pub bytes_received: u64,
+}
+
+impl IngestCounters {
+    /// Reads every counter (each atomically; the set is not a single snapshot).
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CounterSnapshot {
+            received: r(&self.received),
+            parsed: r(&self.parsed),
+            unparsed: r(&self.unparsed),
+            dropped_oversized: r(&self.dropped_oversized),
+            dropped_too_many_connections: r(&self.dropped_too_many_connections),
+            dropped_framing_error: r(&self.dropped_framing_error),
+            dropped_store_error: r(&self.dropped_store_error),
+            dropped_tls_handshake: r(&self.dropped_tls_handshake),
+            connections_accepted: r(&self.connections_accepted),
+            connections_open: r(&self.connections_open),
+            bytes_received: r(&self.bytes_received),
+        }
+    }
+
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Renders the counters in the Prometheus text exposition format 0.0.4.
+    pub fn render_prometheus(&self, out: &mut String) {
+        let s = self.snapshot();
+        let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        family(
+            "deis_logger_messages_received_total",
+            "counter",
+            "Syslog messages received (datagrams and TCP/TLS frames).",
+            &[("", s.received)],
+        );
+        family(
+            "deis_logger_messages_parsed_total",
+            "counter",
+            "Syslog messages parsed as RFC 5424 or RFC 3164.",
+            &[("", s.parsed)],
+        );
+        family(
+            "deis_logger_messages_unparsed_total",
+            "counter",
+            "Syslog messages that could not be parsed and were kept raw.",
+            &[("", s.unparsed)],
+        );
+        family(
+            "deis_logger_messages_dropped_total",
+            "counter",
+            "Syslog messages dropped, by reason.",
+            &[
+                ("{reason=\"oversized\"}", s.dropped_oversized),
+                ("{reason=\"store_error\"}", s.dropped_store_error),
+            ],
+        );
+        family(
+            "deis_logger_connections_dropped_total",
+            "counter",
+            "TCP/TLS connections refused or closed by the logger, by reason.",
+            &[
+                ("{reason=\"too_many_connections\"}", s.dropped_too_many_connections),
+                ("{reason=\"framing_error\"}", s.dropped_framing_error),
+                ("{reason=\"tls_handshake\"}", s.dropped_tls_handshake),
+            ],
+        );
+        family(
+            "deis_logger_connections_accepted_total",
+            "counter",
+            "TCP/TLS connections accepted.",
+            &[("", s.connections_accepted)],
+        );
+        family("deis_logger_connections_open", "gauge", "TCP/TLS connections open now.", &[("", s.connections_open)]);
+        family(
+            "deis_logger_received_bytes_total",
+            "counter",
+            "Syslog payload bytes received.",
+            &[("", s.bytes_received)],
+        );
+    }
+}
+
+/// Escapes a Prometheus label value (backslash, quote, newline).
+pub(crate) fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_counter_with_help_and_type() {
+        let c = IngestCounters::default();
+        IngestCounters::add(&c.received, 5);
+        IngestCounters::add(&c.dropped_oversized, 2);
+        IngestCounters::add(&c.dropped_too_many_connections, 1);
+        let mut out = String::new();
+        c.render_prometheus(&mut out);
+        assert!(out.contains("deis_logger_messages_received_total 5\n"), "{out}");
+        assert!(out.contains("deis_logger_messages_dropped_total{reason=\"oversized\"} 2\n"), "{out}");
+        assert!(out.contains("deis_logger_connections_dropped_total{reason=\"too_many_connections\"} 1\n"), "{out}");
+        // Every sample line belongs to a family declared just before it.
+        let mut declared = Vec::new();
+        for line in out.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                declared.push(rest.split(' ').next().unwrap().to_string());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert_eq!(declared.last().map(String::as_str), Some(name), "{line}");
+            }
+        }
+        assert_eq!(declared.len(), 8);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

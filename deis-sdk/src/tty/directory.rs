@@ -1,0 +1,172 @@
+//! Where the broker finds what a session runs: [`SessionDirectory`], with the
+//! controller's [`PendingSessions`] (specs created by `POST /v2/apps/<app>/sessions`)
+//! and the standalone broker's [`LocalDirectory`] (specs built from the token's claims).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use deis_core::scheduler::Artifact;
+use deis_core::tty::SessionSpec;
+use deis_core::tty::token::Claims;
+
+/// Resolves attach requests to what they run.
+#[async_trait]
+pub trait SessionDirectory: Send + Sync + fmt::Debug {
+    /// The app session `id` belongs to (what its token must be bound to), or `None`
+    /// when the session is unknown. `query_app` is the `app` query parameter of the
+    /// attach request, if any.
+    async fn app_of(&self, id: &str, query_app: Option<&str>) -> Option<String>;
+
+    /// The spec to run for a verified, not yet used token. To ensure correctness: a
+    /// spec is handed out at most once per session id.
+    async fn take(&self, claims: &Claims) -> Result<SessionSpec, String>;
+}
+
+/// Specs of sessions created by the controller, each kept until its token expires
+/// (after the attach only the app is kept, so a second use of the token is refused as
+/// a replay, not as an unknown session). Bounded: beyond `capacity` entries, expired
+/// ones are dropped and new sessions refused.
+#[derive(Debug)]
+pub struct PendingSessions {
+    capacity: usize,
+    entries: Mutex<HashMap<String, Pending>>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    app: String,
+    /// `None` once attached.
+    spec: Option<SessionSpec>,
+    deadline: Instant,
+}
+
+impl PendingSessions {
+    /// Room for `capacity` sessions waiting to be attached.
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity: capacity.max(1), entries: Mutex::new(HashMap::new()) }
+    }
+
+    /// Keeps `spec` for session `id` for `ttl`. Errors when full of unexpired sessions.
+    pub fn insert(&self, id: &str, spec: SessionSpec, ttl: Duration) -> Result<(), String> {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().expect("pending sessions");
+        if entries.len() >= self.capacity {
+            entries.retain(|_, p| p.deadline > now);
+            if entries.len() >= self.capacity {
+                return Err(format!(
+                    "too many sessions waiting to be attached ({}); try again in a minute",
+                    entries.len()
+                ));
+            }
+        }
+        entries.insert(id.to_string(), Pending { app: spec.app.clone(), spec: Some(spec), deadline: now + ttl });
+        Ok(())
+    }
+
+    /// Number of sessions waiting (expired ones included until pruned).
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("pending sessions").len()
+    }
+
+    /// Whether no session is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl SessionDirectory for PendingSessions {
+    async fn app_of(&self, id: &str, _query_app: Option<&str>) -> Option<String> {
+        let entries = self.entries.lock().expect("pending sessions");
+        entries.get(id).filter(|p| p.deadline > Instant::now()).map(|p| p.app.clone())
+    }
+
+    async fn take(&self, claims: &Claims) -> Result<SessionSpec, String> {
+        let mut entries = self.entries.lock().expect("pending sessions");
+        match entries.get_mut(&claims.session) {
+            Some(p) if p.deadline <= Instant::now() => {
+                Err("the session expired before it was attached; start a new one".into())
+            }
+            Some(p) => p.spec.take().ok_or_else(|| "the session is already attached".to_string()),
+            None => Err("unknown session (never created, or expired)".into()),
+        }
+    }
+}
+
+/// The standalone broker's directory: every session runs its token's command in one
+/// directory with one environment (plus `DEIS_APP`). The app comes from the attach
+/// request's `app` query parameter (the token must be bound to it).
+#[derive(Debug, Clone)]
+pub struct LocalDirectory {
+    /// Working directory of the commands.
+    pub dir: PathBuf,
+    /// Environment of the commands.
+    pub env: BTreeMap<String, String>,
+}
+
+#[async_trait]
+impl SessionDirectory for LocalDirectory {
+    async fn app_of(&self, _id: &str, query_app: Option<&str>) -> Option<String> {
+        query_app.map(str::to_string)
+    }
+
+    async fn take(&self, claims: &Claims) -> Result<SessionSpec, String> {
+        let mut env = self.env.clone();
+        env.insert("DEIS_APP".into(), claims.app.clone());
+        Ok(SessionSpec {
+            app: claims.app.clone(),
+            proc_type: claims.proc_type.clone(),
+            artifact: Artifact::Source { dir: self.dir.clone() },
+            release: 0,
+            env,
+            command: claims.command.clone(),
+            tty: claims.tty,
+            size: None,
+            user: claims.user.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(app: &str) -> SessionSpec {
+        SessionSpec {
+            app: app.into(),
+            proc_type: "web".into(),
+            artifact: Artifact::Source { dir: "/tmp".into() },
+            release: 1,
+            env: BTreeMap::new(),
+            command: vec!["true".into()],
+            tty: false,
+            size: None,
+            user: "alice".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn pending_specs_are_handed_out_once_and_bounded() {
+        let pending = PendingSessions::new(2);
+        let claims = Claims::new("alice", "a", vec!["true".into()], false, "web");
+        pending.insert(&claims.session, spec("a"), Duration::from_secs(60)).unwrap();
+        assert_eq!(pending.app_of(&claims.session, None).await.as_deref(), Some("a"));
+        assert_eq!(pending.app_of("nope", Some("a")).await, None);
+        pending.insert("x", spec("b"), Duration::from_secs(60)).unwrap();
+        assert!(pending.insert("y", spec("b"), Duration::from_secs(60)).unwrap_err().contains("too many"));
+        assert_eq!(pending.take(&claims).await.unwrap().app, "a");
+        assert!(pending.take(&claims).await.unwrap_err().contains("already attached"));
+        assert_eq!(pending.app_of(&claims.session, None).await.as_deref(), Some("a"), "kept for replay detection");
+        let other = Claims::new("alice", "a", vec!["true".into()], false, "web");
+        assert!(pending.take(&other).await.unwrap_err().contains("unknown session"));
+        // Expired entries make room.
+        let pending = PendingSessions::new(2);
+        pending.insert("x", spec("b"), Duration::from_secs(60)).unwrap();
+        pending.insert("z", spec("c"), Duration::ZERO).unwrap();
+        pending.insert("w", spec("c"), Duration::from_secs(60)).unwrap();
+    }
+}
