@@ -132,7 +132,9 @@ pub struct Daemon {
     scheduler: Arc<LocalScheduler>,
     publisher: Option<Publisher>,
     logs: Arc<dyn LogStore>,
+    unit_logs: Arc<UnitLogSink>,
     drains: Arc<DrainSet>,
+    events: Option<(watch::Sender<bool>, JoinHandle<()>)>,
     syslog: Option<SyslogServer>,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
@@ -152,6 +154,7 @@ impl Daemon {
         let unit_logs = UnitLogSink::start(logs.clone(), DEFAULT_QUEUE_LINES);
         let mut sched_config = LocalSchedulerConfig::new(data.join("scheduler"));
         sched_config.output = unit_logs.clone();
+        let unit_logs_handle = unit_logs.clone();
         sched_config.capacity = config.capacity;
         let node = sched_config.node_name.clone();
         let scheduler = LocalScheduler::new(sched_config).await?;
@@ -164,7 +167,7 @@ impl Daemon {
             artifacts,
             domain: config.domain.clone(),
             registration: config.registration,
-            logs: Some(unit_logs),
+            logs: Some(unit_logs.clone()),
         });
 
         let api_listener = TcpListener::bind(config.api_addr).await.map_err(|source| DaemonError::Listen {
@@ -199,13 +202,15 @@ impl Daemon {
             }
             None => None,
         };
-        let (p, mut estop) = (platform.clone(), stopped.clone());
-        servers.push(tokio::spawn(async move {
+        // Unit events are logged until the units are stopped too (see `shutdown`).
+        let (events_stop, mut estop) = watch::channel(false);
+        let p = platform.clone();
+        let events_task = tokio::spawn(async move {
             p.log_unit_events(async move {
                 let _ = estop.wait_for(|s| *s).await;
             })
             .await;
-        }));
+        });
         let (st, ds, mut dstop) = (store.clone(), drains.clone(), stopped.clone());
         servers.push(tokio::spawn(async move {
             controller::sync_drains(st, ds, async move {
@@ -256,8 +261,10 @@ impl Daemon {
             scheduler,
             publisher: Some(publisher),
             logs,
+            unit_logs: unit_logs_handle,
             drains,
             syslog,
+            events: Some((events_stop, events_task)),
             stop,
             servers,
         })
@@ -304,6 +311,12 @@ impl Daemon {
             p.shutdown().await;
         }
         self.scheduler.shutdown().await;
+        // The units' last words and their `stopped` events go into the log too.
+        self.unit_logs.flush().await;
+        if let Some((stop, task)) = self.events.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
         if let Some(s) = self.syslog.take() {
             s.shutdown().await;
         }

@@ -58,7 +58,10 @@ async fn tcp_detects_octet_counting_and_lf_framing_per_connection() {
     // Octet counting, several frames in one write.
     let mut oc = TcpStream::connect(addr).await.unwrap();
     let frame = |m: &str| format!("{} {m}", m.len());
-    let msgs = ["<14>1 2026-11-25T14:47:23.5Z vm hello.worker.2 - - - with\nnewline", "<14>Nov 25 14:47:24 vm hello.worker.2: bsd"];
+    let msgs = [
+        "<14>1 2026-11-25T14:47:23.5Z vm hello.worker.2 - - - with\nnewline",
+        "<14>Nov 25 14:47:24 vm hello.worker.2: bsd",
+    ];
     oc.write_all(format!("{}{}", frame(msgs[0]), frame(msgs[1])).as_bytes()).await.unwrap();
 
     let got = lines(&store, "hello", 4).await;
@@ -119,7 +122,8 @@ async fn util_linux_logger_over_tcp_and_udp() {
     run("-T", server.tcp_addr().unwrap().port(), "myapp.web.1", "from a unit").await;
 
     let got = lines(&store, "myapp", 3).await;
-    let mut shown: Vec<String> = got.iter().map(|e| e.line.to_string().split_once(' ').unwrap().1.to_string()).collect();
+    let mut shown: Vec<String> =
+        got.iter().map(|e| e.line.to_string().split_once(' ').unwrap().1.to_string()).collect();
     shown.sort();
     assert_eq!(shown, ["app[syslog]: hi over tcp", "app[syslog]: hi over udp", "app[web.1]: from a unit"]);
     // logger --rfc5424 sends severity notice (user.notice = <13>).
@@ -162,7 +166,9 @@ async fn tls_listener_takes_octet_counted_frames_and_survives_plaintext() {
     let connector = tokio_rustls::TlsConnector::from(deis_sdk::logger::client_config_with_roots(roots));
     let tcp = TcpStream::connect(addr).await.unwrap();
     let mut s = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
-    for m in ["<30>1 2026-11-25T14:47:21Z vm hello.web.1 1 hello.web.1 - over tls", "<27>1 - vm hello.web.1 1 - - second"] {
+    for m in
+        ["<30>1 2026-11-25T14:47:21Z vm hello.web.1 1 hello.web.1 - over tls", "<27>1 - vm hello.web.1 1 - - second"]
+    {
         s.write_all(format!("{} {m}", m.len()).as_bytes()).await.unwrap();
     }
     s.flush().await.unwrap();
@@ -263,7 +269,8 @@ async fn connections_over_the_limit_are_refused_and_counted() {
     assert_eq!(server.counters().snapshot().dropped_too_many_connections, 1);
     // Freeing a slot lets a new connection in.
     drop(held.pop());
-    eventually(5, "the freed slot", || async { (server.counters().snapshot().connections_open == 1).then_some(()) }).await;
+    eventually(5, "the freed slot", || async { (server.counters().snapshot().connections_open == 1).then_some(()) })
+        .await;
     let mut s = TcpStream::connect(tcp).await.unwrap();
     s.write_all(b"<13>1 - - hello - - - conn 3\n").await.unwrap();
     lines(&store, "hello", 3).await;

@@ -258,7 +258,9 @@ async fn idle_sessions_are_ended() {
     // The end is audited without an exit code.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let events = b.audit.0.lock().unwrap().clone();
-    assert!(events.iter().any(|e| matches!(e, AuditEvent::Ended { exit: None, reason, .. } if reason.starts_with("idle"))));
+    assert!(
+        events.iter().any(|e| matches!(e, AuditEvent::Ended { exit: None, reason, .. } if reason.starts_with("idle")))
+    );
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use deis_e2e::{Cli, Deisd, http_request, wait_for};
 /// A daemon, a logged-in user and a deployed app whose only process type is a worker
 /// scaled to 0 (so nothing else runs). The app directory holds `data.txt`.
 fn setup(app: &str) -> (Deisd, Cli) {
-    let d = Deisd::start();
+    let d = Deisd::start_with(&["--syslog-addr", "off"]);
     let cli = d.cli();
     cli.register(&d, "alice");
     cli.run(&["create", app]).ok();
@@ -82,7 +82,9 @@ fn interactive_bash_sees_the_app_follows_resizes_and_exits_with_its_status() {
         std::fs::read_to_string(&status_file).ok().filter(|s| s.ends_with('\n'))
     });
     assert_eq!(status.trim(), "3", "the CLI exits with the remote status; pane:\n{}", pane(&sock));
-    let stty = wait_for(Duration::from_secs(5), "stty -a", || std::fs::read_to_string(&stty_file).ok().filter(|s| !s.is_empty()));
+    let stty = wait_for(Duration::from_secs(5), "stty -a", || {
+        std::fs::read_to_string(&stty_file).ok().filter(|s| !s.is_empty())
+    });
     assert!(
         stty.split_whitespace().any(|w| w == "icanon") && stty.split_whitespace().any(|w| w == "echo"),
         "the terminal is back in cooked mode: {stty}"
@@ -97,17 +99,21 @@ fn batch_runs_pass_exit_codes_and_binary_data() {
     let r = cli.run(&["run", "-a", "batchapp", "--", "sh", "-c", "exit 7"]);
     assert_eq!(r.code, 7, "{r:?}");
     // Environment and working directory of the release.
-    let r = cli.run(&["run", "-a", "batchapp", "--", "sh", "-c", "echo $DEIS_APP $DEIS_RELEASE; cat data.txt; echo oops >&2"]);
+    let r = cli.run(&[
+        "run",
+        "-a",
+        "batchapp",
+        "--",
+        "sh",
+        "-c",
+        "echo $DEIS_APP $DEIS_RELEASE; cat data.txt; echo oops >&2",
+    ]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.stdout, "batchapp v2\nfrom the build\n");
     assert_eq!(r.stderr, "oops\n");
     // echo hi | deis run cat
-    let mut child = cli
-        .command(&["run", "-a", "batchapp", "cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        cli.command(&["run", "-a", "batchapp", "cat"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(b"hi\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!((out.status.code(), out.stdout.as_slice()), (Some(0), &b"hi\n"[..]));
@@ -300,7 +306,10 @@ fn killing_the_broker_mid_session_is_a_clear_error_and_leaves_nothing_behind() {
     BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line, "started\n");
     let needle = format!("sleep {marker}");
-    wait_for(Duration::from_secs(5), "the remote command", || (!processes_with(&needle).is_empty()).then_some(()));
+    let pids = wait_for(Duration::from_secs(5), "the remote command", || {
+        let found = processes_with(&needle);
+        (!found.is_empty()).then_some(found)
+    });
 
     d.kill9();
     let out = wait_for(Duration::from_secs(15), "the CLI to notice", || child.try_wait().unwrap());
@@ -308,8 +317,10 @@ fn killing_the_broker_mid_session_is_a_clear_error_and_leaves_nothing_behind() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(out.code(), Some(1), "{stderr}");
     assert!(stderr.contains("lost the connection to the session broker"), "{stderr}");
-    // The session's command dies with the broker: no orphan, no zombie.
+    // The session's command dies with the broker and is reaped (by init, deisd being
+    // gone): its /proc entry disappears, so it is neither an orphan nor a zombie.
     wait_for(Duration::from_secs(10), "the session's process to be gone", || {
-        processes_with(&needle).is_empty().then_some(())
+        pids.iter().all(|(pid, _)| !Path::new(&format!("/proc/{pid}")).exists()).then_some(())
     });
+    assert!(processes_with(&needle).is_empty());
 }

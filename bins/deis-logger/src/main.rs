@@ -84,8 +84,9 @@ fn parse_drains(specs: &[String]) -> Result<Vec<(String, DrainUrl)>, String> {
         .iter()
         .filter(|s| !s.trim().is_empty())
         .map(|s| {
-            let (app, url) =
-                s.split_once('=').ok_or_else(|| format!("--drain {s:?}: expected APP=URL, e.g. hello=syslog://h:514"))?;
+            let (app, url) = s
+                .split_once('=')
+                .ok_or_else(|| format!("--drain {s:?}: expected APP=URL, e.g. hello=syslog://h:514"))?;
             Ok((app.trim().to_string(), DrainUrl::parse(url.trim()).map_err(|e| format!("--drain: {e}"))?))
         })
         .collect()
@@ -150,7 +151,8 @@ async fn run(args: Args) -> Result<(), String> {
         ..SyslogConfig::default()
     };
     if let (Some(addr), Some(cert), Some(key)) = (args.syslog_tls_addr, &args.tls_cert, &args.tls_key) {
-        config.tls = Some(TlsListenerConfig::from_pem_files(addr, cert, key).map_err(|e| format!("--tls-cert/--tls-key: {e}"))?);
+        config.tls =
+            Some(TlsListenerConfig::from_pem_files(addr, cert, key).map_err(|e| format!("--tls-cert/--tls-key: {e}"))?);
     }
     let syslog = SyslogServer::start(config, store.clone()).await.map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(args.http_addr)

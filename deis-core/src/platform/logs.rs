@@ -152,23 +152,31 @@ impl Platform {
         tokio::pin!(shutdown);
         loop {
             let event = tokio::select! {
-                () = &mut shutdown => return,
+                () = &mut shutdown => {
+                    // Log what the scheduler already said (units stopped at shutdown).
+                    while let Ok(event) = events.try_recv() {
+                        self.log_unit_event(&event).await;
+                    }
+                    return;
+                }
                 e = events.recv() => e,
             };
             match event {
-                Ok(event) => {
-                    let Some(message) = unit_event_message(&event) else { continue };
-                    let app = event.unit.app.as_str();
-                    self.log_as(app, "scheduler", message).await;
-                    // The app may have been destroyed (and its log forgotten) after the
-                    // event: don't leave a log behind for it.
-                    if let Ok(None) = self.store.get(&app_key(app)).await {
-                        self.forget_logs(app).await;
-                    }
-                }
+                Ok(event) => self.log_unit_event(&event).await,
                 Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "unit events not logged: the logger fell behind"),
                 Err(RecvError::Closed) => return,
             }
+        }
+    }
+
+    async fn log_unit_event(&self, event: &UnitEvent) {
+        let Some(message) = unit_event_message(event) else { return };
+        let app = event.unit.app.as_str();
+        self.log_as(app, "scheduler", message).await;
+        // The app may have been destroyed (and its log forgotten) after the event:
+        // don't leave a log behind for it.
+        if let Ok(None) = self.store.get(&app_key(app)).await {
+            self.forget_logs(app).await;
         }
     }
 

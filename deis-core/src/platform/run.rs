@@ -61,7 +61,9 @@ impl Platform {
         let types = process_types(build);
         let proc_type = match proc_type {
             Some(t) if types.contains_key(t) => t.to_string(),
-            Some(t) => return Err(PlatformError::NotFound(format!("Container type {t} does not exist in application"))),
+            Some(t) => {
+                return Err(PlatformError::NotFound(format!("Container type {t} does not exist in application")));
+            }
             None if types.contains_key("web") => "web".to_string(),
             None => types.keys().next().cloned().unwrap_or_else(|| IMAGE_CMD_TYPE.to_string()),
         };

@@ -59,7 +59,7 @@ pub fn processes_with_env(var: &str, value: &str) -> Vec<u32> {
         .collect()
 }
 
-/// Runs every case against `broker`, which must allow at least 21 sessions at once.
+/// Runs every case against `broker`, which must allow at least 25 sessions at once.
 /// Panics with the failing step and what was seen.
 pub async fn tty_suite(broker: &dyn TtyBroker, harness: &dyn TtyHarness) {
     let s = Suite { b: broker, h: harness, timeout: harness.timeout() };

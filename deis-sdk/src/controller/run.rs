@@ -27,21 +27,21 @@ use super::extract::{AuthUser, JsonBody};
 use super::{ApiState, json};
 use crate::tty::{ServiceError, TtyService};
 
-/// The service, or 501 when this controller has no broker.
-fn service(ext: Option<Extension<Arc<TtyService>>>) -> Result<Arc<TtyService>, Response> {
-    ext.map(|Extension(s)| s).ok_or_else(|| {
-        json(
-            StatusCode::NOT_IMPLEMENTED,
-            json!({"detail": "this controller has no TTY broker, so `deis run` is not available here"}),
-        )
-    })
+/// 501: this controller has no broker.
+fn no_broker() -> Response {
+    json(
+        StatusCode::NOT_IMPLEMENTED,
+        json!({"detail": "this controller has no TTY broker, so `deis run` is not available here"}),
+    )
 }
 
 /// A service error as a response.
 fn service_error(e: ServiceError) -> Response {
     match e {
         ServiceError::Busy(msg) => json(StatusCode::SERVICE_UNAVAILABLE, json!({"detail": msg})),
-        ServiceError::Tty(e @ TtyError::Busy(_)) => json(StatusCode::SERVICE_UNAVAILABLE, json!({"detail": e.to_string()})),
+        ServiceError::Tty(e @ TtyError::Busy(_)) => {
+            json(StatusCode::SERVICE_UNAVAILABLE, json!({"detail": e.to_string()}))
+        }
         ServiceError::Tty(TtyError::Unsupported(msg)) => ApiError::bad_request(msg).into_response(),
         ServiceError::Tty(e @ TtyError::Invalid(_)) => ApiError::bad_request(e.to_string()).into_response(),
         ServiceError::Tty(e) => ApiError::from(PlatformError::Internal(e.to_string())).into_response(),
@@ -62,7 +62,9 @@ fn command_of(value: Option<Value>) -> Result<Vec<String>, ApiError> {
                 other => Err(ApiError::bad_request(format!("command items must be strings, not {other}"))),
             })
             .collect(),
-        Some(other) => Err(ApiError::bad_request(format!("command must be a string or a list of strings, not {other}"))),
+        Some(other) => {
+            Err(ApiError::bad_request(format!("command must be a string or a list of strings, not {other}")))
+        }
     }
 }
 
@@ -79,10 +81,7 @@ pub(super) async fn run(
     Path(app): Path<String>,
     JsonBody(body): JsonBody<RunBody>,
 ) -> ApiResult {
-    let svc = match service(ext) {
-        Ok(s) => s,
-        Err(resp) => return Ok(resp),
-    };
+    let Some(Extension(svc)) = ext else { return Ok(no_broker()) };
     let command = command_of(body.command)?;
     let spec = s.platform.session_spec(&user, &app, command, false, None).await?;
     match svc.run_batch(spec).await {
@@ -108,10 +107,7 @@ pub(super) async fn create_session(
     Path(app): Path<String>,
     JsonBody(body): JsonBody<SessionBody>,
 ) -> ApiResult {
-    let svc = match service(ext) {
-        Ok(s) => s,
-        Err(resp) => return Ok(resp),
-    };
+    let Some(Extension(svc)) = ext else { return Ok(no_broker()) };
     let command = command_of(body.command)?;
     let spec = s.platform.session_spec(&user, &app, command, body.tty, body.proc_type.as_deref()).await?;
     match svc.create_session(spec) {

@@ -105,10 +105,7 @@ impl IngestCounters {
             "deis_logger_messages_dropped_total",
             "counter",
             "Syslog messages dropped, by reason.",
-            &[
-                ("{reason=\"oversized\"}", s.dropped_oversized),
-                ("{reason=\"store_error\"}", s.dropped_store_error),
-            ],
+            &[("{reason=\"oversized\"}", s.dropped_oversized), ("{reason=\"store_error\"}", s.dropped_store_error)],
         );
         family(
             "deis_logger_connections_dropped_total",

@@ -139,10 +139,7 @@ impl LogsQuery {
         {
             return Err(text(StatusCode::BAD_REQUEST, format!("source must be app or deis, got {s:?}")));
         }
-        Ok(LogFilter {
-            proc_type: self.proc_type.clone().filter(|t| !t.is_empty()),
-            source: self.source.clone(),
-        })
+        Ok(LogFilter { proc_type: self.proc_type.clone().filter(|t| !t.is_empty()), source: self.source.clone() })
     }
 }
 
@@ -230,6 +227,10 @@ async fn metrics(State(api): ApiState) -> Response {
     if let Some(d) = &api.drains {
         d.render_prometheus(&mut out);
     }
-    (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], out)
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+        out,
+    )
         .into_response()
 }

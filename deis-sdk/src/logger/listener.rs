@@ -181,7 +181,8 @@ impl SyslogServer {
             last_warning: AtomicU64::new(0),
         });
         let (stop, _) = watch::channel(false);
-        let max_connections = u32::try_from(config.max_tcp_connections.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
+        let max_connections =
+            u32::try_from(config.max_tcp_connections.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
         let connections = Arc::new(Semaphore::new(max_connections as usize));
         let mut server = Self {
             udp_addr: None,
@@ -302,7 +303,7 @@ async fn udp_worker(sock: Arc<UdpSocket>, ctx: Arc<Ctx>, mut stop: watch::Receiv
             match next {
                 Ok((n, _)) => {
                     IngestCounters::add(&ctx.counters.bytes_received, n as u64);
-                    if let Some(line) = ctx.line(&buf[..n], SystemTime::now()) {
+                    if let Some(line) = ctx.line(strip_octet_count(&buf[..n]), SystemTime::now()) {
                         batch.push(line);
                     }
                 }
@@ -322,6 +323,18 @@ async fn udp_worker(sock: Arc<UdpSocket>, ctx: Arc<Ctx>, mut stop: watch::Receiv
             ctx.append(std::mem::replace(&mut batch, Vec::with_capacity(UDP_BATCH))).await;
         }
     }
+}
+
+/// A datagram framed as if it were TCP (`LEN SP MSG`, as util-linux `logger
+/// --octet-count -d` sends) loses its length prefix when the length matches exactly.
+fn strip_octet_count(datagram: &[u8]) -> &[u8] {
+    let digits = datagram.iter().take(11).take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 10 || datagram.get(digits) != Some(&b' ') || datagram[0] == b'0' {
+        return datagram;
+    }
+    let rest = &datagram[digits + 1..];
+    let len = std::str::from_utf8(&datagram[..digits]).ok().and_then(|d| d.parse::<usize>().ok());
+    if len == Some(rest.len()) { rest } else { datagram }
 }
 
 async fn accept_loop(
@@ -435,5 +448,22 @@ async fn read_frames<S: AsyncRead + Unpin>(mut s: S, peer: SocketAddr, ctx: &Ctx
         if eof || decoder.is_done() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_octet_count;
+
+    #[test]
+    fn strips_only_an_exact_octet_count() {
+        assert_eq!(strip_octet_count(b"5 <13>x"), b"<13>x");
+        assert_eq!(strip_octet_count(b"6 <13>x"), b"6 <13>x");
+        assert_eq!(strip_octet_count(b"05 <13>x"), b"05 <13>x");
+        assert_eq!(strip_octet_count(b"<13>x"), b"<13>x");
+        assert_eq!(strip_octet_count(b"12345678901 x"), b"12345678901 x");
+        assert_eq!(strip_octet_count(b"0 "), b"0 ");
+        assert_eq!(strip_octet_count(b""), b"");
+        assert_eq!(strip_octet_count(b"1 "), b"1 ");
     }
 }

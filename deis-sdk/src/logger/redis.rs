@@ -165,14 +165,16 @@ impl RedisLogStore {
     /// Reads every stored entry of `app` (at most the capacity), oldest first.
     async fn read_all(&self, keys: &Keys) -> Result<Vec<LogEntry>, LogError> {
         let mut conn = self.inner.conn.clone();
-        let raw: Vec<Vec<u8>> = redis::cmd("LRANGE").arg(&keys.lines).arg(0).arg(-1).query_async(&mut conn).await.map_err(backend)?;
+        let raw: Vec<Vec<u8>> =
+            redis::cmd("LRANGE").arg(&keys.lines).arg(0).arg(-1).query_async(&mut conn).await.map_err(backend)?;
         raw.iter().map(|r| decode_entry(r)).collect()
     }
 }
 
 fn decode_entry(raw: &[u8]) -> Result<LogEntry, LogError> {
-    serde_json::from_slice(raw)
-        .map_err(|e| LogError::Backend(format!("a log entry in Redis is not valid JSON ({e}); was the key prefix reused?").into()))
+    serde_json::from_slice(raw).map_err(|e| {
+        LogError::Backend(format!("a log entry in Redis is not valid JSON ({e}); was the key prefix reused?").into())
+    })
 }
 
 /// Reads up to `limit` entries after `cursor`: (missed, entries, last seq of the app).
@@ -282,36 +284,21 @@ impl LogStore for RedisLogStore {
         // Subscribe before reading, so nothing appended meanwhile is missed.
         let stream = subscribe(&self.inner.client, &keys.channel).await?;
         let mut conn = self.inner.conn.clone();
-        let last: u64 = redis::cmd("GET")
-            .arg(&keys.seq)
-            .query_async::<Option<u64>>(&mut conn)
-            .await
-            .map_err(backend)?
-            .unwrap_or(0);
+        let last: u64 =
+            redis::cmd("GET").arg(&keys.seq).query_async::<Option<u64>>(&mut conn).await.map_err(backend)?.unwrap_or(0);
         let start = match cursor {
             Cursor::Now | Cursor::Last(0) => last,
             Cursor::Last(n) => {
                 let all = self.read_all(&keys).await?;
                 let matching: Vec<&LogEntry> = all.iter().filter(|e| filter.matches(&e.line)).collect();
-                if matching.is_empty() {
-                    last
-                } else {
-                    matching[matching.len().saturating_sub(n)].seq - 1
-                }
+                if matching.is_empty() { last } else { matching[matching.len().saturating_sub(n)].seq - 1 }
             }
             // A cursor from the future (the app was forgotten, Redis flushed) resumes from now.
             Cursor::After(s) => s.min(last),
         };
         let (tx, rx) = mpsc::channel(self.inner.config.follower_buffer);
-        let follower = Follower {
-            client: self.inner.client.clone(),
-            conn,
-            keys,
-            filter,
-            cursor: start,
-            behind: true,
-            tx,
-        };
+        let follower =
+            Follower { client: self.inner.client.clone(), conn, keys, filter, cursor: start, behind: true, tx };
         tokio::spawn(follower.run(stream));
         Ok(LogFollow::new(rx))
     }

@@ -91,7 +91,10 @@ impl Conn {
 
     /// Sends a request and waits for the response head, driving the connection
     /// meanwhile (which also streams the request body).
-    pub async fn send(&mut self, req: Request<RequestBody>) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+    pub async fn send(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
         let mut response = std::pin::pin!(self.sender.try_send_request(req));
         let driver = &mut self.driver;
         let addr = self.addr;
@@ -264,6 +267,12 @@ impl Backend {
             .await
             .map_err(|source| ConnectError::Handshake { addr, source })?;
         Ok(Conn { sender, driver: Some(Box::pin(conn.with_upgrades())), addr })
+    }
+
+    /// Number of idle pooled connections of each worker (for tests).
+    #[cfg(test)]
+    pub fn idle_counts(&self) -> Vec<usize> {
+        self.idle.iter().map(|s| s.0.lock().unwrap_or_else(|e| e.into_inner()).len()).collect()
     }
 
     /// Number of idle pooled connections, all workers together (for tests).

@@ -4,9 +4,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use super::backend::{Backend, Conn};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use super::backend::{Backend, Conn};
 
 /// Errors carried by proxy bodies.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;

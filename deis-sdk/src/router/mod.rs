@@ -7,10 +7,11 @@
 //! request path reads it without locks.
 //!
 //! The router serves with [`RouterConfig::workers`] threads (one per core by default),
-//! each with its own single-threaded event loop, like nginx's worker processes: they
-//! all accept from the one listener, and a client connection, the backend connections
-//! it uses and their pools stay on one worker, so a proxied request involves no
-//! cross-thread wake-up. Routes, stats and configuration are shared.
+//! each with its own single-threaded event loop, like nginx's worker processes. The
+//! acceptor hands each client connection to the worker with the fewest open ones;
+//! the connection, the backend connections it uses and their pools stay on that
+//! worker, so a proxied request involves no cross-thread wake-up. Routes, stats and
+//! configuration are shared.
 //!
 //! Requests are spread round-robin over an app's backends, over pooled keep-alive
 //! connections. A backend that refuses or times out a connect is skipped for the next
@@ -211,10 +212,10 @@ impl Router {
     /// Serves HTTP/1.1 on `listener` until `shutdown` resolves, then stops accepting
     /// and gives open connections [`RouterConfig::shutdown_grace`] to finish.
     ///
-    /// Connections are served by [`RouterConfig::workers`] threads of the router's own
-    /// (each a single-threaded tokio runtime, all accepting from `listener`); the
-    /// caller's runtime only runs the route watcher and this future. Dropping the
-    /// future stops the workers too (without the grace period).
+    /// Connections are accepted by this future (on the caller's runtime, with the route
+    /// watcher) and served by [`RouterConfig::workers`] threads of the router's own,
+    /// each a single-threaded tokio runtime. Dropping the future also stops the
+    /// workers, which still give open connections the grace period.
     ///
     /// The routes are loaded from the store before the first connection is accepted
     /// (connections wait in the listen backlog meanwhile) and followed live after;

@@ -1,10 +1,12 @@
-//! The serving model: worker threads, each with a single-threaded runtime, accepting
-//! client connections from a shared listener and serving them with the proxy service.
+//! The serving model: one acceptor (on the caller's runtime) handing client
+//! connections to worker threads, each with a single-threaded runtime, which serve
+//! them with the proxy service.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -12,47 +14,89 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Shared;
 use super::backend::set_worker_index;
 use super::proxy::{self, ConnCtx};
 
-/// Sets the stop flag when dropped, so the workers stop whichever way `serve` ends.
-struct StopOnDrop(watch::Sender<bool>);
+/// A connection handed to a worker.
+type Accepted = (std::net::TcpStream, SocketAddr);
 
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.send_replace(true);
+/// The workers as seen by the acceptor.
+struct Workers {
+    queues: Vec<mpsc::UnboundedSender<Accepted>>,
+    /// Open connections per worker.
+    open: Arc<[AtomicUsize]>,
+    next: usize,
+}
+
+impl Workers {
+    /// Gives a connection to the worker with the fewest open connections (ties: the
+    /// next in turn), so long-lived connections don't pile up on one worker.
+    fn dispatch(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let n = self.queues.len();
+        let start = self.next;
+        self.next = (self.next + 1) % n;
+        let pick = (0..n).map(|i| (start + i) % n).min_by_key(|&i| self.open[i].load(Ordering::Relaxed)).unwrap_or(0);
+        // Workers register the socket with their own event loop.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(client = %peer, error = %e, "router: could not hand over a connection");
+                return;
+            }
+        };
+        self.open[pick].fetch_add(1, Ordering::Relaxed);
+        if self.queues[pick].send((stream, peer)).is_err() {
+            self.open[pick].fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(worker = pick, "router: worker is gone; connection dropped");
+        }
     }
 }
 
-/// Starts the workers on `listener`, waits for `shutdown`, then for the workers to
-/// finish their connections (each gives them the grace period).
+/// Starts the workers, accepts on `listener` and hands each connection to a worker
+/// until `shutdown` resolves; then waits for the workers, which give their open
+/// connections the grace period.
 pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let workers = shared.config.workers.max(1);
-    // Every worker registers its own handle of the listening socket with its own
-    // event loop; the kernel hands each new connection to one of them.
-    let listener = listener.into_std()?;
-    let stop = StopOnDrop(watch::channel(false).0);
-    let mut finished = Vec::with_capacity(workers);
-    for index in 0..workers {
-        let listener = listener.try_clone()?;
-        let shared = shared.clone();
-        let stop_rx = stop.0.subscribe();
+    let count = shared.config.workers.max(1);
+    let open: Arc<[AtomicUsize]> = (0..count).map(|_| AtomicUsize::new(0)).collect();
+    let mut workers = Workers { queues: Vec::with_capacity(count), open: open.clone(), next: 0 };
+    let mut finished = Vec::with_capacity(count);
+    for index in 0..count {
+        let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
+        let (shared, open) = (shared.clone(), open.clone());
+        // Dropping `workers` (on return, or if this future is dropped) closes the
+        // queues, which tells the workers to finish.
         std::thread::Builder::new().name(format!("deis-router-{index}")).spawn(move || {
-            let _ = done_tx.send(run_worker(index, listener, shared, stop_rx));
+            let _ = done_tx.send(run_worker(index, rx, shared, open));
         })?;
+        workers.queues.push(tx);
         finished.push(done_rx);
     }
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => workers.dispatch(stream, peer),
+                Err(e) if is_per_connection_error(&e) => {}
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "router: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
     drop(listener);
-    shutdown.await;
-    stop.0.send_replace(true);
+    drop(workers);
     let mut result = Ok(());
     for done in finished {
         match done.await {
@@ -64,52 +108,53 @@ pub(crate) async fn serve(
     result
 }
 
-/// One worker: a single-threaded runtime accepting and serving until `stop`.
+/// One worker: a single-threaded runtime serving the connections it is handed until
+/// its queue closes, then giving them the grace period to finish.
 fn run_worker(
     index: usize,
-    listener: std::net::TcpListener,
+    mut queue: mpsc::UnboundedReceiver<Accepted>,
     shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
+    open: Arc<[AtomicUsize]>,
 ) -> std::io::Result<()> {
     set_worker_index(index);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // Dropping the runtime afterwards cancels whatever outlived the grace period.
     runtime.block_on(async move {
-        let listener = TcpListener::from_std(listener)?;
-        accept_loop(listener, shared, stop).await;
-        Ok(())
-    })
+        let mut builder = http1::Builder::new();
+        builder.timer(TokioTimer::new()).keep_alive(true).header_read_timeout(shared.config.header_read_timeout);
+        let builder = Arc::new(builder);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        while let Some((stream, peer)) = queue.recv().await {
+            let open = OpenGuard { open: open.clone(), index };
+            match TcpStream::from_std(stream) {
+                Ok(stream) => {
+                    let conn = serve_connection(stream, peer, shared.clone(), builder.clone(), stop_rx.clone());
+                    tokio::spawn(async move {
+                        conn.await;
+                        drop(open);
+                    });
+                }
+                Err(e) => tracing::debug!(client = %peer, error = %e, "router: could not register a connection"),
+            }
+        }
+        drop(stop_rx);
+        stop_tx.send_replace(true);
+        if tokio::time::timeout(shared.config.shutdown_grace, stop_tx.closed()).await.is_err() {
+            tracing::warn!(grace = ?shared.config.shutdown_grace, "router: connections still open after the grace period");
+        }
+    });
+    Ok(())
 }
 
-/// Accepts until `stop` turns true (or its sender is gone), then lets open connections
-/// finish their current request (up to the configured grace period).
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).keep_alive(true).header_read_timeout(shared.config.header_read_timeout);
-    let builder = Arc::new(builder);
-    let (conns_stop_tx, conns_stop_rx) = watch::channel(false);
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    tokio::spawn(serve_connection(stream, peer, shared.clone(), builder.clone(), conns_stop_rx.clone()));
-                }
-                Err(e) if is_per_connection_error(&e) => {}
-                Err(e) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "router: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
-    drop(listener);
-    drop(conns_stop_rx);
-    conns_stop_tx.send_replace(true);
-    if tokio::time::timeout(shared.config.shutdown_grace, conns_stop_tx.closed()).await.is_err() {
-        tracing::warn!(grace = ?shared.config.shutdown_grace, "router: connections still open after the grace period");
+/// Counts a connection as open on its worker while alive.
+struct OpenGuard {
+    open: Arc<[AtomicUsize]>,
+    index: usize,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.open[self.index].fetch_sub(1, Ordering::Relaxed);
     }
 }
 

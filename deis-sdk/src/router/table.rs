@@ -193,7 +193,12 @@ mod tests {
     use std::time::Duration;
 
     fn pool() -> PoolSettings {
-        PoolSettings { workers: 1, max_idle: 4, idle_timeout: Duration::from_secs(60), connect_timeout: Duration::from_secs(1) }
+        PoolSettings {
+            workers: 1,
+            max_idle: 4,
+            idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(1),
+        }
     }
 
     fn ep(app: &str, n: u32, proc_type: &str, port: u16) -> (String, Endpoint) {

@@ -440,3 +440,32 @@ async fn keep_alive_connections_are_reused() {
     drop(table);
     r.stop().await;
 }
+
+#[tokio::test]
+async fn connections_are_spread_over_workers_with_their_own_pools() {
+    let store = RedbStore::in_memory();
+    add_app(&store, "hello").await;
+    add_endpoint(&store, "hello", 1, backend("web-1").await).await;
+    let mut config = RouterConfig::new(DOMAIN);
+    config.workers = 2;
+    let r = TestRouter::start_with(&store, config).await;
+    // Two client connections kept open: the second goes to the other worker (fewest
+    // open connections), and each worker pools the backend connection it used.
+    let mut senders = vec![];
+    for _ in 0..2 {
+        let stream = TcpStream::connect(r.addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn);
+        let req = Request::builder().uri("/").header("host", "hello.deis.test").body(Full::<Bytes>::default()).unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "web-1");
+        senders.push(sender);
+    }
+    let table = r.router.shared.table.load();
+    let route = table.lookup("hello.deis.test").unwrap();
+    assert_eq!(route.backends[0].idle_counts(), vec![1, 1], "one pooled connection per worker");
+    assert_eq!(r.router.stats().requests, 2);
+    drop(table);
+    drop(senders);
+    r.stop().await;
+}

@@ -113,7 +113,13 @@ mod tests {
     #[test]
     fn lines_say_who_ran_what_and_how_it_ended() {
         let cmd = vec!["sh".to_string(), "-c".into(), "exit 3".into()];
-        let start = AuditEvent::Started { id: "s1".into(), user: "alice".into(), app: "a".into(), command: cmd.clone(), tty: false };
+        let start = AuditEvent::Started {
+            id: "s1".into(),
+            user: "alice".into(),
+            app: "a".into(),
+            command: cmd.clone(),
+            tty: false,
+        };
         assert_eq!(start.to_string(), r#"alice ran "sh -c exit 3" (session s1, batch)"#);
         let end = AuditEvent::Ended {
             id: "s1".into(),

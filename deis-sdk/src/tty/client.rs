@@ -289,9 +289,17 @@ mod tests {
             url: "/v2/sessions/abc/attach".into(),
             expires: String::new(),
         };
-        assert_eq!(attach_url("http://127.0.0.1:8000/", &t).unwrap(), "ws://127.0.0.1:8000/v2/sessions/abc/attach?token=p.s");
+        assert_eq!(
+            attach_url("http://127.0.0.1:8000/", &t).unwrap(),
+            "ws://127.0.0.1:8000/v2/sessions/abc/attach?token=p.s"
+        );
         assert!(attach_url("https://x", &t).unwrap_err().to_string().contains("TLS"));
-        let body = serde_json::to_value(SessionRequest { command: vec!["bash".into()], tty: true, proc_type: Some("web".into()) }).unwrap();
+        let body = serde_json::to_value(SessionRequest {
+            command: vec!["bash".into()],
+            tty: true,
+            proc_type: Some("web".into()),
+        })
+        .unwrap();
         assert_eq!(body, serde_json::json!({"command":["bash"],"tty":true,"type":"web"}));
     }
 }

@@ -196,14 +196,21 @@ async fn run_session<S>(
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(session = %id, app, error = %e, "tty session could not start");
-            let status = channel::status_error(channel::REASON_INTERNAL_ERROR, &format!("the session could not start: {e}"));
+            let status =
+                channel::status_error(channel::REASON_INTERNAL_ERROR, &format!("the session could not start: {e}"));
             let _ = ws.send(Message::Binary(channel::encode(&Frame::Status(status)).into())).await;
             let _ = ws.close(None).await;
             return;
         }
     };
     svc.audit
-        .record(&AuditEvent::Started { id: id.clone(), user: user.clone(), app: app.clone(), command: command.clone(), tty })
+        .record(&AuditEvent::Started {
+            id: id.clone(),
+            user: user.clone(),
+            app: app.clone(),
+            command: command.clone(),
+            tty,
+        })
         .await;
     let end = pump(&svc, ws, protocol, session).await;
     let (exit, reason) = match end {
@@ -213,9 +220,7 @@ async fn run_session<S>(
         End::TooLong => (None, format!("reached the maximum session length of {}s", svc.config.max_session.as_secs())),
         End::Failed(m) => (None, m),
     };
-    svc.audit
-        .record(&AuditEvent::Ended { id, user, app, command, exit, reason, duration: started.elapsed() })
-        .await;
+    svc.audit.record(&AuditEvent::Ended { id, user, app, command, exit, reason, duration: started.elapsed() }).await;
 }
 
 fn binary(frame: &Frame) -> Message {

@@ -155,7 +155,7 @@ impl DockerEngine {
             .expect("busybox is missing: apt-get install busybox-static (scripts/install-deps)");
         let rootfs = tempfile::tempdir().expect("temp dir");
         build_rootfs(&busybox, rootfs.path());
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .arg("-C")
             .arg(rootfs.path())
             .args(["-c", "."])
@@ -165,10 +165,11 @@ impl DockerEngine {
         let status = self
             .docker()
             .args(["import", "-c", "ENV PATH=/bin", "-", BUSYBOX_IMAGE])
-            .stdin(tar.stdout.expect("tar stdout"))
+            .stdin(tar.stdout.take().expect("tar stdout"))
             .stdout(Stdio::null())
             .status()
             .expect("docker import");
+        assert!(tar.wait().is_ok_and(|s| s.success()), "tar of the busybox rootfs failed");
         assert!(status.success(), "docker import of the busybox rootfs failed");
         *built = true;
         BUSYBOX_IMAGE.into()

@@ -30,7 +30,10 @@ pub async fn run(ctx: &Ctx, command: Vec<String>, proc_type: Option<String>, no_
     };
     let remote = attach(client.controller_url(), &ticket, opts).await.map_err(|e| CliError::Failed(e.to_string()))?;
     let raw = if tty {
-        Some(terminal::RawMode::enter(0).map_err(|e| CliError::Failed(format!("cannot put the terminal in raw mode: {e}")))?)
+        Some(
+            terminal::RawMode::enter(0)
+                .map_err(|e| CliError::Failed(format!("cannot put the terminal in raw mode: {e}")))?,
+        )
     } else {
         None
     };

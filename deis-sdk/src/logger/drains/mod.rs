@@ -247,7 +247,7 @@ impl DrainSet {
     /// Renders per-drain counters in the Prometheus text format.
     pub fn render_prometheus(&self, out: &mut String) {
         let stats = self.stats();
-        let families: [(&str, &str, &str, fn(&DrainStats) -> u64); 4] = [
+        let families: [Family; 4] = [
             ("deis_logger_drain_sent_total", "counter", "Lines written to a log drain.", |s| s.sent),
             ("deis_logger_drain_dropped_total", "counter", "Lines dropped because a drain's queue was full.", |s| {
                 s.dropped
@@ -274,6 +274,9 @@ impl DrainSet {
         self.apps.store(Arc::new(HashMap::new()));
     }
 }
+
+/// A metric family: name, type, help, value of a drain.
+type Family = (&'static str, &'static str, &'static str, fn(&DrainStats) -> u64);
 
 impl Drop for DrainSet {
     fn drop(&mut self) {

@@ -12,7 +12,9 @@ pub const MAX_DRAIN_URL_LEN: usize = 2048;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DrainError {
     /// The URL is malformed; the message says how and what a valid one looks like.
-    #[error("invalid drain URL {url:?}: {reason}; expected syslog://HOST:PORT, syslog+udp://HOST:PORT or syslog+tls://HOST:PORT")]
+    #[error(
+        "invalid drain URL {url:?}: {reason}; expected syslog://HOST:PORT, syslog+udp://HOST:PORT or syslog+tls://HOST:PORT"
+    )]
     InvalidUrl {
         /// The URL as given (cut to 200 characters).
         url: String,
@@ -139,7 +141,11 @@ impl DrainUrl {
     }
     /// `host:port`, with IPv6 in brackets: what `connect` takes.
     pub fn authority(&self) -> String {
-        if self.host.contains(':') { format!("[{}]:{}", self.host, self.port) } else { format!("{}:{}", self.host, self.port) }
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 

@@ -1,0 +1,154 @@
+//! The `deis-logger` binary end to end: real emitters in, HTTP out, graceful shutdown,
+//! and the Redis store surviving a restart.
+
+#[path = "../../../deis-sdk/tests/support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use support::{HttpStream, RedisServer, eventually, http_get, skip_without};
+
+struct Logger {
+    child: Child,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    http: SocketAddr,
+}
+
+fn field(line: &str, key: &str) -> SocketAddr {
+    let at = line.find(key).unwrap_or_else(|| panic!("no {key:?} in {line:?}")) + key.len();
+    line[at..].split_whitespace().next().unwrap().trim_start_matches("http://").parse().unwrap()
+}
+
+impl Logger {
+    fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_deis-logger"))
+            .args([
+                "--syslog-udp-addr",
+                "127.0.0.1:0",
+                "--syslog-tcp-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--token", "t0ken"])
+            .args(extra)
+            .env_remove("DEIS_LOGGER_STORE")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "deis-logger exited before it was up");
+            if line.contains("deis-logger is up") {
+                break;
+            }
+        }
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        Self { udp: field(&line, "udp "), tcp: field(&line, "tcp "), http: field(&line, "http "), child }
+    }
+
+    /// SIGTERM, and the exit status must be success.
+    fn stop(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "deis-logger exited with {status}");
+    }
+}
+
+impl Drop for Logger {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn emit(transport: &str, port: u16, tag: &str, msg: &str) {
+    let out = Command::new("logger")
+        .args(["--rfc5424", "--octet-count", "-n", "127.0.0.1", "-P", &port.to_string(), transport, "-t", tag, msg])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "logger: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+async fn logs(http: SocketAddr, app: &str, n: usize) -> String {
+    eventually(5, &format!("{n} lines of {app}"), || async {
+        let (status, body) = http_get(http, &format!("/logs/{app}?log_lines=100"), Some("t0ken")).await;
+        assert_eq!(status, 200, "{body}");
+        (body.lines().count() >= n).then_some(body)
+    })
+    .await
+}
+
+fn without_time(body: &str) -> Vec<String> {
+    let mut v: Vec<String> = body.lines().map(|l| l.split_once(' ').unwrap().1.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn util_linux_logger_in_http_out() {
+    if skip_without("logger", "bsdutils") {
+        return;
+    }
+    let logger = Logger::start(&[]);
+    emit("-T", logger.tcp.port(), "myapp.web.1", "hello over tcp");
+    emit("-d", logger.udp.port(), "myapp", "hello over udp");
+    let body = logs(logger.http, "myapp", 2).await;
+    assert_eq!(without_time(&body), ["app[syslog]: hello over udp", "app[web.1]: hello over tcp"]);
+    assert_eq!(http_get(logger.http, "/logs/myapp", None).await.0, 401);
+
+    let mut follow = HttpStream::open(logger.http, "/logs/myapp/follow", Some("t0ken")).await;
+    follow.wait_for("\r\n\r\n", 5).await;
+    emit("-T", logger.tcp.port(), "myapp.worker.2", "followed");
+    follow.wait_for("app[worker.2]: followed\n", 5).await;
+
+    let (_, metrics) = http_get(logger.http, "/metrics", None).await;
+    assert!(metrics.contains("deis_logger_messages_parsed_total 3\n"), "{metrics}");
+    drop(follow);
+    logger.stop();
+}
+
+#[tokio::test]
+async fn redis_store_keeps_logs_across_a_restart() {
+    if skip_without("logger", "bsdutils") {
+        return;
+    }
+    let Some(redis) = RedisServer::start() else { return };
+    let args = ["--store", "redis", "--redis-url", &redis.url()];
+    let first = Logger::start(&args);
+    emit("-T", first.tcp.port(), "myapp.web.1", "before restart");
+    logs(first.http, "myapp", 1).await;
+    first.stop();
+
+    let second = Logger::start(&args);
+    let body = logs(second.http, "myapp", 1).await;
+    assert_eq!(without_time(&body), ["app[web.1]: before restart"]);
+    let mut follow = HttpStream::open(second.http, "/logs/myapp/follow?after=1", Some("t0ken")).await;
+    emit("-T", second.tcp.port(), "myapp.web.1", "after restart");
+    follow.wait_for("app[web.1]: after restart\n", 5).await;
+    assert!(!follow.received.contains("before restart"));
+    drop(follow);
+    second.stop();
+}
+
+#[test]
+fn bad_flags_say_what_to_do() {
+    let out = Command::new(env!("CARGO_BIN_EXE_deis-logger"))
+        .args(["--syslog-udp-addr", "nonsense", "--http-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--syslog-udp-addr \"nonsense\"") && err.contains("IP:PORT or `off`"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_deis-logger"))
+        .args(["--drain", "nourl", "--http-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected APP=URL"));
+}

@@ -1,0 +1,62 @@
+//! The standalone broker binary: a token signed with the shared secret opens a session
+//! in `--dir`; one signed with another secret is refused.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use deis_sdk::deis_core::tty::token::{Claims, TokenSigner};
+use deis_sdk::deis_core::tty::{ExitStatus, SessionOutput};
+use deis_sdk::tty::client::{AttachError, AttachOptions, attach_url_raw};
+
+const SECRET: &str = "standalone broker test secret, 32+ chars";
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn serves_sessions_signed_with_the_shared_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "hi from dir\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(env!("CARGO_BIN_EXE_deis-tty-broker"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--dir"])
+        .arg(dir.path())
+        .env("DEIS_TTY_SECRET", SECRET)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _kill = Kill(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "broker did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let claims = Claims::new("alice", "hello", vec!["cat hello.txt; echo $DEIS_APP; exit 2".into()], false, "web");
+    let url = |claims: &Claims, token: &str| {
+        format!("ws://127.0.0.1:{port}/v2/sessions/{}/attach?app=hello&token={token}", claims.session)
+    };
+    let token = TokenSigner::new(SECRET).issue(claims.clone(), Duration::from_secs(60));
+    let mut remote = attach_url_raw(&url(&claims, &token), AttachOptions::default()).await.unwrap();
+    let mut out = vec![];
+    let status = loop {
+        match remote.output.recv().await.unwrap().unwrap() {
+            SessionOutput::Stdout(b) => out.extend(b),
+            SessionOutput::Stderr(_) => {}
+            SessionOutput::Exit(s) => break s,
+        }
+    };
+    assert_eq!((String::from_utf8_lossy(&out).as_ref(), status), ("hi from dir\nhello\n", ExitStatus::Code(2)));
+
+    let claims = Claims::new("mallory", "hello", vec!["id".into()], false, "web");
+    let token =
+        TokenSigner::new("another secret entirely, 32+ characters").issue(claims.clone(), Duration::from_secs(60));
+    match attach_url_raw(&url(&claims, &token), AttachOptions::default()).await {
+        Err(AttachError::Refused { status: 403, message }) => assert!(message.contains("signature"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,392 @@
+//! [`DockerTtyBroker`]: `deis run` sessions on a Docker engine (feature `docker`).
+//!
+//! - When a **running container of the unit** exists, the command is `docker exec`ed in
+//!   it. Units are found by label: `deis.app=<app>` and `deis.type=<process type>`
+//!   ([`LABEL_APP`], [`LABEL_TYPE`]); the first running match (by name) is used.
+//! - Otherwise, for an image release, a **one-off container** is created from the
+//!   release image (labels `deis.app`, `deis.type`, `deis.run=true`, name
+//!   `<app>-run-<random>`), attached, started, waited for, and removed when the
+//!   session ends (the engine's auto-remove would race the exit-code wait).
+//! - A source release without a running container can't be run here
+//!   ([`TtyError::Unsupported`]).
+//!
+//! TTY and pipe modes; resize via the exec/container resize API; exit code via exec
+//! inspect or container wait. End of stdin closes the write half of the hijacked
+//! connection (pipe mode) or types `^D` (TTY mode). When a session is dropped early, a
+//! one-off container is force-removed; an exec'd process is killed by its host PID (from
+//! exec inspect; this needs the engine on this host, which is how deisd runs it).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    AttachContainerOptions, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    ResizeContainerTTYOptions, ResizeExecOptions, WaitContainerOptions,
+};
+use deis_core::scheduler::Artifact;
+use deis_core::tty::{
+    CHANNEL_CAPACITY, ExitStatus, MAX_CHUNK, Session, SessionInput, SessionOutput, SessionSpec, TermSize, TtyBroker,
+    TtyError,
+};
+use futures_util::StreamExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Label holding a unit container's app id.
+pub const LABEL_APP: &str = "deis.app";
+/// Label holding a unit container's process type.
+pub const LABEL_TYPE: &str = "deis.type";
+/// Label marking one-off `deis run` containers.
+pub const LABEL_RUN: &str = "deis.run";
+
+/// Shell prelude of one-off TTY containers: wait until the terminal has a size.
+const WAIT_FOR_SIZE: &str = "command -v stty >/dev/null 2>&1 || exec \"$@\"; n=0; \
+    while ! stty size >/dev/null 2>&1 && [ $n -lt 500 ]; do n=$((n+1)); sleep 0.01; done; exec \"$@\"";
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> TtyError {
+    TtyError::Backend(Box::new(e))
+}
+
+/// The argv to run: one element means `sh -c <it>`.
+fn argv(command: &[String]) -> Vec<String> {
+    match command {
+        [one] => vec!["/bin/sh".into(), "-c".into(), one.clone()],
+        many => many.to_vec(),
+    }
+}
+
+/// Docker reports only a code; 128 + N (N a signal number) is how a shell or an init
+/// reports death by signal N, so it is read as such (its [`ExitStatus::code`] is the
+/// same number either way).
+fn status_of(code: i64) -> ExitStatus {
+    match i32::try_from(code) {
+        Ok(c @ 129..=159) => ExitStatus::Signal(c - 128),
+        Ok(c) => ExitStatus::Code(c),
+        Err(_) => ExitStatus::Code(255),
+    }
+}
+
+fn env_list(spec: &SessionSpec) -> Vec<String> {
+    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if spec.tty && !spec.env.contains_key("TERM") {
+        env.push("TERM=xterm-256color".into());
+    }
+    env
+}
+
+/// A [`TtyBroker`] on a Docker engine. See the module docs.
+#[derive(Clone)]
+pub struct DockerTtyBroker {
+    docker: Docker,
+}
+
+impl fmt::Debug for DockerTtyBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DockerTtyBroker")
+    }
+}
+
+/// What the session runs in.
+enum Target {
+    Exec { id: String },
+    Container { id: String },
+}
+
+impl DockerTtyBroker {
+    /// A broker on `docker` (already connected).
+    pub fn new(docker: Docker) -> Self {
+        Self { docker }
+    }
+
+    /// Connects to the engine at the unix socket `path` and negotiates the API version.
+    pub async fn connect_unix(path: &str) -> Result<Self, TtyError> {
+        let docker = Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION).map_err(backend)?;
+        let docker = docker.negotiate_version().await.map_err(backend)?;
+        Ok(Self::new(docker))
+    }
+
+    /// The first running container labelled as a unit of `app`/`proc_type`.
+    pub async fn unit_container(&self, app: &str, proc_type: &str) -> Result<Option<String>, TtyError> {
+        let filters = HashMap::from([
+            ("label".to_string(), vec![format!("{LABEL_APP}={app}"), format!("{LABEL_TYPE}={proc_type}")]),
+            ("status".to_string(), vec!["running".to_string()]),
+        ]);
+        let opts = ListContainersOptions { all: false, filters: Some(filters), ..Default::default() };
+        let mut list = self.docker.list_containers(Some(opts)).await.map_err(backend)?;
+        list.retain(|c| c.labels.as_ref().is_none_or(|l| !l.contains_key(LABEL_RUN)));
+        list.sort_by(|a, b| a.names.cmp(&b.names));
+        Ok(list.into_iter().find_map(|c| c.id))
+    }
+
+    async fn resize(&self, target: &Target, size: TermSize) {
+        let (h, w) = (i32::from(size.rows), i32::from(size.cols));
+        let result = match target {
+            Target::Exec { id } => self.docker.resize_exec(id, ResizeExecOptions { h, w }).await,
+            Target::Container { id } => self.docker.resize_container_tty(id, ResizeContainerTTYOptions { h, w }).await,
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "docker tty: resize failed");
+        }
+    }
+
+    /// The exit status once the output ended.
+    async fn exit_status(&self, target: &Target) -> Result<ExitStatus, TtyError> {
+        match target {
+            Target::Exec { id } => {
+                for _ in 0..100 {
+                    let info = self.docker.inspect_exec(id).await.map_err(backend)?;
+                    if info.running != Some(true)
+                        && let Some(code) = info.exit_code
+                    {
+                        return Ok(status_of(code));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(TtyError::Invalid("the exec'd command did not report an exit code".into()))
+            }
+            Target::Container { id } => {
+                let mut wait = self.docker.wait_container(id, None::<WaitContainerOptions>);
+                match wait.next().await {
+                    Some(Ok(r)) => Ok(status_of(r.status_code)),
+                    // bollard reports a non-zero exit as an error carrying the code.
+                    Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(status_of(code)),
+                    Some(Err(e)) => Err(backend(e)),
+                    None => Err(TtyError::Invalid("the container wait ended without a status".into())),
+                }
+            }
+        }
+    }
+
+    /// Ends what a dropped session left running.
+    async fn kill(&self, target: &Target) {
+        match target {
+            Target::Container { id } => {
+                let opts = RemoveContainerOptions { force: true, ..Default::default() };
+                let _ = self.docker.remove_container(id, Some(opts)).await;
+            }
+            Target::Exec { id } => {
+                if let Ok(info) = self.docker.inspect_exec(id).await
+                    && info.running == Some(true)
+                    && let Some(pid) = info.pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 1)
+                {
+                    // SAFETY: plain kill(2) calls on a PID the engine reported.
+                    unsafe {
+                        libc::kill(-pid, libc::SIGKILL);
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn start_exec(
+        &self,
+        container: &str,
+        spec: &SessionSpec,
+    ) -> Result<(Target, LogStream, Pin<Box<dyn AsyncWrite + Send>>), TtyError> {
+        let opts = CreateExecOptions {
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(spec.tty),
+            env: Some(env_list(spec)),
+            cmd: Some(argv(&spec.command)),
+            ..Default::default()
+        };
+        let exec = self.docker.create_exec(container, opts).await.map_err(backend)?;
+        let start = StartExecOptions { detach: false, tty: spec.tty, output_capacity: Some(MAX_CHUNK) };
+        match self.docker.start_exec(&exec.id, Some(start)).await.map_err(backend)? {
+            StartExecResults::Attached { output, input } => Ok((Target::Exec { id: exec.id }, output, input)),
+            StartExecResults::Detached => Err(TtyError::Invalid("docker started the exec detached".into())),
+        }
+    }
+
+    async fn start_one_off(
+        &self,
+        image: &str,
+        spec: &SessionSpec,
+    ) -> Result<(Target, LogStream, Pin<Box<dyn AsyncWrite + Send>>), TtyError> {
+        let labels = HashMap::from([
+            (LABEL_APP.to_string(), spec.app.clone()),
+            (LABEL_TYPE.to_string(), spec.proc_type.clone()),
+            (LABEL_RUN.to_string(), "true".to_string()),
+        ]);
+        let mut cmd = argv(&spec.command);
+        if spec.tty {
+            // Engines before API 1.42 can only size a container's terminal after its
+            // start, which races the command's first look at it: wait (at most 5 s)
+            // until the terminal has a size, then exec the command. Needs /bin/sh.
+            let mut wrapped = vec!["/bin/sh".to_string(), "-c".into(), WAIT_FOR_SIZE.into(), "sh".into()];
+            wrapped.append(&mut cmd);
+            cmd = wrapped;
+        }
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            cmd: Some(cmd),
+            env: Some(env_list(spec)),
+            tty: Some(spec.tty),
+            open_stdin: Some(true),
+            stdin_once: Some(true),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            labels: Some(labels),
+            // An init as PID 1, so the command gets signals like anywhere else (a PID 1
+            // ignores the ones it has no handler for, even SIGKILL from inside).
+            host_config: Some(HostConfig { network_mode: Some("none".into()), init: Some(true), ..Default::default() }),
+            ..Default::default()
+        };
+        let name = format!("{}-run-{}", spec.app, deis_core::auth::random_hex(6));
+        let opts = CreateContainerOptions { name: Some(name), ..Default::default() };
+        let created = self.docker.create_container(Some(opts), body).await.map_err(backend)?;
+        let target = Target::Container { id: created.id.clone() };
+        let attach = AttachContainerOptions {
+            stream: true,
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            logs: true,
+            ..Default::default()
+        };
+        let result = async {
+            let attached = self.docker.attach_container(&created.id, Some(attach)).await.map_err(backend)?;
+            if let Some(size) = spec.size.filter(|_| spec.tty) {
+                // Before start, so the command sees its size from the first instruction
+                // (where the engine allows it).
+                let _ = self
+                    .docker
+                    .resize_container_tty(
+                        &created.id,
+                        ResizeContainerTTYOptions { h: i32::from(size.rows), w: i32::from(size.cols) },
+                    )
+                    .await;
+            }
+            self.docker.start_container(&created.id, None).await.map_err(backend)?;
+            // Engines before API 1.42 ignore a size set before the start: set it again.
+            if let Some(size) = spec.size.filter(|_| spec.tty) {
+                self.resize(&Target::Container { id: created.id.clone() }, size).await;
+            }
+            Ok::<_, TtyError>(attached)
+        }
+        .await;
+        match result {
+            Ok(attached) => Ok((target, attached.output, attached.input)),
+            Err(e) => {
+                self.kill(&target).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+type LogStream = Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+
+#[async_trait]
+impl TtyBroker for DockerTtyBroker {
+    async fn open(&self, spec: SessionSpec) -> Result<Session, TtyError> {
+        if spec.command.is_empty() {
+            return Err(TtyError::Invalid("empty command".into()));
+        }
+        let running = self.unit_container(&spec.app, &spec.proc_type).await?;
+        let (target, mut output, mut input) = match (&running, &spec.artifact) {
+            (Some(container), _) => self.start_exec(container, &spec).await?,
+            (None, Artifact::Image { reference }) => self.start_one_off(reference, &spec).await?,
+            (None, Artifact::Source { .. }) => {
+                return Err(TtyError::Unsupported(format!(
+                    "app {} has no running {} container to exec into, and a source build can't start a one-off \
+                     container: scale it up first",
+                    spec.app, spec.proc_type
+                )));
+            }
+        };
+        if let (Target::Exec { .. }, Some(size), true) = (&target, spec.size, spec.tty) {
+            self.resize(&target, size).await;
+        }
+
+        let (in_tx, mut in_rx) = mpsc::channel::<SessionInput>(CHANNEL_CAPACITY);
+        let (out_tx, out_rx) = mpsc::channel::<SessionOutput>(CHANNEL_CAPACITY);
+        let broker = self.clone();
+        let tty = spec.tty;
+        let target = std::sync::Arc::new(target);
+        let input_target = target.clone();
+        let input_broker = self.clone();
+        let writer = tokio::spawn(async move {
+            while let Some(msg) = in_rx.recv().await {
+                let ok = match msg {
+                    SessionInput::Stdin(b) => input.write_all(&b).await.is_ok() && input.flush().await.is_ok(),
+                    SessionInput::Eof if tty => input.write_all(&[4]).await.is_ok() && input.flush().await.is_ok(),
+                    SessionInput::Eof => {
+                        let _ = input.shutdown().await;
+                        false
+                    }
+                    SessionInput::Resize(size) => {
+                        input_broker.resize(&input_target, size).await;
+                        true
+                    }
+                };
+                if !ok {
+                    break;
+                }
+            }
+            // Keep the write half open (dropping it would close stdin) until the end.
+            std::future::pending::<()>().await;
+            drop(input);
+        });
+        tokio::spawn(async move {
+            let mut dropped = false;
+            'read: loop {
+                let item = tokio::select! {
+                    item = output.next() => item,
+                    () = out_tx.closed() => {
+                        dropped = true;
+                        break 'read;
+                    }
+                };
+                let Some(item) = item else { break };
+                let (bytes, is_err) = match item {
+                    Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => (message, false),
+                    Ok(LogOutput::StdErr { message }) => (message, !tty),
+                    Ok(LogOutput::StdIn { .. }) => continue,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "docker tty: output stream failed");
+                        break;
+                    }
+                };
+                for chunk in bytes.chunks(MAX_CHUNK) {
+                    let msg = if is_err {
+                        SessionOutput::Stderr(chunk.to_vec())
+                    } else {
+                        SessionOutput::Stdout(chunk.to_vec())
+                    };
+                    if out_tx.send(msg).await.is_err() {
+                        dropped = true;
+                        break 'read;
+                    }
+                }
+            }
+            writer.abort();
+            if dropped {
+                broker.kill(&target).await;
+                return;
+            }
+            let status = match broker.exit_status(&target).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "docker tty: no exit status");
+                    ExitStatus::Code(255)
+                }
+            };
+            if let Target::Container { .. } = &*target {
+                broker.kill(&target).await;
+            }
+            let _ = out_tx.send(SessionOutput::Exit(status)).await;
+        });
+        Ok(Session { input: in_tx, output: out_rx })
+    }
+}
