@@ -27,6 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.api_addr = "127.0.0.1:0".parse()?;
     config.router_addr = "127.0.0.1:0".parse()?;
     config.domain = "deis.example".into();
+    config.syslog_addr = Some("127.0.0.1:0".parse()?);
     let daemon = Daemon::start(config).await?;
     println!("controller at http://{}, router at http://{}", daemon.api_addr(), daemon.router_addr());
 

@@ -47,6 +47,16 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
+/// `extra` plus a syslog listener on a free port unless `extra` chooses one: parallel
+/// daemons must not fight over the default port.
+fn with_private_syslog(extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    if !extra.contains(&"--syslog-addr") {
+        args.extend(["--syslog-addr".to_string(), format!("127.0.0.1:{}", free_port())]);
+    }
+    args
+}
+
 /// A running `deisd` with its own data dir and ports; killed on drop.
 #[derive(Debug)]
 pub struct Deisd {
@@ -83,7 +93,7 @@ impl Deisd {
             api: SocketAddr::from(([127, 0, 0, 1], free_port())),
             router: SocketAddr::from(([127, 0, 0, 1], free_port())),
             domain: "deis.test".into(),
-            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            extra_args: with_private_syslog(extra),
             log,
             _tmp: Some(tmp),
         };
