@@ -82,6 +82,7 @@ async fn follow_forever(client: &Client, app: &str, options: LogOptions) -> Resu
         let mut stream = match stream {
             Ok(s) => s,
             Err(e) if retryable(&e) && (lost || last_seq.is_some()) => {
+                if std::env::var_os("DEIS_DEBUG_FOLLOW").is_some() { eprintln!("debug: {e}"); }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
