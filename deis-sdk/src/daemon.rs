@@ -16,10 +16,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::controller::{self, ApiLimits};
-use crate::tty::{TtyConfig, TtyService, attach_router};
 use crate::logger::{DrainSet, DrainSetConfig, DrainingLogStore, SyslogConfig, SyslogServer};
 use crate::publisher::{Publisher, PublisherConfig};
 use crate::router::{Router, RouterConfig};
+use crate::tty::{LogAudit, TtyConfig, TtyService, ViaRouter, attach_router};
 
 /// Settings of a [`Daemon`].
 #[derive(Debug, Clone)]
@@ -46,7 +46,18 @@ pub struct DaemonConfig {
     pub log_lines_per_app: usize,
     /// Where app logs are kept.
     pub log_store: LogStoreChoice,
+    /// Secret signing `deis run` session tokens (at least 32 bytes), shared with any
+    /// standalone `deis-tty-broker --secret`. `None` (default): a random secret per
+    /// start, so session tokens don't survive a restart (they live 60 s anyway).
+    pub tty_secret: Option<Vec<u8>>,
+    /// Settings of the embedded TTY broker (idle timeout, maximum session length,
+    /// allowed origins, ...). Its `via_router` is set by the daemon: sessions attach
+    /// through the router at `deis.<domain>`.
+    pub tty: TtyConfig,
 }
+
+/// Fewest bytes of a [`DaemonConfig::tty_secret`].
+pub const MIN_TTY_SECRET_BYTES: usize = 32;
 
 /// Which [`LogStore`] the daemon keeps app logs in.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,6 +84,8 @@ impl DaemonConfig {
             syslog_addr: Some(SocketAddr::from(([127, 0, 0, 1], 5514))),
             log_lines_per_app: 1000,
             log_store: LogStoreChoice::Ring,
+            tty_secret: None,
+            tty: TtyConfig::default(),
         }
     }
 }
@@ -110,6 +123,11 @@ pub enum DaemonError {
     /// The TTY broker can't start.
     #[error("starting the TTY broker: {0}")]
     Tty(#[from] deis_core::tty::TtyError),
+    /// The TTY session secret is too short.
+    #[error(
+        "the TTY session secret has {0} bytes; it needs at least {MIN_TTY_SECRET_BYTES} (e.g. `openssl rand -hex 32`)"
+    )]
+    TtySecret(usize),
     /// A listen address is taken or invalid.
     #[error("listening on {addr} ({what}): {source}; pick another with --{what}-addr")]
     Listen {
@@ -145,6 +163,11 @@ impl Daemon {
     /// Units of existing apps are converged on what the store says.
     pub async fn start(config: DaemonConfig) -> Result<Self, DaemonError> {
         let data = &config.data_dir;
+        let signer = match &config.tty_secret {
+            Some(secret) if secret.len() < MIN_TTY_SECRET_BYTES => return Err(DaemonError::TtySecret(secret.len())),
+            Some(secret) => deis_core::tty::token::TokenSigner::new(secret),
+            None => deis_core::tty::token::TokenSigner::random(),
+        };
         std::fs::create_dir_all(data).map_err(|source| DaemonError::DataDir { path: data.clone(), source })?;
         let store: Arc<dyn Store> = RedbStore::open(&data.join("store.redb"))?;
         // Logs: the store, drains forwarding from it, and units' output into it.
@@ -219,7 +242,11 @@ impl Daemon {
             .await;
         }));
 
-        let router = Arc::new(Router::new(store.clone(), RouterConfig::new(config.domain.clone())));
+        // The platform host `deis.<domain>` goes to the controller API (and so to the
+        // embedded TTY broker): `deis run` sessions come through the routing mesh.
+        let router_config = RouterConfig::new(config.domain.clone()).with_platform_backend(reachable(api_addr));
+        let platform_host = router_config.platform_host.as_ref().map(|(host, _)| host.clone());
+        let router = Arc::new(Router::new(store.clone(), router_config));
         let mut rstop = stopped.clone();
         servers.push(tokio::spawn(async move {
             let shutdown = async move {
@@ -232,9 +259,15 @@ impl Daemon {
 
         let limits = ApiLimits { max_upload_bytes: config.max_upload_bytes, ..ApiLimits::default() };
         // The TTY broker is embedded: `deis run` sessions attach on the API listener.
-        let tty_broker = deis_core::tty::LocalTtyBroker::new(deis_core::tty::LocalTtyConfig::with_state_dir(data)).await?;
-        let signer = deis_core::tty::token::TokenSigner::random();
-        let tty = Arc::new(TtyService::embedded(Arc::new(tty_broker), signer, TtyConfig::default()));
+        let tty_broker =
+            deis_core::tty::LocalTtyBroker::new(deis_core::tty::LocalTtyConfig::with_state_dir(data)).await?;
+        let mut tty_config = config.tty.clone();
+        tty_config.via_router =
+            platform_host.map(|host| ViaRouter { router: reachable(router_addr).to_string(), host });
+        let tty = Arc::new(
+            TtyService::embedded(Arc::new(tty_broker), signer, tty_config)
+                .with_audit(Arc::new(LogAudit::new(logs.clone()))),
+        );
         let app = controller::router(platform.clone(), limits)
             .merge(attach_router(tty.clone()))
             .layer(axum::Extension(tty))
@@ -322,6 +355,18 @@ impl Daemon {
         }
         self.drains.shutdown();
         tracing::info!("deisd stopped");
+    }
+}
+
+/// An address clients on this host can connect to: `0.0.0.0:p` / `[::]:p` become the
+/// loopback address with the same port.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
     }
 }
 

@@ -12,7 +12,7 @@ use deis_sdk::deis_core::tty::channel::Protocol;
 use deis_sdk::deis_core::tty::token::{Claims, TokenSigner};
 use deis_sdk::deis_core::tty::{ExitStatus, LocalTtyBroker, SessionInput, SessionOutput, SessionSpec, TermSize};
 use deis_sdk::tty::client::{AttachError, AttachOptions, RemoteSession, attach, attach_url_raw};
-use deis_sdk::tty::{AuditEvent, AuditSink, SessionTicket, TtyConfig, TtyService, attach_router};
+use deis_sdk::tty::{AuditEvent, AuditSink, SessionTicket, TtyConfig, TtyService, ViaRouter, attach_router};
 
 const SECRET: &[u8] = b"test secret for the tty broker tests, 32+ bytes";
 
@@ -281,4 +281,56 @@ async fn batch_runs_answer_exit_code_and_output_within_limits() {
     let out = b.service.run_batch(b.spec("a", &["sleep", "30"], false)).await.unwrap();
     assert_eq!(out.exit_code, 124);
     assert!(out.output.contains("timed out"), "{}", out.output);
+}
+
+/// A router serving on `listener` whose platform host `deis.tty.test` goes to
+/// `broker_url`'s address, once it has loaded its routes.
+async fn router_to(listener: tokio::net::TcpListener, broker_url: &str) -> deis_sdk::router::Router {
+    use deis_sdk::router::{Router, RouterConfig};
+    let broker: std::net::SocketAddr = broker_url.trim_start_matches("http://").parse().unwrap();
+    let mut config = RouterConfig::new("tty.test").with_platform_backend(broker);
+    config.workers = 1;
+    let router = Router::new(deis_sdk::deis_core::store::RedbStore::in_memory(), config);
+    let r = router.clone();
+    tokio::spawn(async move { r.serve(listener, std::future::pending()).await.unwrap() });
+    router.synced().await;
+    router
+}
+
+#[tokio::test]
+async fn sessions_attach_through_the_router_at_the_platform_host() {
+    let router_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let router_addr = router_listener.local_addr().unwrap();
+    let mut config = TtyConfig::default();
+    config.via_router = Some(ViaRouter { router: router_addr.to_string(), host: "deis.tty.test".into() });
+    let b = start(config).await;
+    let router = router_to(router_listener, &b.url).await;
+
+    let t = b.ticket("a", &["sh", "-c", "cat; exit 4"], false);
+    assert_eq!(t.router.as_deref(), Some(router_addr.to_string().as_str()));
+    assert_eq!(t.host.as_deref(), Some("deis.tty.test"));
+    // The controller address given is dead: only the router can have carried the session.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let mut remote = attach(&format!("http://{dead}"), &t, AttachOptions::default()).await.unwrap();
+    remote.input.send(SessionInput::Stdin(b"via the mesh".to_vec())).await.unwrap();
+    remote.input.send(SessionInput::Eof).await.unwrap();
+    let (out, _, status) = finish(&mut remote).await;
+    assert_eq!((out.as_slice(), status.unwrap()), (&b"via the mesh"[..], ExitStatus::Code(4)));
+    assert_eq!(router.stats().upgrades, 1, "the WebSocket went through the router");
+
+    // Refusals come back through the router as the broker's, not the router's.
+    let err = attach(&format!("http://{dead}"), &t, AttachOptions::default()).await.unwrap_err();
+    assert!(matches!(&err, AttachError::Refused { status: 403, message } if message.contains("already used")), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_router_falls_back_to_the_controller_address() {
+    let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let mut config = TtyConfig::default();
+    config.via_router = Some(ViaRouter { router: gone.to_string(), host: "deis.tty.test".into() });
+    let b = start(config).await;
+    let t = b.ticket("a", &["true"], false);
+    let mut remote = b.attach(&t, AttachOptions::default()).await.unwrap();
+    let (_, _, status) = finish(&mut remote).await;
+    assert_eq!(status.unwrap(), ExitStatus::Code(0));
 }

@@ -177,6 +177,13 @@ fn fifty_sessions_at_once() {
 
 /// Creates a session through the API; (id, token, url).
 fn create_session(d: &Deisd, token: &str, app: &str) -> (String, String, String) {
+    let v = create_session_json(d, token, app);
+    let s = |k: &str| v[k].as_str().unwrap().to_string();
+    (s("id"), s("token"), s("url"))
+}
+
+/// Creates a session through the API; the whole ticket.
+fn create_session_json(d: &Deisd, token: &str, app: &str) -> serde_json::Value {
     let auth = format!("token {token}");
     let r = http_request(
         d.api,
@@ -191,17 +198,31 @@ fn create_session(d: &Deisd, token: &str, app: &str) -> (String, String, String)
     let v = r.json();
     let s = |k: &str| v[k].as_str().unwrap().to_string();
     assert_eq!(s("url"), format!("/v2/sessions/{}/attach", s("id")));
-    (s("id"), s("token"), s("url"))
+    v
 }
 
-/// Opens the attach WebSocket; Ok(exit status JSON) or Err((status, body)).
+/// Opens the attach WebSocket on the API; Ok(exit status JSON) or Err((status, body)).
 fn ws_attach(d: &Deisd, path: &str, token: &str, origin: Option<&str>) -> Result<String, (u16, String)> {
+    ws_attach_at(d.api, None, path, token, origin)
+}
+
+/// Opens the attach WebSocket at `addr`, sending `host` as `Host` if given.
+fn ws_attach_at(
+    addr: std::net::SocketAddr,
+    host: Option<&str>,
+    path: &str,
+    token: &str,
+    origin: Option<&str>,
+) -> Result<String, (u16, String)> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::{Error, Message};
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let url = format!("ws://{}{path}?token={token}", d.api);
+        let url = format!("ws://{addr}{path}?token={token}");
         let mut req = url.as_str().into_client_request().unwrap();
+        if let Some(h) = host {
+            req.headers_mut().insert("Host", h.parse().unwrap());
+        }
         req.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
         if let Some(o) = origin {
             req.headers_mut().insert("Origin", o.parse().unwrap());
@@ -323,4 +344,52 @@ fn killing_the_broker_mid_session_is_a_clear_error_and_leaves_nothing_behind() {
         pids.iter().all(|(pid, _)| !Path::new(&format!("/proc/{pid}")).exists()).then_some(())
     });
     assert!(processes_with(&needle).is_empty());
+}
+
+/// `deis run` goes CLI -> router (`deis.<domain>`) -> embedded broker, and every session
+/// lands in the app's log.
+#[test]
+fn sessions_go_through_the_routing_mesh_and_are_audited_in_the_app_log() {
+    let (d, cli) = setup("meshapp");
+    let platform_host = format!("deis.{}", d.domain);
+    // The ticket names the router and the platform host.
+    let ticket = create_session_json(&d, &cli.token(), "meshapp");
+    assert_eq!(ticket["router"], d.router.to_string(), "{ticket}");
+    assert_eq!(ticket["host"], platform_host, "{ticket}");
+    // The router passes the attach WebSocket to the broker at the platform host...
+    let url = ticket["url"].as_str().unwrap();
+    let token = ticket["token"].as_str().unwrap();
+    let status = ws_attach_at(d.router, Some(&platform_host), url, token, None).expect("attach through the router");
+    assert_eq!(status, r#"{"metadata":{},"status":"Success"}"#);
+    // ...and the rest of the controller API too.
+    let r = http_request(d.router, "GET", "/v2/", &platform_host, &[], None).unwrap();
+    assert_ne!(r.status, 404, "the platform host is routed: {}", r.body);
+    assert!(!r.body.contains("No app is routed"), "{}", r.body);
+
+    // `deis run` attaches through the router: the broker sees the router's
+    // X-Forwarded-For (its log says `via="router"`, or `via="direct"` without one).
+    let attaches = |via: &str| {
+        let log = d.log();
+        log.lines().filter(|l| l.contains("tty session attached") && l.contains(&format!("\"{via}\""))).count()
+    };
+    let (routed, direct) = (attaches("router"), attaches("direct"));
+    assert_eq!(direct, 0, "nothing attached directly so far");
+    let r = cli.run(&["run", "-a", "meshapp", "--", "true"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    wait_for(Duration::from_secs(5), "the broker to log the attach", || (attaches("router") > routed).then_some(()));
+    assert_eq!(attaches("direct"), 0, "`deis run` did not bypass the router");
+
+    // Audit: who ran what, and how it ended, in the app's log.
+    let audit = wait_for(Duration::from_secs(5), "the session's end in the app log", || {
+        let r = cli.run(&["logs", "-a", "meshapp"]);
+        let lines: Vec<String> = r.stdout.lines().filter(|l| l.contains("deis[tty]:")).map(str::to_string).collect();
+        lines
+            .iter()
+            .any(|l| l.contains("alice") && l.contains("\"true\"") && l.contains("ended: exit code 0"))
+            .then_some(lines)
+    });
+    assert!(
+        audit.iter().any(|l| l.contains("alice ran \"true\"") && l.contains("batch")),
+        "the start is audited too: {audit:?}"
+    );
 }

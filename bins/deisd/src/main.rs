@@ -4,9 +4,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
-use deis_sdk::daemon::{Daemon, DaemonConfig, LogStoreChoice};
+use deis_sdk::daemon::{Daemon, DaemonConfig, LogStoreChoice, MIN_TTY_SECRET_BYTES};
 use deis_sdk::deis_core::model::limits;
 use deis_sdk::deis_core::scheduler::Capacity;
 
@@ -53,6 +54,30 @@ struct Args {
     /// Redis server of `--log-store redis`.
     #[arg(long, env = "DEIS_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// Secret signing `deis run` session tokens: any string of 32+ bytes (e.g. `openssl
+    /// rand -hex 32`), used as is; give the same to a standalone `deis-tty-broker
+    /// --secret`. Default: random at each start (tokens then don't survive a restart).
+    #[arg(long, env = "DEIS_TTY_SECRET", hide_env_values = true)]
+    tty_secret: Option<String>,
+    /// End `deis run` sessions without input or output for this long (`30m`, `1h`).
+    #[arg(long, env = "DEIS_TTY_IDLE_TIMEOUT", default_value = "30m", value_parser = duration)]
+    tty_idle_timeout: Duration,
+    /// End `deis run` sessions after this long (`12h`).
+    #[arg(long, env = "DEIS_TTY_MAX_SESSION", default_value = "12h", value_parser = duration)]
+    tty_max_session: Duration,
+    /// A browser `Origin` allowed to open `deis run` sessions besides the platform's own
+    /// host (repeatable; e.g. `https://console.example.com`).
+    #[arg(long = "tty-allowed-origin", value_name = "ORIGIN")]
+    tty_allowed_origins: Vec<String>,
+}
+
+/// A positive humantime duration (`90s`, `30m`, `12h`).
+fn duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be more than 0".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e} (want e.g. 90s, 30m, 12h)")),
+    }
 }
 
 fn config(args: &Args) -> Result<DaemonConfig, String> {
@@ -83,6 +108,18 @@ fn config(args: &Args) -> Result<DaemonConfig, String> {
         "redis" => LogStoreChoice::Redis(args.redis_url.clone()),
         other => return Err(format!("--log-store: unknown store {other:?}: use ring or redis")),
     };
+    if let Some(secret) = &args.tty_secret {
+        if secret.len() < MIN_TTY_SECRET_BYTES {
+            return Err(format!(
+                "--tty-secret has {} bytes; it needs at least {MIN_TTY_SECRET_BYTES} (e.g. `openssl rand -hex 32`)",
+                secret.len()
+            ));
+        }
+        c.tty_secret = Some(secret.as_bytes().to_vec());
+    }
+    c.tty.idle_timeout = args.tty_idle_timeout;
+    c.tty.max_session = args.tty_max_session;
+    c.tty.allowed_origins = args.tty_allowed_origins.clone();
     Ok(c)
 }
 
@@ -135,4 +172,45 @@ async fn main() -> ExitCode {
     shutdown_signal().await;
     daemon.shutdown().await;
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tty_flag_tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<DaemonConfig, String> {
+        let args = Args::try_parse_from(["deisd"].iter().chain(extra)).map_err(|e| e.to_string())?;
+        config(&args)
+    }
+
+    #[test]
+    fn tty_flags_configure_the_embedded_broker() {
+        let c = parse(&[]).unwrap();
+        assert_eq!((c.tty.idle_timeout, c.tty.max_session), (Duration::from_secs(1800), Duration::from_secs(43200)));
+        assert_eq!(c.tty_secret, None, "random per start by default");
+        let secret = "0123456789abcdef0123456789abcdef";
+        let c = parse(&[
+            "--tty-secret",
+            secret,
+            "--tty-idle-timeout",
+            "90s",
+            "--tty-max-session",
+            "2h 30m",
+            "--tty-allowed-origin",
+            "https://a.example",
+            "--tty-allowed-origin",
+            "https://b.example",
+        ])
+        .unwrap();
+        assert_eq!(c.tty_secret.as_deref(), Some(secret.as_bytes()), "used as is, like deis-tty-broker --secret");
+        assert_eq!(c.tty.idle_timeout, Duration::from_secs(90));
+        assert_eq!(c.tty.max_session, Duration::from_secs(9000));
+        assert_eq!(c.tty.allowed_origins, ["https://a.example", "https://b.example"]);
+
+        let e = parse(&["--tty-secret", "short"]).unwrap_err();
+        assert!(e.contains("--tty-secret has 5 bytes; it needs at least 32"), "{e}");
+        let e = parse(&["--tty-idle-timeout", "soon"]).unwrap_err();
+        assert!(e.contains("--tty-idle-timeout") && e.contains("30m"), "{e}");
+        assert!(parse(&["--tty-max-session", "0s"]).unwrap_err().contains("more than 0"));
+    }
 }

@@ -89,6 +89,8 @@ pub enum FollowEvent {
     Missed(u64),
     /// The server ended the follow with this error.
     Error(String),
+    /// Something the reader should know (e.g. the log started over after a restart).
+    Notice(String),
 }
 
 /// A live follow of an app's log. Dropping it closes the connection.
@@ -161,6 +163,9 @@ fn parse_follow_line(line: &[u8]) -> Result<Option<FollowEvent>> {
     })?;
     if let Some(n) = v.get("missed").and_then(serde_json::Value::as_u64) {
         return Ok(Some(FollowEvent::Missed(n)));
+    }
+    if let Some(n) = v.get("notice").and_then(serde_json::Value::as_str) {
+        return Ok(Some(FollowEvent::Notice(n.to_string())));
     }
     if let Some(e) = v.get("error").and_then(serde_json::Value::as_str) {
         return Ok(Some(FollowEvent::Error(e.to_string())));
@@ -280,6 +285,7 @@ mod tests {
         assert_eq!(parse_follow_line(b"  \r").unwrap(), None);
         assert_eq!(parse_follow_line(br#"{"missed":4}"#).unwrap(), Some(FollowEvent::Missed(4)));
         assert_eq!(parse_follow_line(br#"{"error":"gone"}"#).unwrap(), Some(FollowEvent::Error("gone".into())));
+        assert_eq!(parse_follow_line(br#"{"notice":"n"}"#).unwrap(), Some(FollowEvent::Notice("n".into())));
         let line = br#"{"seq":3,"time":"2026-11-25T14:47:21.123Z","app":"a","source":"app[web.1]","kind":"app","stream":"stdout","message":"hi"}"#;
         match parse_follow_line(line).unwrap() {
             Some(FollowEvent::Line(r)) => {

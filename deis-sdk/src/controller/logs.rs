@@ -10,7 +10,9 @@
 //!   chunked response that lasts until the client disconnects. Text lines by default;
 //!   with `format=json` one JSON object per line: `{"seq", "time", "app", "source",
 //!   "kind", "stream", "message"}` for a line, `{"missed": N}` when the reader fell
-//!   behind (in text: `-- N lines skipped (reader too slow) --`). An empty line is sent
+//!   behind (in text: `-- N lines skipped (reader too slow) --`), `{"notice": ...}` when
+//!   `after` is past the end of the log (its numbering started over: the whole log is
+//!   sent, as it is all new to the reader). An empty line is sent
 //!   every [`HEARTBEAT`] when nothing happens, so a dead client is noticed.
 
 use std::time::Duration;
@@ -205,6 +207,8 @@ struct Follow {
     json: bool,
     ended: bool,
     shutdown: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Said once, before the first line.
+    notice: Option<String>,
 }
 
 impl Follow {
@@ -213,6 +217,10 @@ impl Follow {
     async fn next_chunk(&mut self) -> Option<Bytes> {
         if self.ended {
             return None;
+        }
+        if let Some(n) = self.notice.take() {
+            let line = if self.json { serde_json::json!({ "notice": n }).to_string() } else { format!("-- {n} --") };
+            return Some(Bytes::from(line + "\n"));
         }
         let mut out = String::new();
         let stopping = async {
@@ -271,15 +279,27 @@ pub(super) async fn follow(
     uri: Uri,
 ) -> ApiResult {
     let q = parse_query(&uri)?;
+    let mut notice = None;
     let cursor = match (q.after, q.lines) {
-        (Some(seq), _) => Cursor::After(seq),
+        // A resume past the end of the log means its numbering started over (the
+        // logger restarted without keeping lines, or the app was re-created): every
+        // line it has now is new to this reader.
+        (Some(seq), _) => {
+            let last = s.platform.app_logs(&user, &app, 1, &LogFilter::default()).await?.last().map_or(0, |e| e.seq);
+            if seq > last {
+                notice = Some("the log started over (the logger restarted); resuming from its start".to_string());
+                Cursor::After(0)
+            } else {
+                Cursor::After(seq)
+            }
+        }
         (None, Some(0)) => Cursor::Now,
         (None, n) => Cursor::Last(n.unwrap_or(DEFAULT_LOG_LINES)),
     };
     let follow = s.platform.follow_app_logs(&user, &app, cursor, q.filter).await?;
     let json = q.json;
     let shutdown = shutdown.map(|Extension(FollowShutdown(rx))| rx);
-    let state = Follow { follow, json, ended: false, shutdown };
+    let state = Follow { follow, json, ended: false, shutdown, notice };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
         let chunk = st.next_chunk().await?;
         Some((Ok::<_, std::convert::Infallible>(chunk), st))

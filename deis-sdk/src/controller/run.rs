@@ -5,7 +5,10 @@
 //!   bounded in time and output, see [`TtyConfig`](crate::tty::TtyConfig)).
 //! - `POST /v2/apps/<app>/sessions` `{"command": ["bash"], "tty": true, "type": "web"}`
 //!   → 201 `{"id", "token", "url": "/v2/sessions/<id>/attach", "expires"}`: a one-time
-//!   token (60 s) bound to user, app and command, to attach with a WebSocket.
+//!   token (60 s) bound to user, app and command, to attach with a WebSocket. When the
+//!   broker is reachable through the routing mesh (deisd), the ticket also has
+//!   `"router": "127.0.0.1:8080"` and `"host": "deis.<domain>"`: clients connect to the
+//!   router and send that `Host`.
 //!
 //! Both need the app's owner or an admin, and a [`TtyService`] installed as an
 //! `axum::Extension<Arc<TtyService>>` on the controller router (deisd does it); without

@@ -1,7 +1,9 @@
 //! The HTTP router: a reverse proxy that routes requests by `Host` to apps' web units.
 //!
 //! Hosts are `<app>.<domain>` for every app, plus each custom domain (`domains/` records;
-//! `*.example.com` matches one label). An app's backends are its `web` (or `cmd`, for
+//! `*.example.com` matches one label). The reserved platform host
+//! ([`RouterConfig::platform_host`], `deis.<domain>` by convention) goes to the
+//! controller API (and the TTY broker it embeds), whatever apps and domains say. An app's backends are its `web` (or `cmd`, for
 //! image apps) endpoints, which the [publisher](crate::publisher) writes under
 //! `endpoints/`. The table is loaded from the store and kept live by watching it; the
 //! request path reads it without locks.
@@ -81,6 +83,10 @@ pub struct RouterConfig {
     pub backend_idle_timeout: Duration,
     /// On shutdown, how long open connections may take to finish their request.
     pub shutdown_grace: Duration,
+    /// The reserved platform host and the controller API address it routes to (see
+    /// [`RouterConfig::with_platform_backend`]). It wins over any app or custom domain.
+    /// `None` (the default): no platform host.
+    pub platform_host: Option<(String, SocketAddr)>,
 }
 
 impl RouterConfig {
@@ -98,8 +104,24 @@ impl RouterConfig {
             max_idle_per_backend: 256,
             backend_idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
+            platform_host: None,
         }
     }
+
+    /// Routes the platform host, [`platform_host`]`(domain)`, to the controller API at
+    /// `addr`: `deis` clients (and `deis run` sessions, through the embedded TTY broker)
+    /// reach the platform through the routing mesh.
+    pub fn with_platform_backend(mut self, addr: SocketAddr) -> Self {
+        self.platform_host = Some((platform_host(&self.domain), addr));
+        self
+    }
+}
+
+/// The reserved platform host of `domain`: `deis.<domain>` (just `deis` for an empty
+/// domain). `deis` is a reserved app name, so no app's default host collides with it.
+pub fn platform_host(domain: &str) -> String {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    if domain.is_empty() { "deis".to_string() } else { format!("deis.{domain}") }
 }
 
 /// Counters of a router since it started.

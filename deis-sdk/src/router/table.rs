@@ -46,6 +46,10 @@ pub(crate) struct RouteState {
     pub endpoints: BTreeMap<String, Endpoint>,
 }
 
+/// The app name the platform host's route carries (`deis` is a reserved app name, so
+/// no app can own it).
+pub(crate) const PLATFORM_APP: &str = "deis";
+
 /// An immutable routing table; a new one is published on every change.
 #[derive(Debug, Default)]
 pub(crate) struct RoutingTable {
@@ -55,6 +59,8 @@ pub(crate) struct RoutingTable {
     wildcard: HashMap<Box<str>, Arc<AppRoute>>,
     /// App id -> route.
     apps: HashMap<Box<str>, Arc<AppRoute>>,
+    /// The platform host's route (to the controller), kept across rebuilds.
+    platform: Option<Arc<AppRoute>>,
 }
 
 impl RoutingTable {
@@ -78,9 +84,14 @@ impl RoutingTable {
     /// pooled connections); the map is pruned to the addresses still in use. Routes
     /// whose backends did not change are taken over from `previous`, so round-robin
     /// continues where it was.
+    ///
+    /// `platform` is the reserved platform host (`deis.<domain>`, normalised) and the
+    /// controller's address: it is entered last, so it wins over every app and custom
+    /// domain.
     pub fn build(
         state: &RouteState,
         domain: &str,
+        platform: Option<&(String, SocketAddr)>,
         previous: &RoutingTable,
         backends: &mut HashMap<SocketAddr, Arc<Backend>>,
         pool: PoolSettings,
@@ -146,8 +157,21 @@ impl RoutingTable {
                 exact.insert(format!("{app}.{domain}").into(), route_for(app));
             }
         }
+        // The platform host goes very last: it wins over apps and custom domains.
+        let platform = platform.map(|(host, addr)| {
+            let route = match &previous.platform {
+                Some(prev) if prev.same_backends(std::slice::from_ref(addr)) => prev.clone(),
+                _ => {
+                    let b = backends.get(addr).cloned().unwrap_or_else(|| Arc::new(Backend::new(*addr, pool)));
+                    Arc::new(AppRoute { app: PLATFORM_APP.into(), backends: Box::new([b]), next: AtomicUsize::new(0) })
+                }
+            };
+            used.insert(*addr, route.backends[0].clone());
+            exact.insert(normalize_host(host).into_owned().into(), route.clone());
+            route
+        });
         *backends = used;
-        RoutingTable { exact, wildcard, apps }
+        RoutingTable { exact, wildcard, apps, platform }
     }
 
     /// Every routed host with its app and backend addresses, sorted by host.
@@ -241,7 +265,7 @@ mod tests {
     #[test]
     fn routes_default_custom_and_wildcard_hosts() {
         let mut backends = HashMap::new();
-        let t = RoutingTable::build(&state(), "deis.test", &RoutingTable::default(), &mut backends, pool());
+        let t = RoutingTable::build(&state(), "deis.test", None, &RoutingTable::default(), &mut backends, pool());
         let app = |h: &str| t.lookup(h).map(|r| r.app.to_string());
         assert_eq!(app("hello.deis.test").as_deref(), Some("hello"));
         assert_eq!(app("www.example.com").as_deref(), Some("hello"));
@@ -263,24 +287,49 @@ mod tests {
     fn rebuild_reuses_unchanged_routes_and_backends() {
         let mut backends = HashMap::new();
         let s = state();
-        let t1 = RoutingTable::build(&s, "deis.test", &RoutingTable::default(), &mut backends, pool());
+        let t1 = RoutingTable::build(&s, "deis.test", None, &RoutingTable::default(), &mut backends, pool());
         let r1 = t1.lookup("hello.deis.test").unwrap().clone();
         r1.next_start();
-        let t2 = RoutingTable::build(&s, "deis.test", &t1, &mut backends, pool());
+        let t2 = RoutingTable::build(&s, "deis.test", None, &t1, &mut backends, pool());
         assert!(Arc::ptr_eq(&r1, t2.lookup("hello.deis.test").unwrap()));
 
         let mut s2 = s.clone();
         let (k, e) = ep("hello", 3, "web", 1004);
         s2.endpoints.insert(k, e);
-        let t3 = RoutingTable::build(&s2, "deis.test", &t2, &mut backends, pool());
+        let t3 = RoutingTable::build(&s2, "deis.test", None, &t2, &mut backends, pool());
         let r3 = t3.lookup("hello.deis.test").unwrap();
         assert!(!Arc::ptr_eq(&r1, r3));
         assert!(Arc::ptr_eq(&r1.backends[0], &r3.backends[0]), "pooled backends are kept");
         assert_eq!(r3.next.load(Ordering::Relaxed), 1, "round-robin position is kept");
 
         s2.endpoints.clear();
-        let t4 = RoutingTable::build(&s2, "deis.test", &t3, &mut backends, pool());
+        let t4 = RoutingTable::build(&s2, "deis.test", None, &t3, &mut backends, pool());
         assert!(t4.lookup("hello.deis.test").unwrap().backends.is_empty());
         assert!(backends.is_empty(), "unused backends are dropped");
+    }
+
+    #[test]
+    fn platform_host_wins_over_apps_and_custom_domains_and_is_kept_across_rebuilds() {
+        let mut s = state();
+        // Neither a custom domain nor a (legacy, pre-validation) app may take the host.
+        s.domains.insert("deis.deis.test".into(), ("deis.deis.test".into(), "hello".into()));
+        s.domains.insert("*.deis.test".into(), ("*.deis.test".into(), "hello".into()));
+        s.apps.insert("deis".into());
+        let controller = SocketAddr::from(([127, 0, 0, 1], 8000));
+        let platform = ("Deis.Deis.Test.".to_string(), controller);
+        let mut backends = HashMap::new();
+        let t1 = RoutingTable::build(&s, "deis.test", Some(&platform), &RoutingTable::default(), &mut backends, pool());
+        let route = t1.lookup("deis.deis.test").expect("the platform host is routed");
+        assert_eq!(&*route.app, PLATFORM_APP);
+        assert_eq!(route.backends.iter().map(|b| b.addr).collect::<Vec<_>>(), [controller]);
+        assert_eq!(t1.lookup("hello.deis.test").unwrap().app.as_ref(), "hello", "apps are still routed");
+        assert!(backends.contains_key(&controller));
+
+        let t2 = RoutingTable::build(&s, "deis.test", Some(&platform), &t1, &mut backends, pool());
+        assert!(Arc::ptr_eq(route, t2.lookup("deis.deis.test").unwrap()), "the route (and its pool) is kept");
+
+        let t3 = RoutingTable::build(&s, "deis.test", None, &t2, &mut backends, pool());
+        assert!(t3.lookup("deis.deis.test").unwrap().backends.is_empty(), "without it, the host is an app's again");
+        assert!(!backends.contains_key(&controller));
     }
 }

@@ -469,3 +469,51 @@ async fn connections_are_spread_over_workers_with_their_own_pools() {
     drop(senders);
     r.stop().await;
 }
+
+#[tokio::test]
+async fn platform_host_routes_to_the_controller_and_passes_upgrades() {
+    let store = RedbStore::in_memory();
+    // An app and a custom domain that would claim the platform host if they could.
+    add_app(&store, "hello").await;
+    add_endpoint(&store, "hello", 1, backend("hello-1").await).await;
+    add_domain(&store, "deis.deis.test", "hello").await;
+    add_domain(&store, "*.deis.test", "hello").await;
+    let controller = backend("controller").await;
+    let r = TestRouter::start_with(&store, RouterConfig::new(DOMAIN).with_platform_backend(controller)).await;
+    assert_eq!(r.router.config().platform_host, Some(("deis.deis.test".to_string(), controller)));
+
+    assert_eq!(r.get("deis.deis.test").await, (StatusCode::OK, "controller".into()));
+    assert_eq!(r.get("DEIS.deis.test.:8080").await, (StatusCode::OK, "controller".into()));
+    assert_eq!(r.get("hello.deis.test").await, (StatusCode::OK, "hello-1".into()), "apps are unaffected");
+    assert_eq!(r.get("other.deis.test").await, (StatusCode::OK, "hello-1".into()), "the wildcard still applies");
+    let (_, _, headers) = r.request("GET", "deis.deis.test", "").await;
+    assert_eq!(headers["x-seen-xff"], "127.0.0.1", "the controller sees the client's address");
+    assert!(r.router.routes().iter().any(|route| route.host == "deis.deis.test" && route.backends == [controller]));
+
+    // Live changes to apps don't drop the platform host.
+    add_app(&store, "late").await;
+    eventually("the new app", async || r.get("late.deis.test").await.0 == StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(r.get("deis.deis.test").await, (StatusCode::OK, "controller".into()));
+
+    // Upgrades (the TTY broker's WebSockets) go through.
+    let mut s = TcpStream::connect(r.addr).await.unwrap();
+    s.write_all(
+        b"GET /v2/sessions/x/attach HTTP/1.1\r\nHost: deis.deis.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "connection closed during the response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    s.write_all(b"to the controller").await.unwrap();
+    let mut got = [0u8; 17];
+    s.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"to the controller");
+    assert_eq!(r.router.stats().upgrades, 1);
+    r.stop().await;
+}

@@ -169,7 +169,14 @@ fn remove(state: &mut RouteState, prefix: Prefix, key: &str) {
 
 fn publish(shared: &Shared, state: &RouteState, backends: &mut HashMap<SocketAddr, Arc<Backend>>) {
     let previous = shared.table.load();
-    let table = RoutingTable::build(state, &shared.config.domain, &previous, backends, shared.pool);
+    let table = RoutingTable::build(
+        state,
+        &shared.config.domain,
+        shared.config.platform_host.as_ref(),
+        &previous,
+        backends,
+        shared.pool,
+    );
     tracing::debug!(hosts = table.host_count(), endpoints = state.endpoints.len(), "router: routes updated");
     shared.table.store(Arc::new(table));
 }

@@ -1,9 +1,11 @@
 //! Audit of TTY sessions: who ran what, when, for how long, and how it ended.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use deis_core::logs::{LogLine, LogStore};
 use deis_core::tty::ExitStatus;
 
 /// One audited moment of a session.
@@ -106,9 +108,79 @@ impl AuditSink for TracingAudit {
     }
 }
 
+/// How long [`LogAudit`] waits for the log store before giving up on a line.
+const LOG_APPEND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A sink writing each event into the app's log as a platform line from component
+/// `tty` (`deis[tty]: alice ran "bash" (session ..., tty)`), so `deis logs` shows who
+/// ran what, when, and how it ended. Every event also goes to [`TracingAudit`].
+#[derive(Debug, Clone)]
+pub struct LogAudit {
+    logs: Arc<dyn LogStore>,
+}
+
+impl LogAudit {
+    /// A sink appending to `logs`.
+    pub fn new(logs: Arc<dyn LogStore>) -> Self {
+        Self { logs }
+    }
+}
+
+#[async_trait]
+impl AuditSink for LogAudit {
+    /// Logs the event on `tracing`, then appends it to the app's log; a failing or slow
+    /// (over 2 s) log store is reported as a `tracing` warning, never to the session.
+    async fn record(&self, event: &AuditEvent) {
+        TracingAudit.record(event).await;
+        let line = LogLine::platform(event.app(), "tty", &event.to_string());
+        match tokio::time::timeout(LOG_APPEND_TIMEOUT, self.logs.append(vec![line])).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(app = event.app(), error = %e, "tty audit: could not append to the app's log"),
+            Err(_) => tracing::warn!(
+                app = event.app(),
+                "tty audit: the log store did not take the line within {LOG_APPEND_TIMEOUT:?}"
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deis_core::logs::{LogFilter, LogSource, RingLogStore};
+
+    #[tokio::test]
+    async fn log_audit_appends_platform_lines_to_the_apps_log() {
+        let store = Arc::new(RingLogStore::default());
+        let sink = LogAudit::new(store.clone());
+        let cmd = vec!["bash".to_string()];
+        sink.record(&AuditEvent::Started {
+            id: "s9".into(),
+            user: "bob".into(),
+            app: "web1".into(),
+            command: cmd.clone(),
+            tty: true,
+        })
+        .await;
+        sink.record(&AuditEvent::Ended {
+            id: "s9".into(),
+            user: "bob".into(),
+            app: "web1".into(),
+            command: cmd,
+            exit: None,
+            reason: "idle timeout".into(),
+            duration: Duration::from_secs(2),
+        })
+        .await;
+        let lines = store.tail("web1", 10, &LogFilter::default()).await.unwrap();
+        let text: Vec<_> = lines.iter().map(|e| e.line.message.clone()).collect();
+        assert_eq!(
+            text,
+            [r#"bob ran "bash" (session s9, tty)"#, r#"session s9 of bob ("bash") ended: idle timeout after 2.0s"#]
+        );
+        assert!(lines.iter().all(|e| e.line.source == LogSource::Deis { component: "tty".into() }));
+        assert!(store.tail("other", 10, &LogFilter::default()).await.unwrap().is_empty());
+    }
 
     #[test]
     fn lines_say_who_ran_what_and_how_it_ended() {

@@ -142,16 +142,78 @@ pub fn attach_url(base_url: &str, ticket: &SessionTicket) -> Result<String, Atta
     Ok(format!("{ws}{path}?token={}", ticket.token))
 }
 
+/// Where to attach `ticket` through the routing mesh: the WebSocket URL on the router
+/// and the `Host` to send, or `None` when the ticket names no router.
+///
+/// The router address is the one the controller's host knows; when it is a loopback
+/// address but the controller (`base_url`) is on another host, the controller's host
+/// name is used with the router's port.
+pub fn router_attach_url(base_url: &str, ticket: &SessionTicket) -> Option<(String, String)> {
+    let (router, host) = (ticket.router.as_deref()?, ticket.host.as_deref()?);
+    let mut authority = router.to_string();
+    if let Ok(addr) = router.parse::<std::net::SocketAddr>()
+        && addr.ip().is_loopback()
+    {
+        let controller = url_host(base_url);
+        let controller_is_local = controller.is_empty()
+            || controller.eq_ignore_ascii_case("localhost")
+            || controller.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !controller_is_local {
+            authority = format!("{controller}:{}", addr.port());
+        }
+    }
+    let path = ticket.url.split('?').next().unwrap_or_default();
+    Some((format!("ws://{authority}{path}?token={}", ticket.token), host.to_string()))
+}
+
+/// The host part of `http://host:port/...` (brackets kept for IPv6).
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    if authority.starts_with('[') {
+        return authority.find(']').map_or(authority, |end| &authority[..=end]);
+    }
+    authority.split(':').next().unwrap_or_default()
+}
+
 /// Attaches to a session created by [`create_session`].
+///
+/// When the ticket names a router (deisd: the broker is behind the routing mesh, at
+/// `deis.<domain>`), the WebSocket goes to the router with that `Host`
+/// ([`router_attach_url`]); if the router can't be reached at all (the token is then
+/// still unused) it falls back to the controller at `base_url`. Without a router in the
+/// ticket it attaches on `base_url`.
 pub async fn attach(base_url: &str, ticket: &SessionTicket, opts: AttachOptions) -> Result<RemoteSession, AttachError> {
+    if let Some((url, host)) = router_attach_url(base_url, ticket) {
+        match attach_with_host(&url, Some(&host), opts.clone()).await {
+            Err(AttachError::Connect { .. }) => {}
+            other => return other,
+        }
+    }
     let url = attach_url(base_url, ticket)?;
     attach_url_raw(&url, opts).await
 }
 
 /// Attaches to a full `ws://.../attach?token=...` URL.
 pub async fn attach_url_raw(url: &str, opts: AttachOptions) -> Result<RemoteSession, AttachError> {
+    attach_with_host(url, None, opts).await
+}
+
+/// Attaches to `url`, sending `host` as the `Host` header if given (to reach the broker
+/// through a router).
+pub async fn attach_with_host(
+    url: &str,
+    host: Option<&str>,
+    opts: AttachOptions,
+) -> Result<RemoteSession, AttachError> {
     let mut request =
         url.into_client_request().map_err(|e| AttachError::Url { url: url.to_string(), reason: e.to_string() })?;
+    if let Some(host) = host {
+        let v = HeaderValue::from_str(host)
+            .map_err(|_| AttachError::Url { url: url.to_string(), reason: format!("invalid Host {host:?}") })?;
+        request.headers_mut().insert(http::header::HOST, v);
+    }
     let offer = match opts.protocol {
         Some(p) => p.name().to_string(),
         None => format!("{}, {}", channel::V5_PROTOCOL, channel::V4_PROTOCOL),
@@ -288,12 +350,32 @@ mod tests {
             token: "p.s".into(),
             url: "/v2/sessions/abc/attach".into(),
             expires: String::new(),
+            router: None,
+            host: None,
         };
         assert_eq!(
             attach_url("http://127.0.0.1:8000/", &t).unwrap(),
             "ws://127.0.0.1:8000/v2/sessions/abc/attach?token=p.s"
         );
         assert!(attach_url("https://x", &t).unwrap_err().to_string().contains("TLS"));
+        assert_eq!(router_attach_url("http://127.0.0.1:8000", &t), None, "no router in the ticket");
+
+        let t = SessionTicket { router: Some("127.0.0.1:8080".into()), host: Some("deis.example.com".into()), ..t };
+        let via = |base: &str| router_attach_url(base, &t).unwrap();
+        let expect = |authority: &str| {
+            (format!("ws://{authority}/v2/sessions/abc/attach?token=p.s"), "deis.example.com".to_string())
+        };
+        assert_eq!(via("http://127.0.0.1:8000"), expect("127.0.0.1:8080"));
+        assert_eq!(via("http://localhost:8000/"), expect("127.0.0.1:8080"));
+        assert_eq!(via("http://[::1]:8000"), expect("127.0.0.1:8080"));
+        // A loopback router address means "on the controller's host" for a remote CLI.
+        assert_eq!(via("http://deis.example.com:8000/"), expect("deis.example.com:8080"));
+        assert_eq!(via("http://user@10.1.2.3"), expect("10.1.2.3:8080"));
+        let t = SessionTicket { router: Some("10.0.0.5:80".into()), ..t };
+        assert_eq!(
+            router_attach_url("http://deis.example.com", &t).unwrap().0,
+            "ws://10.0.0.5:80/v2/sessions/abc/attach?token=p.s"
+        );
         let body = serde_json::to_value(SessionRequest {
             command: vec!["bash".into()],
             tty: true,

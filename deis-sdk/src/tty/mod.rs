@@ -13,7 +13,7 @@
 //! - [`client`] is the other end: create a session through the controller API, attach
 //!   to it, get a [`deis_core::tty::Session`]-like pair of channels.
 //! - Every session start and end goes to an [`AuditSink`] ([`TracingAudit`] by
-//!   default).
+//!   default; [`LogAudit`] also writes it into the app's log, as deisd does).
 //!
 //! ```no_run
 //! # async fn demo(broker: std::sync::Arc<dyn deis_core::tty::TtyBroker>) -> std::io::Result<()> {
@@ -41,7 +41,7 @@ use std::time::{Duration, SystemTime};
 use deis_core::tty::token::{Claims, ReplayGuard, TokenSigner};
 use deis_core::tty::{ExitStatus, SessionInput, SessionOutput, SessionSpec, TtyBroker, TtyError};
 
-pub use audit::{AuditEvent, AuditSink, TracingAudit};
+pub use audit::{AuditEvent, AuditSink, LogAudit, TracingAudit};
 pub use directory::{LocalDirectory, PendingSessions, SessionDirectory};
 pub use server::attach_router;
 
@@ -67,6 +67,19 @@ pub struct TtyConfig {
     /// Most output a batch run returns (default 16 MiB); the rest is dropped and a
     /// note says so.
     pub batch_output_cap: usize,
+    /// How clients reach this broker through the routing mesh, announced in every
+    /// [`SessionTicket`] (default `None`: clients attach on the controller's address).
+    pub via_router: Option<ViaRouter>,
+}
+
+/// Where the router that passes attach WebSockets to the broker listens, and the host
+/// it routes to the broker (see [`crate::router::RouterConfig::platform_host`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViaRouter {
+    /// The router's address, `host:port` (e.g. `127.0.0.1:8080`).
+    pub router: String,
+    /// The `Host` to send it (e.g. `deis.example.com`).
+    pub host: String,
 }
 
 impl Default for TtyConfig {
@@ -80,6 +93,7 @@ impl Default for TtyConfig {
             max_message_bytes: 1 << 20,
             batch_timeout: Duration::from_secs(600),
             batch_output_cap: 16 << 20,
+            via_router: None,
         }
     }
 }
@@ -95,6 +109,13 @@ pub struct SessionTicket {
     pub url: String,
     /// Expiry of the token (RFC 3339, UTC).
     pub expires: String,
+    /// The router to attach through (`host:port`), when the broker is reachable through
+    /// the routing mesh; absent: attach on the controller's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<String>,
+    /// The `Host` to send `router` (`deis.<domain>`); set together with `router`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// The result of a batch run.
@@ -191,7 +212,11 @@ impl TtyService {
         let token = self.signer.issue(claims, ttl);
         pending.insert(&id, spec, ttl).map_err(ServiceError::Busy)?;
         let expires = deis_core::time::rfc3339(SystemTime::now() + ttl);
-        Ok(SessionTicket { url: format!("/v2/sessions/{id}/attach"), id, token, expires })
+        let (router, host) = match &self.config.via_router {
+            Some(v) => (Some(v.router.clone()), Some(v.host.clone())),
+            None => (None, None),
+        };
+        Ok(SessionTicket { url: format!("/v2/sessions/{id}/attach"), id, token, expires, router, host })
     }
 
     /// Runs `spec` without a terminal and without stdin, collecting stdout and stderr

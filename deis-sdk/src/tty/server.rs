@@ -145,6 +145,13 @@ async fn attach(State(svc): State<Arc<TtyService>>, Path(id): Path<String>, mut 
         spec.size = Some(TermSize { cols: 80, rows: 24 });
     }
 
+    {
+        // Through the routing mesh, the router names the client in X-Forwarded-For.
+        let text = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let (host, forwarded_for) = (text("host"), text("x-forwarded-for"));
+        let via = if forwarded_for.is_empty() { "direct" } else { "router" };
+        tracing::info!(session = %id, app = %spec.app, host, forwarded_for, via, "tty session attached");
+    }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let svc2 = svc.clone();
     tokio::spawn(async move {

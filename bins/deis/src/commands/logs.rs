@@ -82,7 +82,6 @@ async fn follow_forever(client: &Client, app: &str, options: LogOptions) -> Resu
         let mut stream = match stream {
             Ok(s) => s,
             Err(e) if retryable(&e) && (lost || last_seq.is_some()) => {
-                if std::env::var_os("DEIS_DEBUG_FOLLOW").is_some() { eprintln!("debug: {e}"); }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
@@ -102,6 +101,7 @@ async fn follow_forever(client: &Client, app: &str, options: LogOptions) -> Resu
                 }
                 Ok(Some(FollowEvent::Missed(n))) => eprintln!("-- {n} lines skipped (reader too slow) --"),
                 Ok(Some(FollowEvent::Error(e))) => eprintln!("-- the controller ended the log stream: {e} --"),
+                Ok(Some(FollowEvent::Notice(n))) => eprintln!("-- {n} --"),
                 Ok(None) => break,
                 Err(e) if retryable(&e) => break,
                 Err(e) => return Err(e.into()),

@@ -3,7 +3,8 @@
 //! stdout and stderr. The CLI exits with the remote command's exit status.
 //!
 //! Both go through a session: `POST /v2/apps/<app>/sessions` then a WebSocket to the
-//! attach URL on the controller's address (which may be the router: `deis.<domain>`).
+//! attach URL through the router the ticket names (with `Host: deis.<domain>`), or on
+//! the controller's address when it names none.
 
 mod terminal;
 
