@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use deis_sdk::deis_core::Unit;
 use deis_sdk::deis_core::model::limits::Resources;
 use deis_sdk::deis_core::scheduler::{
-    AppSpec, Artifact, LocalScheduler, LocalSchedulerConfig, NodeStatus, ProcessSpec, RestartFilter, Result,
-    Scheduler, UnitEvent,
+    AppSpec, Artifact, LocalScheduler, LocalSchedulerConfig, NodeStatus, ProcessSpec, RestartFilter, Result, Scheduler,
+    UnitEvent,
 };
 use deis_sdk::deis_core::testing::{SchedulerHarness, scheduler_suite};
-use deis_sdk::deis_core::Unit;
 use tokio::sync::broadcast;
 
 /// Counts and prints every change request, then delegates.

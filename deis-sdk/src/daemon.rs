@@ -221,7 +221,8 @@ impl Daemon {
         let syslog = match config.syslog_addr {
             Some(addr) => {
                 let sc = SyslogConfig { udp_addr: Some(addr), tcp_addr: Some(addr), ..SyslogConfig::default() };
-                Some(SyslogServer::start(sc, logs.clone()).await.map_err(|source| DaemonError::Syslog { addr, source })?)
+                let server = SyslogServer::start(sc, logs.clone()).await;
+                Some(server.map_err(|source| DaemonError::Syslog { addr, source })?)
             }
             None => None,
         };

@@ -99,15 +99,16 @@ fn config(args: &Args) -> Result<DaemonConfig, String> {
         "off" | "none" | "" => None,
         a => Some(a.parse().map_err(|e| format!("--syslog-addr {a:?}: {e} (want IP:PORT, or off)"))?),
     };
+    c.log_store = match args.log_store.as_str() {
+        "ring" => LogStoreChoice::Ring,
+        "redis" if cfg!(feature = "redis") => LogStoreChoice::Redis(args.redis_url.clone()),
+        "redis" => return Err("--log-store redis: this deisd was built without Redis support (feature redis)".into()),
+        other => return Err(format!("--log-store: unknown store {other:?}: use ring or redis")),
+    };
     if args.log_lines_per_app == 0 {
         return Err("--log-lines-per-app must be at least 1".into());
     }
     c.log_lines_per_app = args.log_lines_per_app;
-    c.log_store = match args.log_store.as_str() {
-        "ring" => LogStoreChoice::Ring,
-        "redis" => LogStoreChoice::Redis(args.redis_url.clone()),
-        other => return Err(format!("--log-store: unknown store {other:?}: use ring or redis")),
-    };
     if let Some(secret) = &args.tty_secret {
         if secret.len() < MIN_TTY_SECRET_BYTES {
             return Err(format!(

@@ -135,7 +135,13 @@ impl Platform {
     }
 
     /// Follows the app's log from `cursor` (owner or admin).
-    pub async fn follow_app_logs(&self, user: &User, app: &str, cursor: Cursor, filter: LogFilter) -> Result<LogFollow> {
+    pub async fn follow_app_logs(
+        &self,
+        user: &User,
+        app: &str,
+        cursor: Cursor,
+        filter: LogFilter,
+    ) -> Result<LogFollow> {
         self.app_for(user, app).await?;
         self.log_store()?.follow(app, cursor, filter).await.map_err(|e| log_error(app, e))
     }
@@ -163,7 +169,9 @@ impl Platform {
             };
             match event {
                 Ok(event) => self.log_unit_event(&event).await,
-                Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "unit events not logged: the logger fell behind"),
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "unit events not logged: the logger fell behind")
+                }
                 Err(RecvError::Closed) => return,
             }
         }
@@ -202,7 +210,10 @@ impl Platform {
             return Err(PlatformError::validation("url", "This field may not be blank."));
         }
         if url.len() > MAX_DRAIN_URL || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(PlatformError::validation("url", format!("invalid drain URL (at most {MAX_DRAIN_URL} bytes, no spaces)")));
+            return Err(PlatformError::validation(
+                "url",
+                format!("invalid drain URL (at most {MAX_DRAIN_URL} bytes, no spaces)"),
+            ));
         }
         self.app_for(user, app).await?;
         let _guard = self.lock_app(app).await;

@@ -107,12 +107,12 @@ impl Platform {
             match self.commit(txn).await {
                 Ok(true) => {
                     tracing::info!(app = app_id, version, summary = %release.summary, failed = release.failed, "release");
-                    let by = &user.username;
-                    match &warning {
-                        None => self.log_event(app_id, format!("Release v{version} created by {by}: {}", release.summary)),
-                        Some(w) => self.log_event(app_id, format!("Release v{version} failed ({}): {w}", release.summary)),
-                    }
-                    .await;
+                    let (by, summary) = (&user.username, &release.summary);
+                    let event = match &warning {
+                        None => format!("Release v{version} created by {by}: {summary}"),
+                        Some(w) => format!("Release v{version} failed ({summary}): {w}"),
+                    };
+                    self.log_event(app_id, event).await;
                     return Ok(Made { release, warning });
                 }
                 Ok(false) => {

@@ -106,7 +106,12 @@ async fn load(store: &dyn Store, set: &DrainSet, applied: &mut BTreeSet<String>)
 }
 
 /// Re-reads one app's drains into `set`.
-async fn refresh(store: &dyn Store, set: &DrainSet, applied: &mut BTreeSet<String>, app: &str) -> Result<(), StoreError> {
+async fn refresh(
+    store: &dyn Store,
+    set: &DrainSet,
+    applied: &mut BTreeSet<String>,
+    app: &str,
+) -> Result<(), StoreError> {
     let drains: Vec<Drain> = records::list_json(store, &drains_prefix(app)).await?;
     set.set_drains(app, urls(&drains));
     if drains.is_empty() {

@@ -17,8 +17,8 @@
 
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
 use axum::Extension;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use deis_core::logs::{Cursor, FollowItem, LogEntry, LogFilter, LogFollow, LogStream};
@@ -63,15 +63,13 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' => {
-                match (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' => match (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -350,16 +348,16 @@ mod tests {
     fn text_and_json_lines() {
         let mut out = String::new();
         text_line(&entry(7, "GET / 200"), &mut out);
-        assert_eq!(out, "2026-11-18T23:06:40.123Z app[web.1]: GET / 200\n");
+        assert_eq!(out, "2026-11-18T11:06:40.123Z app[web.1]: GET / 200\n");
         out.clear();
         text_line(&entry(7, "two\nlines"), &mut out);
-        assert_eq!(out, "2026-11-18T23:06:40.123Z app[web.1]: two lines\n");
+        assert_eq!(out, "2026-11-18T11:06:40.123Z app[web.1]: two lines\n");
         out.clear();
         json_line(&entry(7, "hi"), &mut out);
         assert!(out.ends_with('\n'));
         let v: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
         assert_eq!(v["seq"], 7);
-        assert_eq!(v["time"], "2026-11-18T23:06:40.123Z");
+        assert_eq!(v["time"], "2026-11-18T11:06:40.123Z");
         assert_eq!(v["source"], "app[web.1]");
         assert_eq!(v["kind"], "app");
         assert_eq!(v["stream"], "stderr");

@@ -43,8 +43,8 @@ use axum::routing::{MethodRouter, get};
 use deis_core::platform::{Platform, PlatformError};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
-pub use error::{ApiError, ApiResult};
 pub use drains::sync_drains;
+pub use error::{ApiError, ApiResult};
 pub use extract::{AuthUser, DEFAULT_PAGE, JsonBody, MAX_PAGE, MaybeUser, Page};
 pub use logs::{DEFAULT_LOG_LINES, FollowShutdown, HEARTBEAT, MAX_LOG_LINES, MAX_LOGS_BODY};
 
