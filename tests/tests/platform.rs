@@ -58,19 +58,20 @@ fn deploy_scale_route_config_rollback_destroy() {
     let d = Deisd::start();
     let cli = d.cli();
     cli.register(&d, "alice");
-    let _dir = deploy_hello(&d, &cli, "hello");
+    let _dir = deploy_hello(&d, &cli, "roundrobin");
 
     // Scale web=3: three processes on three ports, and the router spreads over all three.
-    cli.run(&["scale", "web=3", "-a", "hello"]).ok();
-    let web = wait_units(&cli, "hello", "web", 3, "v2");
+    cli.run(&["scale", "web=3", "-a", "roundrobin"]).ok();
+    let web = wait_units(&cli, "roundrobin", "web", 3, "v2");
     let ports: BTreeSet<String> = web.iter().map(|p| p["address"].as_str().unwrap().to_string()).collect();
     assert_eq!(ports.len(), 3, "three distinct addresses: {web:?}");
-    let groups: Vec<_> = unit_groups("hello").into_iter().filter(|(_, u)| u.starts_with("hello.web.")).collect();
+    let groups: Vec<_> =
+        unit_groups("roundrobin").into_iter().filter(|(_, u)| u.starts_with("roundrobin.web.")).collect();
     let names: BTreeSet<_> = groups.iter().map(|(_, u)| u.clone()).collect();
     assert_eq!((groups.len(), names.len()), (3, 3), "three web unit processes: {groups:?}");
     let mut seen = BTreeMap::<String, u32>::new();
     for _ in 0..30 {
-        let r = d.get_app("hello", "/").unwrap();
+        let r = d.get_app("roundrobin", "/").unwrap();
         assert_eq!(r.status, 200, "{}", r.body);
         let unit = r.body.split_whitespace().nth(2).unwrap().to_string();
         *seen.entry(unit).or_default() += 1;
@@ -79,44 +80,44 @@ fn deploy_scale_route_config_rollback_destroy() {
     assert!(seen.values().all(|n| *n >= 5), "spread evenly: {seen:?}");
 
     // config:set makes a new release and the units serve the new value.
-    let before = releases(&cli, "hello").len();
-    cli.run(&["config:set", "GREETING=Howdy", "-a", "hello"]).ok();
-    assert_eq!(releases(&cli, "hello").len(), before + 1);
-    wait_units(&cli, "hello", "web", 3, "v3");
+    let before = releases(&cli, "roundrobin").len();
+    cli.run(&["config:set", "GREETING=Howdy", "-a", "roundrobin"]).ok();
+    assert_eq!(releases(&cli, "roundrobin").len(), before + 1);
+    wait_units(&cli, "roundrobin", "web", 3, "v3");
     wait_for(T, "Howdy from every unit", || {
-        let bodies: Vec<String> = (0..6).map(|_| d.get_app("hello", "/").unwrap().body).collect();
-        bodies.iter().all(|b| b.starts_with("Howdy from hello.web.")).then_some(())
+        let bodies: Vec<String> = (0..6).map(|_| d.get_app("roundrobin", "/").unwrap().body).collect();
+        bodies.iter().all(|b| b.starts_with("Howdy from roundrobin.web.")).then_some(())
     });
-    let config = cli.run(&["config", "-a", "hello", "--json"]).json();
+    let config = cli.run(&["config", "-a", "roundrobin", "--json"]).json();
     assert_eq!(config["values"]["GREETING"], "Howdy");
 
     // Rollback to v2 restores the old greeting in a new release v4.
-    cli.run(&["releases:rollback", "v2", "-a", "hello"]).ok();
-    let rel = releases(&cli, "hello");
+    cli.run(&["releases:rollback", "v2", "-a", "roundrobin"]).ok();
+    let rel = releases(&cli, "roundrobin");
     assert_eq!(rel.len(), before + 2);
     assert!(
         rel.iter().any(|r| r["version"] == 4 && r["summary"].as_str().unwrap().contains("rolled back to v2")),
         "{rel:?}"
     );
-    wait_units(&cli, "hello", "web", 3, "v4");
+    wait_units(&cli, "roundrobin", "web", 3, "v4");
     wait_for(T, "Hello again after rollback", || {
-        d.get_app("hello", "/").ok().filter(|r| r.body.starts_with("Hello from")).map(|_| ())
+        d.get_app("roundrobin", "/").ok().filter(|r| r.body.starts_with("Hello from")).map(|_| ())
     });
 
     // Scale to zero: no process left, and the router says so clearly.
-    cli.run(&["scale", "web=0", "worker=0", "-a", "hello"]).ok();
-    wait_for(T, "no hello process", || unit_processes("hello").is_empty().then_some(()));
-    let r = wait_for(T, "503 with no web unit", || d.get_app("hello", "/").ok().filter(|r| r.status == 503));
-    assert!(r.body.contains("hello"), "{}", r.body);
+    cli.run(&["scale", "web=0", "worker=0", "-a", "roundrobin"]).ok();
+    wait_for(T, "no roundrobin process", || unit_processes("roundrobin").is_empty().then_some(()));
+    let r = wait_for(T, "503 with no web unit", || d.get_app("roundrobin", "/").ok().filter(|r| r.status == 503));
+    assert!(r.body.contains("roundrobin"), "{}", r.body);
 
     // Destroy: the app is gone and nothing runs.
-    cli.run(&["scale", "web=2", "-a", "hello"]).ok();
-    wait_units(&cli, "hello", "web", 2, "v4");
-    cli.run(&["destroy", "-a", "hello", "--confirm=hello"]).ok();
-    assert!(unit_processes("hello").is_empty(), "destroy returns after every unit is gone");
-    let info = cli.run(&["info", "-a", "hello"]);
+    cli.run(&["scale", "web=2", "-a", "roundrobin"]).ok();
+    wait_units(&cli, "roundrobin", "web", 2, "v4");
+    cli.run(&["destroy", "-a", "roundrobin", "--confirm=roundrobin"]).ok();
+    assert!(unit_processes("roundrobin").is_empty(), "destroy returns after every unit is gone");
+    let info = cli.run(&["info", "-a", "roundrobin"]);
     assert_ne!(info.code, 0);
-    assert!(d.get_app("hello", "/").unwrap().status == 404);
+    assert!(d.get_app("roundrobin", "/").unwrap().status == 404);
     let deisd_pid = d.child.as_ref().unwrap().id();
     assert!(zombies_of(deisd_pid).is_empty(), "no zombie children");
 }
