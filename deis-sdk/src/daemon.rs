@@ -397,3 +397,15 @@ async fn open_log_store(config: &DaemonConfig) -> Result<Arc<dyn LogStore>, Daem
         )),
     }
 }
+
+/// Resolves on the first SIGTERM or SIGINT: what the reference daemons wait for before
+/// a graceful [`Daemon::shutdown`].
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

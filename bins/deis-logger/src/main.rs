@@ -103,16 +103,6 @@ fn init_tracing(format: &str) {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
-}
-
 async fn run(args: Args) -> Result<(), String> {
     let udp = optional_addr("syslog-udp-addr", &args.syslog_udp_addr)?;
     let tcp = optional_addr("syslog-tcp-addr", &args.syslog_tcp_addr)?;
@@ -181,7 +171,7 @@ async fn run(args: Args) -> Result<(), String> {
         http_addr,
         args.store
     );
-    shutdown_signal().await;
+    deis_sdk::daemon::shutdown_signal().await;
     syslog.shutdown().await;
     let _ = stop_http.send(());
     // Followers hold their connections open; give requests a moment, then stop.

@@ -135,16 +135,6 @@ fn init_tracing(format: &str) {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
@@ -170,7 +160,7 @@ async fn main() -> ExitCode {
         args.domain,
         daemon.router_addr().port()
     );
-    shutdown_signal().await;
+    deis_sdk::daemon::shutdown_signal().await;
     daemon.shutdown().await;
     ExitCode::SUCCESS
 }

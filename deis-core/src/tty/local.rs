@@ -287,14 +287,7 @@ fn start(spec: &SessionSpec, dir: &Path) -> Result<Started, TtyError> {
             if tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent died before prctl took effect: nobody would kill us.
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
+            crate::scheduler::local::groups::die_with_parent(parent)
         });
     }
     let spawned = cmd.spawn();

@@ -194,6 +194,26 @@ fn read_state(path: &Path) -> io::Result<Option<StateFile>> {
     serde_json::from_slice(&bytes).map(Some).map_err(io::Error::other)
 }
 
+/// In a freshly forked child, before exec: asks the kernel to SIGKILL this process when
+/// its parent (`parent`, the daemon) dies, and fails if the parent is already gone.
+///
+/// # Safety
+/// Call only between fork and exec (in `pre_exec`): it makes async-signal-safe calls
+/// (prctl, getppid) and does not allocate.
+pub(crate) unsafe fn die_with_parent(parent: libc::pid_t) -> std::io::Result<()> {
+    // SAFETY: plain syscalls with valid arguments; the caller is in a forked child.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // The parent died before prctl took effect: nobody would kill us.
+        if libc::getppid() != parent {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,14 +131,7 @@ impl ProcessRuntime for OsRuntime {
                 if libc::setsid() < 0 {
                     return Err(io::Error::last_os_error());
                 }
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent died before prctl took effect: nobody would kill us.
-                if libc::getppid() != parent {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
+                super::groups::die_with_parent(parent)
             });
         }
         let mut child = cmd
