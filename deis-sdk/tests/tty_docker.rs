@@ -11,7 +11,7 @@ use std::process::Stdio;
 use async_trait::async_trait;
 use deis_sdk::deis_core::scheduler::Artifact;
 use deis_sdk::deis_core::testing::{TtyHarness, tty_suite};
-use deis_sdk::deis_core::tty::{ExitStatus, SessionInput, SessionOutput, SessionSpec, TtyBroker};
+use deis_sdk::deis_core::tty::{ExitStatus, SessionInput, SessionOutput, SessionSpec, TermSize, TtyBroker};
 use deis_sdk::tty::docker::{DockerTtyBroker, LABEL_APP, LABEL_TYPE};
 use support::docker::DockerEngine;
 
@@ -44,11 +44,6 @@ impl TtyHarness for Harness {
     }
 }
 
-// KNOWN FAILURE (open): every case up to `resize` passes (env, exit codes, signals,
-// binary pipes, stderr, terminal); in `resize` the one-off container's first
-// `stty size` fails ("stty: standard input") when run inside the suite, although the
-// same session passes on its own. Run with `--ignored` to reproduce.
-#[ignore = "tty_suite `resize` case fails on one-off containers inside the suite (see comment)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_one_off_containers_pass_the_tty_suite() {
     let Some(engine) = DockerEngine::get() else { return };
@@ -57,18 +52,15 @@ async fn docker_one_off_containers_pass_the_tty_suite() {
     tty_suite(&broker, &Harness { image }).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_exec_into_a_running_unit() {
-    let Some(engine) = DockerEngine::get() else { return };
-    let image = engine.busybox_image();
-    let app = format!("execapp{}", std::process::id());
+/// Starts a running unit container of `app` (type web); removed when the guard drops.
+fn start_unit<'a>(engine: &'a DockerEngine, image: &str, app: &str) -> (String, impl Drop + 'a) {
     let out = engine
         .docker()
         .args(["run", "-d", "--network", "none", "--label"])
         .arg(format!("{LABEL_APP}={app}"))
         .arg("--label")
         .arg(format!("{LABEL_TYPE}=web"))
-        .args([&image, "sleep", "1000"])
+        .args([image, "sleep", "1000"])
         .stderr(Stdio::inherit())
         .output()
         .unwrap();
@@ -80,7 +72,30 @@ async fn docker_exec_into_a_running_unit() {
             let _ = self.0.docker().args(["rm", "-f", &self.1]).output();
         }
     }
-    let _rm = Rm(engine, id.clone());
+    (id.clone(), Rm(engine, id))
+}
+
+/// Reads a session to its end: (stdout, stderr, exit status).
+async fn collect(session: &mut deis_sdk::deis_core::tty::Session) -> (String, String, ExitStatus) {
+    let (mut out, mut err) = (String::new(), String::new());
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(30), session.output.recv())
+            .await
+            .unwrap_or_else(|_| panic!("session not over within 30 s; stdout {out:?}, stderr {err:?}"));
+        match msg.expect("an exit status") {
+            SessionOutput::Stdout(b) => out.push_str(&String::from_utf8_lossy(&b)),
+            SessionOutput::Stderr(b) => err.push_str(&String::from_utf8_lossy(&b)),
+            SessionOutput::Exit(s) => return (out, err, s),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_exec_into_a_running_unit() {
+    let Some(engine) = DockerEngine::get() else { return };
+    let image = engine.busybox_image();
+    let app = format!("execapp{}", std::process::id());
+    let (id, _rm) = start_unit(engine, &image, &app);
 
     let broker = broker(engine).await;
     assert_eq!(broker.unit_container(&app, "web").await.unwrap().as_deref(), Some(id.as_str()));
@@ -88,15 +103,30 @@ async fn docker_exec_into_a_running_unit() {
     let mut session = broker.open(spec).await.unwrap();
     session.input.send(SessionInput::Stdin(b"piped\n".to_vec())).await.unwrap();
     session.input.send(SessionInput::Eof).await.unwrap();
-    let (mut out, mut err) = (String::new(), String::new());
-    let status = loop {
-        match session.output.recv().await.expect("an exit status") {
-            SessionOutput::Stdout(b) => out.push_str(&String::from_utf8_lossy(&b)),
-            SessionOutput::Stderr(b) => err.push_str(&String::from_utf8_lossy(&b)),
-            SessionOutput::Exit(s) => break s,
-        }
-    };
+    let (out, err, status) = collect(&mut session).await;
     assert_eq!(status, ExitStatus::Code(5));
     assert_eq!(out, format!("piped\n{}\n", &id[..12]), "ran in the unit container (its hostname)");
     assert_eq!(err, format!("{app}\n"));
+}
+
+/// The command's first look at its terminal sees the size the session was opened with,
+/// in an exec'd session as in a one-off container, every time (the engine sizes a
+/// terminal only once the process runs, which races the command).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_tty_sessions_start_with_their_size() {
+    let Some(engine) = DockerEngine::get() else { return };
+    let image = engine.busybox_image();
+    let broker = broker(engine).await;
+    let harness = Harness { image: image.clone() };
+    let exec_app = format!("sizeapp{}", std::process::id());
+    let (_id, _rm) = start_unit(engine, &image, &exec_app);
+    for (i, app) in [exec_app.as_str(), "size-one-off"].into_iter().cycle().take(6).enumerate() {
+        let rows = 20 + i as u16;
+        let mut spec = harness.spec(app, vec!["stty size".into()], true);
+        spec.size = Some(TermSize { cols: 90, rows });
+        let mut session = broker.open(spec).await.unwrap();
+        let (out, _, status) = collect(&mut session).await;
+        assert_eq!(out, format!("{rows} 90\r\n"), "session #{i} in {app}");
+        assert_eq!(status, ExitStatus::Code(0), "session #{i} in {app}");
+    }
 }

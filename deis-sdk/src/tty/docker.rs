@@ -10,7 +10,10 @@
 //! - A source release without a running container can't be run here
 //!   ([`TtyError::Unsupported`]).
 //!
-//! TTY and pipe modes; resize via the exec/container resize API; exit code via exec
+//! TTY and pipe modes; resize via the exec/container resize API. A TTY session opened
+//! with a size starts with it: engines from API 1.42 take it at creation (`ConsoleSize`);
+//! older ones only once the process runs, so the command waits behind a `/bin/sh`
+//! prelude until its terminal has a size (at most about 5 s). Exit code via exec
 //! inspect or container wait. End of stdin closes the write half of the hijacked
 //! connection (pipe mode) or types `^D` (TTY mode). When a session is dropped early, a
 //! one-off container is force-removed; an exec'd process is killed by its host PID (from
@@ -23,8 +26,8 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
     ResizeContainerTTYOptions, ResizeExecOptions, WaitContainerOptions,
@@ -45,9 +48,13 @@ pub const LABEL_TYPE: &str = "deis.type";
 /// Label marking one-off `deis run` containers.
 pub const LABEL_RUN: &str = "deis.run";
 
-/// Shell prelude of one-off TTY containers: wait until the terminal has a size.
+/// Shell prelude of TTY sessions opened with a size: wait (at most about 5 s) until the
+/// terminal has a non-zero size, then exec the command. The test is on what `stty size`
+/// prints, not on its status: busybox's `stty size` exits 0 on a 0x0 terminal (printing
+/// only "stty: standard input" to stderr), and coreutils' prints "0 0".
 const WAIT_FOR_SIZE: &str = "command -v stty >/dev/null 2>&1 || exec \"$@\"; n=0; \
-    while ! stty size >/dev/null 2>&1 && [ $n -lt 500 ]; do n=$((n+1)); sleep 0.01; done; exec \"$@\"";
+    while [ $n -lt 500 ]; do case \"$(stty size 2>/dev/null)\" in [1-9]*\" \"[1-9]*) break;; esac; \
+    n=$((n+1)); sleep 0.01; done; exec \"$@\"";
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> TtyError {
     TtyError::Backend(Box::new(e))
@@ -70,6 +77,34 @@ fn status_of(code: i64) -> ExitStatus {
         Ok(c) => ExitStatus::Code(c),
         Err(_) => ExitStatus::Code(255),
     }
+}
+
+/// The terminal size the session starts with: `spec.size` if it has a terminal and the
+/// size is not empty.
+fn initial_size(spec: &SessionSpec) -> Option<TermSize> {
+    spec.size.filter(|s| spec.tty && s.rows > 0 && s.cols > 0)
+}
+
+/// The argv of a session: [`argv`], behind the [`WAIT_FOR_SIZE`] prelude when it starts
+/// with a size.
+///
+/// Engines before API 1.42 ignore the initial console size of a container or an exec,
+/// and can only size its terminal once the process runs, which races the command's
+/// first look at it (`stty size` printing nothing, a full-screen program drawing at
+/// 0x0). The prelude needs `/bin/sh`, as a single-string command does anyway.
+fn session_argv(spec: &SessionSpec) -> Vec<String> {
+    let mut cmd = argv(&spec.command);
+    if initial_size(spec).is_some() {
+        let mut wrapped = vec!["/bin/sh".to_string(), "-c".into(), WAIT_FOR_SIZE.into(), "sh".into()];
+        wrapped.append(&mut cmd);
+        cmd = wrapped;
+    }
+    cmd
+}
+
+/// `[rows, cols]`, how the engine's `ConsoleSize` fields are written.
+fn console_size(size: TermSize) -> Vec<usize> {
+    vec![usize::from(size.rows), usize::from(size.cols)]
 }
 
 fn env_list(spec: &SessionSpec) -> Vec<String> {
@@ -190,13 +225,15 @@ impl DockerTtyBroker {
         container: &str,
         spec: &SessionSpec,
     ) -> Result<(Target, LogStream, Pin<Box<dyn AsyncWrite + Send>>), TtyError> {
-        let opts = CreateExecOptions {
+        let opts = ExecConfig {
             attach_stdin: Some(true),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             tty: Some(spec.tty),
+            // Honoured from API 1.42; older engines get the resize after the start.
+            console_size: initial_size(spec).map(console_size),
             env: Some(env_list(spec)),
-            cmd: Some(argv(&spec.command)),
+            cmd: Some(session_argv(spec)),
             ..Default::default()
         };
         let exec = self.docker.create_exec(container, opts).await.map_err(backend)?;
@@ -217,18 +254,9 @@ impl DockerTtyBroker {
             (LABEL_TYPE.to_string(), spec.proc_type.clone()),
             (LABEL_RUN.to_string(), "true".to_string()),
         ]);
-        let mut cmd = argv(&spec.command);
-        if spec.tty {
-            // Engines before API 1.42 can only size a container's terminal after its
-            // start, which races the command's first look at it: wait (at most 5 s)
-            // until the terminal has a size, then exec the command. Needs /bin/sh.
-            let mut wrapped = vec!["/bin/sh".to_string(), "-c".into(), WAIT_FOR_SIZE.into(), "sh".into()];
-            wrapped.append(&mut cmd);
-            cmd = wrapped;
-        }
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
-            cmd: Some(cmd),
+            cmd: Some(session_argv(spec)),
             env: Some(env_list(spec)),
             tty: Some(spec.tty),
             open_stdin: Some(true),
@@ -239,7 +267,17 @@ impl DockerTtyBroker {
             labels: Some(labels),
             // An init as PID 1, so the command gets signals like anywhere else (a PID 1
             // ignores the ones it has no handler for, even SIGKILL from inside).
-            host_config: Some(HostConfig { network_mode: Some("none".into()), init: Some(true), ..Default::default() }),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".into()),
+                init: Some(true),
+                // Honoured from API 1.42; older engines get the resize after the start.
+                console_size: initial_size(spec).map(console_size),
+                // The session is the output's only reader (attached before the start):
+                // a log driver would copy every line of it (json-file: one JSON record a
+                // line, slower than the session itself and unbounded on disk).
+                log_config: Some(HostConfigLogConfig { typ: Some("none".into()), config: None }),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let name = format!("{}-run-{}", spec.app, deis_core::auth::random_hex(6));
@@ -251,25 +289,16 @@ impl DockerTtyBroker {
             stdin: true,
             stdout: true,
             stderr: true,
-            logs: true,
+            logs: false,
             ..Default::default()
         };
         let result = async {
             let attached = self.docker.attach_container(&created.id, Some(attach)).await.map_err(backend)?;
-            if let Some(size) = spec.size.filter(|_| spec.tty) {
-                // Before start, so the command sees its size from the first instruction
-                // (where the engine allows it).
-                let _ = self
-                    .docker
-                    .resize_container_tty(
-                        &created.id,
-                        ResizeContainerTTYOptions { h: i32::from(size.rows), w: i32::from(size.cols) },
-                    )
-                    .await;
-            }
             self.docker.start_container(&created.id, None).await.map_err(backend)?;
-            // Engines before API 1.42 ignore a size set before the start: set it again.
-            if let Some(size) = spec.size.filter(|_| spec.tty) {
+            // The engine refuses to size a container that is not running: only now can
+            // engines before API 1.42 (which ignore `console_size`) get the size, while
+            // the command waits for it (`session_argv`).
+            if let Some(size) = initial_size(spec) {
                 self.resize(&Target::Container { id: created.id.clone() }, size).await;
             }
             Ok::<_, TtyError>(attached)
@@ -305,7 +334,9 @@ impl TtyBroker for DockerTtyBroker {
                 )));
             }
         };
-        if let (Target::Exec { .. }, Some(size), true) = (&target, spec.size, spec.tty) {
+        if let (Target::Exec { .. }, Some(size)) = (&target, initial_size(&spec)) {
+            // The engine holds an exec resize until the process runs; the command waits
+            // for it (`session_argv`).
             self.resize(&target, size).await;
         }
 
