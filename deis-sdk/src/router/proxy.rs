@@ -44,6 +44,8 @@ pub(crate) struct ConnCtx {
     pub shared: Arc<Shared>,
     /// The client's IP, ready to be appended to `X-Forwarded-For`.
     pub client_ip: HeaderValue,
+    /// What the connection's idle/header-timeout watchdog looks at.
+    pub activity: super::server::Activity,
 }
 
 /// Handles one client request.

@@ -5,11 +5,14 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::HeaderValue;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -18,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Shared;
 use super::backend::set_worker_index;
+use super::body::{BoxError, ResponseBody};
 use super::proxy::{self, ConnCtx};
 
 /// A connection handed to a worker.
@@ -121,7 +125,10 @@ fn run_worker(
     // Dropping the runtime afterwards cancels whatever outlived the grace period.
     runtime.block_on(async move {
         let mut builder = http1::Builder::new();
-        builder.timer(TokioTimer::new()).keep_alive(true).header_read_timeout(shared.config.header_read_timeout);
+        // hyper's own header timeout arms a timer for every request; the connection's
+        // watchdog (see `watchdog`) enforces the limit at a fraction of the cost. The
+        // timer stays for hyper's other (unused here) timeouts.
+        builder.timer(TokioTimer::new()).keep_alive(true).header_read_timeout(None);
         let builder = Arc::new(builder);
         let (stop_tx, stop_rx) = watch::channel(false);
         while let Some((stream, peer)) = queue.recv().await {
@@ -172,26 +179,129 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let client_ip = HeaderValue::try_from(peer.ip().to_string()).expect("an IP address is a valid header value");
-    let ctx = Arc::new(ConnCtx { shared, client_ip });
+    let header_read_timeout = shared.config.header_read_timeout;
+    let ctx = Arc::new(ConnCtx { shared, client_ip, activity: Activity::default() });
+    let watched = ctx.clone();
     let service = service_fn(move |req| {
-        let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(&ctx, req).await) }
+        let busy = Busy::start(ctx.clone());
+        async move {
+            let resp = proxy::handle(&busy.0, req).await;
+            Ok::<_, Infallible>(resp.map(|body| TrackedBody { body, _busy: busy }))
+        }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
     tokio::pin!(conn);
+    let watchdog = watchdog(&watched.activity, header_read_timeout);
+    tokio::pin!(watchdog);
     // The stop flag only ever turns true, so any change (or a dropped sender) means stop.
     let finished = tokio::select! {
+        // The connection first: it is what nearly every wake-up is for.
+        biased;
         r = conn.as_mut() => Some(r),
         _ = stop.changed() => None,
+        () = watchdog.as_mut() => {
+            tracing::debug!(client = %peer, timeout = ?header_read_timeout,
+                "router: no request headers within the header read timeout; closing the connection");
+            return;
+        }
     };
     let result = match finished {
         Some(r) => r,
         None => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            tokio::select! {
+                biased;
+                r = conn.as_mut() => r,
+                () = watchdog.as_mut() => return,
+            }
         }
     };
     if let Err(e) = result {
         tracing::debug!(client = %peer, error = %e, "router: client connection ended with an error");
+    }
+}
+
+/// What a client connection's watchdog looks at: updated by the connection's requests
+/// with two uncontended atomic operations each (the connection lives on one thread).
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    /// Requests whose head arrived and whose response has not been fully handed to
+    /// hyper yet (a response body still streaming counts).
+    busy: AtomicU32,
+    /// Request heads received so far (wrapping).
+    heads: AtomicU32,
+}
+
+/// Marks a request as in progress on its connection until dropped (with the response
+/// body, or with the request if that is dropped first).
+struct Busy(Arc<ConnCtx>);
+
+impl Busy {
+    fn start(ctx: Arc<ConnCtx>) -> Self {
+        ctx.activity.heads.fetch_add(1, Ordering::Relaxed);
+        ctx.activity.busy.fetch_add(1, Ordering::Relaxed);
+        Self(ctx)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.activity.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request counted as in progress while it streams.
+struct TrackedBody {
+    body: ResponseBody,
+    _busy: Busy,
+}
+
+impl Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, BoxError>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Resolves once a connection has gone `timeout` without a request in progress and
+/// without a new request head: a client that sends its headers too slowly (slowloris)
+/// or stays idle between requests for that long. Requests in progress (waiting for the
+/// backend, streaming a body either way) are never cut off.
+///
+/// It checks every quarter of `timeout`, so such a connection is closed between
+/// `timeout` and 1.25 x `timeout` after its last response (or after it was accepted).
+/// That is one timer per connection, re-armed a few times per `timeout`, instead of
+/// hyper's timer armed and disarmed for every request.
+async fn watchdog(activity: &Activity, timeout: Duration) {
+    let tick = (timeout / 4).max(Duration::from_millis(1));
+    let mut seen = activity.heads.load(Ordering::Relaxed);
+    let mut idle = Duration::ZERO;
+    let sleep = tokio::time::sleep(tick);
+    tokio::pin!(sleep);
+    loop {
+        sleep.as_mut().await;
+        let next = sleep.deadline() + tick;
+        sleep.as_mut().reset(next);
+        let heads = activity.heads.load(Ordering::Relaxed);
+        if activity.busy.load(Ordering::Relaxed) > 0 || heads != seen {
+            // Busy, or a request came and went during the last tick.
+            seen = heads;
+            idle = Duration::ZERO;
+            continue;
+        }
+        idle += tick;
+        if idle >= timeout {
+            return;
+        }
     }
 }

@@ -8,26 +8,53 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use deis_core::store::records::Endpoint;
 
-use super::backend::{Backend, PoolSettings};
+use super::backend::{Backend, PoolSettings, worker_index};
 
 /// Process types whose endpoints receive HTTP traffic: `web`, and `cmd` (the process
 /// type of image apps without a Procfile).
 pub(crate) const ROUTED_PROC_TYPES: [&str; 2] = ["web", "cmd"];
 
-/// One app's route: its backends and round-robin position.
+/// One worker's round-robin position, on a cache line of its own so that workers
+/// never contend for it.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Cursor(AtomicUsize);
+
+/// One app's route: its backends and round-robin positions.
 #[derive(Debug)]
 pub(crate) struct AppRoute {
     /// App id.
     pub app: Box<str>,
     /// The app's routed endpoints, in endpoint key order.
     pub backends: Box<[Arc<Backend>]>,
-    next: AtomicUsize,
+    /// Round-robin position of each router worker (like nginx, each worker takes its
+    /// own turns; together they spread evenly).
+    next: Box<[Cursor]>,
 }
 
 impl AppRoute {
-    /// Next round-robin start position.
+    fn new(app: &str, backends: Box<[Arc<Backend>]>, workers: usize, previous: Option<&AppRoute>) -> Self {
+        // Workers start staggered, so that their first requests go to different
+        // backends; a rebuilt route continues where the previous one was.
+        let next = (0..workers.max(1))
+            .map(|i| {
+                Cursor(AtomicUsize::new(
+                    previous.and_then(|p| p.next.get(i)).map_or(i, |c| c.0.load(Ordering::Relaxed)),
+                ))
+            })
+            .collect();
+        Self { app: app.into(), backends, next }
+    }
+
+    /// Next round-robin start position of the calling worker.
     pub fn next_start(&self) -> usize {
-        self.next.fetch_add(1, Ordering::Relaxed)
+        self.next[worker_index() % self.next.len()].0.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The calling worker's round-robin position (for tests).
+    #[cfg(test)]
+    fn position(&self) -> usize {
+        self.next[worker_index() % self.next.len()].0.load(Ordering::Relaxed)
     }
 
     fn same_backends(&self, addrs: &[SocketAddr]) -> bool {
@@ -128,8 +155,7 @@ impl RoutingTable {
                             b
                         })
                         .collect();
-                    let start = prev.map_or(0, |p| p.next.load(Ordering::Relaxed));
-                    Arc::new(AppRoute { app: app.into(), backends: list, next: AtomicUsize::new(start) })
+                    Arc::new(AppRoute::new(app, list, pool.workers, prev.map(|p| &**p)))
                 }
             };
             apps.insert(app.into(), route.clone());
@@ -163,7 +189,7 @@ impl RoutingTable {
                 Some(prev) if prev.same_backends(std::slice::from_ref(addr)) => prev.clone(),
                 _ => {
                     let b = backends.get(addr).cloned().unwrap_or_else(|| Arc::new(Backend::new(*addr, pool)));
-                    Arc::new(AppRoute { app: PLATFORM_APP.into(), backends: Box::new([b]), next: AtomicUsize::new(0) })
+                    Arc::new(AppRoute::new(PLATFORM_APP, Box::new([b]), pool.workers, None))
                 }
             };
             used.insert(*addr, route.backends[0].clone());
@@ -300,7 +326,7 @@ mod tests {
         let r3 = t3.lookup("hello.deis.test").unwrap();
         assert!(!Arc::ptr_eq(&r1, r3));
         assert!(Arc::ptr_eq(&r1.backends[0], &r3.backends[0]), "pooled backends are kept");
-        assert_eq!(r3.next.load(Ordering::Relaxed), 1, "round-robin position is kept");
+        assert_eq!(r3.position(), 1, "round-robin position is kept");
 
         s2.endpoints.clear();
         let t4 = RoutingTable::build(&s2, "deis.test", None, &t3, &mut backends, pool());

@@ -22,6 +22,9 @@ use super::{Router, RouterConfig};
 
 const DOMAIN: &str = "deis.test";
 
+/// How long the test backend takes to answer `/slow`.
+const SLOW_ANSWER: Duration = Duration::from_millis(900);
+
 /// A backend answering every request with its name (and echoing a POST body after it),
 /// reporting the forwarding headers it saw, and accepting `Upgrade: echo` by echoing
 /// bytes back.
@@ -70,6 +73,10 @@ async fn answer(name: &str, mut req: Request<Incoming>) -> Response<Full<Bytes>>
             .header("upgrade", "echo")
             .body(Full::default())
             .unwrap();
+    }
+    if req.uri().path() == "/slow" {
+        // Answers late: for tests of timeouts that must not cut off a request in progress.
+        tokio::time::sleep(SLOW_ANSWER).await;
     }
     let seen = |h: &str| req.headers().get(h).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
     let (xff, xfh, xfp, host) =
@@ -210,7 +217,10 @@ async fn round_robin_spreads_over_all_backends() {
     for (n, name) in [(1, "web-1"), (2, "web-2"), (3, "web-3")] {
         add_endpoint(&store, "hello", n, backend(name).await).await;
     }
-    let r = TestRouter::start(&store).await;
+    // One worker: its turns are exact.
+    let mut config = RouterConfig::new(DOMAIN);
+    config.workers = 1;
+    let r = TestRouter::start_with(&store, config).await;
     let mut counts = std::collections::BTreeMap::new();
     for _ in 0..30 {
         let (status, body) = r.get("hello.deis.test").await;
@@ -221,6 +231,21 @@ async fn round_robin_spreads_over_all_backends() {
         counts.into_iter().collect::<Vec<_>>(),
         [("web-1".into(), 10), ("web-2".into(), 10), ("web-3".into(), 10)]
     );
+    r.stop().await;
+
+    // Two workers take their own turns (staggered): each backend gets its share, give
+    // or take one per worker.
+    let mut config = RouterConfig::new(DOMAIN);
+    config.workers = 2;
+    let r = TestRouter::start_with(&store, config).await;
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..60 {
+        let (status, body) = r.get("hello.deis.test").await;
+        assert_eq!(status, StatusCode::OK);
+        *counts.entry(body).or_insert(0) += 1;
+    }
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(counts.values().all(|&c| (18..=22).contains(&c)), "uneven spread: {counts:?}");
     r.stop().await;
 }
 
@@ -515,5 +540,81 @@ async fn platform_host_routes_to_the_controller_and_passes_upgrades() {
     s.read_exact(&mut got).await.unwrap();
     assert_eq!(&got, b"to the controller");
     assert_eq!(r.router.stats().upgrades, 1);
+    r.stop().await;
+}
+
+/// Reads from `stream` until the router closes it (EOF or reset); how long that took.
+async fn time_until_closed(stream: &mut TcpStream, start: Instant) -> Duration {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return start.elapsed(),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the router kept the connection open for 5 s"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn header_read_timeout_cuts_off_slow_and_idle_clients_but_not_slow_backends() {
+    let store = RedbStore::in_memory();
+    add_app(&store, "hello").await;
+    add_endpoint(&store, "hello", 1, backend("web-1").await).await;
+    let timeout = Duration::from_millis(400);
+    let mut config = RouterConfig::new(DOMAIN);
+    config.header_read_timeout = timeout;
+    config.workers = 1;
+    let r = TestRouter::start_with(&store, config).await;
+    // Checked every timeout/4: closed between timeout and 1.25 x timeout, plus slack.
+    let late = timeout * 2;
+
+    // Slowloris: a header line every 50 ms, never finishing the head.
+    let start = Instant::now();
+    let mut slow = TcpStream::connect(r.addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: hello.deis.test\r\n").await.unwrap();
+    let trickle = async {
+        for i in 0.. {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if slow.write_all(format!("X-Slow-{i}: 1\r\n").as_bytes()).await.is_err() {
+                return start.elapsed();
+            }
+            let mut probe = [0u8; 64];
+            if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(1), slow.read(&mut probe)).await {
+                return start.elapsed();
+            }
+        }
+        unreachable!()
+    };
+    let took = tokio::time::timeout(Duration::from_secs(5), trickle).await.expect("slowloris client never cut off");
+    assert!(took >= timeout && took < late, "slow headers cut off after {took:?} (timeout {timeout:?})");
+
+    // A silent connection, and one idle after a complete exchange, are closed too.
+    let start = Instant::now();
+    let mut silent = TcpStream::connect(r.addr).await.unwrap();
+    let took = time_until_closed(&mut silent, start).await;
+    assert!(took >= timeout && took < late, "silent connection closed after {took:?}");
+
+    let mut idle = TcpStream::connect(r.addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: hello.deis.test\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let start = Instant::now();
+    let took = time_until_closed(&mut idle, start).await;
+    assert!(took >= timeout && took < late, "idle keep-alive connection closed after {took:?}");
+
+    // A request in progress is not a slow client: a backend answering after more than
+    // the timeout is waited for, and the connection keeps serving requests after.
+    assert!(SLOW_ANSWER > timeout * 2);
+    let stream = TcpStream::connect(r.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    for path in ["/slow", "/", "/slow"] {
+        let req =
+            Request::builder().uri(path).header("host", "hello.deis.test").body(Full::<Bytes>::default()).unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "web-1");
+    }
     r.stop().await;
 }
