@@ -177,22 +177,8 @@ fn parse_follow_line(line: &[u8]) -> Result<Option<FollowEvent>> {
     })
 }
 
-/// A drain as the API returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DrainInfo {
-    /// Drain id.
-    pub uuid: String,
-    /// App id.
-    pub app: String,
-    /// Who added it.
-    pub owner: String,
-    /// Where lines go, in canonical form.
-    pub url: String,
-    /// When it was added.
-    pub created: String,
-    /// When it last changed.
-    pub updated: String,
-}
+/// A drain as the API returns it: the platform's own record.
+pub type DrainInfo = deis_core::platform::Drain;
 
 impl Client {
     /// `GET /v2/apps/<app>/logs`: the last lines as the server formats them (each
