@@ -1,28 +1,20 @@
 //! One backend address and its pool of idle keep-alive connections.
 //!
-//! A backend connection is not a task of its own: its hyper driver future travels with
-//! it ([`Conn`]) and is polled by whichever client connection is using it, while it
-//! waits for the response and while it streams the response body. A request therefore
-//! costs no cross-task (and no cross-thread) wake-ups, only socket readiness. Idle
-//! connections in the pool are not polled; one the backend closed meanwhile is noticed
-//! (its driver finishes) when it is checked out, and skipped.
+//! A backend connection is a socket and its read buffer ([`Conn`]), driven directly by
+//! the client connection using it: the request head is written, the response head
+//! read and parsed ([`super::h1`]), and the body streamed, by the client connection's
+//! own task. A request therefore costs no cross-task (and no cross-thread) wake-ups,
+//! only socket readiness, and no other task, channel or timer.
 
 use std::cell::Cell;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::TrySendError;
-use hyper::client::conn::http1::{Builder, SendRequest};
-use hyper_util::rt::TokioIo;
+use bytes::BytesMut;
 use tokio::net::TcpStream;
-
-use super::body::RequestBody;
 
 thread_local! {
     /// Index of the router worker running on this thread (0 elsewhere).
@@ -39,88 +31,64 @@ pub(crate) fn worker_index() -> usize {
     WORKER.get()
 }
 
-/// The future that runs a backend connection's HTTP/1 state machine (`Connection`
-/// with upgrades; boxed because hyper does not name that type).
-type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
-
-/// A connection to a backend: the request handle and the driver that must be polled
-/// for anything to move on it.
+/// A keep-alive connection to a backend, with the bytes read from it and not yet
+/// consumed. It is used by one request at a time, on the worker that opened it, and
+/// never polled while idle in the pool: a connection the backend closed meanwhile is
+/// noticed by its read readiness when it is checked out, at no syscall's cost.
 pub(crate) struct Conn {
-    sender: SendRequest<RequestBody>,
-    /// `None` once the connection has ended.
-    driver: Option<Driver>,
-    addr: SocketAddr,
+    pub stream: TcpStream,
+    /// Read from the backend, not yet consumed (a response head, body bytes).
+    pub buf: BytesMut,
+    pub addr: SocketAddr,
+    /// Bytes to make room for before the next read (grows while reads fill it).
+    read_size: usize,
 }
 
+/// First read size of a connection; doubled while reads fill it, up to [`MAX_READ`].
+const MIN_READ: usize = 8 * 1024;
+const MAX_READ: usize = 256 * 1024;
+
 impl Conn {
-    /// Polls the driver; returns `Ready` once the connection has ended (closed by the
-    /// backend, failed, or upgraded).
-    pub fn poll_driver(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(driver) = self.driver.as_mut() else { return Poll::Ready(()) };
-        match driver.as_mut().poll(cx) {
-            Poll::Ready(result) => {
-                if let Err(e) = result {
-                    tracing::debug!(backend = %self.addr, error = %e, "backend connection ended with an error");
-                }
-                // Dropping the driver hands any request still queued on it back to its
-                // sender (as "not sent"), so waiting on a response never hangs.
-                self.driver = None;
-                Poll::Ready(())
+    fn new(stream: TcpStream, addr: SocketAddr) -> Self {
+        Self { stream, buf: BytesMut::new(), addr, read_size: MIN_READ }
+    }
+
+    /// Whether an idle connection can still take a request: not closed by the backend,
+    /// and nothing unsolicited arrived on it.
+    fn is_reusable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            // Nothing happened since the last read drained the socket.
+            Poll::Pending => true,
+            // Readable: end of stream, stray bytes, or a readiness left over from a read
+            // that filled the buffer exactly. Only the last one is still usable.
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(_)) => false,
         }
     }
 
-    /// Whether the connection has ended or can't take a request any more.
-    pub fn is_closed(&self) -> bool {
-        self.driver.is_none() || self.sender.is_closed()
+    /// Reads more from the backend into `buf`; `Ok(0)` at the end of the stream.
+    pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
+            self.buf.reserve(self.read_size);
+        }
+        let room = self.buf.capacity() - self.buf.len();
+        let n = std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf))?;
+        if n == room && self.read_size < MAX_READ {
+            self.read_size *= 2;
+        }
+        Poll::Ready(Ok(n))
     }
 
-    /// Waits until the connection can take a request; `false` if it ended instead.
-    async fn ready(&mut self) -> bool {
-        std::future::poll_fn(|cx| {
-            // The driver first: it is what tells the sender that the previous exchange
-            // is complete.
-            if self.poll_driver(cx).is_ready() {
-                return Poll::Ready(false);
-            }
-            self.sender.poll_ready(cx).map(|r| r.is_ok())
-        })
-        .await
-    }
-
-    /// Sends a request and waits for the response head, driving the connection
-    /// meanwhile (which also streams the request body).
-    pub async fn send(
-        &mut self,
-        req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
-        let mut response = std::pin::pin!(self.sender.try_send_request(req));
-        let driver = &mut self.driver;
-        let addr = self.addr;
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = response.as_mut().poll(cx) {
-                return Poll::Ready(r);
-            }
-            if let Some(d) = driver.as_mut()
-                && let Poll::Ready(result) = d.as_mut().poll(cx)
-            {
-                if let Err(e) = result {
-                    tracing::debug!(backend = %addr, error = %e, "backend connection ended with an error");
-                }
-                *driver = None;
-            }
-            // The driver may just have delivered the response, or (having ended) the
-            // error; a dropped driver answers queued requests with "not sent".
-            response.as_mut().poll(cx)
-        })
-        .await
-    }
-
-    /// Gives up the driver, for a connection that switched protocols: it must run to
-    /// completion for the upgrade to finish.
-    pub fn into_driver(self) -> Option<Driver> {
-        self.driver
+    /// Reads more from the backend into `buf`; `Ok(0)` at the end of the stream.
+    pub async fn fill(&mut self) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
     }
 }
 
@@ -143,15 +111,6 @@ pub(crate) enum ConnectError {
         addr: SocketAddr,
         /// The connect timeout.
         timeout: Duration,
-    },
-    /// The HTTP/1 handshake failed.
-    #[error("HTTP handshake with {addr}: {source}")]
-    Handshake {
-        /// Backend address.
-        addr: SocketAddr,
-        /// The cause.
-        #[source]
-        source: hyper::Error,
     },
 }
 
@@ -220,30 +179,24 @@ impl Backend {
                 idle.clear();
                 return None;
             }
-            if !conn.conn.is_closed() {
-                return Some(conn.conn);
+            let mut conn = conn.conn;
+            if conn.is_reusable() {
+                return Some(conn);
             }
         }
         None
     }
 
-    /// A pooled connection that is ready for a request, or a new one.
-    pub async fn acquire(&self) -> Result<Conn, ConnectError> {
-        while let Some(mut conn) = self.checkout() {
-            // Pooled connections were returned when their response ended, so they are
-            // ready now or in a moment; one that was closed meanwhile ends here.
-            if conn.ready().await {
-                return Ok(conn);
-            }
+    /// A pooled connection, or a new one. The flag tells which (`true`: pooled).
+    pub async fn acquire(&self) -> Result<(Conn, bool), ConnectError> {
+        if let Some(conn) = self.checkout() {
+            return Ok((conn, true));
         }
-        self.connect().await
+        Ok((self.connect().await?, false))
     }
 
     /// Returns a connection whose last response is complete to the pool.
     pub fn checkin(&self, conn: Conn) {
-        if conn.is_closed() {
-            return;
-        }
         // Taken before the lock: the clock read is the most expensive part.
         let since = Instant::now();
         let mut idle = self.pool();
@@ -262,11 +215,7 @@ impl Backend {
             Err(_) => return Err(ConnectError::Timeout { addr, timeout }),
         };
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| ConnectError::Handshake { addr, source })?;
-        Ok(Conn { sender, driver: Some(Box::pin(conn.with_upgrades())), addr })
+        Ok(Conn::new(stream, addr))
     }
 
     /// Number of idle pooled connections of each worker (for tests).

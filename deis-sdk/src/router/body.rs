@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::backend::{Backend, Conn};
+use super::h1::{ChunkedDecoder, Decoded, Framing, ProtocolError};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
@@ -19,20 +20,16 @@ pub(crate) struct BodyTooLarge {
     pub limit: u64,
 }
 
-/// The body of a request forwarded to a backend.
+/// The client's body of a request forwarded to a backend, streamed, optionally capped
+/// at `limit` bytes.
 #[derive(Debug)]
-pub(crate) enum RequestBody {
-    /// The client's body, streamed, optionally capped at `limit` bytes.
-    Incoming {
-        /// The client's body.
-        body: Incoming,
-        /// Largest number of bytes accepted.
-        limit: Option<u64>,
-        /// Bytes seen so far.
-        seen: u64,
-    },
-    /// No body (also used to rebuild a body-less request for a retry).
-    Empty,
+pub(crate) struct RequestBody {
+    /// The client's body.
+    pub body: Incoming,
+    /// Largest number of bytes accepted.
+    pub limit: Option<u64>,
+    /// Bytes seen so far.
+    pub seen: u64,
 }
 
 impl Body for RequestBody {
@@ -40,45 +37,38 @@ impl Body for RequestBody {
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            Self::Empty => Poll::Ready(None),
-            Self::Incoming { body, limit, seen } => match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let (Some(limit), Some(data)) = (*limit, frame.data_ref()) {
-                        *seen += data.len() as u64;
-                        if *seen > limit {
-                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
-                        }
+        let this = self.get_mut();
+        match std::task::ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let (Some(limit), Some(data)) = (this.limit, frame.data_ref()) {
+                    this.seen += data.len() as u64;
+                    if this.seen > limit {
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
                     }
-                    Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+            None => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Empty => true,
-            Self::Incoming { body, .. } => body.is_end_stream(),
-        }
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Empty => SizeHint::with_exact(0),
-            Self::Incoming { body, .. } => body.size_hint(),
-        }
+        self.body.size_hint()
     }
 }
 
-/// The backend connection a response body comes from: polled while the body streams,
-/// handed back to its backend's pool once the body is done.
+/// The backend connection a response body comes from: read while the body streams,
+/// handed back to its backend's pool once the body is done (if it may be reused).
 pub(crate) struct Release {
     pub conn: Conn,
     pub backend: Arc<Backend>,
+    /// Whether the connection may take another request after this response.
+    pub keep_alive: bool,
 }
 
 impl std::fmt::Debug for Release {
@@ -88,37 +78,60 @@ impl std::fmt::Debug for Release {
 }
 
 impl Release {
-    fn checkin(self) {
-        self.backend.checkin(self.conn);
+    /// Pools the connection if the response left it clean: nothing unread after the body.
+    fn finish(self) {
+        if self.keep_alive && self.conn.buf.is_empty() {
+            self.backend.checkin(self.conn);
+        }
     }
+}
+
+/// Where a backend body stands.
+#[derive(Debug)]
+pub(crate) enum Remaining {
+    /// This many bytes to go.
+    Length(u64),
+    /// Chunked, in the middle.
+    Chunked(ChunkedDecoder),
+    /// Until the backend closes the connection.
+    UntilClose,
 }
 
 /// The body of a response sent to a client.
 #[derive(Debug)]
 pub(crate) enum ResponseBody {
-    /// A backend's body, streamed; its connection goes back to the pool at the end.
-    Proxied {
-        /// The backend's body.
-        body: Incoming,
-        /// The connection, returned to the pool once `body` is fully read.
-        release: Option<Release>,
-    },
-    /// A body produced by the router itself (error pages), or nothing.
+    /// A backend's body, streamed from its connection, which goes back to the pool at
+    /// the end. `None` once the body has ended.
+    Backend(Option<(Remaining, Release)>),
+    /// A body produced by the router itself (error pages), a backend body that had
+    /// fully arrived with its head, or nothing.
     Full(Option<Bytes>),
 }
 
 impl ResponseBody {
-    /// A backend body whose connection returns to the pool when the body ends.
-    pub(crate) fn proxied(body: Incoming, release: Option<Release>) -> Self {
-        // hyper may never poll a body that is already at its end, so hand the
-        // connection back right away in that case.
-        if body.is_end_stream() {
-            if let Some(r) = release {
-                r.checkin();
+    /// The body of a backend response framed by `framing`, read from `release`'s
+    /// connection (whose buffer holds what already arrived).
+    pub(crate) fn backend(framing: Framing, mut release: Release) -> Self {
+        let remaining = match framing {
+            Framing::Empty | Framing::Length(0) => {
+                release.finish();
+                return Self::Full(None);
             }
-            return Self::Proxied { body, release: None };
-        }
-        Self::Proxied { body, release }
+            Framing::Length(n) if release.conn.buf.len() as u64 >= n => {
+                // The whole body came with the head (the common case for small bodies):
+                // the connection is free before the client is even answered.
+                let data = release.conn.buf.split_to(n as usize).freeze();
+                release.finish();
+                return Self::Full(Some(data));
+            }
+            Framing::Length(n) => Remaining::Length(n),
+            Framing::Chunked => Remaining::Chunked(ChunkedDecoder::new()),
+            Framing::UntilClose => {
+                release.keep_alive = false;
+                Remaining::UntilClose
+            }
+        };
+        Self::Backend(Some((remaining, release)))
     }
 
     /// A fixed body.
@@ -132,6 +145,84 @@ impl ResponseBody {
     }
 }
 
+/// A backend connection failed in the middle of a response body.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BackendBodyError {
+    #[error("backend {addr} closed the connection in the middle of the response body")]
+    Truncated { addr: std::net::SocketAddr },
+    #[error("reading the response body from backend {addr}: {source}")]
+    Io {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("backend {addr}: {source}")]
+    Protocol {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: ProtocolError,
+    },
+}
+
+/// Advances a backend body: the next data, the end, or a read of more bytes.
+fn poll_backend(
+    state: &mut Option<(Remaining, Release)>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    loop {
+        let Some((remaining, release)) = state.as_mut() else { return Poll::Ready(None) };
+        let conn = &mut release.conn;
+        let addr = conn.addr;
+        match remaining {
+            Remaining::Length(left) if !conn.buf.is_empty() => {
+                let n = conn.buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                let data = conn.buf.split_to(n).freeze();
+                *left -= n as u64;
+                if *left == 0
+                    && let Some((_, release)) = state.take()
+                {
+                    release.finish();
+                }
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            Remaining::Chunked(decoder) => match decoder.decode(&mut conn.buf) {
+                Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Decoded::Done) => {
+                    if let Some((_, release)) = state.take() {
+                        release.finish();
+                    }
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::NeedMore) => {}
+                Err(source) => {
+                    state.take();
+                    return Poll::Ready(Some(Err(Box::new(BackendBodyError::Protocol { addr, source }))));
+                }
+            },
+            Remaining::UntilClose if !conn.buf.is_empty() => {
+                return Poll::Ready(Some(Ok(Frame::data(conn.buf.split().freeze()))));
+            }
+            Remaining::Length(_) | Remaining::UntilClose => {}
+        }
+        match std::task::ready!(conn.poll_fill(cx)) {
+            Ok(0) => {
+                let until_close = matches!(remaining, Remaining::UntilClose);
+                // The connection ended: it is dropped, never pooled.
+                state.take();
+                if until_close {
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Err(Box::new(BackendBodyError::Truncated { addr }))));
+            }
+            Ok(_) => {}
+            Err(source) => {
+                state.take();
+                return Poll::Ready(Some(Err(Box::new(BackendBodyError::Io { addr, source }))));
+            }
+        }
+    }
+}
+
 impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -139,59 +230,23 @@ impl Body for ResponseBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Self::Proxied { body, release } => {
-                let mut drove = false;
-                loop {
-                    match Pin::new(&mut *body).poll_frame(cx) {
-                        Poll::Ready(Some(Ok(frame))) => {
-                            if body.is_end_stream()
-                                && let Some(r) = release.take()
-                            {
-                                r.checkin();
-                            }
-                            return Poll::Ready(Some(Ok(frame)));
-                        }
-                        Poll::Ready(Some(Err(e))) => {
-                            // The connection is broken; drop it rather than pool it.
-                            release.take();
-                            return Poll::Ready(Some(Err(Box::new(e))));
-                        }
-                        Poll::Ready(None) => {
-                            if let Some(r) = release.take() {
-                                r.checkin();
-                            }
-                            return Poll::Ready(None);
-                        }
-                        Poll::Pending => {}
-                    }
-                    // The body moves only when its connection's driver runs: run it,
-                    // then look at the body once more.
-                    match release.as_mut() {
-                        Some(r) if !drove => {
-                            drove = true;
-                            // An ended driver has closed the body (end or error), which
-                            // the second look sees.
-                            let _ = r.conn.poll_driver(cx);
-                        }
-                        _ => return Poll::Pending,
-                    }
-                }
-            }
+            Self::Backend(state) => poll_backend(state, cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Full(b) => b.is_none(),
-            Self::Proxied { body, .. } => body.is_end_stream(),
+            Self::Backend(state) => state.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            Self::Full(None) => SizeHint::with_exact(0),
-            Self::Proxied { body, .. } => body.size_hint(),
+            Self::Full(None) | Self::Backend(None) => SizeHint::with_exact(0),
+            Self::Backend(Some((Remaining::Length(n), _))) => SizeHint::with_exact(*n),
+            Self::Backend(Some(_)) => SizeHint::default(),
         }
     }
 }

@@ -34,6 +34,7 @@
 
 mod backend;
 mod body;
+pub mod h1;
 mod proxy;
 mod server;
 mod table;

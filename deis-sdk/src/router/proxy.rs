@@ -4,38 +4,21 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use bytes::{Buf, Bytes};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
 use super::Shared;
 use super::backend::Conn;
-use super::body::{BodyTooLarge, Release, RequestBody, ResponseBody};
+use super::body::{BodyTooLarge, BoxError, Release, RequestBody, ResponseBody};
+use super::h1::{self, Forwarding, ProtocolError, RequestFraming, ResponseHead};
 use super::table::normalize_host;
 
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const HTTP: HeaderValue = HeaderValue::from_static("http");
-const UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
-
-/// Headers that describe one hop and are never forwarded (RFC 9110 7.6.1), plus
-/// `Expect`, which the router's server side already answered.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    KEEP_ALIVE,
-    PROXY_CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::EXPECT,
-];
 
 /// Per client connection state shared by its requests.
 #[derive(Debug)]
@@ -100,42 +83,34 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Respons
 
     let upgrade = upgrade_protocol(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    prepare_request_headers(&mut parts.headers, &ctx.client_ip, upgrade);
-    if parts.uri.scheme().is_some() {
-        // Absolute-form (proxy-style) target: backends get origin-form.
-        if !parts.headers.contains_key(header::HOST)
-            && let Some(v) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(header::HOST, v);
-        }
-        parts.uri = parts.uri.path_and_query().map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
-    }
-    parts.version = Version::HTTP_11;
-
-    let bodyless = body.is_end_stream();
-    // A body-less idempotent request may be replayed once if a connection dies before
-    // answering (typically a pooled connection the backend had just closed).
-    let replay = (bodyless && client_upgrade.is_none() && is_idempotent(&parts.method))
-        .then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
-    let body = if bodyless {
-        RequestBody::Empty
+    let (parts, body) = req.into_parts();
+    let framing = if body.is_end_stream() {
+        RequestFraming::Empty
+    } else if body.size_hint().exact().is_some() {
+        RequestFraming::Length
     } else {
-        RequestBody::Incoming { body, limit: shared.config.max_request_body, seen: 0 }
+        RequestFraming::Chunked
     };
-    let mut request = Some(Request::from_parts(parts, body));
+    let mut head = Vec::with_capacity(256 + 64 * parts.headers.len());
+    let fwd = Forwarding { client_ip: &ctx.client_ip, upgrade: upgrade.as_ref(), framing };
+    h1::encode_request_head(&mut head, &parts, &fwd);
+    let mut body = (framing != RequestFraming::Empty)
+        .then_some(RequestBody { body, limit: shared.config.max_request_body, seen: 0 });
+    // A body-less idempotent request may be replayed if its connection dies before
+    // answering (typically a pooled connection the backend was closing).
+    let replayable = framing == RequestFraming::Empty && client_upgrade.is_none() && is_idempotent(&parts.method);
+    let method = parts.method;
 
     let backends = &route.backends;
     let n = backends.len();
     let mut pos = route.next_start();
-    let mut connect_failures = 0usize;
-    let mut unsent_retries = 0usize;
-    let mut replay = replay;
+    let (mut connect_failures, mut attempts) = (0usize, 0usize);
     let mut last_error = String::new();
-    while connect_failures < n {
+    while connect_failures < n && attempts <= n + 8 {
+        attempts += 1;
         let backend = &backends[pos % n];
-        let mut conn = match backend.acquire().await {
-            Ok(s) => s,
+        let (mut conn, pooled) = match backend.acquire().await {
+            Ok(c) => c,
             Err(e) => {
                 stats.connect_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(app = %app, error = %e, "router: backend connect failed; trying the next one");
@@ -145,10 +120,9 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Respons
                 continue;
             }
         };
-        let Some(req) = request.take() else { break };
-        let sent = conn.send(req);
+        let exchange = exchange(&mut conn, &head, body.as_mut(), framing, &method);
         let result = match shared.config.response_timeout {
-            Some(t) => match tokio::time::timeout(t, sent).await {
+            Some(t) => match tokio::time::timeout(t, exchange).await {
                 Ok(r) => r,
                 Err(_) => {
                     stats.gateway_timeout.fetch_add(1, Ordering::Relaxed);
@@ -158,48 +132,46 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Respons
                     );
                 }
             },
-            None => sent.await,
+            None => exchange.await,
         };
-        match result {
-            Ok(mut resp) => {
-                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let error = match result {
+            Ok((resp, complete)) => {
+                if resp.status == StatusCode::SWITCHING_PROTOCOLS {
                     return switch_protocols(shared, app, client_upgrade, resp, conn);
                 }
-                strip_hop_by_hop(resp.headers_mut(), false);
-                let (parts, body) = resp.into_parts();
-                let release = Release { conn, backend: backend.clone() };
-                return Response::from_parts(parts, ResponseBody::proxied(body, Some(release)));
+                let ResponseHead { status, mut headers, framing, keep_alive, .. } = resp;
+                h1::strip_hop_by_hop(&mut headers, false);
+                // A backend that answered before taking the whole request body can't
+                // take another request on this connection.
+                let release = Release { conn, backend: backend.clone(), keep_alive: keep_alive && complete };
+                let mut response = Response::new(ResponseBody::backend(framing, release));
+                *response.status_mut() = status;
+                *response.headers_mut() = headers;
+                return response;
             }
-            Err(mut e) => {
-                if let Some(req) = e.take_message() {
-                    // Never written: the connection was closed; try another one.
-                    request = Some(req);
-                    unsent_retries += 1;
-                    if unsent_retries > n + 8 {
-                        last_error = e.into_error().to_string();
-                        break;
-                    }
-                    continue;
-                }
-                let error = e.into_error();
-                if let Some(limit) = body_too_large(&error) {
+            Err(e) => e,
+        };
+        last_error = format!("{error} (backend {})", backend.addr);
+        match error {
+            // The head never got through: nothing was processed, whatever the request.
+            ExchangeError::NotSent(_) => {
+                pos += usize::from(!pooled);
+                continue;
+            }
+            ExchangeError::NoAnswer(_) if replayable => {
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(app = %app, error = %last_error, "router: replaying a request its connection dropped");
+                pos += 1;
+                continue;
+            }
+            ExchangeError::ClientBody(e) => {
+                if let Some(limit) = e.downcast_ref::<BodyTooLarge>().map(|t| t.limit) {
                     stats.too_large.fetch_add(1, Ordering::Relaxed);
                     return too_large(limit);
                 }
-                last_error = format!("{} (backend {})", error, backend.addr);
-                match replay.take() {
-                    Some((method, uri, headers)) if replayable(&error) => {
-                        stats.retries.fetch_add(1, Ordering::Relaxed);
-                        let mut req = Request::new(RequestBody::Empty);
-                        *req.method_mut() = method;
-                        *req.uri_mut() = uri;
-                        *req.headers_mut() = headers;
-                        request = Some(req);
-                        pos += 1;
-                    }
-                    _ => break,
-                }
+                return text(StatusCode::BAD_REQUEST, format!("The request body could not be read: {e}.\n"));
             }
+            ExchangeError::NoAnswer(_) | ExchangeError::Broken(_) | ExchangeError::Protocol(_) => break,
         }
     }
     stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
@@ -213,13 +185,112 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Respons
     )
 }
 
+/// Why an exchange with a backend failed.
+#[derive(Debug, thiserror::Error)]
+enum ExchangeError {
+    /// Writing the request head failed: the backend can't have acted on it.
+    #[error("sending the request: {0}")]
+    NotSent(std::io::Error),
+    /// The connection ended before any byte of a response.
+    #[error("the connection closed without an answer ({0})")]
+    NoAnswer(String),
+    /// The connection failed in the middle of the response head.
+    #[error("the connection failed during the response head: {0}")]
+    Broken(std::io::Error),
+    /// The response is not HTTP/1.1.
+    #[error("invalid response: {0}")]
+    Protocol(ProtocolError),
+    /// The client's body failed (or went over the limit).
+    #[error("{0}")]
+    ClientBody(BoxError),
+}
+
+/// Sends a request (`head`, then `body`) on `conn` and reads the response head.
+/// Returns it and whether the backend took the whole request first (if it answered
+/// early, the connection can't be reused).
+async fn exchange(
+    conn: &mut Conn,
+    head: &[u8],
+    body: Option<&mut RequestBody>,
+    framing: RequestFraming,
+    method: &Method,
+) -> Result<(ResponseHead, bool), ExchangeError> {
+    conn.stream.write_all(head).await.map_err(ExchangeError::NotSent)?;
+    let complete = match body {
+        Some(body) => send_body(conn, body, framing == RequestFraming::Chunked).await?,
+        None => true,
+    };
+    let mut received = !conn.buf.is_empty();
+    loop {
+        match h1::parse_response_head(&mut conn.buf, method) {
+            // Interim responses (100 Continue, 103 Early Hints) are not passed on.
+            Ok(Some(resp)) if resp.status.is_informational() && resp.status != StatusCode::SWITCHING_PROTOCOLS => {
+                continue;
+            }
+            Ok(Some(resp)) => return Ok((resp, complete)),
+            Ok(None) => {}
+            Err(e) => return Err(ExchangeError::Protocol(e)),
+        }
+        match conn.fill().await {
+            Ok(0) if received => {
+                return Err(ExchangeError::Broken(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(0) => return Err(ExchangeError::NoAnswer("end of stream".into())),
+            Ok(_) => received = true,
+            Err(e) if received => return Err(ExchangeError::Broken(e)),
+            Err(e) => return Err(ExchangeError::NoAnswer(e.to_string())),
+        }
+    }
+}
+
+/// Streams the client's body to the backend, chunked or as is, while watching for an
+/// early response. `Ok(true)` once it was all sent, `Ok(false)` if the backend
+/// answered (or closed) first.
+async fn send_body(conn: &mut Conn, body: &mut RequestBody, chunked: bool) -> Result<bool, ExchangeError> {
+    loop {
+        tokio::select! {
+            biased;
+            frame = body.frame() => {
+                let data = match frame {
+                    None => break,
+                    Some(Err(e)) => return Err(ExchangeError::ClientBody(e)),
+                    // Trailers are not forwarded.
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) if !data.is_empty() => data,
+                        _ => continue,
+                    },
+                };
+                let written = if chunked {
+                    let mut framed = h1::chunk_size_line(data.len()).chain(data).chain(&b"\r\n"[..]);
+                    conn.stream.write_all_buf(&mut framed).await
+                } else {
+                    conn.stream.write_all(&data).await
+                };
+                if written.is_err() {
+                    // Possibly closed after answering early: read what it said.
+                    return Ok(false);
+                }
+            }
+            read = conn.fill() => match read {
+                Ok(n) if n > 0 && !conn.buf.windows(4).any(|w| w == b"\r\n\r\n") => {}
+                // An answer, or the end of the connection, before the whole body.
+                _ => return Ok(false),
+            },
+        }
+    }
+    if chunked && conn.stream.write_all(b"0\r\n\r\n").await.is_err() {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 /// Completes a protocol switch: answers 101 and splices the two upgraded connections.
 fn switch_protocols(
     shared: &Shared,
     app: &str,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    mut resp: Response<Incoming>,
-    conn: Conn,
+    resp: ResponseHead,
+    mut conn: Conn,
 ) -> Response<ResponseBody> {
     let Some(client_upgrade) = client_upgrade else {
         shared.stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
@@ -229,31 +300,30 @@ fn switch_protocols(
         );
     };
     shared.stats.upgrades.fetch_add(1, Ordering::Relaxed);
-    let backend_upgrade = hyper::upgrade::on(&mut resp);
     let app = app.to_string();
-    let driver = conn.into_driver();
     tokio::spawn(async move {
-        // The backend side of the upgrade completes when its driver hands over the
-        // connection.
-        if let Some(driver) = driver
-            && let Err(e) = driver.await
-        {
-            tracing::debug!(app = %app, error = %e, "router: backend connection failed during the upgrade");
-        }
-        match tokio::try_join!(client_upgrade, backend_upgrade) {
-            Ok((client, backend)) => {
+        match client_upgrade.await {
+            Ok(client) => {
                 let mut client = TokioIo::new(client);
-                let mut backend = TokioIo::new(backend);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+                // What the backend sent right after its 101 goes first.
+                let early = conn.buf.split();
+                let copied = async {
+                    client.write_all(&early).await?;
+                    tokio::io::copy_bidirectional(&mut client, &mut conn.stream).await
+                };
+                if let Err(e) = copied.await {
                     tracing::debug!(app = %app, error = %e, "router: upgraded connection ended with an error");
                 }
             }
             Err(e) => tracing::debug!(app = %app, error = %e, "router: upgrade failed"),
         }
     });
-    strip_hop_by_hop(resp.headers_mut(), true);
-    let (parts, _) = resp.into_parts();
-    Response::from_parts(parts, ResponseBody::empty())
+    let ResponseHead { status, mut headers, .. } = resp;
+    h1::strip_hop_by_hop(&mut headers, true);
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
 }
 
 /// The protocol asked for by `Connection: upgrade` + `Upgrade: <protocol>`.
@@ -272,93 +342,8 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Removes hop-by-hop headers, including those the `Connection` header names.
-/// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay.
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass over the (few) headers present; most messages have none to remove,
-    // and then nothing is allocated or looked up.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        return;
-    }
-    let listed: Vec<HeaderName> = connection_tokens(headers)
-        .filter(|t| {
-            !t.eq_ignore_ascii_case("close")
-                && !t.eq_ignore_ascii_case("keep-alive")
-                && !t.eq_ignore_ascii_case("upgrade")
-        })
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    let upgrade = if keep_upgrade { headers.get(header::UPGRADE).cloned() } else { None };
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if let Some(u) = upgrade {
-        headers.insert(header::CONNECTION, UPGRADE_TOKEN);
-        headers.insert(header::UPGRADE, u);
-    }
-}
-
-/// Rewrites a client request's headers for the backend. `Host` is kept as sent.
-fn prepare_request_headers(headers: &mut HeaderMap, client_ip: &HeaderValue, upgrade: Option<HeaderValue>) {
-    strip_hop_by_hop(headers, false);
-    if let Some(u) = upgrade {
-        headers.insert(header::CONNECTION, UPGRADE_TOKEN);
-        headers.insert(header::UPGRADE, u);
-    }
-    let forwarded_for = {
-        let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).peekable();
-        if prior.peek().is_none() {
-            client_ip.clone()
-        } else {
-            let mut joined = String::new();
-            for v in prior {
-                joined.push_str(v);
-                joined.push_str(", ");
-            }
-            joined.push_str(client_ip.to_str().unwrap_or_default());
-            HeaderValue::from_str(&joined).unwrap_or_else(|_| client_ip.clone())
-        }
-    };
-    headers.insert(X_FORWARDED_FOR, forwarded_for);
-    headers.insert(X_FORWARDED_PROTO, HTTP);
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
-}
-
 fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
-}
-
-/// Whether a request that was written may have been lost without being processed:
-/// the connection closed or reset before any response byte.
-fn replayable(e: &hyper::Error) -> bool {
-    if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
-        return true;
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            return matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof);
-        }
-        source = s.source();
-    }
-    false
-}
-
-fn body_too_large(e: &hyper::Error) -> Option<u64> {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(t) = s.downcast_ref::<BodyTooLarge>() {
-            return Some(t.limit);
-        }
-        source = s.source();
-    }
-    None
 }
 
 fn too_large(limit: u64) -> Response<ResponseBody> {
@@ -381,35 +366,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn strips_hop_by_hop_and_listed_headers() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        h.insert(header::HOST, HeaderValue::from_static("hello.deis.test"));
-        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
-        prepare_request_headers(&mut h, &HeaderValue::from_static("127.0.0.1"), None);
-        assert!(h.get("x-secret").is_none());
-        assert!(h.get(header::CONNECTION).is_none());
-        assert!(h.get(KEEP_ALIVE).is_none());
-        assert!(h.get(header::TRANSFER_ENCODING).is_none());
-        assert_eq!(h[header::HOST], "hello.deis.test");
-        assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h[X_FORWARDED_PROTO], "http");
-        assert_eq!(h[X_FORWARDED_HOST], "hello.deis.test");
-    }
-
-    #[test]
-    fn detects_and_keeps_upgrades() {
+    fn detects_upgrades() {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        let up = upgrade_protocol(&h);
-        assert_eq!(up.as_ref().unwrap(), "websocket");
-        prepare_request_headers(&mut h, &HeaderValue::from_static("127.0.0.1"), up);
-        assert_eq!(h[header::CONNECTION], "upgrade");
-        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(upgrade_protocol(&h).unwrap(), "websocket");
 
         let mut plain = HeaderMap::new();
         plain.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
