@@ -39,6 +39,8 @@ pub(crate) struct Conn {
     pub stream: TcpStream,
     /// Read from the backend, not yet consumed (a response head, body bytes).
     pub buf: BytesMut,
+    /// The request head being written (kept to reuse its allocation).
+    pub out: Vec<u8>,
     pub addr: SocketAddr,
     /// Bytes to make room for before the next read (grows while reads fill it).
     read_size: usize,
@@ -50,7 +52,7 @@ const MAX_READ: usize = 256 * 1024;
 
 impl Conn {
     fn new(stream: TcpStream, addr: SocketAddr) -> Self {
-        Self { stream, buf: BytesMut::new(), addr, read_size: MIN_READ }
+        Self { stream, buf: BytesMut::new(), out: Vec::new(), addr, read_size: MIN_READ }
     }
 
     /// Whether an idle connection can still take a request: not closed by the backend,

@@ -12,7 +12,7 @@
 //! fields; a chunk-size line (with extensions) at most [`MAX_CHUNK_LINE`] bytes; the
 //! trailer section at most [`MAX_TRAILERS`] bytes (trailers are read and dropped).
 
-use std::ops::Range;
+use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -81,54 +81,52 @@ pub struct ResponseHead {
 /// `Ok(None)`: the head is not complete yet (read more and call again). On success the
 /// head's bytes are removed from `buf`; header values share its memory (no copies).
 pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, ProtocolError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
+    // Once to find the head's end, then again over the head split off the buffer, so
+    // that values can share its memory (the parser's slices borrow what they parse).
+    let len = match parse(buf, |_| Ok(())) {
+        Ok(httparse::Status::Complete((len, ()))) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => return Err(ProtocolError::HeadTooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(ProtocolError::Head(e)),
+        Err(e) => return Err(e),
     };
     if len > MAX_HEAD_BYTES {
         return Err(ProtocolError::HeadTooLarge);
     }
-    let version = if resp.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
-    let status = resp.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(ProtocolError::Head(httparse::Error::Status))?;
-
-    // Names are converted now; values are sliced out of the head once it is split off
-    // the buffer (the parser borrows it until then).
-    let base = buf.as_ptr() as usize;
-    let mut parsed: Vec<(HeaderName, Range<usize>)> = Vec::with_capacity(resp.headers.len());
-    for h in resp.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| ProtocolError::HeaderField)?;
-        let start = h.value.as_ptr() as usize - base;
-        parsed.push((name, start..start + h.value.len()));
-    }
     let head = buf.split_to(len).freeze();
+    let parsed = parse(&head, |resp| {
+        let version = if resp.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
+        let status =
+            resp.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(ProtocolError::Head(httparse::Error::Status))?;
+        let mut headers = HeaderMap::with_capacity(resp.headers.len());
+        for h in resp.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| ProtocolError::HeaderField)?;
+            let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value)).map_err(|_| ProtocolError::HeaderField)?;
+            headers.append(name, value);
+        }
+        Ok((version, status, headers))
+    })?;
+    let httparse::Status::Complete((_, (version, status, mut headers))) = parsed else {
+        unreachable!("the same bytes parsed complete a moment ago");
+    };
 
-    let mut headers = HeaderMap::with_capacity(parsed.len());
     let mut length: Option<u64> = None;
     let (mut transfer_encoding, mut chunked) = (false, false);
     let (mut close, mut keep_alive_token) = (false, false);
-    for (name, range) in parsed {
-        let value = HeaderValue::from_maybe_shared(head.slice(range)).map_err(|_| ProtocolError::HeaderField)?;
-        if name == header::CONTENT_LENGTH {
-            let n = parse_content_length(value.as_bytes()).ok_or(ProtocolError::ContentLength)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(ProtocolError::ContentLength);
-            }
-            length = Some(n);
-        } else if name == header::TRANSFER_ENCODING {
-            transfer_encoding = true;
-            // Only the final coding matters: is the body chunked at the outermost level?
-            chunked = tokens(value.as_bytes()).last().is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
-        } else if name == header::CONNECTION {
-            for t in tokens(value.as_bytes()) {
-                close |= t.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= t.eq_ignore_ascii_case(b"keep-alive");
-            }
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let n = parse_content_length(value.as_bytes()).ok_or(ProtocolError::ContentLength)?;
+        if length.is_some_and(|l| l != n) {
+            return Err(ProtocolError::ContentLength);
         }
-        headers.append(name, value);
+        length = Some(n);
+    }
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        transfer_encoding = true;
+        // Only the final coding matters: is the body chunked at the outermost level?
+        chunked = tokens(value.as_bytes()).last().is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+    }
+    for t in headers.get_all(header::CONNECTION).iter().flat_map(|v| tokens(v.as_bytes())) {
+        close |= t.eq_ignore_ascii_case(b"close");
+        keep_alive_token |= t.eq_ignore_ascii_case(b"keep-alive");
     }
     let mut keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
     let bodyless = *method == Method::HEAD
@@ -156,6 +154,21 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
         Framing::UntilClose
     };
     Ok(Some(ResponseHead { status, version, headers, framing, keep_alive }))
+}
+
+/// Parses a response head in `buf` and hands the parsed head to `with` if complete.
+fn parse<T>(
+    buf: &[u8],
+    with: impl FnOnce(&httparse::Response<'_, '_>) -> Result<T, ProtocolError>,
+) -> Result<httparse::Status<(usize, T)>, ProtocolError> {
+    // Uninitialised field slots: nothing to zero for each response.
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut fields) {
+        Ok(httparse::Status::Complete(len)) => Ok(httparse::Status::Complete((len, with(&resp)?))),
+        Ok(httparse::Status::Partial) => Ok(httparse::Status::Partial),
+        Err(e) => Err(ProtocolError::Head(e)),
+    }
 }
 
 /// `Content-Length`: digits, or a list of identical values (RFC 9110 section 8.6).

@@ -14,6 +14,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::Shared;
 use super::backend::Conn;
+use super::server::ResponseDeadline;
 use super::body::{BodyTooLarge, BoxError, Release, RequestBody, ResponseBody};
 use super::h1::{self, Forwarding, ProtocolError, RequestFraming, ResponseHead};
 use super::table::normalize_host;
@@ -91,15 +92,13 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Respons
     } else {
         RequestFraming::Chunked
     };
-    let mut head = Vec::with_capacity(256 + 64 * parts.headers.len());
     let fwd = Forwarding { client_ip: &ctx.client_ip, upgrade: upgrade.as_ref(), framing };
-    h1::encode_request_head(&mut head, &parts, &fwd);
     let mut body = (framing != RequestFraming::Empty)
         .then_some(RequestBody { body, limit: shared.config.max_request_body, seen: 0 });
     // A body-less idempotent request may be replayed if its connection dies before
     // answering (typically a pooled connection the backend was closing).
     let replayable = framing == RequestFraming::Empty && client_upgrade.is_none() && is_idempotent(&parts.method);
-    let method = parts.method;
+    let method = &parts.method;
 
     let backends = &route.backends;
     let n = backends.len();
@@ -120,18 +119,21 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Respons
                 continue;
             }
         };
-        let exchange = exchange(&mut conn, &head, body.as_mut(), framing, &method);
+        let exchange = exchange(&mut conn, &parts, &fwd, body.as_mut(), method);
         let result = match shared.config.response_timeout {
-            Some(t) => match tokio::time::timeout(t, exchange).await {
-                Ok(r) => r,
-                Err(_) => {
-                    stats.gateway_timeout.fetch_add(1, Ordering::Relaxed);
-                    return text(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!("App {app} did not answer within {t:?} (backend {}).\n", backend.addr),
-                    );
+            Some(t) => {
+                let deadline = ResponseDeadline::start(&ctx.activity);
+                match deadline.run(exchange).await {
+                    Some(r) => r,
+                    None => {
+                        stats.gateway_timeout.fetch_add(1, Ordering::Relaxed);
+                        return text(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            format!("App {app} did not answer within {t:?} (backend {}).\n", backend.addr),
+                        );
+                    }
                 }
-            },
+            }
             None => exchange.await,
         };
         let error = match result {
@@ -205,19 +207,22 @@ enum ExchangeError {
     ClientBody(BoxError),
 }
 
-/// Sends a request (`head`, then `body`) on `conn` and reads the response head.
-/// Returns it and whether the backend took the whole request first (if it answered
-/// early, the connection can't be reused).
+/// Sends a request (the head of `parts` as forwarded by `fwd`, then `body`) on `conn`
+/// and reads the response head. Returns it and whether the backend took the whole
+/// request first (if it answered early, the connection can't be reused).
 async fn exchange(
     conn: &mut Conn,
-    head: &[u8],
+    parts: &http::request::Parts,
+    fwd: &Forwarding<'_>,
     body: Option<&mut RequestBody>,
-    framing: RequestFraming,
     method: &Method,
 ) -> Result<(ResponseHead, bool), ExchangeError> {
-    conn.stream.write_all(head).await.map_err(ExchangeError::NotSent)?;
+    // Encoded into the connection's own buffer: no allocation once it is warm.
+    conn.out.clear();
+    h1::encode_request_head(&mut conn.out, parts, fwd);
+    conn.stream.write_all(&conn.out).await.map_err(ExchangeError::NotSent)?;
     let complete = match body {
-        Some(body) => send_body(conn, body, framing == RequestFraming::Chunked).await?,
+        Some(body) => send_body(conn, body, fwd.framing == RequestFraming::Chunked).await?,
         None => true,
     };
     let mut received = !conn.buf.is_empty();

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -180,6 +180,7 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     let client_ip = HeaderValue::try_from(peer.ip().to_string()).expect("an IP address is a valid header value");
     let header_read_timeout = shared.config.header_read_timeout;
+    let response_timeout = shared.config.response_timeout;
     let ctx = Arc::new(ConnCtx { shared, client_ip, activity: Activity::default() });
     let watched = ctx.clone();
     let service = service_fn(move |req| {
@@ -191,7 +192,7 @@ async fn serve_connection(
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
     tokio::pin!(conn);
-    let watchdog = watchdog(&watched.activity, header_read_timeout);
+    let watchdog = watchdog(&watched.activity, header_read_timeout, response_timeout);
     tokio::pin!(watchdog);
     // The stop flag only ever turns true, so any change (or a dropped sender) means stop.
     let finished = tokio::select! {
@@ -230,6 +231,42 @@ pub(crate) struct Activity {
     busy: AtomicU32,
     /// Request heads received so far (wrapping).
     heads: AtomicU32,
+    /// A request is waiting for its backend's response head (see [`ResponseDeadline`]).
+    awaiting: AtomicBool,
+    /// Set by the watchdog: the waiting request is past the response timeout.
+    expired: AtomicBool,
+}
+
+/// Marks the connection's request as waiting for a response head while alive, so that
+/// the connection's watchdog enforces [`RouterConfig::response_timeout`](super::RouterConfig)
+/// on it: no timer per request.
+pub(crate) struct ResponseDeadline<'a>(&'a Activity);
+
+impl<'a> ResponseDeadline<'a> {
+    pub(crate) fn start(activity: &'a Activity) -> Self {
+        activity.expired.store(false, Ordering::Relaxed);
+        activity.awaiting.store(true, Ordering::Relaxed);
+        Self(activity)
+    }
+
+    /// Runs `fut` until it completes (`Some`) or the watchdog finds it past the
+    /// response timeout (`None`).
+    pub(crate) async fn run<T>(&self, fut: impl Future<Output = T>) -> Option<T> {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if self.0.expired.load(Ordering::Relaxed) {
+                return Poll::Ready(None);
+            }
+            fut.as_mut().poll(cx).map(Some)
+        })
+        .await
+    }
+}
+
+impl Drop for ResponseDeadline<'_> {
+    fn drop(&mut self) {
+        self.0.awaiting.store(false, Ordering::Relaxed);
+    }
 }
 
 /// Marks a request as in progress on its connection until dropped (with the response
@@ -273,19 +310,24 @@ impl Body for TrackedBody {
     }
 }
 
-/// Resolves once a connection has gone `timeout` without a request in progress and
-/// without a new request head: a client that sends its headers too slowly (slowloris)
-/// or stays idle between requests for that long. Requests in progress (waiting for the
-/// backend, streaming a body either way) are never cut off.
+/// The connection's one timer. It resolves once the connection has gone
+/// `header_timeout` without a request in progress and without a new request head: a
+/// client that sends its headers too slowly (slowloris) or stays idle between requests
+/// for that long. Requests in progress (waiting for the backend, streaming a body
+/// either way) are never cut off by it. It also ends a request's wait for its response
+/// head after `response_timeout` (see [`ResponseDeadline`]).
 ///
-/// It checks every quarter of `timeout`, so such a connection is closed between
-/// `timeout` and 1.25 x `timeout` after its last response (or after it was accepted).
-/// That is one timer per connection, re-armed a few times per `timeout`, instead of
-/// hyper's timer armed and disarmed for every request.
-async fn watchdog(activity: &Activity, timeout: Duration) {
-    let tick = (timeout / 4).max(Duration::from_millis(1));
+/// It checks every quarter of `header_timeout` (and eighth of `response_timeout`), so
+/// an idle connection is closed between 1 and 1.25 x `header_timeout` after its last
+/// response (or after it was accepted), and a wait for a response ends between 1 and
+/// 1.25 x `response_timeout`. That is one timer per connection, re-armed a few times
+/// per period, instead of timers armed and disarmed for every request.
+async fn watchdog(activity: &Activity, header_timeout: Duration, response_timeout: Option<Duration>) {
+    let tick = response_timeout
+        .map_or(header_timeout / 4, |r| (header_timeout / 4).min(r / 8))
+        .max(Duration::from_millis(1));
     let mut seen = activity.heads.load(Ordering::Relaxed);
-    let mut idle = Duration::ZERO;
+    let (mut idle, mut awaited) = (Duration::ZERO, Duration::ZERO);
     let sleep = tokio::time::sleep(tick);
     tokio::pin!(sleep);
     loop {
@@ -293,6 +335,23 @@ async fn watchdog(activity: &Activity, timeout: Duration) {
         let next = sleep.deadline() + tick;
         sleep.as_mut().reset(next);
         let heads = activity.heads.load(Ordering::Relaxed);
+        // The same request (its head came before the last tick) still waiting: it has
+        // waited at least `awaited`.
+        if heads == seen && activity.awaiting.load(Ordering::Relaxed) {
+            awaited += tick;
+            if response_timeout.is_some_and(|limit| awaited >= limit) {
+                awaited = Duration::ZERO;
+                activity.expired.store(true, Ordering::Relaxed);
+                // The request runs in this task: have it polled to see the flag.
+                std::future::poll_fn(|cx| {
+                    cx.waker().wake_by_ref();
+                    Poll::Ready(())
+                })
+                .await;
+            }
+        } else {
+            awaited = Duration::ZERO;
+        }
         if activity.busy.load(Ordering::Relaxed) > 0 || heads != seen {
             // Busy, or a request came and went during the last tick.
             seen = heads;
@@ -300,7 +359,7 @@ async fn watchdog(activity: &Activity, timeout: Duration) {
             continue;
         }
         idle += tick;
-        if idle >= timeout {
+        if idle >= header_timeout {
             return;
         }
     }

@@ -618,3 +618,126 @@ async fn header_read_timeout_cuts_off_slow_and_idle_clients_but_not_slow_backend
     }
     r.stop().await;
 }
+
+#[tokio::test]
+async fn response_timeout_answers_504_without_a_timer_per_request() {
+    let store = RedbStore::in_memory();
+    add_app(&store, "hello").await;
+    add_endpoint(&store, "hello", 1, backend("web-1").await).await;
+    let limit = Duration::from_millis(300);
+    let mut config = RouterConfig::new(DOMAIN);
+    config.response_timeout = Some(limit);
+    config.workers = 1;
+    let r = TestRouter::start_with(&store, config).await;
+    assert!(SLOW_ANSWER > limit * 2);
+
+    let stream = TcpStream::connect(r.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    for (path, status) in [("/", StatusCode::OK), ("/slow", StatusCode::GATEWAY_TIMEOUT), ("/", StatusCode::OK)] {
+        let start = Instant::now();
+        let req =
+            Request::builder().uri(path).header("host", "hello.deis.test").body(Full::<Bytes>::default()).unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let took = start.elapsed();
+        assert_eq!(resp.status(), status, "{path}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        if status == StatusCode::GATEWAY_TIMEOUT {
+            // Checked every limit/8: between the limit and 1.25 x the limit, plus slack.
+            assert!(took >= limit && took < limit * 2, "504 after {took:?} (limit {limit:?})");
+            assert!(String::from_utf8_lossy(&body).contains("did not answer within"), "{body:?}");
+        }
+    }
+    assert_eq!(r.router.stats().gateway_timeout, 1);
+    r.stop().await;
+}
+
+/// A backend speaking raw HTTP/1.1: for each request head it reads, it writes
+/// `response`; then it closes the connection if `close`.
+async fn raw_backend(response: &'static [u8], close: bool) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                loop {
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        if stream.write_all(response).await.is_err() || close {
+                            return;
+                        }
+                    }
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn chunked_and_close_delimited_bodies_are_relayed() {
+    let store = RedbStore::in_memory();
+    for (app, addr) in [
+        (
+            "chunked",
+            raw_backend(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\n",
+                false,
+            )
+            .await,
+        ),
+        ("untilclose", raw_backend(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end", true).await),
+        ("garbage", raw_backend(b"SSH-2.0-OpenSSH_9.2\r\n\r\n", false).await),
+        ("echo", backend("web-1").await),
+    ] {
+        add_app(&store, app).await;
+        add_endpoint(&store, app, 1, addr).await;
+    }
+    let r = TestRouter::start(&store).await;
+
+    // Several requests on one client connection: chunked bodies end where they should,
+    // and the backend connection is reused.
+    let stream = TcpStream::connect(r.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    for host in ["chunked.deis.test", "untilclose.deis.test", "chunked.deis.test", "untilclose.deis.test"] {
+        let req = Request::builder().uri("/").header("host", host).body(Full::<Bytes>::default()).unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{host}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let want = if host.starts_with("chunked") { "hello, world" } else { "until the end" };
+        assert_eq!(body, want, "{host}");
+    }
+    let table = r.router.shared.table.load();
+    assert_eq!(table.lookup("chunked.deis.test").unwrap().backends[0].idle_count(), 1);
+    assert_eq!(table.lookup("untilclose.deis.test").unwrap().backends[0].idle_count(), 0);
+    drop(table);
+
+    // Not HTTP: 502 with the reason.
+    let (status, body, _) = r.request("GET", "garbage.deis.test", "").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body.contains("invalid response"), "{body}");
+
+    // A chunked request body is forwarded chunked.
+    let mut s = TcpStream::connect(r.addr).await.unwrap();
+    s.write_all(
+        b"POST / HTTP/1.1\r\nHost: echo.deis.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("web-1:abcdef") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before the echo: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    r.stop().await;
+}
