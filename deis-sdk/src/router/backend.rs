@@ -173,7 +173,7 @@ impl Backend {
     }
 
     /// Takes an idle connection that is still open, if there is one.
-    fn checkout(&self) -> Option<Conn> {
+    pub fn checkout(&self) -> Option<Conn> {
         let mut idle = self.pool();
         while let Some(conn) = idle.pop() {
             if conn.since.elapsed() > self.settings.idle_timeout {
@@ -187,14 +187,6 @@ impl Backend {
             }
         }
         None
-    }
-
-    /// A pooled connection, or a new one. The flag tells which (`true`: pooled).
-    pub async fn acquire(&self) -> Result<(Conn, bool), ConnectError> {
-        if let Some(conn) = self.checkout() {
-            return Ok((conn, true));
-        }
-        Ok((self.connect().await?, false))
     }
 
     /// Returns a connection whose last response is complete to the pool.

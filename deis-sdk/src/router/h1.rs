@@ -100,7 +100,8 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
         let mut headers = HeaderMap::with_capacity(resp.headers.len());
         for h in resp.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| ProtocolError::HeaderField)?;
-            let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value)).map_err(|_| ProtocolError::HeaderField)?;
+            let value =
+                HeaderValue::from_maybe_shared(head.slice_ref(h.value)).map_err(|_| ProtocolError::HeaderField)?;
             headers.append(name, value);
         }
         Ok((version, status, headers))
@@ -498,12 +499,17 @@ mod tests {
 
     #[test]
     fn parses_heads_and_framing() {
-        let (h, rest) = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello", &Method::GET).unwrap().unwrap();
-        assert_eq!((h.status, h.version, h.framing, h.keep_alive), (StatusCode::OK, Version::HTTP_11, Framing::Length(5), true));
+        let (h, rest) =
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello", &Method::GET).unwrap().unwrap();
+        assert_eq!(
+            (h.status, h.version, h.framing, h.keep_alive),
+            (StatusCode::OK, Version::HTTP_11, Framing::Length(5), true)
+        );
         assert_eq!(h.headers["x-a"], "b");
         assert_eq!(&rest[..], b"hello");
 
-        let (h, _) = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", &Method::GET).unwrap().unwrap();
+        let (h, _) =
+            parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", &Method::GET).unwrap().unwrap();
         assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, true));
         let (h, _) = parse("HTTP/1.1 200 OK\r\n\r\n", &Method::GET).unwrap().unwrap();
         assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
@@ -517,15 +523,13 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(h.keep_alive);
-        let (h, _) = parse("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", &Method::GET)
-            .unwrap()
-            .unwrap();
+        let (h, _) =
+            parse("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", &Method::GET).unwrap().unwrap();
         assert!(!h.keep_alive);
         // Both framings: chunked wins, Content-Length goes, the connection is not reused.
-        let (h, _) =
-            parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", &Method::GET)
-                .unwrap()
-                .unwrap();
+        let (h, _) = parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", &Method::GET)
+            .unwrap()
+            .unwrap();
         assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
         assert!(!h.headers.contains_key(header::CONTENT_LENGTH));
         let (h, _) = parse("HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\n\r\n", &Method::GET).unwrap().unwrap();
@@ -597,7 +601,11 @@ mod tests {
         let (parts, ()) = req.into_parts();
         let ip = HeaderValue::from_static("127.0.0.1");
         let mut out = Vec::new();
-        encode_request_head(&mut out, &parts, &Forwarding { client_ip: &ip, upgrade: None, framing: RequestFraming::Length });
+        encode_request_head(
+            &mut out,
+            &parts,
+            &Forwarding { client_ip: &ip, upgrade: None, framing: RequestFraming::Length },
+        );
         let mut fields = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut fields);
         assert_eq!(req.parse(&out).unwrap(), httparse::Status::Complete(out.len()));

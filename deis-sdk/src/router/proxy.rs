@@ -1,6 +1,7 @@
 //! The proxy service: host lookup, header rewriting, backend selection with retries,
 //! upgrade pass-through and the router's own error pages.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -14,10 +15,10 @@ use tokio::io::AsyncWriteExt;
 
 use super::Shared;
 use super::backend::Conn;
-use super::server::ResponseDeadline;
 use super::body::{BodyTooLarge, BoxError, Release, RequestBody, ResponseBody};
 use super::h1::{self, Forwarding, ProtocolError, RequestFraming, ResponseHead};
-use super::table::normalize_host;
+use super::server::{Busy, ResponseDeadline, TrackedBody};
+use super::table::{AppRoute, normalize_host};
 
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 
@@ -32,8 +33,41 @@ pub(crate) struct ConnCtx {
     pub activity: super::server::Activity,
 }
 
-/// Handles one client request.
-pub(crate) async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<ResponseBody> {
+/// Handles one client request: routes it (answering itself if it can't be routed),
+/// then forwards it. The routing is done before the returned future exists, and the
+/// future keeps the request in one place: it is moved a few times per request, so its
+/// size matters.
+pub(crate) fn handle(
+    busy: Busy,
+    req: Request<Incoming>,
+) -> impl Future<Output = Result<Response<TrackedBody>, Infallible>> + Send {
+    let mut prepared = prepare(busy.ctx(), req);
+    async move {
+        let response = match prepared {
+            Ok(ref mut forward) => forward.run(busy.ctx()).await,
+            Err(response) => response,
+        };
+        // The request counts as in progress until its response body is done.
+        Ok(response.map(|body| TrackedBody::new(body, busy)))
+    }
+}
+
+/// A routed request on its way to a backend.
+struct Forward {
+    route: Arc<AppRoute>,
+    parts: http::request::Parts,
+    /// The client's body (`None` if it has none).
+    body: Option<RequestBody>,
+    upgrade: Option<HeaderValue>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    framing: RequestFraming,
+    /// A body-less idempotent request may be replayed if its connection dies before
+    /// answering (typically a pooled connection the backend was closing).
+    replayable: bool,
+}
+
+/// Routes a request; the router's own answer if it can't be forwarded.
+fn prepare(ctx: &ConnCtx, mut req: Request<Incoming>) -> Result<Forward, Response<ResponseBody>> {
     let shared = &*ctx.shared;
     let stats = &shared.stats;
     stats.count_request();
@@ -45,10 +79,10 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Respons
         };
         let Some(host) = host else {
             stats.bad_request.fetch_add(1, Ordering::Relaxed);
-            return text(
+            return Err(text(
                 StatusCode::BAD_REQUEST,
                 "The request has no valid Host header, so the router can't route it.\n",
-            );
+            ));
         };
         let normalized = normalize_host(host);
         let table = shared.table.load();
@@ -56,30 +90,30 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Respons
             Some(route) => route.clone(),
             None => {
                 stats.not_found.fetch_add(1, Ordering::Relaxed);
-                return text(
+                return Err(text(
                     StatusCode::NOT_FOUND,
                     format!(
                         "No app is routed at host {host}. Use <app>.{} or add the host with `deis domains:add`.\n",
                         shared.config.domain
                     ),
-                );
+                ));
             }
         }
     };
     let app = &route.app;
     if route.backends.is_empty() {
         stats.no_backend.fetch_add(1, Ordering::Relaxed);
-        return text(
+        return Err(text(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("App {app} has no running web process. Deploy it, or scale web up: deis scale web=1 -a {app}\n"),
-        );
+        ));
     }
 
     if let Some(limit) = shared.config.max_request_body
         && req.body().size_hint().lower() > limit
     {
         stats.too_large.fetch_add(1, Ordering::Relaxed);
-        return too_large(limit);
+        return Err(too_large(limit));
     }
 
     let upgrade = upgrade_protocol(req.headers());
@@ -92,99 +126,119 @@ pub(crate) async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Respons
     } else {
         RequestFraming::Chunked
     };
-    let fwd = Forwarding { client_ip: &ctx.client_ip, upgrade: upgrade.as_ref(), framing };
-    let mut body = (framing != RequestFraming::Empty)
-        .then_some(RequestBody { body, limit: shared.config.max_request_body, seen: 0 });
-    // A body-less idempotent request may be replayed if its connection dies before
-    // answering (typically a pooled connection the backend was closing).
+    let body = (framing != RequestFraming::Empty).then_some(RequestBody {
+        body,
+        limit: shared.config.max_request_body,
+        seen: 0,
+    });
     let replayable = framing == RequestFraming::Empty && client_upgrade.is_none() && is_idempotent(&parts.method);
-    let method = &parts.method;
+    Ok(Forward { route, parts, body, upgrade, client_upgrade, framing, replayable })
+}
 
-    let backends = &route.backends;
-    let n = backends.len();
-    let mut pos = route.next_start();
-    let (mut connect_failures, mut attempts) = (0usize, 0usize);
-    let mut last_error = String::new();
-    while connect_failures < n && attempts <= n + 8 {
-        attempts += 1;
-        let backend = &backends[pos % n];
-        let (mut conn, pooled) = match backend.acquire().await {
-            Ok(c) => c,
-            Err(e) => {
-                stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(app = %app, error = %e, "router: backend connect failed; trying the next one");
-                last_error = e.to_string();
-                connect_failures += 1;
-                pos += 1;
-                continue;
-            }
-        };
-        let exchange = exchange(&mut conn, &parts, &fwd, body.as_mut(), method);
-        let result = match shared.config.response_timeout {
-            Some(t) => {
-                let deadline = ResponseDeadline::start(&ctx.activity);
-                match deadline.run(exchange).await {
-                    Some(r) => r,
-                    None => {
-                        stats.gateway_timeout.fetch_add(1, Ordering::Relaxed);
-                        return text(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            format!("App {app} did not answer within {t:?} (backend {}).\n", backend.addr),
-                        );
+impl Forward {
+    /// Sends the request to the route's backends (round-robin, skipping those that
+    /// can't be reached, replaying it if allowed) and answers with the first response.
+    async fn run(&mut self, ctx: &ConnCtx) -> Response<ResponseBody> {
+        let shared = &*ctx.shared;
+        let stats = &shared.stats;
+        let Self { route, parts, body, upgrade, client_upgrade, framing, replayable } = self;
+        let (app, replayable) = (&route.app, *replayable);
+        let fwd = Forwarding { client_ip: &ctx.client_ip, upgrade: upgrade.as_ref(), framing: *framing };
+        let method = &parts.method;
+        let backends = &route.backends;
+        let n = backends.len();
+        let mut pos = route.next_start();
+        let (mut connect_failures, mut attempts) = (0usize, 0usize);
+        let mut last_error = String::new();
+        while connect_failures < n && attempts <= n + 8 {
+            attempts += 1;
+            let backend = &backends[pos % n];
+            // An idle pooled connection without awaiting anything; connecting (rare once
+            // the pool is warm) is boxed to keep this future small.
+            let pooled = backend.checkout();
+            let (mut conn, pooled) = match pooled {
+                Some(conn) => (conn, true),
+                None => match Box::pin(backend.connect()).await {
+                    Ok(conn) => (conn, false),
+                    Err(e) => {
+                        stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(app = %app, error = %e, "router: backend connect failed; trying the next one");
+                        last_error = e.to_string();
+                        connect_failures += 1;
+                        pos += 1;
+                        continue;
                     }
+                },
+            };
+            let result = {
+                let mut exchange = std::pin::pin!(exchange(&mut conn, &parts, &fwd, body.as_mut(), method));
+                match shared.config.response_timeout {
+                    Some(t) => {
+                        let deadline = ResponseDeadline::start(&ctx.activity);
+                        match std::future::poll_fn(|cx| deadline.poll(exchange.as_mut(), cx)).await {
+                            Some(r) => r,
+                            None => {
+                                stats.gateway_timeout.fetch_add(1, Ordering::Relaxed);
+                                return text(
+                                    StatusCode::GATEWAY_TIMEOUT,
+                                    format!("App {app} did not answer within {t:?} (backend {}).\n", backend.addr),
+                                );
+                            }
+                        }
+                    }
+                    None => exchange.await,
                 }
-            }
-            None => exchange.await,
-        };
-        let error = match result {
-            Ok((resp, complete)) => {
-                if resp.status == StatusCode::SWITCHING_PROTOCOLS {
-                    return switch_protocols(shared, app, client_upgrade, resp, conn);
+            };
+            let error = match result {
+                Ok((resp, complete)) => {
+                    if resp.status == StatusCode::SWITCHING_PROTOCOLS {
+                        return switch_protocols(shared, app, client_upgrade.take(), resp, conn);
+                    }
+                    let ResponseHead { status, mut headers, framing, keep_alive, .. } = resp;
+                    h1::strip_hop_by_hop(&mut headers, false);
+                    // A backend that answered before taking the whole request body can't
+                    // take another request on this connection.
+                    let release = Release { conn, backend: backend.clone(), keep_alive: keep_alive && complete };
+                    let mut response = Response::new(ResponseBody::backend(framing, release));
+                    *response.status_mut() = status;
+                    *response.headers_mut() = headers;
+                    return response;
                 }
-                let ResponseHead { status, mut headers, framing, keep_alive, .. } = resp;
-                h1::strip_hop_by_hop(&mut headers, false);
-                // A backend that answered before taking the whole request body can't
-                // take another request on this connection.
-                let release = Release { conn, backend: backend.clone(), keep_alive: keep_alive && complete };
-                let mut response = Response::new(ResponseBody::backend(framing, release));
-                *response.status_mut() = status;
-                *response.headers_mut() = headers;
-                return response;
-            }
-            Err(e) => e,
-        };
-        last_error = format!("{error} (backend {})", backend.addr);
-        match error {
-            // The head never got through: nothing was processed, whatever the request.
-            ExchangeError::NotSent(_) => {
-                pos += usize::from(!pooled);
-                continue;
-            }
-            ExchangeError::NoAnswer(_) if replayable => {
-                stats.retries.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(app = %app, error = %last_error, "router: replaying a request its connection dropped");
-                pos += 1;
-                continue;
-            }
-            ExchangeError::ClientBody(e) => {
-                if let Some(limit) = e.downcast_ref::<BodyTooLarge>().map(|t| t.limit) {
-                    stats.too_large.fetch_add(1, Ordering::Relaxed);
-                    return too_large(limit);
+                Err(e) => e,
+            };
+            last_error = format!("{error} (backend {})", backend.addr);
+            match error {
+                // The head never got through: nothing was processed, whatever the request.
+                ExchangeError::NotSent(_) => {
+                    pos += usize::from(!pooled);
+                    continue;
                 }
-                return text(StatusCode::BAD_REQUEST, format!("The request body could not be read: {e}.\n"));
+                ExchangeError::NoAnswer(_) if replayable => {
+                    stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(app = %app, error = %last_error, "router: replaying a request its connection dropped");
+                    pos += 1;
+                    continue;
+                }
+                ExchangeError::ClientBody(e) => {
+                    if let Some(limit) = e.downcast_ref::<BodyTooLarge>().map(|t| t.limit) {
+                        stats.too_large.fetch_add(1, Ordering::Relaxed);
+                        return too_large(limit);
+                    }
+                    return text(StatusCode::BAD_REQUEST, format!("The request body could not be read: {e}.\n"));
+                }
+                ExchangeError::NoAnswer(_) | ExchangeError::Broken(_) | ExchangeError::Protocol(_) => break,
             }
-            ExchangeError::NoAnswer(_) | ExchangeError::Broken(_) | ExchangeError::Protocol(_) => break,
         }
-    }
-    stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(app = %app, error = %last_error, "router: no backend answered");
-    text(
-        StatusCode::BAD_GATEWAY,
-        format!(
-            "App {app} did not answer: none of its {n} web unit(s) could be reached ({last_error}). \
+        stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(app = %app, error = %last_error, "router: no backend answered");
+        text(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "App {app} did not answer: none of its {n} web unit(s) could be reached ({last_error}). \
              Check `deis ps -a {app}` and the app's logs.\n"
-        ),
-    )
+            ),
+        )
+    }
 }
 
 /// Why an exchange with a backend failed.
@@ -222,7 +276,8 @@ async fn exchange(
     h1::encode_request_head(&mut conn.out, parts, fwd);
     conn.stream.write_all(&conn.out).await.map_err(ExchangeError::NotSent)?;
     let complete = match body {
-        Some(body) => send_body(conn, body, fwd.framing == RequestFraming::Chunked).await?,
+        // Boxed: most requests have no body, and this keeps every request's future small.
+        Some(body) => Box::pin(send_body(conn, body, fwd.framing == RequestFraming::Chunked)).await?,
         None => true,
     };
     let mut received = !conn.buf.is_empty();

@@ -2,7 +2,6 @@
 //! connections to worker threads, each with a single-threaded runtime, which serve
 //! them with the proxy service.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -183,13 +182,7 @@ async fn serve_connection(
     let response_timeout = shared.config.response_timeout;
     let ctx = Arc::new(ConnCtx { shared, client_ip, activity: Activity::default() });
     let watched = ctx.clone();
-    let service = service_fn(move |req| {
-        let busy = Busy::start(ctx.clone());
-        async move {
-            let resp = proxy::handle(&busy.0, req).await;
-            Ok::<_, Infallible>(resp.map(|body| TrackedBody { body, _busy: busy }))
-        }
-    });
+    let service = service_fn(move |req| proxy::handle(Busy::start(ctx.clone()), req));
     let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
     tokio::pin!(conn);
     let watchdog = watchdog(&watched.activity, header_read_timeout, response_timeout);
@@ -249,17 +242,13 @@ impl<'a> ResponseDeadline<'a> {
         Self(activity)
     }
 
-    /// Runs `fut` until it completes (`Some`) or the watchdog finds it past the
-    /// response timeout (`None`).
-    pub(crate) async fn run<T>(&self, fut: impl Future<Output = T>) -> Option<T> {
-        let mut fut = std::pin::pin!(fut);
-        std::future::poll_fn(|cx| {
-            if self.0.expired.load(Ordering::Relaxed) {
-                return Poll::Ready(None);
-            }
-            fut.as_mut().poll(cx).map(Some)
-        })
-        .await
+    /// Polls `fut`, the wait: `Some` once it completes, `None` once the watchdog
+    /// found it past the response timeout.
+    pub(crate) fn poll<F: Future>(&self, fut: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
+        if self.0.expired.load(Ordering::Relaxed) {
+            return Poll::Ready(None);
+        }
+        fut.poll(cx).map(Some)
     }
 }
 
@@ -271,9 +260,14 @@ impl Drop for ResponseDeadline<'_> {
 
 /// Marks a request as in progress on its connection until dropped (with the response
 /// body, or with the request if that is dropped first).
-struct Busy(Arc<ConnCtx>);
+pub(crate) struct Busy(Arc<ConnCtx>);
 
 impl Busy {
+    /// The connection's state.
+    pub(crate) fn ctx(&self) -> &ConnCtx {
+        &self.0
+    }
+
     fn start(ctx: Arc<ConnCtx>) -> Self {
         ctx.activity.heads.fetch_add(1, Ordering::Relaxed);
         ctx.activity.busy.fetch_add(1, Ordering::Relaxed);
@@ -288,9 +282,15 @@ impl Drop for Busy {
 }
 
 /// A response body that keeps its request counted as in progress while it streams.
-struct TrackedBody {
+pub(crate) struct TrackedBody {
     body: ResponseBody,
     _busy: Busy,
+}
+
+impl TrackedBody {
+    pub(crate) fn new(body: ResponseBody, busy: Busy) -> Self {
+        Self { body, _busy: busy }
+    }
 }
 
 impl Body for TrackedBody {
@@ -323,9 +323,8 @@ impl Body for TrackedBody {
 /// 1.25 x `response_timeout`. That is one timer per connection, re-armed a few times
 /// per period, instead of timers armed and disarmed for every request.
 async fn watchdog(activity: &Activity, header_timeout: Duration, response_timeout: Option<Duration>) {
-    let tick = response_timeout
-        .map_or(header_timeout / 4, |r| (header_timeout / 4).min(r / 8))
-        .max(Duration::from_millis(1));
+    let tick =
+        response_timeout.map_or(header_timeout / 4, |r| (header_timeout / 4).min(r / 8)).max(Duration::from_millis(1));
     let mut seen = activity.heads.load(Ordering::Relaxed);
     let (mut idle, mut awaited) = (Duration::ZERO, Duration::ZERO);
     let sleep = tokio::time::sleep(tick);
