@@ -16,9 +16,11 @@
 //! configuration are shared.
 //!
 //! Requests are spread round-robin over an app's backends, over pooled keep-alive
-//! connections. A backend that refuses or times out a connect is skipped for the next
-//! one; a body-less idempotent request whose connection dies before any answer is
-//! replayed once. `Connection: upgrade` requests (WebSocket) are passed through.
+//! connections, spoken to with the router's own HTTP/1.1 codec ([`h1`]). A backend that
+//! refuses or times out a connect is skipped for the next one; a request whose head
+//! could not be written is sent again, and a body-less idempotent request whose
+//! connection dies before any answer is replayed on the next backend (at most once per
+//! backend). `Connection: upgrade` requests (WebSocket) are passed through.
 //! The router answers itself with a plain-text explanation when it can't proxy:
 //! 404 (no app at this host), 503 (app has no running web unit), 502 (no unit
 //! answered), 504 (response timeout), 413 (body over the limit).
@@ -70,7 +72,8 @@ pub struct RouterConfig {
     /// Limit of a TCP connect to a backend; past it the next backend is tried.
     pub connect_timeout: Duration,
     /// Limit on the wait for a backend's response head (`None`: wait as long as the
-    /// client does). Past it the client gets 504.
+    /// client does). Past it the client gets 504. Enforced by each client connection's
+    /// watchdog (no timer per request): the 504 comes between 1 and 1.25 x the limit.
     pub response_timeout: Option<Duration>,
     /// Largest request body forwarded, in bytes (`None`: no limit; bodies are streamed,
     /// never buffered). Larger bodies get 413.

@@ -67,6 +67,9 @@ struct Forward {
 }
 
 /// Routes a request; the router's own answer if it can't be forwarded.
+// Both outcomes are about as large, and live for an instant: boxing either would cost
+// an allocation per request.
+#[allow(clippy::result_large_err)]
 fn prepare(ctx: &ConnCtx, mut req: Request<Incoming>) -> Result<Forward, Response<ResponseBody>> {
     let shared = &*ctx.shared;
     let stats = &shared.stats;
@@ -148,7 +151,7 @@ impl Forward {
         let backends = &route.backends;
         let n = backends.len();
         let mut pos = route.next_start();
-        let (mut connect_failures, mut attempts) = (0usize, 0usize);
+        let (mut connect_failures, mut attempts, mut replays) = (0usize, 0usize, 0usize);
         let mut last_error = String::new();
         while connect_failures < n && attempts <= n + 8 {
             attempts += 1;
@@ -171,7 +174,7 @@ impl Forward {
                 },
             };
             let result = {
-                let mut exchange = std::pin::pin!(exchange(&mut conn, &parts, &fwd, body.as_mut(), method));
+                let mut exchange = std::pin::pin!(exchange(&mut conn, parts, &fwd, body.as_mut(), method));
                 match shared.config.response_timeout {
                     Some(t) => {
                         let deadline = ResponseDeadline::start(&ctx.activity);
@@ -213,7 +216,8 @@ impl Forward {
                     pos += usize::from(!pooled);
                     continue;
                 }
-                ExchangeError::NoAnswer(_) if replayable => {
+                ExchangeError::NoAnswer(_) if replayable && replays < n => {
+                    replays += 1;
                     stats.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(app = %app, error = %last_error, "router: replaying a request its connection dropped");
                     pos += 1;
