@@ -149,7 +149,7 @@ async fn run(
             biased;
             () = &mut shutdown => break,
             ev = recv(&mut events) => match ev {
-                Ok(UnitEvent { unit }) => p.on_unit(&unit).await,
+                Ok(UnitEvent { unit, .. }) => p.on_unit(&unit).await,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::info!(missed = n, "publisher: missed unit events; resyncing");
                     p.resync().await;
@@ -408,7 +408,7 @@ mod tests {
             units.push(unit.clone());
             drop(units);
             if !quietly {
-                let _ = self.events.send(UnitEvent { unit });
+                let _ = self.events.send(UnitEvent::new(unit));
             }
         }
     }

@@ -138,6 +138,11 @@ fn crashed_unit_is_restarted() {
     assert!(!now.is_empty() && now.iter().all(|(p, _)| *p != pid), "a new process: {now:?}");
     wait_for(T, "served again", || d.get_app("crashy", "/").ok().filter(|r| r.status == 200));
     assert!(zombies_of(d.child.as_ref().unwrap().id()).is_empty());
+    // The app's log says what happened, with the cause.
+    wait_for(T, "the crash in the app's log", || {
+        let logs = cli.run(&["logs", "-a", "crashy"]).stdout;
+        logs.contains("crashy.web.1 crashed (killed by signal 9); restarting").then_some(())
+    });
 }
 
 #[test]

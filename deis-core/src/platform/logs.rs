@@ -81,7 +81,10 @@ pub fn unit_event_message(event: &UnitEvent) -> Option<String> {
         UnitState::Up => format!("{name} up (v{})", u.release),
         UnitState::Down => format!("{name} stopping"),
         UnitState::Destroyed => format!("{name} stopped"),
-        UnitState::Crashed => format!("{name} crashed; restarting"),
+        UnitState::Crashed => match &event.reason {
+            Some(reason) => format!("{name} crashed ({reason}); restarting"),
+            None => format!("{name} crashed; restarting"),
+        },
         UnitState::Error => format!("{name} could not be started; retrying"),
     })
 }
@@ -287,6 +290,7 @@ mod tests {
                 restarts,
                 pid: None,
             },
+            reason: None,
         }
     }
 
@@ -298,6 +302,8 @@ mod tests {
         assert_eq!(m(UnitState::Created, 2).unwrap(), "hello.web.1 restarted (restart #2, v3)");
         assert_eq!(m(UnitState::Up, 0).unwrap(), "hello.web.1 up (v3)");
         assert_eq!(m(UnitState::Crashed, 0).unwrap(), "hello.web.1 crashed; restarting");
+        let killed = UnitEvent { reason: Some("killed by signal 9".into()), ..event(UnitState::Crashed, 0) };
+        assert_eq!(unit_event_message(&killed).unwrap(), "hello.web.1 crashed (killed by signal 9); restarting");
         assert_eq!(m(UnitState::Down, 0).unwrap(), "hello.web.1 stopping");
         assert_eq!(m(UnitState::Destroyed, 0).unwrap(), "hello.web.1 stopped");
         assert_eq!(m(UnitState::Error, 0).unwrap(), "hello.web.1 could not be started; retrying");

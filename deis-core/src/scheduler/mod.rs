@@ -105,6 +105,15 @@ pub struct RestartFilter {
 pub struct UnitEvent {
     /// The unit after the change.
     pub unit: Unit,
+    /// Why it changed, where the backend knows (`exit status 3`, `killed by signal 9`).
+    pub reason: Option<String>,
+}
+
+impl UnitEvent {
+    /// An event without a reason.
+    pub fn new(unit: Unit) -> Self {
+        Self { unit, reason: None }
+    }
 }
 
 /// Errors of a [`Scheduler`].

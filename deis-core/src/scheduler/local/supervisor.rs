@@ -276,7 +276,7 @@ impl Supervisor {
         inst.state = UnitState::Crashed;
         inst.restart_at = Some(now + inst.backoff);
         inst.backoff = (inst.backoff * 2).min(BACKOFF_MAX);
-        self.emit(id);
+        self.emit_because(id, Some(info.to_string()));
     }
 
     fn ready(&mut self, id: u64, run: u32, ok: bool) {
@@ -345,7 +345,7 @@ impl Supervisor {
         inst.state = UnitState::Destroyed;
         inst.pid = None;
         let unit = self.unit(&inst);
-        let _ = self.shared.events.send(UnitEvent { unit });
+        let _ = self.shared.events.send(UnitEvent::new(unit));
         self.forced.remove(&id);
         if self.rolling_old == Some(id) {
             self.rolling_old = None;
@@ -616,8 +616,12 @@ impl Supervisor {
     }
 
     fn emit(&self, id: u64) {
+        self.emit_because(id, None);
+    }
+
+    fn emit_because(&self, id: u64, reason: Option<String>) {
         if let Some(inst) = self.instances.get(&id) {
-            let _ = self.shared.events.send(UnitEvent { unit: self.unit(inst) });
+            let _ = self.shared.events.send(UnitEvent { unit: self.unit(inst), reason });
         }
     }
 }
