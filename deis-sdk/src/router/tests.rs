@@ -359,27 +359,7 @@ async fn all_backends_down_is_502() {
 /// closes the connection without answering when a second one arrives: what a pooled
 /// connection looks like when the backend closed it at the moment it was reused.
 async fn closing_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfresh").await;
-                // Wait for the next request, then drop the connection unanswered.
-                let _ = stream.read(&mut buf).await;
-            });
-        }
-    });
-    addr
+    raw_backend(|i| (i == 0).then_some((&b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfresh"[..], false))).await
 }
 
 #[tokio::test]
@@ -652,9 +632,10 @@ async fn response_timeout_answers_504_without_a_timer_per_request() {
     r.stop().await;
 }
 
-/// A backend speaking raw HTTP/1.1: for each request head it reads, it writes
-/// `response`; then it closes the connection if `close`.
-async fn raw_backend(response: &'static [u8], close: bool) -> SocketAddr {
+/// A backend speaking raw HTTP/1.1: for the `i`th request head it reads on a
+/// connection, `script(i)` gives the bytes to answer and whether to close the
+/// connection after them; `None` closes it without an answer.
+async fn raw_backend(script: fn(usize) -> Option<(&'static [u8], bool)>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -662,11 +643,13 @@ async fn raw_backend(response: &'static [u8], close: bool) -> SocketAddr {
             let Ok((mut stream, _)) = listener.accept().await else { return };
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
-                let mut seen = Vec::new();
+                let (mut seen, mut requests) = (Vec::new(), 0);
                 loop {
                     while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                         seen.drain(..end + 4);
-                        if stream.write_all(response).await.is_err() || close {
+                        let Some((answer, close)) = script(requests) else { return };
+                        requests += 1;
+                        if stream.write_all(answer).await.is_err() || close {
                             return;
                         }
                     }
@@ -687,14 +670,16 @@ async fn chunked_and_close_delimited_bodies_are_relayed() {
     for (app, addr) in [
         (
             "chunked",
-            raw_backend(
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\n",
-                false,
-            )
+            raw_backend(|_| {
+                Some((
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\n",
+                    false,
+                ))
+            })
             .await,
         ),
-        ("untilclose", raw_backend(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end", true).await),
-        ("garbage", raw_backend(b"SSH-2.0-OpenSSH_9.2\r\n\r\n", false).await),
+        ("untilclose", raw_backend(|_| Some((b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end", true))).await),
+        ("garbage", raw_backend(|_| Some((b"SSH-2.0-OpenSSH_9.2\r\n\r\n", false))).await),
         ("echo", backend("web-1").await),
     ] {
         add_app(&store, app).await;
