@@ -35,12 +35,16 @@ struct Args {
     /// An `Origin` allowed besides the broker's own host (repeatable).
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     allowed_origins: Vec<String>,
-    /// End sessions without input or output for this many seconds.
-    #[arg(long, default_value_t = 1800)]
-    idle_timeout: u64,
-    /// End sessions after this many seconds.
-    #[arg(long, default_value_t = 43200)]
-    max_session: u64,
+    /// End sessions without input or output for this long (`30m`; a bare number is seconds).
+    #[arg(long, env = "DEIS_TTY_IDLE_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// End sessions after this long (`12h`; a bare number is seconds).
+    #[arg(long, env = "DEIS_TTY_MAX_SESSION", default_value = "12h", value_parser = parse_duration)]
+    max_session: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    deis_sdk::deis_core::time::parse_duration(s)
 }
 
 #[tokio::main]
@@ -72,8 +76,8 @@ async fn main() -> ExitCode {
     };
     let mut config = TtyConfig::default();
     config.allowed_origins = args.allowed_origins.clone();
-    config.idle_timeout = Duration::from_secs(args.idle_timeout.max(1));
-    config.max_session = Duration::from_secs(args.max_session.max(1));
+    config.idle_timeout = args.idle_timeout;
+    config.max_session = args.max_session;
     let directory = Arc::new(LocalDirectory { dir, env: BTreeMap::new() });
     let service = TtyService::new(Arc::new(backend), TokenSigner::new(args.secret.as_bytes()), directory, config);
     let listener = match tokio::net::TcpListener::bind(args.listen).await {

@@ -71,13 +71,9 @@ struct Args {
     tty_allowed_origins: Vec<String>,
 }
 
-/// A positive humantime duration (`90s`, `30m`, `12h`).
+/// A positive duration (`90s`, `30m`, `12h`, or seconds).
 fn duration(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if d.is_zero() => Err("must be more than 0".into()),
-        Ok(d) => Ok(d),
-        Err(e) => Err(format!("{e} (want e.g. 90s, 30m, 12h)")),
-    }
+    deis_sdk::deis_core::time::parse_duration(s)
 }
 
 fn config(args: &Args) -> Result<DaemonConfig, String> {
