@@ -352,3 +352,26 @@ fn no_failed_request_while_config_change_rolls_units() {
         assert!(greetings.contains(g), "saw {g}: {greetings:?}");
     }
 }
+
+#[test]
+fn a_killed_deisd_takes_its_units_background_children_along() {
+    let mut d = Deisd::start();
+    let cli = d.cli();
+    cli.register(&d, "alice");
+    let dir = hello_app();
+    // A unit whose group has a background child besides its leader.
+    std::fs::write(dir.path().join("Procfile"), "web: sleep 1000 & exec python3 web.py\n").unwrap();
+    cli.run(&["create", "orphans"]).ok();
+    cli.run_in(&["deploy", "-a", "orphans"], Some(dir.path())).ok();
+    wait_units(&cli, "orphans", "web", 1, "v2");
+    wait_for(T, "the unit and its background child", || (unit_processes("orphans").len() >= 2).then_some(()));
+
+    d.kill9();
+    // The leader dies with deisd (PDEATHSIG); the background child by the unit's
+    // watchdog, at once rather than when a new deisd starts.
+    wait_for(Duration::from_secs(5), "no process of the app left", || {
+        unit_processes("orphans").is_empty().then_some(())
+    });
+    d.spawn();
+    wait_units(&cli, "orphans", "web", 1, "v2");
+}

@@ -315,7 +315,9 @@ fn processes_with(needle: &str) -> Vec<(u32, char)> {
 fn killing_the_broker_mid_session_is_a_clear_error_and_leaves_nothing_behind() {
     let (mut d, cli) = setup("killapp");
     let marker = format!("4{}", std::process::id());
-    let script = format!("echo started; exec sleep {marker}");
+    // A background child too: it is not the session's leader, so only the broker's
+    // watchdog can end it when the broker is killed.
+    let script = format!("sleep {marker}1 & echo started; exec sleep {marker}");
     let mut child = cli
         .command(&["run", "-a", "killapp", "--", "sh", "-c", &script])
         .stdin(Stdio::null())
@@ -327,9 +329,9 @@ fn killing_the_broker_mid_session_is_a_clear_error_and_leaves_nothing_behind() {
     BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line, "started\n");
     let needle = format!("sleep {marker}");
-    let pids = wait_for(Duration::from_secs(5), "the remote command", || {
+    let pids = wait_for(Duration::from_secs(5), "the remote command and its background child", || {
         let found = processes_with(&needle);
-        (!found.is_empty()).then_some(found)
+        (found.len() >= 2).then_some(found)
     });
 
     d.kill9();
@@ -338,9 +340,10 @@ fn killing_the_broker_mid_session_is_a_clear_error_and_leaves_nothing_behind() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(out.code(), Some(1), "{stderr}");
     assert!(stderr.contains("lost the connection to the session broker"), "{stderr}");
-    // The session's command dies with the broker and is reaped (by init, deisd being
-    // gone): its /proc entry disappears, so it is neither an orphan nor a zombie.
-    wait_for(Duration::from_secs(10), "the session's process to be gone", || {
+    // The session's command dies with the broker, its background child by the
+    // watchdog, and both are reaped (by init, deisd being gone): their /proc entries
+    // disappear, so they are neither orphans nor zombies.
+    wait_for(Duration::from_secs(10), "the session's processes to be gone", || {
         pids.iter().all(|(pid, _)| !Path::new(&format!("/proc/{pid}")).exists()).then_some(())
     });
     assert!(processes_with(&needle).is_empty());

@@ -18,7 +18,9 @@
 //!   sender) closes stdin; resizes are ignored.
 //!
 //! Each session leads its own session and process group (`setsid`) and dies with the
-//! broker's thread that started it (`PR_SET_PDEATHSIG`). When its command ends, what
+//! broker's thread that started it (`PR_SET_PDEATHSIG`); if the broker's process dies,
+//! a watchdog process kills the rest of the group at once (see
+//! `scheduler::local::watchdog`). When its command ends, what
 //! it left running is ended too (`SIGHUP`, `SIGTERM`, `SIGCONT` to every process of
 //! the session, `SIGKILL` after [`LocalTtyConfig::kill_grace`]); then its output is
 //! drained to the end and [`SessionOutput::Exit`] is sent. When the caller drops the
@@ -53,6 +55,7 @@ use super::{
 use crate::scheduler::Artifact;
 use crate::scheduler::local::INHERITED_ENV;
 use crate::scheduler::local::groups::{self, GroupRegistry};
+use crate::scheduler::local::watchdog::GroupWatchdog;
 
 /// Default most sessions at once.
 pub const DEFAULT_MAX_SESSIONS: usize = 256;
@@ -243,6 +246,8 @@ struct Started {
     pid: u32,
     io: Io,
     exited: oneshot::Receiver<ExitStatus>,
+    /// Kills the session's process group if the broker dies while it runs.
+    watchdog: Option<GroupWatchdog>,
 }
 
 fn spawn_error(spec: &SessionSpec, dir: &Path, e: &io::Error) -> TtyError {
@@ -333,8 +338,11 @@ fn start(spec: &SessionSpec, dir: &Path) -> Result<Started, TtyError> {
             _ => Err(io::Error::other("the child's pipes are missing")),
         },
     };
+    let watchdog = GroupWatchdog::arm(pid)
+        .inspect_err(|e| tracing::warn!(pid, error = %e, "cannot start a TTY session's watchdog"))
+        .ok();
     match io {
-        Ok(io) => Ok(Started { pid, io, exited }),
+        Ok(io) => Ok(Started { pid, io, exited, watchdog }),
         Err(e) => {
             // The reaper thread reaps it.
             groups::signal_group(pid, libc::SIGKILL);
@@ -641,7 +649,7 @@ struct Driver {
 impl Driver {
     async fn run(self, started: Started, input: mpsc::Receiver<SessionInput>, output: mpsc::Sender<SessionOutput>) {
         let mut guard = TreeGuard { sid: self.pid, armed: true };
-        let Started { io, mut exited, .. } = started;
+        let Started { io, mut exited, watchdog, .. } = started;
         let (drain_tx, drain_rx) = watch::channel(false);
         let idle = self.config.drain_idle;
         let mut pumps = JoinSet::new();
@@ -688,8 +696,13 @@ impl Driver {
             }
         };
         guard.armed = !gone;
-        if gone && let Some(g) = &self.groups {
-            g.remove(self.pid);
+        if gone {
+            if let Some(g) = &self.groups {
+                g.remove(self.pid);
+            }
+            if let Some(w) = watchdog {
+                w.disarm().await;
+            }
         }
     }
 }

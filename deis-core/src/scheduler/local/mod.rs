@@ -44,6 +44,7 @@ mod process;
 mod supervisor;
 #[cfg(test)]
 mod tests;
+pub(crate) mod watchdog;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

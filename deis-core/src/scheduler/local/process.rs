@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use super::groups::{self, GroupRegistry};
 use super::probe::{self, ProbeTarget};
+use super::watchdog::GroupWatchdog;
 use crate::model::ProbeAction;
 
 /// Stack of the thread that waits for a unit (it only calls `waitpid`).
@@ -88,7 +89,7 @@ pub(crate) trait ProcessRuntime: Send + Sync + Debug {
     /// Whether any (non-zombie) process of group `pgid` is left.
     fn group_alive(&self, pgid: u32) -> bool;
     /// Group `pgid` is gone for good; stop tracking it.
-    fn released(&self, pgid: u32);
+    async fn released(&self, pgid: u32);
     /// One probe attempt against a unit; true when healthy within `timeout`.
     async fn probe(&self, target: &ProbeTarget, action: &ProbeAction, timeout: Duration) -> bool;
 }
@@ -98,15 +99,18 @@ pub(crate) trait ProcessRuntime: Send + Sync + Debug {
 /// Every unit is `/bin/sh -c <command>` started in its own session (`setsid`, so its
 /// pid is its process group id) with `PR_SET_PDEATHSIG(SIGKILL)`, so it dies with the
 /// scheduler's thread that forked it (tokio worker threads live as long as the
-/// runtime). A thread per unit waits for it, so every child is reaped.
+/// runtime); a [`GroupWatchdog`] per unit kills the rest of its group at once if this
+/// process dies. A thread per unit waits for it, so every child is reaped.
 #[derive(Debug)]
 pub(crate) struct OsRuntime {
     groups: GroupRegistry,
+    /// Per live group: kills it at once if this process dies (see [`GroupWatchdog`]).
+    watchdogs: std::sync::Mutex<std::collections::HashMap<u32, GroupWatchdog>>,
 }
 
 impl OsRuntime {
     pub(crate) fn new(groups: GroupRegistry) -> Self {
-        Self { groups }
+        Self { groups, watchdogs: Default::default() }
     }
 }
 
@@ -166,6 +170,12 @@ impl ProcessRuntime for OsRuntime {
                 return Err(e);
             }
         };
+        match GroupWatchdog::arm(pid) {
+            Ok(w) => {
+                self.watchdogs.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, w);
+            }
+            Err(e) => tracing::warn!(unit = %launch.unit, error = %e, "cannot start the unit's watchdog"),
+        }
         Ok(Spawned {
             pid,
             stdout: stdout.map(|s| Box::pin(s) as OutputReader),
@@ -186,8 +196,12 @@ impl ProcessRuntime for OsRuntime {
         groups::group_alive(pgid)
     }
 
-    fn released(&self, pgid: u32) {
+    async fn released(&self, pgid: u32) {
         self.groups.remove(pgid);
+        let watchdog = self.watchdogs.lock().unwrap_or_else(|e| e.into_inner()).remove(&pgid);
+        if let Some(w) = watchdog {
+            w.disarm().await;
+        }
     }
 
     async fn probe(&self, target: &ProbeTarget, action: &ProbeAction, timeout: Duration) -> bool {

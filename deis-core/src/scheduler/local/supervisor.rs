@@ -706,7 +706,7 @@ async fn watch(
             info
         }
     };
-    rt.released(pgid);
+    rt.released(pgid).await;
     let _ = reports.send(Report::Exited { id, run, info });
 }
 

@@ -74,7 +74,7 @@ impl ProcessRuntime for Fake {
     fn group_alive(&self, pgid: u32) -> bool {
         self.procs.lock().unwrap().get(&pgid).is_some_and(|p| p.exit.is_some())
     }
-    fn released(&self, _pgid: u32) {}
+    async fn released(&self, _pgid: u32) {}
     async fn probe(&self, target: &ProbeTarget, _action: &ProbeAction, _timeout: Duration) -> bool {
         let procs = self.procs.lock().unwrap();
         let port = target.port.to_string();
