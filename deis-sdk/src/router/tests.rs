@@ -632,10 +632,13 @@ async fn response_timeout_answers_504_without_a_timer_per_request() {
     r.stop().await;
 }
 
+/// What a [`raw_backend`] answers to the `i`th request on a connection.
+type Script = fn(usize) -> Option<(&'static [u8], bool)>;
+
 /// A backend speaking raw HTTP/1.1: for the `i`th request head it reads on a
 /// connection, `script(i)` gives the bytes to answer and whether to close the
 /// connection after them; `None` closes it without an answer.
-async fn raw_backend(script: fn(usize) -> Option<(&'static [u8], bool)>) -> SocketAddr {
+async fn raw_backend(script: Script) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
