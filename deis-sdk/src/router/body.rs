@@ -80,9 +80,14 @@ impl std::fmt::Debug for Release {
 impl Release {
     /// Pools the connection if the response left it clean: nothing unread after the body.
     fn finish(self) {
-        if self.keep_alive && self.conn.buf.is_empty() {
-            self.backend.checkin(self.conn);
-        }
+        finish(&self.backend, self.conn, self.keep_alive);
+    }
+}
+
+/// Pools `conn` in `backend` if it may be reused and nothing unread is left on it.
+fn finish(backend: &Backend, conn: Conn, keep_alive: bool) {
+    if keep_alive && conn.buf.is_empty() {
+        backend.checkin(conn);
     }
 }
 
@@ -109,29 +114,31 @@ pub(crate) enum ResponseBody {
 }
 
 impl ResponseBody {
-    /// The body of a backend response framed by `framing`, read from `release`'s
-    /// connection (whose buffer holds what already arrived).
-    pub(crate) fn backend(framing: Framing, mut release: Release) -> Self {
+    /// The body of a backend response framed by `framing`, read from `conn` (whose
+    /// buffer holds what already arrived), which goes back to `backend`'s pool at the
+    /// end if `keep_alive`.
+    pub(crate) fn backend(framing: Framing, mut conn: Conn, backend: &Arc<Backend>, keep_alive: bool) -> Self {
         let remaining = match framing {
             Framing::Empty | Framing::Length(0) => {
-                release.finish();
+                finish(backend, conn, keep_alive);
                 return Self::Full(None);
             }
-            Framing::Length(n) if release.conn.buf.len() as u64 >= n => {
+            Framing::Length(n) if conn.buf.len() as u64 >= n => {
                 // The whole body came with the head (the common case for small bodies):
                 // the connection is free before the client is even answered.
-                let data = release.conn.buf.split_to(n as usize).freeze();
-                release.finish();
+                let data = conn.buf.split_to(n as usize).freeze();
+                finish(backend, conn, keep_alive);
                 return Self::Full(Some(data));
             }
             Framing::Length(n) => Remaining::Length(n),
             Framing::Chunked => Remaining::Chunked(ChunkedDecoder::new()),
             Framing::UntilClose => {
-                release.keep_alive = false;
-                Remaining::UntilClose
+                let release = Release { conn, backend: backend.clone(), keep_alive: false };
+                return Self::Backend(Some((Remaining::UntilClose, release)));
             }
         };
-        Self::Backend(Some((remaining, release)))
+        // Only a streamed body keeps a handle on its backend.
+        Self::Backend(Some((remaining, Release { conn, backend: backend.clone(), keep_alive })))
     }
 
     /// A fixed body.

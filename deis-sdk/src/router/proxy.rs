@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::Shared;
 use super::backend::Conn;
-use super::body::{BodyTooLarge, BoxError, Release, RequestBody, ResponseBody};
+use super::body::{BodyTooLarge, BoxError, RequestBody, ResponseBody};
 use super::h1::{self, Forwarding, ProtocolError, RequestFraming, ResponseHead};
 use super::server::{Busy, ResponseDeadline, TrackedBody};
 use super::table::{AppRoute, normalize_host};
@@ -201,8 +201,8 @@ impl Forward {
                     h1::strip_hop_by_hop(&mut headers, false);
                     // A backend that answered before taking the whole request body can't
                     // take another request on this connection.
-                    let release = Release { conn, backend: backend.clone(), keep_alive: keep_alive && complete };
-                    let mut response = Response::new(ResponseBody::backend(framing, release));
+                    let body = ResponseBody::backend(framing, conn, backend, keep_alive && complete);
+                    let mut response = Response::new(body);
                     *response.status_mut() = status;
                     *response.headers_mut() = headers;
                     return response;
