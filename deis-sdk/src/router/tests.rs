@@ -74,6 +74,11 @@ async fn answer(name: &str, mut req: Request<Incoming>) -> Response<Full<Bytes>>
             .body(Full::default())
             .unwrap();
     }
+    if let Some(n) = req.uri().path().strip_prefix("/bytes/") {
+        // `n` bytes of a known pattern, with Content-Length.
+        let n: usize = n.parse().unwrap();
+        return Response::new(Full::new(Bytes::from(pattern(n))));
+    }
     if req.uri().path() == "/slow" {
         // Answers late: for tests of timeouts that must not cut off a request in progress.
         tokio::time::sleep(SLOW_ANSWER).await;
@@ -90,6 +95,12 @@ async fn answer(name: &str, mut req: Request<Incoming>) -> Response<Full<Bytes>>
         .header("x-seen-host", host)
         .body(Full::new(Bytes::from(text)))
         .unwrap()
+}
+
+/// `n` bytes that are not all alike, so that a lost or moved chunk shows (printable
+/// ASCII: the echo backend answers text).
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| b'!' + (i % 89) as u8).collect()
 }
 
 /// An address nothing listens on.
@@ -727,5 +738,57 @@ async fn chunked_and_close_delimited_bodies_are_relayed() {
         assert!(n > 0, "closed before the echo: {}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&buf[..n]);
     }
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways_intact() {
+    let store = RedbStore::in_memory();
+    add_app(&store, "big").await;
+    add_endpoint(&store, "big", 1, backend("web-1").await).await;
+    let r = TestRouter::start(&store).await;
+    let stream = TcpStream::connect(r.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    // Downloads over many backend reads, then an upload streamed to the backend, on one
+    // client connection, with the backend connection reused throughout.
+    for n in [0, 1, 70_000, 5 << 20] {
+        let req = Request::builder()
+            .uri(format!("/bytes/{n}"))
+            .header("host", "big.deis.test")
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["content-length"], n.to_string().as_str());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(body[..] == pattern(n)[..], "{n} bytes came back altered ({} bytes)", body.len());
+    }
+    // HEAD: the length of what a GET would get, and no body.
+    let req = Request::builder()
+        .method("HEAD")
+        .uri("/bytes/100")
+        .header("host", "big.deis.test")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-length"], "100");
+    assert!(resp.into_body().collect().await.unwrap().to_bytes().is_empty());
+    let upload = pattern(3 << 20);
+    let req = Request::builder()
+        .method("POST")
+        .uri("/")
+        .header("host", "big.deis.test")
+        .body(Full::new(Bytes::from(upload.clone())))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), "web-1:".len() + upload.len());
+    assert!(body[..6] == *b"web-1:" && body[6..] == upload[..], "the upload came back altered");
+    let table = r.router.shared.table.load();
+    assert_eq!(table.lookup("big.deis.test").unwrap().backends[0].idle_count(), 1, "one backend connection did it all");
+    drop(table);
     r.stop().await;
 }
