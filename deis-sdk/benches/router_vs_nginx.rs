@@ -1,7 +1,7 @@
 //! Router throughput and latency against nginx, same backends, same load tool, same run.
 //!
 //! ```sh
-//! apt-get install -y nginx-light wrk        # scripts/bench does this
+//! scripts/install-deps --bench              # nginx-light and wrk (scripts/bench runs it)
 //! cargo bench -p deis-sdk --bench router_vs_nginx
 //! ```
 //!
@@ -16,7 +16,9 @@
 //! records the CPU time (user + system, from `/proc/<pid>/stat`) the proxy spent per
 //! request: the router's whole process (wrk and the backends run in other processes)
 //! and the sum of nginx's worker processes. That figure holds up under contention.
-//! Environment: `BENCH_SECONDS` (default 10), `BENCH_CONNECTIONS` (64), `ROUNDS` (3),
+//! Single rounds swing by ±10% with what else the machine does, so the default is
+//! seven rounds; the output also says in how many round pairs the router was ahead.
+//! Environment: `BENCH_SECONDS` (default 8), `BENCH_CONNECTIONS` (64), `ROUNDS` (7),
 //! `BENCH_ONLY` (`router` or `nginx`: load only that one, e.g. while profiling).
 
 use std::net::SocketAddr;
@@ -255,9 +257,9 @@ fn main() {
     if std::env::args().any(|a| a == "--bench") && std::env::args().count() == 2 {
         // `cargo bench` passes --bench; nothing else to parse.
     }
-    let seconds = env_num("BENCH_SECONDS", 10);
+    let seconds = env_num("BENCH_SECONDS", 8);
     let conns = env_num("BENCH_CONNECTIONS", 64);
-    let rounds = env_num("ROUNDS", 3);
+    let rounds = env_num("ROUNDS", 7);
     let (mut backends_proc, backends) = spawn_backends();
 
     // The deis router, fed from the embedded store exactly as deisd feeds it.
@@ -336,6 +338,10 @@ fn main() {
     };
     rounds_line("router", &ours);
     rounds_line("nginx ", &theirs);
+    if !ours.is_empty() && ours.len() == theirs.len() {
+        let ahead = ours.iter().zip(&theirs).filter(|(o, n)| o.rps >= n.rps).count();
+        println!("router ahead (requests/s) in {ahead} of {} round pairs", ours.len());
+    }
     println!();
     println!(
         "wrk -t2 -c{conns} -d{seconds}s, 3 backends, {} cores, medians of {rounds} alternating rounds",
