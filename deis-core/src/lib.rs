@@ -5,8 +5,8 @@
 //!
 //! | trait | job | embedded default |
 //! |---|---|---|
-//! | [`Store`](store::Store) | revisioned keys, compare-and-swap, prefix watch, leases | [`RedbStore`](store::RedbStore) (one file, survives restarts) |
-//! | [`Scheduler`](scheduler::Scheduler) | run an app's units as its release and formation say | [`LocalScheduler`](scheduler::LocalScheduler) (child processes) |
+//! | [`Store`] | revisioned keys, compare-and-swap, prefix watch, leases | [`RedbStore`](store::RedbStore) (one file, survives restarts) |
+//! | [`Scheduler`] | run an app's units as its release and formation say | [`LocalScheduler`](scheduler::LocalScheduler) (child processes) |
 //!
 //! [`platform::Platform`] is the controller's logic (users, apps, config, builds,
 //! releases, scaling) on top of a `Store` and a `Scheduler`, with no HTTP in it, so an

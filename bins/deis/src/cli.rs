@@ -32,7 +32,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Profile to use: a name for ~/.deis/<name>.json, or a path (containing / or ending in .json).
+    /// Profile to use: a name for `~/.deis/<name>.json`, or a path (containing / or ending in .json).
     #[arg(short = 'c', long = "config", global = true, value_name = "PROFILE", env = "DEIS_PROFILE")]
     pub config: Option<String>,
 
