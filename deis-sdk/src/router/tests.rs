@@ -109,6 +109,25 @@ async fn closed_port() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// A client connection to the router, for requests one after another.
+struct Client(hyper::client::conn::http1::SendRequest<Full<Bytes>>);
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn);
+        Self(sender)
+    }
+
+    /// Sends `method path` for `host` with `body`; the response head.
+    async fn send(&mut self, method: &str, path: &str, host: &str, body: impl Into<Bytes>) -> Response<Incoming> {
+        let req =
+            Request::builder().method(method).uri(path).header("host", host).body(Full::new(body.into())).unwrap();
+        self.0.send_request(req).await.unwrap()
+    }
+}
+
 struct TestRouter {
     addr: SocketAddr,
     router: Router,
@@ -139,16 +158,7 @@ impl TestRouter {
 
     /// Sends one request on a fresh connection; returns status, body and the response.
     async fn request(&self, method: &str, host: &str, body: &str) -> (StatusCode, String, http::HeaderMap) {
-        let stream = TcpStream::connect(self.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-        tokio::spawn(conn);
-        let req = Request::builder()
-            .method(method)
-            .uri("/path?q=1")
-            .header("host", host)
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
+        let resp = Client::connect(self.addr).await.send(method, "/path?q=1", host, body.to_string()).await;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -164,6 +174,15 @@ impl TestRouter {
         self.stop.take().unwrap().send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(5), self.task).await.unwrap().unwrap().unwrap();
     }
+}
+
+/// A router (default settings) and its store, with app `app` routed to one backend.
+async fn one_backend(app: &str, backend_name: &'static str) -> (Arc<RedbStore>, TestRouter) {
+    let store = RedbStore::in_memory();
+    add_app(&store, app).await;
+    add_endpoint(&store, app, 1, backend(backend_name).await).await;
+    let r = TestRouter::start(&store).await;
+    (store, r)
 }
 
 async fn add_app(store: &RedbStore, app: &str) {
@@ -392,10 +411,7 @@ async fn idempotent_request_on_a_dead_pooled_connection_is_replayed() {
 
 #[tokio::test]
 async fn upgrade_is_passed_through() {
-    let store = RedbStore::in_memory();
-    add_app(&store, "ws").await;
-    add_endpoint(&store, "ws", 1, backend("ws-1").await).await;
-    let r = TestRouter::start(&store).await;
+    let (_store, r) = one_backend("ws", "ws-1").await;
 
     let mut s = TcpStream::connect(r.addr).await.unwrap();
     s.write_all(b"GET /socket HTTP/1.1\r\nHost: ws.deis.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
@@ -437,17 +453,11 @@ async fn request_body_limit_is_enforced() {
 
 #[tokio::test]
 async fn keep_alive_connections_are_reused() {
-    let store = RedbStore::in_memory();
-    add_app(&store, "hello").await;
-    add_endpoint(&store, "hello", 1, backend("web-1").await).await;
-    let r = TestRouter::start(&store).await;
+    let (_store, r) = one_backend("hello", "web-1").await;
     // One client connection, many requests.
-    let stream = TcpStream::connect(r.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
+    let mut client = Client::connect(r.addr).await;
     for _ in 0..20 {
-        let req = Request::builder().uri("/").header("host", "hello.deis.test").body(Full::<Bytes>::default()).unwrap();
-        let resp = sender.send_request(req).await.unwrap();
+        let resp = client.send("GET", "/", "hello.deis.test", "").await;
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "web-1");
     }
     let table = r.router.shared.table.load();
@@ -469,13 +479,10 @@ async fn connections_are_spread_over_workers_with_their_own_pools() {
     // open connections), and each worker pools the backend connection it used.
     let mut senders = vec![];
     for _ in 0..2 {
-        let stream = TcpStream::connect(r.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-        tokio::spawn(conn);
-        let req = Request::builder().uri("/").header("host", "hello.deis.test").body(Full::<Bytes>::default()).unwrap();
-        let resp = sender.send_request(req).await.unwrap();
+        let mut client = Client::connect(r.addr).await;
+        let resp = client.send("GET", "/", "hello.deis.test", "").await;
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "web-1");
-        senders.push(sender);
+        senders.push(client);
     }
     let table = r.router.shared.table.load();
     let route = table.lookup("hello.deis.test").unwrap();
@@ -597,13 +604,9 @@ async fn header_read_timeout_cuts_off_slow_and_idle_clients_but_not_slow_backend
     // A request in progress is not a slow client: a backend answering after more than
     // the timeout is waited for, and the connection keeps serving requests after.
     assert!(SLOW_ANSWER > timeout * 2);
-    let stream = TcpStream::connect(r.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
+    let mut client = Client::connect(r.addr).await;
     for path in ["/slow", "/", "/slow"] {
-        let req =
-            Request::builder().uri(path).header("host", "hello.deis.test").body(Full::<Bytes>::default()).unwrap();
-        let resp = sender.send_request(req).await.unwrap();
+        let resp = client.send("GET", path, "hello.deis.test", "").await;
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "web-1");
     }
@@ -622,14 +625,10 @@ async fn response_timeout_answers_504_without_a_timer_per_request() {
     let r = TestRouter::start_with(&store, config).await;
     assert!(SLOW_ANSWER > limit * 2);
 
-    let stream = TcpStream::connect(r.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
+    let mut client = Client::connect(r.addr).await;
     for (path, status) in [("/", StatusCode::OK), ("/slow", StatusCode::GATEWAY_TIMEOUT), ("/", StatusCode::OK)] {
         let start = Instant::now();
-        let req =
-            Request::builder().uri(path).header("host", "hello.deis.test").body(Full::<Bytes>::default()).unwrap();
-        let resp = sender.send_request(req).await.unwrap();
+        let resp = client.send("GET", path, "hello.deis.test", "").await;
         let took = start.elapsed();
         assert_eq!(resp.status(), status, "{path}");
         let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -703,12 +702,9 @@ async fn chunked_and_close_delimited_bodies_are_relayed() {
 
     // Several requests on one client connection: chunked bodies end where they should,
     // and the backend connection is reused.
-    let stream = TcpStream::connect(r.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
+    let mut client = Client::connect(r.addr).await;
     for host in ["chunked.deis.test", "untilclose.deis.test", "chunked.deis.test", "untilclose.deis.test"] {
-        let req = Request::builder().uri("/").header("host", host).body(Full::<Bytes>::default()).unwrap();
-        let resp = sender.send_request(req).await.unwrap();
+        let resp = client.send("GET", "/", host, "").await;
         assert_eq!(resp.status(), StatusCode::OK, "{host}");
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         let want = if host.starts_with("chunked") { "hello, world" } else { "until the end" };
@@ -743,46 +739,24 @@ async fn chunked_and_close_delimited_bodies_are_relayed() {
 
 #[tokio::test]
 async fn large_bodies_stream_both_ways_intact() {
-    let store = RedbStore::in_memory();
-    add_app(&store, "big").await;
-    add_endpoint(&store, "big", 1, backend("web-1").await).await;
-    let r = TestRouter::start(&store).await;
-    let stream = TcpStream::connect(r.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
+    let (_store, r) = one_backend("big", "web-1").await;
+    let mut client = Client::connect(r.addr).await;
     // Downloads over many backend reads, then an upload streamed to the backend, on one
     // client connection, with the backend connection reused throughout.
     for n in [0, 1, 70_000, 5 << 20] {
-        let req = Request::builder()
-            .uri(format!("/bytes/{n}"))
-            .header("host", "big.deis.test")
-            .body(Full::<Bytes>::default())
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
+        let resp = client.send("GET", &format!("/bytes/{n}"), "big.deis.test", "").await;
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()["content-length"], n.to_string().as_str());
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert!(body[..] == pattern(n)[..], "{n} bytes came back altered ({} bytes)", body.len());
     }
     // HEAD: the length of what a GET would get, and no body.
-    let req = Request::builder()
-        .method("HEAD")
-        .uri("/bytes/100")
-        .header("host", "big.deis.test")
-        .body(Full::<Bytes>::default())
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
+    let resp = client.send("HEAD", "/bytes/100", "big.deis.test", "").await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["content-length"], "100");
     assert!(resp.into_body().collect().await.unwrap().to_bytes().is_empty());
     let upload = pattern(3 << 20);
-    let req = Request::builder()
-        .method("POST")
-        .uri("/")
-        .header("host", "big.deis.test")
-        .body(Full::new(Bytes::from(upload.clone())))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
+    let resp = client.send("POST", "/", "big.deis.test", upload.clone()).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body.len(), "web-1:".len() + upload.len());
