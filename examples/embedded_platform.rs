@@ -8,8 +8,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
+use deis_sdk::Platform;
 use deis_sdk::client::{Client, pack_source_dir};
-use deis_sdk::daemon::{Daemon, DaemonConfig};
 
 /// GET / through the router with the app's Host header.
 fn get_via_router(router: SocketAddr, host: &str) -> std::io::Result<String> {
@@ -23,18 +23,20 @@ fn get_via_router(router: SocketAddr, host: &str) -> std::io::Result<String> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = std::env::temp_dir().join(format!("deis-embedded-{}", std::process::id()));
-    let mut config = DaemonConfig::new(&data);
-    config.api_addr = "127.0.0.1:0".parse()?;
-    config.router_addr = "127.0.0.1:0".parse()?;
-    config.domain = "deis.example".into();
-    config.syslog_addr = Some("127.0.0.1:0".parse()?);
-    let daemon = Daemon::start(config).await?;
-    println!("controller at http://{}, router at http://{}", daemon.api_addr(), daemon.router_addr());
+    let daemon = Platform::builder(&data)
+        .api("127.0.0.1:0".parse::<std::net::SocketAddr>()?)
+        .router("127.0.0.1:0".parse::<std::net::SocketAddr>()?)
+        .syslog("127.0.0.1:0".parse::<std::net::SocketAddr>()?)
+        .domain("deis.example")
+        .start()
+        .await?;
+    let (api, router) = (daemon.api_addr().unwrap(), daemon.router_addr().unwrap());
+    println!("controller at http://{api}, router at http://{router}");
 
-    let anon = Client::new(&format!("http://{}", daemon.api_addr()), None)?;
+    let anon = Client::new(&format!("http://{api}"), None)?;
     anon.register("alice", "s3cret", "alice@example.com").await?;
     let token = anon.login("alice", "s3cret").await?;
-    let client = Client::new(&format!("http://{}", daemon.api_addr()), Some(token))?;
+    let client = Client::new(&format!("http://{api}"), Some(token))?;
 
     client.apps_create(Some("hello")).await?;
     let hello = Path::new(env!("CARGO_MANIFEST_DIR")).join("apps/hello");
@@ -47,7 +49,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let router = daemon.router_addr();
     let body = tokio::task::spawn_blocking(move || get_via_router(router, "hello.deis.example")).await??;
     println!("the app answers: {}", body.trim());
 

@@ -1,24 +1,58 @@
 //! # deis-sdk
 //!
-//! Everything of the Deis platform that talks over a network, on top of
-//! [`deis_core`] (re-exported here, so one dependency is enough):
+//! The Deis platform as a toolkit. Start with [`Platform::builder`]: the whole
+//! platform (controller API, router, scheduler, logs, `deis run`) in your process,
+//! every part an `Arc<dyn Trait>` you may supply, embedded defaults for the rest:
 //!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let platform = deis_sdk::Platform::builder("/var/lib/deis").domain("deis.example.com").start().await?;
+//! deis_sdk::shutdown_signal().await;
+//! platform.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! The parts, each usable on its own:
+//!
+//! - [`assembly`]: the [`Platform`] builder and its listeners;
+//! - [`adapters`]: parts picked by URI (`redb:PATH`, `ring`, `redis://…`, `local`), as
+//!   the reference binaries take them;
 //! - [`controller`]: the controller's REST API (Deis Workflow v2.3 compatible) as an
-//!   axum router over a [`deis_core::platform::Platform`];
+//!   axum router over the controller logic ([`deis_core::platform`]);
 //! - [`client`]: a typed client of that API (what the `deis` CLI uses);
 //! - [`router`]: the HTTP reverse proxy routing `<app>.<domain>` to web units;
 //! - [`publisher`]: writes units' endpoints into the store for routers;
-//! - [`daemon`]: assembles all of it on embedded defaults (what `deisd` runs).
+//! - [`logger`]: syslog listeners, drains, the Redis log store, the logger's HTTP API;
+//! - [`tty`]: `deis run` sessions over WebSockets, client and broker.
 //!
-//! Production adapters (etcd, Docker, ...) come behind cargo features.
+//! Everything of [`deis_core`] (the traits, the model, the embedded defaults and, with
+//! feature `test-util`, the conformance suites) is re-exported here, so one dependency
+//! is enough. Production adapters come behind cargo features (`redis`, `docker`).
 
 pub use deis_core;
 pub use deis_core::*;
 
+pub mod adapters;
+pub mod assembly;
 pub mod client;
 pub mod controller;
+#[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod logger;
 pub mod publisher;
 pub mod router;
 pub mod tty;
+
+pub use assembly::{Listen, MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, StartError, SyslogListen};
+
+/// Resolves on the first SIGTERM or SIGINT: what the reference daemons wait for before
+/// a graceful [`Platform::shutdown`].
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

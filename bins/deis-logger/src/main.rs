@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use deis_sdk::daemon::{LogFormat, init_tracing, parse_flags};
 use deis_sdk::deis_core::logs::{LogStore, RingConfig, RingLogStore};
 use deis_sdk::logger::http::{self, LoggerApi};
 use deis_sdk::logger::{
@@ -69,7 +70,7 @@ struct Args {
     drain_ca: Option<PathBuf>,
     /// Log format: text or json.
     #[arg(long, env = "DEIS_LOG_FORMAT", default_value = "text")]
-    log_format: String,
+    log_format: LogFormat,
 }
 
 fn optional_addr(flag: &str, v: &str) -> Result<Option<SocketAddr>, String> {
@@ -90,17 +91,6 @@ fn parse_drains(specs: &[String]) -> Result<Vec<(String, DrainUrl)>, String> {
             Ok((app.trim().to_string(), DrainUrl::parse(url.trim()).map_err(|e| format!("--drain: {e}"))?))
         })
         .collect()
-}
-
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -171,7 +161,7 @@ async fn run(args: Args) -> Result<(), String> {
         http_addr,
         args.store
     );
-    deis_sdk::daemon::shutdown_signal().await;
+    deis_sdk::shutdown_signal().await;
     syslog.shutdown().await;
     let _ = stop_http.send(());
     // Followers hold their connections open; give requests a moment, then stop.
@@ -186,8 +176,8 @@ async fn run(args: Args) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    init_tracing(&args.log_format);
+    let args: Args = parse_flags("deis-logger");
+    init_tracing(args.log_format);
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -175,4 +175,13 @@ pub trait Scheduler: Send + Sync + Debug {
 
     /// Unit state changes from now on.
     fn subscribe(&self) -> broadcast::Receiver<UnitEvent>;
+
+    /// Called once when the platform stops, after its listeners have drained.
+    ///
+    /// To ensure correctness: returns when the backend's background work has ended.
+    /// Units that can outlive this process (containers an engine keeps) keep running,
+    /// for the next start to adopt; units that can't (child processes) are stopped
+    /// gracefully, as [`Scheduler::remove`] would. Later calls to `apply` may be
+    /// refused. The default does nothing.
+    async fn shutdown(&self) {}
 }

@@ -165,11 +165,38 @@ impl Ctx {
     }
 }
 
+/// Sockets a caller bound for a [`SyslogServer`] (socket activation, tests that pick
+/// their own ports); they are used instead of [`SyslogConfig::udp_addr`] and
+/// [`SyslogConfig::tcp_addr`].
+#[derive(Debug, Default)]
+pub struct SyslogSockets {
+    /// The UDP socket.
+    pub udp: Option<std::net::UdpSocket>,
+    /// The TCP listener.
+    pub tcp: Option<std::net::TcpListener>,
+}
+
 impl SyslogServer {
     /// Binds the configured listeners and starts serving them on the current tokio
     /// runtime, appending to `sink`.
     pub async fn start(config: SyslogConfig, sink: Arc<dyn LogStore>) -> Result<Self, SyslogError> {
-        if config.udp_addr.is_none() && config.tcp_addr.is_none() && config.tls.is_none() {
+        Self::start_on(config, SyslogSockets::default(), sink).await
+    }
+
+    /// Like [`start`](Self::start), serving the sockets in `bound` where given and
+    /// binding the configured addresses for the others.
+    pub async fn start_on(
+        config: SyslogConfig,
+        bound: SyslogSockets,
+        sink: Arc<dyn LogStore>,
+    ) -> Result<Self, SyslogError> {
+        let SyslogSockets { udp, tcp } = bound;
+        if config.udp_addr.is_none()
+            && config.tcp_addr.is_none()
+            && config.tls.is_none()
+            && udp.is_none()
+            && tcp.is_none()
+        {
             return Err(SyslogError::NoListener);
         }
         let counters = Arc::new(IngestCounters::default());
@@ -194,29 +221,42 @@ impl SyslogServer {
             max_connections,
             tasks: Vec::new(),
         };
-        if let Some(addr) = config.udp_addr {
-            let bind_err = |source| SyslogError::Bind { transport: "udp", addr, source };
-            let sock = UdpSocket::bind(addr).await.map_err(bind_err)?;
+        let udp = match (udp, config.udp_addr) {
+            (Some(sock), _) => {
+                let addr = sock.local_addr().unwrap_or_else(|_| unspecified());
+                let adopted = sock.set_nonblocking(true).and_then(|()| UdpSocket::from_std(sock));
+                Some(adopted.map_err(bind_error("udp", addr))?)
+            }
+            (None, Some(addr)) => Some(UdpSocket::bind(addr).await.map_err(bind_error("udp", addr))?),
+            (None, None) => None,
+        };
+        if let Some(sock) = udp {
             set_recv_buffer(&sock, config.udp_recv_buffer_bytes);
-            server.udp_addr = Some(sock.local_addr().map_err(bind_err)?);
+            server.udp_addr = Some(local_addr(&sock, "udp", UdpSocket::local_addr)?);
             let sock = Arc::new(sock);
             for _ in 0..config.udp_workers.max(1) {
                 let task = udp_worker(sock.clone(), ctx.clone(), server.stop.subscribe());
                 server.tasks.push(tokio::spawn(task));
             }
         }
-        if let Some(addr) = config.tcp_addr {
-            let bind_err = |source| SyslogError::Bind { transport: "tcp", addr, source };
-            let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
-            server.tcp_addr = Some(listener.local_addr().map_err(bind_err)?);
+        let tcp = match (tcp, config.tcp_addr) {
+            (Some(listener), _) => {
+                let addr = listener.local_addr().unwrap_or_else(|_| unspecified());
+                let adopted = listener.set_nonblocking(true).and_then(|()| TcpListener::from_std(listener));
+                Some(adopted.map_err(bind_error("tcp", addr))?)
+            }
+            (None, Some(addr)) => Some(TcpListener::bind(addr).await.map_err(bind_error("tcp", addr))?),
+            (None, None) => None,
+        };
+        if let Some(listener) = tcp {
+            server.tcp_addr = Some(local_addr(&listener, "tcp", TcpListener::local_addr)?);
             let task = accept_loop(listener, None, ctx.clone(), server.connections.clone(), server.stop.subscribe());
             server.tasks.push(tokio::spawn(task));
         }
         if let Some(tls) = config.tls {
             let addr = tls.addr;
-            let bind_err = |source| SyslogError::Bind { transport: "tls", addr, source };
-            let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
-            server.tls_addr = Some(listener.local_addr().map_err(bind_err)?);
+            let listener = TcpListener::bind(addr).await.map_err(bind_error("tls", addr))?;
+            server.tls_addr = Some(local_addr(&listener, "tls", TcpListener::local_addr)?);
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config);
             let task =
                 accept_loop(listener, Some(acceptor), ctx.clone(), server.connections.clone(), server.stop.subscribe());
@@ -267,6 +307,24 @@ impl Drop for SyslogServer {
 
 /// Asks the kernel for a larger UDP receive buffer (privileged `SO_RCVBUFFORCE`
 /// first, then `SO_RCVBUF`, which the kernel caps at `net.core.rmem_max`).
+/// The error of binding `transport` on `addr`.
+fn bind_error(transport: &'static str, addr: SocketAddr) -> impl FnOnce(io::Error) -> SyslogError {
+    move |source| SyslogError::Bind { transport, addr, source }
+}
+
+fn unspecified() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
+/// The bound address of a listener, or the bind error naming it.
+fn local_addr<T>(
+    sock: &T,
+    transport: &'static str,
+    addr_of: impl Fn(&T) -> io::Result<SocketAddr>,
+) -> Result<SocketAddr, SyslogError> {
+    addr_of(sock).map_err(bind_error(transport, unspecified()))
+}
+
 fn set_recv_buffer(sock: &UdpSocket, bytes: usize) {
     use std::os::fd::AsRawFd;
     let fd = sock.as_raw_fd();

@@ -39,7 +39,7 @@ mod tls;
 
 pub use counters::{CounterSnapshot, IngestCounters};
 pub use drains::{DrainError, DrainScheme, DrainSet, DrainSetConfig, DrainStats, DrainUrl, DrainingLogStore};
-pub use listener::{SyslogConfig, SyslogError, SyslogServer, TlsListenerConfig};
+pub use listener::{SyslogConfig, SyslogError, SyslogServer, SyslogSockets, TlsListenerConfig};
 #[cfg(feature = "redis")]
 pub use redis::{RedisLogStore, RedisLogStoreConfig};
 pub use tls::{TlsError, client_config_with_roots, load_root_certs, server_config_from_pem};

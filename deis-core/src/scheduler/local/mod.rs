@@ -295,4 +295,9 @@ impl Scheduler for LocalScheduler {
     fn subscribe(&self) -> broadcast::Receiver<UnitEvent> {
         self.shared.events.subscribe()
     }
+
+    /// Stops every unit: child processes can't outlive the scheduler.
+    async fn shutdown(&self) {
+        LocalScheduler::shutdown(self).await;
+    }
 }

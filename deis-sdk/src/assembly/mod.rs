@@ -1,0 +1,560 @@
+//! The whole platform, composed: [`Platform::builder`] takes every part as an
+//! `Arc<dyn Trait>` you may supply and uses the embedded default where you don't.
+//!
+//! | slot | trait | embedded default |
+//! |---|---|---|
+//! | [`store`](PlatformBuilder::store) | [`Store`] | [`RedbStore`](deis_core::store::RedbStore) at `<data dir>/store.redb` |
+//! | [`scheduler`](PlatformBuilder::scheduler) | [`Scheduler`] | [`LocalScheduler`] in `<data dir>/scheduler`, its units' output into the log store |
+//! | [`log_store`](PlatformBuilder::log_store) | [`LogStore`] | [`RingLogStore`](deis_core::logs::RingLogStore), [`log_lines_per_app`](PlatformBuilder::log_lines_per_app) per app |
+//! | [`tty_broker`](PlatformBuilder::tty_broker) | [`TtyBroker`] | [`LocalTtyBroker`](deis_core::tty::LocalTtyBroker) (PTYs and pipes in the app's build) |
+//!
+//! Listeners are optional and may be handed in bound ([`Listen`], [`SyslogListen`]):
+//! the controller API (with the embedded TTY broker's attach route and whatever
+//! [`api_routes`](PlatformBuilder::api_routes) adds), the router, and syslog. The
+//! service broker and update channel slots arrive with their traits.
+//!
+//! ```no_run
+//! # async fn demo(my_store: std::sync::Arc<dyn deis_core::Store>) -> Result<(), Box<dyn std::error::Error>> {
+//! use deis_sdk::Platform;
+//!
+//! let platform = Platform::builder("/var/lib/deis")
+//!     .store(my_store) // everything else: embedded defaults
+//!     .domain("deis.example.com")
+//!     .api("127.0.0.1:8000".parse()?)
+//!     .router("0.0.0.0:80".parse()?)
+//!     .start()
+//!     .await?;
+//! println!("API at http://{}", platform.api_addr().unwrap());
+//! deis_sdk::shutdown_signal().await; // SIGTERM or SIGINT
+//! platform.shutdown().await; // in-flight requests finish, then units stop
+//! # Ok(()) }
+//! ```
+//!
+//! Shutdown ([`Platform::shutdown`]): the listeners stop accepting, requests in flight
+//! finish (for up to [`shutdown_grace`](PlatformBuilder::shutdown_grace); `deis logs
+//! -f` streams end at once), then the scheduler's [`Scheduler::shutdown`] runs: the
+//! local scheduler stops every unit (child processes can't outlive `deisd`), backends
+//! on an engine leave their containers running. Last, units' final output and events
+//! reach the log, and the syslog listener and drains stop.
+
+mod listen;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deis_core::artifact::ArtifactStore;
+use deis_core::logs::{DEFAULT_QUEUE_LINES, LogError, LogStore, UnitLogSink};
+use deis_core::platform::{Platform as Controller, PlatformConfig, RegistrationMode};
+use deis_core::scheduler::{Capacity, LocalScheduler, LocalSchedulerConfig, Scheduler, SchedulerError};
+use deis_core::store::{Store, StoreError};
+use deis_core::tty::token::TokenSigner;
+use deis_core::tty::{LocalTtyBroker, LocalTtyConfig, TtyBroker, TtyError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use listen::{Listen, SyslogListen};
+
+use crate::adapters::{LogStoreUri, StoreUri};
+use crate::controller::{self, ApiLimits};
+use crate::logger::{DrainSet, DrainSetConfig, DrainingLogStore, SyslogConfig, SyslogServer, SyslogSockets};
+use crate::publisher::{Publisher, PublisherConfig};
+use crate::router::{Router, RouterConfig};
+use crate::tty::{LogAudit, TtyConfig, TtyService, ViaRouter, attach_router};
+
+/// Fewest bytes of a [`PlatformBuilder::tty_secret`].
+pub const MIN_TTY_SECRET_BYTES: usize = 32;
+
+/// Errors starting a [`Platform`]. Each says which part failed and why.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data directory can't be created or used.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The embedded store can't be opened.
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    /// The embedded scheduler can't start.
+    #[error("starting the scheduler: {0}")]
+    Scheduler(#[from] SchedulerError),
+    /// The embedded log store can't be opened.
+    #[error("opening the log store: {0}")]
+    LogStore(#[from] LogError),
+    /// The embedded TTY broker can't start.
+    #[error("starting the TTY broker: {0}")]
+    Tty(#[from] TtyError),
+    /// A setting is out of range.
+    #[error("{setting}: {message}")]
+    Setting {
+        /// The setting (`log_lines_per_app`, `tty_secret`, ...).
+        setting: &'static str,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+    /// A listen address is taken or invalid.
+    #[error("listening on {addr} ({what}): {source}; pick another with --{what}-addr")]
+    Listen {
+        /// Which listener (`api`, `router`).
+        what: &'static str,
+        /// The address.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The syslog listener can't start.
+    #[error("starting the syslog listener on {addr}: {source}; pick another with --syslog-addr")]
+    Syslog {
+        /// The address.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: crate::logger::SyslogError,
+    },
+}
+
+/// Builds a [`Platform`]: every part has a default, [`start`](Self::start) checks the
+/// settings once and starts everything. See the [module docs](self).
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `start`"]
+pub struct PlatformBuilder {
+    data_dir: PathBuf,
+    store: Option<Arc<dyn Store>>,
+    scheduler: Option<Arc<dyn Scheduler>>,
+    log_store: Option<Arc<dyn LogStore>>,
+    tty_broker: Option<Arc<dyn TtyBroker>>,
+    api: Listen,
+    router: Listen,
+    syslog: SyslogListen,
+    api_routes: Vec<axum::Router>,
+    domain: String,
+    registration: RegistrationMode,
+    capacity: Option<Capacity>,
+    limits: ApiLimits,
+    log_lines_per_app: usize,
+    tty_secret: Option<Vec<u8>>,
+    tty: TtyConfig,
+    shutdown_grace: Duration,
+}
+
+impl PlatformBuilder {
+    fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            store: None,
+            scheduler: None,
+            log_store: None,
+            tty_broker: None,
+            api: Listen::Addr(SocketAddr::from(([127, 0, 0, 1], 8000))),
+            router: Listen::Addr(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            syslog: SyslogListen::Addr(SocketAddr::from(([127, 0, 0, 1], 5514))),
+            api_routes: Vec::new(),
+            domain: "localhost".into(),
+            registration: RegistrationMode::Enabled,
+            capacity: None,
+            limits: ApiLimits::default(),
+            log_lines_per_app: 1000,
+            tty_secret: None,
+            tty: TtyConfig::default(),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+
+    /// The store of every record (default: [`RedbStore`](deis_core::store::RedbStore) at
+    /// `<data dir>/store.redb`).
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// What runs the units (default: [`LocalScheduler`], child processes on this
+    /// machine, offering [`capacity`](Self::capacity)). A scheduler you supply sends its
+    /// units' output wherever you set it up to (for the log store: a
+    /// [`UnitLogSink`] over it).
+    pub fn scheduler(mut self, scheduler: Arc<dyn Scheduler>) -> Self {
+        self.scheduler = Some(scheduler);
+        self
+    }
+
+    /// Where app logs are kept (default: a ring of
+    /// [`log_lines_per_app`](Self::log_lines_per_app) lines per app, in memory).
+    pub fn log_store(mut self, logs: Arc<dyn LogStore>) -> Self {
+        self.log_store = Some(logs);
+        self
+    }
+
+    /// What runs `deis run` sessions (default: PTYs and pipes in the app's build
+    /// directory, on this machine).
+    pub fn tty_broker(mut self, broker: Arc<dyn TtyBroker>) -> Self {
+        self.tty_broker = Some(broker);
+        self
+    }
+
+    /// The controller API listener (default `127.0.0.1:8000`).
+    pub fn api(mut self, listen: impl Into<Listen>) -> Self {
+        self.api = listen.into();
+        self
+    }
+
+    /// The router listener (default `127.0.0.1:8080`).
+    pub fn router(mut self, listen: impl Into<Listen>) -> Self {
+        self.router = listen.into();
+        self
+    }
+
+    /// The syslog listener, UDP and TCP (default `127.0.0.1:5514`).
+    pub fn syslog(mut self, listen: impl Into<SyslogListen>) -> Self {
+        self.syslog = listen.into();
+        self
+    }
+
+    /// More routes served on the API listener (your own endpoints), merged with the
+    /// controller's; a path both define is a panic at [`start`](Self::start).
+    pub fn api_routes(mut self, routes: axum::Router) -> Self {
+        self.api_routes.push(routes);
+        self
+    }
+
+    /// The platform domain: apps answer at `<app>.<domain>` (default `localhost`).
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = domain.into().trim_end_matches('.').to_ascii_lowercase();
+        self
+    }
+
+    /// Who may register (default: anyone).
+    pub fn registration(mut self, mode: RegistrationMode) -> Self {
+        self.registration = mode;
+        self
+    }
+
+    /// What this node offers to units of the embedded scheduler (default: this
+    /// machine's cores and memory).
+    pub fn capacity(mut self, capacity: Capacity) -> Self {
+        self.capacity = Some(capacity);
+        self
+    }
+
+    /// Request body limits of the API (largest JSON body, largest source upload).
+    pub fn api_limits(mut self, limits: ApiLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Lines the embedded log store keeps per app (default 1000, at least 1).
+    pub fn log_lines_per_app(mut self, lines: usize) -> Self {
+        self.log_lines_per_app = lines;
+        self
+    }
+
+    /// The secret signing `deis run` session tokens (at least
+    /// [`MIN_TTY_SECRET_BYTES`]), shared with any standalone `deis-tty-broker`.
+    /// Default: random at each start, so tokens don't survive a restart (they live
+    /// 60 s anyway).
+    pub fn tty_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.tty_secret = Some(secret.into());
+        self
+    }
+
+    /// Settings of the embedded TTY service (timeouts, allowed origins, ...). Its
+    /// `via_router` is set at start: sessions attach through the router at
+    /// `deis.<domain>`.
+    pub fn tty_config(mut self, config: TtyConfig) -> Self {
+        self.tty = config;
+        self
+    }
+
+    /// How long requests in flight get to finish at [`Platform::shutdown`] before
+    /// their connections are closed (default 30 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Checks the settings, opens the parts not supplied, binds the listeners and
+    /// starts serving. Units of existing apps are converged on what the store says.
+    pub async fn start(self) -> Result<Platform, StartError> {
+        let signer = match &self.tty_secret {
+            Some(secret) if secret.len() < MIN_TTY_SECRET_BYTES => {
+                return Err(StartError::Setting {
+                    setting: "tty_secret",
+                    message: format!(
+                        "{} bytes; it needs at least {MIN_TTY_SECRET_BYTES} (e.g. `openssl rand -hex 32`)",
+                        secret.len()
+                    ),
+                });
+            }
+            Some(secret) => TokenSigner::new(secret),
+            None => TokenSigner::random(),
+        };
+        if self.log_lines_per_app == 0 {
+            return Err(StartError::Setting { setting: "log_lines_per_app", message: "must be at least 1".into() });
+        }
+        let data = self.data_dir.clone();
+        tokio::fs::create_dir_all(&data).await.map_err(|source| StartError::DataDir { path: data.clone(), source })?;
+        let store = match self.store {
+            Some(store) => store,
+            None => StoreUri::Redb(data.join("store.redb")).open().await?,
+        };
+
+        // Logs: the store, drains forwarding from it, and units' output into it.
+        let base_logs = match self.log_store {
+            Some(logs) => logs,
+            None => LogStoreUri::Ring.open(self.log_lines_per_app).await?,
+        };
+        let drains = Arc::new(DrainSet::new(DrainSetConfig::default()));
+        let logs: Arc<dyn LogStore> = Arc::new(DrainingLogStore::new(base_logs, drains.clone()));
+        let unit_logs = UnitLogSink::start(logs.clone(), DEFAULT_QUEUE_LINES);
+
+        let (scheduler, node): (Arc<dyn Scheduler>, String) = match self.scheduler {
+            Some(scheduler) => (scheduler, deis_core::scheduler::local::hostname()),
+            None => {
+                let mut config = LocalSchedulerConfig::new(data.join("scheduler"));
+                config.output = unit_logs.clone();
+                config.capacity = self.capacity.unwrap_or_else(Capacity::of_this_machine);
+                let node = config.node_name.clone();
+                (LocalScheduler::new(config).await?, node)
+            }
+        };
+        let tty_broker: Arc<dyn TtyBroker> = match self.tty_broker {
+            Some(broker) => broker,
+            None => Arc::new(LocalTtyBroker::new(LocalTtyConfig::with_state_dir(&data)).await?),
+        };
+        let controller = Controller::new(PlatformConfig {
+            store: store.clone(),
+            scheduler: scheduler.clone(),
+            artifacts: ArtifactStore::new(data.join("builds")),
+            domain: self.domain.clone(),
+            registration: self.registration,
+            logs: Some(unit_logs.clone()),
+        });
+
+        let api_listener = open(self.api, "api").await?;
+        let router_listener = open(self.router, "router").await?;
+        let api_addr = local_addr(api_listener.as_ref(), "api")?;
+        let router_addr = local_addr(router_listener.as_ref(), "router")?;
+        let syslog = start_syslog(self.syslog, logs.clone()).await?;
+
+        let (stop, stopped) = watch::channel(false);
+        let stop_signal = |rx: &watch::Receiver<bool>| {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let publisher = Publisher::start(store.clone(), scheduler.clone(), PublisherConfig::new(node));
+        let mut servers = Vec::new();
+        // Unit events are logged until the units are stopped too (see `shutdown`).
+        let (events_stop, events_stopped) = watch::channel(false);
+        let c = controller.clone();
+        let until = stop_signal(&events_stopped);
+        let events = tokio::spawn(async move { c.log_unit_events(until).await });
+        let (st, ds, until) = (store.clone(), drains.clone(), stop_signal(&stopped));
+        servers.push(tokio::spawn(async move { controller::sync_drains(st, ds, until).await }));
+
+        // The platform host `deis.<domain>` goes to the controller API (and so to the
+        // embedded TTY broker): `deis run` sessions come through the routing mesh.
+        let mut router_config = RouterConfig::new(self.domain.clone());
+        router_config.shutdown_grace = self.shutdown_grace;
+        if let Some(api) = api_addr {
+            router_config = router_config.with_platform_backend(listen::reachable(api));
+        }
+        let platform_host = router_config.platform_host.as_ref().map(|(host, _)| host.clone());
+        if let Some(listener) = router_listener {
+            let router = Arc::new(Router::new(store.clone(), router_config));
+            let until = stop_signal(&stopped);
+            servers.push(tokio::spawn(async move {
+                if let Err(e) = router.serve(listener, until).await {
+                    tracing::error!(error = %e, "router stopped");
+                }
+            }));
+        }
+
+        let mut tty_config = self.tty.clone();
+        tty_config.via_router = match (platform_host, router_addr) {
+            (Some(host), Some(router)) => Some(ViaRouter { router: listen::reachable(router).to_string(), host }),
+            _ => None,
+        };
+        let tty = Arc::new(
+            TtyService::embedded(tty_broker, signer, tty_config).with_audit(Arc::new(LogAudit::new(logs.clone()))),
+        );
+        if let Some(listener) = api_listener {
+            let mut app = controller::router(controller.clone(), self.limits).merge(attach_router(tty.clone()));
+            for routes in self.api_routes {
+                app = app.merge(routes);
+            }
+            let app =
+                app.layer(axum::Extension(tty)).layer(axum::Extension(controller::FollowShutdown(stopped.clone())));
+            let (until, grace) = (stop_signal(&stopped), self.shutdown_grace);
+            let mut cut = stopped.clone();
+            servers.push(tokio::spawn(async move {
+                let serve = axum::serve(listener, app).with_graceful_shutdown(until);
+                let deadline = async move {
+                    let _ = cut.wait_for(|s| *s).await;
+                    tokio::time::sleep(grace).await;
+                };
+                tokio::select! {
+                    result = serve => if let Err(e) = result {
+                        tracing::error!(error = %e, "controller API stopped");
+                    },
+                    () = deadline => tracing::warn!(?grace, "controller API: requests still open after the grace period"),
+                }
+            }));
+        }
+
+        // Converge units on the store's desired state (after a restart, or a crash).
+        let c = controller.clone();
+        tokio::spawn(async move { c.reconcile_all().await });
+
+        tracing::info!(
+            api = ?api_addr,
+            router = ?router_addr,
+            data_dir = %data.display(),
+            domain = %self.domain,
+            "platform started"
+        );
+        Ok(Platform {
+            api_addr,
+            router_addr,
+            domain: self.domain,
+            controller,
+            scheduler,
+            publisher: Some(publisher),
+            logs,
+            unit_logs,
+            drains,
+            syslog,
+            events: Some((events_stop, events)),
+            stop,
+            servers,
+        })
+    }
+}
+
+async fn open(listen: Listen, what: &'static str) -> Result<Option<TcpListener>, StartError> {
+    let addr = listen.describe().map_or_else(|| "?".to_string(), |a| a.to_string());
+    listen.open().await.map_err(|source| StartError::Listen { what, addr, source })
+}
+
+fn local_addr(listener: Option<&TcpListener>, what: &'static str) -> Result<Option<SocketAddr>, StartError> {
+    listener.map(|l| l.local_addr().map_err(|source| StartError::Listen { what, addr: "?".into(), source })).transpose()
+}
+
+async fn start_syslog(listen: SyslogListen, logs: Arc<dyn LogStore>) -> Result<Option<SyslogServer>, StartError> {
+    let addr = listen.describe().map_or_else(|| "?".to_string(), |a| a.to_string());
+    let (config, sockets) = match listen {
+        SyslogListen::Off => return Ok(None),
+        SyslogListen::Addr(a) => {
+            (SyslogConfig { udp_addr: Some(a), tcp_addr: Some(a), ..SyslogConfig::default() }, SyslogSockets::default())
+        }
+        SyslogListen::Bound { udp, tcp } => (SyslogConfig::default(), SyslogSockets { udp, tcp }),
+    };
+    let server = SyslogServer::start_on(config, sockets, logs).await;
+    server.map(Some).map_err(|source| StartError::Syslog { addr, source })
+}
+
+/// A running platform. Stop it with [`Platform::shutdown`]; dropping it without
+/// stops the listeners but leaves units to the scheduler's parent-death handling.
+#[derive(Debug)]
+pub struct Platform {
+    api_addr: Option<SocketAddr>,
+    router_addr: Option<SocketAddr>,
+    domain: String,
+    controller: Arc<Controller>,
+    scheduler: Arc<dyn Scheduler>,
+    publisher: Option<Publisher>,
+    logs: Arc<dyn LogStore>,
+    unit_logs: Arc<UnitLogSink>,
+    drains: Arc<DrainSet>,
+    events: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    syslog: Option<SyslogServer>,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl Platform {
+    /// A builder with state kept in `data_dir` (the embedded store, scheduler state,
+    /// builds) and every other setting at its default.
+    pub fn builder(data_dir: impl AsRef<Path>) -> PlatformBuilder {
+        PlatformBuilder::new(data_dir.as_ref().to_path_buf())
+    }
+
+    /// Where the controller API listens, if it does.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
+    }
+
+    /// Where the router listens, if it does.
+    pub fn router_addr(&self) -> Option<SocketAddr> {
+        self.router_addr
+    }
+
+    /// The platform domain.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// The controller logic (users, apps, releases, ...), to drive without HTTP.
+    pub fn controller(&self) -> &Arc<Controller> {
+        &self.controller
+    }
+
+    /// The scheduler running the units.
+    pub fn scheduler(&self) -> &Arc<dyn Scheduler> {
+        &self.scheduler
+    }
+
+    /// The app log store (drains forward what is appended to it).
+    pub fn logs(&self) -> &Arc<dyn LogStore> {
+        &self.logs
+    }
+
+    /// Where the syslog listener takes UDP, if it runs.
+    pub fn syslog_udp_addr(&self) -> Option<SocketAddr> {
+        self.syslog.as_ref().and_then(SyslogServer::udp_addr)
+    }
+
+    /// Where the syslog listener takes TCP, if it runs.
+    pub fn syslog_tcp_addr(&self) -> Option<SocketAddr> {
+        self.syslog.as_ref().and_then(SyslogServer::tcp_addr)
+    }
+
+    /// Graceful stop: the listeners stop accepting, requests in flight finish (within
+    /// the shutdown grace), this node's endpoints are withdrawn, the scheduler shuts
+    /// down (see [`Scheduler::shutdown`]) and the units' last output reaches the log.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for s in self.servers.drain(..) {
+            let _ = s.await;
+        }
+        if let Some(p) = self.publisher.take() {
+            p.shutdown().await;
+        }
+        self.scheduler.shutdown().await;
+        // The units' last words and their `stopped` events go into the log too.
+        self.unit_logs.flush().await;
+        if let Some((stop, task)) = self.events.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        if let Some(s) = self.syslog.take() {
+            s.shutdown().await;
+        }
+        self.drains.shutdown();
+        tracing::info!("platform stopped");
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
