@@ -43,7 +43,9 @@ pub mod publisher;
 pub mod router;
 pub mod tty;
 
-pub use assembly::{Listen, MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, StartError, SyslogListen};
+pub use assembly::{
+    Listen, MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, SchedulerContext, StartError, SyslogListen,
+};
 
 /// Resolves on the first SIGTERM or SIGINT: what the reference daemons wait for before
 /// a graceful [`Platform::shutdown`].

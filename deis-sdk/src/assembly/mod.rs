@@ -39,14 +39,17 @@
 
 mod listen;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deis_core::artifact::ArtifactStore;
 use deis_core::logs::{DEFAULT_QUEUE_LINES, LogError, LogStore, UnitLogSink};
 use deis_core::platform::{Platform as Controller, PlatformConfig, RegistrationMode};
+use deis_core::scheduler::local::UnitOutput;
 use deis_core::scheduler::{Capacity, LocalScheduler, LocalSchedulerConfig, Scheduler, SchedulerError};
 use deis_core::store::{Store, StoreError};
 use deis_core::tty::token::TokenSigner;
@@ -129,7 +132,7 @@ pub enum StartError {
 pub struct PlatformBuilder {
     data_dir: PathBuf,
     store: Option<Arc<dyn Store>>,
-    scheduler: Option<Arc<dyn Scheduler>>,
+    scheduler: Option<SchedulerFactory>,
     log_store: Option<Arc<dyn LogStore>>,
     tty_broker: Option<Arc<dyn TtyBroker>>,
     api: Listen,
@@ -177,11 +180,24 @@ impl PlatformBuilder {
     }
 
     /// What runs the units (default: [`LocalScheduler`], child processes on this
-    /// machine, offering [`capacity`](Self::capacity)). A scheduler you supply sends its
-    /// units' output wherever you set it up to (for the log store: a
-    /// [`UnitLogSink`] over it).
+    /// machine, offering [`capacity`](Self::capacity)). A scheduler given here sends
+    /// its units' output wherever it was set up to; to have it reach the platform's
+    /// log (and drains), build it with [`scheduler_with`](Self::scheduler_with).
     pub fn scheduler(mut self, scheduler: Arc<dyn Scheduler>) -> Self {
-        self.scheduler = Some(scheduler);
+        self.scheduler = Some(SchedulerFactory(Box::new(move |_| Box::pin(async move { Ok(scheduler) }))));
+        self
+    }
+
+    /// Builds the scheduler at [`start`](Self::start) from what the platform has made
+    /// by then ([`SchedulerContext`]: the store, where units' output goes, the data
+    /// directory, the capacity), e.g. a `LocalScheduler` wrapped in a decorator, or a
+    /// container backend that ships its units' logs.
+    pub fn scheduler_with<F, Fut>(mut self, make: F) -> Self
+    where
+        F: FnOnce(SchedulerContext) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Arc<dyn Scheduler>, SchedulerError>> + Send + 'static,
+    {
+        self.scheduler = Some(SchedulerFactory(Box::new(move |ctx| Box::pin(make(ctx)))));
         self
     }
 
@@ -314,16 +330,20 @@ impl PlatformBuilder {
         let logs: Arc<dyn LogStore> = Arc::new(DrainingLogStore::new(base_logs, drains.clone()));
         let unit_logs = UnitLogSink::start(logs.clone(), DEFAULT_QUEUE_LINES);
 
-        let (scheduler, node): (Arc<dyn Scheduler>, String) = match self.scheduler {
-            Some(scheduler) => (scheduler, deis_core::scheduler::local::hostname()),
+        let context = SchedulerContext {
+            data_dir: data.clone(),
+            store: store.clone(),
+            unit_output: unit_logs.clone(),
+            capacity: self.capacity.unwrap_or_else(Capacity::of_this_machine),
+        };
+        let scheduler = match self.scheduler {
+            Some(SchedulerFactory(make)) => make(context).await?,
             None => {
-                let mut config = LocalSchedulerConfig::new(data.join("scheduler"));
-                config.output = unit_logs.clone();
-                config.capacity = self.capacity.unwrap_or_else(Capacity::of_this_machine);
-                let node = config.node_name.clone();
-                (LocalScheduler::new(config).await?, node)
+                let scheduler: Arc<dyn Scheduler> = LocalScheduler::new(context.local_config()).await?;
+                scheduler
             }
         };
+        let node = deis_core::scheduler::local::hostname();
         let tty_broker: Arc<dyn TtyBroker> = match self.tty_broker {
             Some(broker) => broker,
             None => Arc::new(LocalTtyBroker::new(LocalTtyConfig::with_state_dir(&data)).await?),
@@ -436,6 +456,43 @@ impl PlatformBuilder {
             stop,
             servers,
         })
+    }
+}
+
+/// What [`PlatformBuilder::scheduler_with`] gets to build a scheduler from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SchedulerContext {
+    /// The platform's data directory (the embedded scheduler keeps its state in
+    /// `scheduler/` under it).
+    pub data_dir: PathBuf,
+    /// The platform's store.
+    pub store: Arc<dyn Store>,
+    /// Where units' output lines go: the platform's log store (and its drains).
+    pub unit_output: Arc<dyn UnitOutput>,
+    /// What the node offers to units ([`PlatformBuilder::capacity`]).
+    pub capacity: Capacity,
+}
+
+impl SchedulerContext {
+    /// The settings the embedded [`LocalScheduler`] starts with: state in
+    /// `<data dir>/scheduler`, output to the log, the capacity above.
+    pub fn local_config(&self) -> LocalSchedulerConfig {
+        let mut config = LocalSchedulerConfig::new(self.data_dir.join("scheduler"));
+        config.output = self.unit_output.clone();
+        config.capacity = self.capacity;
+        config
+    }
+}
+
+type SchedulerFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn Scheduler>, SchedulerError>> + Send>>;
+
+/// Makes the scheduler at start.
+struct SchedulerFactory(Box<dyn FnOnce(SchedulerContext) -> SchedulerFuture + Send>);
+
+impl std::fmt::Debug for SchedulerFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SchedulerFactory")
     }
 }
 
