@@ -43,6 +43,11 @@ pub mod publisher;
 pub mod router;
 pub mod tty;
 
+/// The README's Rust examples compile (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 pub use assembly::{
     Listen, MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, SchedulerContext, StartError, SyslogListen,
 };

@@ -1,7 +1,7 @@
 //! Validation of every name and value that reaches the platform from outside.
 //!
 //! Messages are the exact strings the Deis Workflow CLI recognises (see
-//! CONTROLLER-API.md §1.6) wherever one exists.
+//! `docs/CONTROLLER-API.md` §1.6) wherever one exists.
 
 use std::fmt;
 

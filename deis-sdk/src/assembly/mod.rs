@@ -15,13 +15,14 @@
 //!
 //! ```no_run
 //! # async fn demo(my_store: std::sync::Arc<dyn deis_core::Store>) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::net::SocketAddr;
 //! use deis_sdk::Platform;
 //!
 //! let platform = Platform::builder("/var/lib/deis")
 //!     .store(my_store) // everything else: embedded defaults
 //!     .domain("deis.example.com")
-//!     .api("127.0.0.1:8000".parse()?)
-//!     .router("0.0.0.0:80".parse()?)
+//!     .api(SocketAddr::from(([127, 0, 0, 1], 8000)))
+//!     .router(std::net::TcpListener::bind("0.0.0.0:80")?) // bound by you
 //!     .start()
 //!     .await?;
 //! println!("API at http://{}", platform.api_addr().unwrap());

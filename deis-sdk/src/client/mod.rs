@@ -1,5 +1,5 @@
 //! A typed client for the controller REST API (Workflow v2.3 plus our extensions, see
-//! `CONTROLLER-API.md` and `API-EXTENSIONS.md`), used by the `deis` CLI and by anyone
+//! `docs/CONTROLLER-API.md` and `docs/API-EXTENSIONS.md`), used by the `deis` CLI and by anyone
 //! who drives a controller from Rust.
 //!
 //! ```no_run

@@ -13,7 +13,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Conventions (CONTROLLER-API.md §1): every response, errors included, carries
+//! Conventions (`docs/CONTROLLER-API.md` §1): every response, errors included, carries
 //! `DEIS_API_VERSION: 2.3` and `DEIS_PLATFORM_VERSION: 2.3.0`; every route answers
 //! with or without a trailing slash (never a redirect); path segments are
 //! percent-decoded; `Authorization: token <t>`; an empty body is `{}`; JSON bodies are

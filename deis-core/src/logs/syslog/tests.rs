@@ -13,7 +13,7 @@ fn ts(s: &str) -> SystemTime {
     civil::parse_rfc3339(s.as_bytes()).unwrap()
 }
 
-// Captured on the wire: Docker's syslog driver formats from PROTOCOLS.md (srslog puts
+// Captured on the wire: Docker's syslog driver formats from docs/PROTOCOLS.md (srslog puts
 // the LF inside the counted length over TLS); util-linux `logger` captured on this machine.
 const DOCKER_5424: &[u8] = b"<30>1 2026-11-25T14:47:21Z vm myapp 2905 myapp - line one\n";
 const DOCKER_5424_STDERR: &[u8] = b"<27>1 2026-11-25T14:47:21+01:00 vm hello.web.1 2905 hello.web.1 - oops\n";
