@@ -1,0 +1,162 @@
+//! A Docker engine for tests: the environment's own when `docker info` answers, else a
+//! private `dockerd` (Debian package `docker.io`) with its socket, data root, exec root
+//! and pidfile in its temp dir.
+//!
+//! ```no_run
+//! use deis_test_support::docker::DockerEngine;
+//! use deis_test_support::service::Service;
+//! # fn f() {
+//! let Some(engine) = DockerEngine::shared() else { return }; // skipped loudly
+//! let image = engine.busybox_image();
+//! let out = engine.docker().args(["run", "--rm", &image, "echo", "hi"]).output().unwrap();
+//! # }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::service::{Service, ServiceProcess, skip_without};
+
+/// Tag of the busybox image built offline by [`DockerEngine::busybox_image`].
+pub const BUSYBOX_IMAGE: &str = "deis-test/busybox:latest";
+
+/// A Docker engine the tests may use (see [`crate::service`]).
+#[derive(Debug)]
+pub struct DockerEngine {
+    /// `-H` value, or `None` for the environment's default engine.
+    host: Option<String>,
+    /// Our own dockerd, if we started one.
+    process: Option<ServiceProcess>,
+    image_built: Mutex<bool>,
+}
+
+impl Service for DockerEngine {
+    /// Reuses the environment's engine if `docker info` answers, else starts a private
+    /// `dockerd`.
+    fn start() -> Option<Self> {
+        if skip_without("docker", "docker.io") {
+            return None;
+        }
+        let reuse = Command::new("docker")
+            .arg("info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if reuse {
+            return Some(Self { host: None, process: None, image_built: Mutex::new(false) });
+        }
+        if skip_without("dockerd", "docker.io") {
+            return None;
+        }
+        Some(Self::start_private())
+    }
+
+    fn process(&self) -> Option<&ServiceProcess> {
+        self.process.as_ref()
+    }
+}
+
+fn socket(dir: &Path) -> String {
+    format!("unix://{}", dir.join("docker.sock").display())
+}
+
+fn info_answers(host: &str) -> bool {
+    let ok = Command::new("docker").args(["-H", host, "info"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    ok.is_ok_and(|s| s.success())
+}
+
+impl DockerEngine {
+    /// Starts a private dockerd (listening on a unix socket in its temp dir, not on the
+    /// loopback port) and waits until `docker info` answers.
+    pub fn start_private() -> Self {
+        let process = ServiceProcess::start(
+            "dockerd",
+            Duration::from_secs(60),
+            |_addr, dir| {
+                let mut c = Command::new("dockerd");
+                c.arg("--host").arg(socket(dir));
+                c.arg("--data-root").arg(dir.join("data"));
+                c.arg("--exec-root").arg(dir.join("exec"));
+                c.arg("--pidfile").arg(dir.join("docker.pid"));
+                // Leave the host's network alone; tests run containers with --network none.
+                c.args(["--iptables=false", "--ip6tables=false", "--bridge=none"]);
+                c
+            },
+            |p| info_answers(&socket(p.dir())),
+        );
+        let host = socket(process.dir());
+        Self { host: Some(host), process: Some(process), image_built: Mutex::new(false) }
+    }
+
+    /// The `-H` address of the engine (None: the default one).
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+
+    /// The engine's unix socket path.
+    pub fn socket_path(&self) -> String {
+        match &self.host {
+            Some(h) => h.trim_start_matches("unix://").to_string(),
+            None => "/var/run/docker.sock".to_string(),
+        }
+    }
+
+    /// A `docker` command talking to this engine.
+    pub fn docker(&self) -> Command {
+        let mut c = Command::new("docker");
+        if let Some(h) = &self.host {
+            c.arg("-H").arg(h);
+        }
+        c
+    }
+
+    /// Builds (once) `deis-test/busybox:latest` offline from Debian's `busybox-static`:
+    /// a rootfs with /bin/busybox and its applet links, imported with `PATH=/bin`.
+    pub fn busybox_image(&self) -> String {
+        let mut built = self.image_built.lock().unwrap_or_else(|e| e.into_inner());
+        if *built {
+            return BUSYBOX_IMAGE.into();
+        }
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .expect("busybox is missing: apt-get install busybox-static (scripts/install-deps)");
+        let rootfs = tempfile::tempdir().expect("temp dir");
+        build_rootfs(&busybox, rootfs.path());
+        let mut tar = Command::new("tar")
+            .arg("-C")
+            .arg(rootfs.path())
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("tar");
+        let status = self
+            .docker()
+            .args(["import", "-c", "ENV PATH=/bin", "-", BUSYBOX_IMAGE])
+            .stdin(tar.stdout.take().expect("tar stdout"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("docker import");
+        assert!(tar.wait().is_ok_and(|s| s.success()), "tar of the busybox rootfs failed");
+        assert!(status.success(), "docker import of the busybox rootfs failed");
+        *built = true;
+        BUSYBOX_IMAGE.into()
+    }
+}
+
+fn build_rootfs(busybox: &Path, root: &Path) {
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    std::fs::copy(busybox, bin.join("busybox")).unwrap();
+    let list = Command::new(busybox).arg("--list").output().expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines().map(str::trim).filter(|a| !a.is_empty()) {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Test support shared by every crate of the Deis workspace: free loopback ports
+//! ([`net`]), starters for the real services tests talk to ([`service`]: [`redis`],
+//! [`docker`], [`etcd`]), polling a condition until a deadline ([`wait_for`],
+//! [`eventually`]), one raw HTTP/1.1 client ([`http`]) and a look at this machine's
+//! processes ([`proc`]).
+//!
+//! It depends on no Deis crate, so `deis-core` itself (its tests and its conformance
+//! suites behind the `test-util` feature) can use it.
+
+pub mod docker;
+pub mod etcd;
+pub mod http;
+pub mod net;
+pub mod proc;
+pub mod redis;
+pub mod service;
+mod wait;
+
+pub use net::{free_addr, free_port};
+pub use service::{Service, skip_without};
+pub use wait::{Attempt, eventually, wait_for};
