@@ -125,7 +125,10 @@ impl Request {
         let read = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                break Err(io::Error::new(io::ErrorKind::TimedOut, format!("no full response within {:?}", self.timeout)));
+                break Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no full response within {:?}", self.timeout),
+                ));
             }
             s.set_read_timeout(Some(left))?;
             match s.read(&mut buf) {
@@ -301,7 +304,9 @@ impl Stream {
             assert!(Instant::now() < deadline, "no {what} within {timeout:?}; received {:?}", self.received());
             self.sock.set_read_timeout(Some(STREAM_READ)).expect("setting a read timeout");
             match self.sock.read(&mut buf) {
-                Ok(n) => assert!(self.received.push(&buf[..n], what), "stream ended before {what}: {:?}", self.received()),
+                Ok(n) => {
+                    assert!(self.received.push(&buf[..n], what), "stream ended before {what}: {:?}", self.received())
+                }
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
                 Err(e) => panic!("reading the stream for {what}: {e}; received {:?}", self.received()),
             }
@@ -329,7 +334,12 @@ impl AsyncStream {
 
     /// Reads until `check(received so far)` is done; panics after `timeout` or when the
     /// server closes first, naming `what` and showing what was received.
-    pub async fn wait_until<T>(&mut self, timeout: Duration, what: &str, mut check: impl FnMut(&str) -> Option<T>) -> T {
+    pub async fn wait_until<T>(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut check: impl FnMut(&str) -> Option<T>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut buf = vec![0u8; 64 * 1024];
         loop {

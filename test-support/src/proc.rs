@@ -90,6 +90,5 @@ pub fn installed(bin: &str) -> bool {
     if bin.contains('/') {
         return Path::new(bin).exists();
     }
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(bin).is_file()))
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(bin).is_file()))
 }

@@ -59,7 +59,8 @@ fn one_shot_server(response: &'static [u8]) -> (std::net::SocketAddr, std::threa
 
 #[test]
 fn http_send_parses_chunked_responses_and_sends_what_was_built() {
-    let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n";
+    let chunked =
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n";
     let (addr, server) = one_shot_server(chunked);
     let r = Request::get("/p?q=1").host("app.test").bearer(Some("tok")).send(addr).unwrap();
     assert_eq!((r.status, r.body.as_str(), r.headers["x-a"].as_str()), (200, "hello world", "1"));
@@ -136,12 +137,8 @@ fn etcd_starter_serves_the_v3_api() {
 #[test]
 fn processes_are_found_by_environment_and_stopped_by_pid() {
     let marker = format!("m{}", std::process::id());
-    let mut child = Command::new("sleep")
-        .arg("60")
-        .env("DEIS_TEST_SUPPORT_MARKER", &marker)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child =
+        Command::new("sleep").arg("60").env("DEIS_TEST_SUPPORT_MARKER", &marker).stdout(Stdio::null()).spawn().unwrap();
     let pid = child.id();
     assert_eq!(proc::processes_with_env("DEIS_TEST_SUPPORT_MARKER", &marker), [pid]);
     assert_eq!(proc::env_var(pid, "DEIS_TEST_SUPPORT_MARKER").as_deref(), Some(marker.as_str()));

@@ -1,22 +1,9 @@
 //! Conformance suite of the `LogStore` trait.
-//!
-//! ```no_run
-//! # async fn f() {
-//! use std::sync::Arc;
-//! use deis_core::logs::{LogStore, RingLogStore};
-//! deis_core::testing::logstore_suite(|| async { Arc::new(RingLogStore::new()) as Arc<dyn LogStore> }).await;
-//! # }
-//! ```
-//!
-//! Every case gets a fresh store from `make` (an adapter to a shared server can hand out
-//! a store scoped to a fresh key prefix). Cases use their own app names and only rely
-//! on what the trait promises, plus a per-app capacity of at least 100 lines; capacity
-//! specifics (1000 lines, byte budgets) belong to each implementation's own tests.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::run_cases;
 use crate::logs::{Cursor, FollowItem, LogEntry, LogError, LogFilter, LogFollow, LogLine, LogStore, LogStream};
 
 /// How long the suite waits for something that should happen now.
@@ -24,33 +11,35 @@ const PROMPT: Duration = Duration::from_secs(5);
 /// How long the suite waits to conclude that nothing more is coming.
 const QUIET: Duration = Duration::from_millis(300);
 
-/// Runs every conformance case of [`LogStore`] against fresh stores from `make`.
+/// Runs every conformance case of [`LogStore`] against fresh stores from `make` (see
+/// the [module docs](super) for the shape).
+///
+/// An adapter to a shared server can hand out a store scoped to a fresh key prefix.
+/// Cases use their own app names and only rely on what the trait promises, plus a
+/// per-app capacity of at least 100 lines; capacity specifics (1000 lines, byte
+/// budgets) belong to each implementation's own tests.
 ///
 /// Panics (failing the calling test) with the case's name and what went wrong.
-pub async fn logstore_suite<F, Fut>(make: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn LogStore>>,
-{
-    macro_rules! case {
-        ($name:ident) => {{
-            tracing::info!(case = stringify!($name), "logstore suite");
-            $name(make().await).await;
-        }};
-    }
-    case!(append_and_tail_in_order);
-    case!(tail_bounds);
-    case!(filters);
-    case!(apps_are_isolated);
-    case!(invalid_app_rejected);
-    case!(follow_now);
-    case!(follow_last);
-    case!(follow_after);
-    case!(follow_with_filter);
-    case!(follow_sees_later_lines_promptly);
-    case!(resume_without_duplicates);
-    case!(forget_clears_and_ends_followers);
-    case!(stuck_follower_does_not_block_append);
+pub async fn logstore_suite(make: impl AsyncFn() -> Arc<dyn LogStore>) {
+    run_cases!(
+        "logstore",
+        [
+            append_and_tail_in_order,
+            tail_bounds,
+            filters,
+            apps_are_isolated,
+            invalid_app_rejected,
+            follow_now,
+            follow_last,
+            follow_after,
+            follow_with_filter,
+            follow_sees_later_lines_promptly,
+            resume_without_duplicates,
+            forget_clears_and_ends_followers,
+            stuck_follower_does_not_block_append,
+        ],
+        |case| case(make().await).await
+    );
 }
 
 fn web(app: &str, n: u32, msg: &str) -> LogLine {

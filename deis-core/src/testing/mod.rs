@@ -1,14 +1,72 @@
 //! Conformance suites for implementors of the traits (feature `test-util`).
 //!
-//! Every implementation, embedded default or adapter, runs the suite of its trait in
-//! its own tests, e.g. `deis_core::testing::store_suite(|| async { MyStore::new() }).await`.
+//! Every implementation, embedded default or adapter, runs the suite of its trait in its
+//! own tests. Every suite has the same shape: a **factory**, an async closure giving a
+//! fresh instance behind an `Arc<dyn Trait>` (called once per case, so cases never see
+//! each other's state; an adapter to a shared server can hand out instances scoped to a
+//! fresh key prefix, or the same instance each time), plus a **harness** where the suite
+//! needs to know something only the backend knows (what it can run):
+//!
+//! | trait | suite | harness |
+//! |---|---|---|
+//! | [`Store`](crate::Store) | [`store_suite`], [`lock_suite`] | — |
+//! | [`LogStore`](crate::LogStore) | [`logstore_suite`] | — |
+//! | [`Scheduler`](crate::Scheduler) | [`scheduler_suite`] | [`SchedulerHarness`] ([`SourceAppHarness`] for source builds) |
+//! | [`TtyBroker`](crate::TtyBroker) | [`tty_suite`] | [`TtyHarness`] ([`SpecHarness`]) |
+//!
+//! A suite panics (failing the calling test) with the case, the step and what it saw.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use deis_core::logs::{LogStore, RingLogStore};
+//! use deis_core::scheduler::{LocalScheduler, LocalSchedulerConfig, Scheduler};
+//! use deis_core::testing::{SourceAppHarness, logstore_suite, scheduler_suite};
+//!
+//! # async fn f() {
+//! // A factory alone: a fresh store per case.
+//! logstore_suite(async || Arc::new(RingLogStore::new()) as Arc<dyn LogStore>).await;
+//!
+//! // A factory and a harness: the suite's sample app as a source build.
+//! let state = tempfile::tempdir().unwrap();
+//! let make = async || {
+//!     let config = LocalSchedulerConfig::new(tempfile::tempdir_in(state.path()).unwrap().keep());
+//!     LocalScheduler::new(config).await.unwrap() as Arc<dyn Scheduler>
+//! };
+//! scheduler_suite(make, &SourceAppHarness::new()).await;
+//! # }
+//! ```
+//!
+//! The helpers the suites use to look at processes and to talk HTTP come from the
+//! `deis-test-support` crate, which adapter authors may use for their own tests too.
 
 mod logs;
 mod scheduler;
 mod store;
 mod tty;
 
+pub use deis_test_support::proc::processes_with_env;
 pub use logs::*;
 pub use scheduler::*;
 pub use store::*;
 pub use tty::*;
+
+/// Runs the cases of a suite one after another, logging each one's name:
+/// `run_cases!("store", [a, b], |case| case(make().await).await)`, or with methods of a
+/// type: `run_cases!("tty", Suite: [a, b], |case| case(&suite).await)`.
+macro_rules! run_cases {
+    ($suite:literal, $ty:ident: [$($case:ident),+ $(,)?], |$f:ident| $run:expr) => {
+        $({
+            tracing::info!(suite = $suite, case = stringify!($case), "conformance case");
+            let $f = $ty::$case;
+            $run;
+        })+
+    };
+    ($suite:literal, [$($case:ident),+ $(,)?], |$f:ident| $run:expr) => {
+        $({
+            tracing::info!(suite = $suite, case = stringify!($case), "conformance case");
+            let $f = $case;
+            $run;
+        })+
+    };
+}
+use run_cases;

@@ -1,25 +1,10 @@
 //! Conformance suite of the `Store` trait (and of the lock built on it).
-//!
-//! ```no_run
-//! # async fn f() {
-//! use std::sync::Arc;
-//! use deis_core::store::{RedbStore, Store};
-//! deis_core::testing::store_suite(|| async { RedbStore::in_memory() as Arc<dyn Store> }).await;
-//! # }
-//! ```
-//!
-//! Every case gets a fresh store from `make`, so an adapter to a shared server can hand
-//! out a store scoped to a fresh key prefix. Cases never assume absolute revision
-//! numbers, only the relations the trait promises (one new revision per effective write
-//! transaction, and so on). Lease cases use 1-second TTLs and wait for expiry by watch
-//! with generous bounds, so a server that rounds TTLs up (etcd) still passes; against
-//! the embedded store the suite takes a few seconds.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use super::run_cases;
 use crate::store::lock::{self, Lock};
 use crate::store::{
     EventKind, KeyValue, MAX_KEY_BYTES, MAX_VALUE_BYTES, Revision, Store, StoreError, Txn, Watch, WatchEvent,
@@ -32,59 +17,59 @@ const EXPIRY: Duration = Duration::from_secs(10);
 /// The TTL of leases in the suite.
 const TTL: Duration = Duration::from_secs(1);
 
-/// Runs every conformance case of [`Store`] against fresh stores from `make`.
+/// Runs every conformance case of [`Store`] against fresh stores from `make` (see the
+/// [module docs](super) for the shape).
+///
+/// An adapter to a shared server can hand out a store scoped to a fresh key prefix.
+/// Cases never assume absolute revision numbers, only the relations the trait promises
+/// (one new revision per effective write transaction, and so on). Lease cases use
+/// 1-second TTLs and wait for expiry by watch with generous bounds, so a server that
+/// rounds TTLs up (etcd) still passes; against the embedded store the suite takes a few
+/// seconds.
 ///
 /// Panics (failing the calling test) with the case's name and what went wrong.
-pub async fn store_suite<F, Fut>(make: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
-    macro_rules! case {
-        ($name:ident) => {{
-            tracing::info!(case = stringify!($name), "store suite");
-            $name(make().await).await;
-        }};
-    }
-    case!(get_put_delete);
-    case!(revisions_and_versions);
-    case!(txn_failed_compare_changes_nothing);
-    case!(txn_applies_all_ops_at_one_revision);
-    case!(txn_without_effective_writes_keeps_revision);
-    case!(create_if_absent);
-    case!(compare_and_swap_conflict);
-    case!(delete_prefix);
-    case!(list_in_order_with_prefix_isolation);
-    case!(watch_from_now);
-    case!(watch_replays_from_revision);
-    case!(watch_sees_deletes);
-    case!(watch_in_revision_order);
-    case!(list_then_watch_misses_nothing);
-    case!(lease_put_unknown_lease_fails);
-    case!(lease_revoke_deletes_keys);
-    case!(lease_keep_alive_and_expiry);
-    case!(limits);
-    case!(concurrent_cas_increments);
+pub async fn store_suite(make: impl AsyncFn() -> Arc<dyn Store>) {
+    run_cases!(
+        "store",
+        [
+            get_put_delete,
+            revisions_and_versions,
+            txn_failed_compare_changes_nothing,
+            txn_applies_all_ops_at_one_revision,
+            txn_without_effective_writes_keeps_revision,
+            create_if_absent,
+            compare_and_swap_conflict,
+            delete_prefix,
+            list_in_order_with_prefix_isolation,
+            watch_from_now,
+            watch_replays_from_revision,
+            watch_sees_deletes,
+            watch_in_revision_order,
+            list_then_watch_misses_nothing,
+            lease_put_unknown_lease_fails,
+            lease_revoke_deletes_keys,
+            lease_keep_alive_and_expiry,
+            limits,
+            concurrent_cas_increments,
+        ],
+        |case| case(make().await).await
+    );
 }
 
 /// Runs the conformance cases of [`Lock`] and [`lock::elect`] against fresh stores
 /// from `make`.
-pub async fn lock_suite<F, Fut>(make: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn Store>>,
-{
-    macro_rules! case {
-        ($name:ident) => {{
-            tracing::info!(case = stringify!($name), "lock suite");
-            $name(make().await).await;
-        }};
-    }
-    case!(lock_mutual_exclusion);
-    case!(lock_released_on_drop);
-    case!(lock_freed_on_lease_expiry);
-    case!(lock_names_are_independent);
-    case!(election_fails_over);
+pub async fn lock_suite(make: impl AsyncFn() -> Arc<dyn Store>) {
+    run_cases!(
+        "lock",
+        [
+            lock_mutual_exclusion,
+            lock_released_on_drop,
+            lock_freed_on_lease_expiry,
+            lock_names_are_independent,
+            election_fails_over,
+        ],
+        |case| case(make().await).await
+    );
 }
 
 async fn next_event(w: &mut Watch) -> WatchEvent {

@@ -1,22 +1,17 @@
 //! Conformance suite of the `TtyBroker` trait.
-//!
-//! ```no_run
-//! # async fn run(my_broker: &dyn deis_core::TtyBroker, harness: &dyn deis_core::testing::TtyHarness) {
-//! deis_core::testing::tty_suite(my_broker, harness).await;
-//! # }
-//! ```
-//!
-//! The commands the suite runs need a POSIX `sh`, `cat`, `echo`, `sleep`, `stty`,
-//! `head`, `yes` and `kill` where the backend runs them (a source build directory, or an
-//! image with busybox/coreutils).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::run_cases;
+use crate::scheduler::Artifact;
 use crate::tty::{ExitStatus, MAX_CHUNK, Session, SessionInput, SessionOutput, SessionSpec, TermSize, TtyBroker};
+use deis_test_support::proc::processes_with_env;
 
 /// Name of the environment variable through which the suite recognises the processes
 /// of its sessions (see [`TtyHarness::running_with_env`]).
@@ -45,39 +40,68 @@ pub trait TtyHarness: Send + Sync {
     }
 }
 
-/// Pids of the live processes of this machine whose (initial) environment holds
-/// `var=value` (reads `/proc/<pid>/environ`; needs the right to, e.g. root or the same
-/// user).
-pub fn processes_with_env(var: &str, value: &str) -> Vec<u32> {
-    let needle = format!("{var}={value}");
-    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()))
-        })
-        .collect()
+/// A [`TtyHarness`] for backends that run what an [`Artifact`] holds: sessions of
+/// process type `web` of release `release`, opened by user `suite`, with `DEIS_APP` set
+/// in their environment. Processes are seen through this machine's `/proc`.
+#[derive(Debug, Clone)]
+pub struct SpecHarness {
+    /// What sessions run in: a source build directory or an image.
+    pub artifact: Artifact,
+    /// The release sessions belong to.
+    pub release: u64,
 }
 
-/// Runs every case against `broker`, which must allow at least 25 sessions at once.
+impl SpecHarness {
+    /// Sessions in `artifact`, release 1.
+    pub fn new(artifact: Artifact) -> Self {
+        Self { artifact, release: 1 }
+    }
+}
+
+impl TtyHarness for SpecHarness {
+    fn spec(&self, app: &str, command: Vec<String>, tty: bool) -> SessionSpec {
+        SessionSpec {
+            app: app.into(),
+            proc_type: "web".into(),
+            artifact: self.artifact.clone(),
+            release: self.release,
+            env: BTreeMap::from([("DEIS_APP".into(), app.into())]),
+            command,
+            tty,
+            size: None,
+            user: "suite".into(),
+        }
+    }
+}
+
+/// Runs every case against fresh brokers from `make` (see the [module docs](super) for
+/// the shape); each must allow at least 25 sessions at once. The commands the suite runs
+/// need a POSIX `sh`, `cat`, `echo`, `sleep`, `stty`, `head`, `yes` and `kill` where the
+/// backend runs them (a source build directory, or an image with busybox/coreutils).
+///
 /// Panics with the failing step and what was seen.
-pub async fn tty_suite(broker: &dyn TtyBroker, harness: &dyn TtyHarness) {
-    let s = Suite { b: broker, h: harness, timeout: harness.timeout() };
-    s.env_visible_in_tty().await;
-    s.exit_codes().await;
-    s.signal_exit().await;
-    s.pipe_roundtrip_binary().await;
-    s.stderr_separate().await;
-    s.tty_merges_and_is_a_terminal().await;
-    s.resize().await;
-    s.eof_ends_cat().await;
-    s.drop_kills().await;
-    s.concurrent().await;
-    s.backpressure().await;
+pub async fn tty_suite(make: impl AsyncFn() -> Arc<dyn TtyBroker>, harness: &dyn TtyHarness) {
+    run_cases!(
+        "tty",
+        Suite: [
+            env_visible_in_tty,
+            exit_codes,
+            signal_exit,
+            pipe_roundtrip_binary,
+            stderr_separate,
+            tty_merges_and_is_a_terminal,
+            resize,
+            eof_ends_cat,
+            drop_kills,
+            concurrent,
+            backpressure,
+        ],
+        |case| case(&Suite { b: make().await, h: harness, timeout: harness.timeout() }).await
+    );
 }
 
 struct Suite<'a> {
-    b: &'a dyn TtyBroker,
+    b: Arc<dyn TtyBroker>,
     h: &'a dyn TtyHarness,
     timeout: Duration,
 }

@@ -710,26 +710,16 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{TtyHarness, tty_suite};
+    use crate::testing::{SpecHarness, TtyHarness, tty_suite};
 
     struct Harness {
         dir: tempfile::TempDir,
     }
 
-    #[async_trait]
     impl TtyHarness for Harness {
         fn spec(&self, app: &str, command: Vec<String>, tty: bool) -> SessionSpec {
-            SessionSpec {
-                app: app.into(),
-                proc_type: "web".into(),
-                artifact: Artifact::Source { dir: self.dir.path().to_path_buf() },
-                release: 3,
-                env: BTreeMap::from([("DEIS_APP".into(), app.into())]),
-                command,
-                tty,
-                size: None,
-                user: "suite".into(),
-            }
+            let artifact = Artifact::Source { dir: self.dir.path().to_path_buf() };
+            SpecHarness { artifact, release: 3 }.spec(app, command, tty)
         }
     }
 
@@ -739,8 +729,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn passes_the_tty_suite() {
-        let broker = LocalTtyBroker::default();
-        tty_suite(&broker, &harness()).await;
+        let broker = Arc::new(LocalTtyBroker::default());
+        tty_suite(async || broker.clone() as Arc<dyn TtyBroker>, &harness()).await;
         // Every session's slot was given back once its processes were gone.
         let deadline = Instant::now() + Duration::from_secs(10);
         while broker.running() > 0 && Instant::now() < deadline {

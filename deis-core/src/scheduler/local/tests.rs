@@ -16,65 +16,9 @@ use super::output::tests::Collect;
 use super::*;
 use crate::model::limits::Resources;
 use crate::model::{ExecProbe, Healthcheck, ProbeAction, UnitState};
-use crate::scheduler::{Capacity, ProcessSpec};
-use crate::testing::{SchedulerHarness, http_get, scheduler_suite};
-
-const WEB_PY: &str = r#"
-import http.server, os
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = (os.environ["DEIS_UNIT"] + " " + os.environ.get("GREETING", "") + "\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-"#;
-
-/// Source builds in a temporary directory: `web` is a small Python HTTP server.
-struct Harness {
-    dir: tempfile::TempDir,
-}
-
-impl Harness {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("web.py"), WEB_PY).unwrap();
-        Self { dir }
-    }
-
-    fn spec(&self, app: &str, release: u64, procs: &[(&str, &str, u32)]) -> AppSpec {
-        AppSpec {
-            app: app.into(),
-            release,
-            artifact: Artifact::Source { dir: self.dir.path().to_owned() },
-            env: BTreeMap::from([("GREETING".to_string(), format!("hello from v{release}"))]),
-            processes: procs
-                .iter()
-                .map(|(t, cmd, n)| {
-                    let p = ProcessSpec {
-                        command: cmd.to_string(),
-                        count: *n,
-                        resources: Resources { cpu_millis: 10, memory_bytes: 16 << 20 },
-                        healthcheck: None,
-                    };
-                    (t.to_string(), p)
-                })
-                .collect(),
-        }
-    }
-}
-
-const WEB: &str = "exec python3 web.py";
-const WORKER: &str = "exec sleep 3600";
-
-impl SchedulerHarness for Harness {
-    fn sample_app(&self, app: &str, release: u64) -> AppSpec {
-        self.spec(app, release, &[("web", WEB, 1), ("worker", WORKER, 1)])
-    }
-}
+use crate::scheduler::Capacity;
+use crate::testing::{SAMPLE_WEB as WEB, SAMPLE_WORKER as WORKER, SourceAppHarness as Harness, scheduler_suite};
+use deis_test_support::http;
 
 fn config(dir: &Path) -> LocalSchedulerConfig {
     let mut c = LocalSchedulerConfig::new(dir);
@@ -115,13 +59,19 @@ async fn wait_gone(pid: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance() {
-    let state = tempfile::tempdir().unwrap();
-    let s = LocalScheduler::new(config(state.path())).await.unwrap();
-    let h = Harness::new();
-    scheduler_suite(&*s, &h).await;
-    s.shutdown().await;
-    let file = std::fs::read_to_string(state.path().join(STATE_FILE)).unwrap();
-    assert!(file.contains("\"groups\": []"), "groups left in the state file: {file}");
+    let made = std::sync::Mutex::new(vec![]);
+    let make = async || {
+        let state = tempfile::tempdir().unwrap();
+        let s = LocalScheduler::new(config(state.path())).await.unwrap();
+        made.lock().unwrap().push((s.clone(), state));
+        s as Arc<dyn crate::Scheduler>
+    };
+    scheduler_suite(make, &Harness::new()).await;
+    for (s, state) in made.into_inner().unwrap() {
+        s.shutdown().await;
+        let file = std::fs::read_to_string(state.path().join(STATE_FILE)).unwrap();
+        assert!(file.contains("\"groups\": []"), "groups left in the state file: {file}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,8 +119,7 @@ async fn stop_reaps_the_whole_group_and_escalates_to_sigkill() {
     s.apply(h.spec("stubborn", 1, &[("worker", cmd, 1)])).await.unwrap();
     let units = wait_units(&s, "stubborn", all_up(1)).await;
     let leader = units[0].pid.unwrap();
-    let child: u32 =
-        std::fs::read_to_string(h.dir.path().join("child-stubborn.worker.1")).unwrap().trim().parse().unwrap();
+    let child: u32 = std::fs::read_to_string(h.dir().join("child-stubborn.worker.1")).unwrap().trim().parse().unwrap();
     assert!(!gone(child));
     let t = Instant::now();
     s.remove("stubborn").await.unwrap();
@@ -190,7 +139,7 @@ async fn rolling_release_brings_the_new_unit_up_before_the_old_goes_down() {
     let mut events = s.subscribe();
     s.apply(h.spec("roll", 2, &[("web", WEB, 2)])).await.unwrap();
     let v2 = wait_units(&s, "roll", |u| all_up(2)(u) && u.iter().all(|u| u.release == 2)).await;
-    assert_eq!(http_get(v2[0].address.unwrap()).await.unwrap(), "roll.web.1 hello from v2\n");
+    assert_eq!(http::get_async(v2[0].address.unwrap(), "/").await.unwrap().body, "roll.web.1 hello from v2\n");
 
     for old in &v1 {
         wait_gone(old.pid.unwrap()).await;
@@ -273,7 +222,7 @@ async fn environment_is_the_config_plus_port_and_deis_vars_only() {
     let h = Harness::new();
     s.apply(h.spec("envy", 7, &[("worker", "env > env.out; exec sleep 3600", 1)])).await.unwrap();
     let units = wait_units(&s, "envy", all_up(1)).await;
-    let env: BTreeMap<String, String> = std::fs::read_to_string(h.dir.path().join("env.out"))
+    let env: BTreeMap<String, String> = std::fs::read_to_string(h.dir().join("env.out"))
         .unwrap()
         .lines()
         .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
@@ -352,7 +301,7 @@ async fn invalid_specs_are_refused() {
     let err = s.apply(h.spec("nocmd", 1, &[("web", " ", 1)])).await.unwrap_err();
     assert!(err.to_string().contains("process type web has no command"), "{err}");
     let mut spec = h.spec("nodir", 1, &[("web", WEB, 1)]);
-    spec.artifact = Artifact::Source { dir: h.dir.path().join("missing") };
+    spec.artifact = Artifact::Source { dir: h.dir().join("missing") };
     let err = s.apply(spec).await.unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
     let err = s.apply(h.spec("many", 1, &[("web", WEB, 1001)])).await.unwrap_err();
@@ -398,7 +347,7 @@ async fn healthcheck_decides_readiness() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let units = s.units("checked").await.unwrap();
     assert_eq!(units[0].state, UnitState::Created, "up before its healthcheck passed");
-    std::fs::write(h.dir.path().join("ready-checked.worker.1"), "").unwrap();
+    std::fs::write(h.dir().join("ready-checked.worker.1"), "").unwrap();
     wait_units(&s, "checked", all_up(1)).await;
     s.shutdown().await;
 }
