@@ -187,25 +187,12 @@ fn clock_ticks_per_second() -> f64 {
 
 /// The worker processes of the nginx master `master`.
 fn nginx_workers(master: u32) -> Vec<u32> {
-    for _ in 0..200 {
-        let workers: Vec<u32> = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
-                    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
-                    rest.split_whitespace().nth(1) == Some(&*master.to_string())
-                })
-            })
-            .collect();
-        if workers.len() >= 2 {
-            return workers;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("nginx (pid {master}) did not start its 2 workers");
+    use deis_test_support::proc;
+    deis_test_support::wait_for(Duration::from_secs(5), &format!("the 2 workers of nginx (pid {master})"), || {
+        let workers: Vec<u32> =
+            proc::pids().into_iter().filter(|pid| proc::stat(*pid).is_some_and(|s| s.ppid == master)).collect();
+        (workers.len() >= 2).then_some(workers)
+    })
 }
 
 fn start_nginx(dir: &std::path::Path, port: u16, backends: &[SocketAddr]) -> Child {
@@ -231,22 +218,8 @@ fn start_nginx(dir: &std::path::Path, port: u16, backends: &[SocketAddr]) -> Chi
         .stderr(Stdio::null())
         .spawn()
         .expect("nginx is installed (apt-get install nginx-light)");
-    wait_port(port);
+    deis_test_support::net::wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(5));
     child
-}
-
-fn wait_port(port: u16) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("nothing listens on port {port}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn main() {
@@ -288,10 +261,10 @@ fn main() {
         router.synced().await;
         port
     });
-    wait_port(router_port);
+    deis_test_support::net::wait_listening(([127, 0, 0, 1], router_port).into(), Duration::from_secs(5));
 
     let tmp = tempfile::tempdir().unwrap();
-    let nginx_port = free_port();
+    let nginx_port = deis_test_support::free_port();
     let mut nginx = start_nginx(tmp.path(), nginx_port, &backends);
 
     let mut nginx_procs = nginx_workers(nginx.id());

@@ -95,6 +95,13 @@ struct Row {
     note: String,
 }
 
+impl Row {
+    /// A receiver that kept `parsed` of `sent` messages in `elapsed`.
+    fn measured(what: String, sent: u64, parsed: u64, elapsed: Duration, note: String) -> Self {
+        Row { what, rate: parsed as f64 / elapsed.as_secs_f64(), loss: sent - parsed, note }
+    }
+}
+
 fn parse_append_one_core(n: u64) -> f64 {
     let store = RingLogStore::new();
     let msgs: Vec<String> = (0..n).map(message).collect();
@@ -135,12 +142,8 @@ async fn ours_tcp(n: u64, conns: u64) -> Row {
     sender.await.unwrap();
     let c = counters.snapshot();
     server.shutdown().await;
-    Row {
-        what: format!("deis SyslogServer+RingLogStore, TCP x{conns}"),
-        rate: c.parsed as f64 / elapsed.as_secs_f64(),
-        loss: n - c.parsed,
-        note: format!("{} msgs in {:.2} s", c.parsed, elapsed.as_secs_f64()),
-    }
+    let note = format!("{} msgs in {:.2} s", c.parsed, elapsed.as_secs_f64());
+    Row::measured(format!("deis SyslogServer+RingLogStore, TCP x{conns}"), n, c.parsed, elapsed, note)
 }
 
 async fn ours_udp(n: u64, rate: u64) -> Row {
@@ -177,12 +180,8 @@ async fn ours_udp(n: u64, rate: u64) -> Row {
     let elapsed = at;
     let c = counters.snapshot();
     server.shutdown().await;
-    Row {
-        what: format!("deis SyslogServer+RingLogStore, UDP paced at {rate}/s"),
-        rate: c.parsed as f64 / elapsed.as_secs_f64(),
-        loss: n - c.parsed,
-        note: format!("{} of {n} datagrams", c.parsed),
-    }
+    let note = format!("{} of {n} datagrams", c.parsed);
+    Row::measured(format!("deis SyslogServer+RingLogStore, UDP paced at {rate}/s"), n, c.parsed, elapsed, note)
 }
 
 /// Follow latency at `rate` messages/s for `secs` seconds: (p50 ms, p99 ms, samples, missed).
@@ -278,17 +277,13 @@ struct Rsyslog {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn start_rsyslog() -> Option<Rsyslog> {
     let bin = ["/usr/sbin/rsyslogd", "rsyslogd"].into_iter().find(|b| Command::new(b).arg("-v").output().is_ok())?;
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let out = dir.path().join("out.log");
-    let port = free_port();
+    let port = deis_test_support::free_port();
     let conf = dir.path().join("rsyslog.conf");
     std::fs::write(
         &conf,
@@ -312,11 +307,7 @@ fn start_rsyslog() -> Option<Rsyslog> {
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "rsyslogd did not listen on {port} within 10 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    deis_test_support::net::wait_listening(([127, 0, 0, 1], port).into(), Duration::from_secs(10));
     Some(Rsyslog { child, port, out, _dir: dir })
 }
 

@@ -31,7 +31,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
@@ -213,7 +212,7 @@ fn start_sshd() -> Option<Sshd> {
     std::fs::copy(d.join("client.pub"), d.join("authorized_keys")).expect("write authorized_keys");
     // Privilege separation directory (normally made by the service unit).
     std::fs::create_dir_all("/run/sshd").expect("create /run/sshd for sshd");
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = deis_test_support::free_port();
     let config = format!(
         "ListenAddress 127.0.0.1\nPort {port}\nHostKey {d}/host\nAuthorizedKeysFile {d}/authorized_keys\n\
          StrictModes no\nPidFile {d}/sshd.pid\nUsePAM no\nPermitRootLogin prohibit-password\n\
@@ -230,11 +229,10 @@ fn start_sshd() -> Option<Sshd> {
         .expect("start sshd");
     let sshd = Sshd { child, port, dir };
     // sshd writes its PID file once it listens.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sshd.dir.path().join("sshd.pid").exists() {
-        assert!(Instant::now() < deadline, "sshd did not listen on 127.0.0.1:{port} within 10 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let pid_file = sshd.dir.path().join("sshd.pid");
+    deis_test_support::wait_for(Duration::from_secs(10), &format!("sshd to listen on 127.0.0.1:{port}"), || {
+        pid_file.exists().then_some(())
+    });
     Some(sshd)
 }
 

@@ -1,18 +1,17 @@
 //! Docker's syslog log driver, a real emitter, in each of its formats, into a running
 //! syslog listener. Uses a Docker engine that answers, or starts a private dockerd.
 
-mod support;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use deis_sdk::deis_core::logs::{LogFilter, LogSource, LogStore, LogStream, RingLogStore};
 use deis_sdk::logger::{SyslogConfig, SyslogServer};
-use support::docker::DockerEngine;
-use support::eventually;
+use deis_test_support::docker::DockerEngine;
+use deis_test_support::{Service, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_syslog_driver_in_every_format() {
-    let Some(engine) = DockerEngine::get() else { return };
+    let Some(engine) = DockerEngine::shared() else { return };
     let image = engine.busybox_image();
     let store = RingLogStore::new();
     let config = SyslogConfig {
@@ -44,11 +43,12 @@ async fn docker_syslog_driver_in_every_format() {
         assert!(out.status.success(), "docker run ({format}): {}", String::from_utf8_lossy(&out.stderr));
     }
     for (format, address, app) in &cases {
-        let lines = eventually(10, &format!("2 lines of {app} ({format} over {address})"), || async {
-            let got = store.tail(app, 10, &LogFilter::default()).await.unwrap();
-            (got.len() >= 2).then_some(got)
-        })
-        .await;
+        let lines =
+            eventually(Duration::from_secs(10), &format!("2 lines of {app} ({format} over {address})"), || async {
+                let got = store.tail(app, 10, &LogFilter::default()).await.unwrap();
+                (got.len() >= 2).then_some(got)
+            })
+            .await;
         let mut seen: Vec<(String, LogStream)> =
             lines.iter().map(|e| (e.line.message.clone(), e.line.stream)).collect();
         seen.sort_by(|a, b| a.0.cmp(&b.0));

@@ -6,8 +6,11 @@ use std::time::{Duration, Instant};
 use deis_sdk::deis_core::logs::syslog::{FrameDecoder, SyslogMessage, parse};
 use deis_sdk::deis_core::logs::{LogLine, LogStore, LogStream, RingLogStore};
 use deis_sdk::logger::{DrainSet, DrainSetConfig, DrainUrl, DrainingLogStore};
+use deis_test_support::eventually;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, UdpSocket};
+
+const T: Duration = Duration::from_secs(5);
 
 fn config() -> DrainSetConfig {
     DrainSetConfig {
@@ -117,27 +120,16 @@ async fn tls_drain_verifies_the_server_with_a_custom_ca() {
         acceptor.accept(conn).await.is_err()
     });
     assert!(tokio::time::timeout(Duration::from_secs(5), accept).await.unwrap().unwrap());
-    let err = support_eventually(|| untrusted.stats()[0].last_error.clone()).await;
+    let err = eventually(T, "the drain's TLS error", || async { untrusted.stats()[0].last_error.clone() }).await;
     assert!(err.contains("TLS handshake"), "{err}");
     assert_eq!(untrusted.stats()[0].sent, 0);
-}
-
-async fn support_eventually<T>(mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// A dead drain costs ingest nothing: appends run at full speed, the queue stays
 /// bounded (oldest dropped, counted), and when the drain comes back it gets the newest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_drain_never_slows_ingest_and_catches_up_when_back() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = deis_test_support::free_port();
     let mut c = config();
     c.queue_lines = 1000;
     let drains = Arc::new(DrainSet::new(c));
@@ -159,5 +151,5 @@ async fn a_dead_drain_never_slows_ingest_and_catches_up_when_back() {
     let got = receive_stream(conn, 1000).await;
     assert_eq!(got[0].message, "99000");
     assert_eq!(got[999].message, "99999");
-    support_eventually(|| (drains.stats()[0].sent == 1000).then_some(())).await;
+    eventually(T, "1000 lines sent", || async { (drains.stats()[0].sent == 1000).then_some(()) }).await;
 }

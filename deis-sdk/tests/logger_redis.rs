@@ -1,15 +1,14 @@
 //! `RedisLogStore` against a real `redis-server` started by the test.
 #![cfg(feature = "redis")]
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use deis_sdk::deis_core::logs::{Cursor, FollowItem, LogFilter, LogFollow, LogLine, LogStore, LogStream};
 use deis_sdk::logger::{RedisLogStore, RedisLogStoreConfig};
-use support::RedisServer;
+use deis_test_support::redis::RedisServer;
+use deis_test_support::{Service, free_port};
 
 async fn store(redis: &RedisServer, prefix: &str) -> RedisLogStore {
     let mut c = RedisLogStoreConfig::new(redis.url());
@@ -27,7 +26,7 @@ async fn next(f: &mut LogFollow) -> FollowItem {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_the_logstore_conformance_suite() {
-    let Some(redis) = RedisServer::start() else { return };
+    let Some(redis) = RedisServer::shared() else { return };
     let url = redis.url();
     let n = AtomicUsize::new(0);
     deis_sdk::deis_core::testing::logstore_suite(|| {
@@ -42,7 +41,7 @@ async fn passes_the_logstore_conformance_suite() {
 /// duplicates, nothing lost, and lines that left the list meanwhile reported as missed.
 #[tokio::test]
 async fn follow_resumes_after_a_logger_restart() {
-    let Some(redis) = RedisServer::start() else { return };
+    let Some(redis) = RedisServer::shared() else { return };
     let first = store(&redis, "r:").await;
     let mut f = first.follow("hello", Cursor::Now, LogFilter::default()).await.unwrap();
     first.append((0..3).map(|i| line("hello", &format!("before {i}"))).collect()).await.unwrap();
@@ -90,7 +89,7 @@ async fn follow_resumes_after_a_logger_restart() {
 
 #[tokio::test]
 async fn loggers_sharing_redis_share_numbering_and_followers() {
-    let Some(redis) = RedisServer::start() else { return };
+    let Some(redis) = RedisServer::shared() else { return };
     let (a, b) = (store(&redis, "s:").await, store(&redis, "s:").await);
     let mut f = a.follow("hello", Cursor::Now, LogFilter::default()).await.unwrap();
     let mut tasks = Vec::new();
@@ -120,7 +119,7 @@ async fn loggers_sharing_redis_share_numbering_and_followers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_follower_neither_blocks_appends_nor_grows() {
-    let Some(redis) = RedisServer::start() else { return };
+    let Some(redis) = RedisServer::shared() else { return };
     let mut c = RedisLogStoreConfig::new(redis.url());
     c.key_prefix = "stuck:".into();
     c.follower_buffer = 8;
@@ -149,7 +148,7 @@ async fn a_stuck_follower_neither_blocks_appends_nor_grows() {
 
 #[tokio::test]
 async fn connect_errors_say_what_to_do() {
-    let port = support::free_port();
+    let port = free_port();
     let err = RedisLogStore::connect(RedisLogStoreConfig::new(format!("redis://127.0.0.1:{port}"))).await.unwrap_err();
     assert!(err.to_string().contains("is redis-server running"), "{err}");
     let err = RedisLogStore::connect(RedisLogStoreConfig::new("http://nope")).await.unwrap_err();

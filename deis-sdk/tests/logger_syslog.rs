@@ -1,8 +1,6 @@
 //! Syslog ingest over real sockets: framing, real emitters (util-linux `logger`), TLS,
 //! garbage and limits, slow followers, and the logger HTTP API.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +13,8 @@ use deis_sdk::deis_core::logs::{
 };
 use deis_sdk::logger::http::{self, LoggerApi};
 use deis_sdk::logger::{SyslogConfig, SyslogServer, TlsListenerConfig};
-use support::{HttpStream, eventually, http_get, skip_without};
+use deis_test_support::http::{Request, Response};
+use deis_test_support::{eventually, skip_without};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -31,7 +30,7 @@ async fn start(store: Arc<dyn LogStore>, tweak: impl FnOnce(&mut SyslogConfig)) 
 
 /// Waits until `app` holds `n` lines and returns them.
 async fn lines(store: &RingLogStore, app: &str, n: usize) -> Vec<LogEntry> {
-    eventually(5, &format!("{n} lines of {app}"), || async {
+    eventually(Duration::from_secs(5), &format!("{n} lines of {app}"), || async {
         let got = store.tail(app, usize::MAX, &LogFilter::default()).await.unwrap();
         (got.len() >= n).then_some(got)
     })
@@ -228,18 +227,21 @@ async fn garbage_oversized_and_truncated_are_counted_and_the_listener_survives()
 
     let got = lines(&store, "hello", 2).await;
     assert_eq!(messages(&got), ["after oversized", "after big frame"]);
-    let c = eventually(5, "the truncated frame, bad length and UDP lines to be counted", || async {
-        let c = server.counters().snapshot();
-        (c.dropped_framing_error >= 2 && c.dropped_oversized >= 3 && c.unparsed >= 2).then_some(c)
-    })
-    .await;
+    let c =
+        eventually(Duration::from_secs(5), "the truncated frame, bad length and UDP lines to be counted", || async {
+            let c = server.counters().snapshot();
+            (c.dropped_framing_error >= 2 && c.dropped_oversized >= 3 && c.unparsed >= 2).then_some(c)
+        })
+        .await;
     let raw = store.tail(UNROUTED_APP, usize::MAX, &LogFilter::default()).await.unwrap();
     assert!(raw.iter().any(|e| e.line.raw && e.line.message.contains("total garbage")), "{raw:?}");
     assert!(raw.iter().any(|e| e.line.raw && e.line.message.contains("binary")), "{raw:?}");
     // Every message received was kept (parsed or raw) or dropped for being oversized.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let c2 = server.counters().snapshot();
-    assert_eq!(c2.received, c2.parsed + c2.unparsed + c2.dropped_oversized, "{c2:?}");
+    eventually(Duration::from_secs(5), "every received message accounted for", || async {
+        let c = server.counters().snapshot();
+        if c.received == c.parsed + c.unparsed + c.dropped_oversized { Ok(()) } else { Err(c) }
+    })
+    .await;
     assert!(c.dropped_oversized >= 3);
 
     // Still serving.
@@ -269,8 +271,10 @@ async fn connections_over_the_limit_are_refused_and_counted() {
     assert_eq!(server.counters().snapshot().dropped_too_many_connections, 1);
     // Freeing a slot lets a new connection in.
     drop(held.pop());
-    eventually(5, "the freed slot", || async { (server.counters().snapshot().connections_open == 1).then_some(()) })
-        .await;
+    eventually(Duration::from_secs(5), "the freed slot", || async {
+        (server.counters().snapshot().connections_open == 1).then_some(())
+    })
+    .await;
     let mut s = TcpStream::connect(tcp).await.unwrap();
     s.write_all(b"<13>1 - - hello - - - conn 3\n").await.unwrap();
     lines(&store, "hello", 3).await;
@@ -316,7 +320,7 @@ async fn store_errors_are_counted() {
     let mut s = TcpStream::connect(server.tcp_addr().unwrap()).await.unwrap();
     s.write_all(b"<13>1 - - hello - - - one\n<13>1 - - hello - - - two\n").await.unwrap();
     drop(s);
-    let c = eventually(5, "store errors", || async {
+    let c = eventually(Duration::from_secs(5), "store errors", || async {
         let c = server.counters().snapshot();
         (c.dropped_store_error == 2).then_some(c)
     })
@@ -342,8 +346,10 @@ async fn a_follower_that_stops_reading_does_not_slow_ingest() {
     }
     s.write_all(&payload).await.unwrap();
     drop(s);
-    eventually(30, "50k lines parsed", || async { (server.counters().snapshot().parsed == N as u64).then_some(()) })
-        .await;
+    eventually(Duration::from_secs(30), "50k lines parsed", || async {
+        (server.counters().snapshot().parsed == N as u64).then_some(())
+    })
+    .await;
     let elapsed = started.elapsed();
     assert!(elapsed < Duration::from_secs(20), "ingest took {elapsed:?} with a stuck follower");
     let tail = store.tail("hello", 1, &LogFilter::default()).await.unwrap();
@@ -390,27 +396,32 @@ async fn http_api_serves_tail_follow_metrics_with_bearer_auth() {
     s.write_all(b"<30>1 2026-11-25T14:47:22Z vm hello.worker.1 - - - second\n").await.unwrap();
     lines(&store, "hello", 2).await;
 
-    assert_eq!(http_get(api_addr, "/healthz", None).await, (200, "OK".into()));
-    assert_eq!(http_get(api_addr, "/logs/hello", None).await.0, 401);
-    assert_eq!(http_get(api_addr, "/logs/hello", Some("wrong")).await.0, 401);
-    let (status, body) = http_get(api_addr, "/logs/hello?log_lines=10", Some("s3cret")).await;
+    let get = async |path: &str, token: Option<&str>| {
+        let Response { status, body, .. } = Request::get(path).bearer(token).send_async(api_addr).await.unwrap();
+        (status, body)
+    };
+    assert_eq!(get("/healthz", None).await, (200, "OK".into()));
+    assert_eq!(get("/logs/hello", None).await.0, 401);
+    assert_eq!(get("/logs/hello", Some("wrong")).await.0, 401);
+    let (status, body) = get("/logs/hello?log_lines=10", Some("s3cret")).await;
     assert_eq!(status, 200);
     assert_eq!(body, "2026-11-25T14:47:21.123Z app[web.1]: first\n2026-11-25T14:47:22.000Z app[worker.1]: second\n");
-    let (_, body) = http_get(api_addr, "/logs/hello?log_lines=1", Some("s3cret")).await;
+    let (_, body) = get("/logs/hello?log_lines=1", Some("s3cret")).await;
     assert_eq!(body.lines().count(), 1);
-    let (_, body) = http_get(api_addr, "/logs/hello?type=web", Some("s3cret")).await;
+    let (_, body) = get("/logs/hello?type=web", Some("s3cret")).await;
     assert_eq!(body, "2026-11-25T14:47:21.123Z app[web.1]: first\n");
-    assert_eq!(http_get(api_addr, "/logs/hello?log_lines=x", Some("s3cret")).await.0, 400);
+    assert_eq!(get("/logs/hello?log_lines=x", Some("s3cret")).await.0, 400);
 
-    let mut follow = HttpStream::open(api_addr, "/logs/hello/follow?log_lines=1", Some("s3cret")).await;
-    follow.wait_for("app[worker.1]: second\n", 5).await;
+    let follow = Request::get("/logs/hello/follow?log_lines=1").bearer(Some("s3cret"));
+    let mut follow = follow.open_async(api_addr).await.unwrap();
+    follow.wait_for("app[worker.1]: second\n", Duration::from_secs(5)).await;
     let sent = Instant::now();
     s.write_all(b"<30>1 2026-11-25T14:47:23Z vm hello.web.1 - - - live one\n").await.unwrap();
-    follow.wait_for("app[web.1]: live one\n", 5).await;
+    follow.wait_for("app[web.1]: live one\n", Duration::from_secs(5)).await;
     assert!(sent.elapsed() < Duration::from_secs(1), "a followed line took {:?}", sent.elapsed());
-    assert!(!follow.received.contains("first"));
+    assert!(!follow.received().contains("first"));
 
-    let (status, metrics) = http_get(api_addr, "/metrics", None).await;
+    let (status, metrics) = get("/metrics", None).await;
     assert_eq!(status, 200);
     assert!(metrics.contains("deis_logger_messages_parsed_total 3\n"), "{metrics}");
     drop(follow);

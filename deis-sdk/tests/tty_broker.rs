@@ -232,13 +232,9 @@ async fn subprotocol_and_upgrade_are_required() {
         other => panic!("{other:?}"),
     }
     // A plain GET is told what this endpoint is.
-    let addr = b.url.trim_start_matches("http://");
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    s.write_all(format!("GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", t.url).as_bytes()).await.unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).await.unwrap();
-    assert!(resp.starts_with("HTTP/1.1 400") && resp.contains("WebSocket"), "{resp}");
+    let addr = b.url.trim_start_matches("http://").parse().unwrap();
+    let resp = deis_test_support::http::Request::get(&t.url).send_async(addr).await.unwrap();
+    assert!(resp.status == 400 && resp.body.contains("WebSocket"), "{resp:?}");
 }
 
 #[tokio::test]
@@ -256,11 +252,13 @@ async fn idle_sessions_are_ended() {
     }
     assert!(started.elapsed() < Duration::from_secs(5));
     // The end is audited without an exit code.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let events = b.audit.0.lock().unwrap().clone();
-    assert!(
-        events.iter().any(|e| matches!(e, AuditEvent::Ended { exit: None, reason, .. } if reason.starts_with("idle")))
-    );
+    deis_test_support::eventually(Duration::from_secs(5), "the idle end in the audit log", || async {
+        let events = b.audit.0.lock().unwrap().clone();
+        let idle =
+            |e: &AuditEvent| matches!(e, AuditEvent::Ended { exit: None, reason, .. } if reason.starts_with("idle"));
+        if events.iter().any(idle) { Ok(()) } else { Err(events) }
+    })
+    .await;
 }
 
 #[tokio::test]

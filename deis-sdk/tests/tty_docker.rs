@@ -3,53 +3,31 @@
 //! one-off containers, and `docker exec` into a running unit container.
 #![cfg(feature = "docker")]
 
-mod support;
-
-use std::collections::BTreeMap;
 use std::process::Stdio;
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use deis_sdk::deis_core::scheduler::Artifact;
-use deis_sdk::deis_core::testing::{TtyHarness, tty_suite};
-use deis_sdk::deis_core::tty::{ExitStatus, SessionInput, SessionOutput, SessionSpec, TermSize, TtyBroker};
+use deis_sdk::deis_core::testing::{SpecHarness, TtyHarness, tty_suite};
+use deis_sdk::deis_core::tty::{ExitStatus, SessionInput, SessionOutput, TermSize, TtyBroker};
 use deis_sdk::tty::docker::{DockerTtyBroker, LABEL_APP, LABEL_TYPE};
-use support::docker::DockerEngine;
+use deis_test_support::Service;
+use deis_test_support::docker::DockerEngine;
 
 async fn broker(engine: &DockerEngine) -> DockerTtyBroker {
-    let socket = match engine.host() {
-        Some(h) => h.trim_start_matches("unix://").to_string(),
-        None => "/var/run/docker.sock".to_string(),
-    };
-    DockerTtyBroker::connect_unix(&socket).await.expect("connect to the engine")
+    DockerTtyBroker::connect_unix(&engine.socket_path()).await.expect("connect to the engine")
 }
 
-struct Harness {
-    image: String,
-}
-
-#[async_trait]
-impl TtyHarness for Harness {
-    fn spec(&self, app: &str, command: Vec<String>, tty: bool) -> SessionSpec {
-        SessionSpec {
-            app: app.into(),
-            proc_type: "web".into(),
-            artifact: Artifact::Image { reference: self.image.clone() },
-            release: 1,
-            env: BTreeMap::from([("DEIS_APP".to_string(), app.to_string())]),
-            command,
-            tty,
-            size: None,
-            user: "alice".into(),
-        }
-    }
+/// Sessions in `image`.
+fn harness(image: &str) -> SpecHarness {
+    SpecHarness::new(Artifact::Image { reference: image.into() })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_one_off_containers_pass_the_tty_suite() {
-    let Some(engine) = DockerEngine::get() else { return };
+    let Some(engine) = DockerEngine::shared() else { return };
     let image = engine.busybox_image();
-    let broker = broker(engine).await;
-    tty_suite(&broker, &Harness { image }).await;
+    let broker: Arc<dyn TtyBroker> = Arc::new(broker(engine).await);
+    tty_suite(async || broker.clone(), &harness(&image)).await;
 }
 
 /// Starts a running unit container of `app` (type web); removed when the guard drops.
@@ -92,14 +70,14 @@ async fn collect(session: &mut deis_sdk::deis_core::tty::Session) -> (String, St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_exec_into_a_running_unit() {
-    let Some(engine) = DockerEngine::get() else { return };
+    let Some(engine) = DockerEngine::shared() else { return };
     let image = engine.busybox_image();
     let app = format!("execapp{}", std::process::id());
     let (id, _rm) = start_unit(engine, &image, &app);
 
     let broker = broker(engine).await;
     assert_eq!(broker.unit_container(&app, "web").await.unwrap().as_deref(), Some(id.as_str()));
-    let spec = Harness { image }.spec(&app, vec!["cat; hostname; echo $DEIS_APP >&2; exit 5".into()], false);
+    let spec = harness(&image).spec(&app, vec!["cat; hostname; echo $DEIS_APP >&2; exit 5".into()], false);
     let mut session = broker.open(spec).await.unwrap();
     session.input.send(SessionInput::Stdin(b"piped\n".to_vec())).await.unwrap();
     session.input.send(SessionInput::Eof).await.unwrap();
@@ -114,10 +92,10 @@ async fn docker_exec_into_a_running_unit() {
 /// terminal only once the process runs, which races the command).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_tty_sessions_start_with_their_size() {
-    let Some(engine) = DockerEngine::get() else { return };
+    let Some(engine) = DockerEngine::shared() else { return };
     let image = engine.busybox_image();
     let broker = broker(engine).await;
-    let harness = Harness { image: image.clone() };
+    let harness = harness(&image);
     let exec_app = format!("sizeapp{}", std::process::id());
     let (_id, _rm) = start_unit(engine, &image, &exec_app);
     for (i, app) in [exec_app.as_str(), "size-one-off"].into_iter().cycle().take(6).enumerate() {

@@ -1,14 +1,16 @@
 //! The `deis-logger` binary end to end: real emitters in, HTTP out, graceful shutdown,
 //! and the Redis store surviving a restart.
 
-#[path = "../../../deis-sdk/tests/support/mod.rs"]
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-use support::{HttpStream, RedisServer, eventually, http_get, skip_without};
+use deis_test_support::http::Request;
+use deis_test_support::redis::RedisServer;
+use deis_test_support::{Service, eventually, skip_without};
+
+const T: Duration = Duration::from_secs(5);
 
 struct Logger {
     child: Child,
@@ -77,9 +79,9 @@ fn emit(transport: &str, port: u16, tag: &str, msg: &str) {
 }
 
 async fn logs(http: SocketAddr, app: &str, n: usize) -> String {
-    eventually(5, &format!("{n} lines of {app}"), || async {
-        let (status, body) = http_get(http, &format!("/logs/{app}?log_lines=100"), Some("t0ken")).await;
-        assert_eq!(status, 200, "{body}");
+    eventually(T, &format!("{n} lines of {app}"), || async {
+        let r = Request::get(&format!("/logs/{app}?log_lines=100")).bearer(Some("t0ken")).send_async(http).await;
+        let body = r.map(|r| (r.status == 200).then_some(r.body)).ok().flatten()?;
         (body.lines().count() >= n).then_some(body)
     })
     .await
@@ -101,14 +103,15 @@ async fn util_linux_logger_in_http_out() {
     emit("-d", logger.udp.port(), "myapp", "hello over udp");
     let body = logs(logger.http, "myapp", 2).await;
     assert_eq!(without_time(&body), ["app[syslog]: hello over udp", "app[web.1]: hello over tcp"]);
-    assert_eq!(http_get(logger.http, "/logs/myapp", None).await.0, 401);
+    assert_eq!(Request::get("/logs/myapp").send_async(logger.http).await.unwrap().status, 401);
 
-    let mut follow = HttpStream::open(logger.http, "/logs/myapp/follow", Some("t0ken")).await;
-    follow.wait_for("\r\n\r\n", 5).await;
+    let follow = Request::get("/logs/myapp/follow").bearer(Some("t0ken"));
+    let mut follow = follow.open_async(logger.http).await.unwrap();
+    follow.wait_for("\r\n\r\n", T).await;
     emit("-T", logger.tcp.port(), "myapp.worker.2", "followed");
-    follow.wait_for("app[worker.2]: followed\n", 5).await;
+    follow.wait_for("app[worker.2]: followed\n", T).await;
 
-    let (_, metrics) = http_get(logger.http, "/metrics", None).await;
+    let metrics = Request::get("/metrics").send_async(logger.http).await.unwrap().body;
     assert!(metrics.contains("deis_logger_messages_parsed_total 3\n"), "{metrics}");
     drop(follow);
     logger.stop();
@@ -119,7 +122,7 @@ async fn redis_store_keeps_logs_across_a_restart() {
     if skip_without("logger", "bsdutils") {
         return;
     }
-    let Some(redis) = RedisServer::start() else { return };
+    let Some(redis) = RedisServer::shared() else { return };
     let args = ["--store", "redis", "--redis-url", &redis.url()];
     let first = Logger::start(&args);
     emit("-T", first.tcp.port(), "myapp.web.1", "before restart");
@@ -129,10 +132,11 @@ async fn redis_store_keeps_logs_across_a_restart() {
     let second = Logger::start(&args);
     let body = logs(second.http, "myapp", 1).await;
     assert_eq!(without_time(&body), ["app[web.1]: before restart"]);
-    let mut follow = HttpStream::open(second.http, "/logs/myapp/follow?after=1", Some("t0ken")).await;
+    let follow = Request::get("/logs/myapp/follow?after=1").bearer(Some("t0ken"));
+    let mut follow = follow.open_async(second.http).await.unwrap();
     emit("-T", second.tcp.port(), "myapp.web.1", "after restart");
-    follow.wait_for("app[web.1]: after restart\n", 5).await;
-    assert!(!follow.received.contains("before restart"));
+    follow.wait_for("app[web.1]: after restart\n", T).await;
+    assert!(!follow.received().contains("before restart"));
     drop(follow);
     second.stop();
 }

@@ -22,7 +22,7 @@ impl Drop for Kill {
 async fn serves_sessions_signed_with_the_shared_secret() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("hello.txt"), "hi from dir\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = deis_test_support::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_deis-tty-broker"))
         .args(["--listen", &format!("127.0.0.1:{port}"), "--dir"])
         .arg(dir.path())
@@ -31,11 +31,10 @@ async fn serves_sessions_signed_with_the_shared_secret() {
         .spawn()
         .unwrap();
     let _kill = Kill(child);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "broker did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    deis_test_support::eventually(Duration::from_secs(10), "the broker to listen", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
+    })
+    .await;
     let claims = Claims::new("alice", "hello", vec!["cat hello.txt; echo $DEIS_APP; exit 2".into()], false, "web");
     let url = |claims: &Claims, token: &str| {
         format!("ws://127.0.0.1:{port}/v2/sessions/{}/attach?app=hello&token={token}", claims.session)
