@@ -12,12 +12,15 @@
 //! # }
 //! ```
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::service::{Service, ServiceProcess, skip_without};
+use crate::service::{Program, Service, ServiceProcess, skip_without};
+
+const DOCKERD: Program = Program { bin: "dockerd", package: "docker.io", ready_within: Duration::from_secs(60) };
 
 /// Tag of the busybox image built offline by [`DockerEngine::busybox_image`].
 pub const BUSYBOX_IMAGE: &str = "deis-test/busybox:latest";
@@ -48,10 +51,7 @@ impl Service for DockerEngine {
         if reuse {
             return Some(Self { host: None, process: None, image_built: Mutex::new(false) });
         }
-        if skip_without("dockerd", "docker.io") {
-            return None;
-        }
-        Some(Self::start_private())
+        Self::start_private()
     }
 
     fn process(&self) -> Option<&ServiceProcess> {
@@ -70,25 +70,21 @@ fn info_answers(host: &str) -> bool {
 
 impl DockerEngine {
     /// Starts a private dockerd (listening on a unix socket in its temp dir, not on the
-    /// loopback port) and waits until `docker info` answers.
-    pub fn start_private() -> Self {
-        let process = ServiceProcess::start(
-            "dockerd",
-            Duration::from_secs(60),
-            |_addr, dir| {
-                let mut c = Command::new("dockerd");
-                c.arg("--host").arg(socket(dir));
-                c.arg("--data-root").arg(dir.join("data"));
-                c.arg("--exec-root").arg(dir.join("exec"));
-                c.arg("--pidfile").arg(dir.join("docker.pid"));
-                // Leave the host's network alone; tests run containers with --network none.
-                c.args(["--iptables=false", "--ip6tables=false", "--bridge=none"]);
-                c
-            },
-            |p| info_answers(&socket(p.dir())),
-        );
+    /// loopback port) and waits until `docker info` answers; None if dockerd is missing.
+    pub fn start_private() -> Option<Self> {
+        let command = |_addr: SocketAddr, dir: &Path| {
+            let mut c = Command::new(DOCKERD.bin);
+            c.arg("--host").arg(socket(dir));
+            c.arg("--data-root").arg(dir.join("data"));
+            c.arg("--exec-root").arg(dir.join("exec"));
+            c.arg("--pidfile").arg(dir.join("docker.pid"));
+            // Leave the host's network alone; tests run containers with --network none.
+            c.args(["--iptables=false", "--ip6tables=false", "--bridge=none"]);
+            c
+        };
+        let process = ServiceProcess::start(&DOCKERD, command, |p| info_answers(&socket(p.dir())))?;
         let host = socket(process.dir());
-        Self { host: Some(host), process: Some(process), image_built: Mutex::new(false) }
+        Some(Self { host: Some(host), process: Some(process), image_built: Mutex::new(false) })
     }
 
     /// The `-H` address of the engine (None: the default one).

@@ -1,58 +1,51 @@
 //! A private single-member `etcd` (Debian package `etcd-server`), data in its temp dir.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use crate::http;
 use crate::net::free_port;
-use crate::service::{Service, ServiceProcess, skip_without};
+use crate::service::{Program, Service, ServiceProcess};
+
+const ETCD: Program = Program { bin: "etcd", package: "etcd-server", ready_within: Duration::from_secs(30) };
 
 /// A running `etcd` on loopback (see [`crate::service`]).
 #[derive(Debug)]
-pub struct EtcdServer {
-    process: ServiceProcess,
+pub struct EtcdServer(ServiceProcess);
+
+impl EtcdServer {
+    /// The client endpoint, `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// Its client address.
+    pub fn addr(&self) -> SocketAddr {
+        self.0.addr()
+    }
 }
 
 impl Service for EtcdServer {
     fn start() -> Option<Self> {
-        if skip_without("etcd", "etcd-server") {
-            return None;
-        }
-        let process = ServiceProcess::start(
-            "etcd",
-            Duration::from_secs(30),
-            |addr, dir| {
-                let client = format!("http://{addr}");
-                let peer = format!("http://127.0.0.1:{}", free_port());
-                let mut c = Command::new("etcd");
-                c.args(["--name", "deis-test", "--listen-client-urls", &client, "--advertise-client-urls", &client])
-                    .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-                    .args(["--initial-cluster", &format!("deis-test={peer}"), "--initial-cluster-state", "new"])
-                    .args(["--log-level", "warn"])
-                    .arg("--data-dir")
-                    .arg(dir.join("data"));
-                c
-            },
-            |p| healthy(p.addr()),
-        );
-        Some(Self { process })
+        let command = |addr: SocketAddr, dir: &Path| {
+            let client = format!("http://{addr}");
+            let peer = format!("http://127.0.0.1:{}", free_port());
+            let mut c = Command::new(ETCD.bin);
+            c.args(["--name", "deis-test", "--listen-client-urls", &client, "--advertise-client-urls", &client])
+                .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+                .args(["--initial-cluster", &format!("deis-test={peer}"), "--initial-cluster-state", "new"])
+                .args(["--log-level", "warn"])
+                .arg("--data-dir")
+                .arg(dir.join("data"));
+            c
+        };
+        ServiceProcess::start(&ETCD, command, |p| healthy(p.addr())).map(Self)
     }
 
     fn process(&self) -> Option<&ServiceProcess> {
-        Some(&self.process)
-    }
-}
-
-impl EtcdServer {
-    /// Its client address.
-    pub fn addr(&self) -> SocketAddr {
-        self.process.addr()
-    }
-
-    /// The client endpoint, `http://127.0.0.1:<port>`.
-    pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr())
+        Some(&self.0)
     }
 }
 

@@ -74,6 +74,11 @@ impl Request {
         self
     }
 
+    /// Adds headers.
+    pub fn headers(self, headers: &[(&str, &str)]) -> Self {
+        headers.iter().fold(self, |r, (k, v)| r.header(k, v))
+    }
+
     /// `Authorization: Bearer <token>` when `token` is given.
     pub fn bearer(self, token: Option<&str>) -> Self {
         match token {

@@ -34,6 +34,12 @@ pub fn env_var(pid: u32, var: &str) -> Option<String> {
     environ(pid).into_iter().find_map(|kv| kv.strip_prefix(var)?.strip_prefix('=').map(str::to_owned))
 }
 
+/// The command line of `pid`, arguments joined by spaces; empty when unreadable.
+pub fn cmdline(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&raw).replace('\0', " ").trim_end().to_string()
+}
+
 /// What `/proc/<pid>/stat` says of a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stat {

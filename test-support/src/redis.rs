@@ -3,50 +3,38 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::service::{Service, ServiceProcess, skip_without};
+use crate::service::{Program, Service, ServiceProcess};
+
+const REDIS: Program = Program { bin: "redis-server", package: "redis-server", ready_within: Duration::from_secs(10) };
 
 /// A running `redis-server` on loopback (see [`crate::service`]).
 #[derive(Debug)]
-pub struct RedisServer {
-    process: ServiceProcess,
-}
+pub struct RedisServer(ServiceProcess);
 
 impl Service for RedisServer {
     fn start() -> Option<Self> {
-        if skip_without("redis-server", "redis-server") {
-            return None;
-        }
-        let process = ServiceProcess::start(
-            "redis-server",
-            Duration::from_secs(10),
-            |addr, dir| {
-                let mut c = Command::new("redis-server");
-                c.args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
-                c.arg("--dir").arg(dir);
-                c
-            },
-            |p| answers_ping(p.addr()),
-        );
-        Some(Self { process })
+        let command = |addr: SocketAddr, dir: &Path| {
+            let mut c = Command::new(REDIS.bin);
+            c.args(["--port", &addr.port().to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+            c.arg("--dir").arg(dir);
+            c
+        };
+        ServiceProcess::start(&REDIS, command, |p| answers_ping(p.addr())).map(Self)
     }
 
     fn process(&self) -> Option<&ServiceProcess> {
-        Some(&self.process)
+        Some(&self.0)
     }
 }
 
 impl RedisServer {
     /// Its address.
     pub fn addr(&self) -> SocketAddr {
-        self.process.addr()
-    }
-
-    /// Its port.
-    pub fn port(&self) -> u16 {
-        self.addr().port()
+        self.0.addr()
     }
 
     /// `redis://127.0.0.1:<port>`.

@@ -9,9 +9,9 @@
 //! - a missing program skips the test loudly, and fails it on CI ([`skip_without`]);
 //!   `scripts/install-deps` installs every program a starter needs.
 //!
-//! Adding a service: a struct holding a [`ServiceProcess`], `start` calling
-//! [`skip_without`] then [`ServiceProcess::start`] with the command line and the ready
-//! check, and `impl Service`.
+//! Adding a service: a [`Program`], a struct holding a [`ServiceProcess`], and
+//! `impl Service` whose `start` calls [`ServiceProcess::start`] with the command line
+//! and the ready check; `scripts/install-deps` installs the program.
 //!
 //! ```no_run
 //! use deis_test_support::redis::RedisServer;
@@ -86,6 +86,17 @@ pub fn shared<S: Service>() -> Option<&'static S> {
     instance.map(|s| s.downcast_ref::<S>().expect("the instance of its own type"))
 }
 
+/// A program a starter runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Program {
+    /// The executable (on `PATH`).
+    pub bin: &'static str,
+    /// The Debian package that has it (named when it is missing).
+    pub package: &'static str,
+    /// How long it may take to answer once started.
+    pub ready_within: Duration,
+}
+
 /// A service process: its own temp dir (data and `<name>.log`), its loopback address,
 /// stopped by PID (`SIGTERM`, then `SIGKILL`) on drop.
 #[derive(Debug)]
@@ -97,17 +108,21 @@ pub struct ServiceProcess {
 }
 
 impl ServiceProcess {
-    /// Starts `name` on a free loopback address: `command(addr, dir)` builds its command
-    /// line (serving `addr`, keeping its data in `dir`), and it is up once
-    /// `ready(&process)` holds, within `timeout`. If the process exits first (its port
-    /// taken meanwhile), tries again on another port; panics with its log when it
-    /// never comes up.
+    /// Starts `program` on a free loopback address, or returns None when it is not
+    /// installed (see [`skip_without`]): `command(addr, dir)` builds its command line
+    /// (serving `addr`, keeping its data in `dir`), and it is up once `ready(&process)`
+    /// holds, within `program.ready_within`. If the process exits first (its port taken
+    /// meanwhile), tries again on another port; panics with its log when it never comes
+    /// up.
     pub fn start(
-        name: &'static str,
-        timeout: Duration,
+        program: &Program,
         mut command: impl FnMut(SocketAddr, &Path) -> Command,
         mut ready: impl FnMut(&ServiceProcess) -> bool,
-    ) -> Self {
+    ) -> Option<Self> {
+        let Program { bin: name, package, ready_within: timeout } = *program;
+        if skip_without(name, package) {
+            return None;
+        }
         let mut last_log = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let dir = tempfile::Builder::new().prefix(&format!("deis-{name}-")).tempdir().expect("a temp dir");
@@ -123,7 +138,7 @@ impl ServiceProcess {
             let deadline = Instant::now() + timeout;
             loop {
                 if ready(&process) {
-                    return process;
+                    return Some(process);
                 }
                 if process.child.try_wait().ok().flatten().is_some() {
                     last_log = process.log();

@@ -4,12 +4,16 @@
 //!
 //! The binaries must be built first (`cargo build --bins`; `scripts/test` does it).
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+pub use deis_test_support::http::{Request, Response};
+use deis_test_support::proc;
+pub use deis_test_support::{eventually, free_port, wait_for};
+use serde_json::Value;
 
 /// The directory holding the workspace's binaries (next to the test executable).
 pub fn bin_dir() -> PathBuf {
@@ -28,23 +32,6 @@ pub fn binary(name: &str) -> PathBuf {
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
-}
-
-/// A free loopback port (bound, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// `extra` plus a syslog listener on a free port unless `extra` chooses one: parallel
@@ -123,7 +110,7 @@ impl Deisd {
         self.child = Some(child);
         let api = self.api;
         wait_for(Duration::from_secs(20), "deisd /healthz", || {
-            http_request(api, "GET", "/healthz", "", &[], None).ok().filter(|r| r.status == 200)
+            Request::get("/healthz").send(api).ok().filter(|r| r.status == 200)
         });
     }
 
@@ -143,7 +130,7 @@ impl Deisd {
     /// SIGTERM and wait: a graceful stop.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        proc::signal(c.id(), "TERM");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(st) = c.try_wait().unwrap() {
@@ -170,8 +157,7 @@ impl Deisd {
 
     /// GET `path` through the router for `app` (Host `<app>.<domain>`).
     pub fn get_app(&self, app: &str, path: &str) -> std::io::Result<Response> {
-        let host = format!("{app}.{}", self.domain);
-        http_request(self.router, "GET", path, &host, &[], None)
+        Request::get(path).host(&format!("{app}.{}", self.domain)).send(self.router)
     }
 }
 
@@ -259,106 +245,11 @@ impl Cli {
     }
 }
 
-/// A parsed HTTP response.
-#[derive(Debug, Clone)]
-pub struct Response {
-    /// Status code.
-    pub status: u16,
-    /// Headers, names lowercased.
-    pub headers: BTreeMap<String, String>,
-    /// Body as text.
-    pub body: String,
-}
-
-impl Response {
-    /// The body as JSON.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
-/// A one-shot HTTP/1.1 request (`Connection: close`), dependency-free.
-pub fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    host: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-) -> std::io::Result<Response> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let host = if host.is_empty() { addr.to_string() } else { host.to_string() };
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    let body = body.unwrap_or_default();
-    if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
-        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
-    // A server may answer (413) and close before reading a large body: keep the
-    // write error only if no response can be read.
-    let write_result = s.write_all(body);
-    let mut raw = Vec::new();
-    let read_result = s.read_to_end(&mut raw);
-    match parse_response(&raw) {
-        Ok(r) => Ok(r),
-        Err(e) => {
-            write_result?;
-            read_result?;
-            Err(e)
-        }
-    }
-}
-
-fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no header end"))?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().ok_or_else(|| bad("empty"))?;
-    let status: u16 = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad(status_line))?;
-    let mut headers = BTreeMap::new();
-    for l in lines {
-        if let Some((k, v)) = l.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
-    let mut body = raw[split + 4..].to_vec();
-    if headers.get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
-    }
-    Ok(Response { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
-}
-
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let nl = b.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(std::str::from_utf8(&b[..nl]).ok()?.split(';').next()?.trim(), 16).ok()?;
-        b = &b[nl + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(b.get(..size)?);
-        b = b.get(size + 2..)?;
-    }
-}
-
 /// Process groups of `app`'s units: (pgid, DEIS_UNIT), one entry per group (a unit
 /// runs as `sh -c CMD`, so its group holds the shell and the command).
 pub fn unit_groups(app: &str) -> Vec<(u32, String)> {
-    let mut groups: Vec<(u32, String)> = unit_processes(app)
-        .into_iter()
-        .filter_map(|(pid, unit)| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let pgid = stat.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()?;
-            Some((pgid, unit))
-        })
-        .collect();
+    let mut groups: Vec<(u32, String)> =
+        unit_processes(app).into_iter().filter_map(|(pid, unit)| Some((proc::stat(pid)?.pgid, unit))).collect();
     groups.sort();
     groups.dedup();
     groups
@@ -366,46 +257,13 @@ pub fn unit_groups(app: &str) -> Vec<(u32, String)> {
 
 /// Processes whose environment has `DEIS_APP=<app>`: (pid, DEIS_UNIT).
 pub fn unit_processes(app: &str) -> Vec<(u32, String)> {
-    let mut out = vec![];
-    let want = format!("DEIS_APP={app}");
-    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
-        // Zombies have an empty environ; they are still processes left behind.
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
-        if vars.contains(&want.as_bytes()) {
-            let unit = vars
-                .iter()
-                .find_map(|v| v.strip_prefix(b"DEIS_UNIT="))
-                .map(|u| String::from_utf8_lossy(u).into_owned())
-                .unwrap_or_default();
-            out.push((pid, unit));
-        } else if stat.contains(") Z ") && env.is_empty() {
-            continue;
-        }
-    }
-    out.sort();
-    out
+    proc::processes_with_env("DEIS_APP", app)
+        .into_iter()
+        .map(|pid| (pid, proc::env_var(pid, "DEIS_UNIT").unwrap_or_default()))
+        .collect()
 }
 
-/// Zombie processes whose parent is `ppid`.
-pub fn zombies_of(ppid: u32) -> Vec<u32> {
-    let mut out = vec![];
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-        let mut f = after.split_whitespace();
-        let state = f.next().unwrap_or("");
-        let parent: u32 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-        if state == "Z" && parent == ppid {
-            out.push(pid);
-        }
-    }
-    out
-}
+pub use deis_test_support::proc::zombies_of;
 
 /// A gzipped tarball with raw entry paths (to craft hostile archives).
 pub fn raw_tarball(entries: &[(&str, &[u8])]) -> Vec<u8> {
@@ -445,4 +303,54 @@ pub fn hello_app() -> tempfile::TempDir {
         }
     }
     dir
+}
+
+/// How long end-to-end steps may take.
+pub const T: Duration = Duration::from_secs(60);
+
+/// `deis ps -a APP --json`: the units.
+pub fn pods(cli: &Cli, app: &str) -> Vec<Value> {
+    match cli.run(&["ps", "-a", app, "--json"]).json() {
+        Value::Array(a) => a,
+        Value::Object(mut o) if o.contains_key("results") => match o.remove("results") {
+            Some(Value::Array(a)) => a,
+            other => panic!("unexpected ps JSON results: {other:?}"),
+        },
+        other => panic!("unexpected ps JSON: {other}"),
+    }
+}
+
+/// The units of `app` of type `ty` that are up.
+pub fn up_pods(cli: &Cli, app: &str, ty: &str) -> Vec<Value> {
+    pods(cli, app).into_iter().filter(|p| p["type"] == ty && p["state"] == "up").collect()
+}
+
+/// Waits until exactly `n` `ty` units of `app` exist, all up on release `release`.
+pub fn wait_units(cli: &Cli, app: &str, ty: &str, n: usize, release: &str) -> Vec<Value> {
+    wait_for(T, &format!("{n} {ty} units of {app} up on {release}"), || {
+        let of_type: Vec<Value> = pods(cli, app).into_iter().filter(|p| p["type"] == ty).collect();
+        let up = of_type.iter().all(|p| p["state"] == "up" && p["release"] == release);
+        if of_type.len() == n && up { Ok(of_type) } else { Err(of_type) }
+    })
+}
+
+/// Creates `app`, deploys the hello example app to it (release v2, one web unit) and
+/// waits until the router serves it; returns the app's directory.
+pub fn deploy_hello(d: &Deisd, cli: &Cli, app: &str) -> tempfile::TempDir {
+    let dir = hello_app();
+    cli.run(&["create", app]).ok();
+    cli.run_in(&["deploy", "-a", app], Some(dir.path())).ok();
+    wait_units(cli, app, "web", 1, "v2");
+    let body =
+        wait_for(T, "first response through the router", || d.get_app(app, "/").ok().filter(|r| r.status == 200));
+    assert!(body.body.contains(&format!("from {app}.web.1 (v2)")), "{}", body.body);
+    dir
+}
+
+/// A fresh daemon with user `alice` registered and logged in.
+pub fn daemon_with_user(extra: &[&str]) -> (Deisd, Cli) {
+    let d = Deisd::start_with(extra);
+    let cli = d.cli();
+    cli.register(&d, "alice");
+    (d, cli)
 }

@@ -2,38 +2,24 @@
 //! output, platform events, syslog ingest from util-linux `logger`, `deis logs -f`
 //! across a daemon restart, drains, and forgetting a destroyed app's log.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deis_e2e::*;
+use deis_test_support::Service;
+use deis_test_support::redis::RedisServer;
 use serde_json::Value;
 
-const T: Duration = Duration::from_secs(60);
-
-/// A daemon with its syslog listener on a free port; returns it and that port.
-fn start() -> (Deisd, u16) {
+/// A daemon with its syslog listener on a free port and `alice` logged in; returns
+/// them and that port.
+fn start() -> (Deisd, Cli, u16) {
     let port = free_port();
-    let d = Deisd::start_with(&["--syslog-addr", &format!("127.0.0.1:{port}")]);
-    (d, port)
-}
-
-fn web_up(cli: &Cli, app: &str, release: &str) -> bool {
-    let v = cli.run(&["ps", "-a", app, "--json"]).json();
-    let pods = v.as_array().cloned().unwrap_or_else(|| v["results"].as_array().cloned().unwrap_or_default());
-    pods.iter().any(|p| p["type"] == "web" && p["state"] == "up" && p["release"] == release)
-}
-
-fn deploy_hello(d: &Deisd, cli: &Cli, app: &str) -> tempfile::TempDir {
-    let dir = hello_app();
-    cli.run(&["create", app]).ok();
-    cli.run_in(&["deploy", "-a", app], Some(dir.path())).ok();
-    wait_for(T, "hello web up", || web_up(cli, app, "v2").then_some(()));
-    wait_for(T, "hello answers", || d.get_app(app, "/").ok().filter(|r| r.status == 200));
-    dir
+    let (d, cli) = daemon_with_user(&["--syslog-addr", &format!("127.0.0.1:{port}")]);
+    (d, cli, port)
 }
 
 /// `deis logs ARGS -a APP` lines.
@@ -70,44 +56,27 @@ fn assert_line_format(line: &str) {
     assert!((src.starts_with("app[") || src.starts_with("deis[")) && src.ends_with(']'), "source {src:?} in {line:?}");
 }
 
-/// Reads the JSON follow endpoint until `done` says so (or panics after `timeout`).
+/// Reads the JSON follow endpoint until `done` says so (or panics after `T`).
 fn follow_json(d: &Deisd, token: &str, app: &str, query: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let mut s = TcpStream::connect(d.api).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let req = format!(
-        "GET /v2/apps/{app}/logs/follow?format=json&{query} HTTP/1.1\r\nHost: x\r\nAuthorization: token {token}\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let deadline = Instant::now() + T;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => panic!("follow ended early: {}", String::from_utf8_lossy(&raw)),
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(_) => {}
-        }
+    let path = format!("/v2/apps/{app}/logs/follow?format=json&{query}");
+    let mut stream = Request::get(&path).header("Authorization", &format!("token {token}")).open(d.api).unwrap();
+    let values = stream.wait_until(T, "the followed JSON lines", |text| {
         // Chunked framing aside, every JSON object is one line starting with '{'.
-        let text = String::from_utf8_lossy(&raw);
         let values: Vec<Value> =
             text.lines().filter(|l| l.starts_with('{')).filter_map(|l| serde_json::from_str(l).ok()).collect();
-        if done(&values) {
-            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-            return values;
-        }
-        assert!(Instant::now() < deadline, "follow never got there: {text}");
-    }
+        done(&values).then_some(values)
+    });
+    assert!(stream.received().starts_with("HTTP/1.1 200"), "{}", stream.received());
+    values
 }
 
 #[test]
 fn logs_show_unit_output_events_and_syslog_lines() {
-    let (d, syslog_port) = start();
-    let cli = d.cli();
-    cli.register(&d, "alice");
+    let (d, cli, syslog_port) = start();
     let _dir = deploy_hello(&d, &cli, "hello");
     cli.run(&["scale", "worker=1", "-a", "hello"]).ok();
     cli.run(&["config:set", "GREETING=Howdy", "-a", "hello"]).ok();
-    wait_for(T, "v3 web up", || web_up(&cli, "hello", "v3").then_some(()));
+    wait_units(&cli, "hello", "web", 1, "v3");
     for _ in 0..3 {
         let _ = d.get_app("hello", "/from-test");
     }
@@ -142,15 +111,10 @@ fn logs_show_unit_output_events_and_syslog_lines() {
     assert!(app_only.iter().all(|l| l.contains(" app[")), "{app_only:?}");
 
     // The Workflow endpoint: text/plain, every line ending in a real newline.
-    let r = http_request(
-        d.api,
-        "GET",
-        "/v2/apps/hello/logs?log_lines=3",
-        "",
-        &[("Authorization", &format!("token {}", cli.token()))],
-        None,
-    )
-    .unwrap();
+    let r = Request::get("/v2/apps/hello/logs?log_lines=3")
+        .headers(&[("Authorization", &format!("token {}", cli.token()))])
+        .send(d.api)
+        .unwrap();
     assert_eq!(r.status, 200);
     assert!(r.headers["content-type"].starts_with("text/plain"), "{:?}", r.headers);
     assert_eq!(r.body.matches('\n').count(), 3, "{:?}", r.body);
@@ -264,7 +228,7 @@ impl Follower {
 
     /// Ctrl-C; returns the exit code.
     fn interrupt(mut self) -> i32 {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        deis_test_support::proc::signal(self.child.id(), "INT");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -285,9 +249,7 @@ impl Drop for Follower {
 
 #[test]
 fn follow_sees_new_lines_fast_and_survives_a_restart() {
-    let (mut d, _) = start();
-    let cli = d.cli();
-    cli.register(&d, "alice");
+    let (mut d, cli, _) = start();
     let _dir = deploy_hello(&d, &cli, "hello");
     wait_line(&cli, "hello", "hello.web.1 up (v2)");
 
@@ -320,47 +282,10 @@ fn follow_sees_new_lines_fast_and_survives_a_restart() {
     assert_eq!(f.interrupt(), 0, "Ctrl-C stops cleanly");
 }
 
-/// A free port with `redis-server` listening on it, killed on drop.
-struct Redis {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_for(Duration::from_secs(10), "redis-server", || TcpStream::connect(addr).ok());
-        Some(Self { child, port, _dir: dir })
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn with_redis_logs_survive_a_restart_and_follow_resumes_without_gaps() {
-    let Some(redis) = Redis::start() else {
-        assert!(std::env::var_os("CI").is_none(), "redis-server is missing");
-        eprintln!("SKIPPING: redis-server is not installed (apt-get install redis-server)");
-        return;
-    };
-    let url = format!("redis://127.0.0.1:{}", redis.port);
-    let syslog = format!("127.0.0.1:{}", free_port());
+    let Some(redis) = RedisServer::start() else { return };
+    let url = redis.url();
     // deisd built without the `redis` feature refuses the flag: nothing to test then.
     // (The bad line count makes a deisd that has the feature exit at once too.)
     let probe =
@@ -369,9 +294,7 @@ fn with_redis_logs_survive_a_restart_and_follow_resumes_without_gaps() {
         eprintln!("SKIPPING: deisd was built without the redis feature (cargo build --all-features)");
         return;
     }
-    let mut d = Deisd::start_with(&["--syslog-addr", &syslog, "--log-store", "redis", "--redis-url", &url]);
-    let cli = d.cli();
-    cli.register(&d, "alice");
+    let (mut d, cli) = daemon_with_user(&["--log-store", "redis", "--redis-url", &url]);
     let _dir = deploy_hello(&d, &cli, "hello");
     d.get_app("hello", "/before").unwrap();
     wait_line(&cli, "hello", "GET /before 200");
@@ -399,9 +322,7 @@ fn with_redis_logs_survive_a_restart_and_follow_resumes_without_gaps() {
 
 #[test]
 fn drains_forward_rfc5424_and_destroy_forgets_the_log() {
-    let (d, _) = start();
-    let cli = d.cli();
-    cli.register(&d, "alice");
+    let (d, cli, _) = start();
     cli.run(&["create", "drained"]).ok();
     // Only the owner (or an admin) reads an app's log, and its drains.
     let bob = d.cli();

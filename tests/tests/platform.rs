@@ -9,42 +9,6 @@ use std::time::Duration;
 use deis_e2e::*;
 use serde_json::Value;
 
-const T: Duration = Duration::from_secs(60);
-
-fn pods(cli: &Cli, app: &str) -> Vec<Value> {
-    let v = cli.run(&["ps", "-a", app, "--json"]).json();
-    match v {
-        Value::Array(a) => a,
-        Value::Object(ref o) if o.contains_key("results") => v["results"].as_array().unwrap().clone(),
-        other => panic!("unexpected ps JSON: {other}"),
-    }
-}
-
-fn up_pods(cli: &Cli, app: &str, ty: &str) -> Vec<Value> {
-    pods(cli, app).into_iter().filter(|p| p["type"] == ty && p["state"] == "up").collect()
-}
-
-/// Waits until exactly `n` `ty` units of `app` are up on release `release`.
-fn wait_units(cli: &Cli, app: &str, ty: &str, n: usize, release: &str) -> Vec<Value> {
-    wait_for(T, &format!("{n} {ty} units of {app} up on {release}"), || {
-        let p = up_pods(cli, app, ty);
-        let all_pods = pods(cli, app);
-        let settled = all_pods.iter().filter(|p| p["type"] == ty).count() == n;
-        (p.len() == n && settled && p.iter().all(|p| p["release"] == release)).then_some(p)
-    })
-}
-
-fn deploy_hello(d: &Deisd, cli: &Cli, app: &str) -> tempfile::TempDir {
-    let dir = hello_app();
-    cli.run(&["create", app]).ok();
-    cli.run_in(&["deploy", "-a", app], Some(dir.path())).ok();
-    wait_units(cli, app, "web", 1, "v2");
-    let body =
-        wait_for(T, "first response through the router", || d.get_app(app, "/").ok().filter(|r| r.status == 200));
-    assert!(body.body.contains(&format!("from {app}.web.1 (v2)")), "{}", body.body);
-    dir
-}
-
 fn releases(cli: &Cli, app: &str) -> Vec<Value> {
     let v = cli.run(&["releases", "-a", app, "--json"]).json();
     match v {
@@ -55,9 +19,7 @@ fn releases(cli: &Cli, app: &str) -> Vec<Value> {
 
 #[test]
 fn deploy_scale_route_config_rollback_destroy() {
-    let d = Deisd::start();
-    let cli = d.cli();
-    cli.register(&d, "alice");
+    let (d, cli) = daemon_with_user(&[]);
     let _dir = deploy_hello(&d, &cli, "roundrobin");
 
     // Scale web=3: three processes on three ports, and the router spreads over all three.
@@ -124,12 +86,10 @@ fn deploy_scale_route_config_rollback_destroy() {
 
 #[test]
 fn crashed_unit_is_restarted() {
-    let d = Deisd::start();
-    let cli = d.cli();
-    cli.register(&d, "alice");
+    let (d, cli) = daemon_with_user(&[]);
     let _dir = deploy_hello(&d, &cli, "crashy");
     let (pid, _) = unit_processes("crashy").into_iter().find(|(_, u)| u == "crashy.web.1").expect("web unit process");
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert!(deis_test_support::proc::signal(pid, "KILL"));
     let p = wait_for(T, "web unit restarted", || {
         up_pods(&cli, "crashy", "web").into_iter().find(|p| p["restarts"].as_u64() >= Some(1))
     });
@@ -147,9 +107,7 @@ fn crashed_unit_is_restarted() {
 
 #[test]
 fn deisd_kill9_then_restart_keeps_state_and_converges() {
-    let mut d = Deisd::start();
-    let cli = d.cli();
-    cli.register(&d, "alice");
+    let (mut d, cli) = daemon_with_user(&[]);
     let _dir = deploy_hello(&d, &cli, "sturdy");
     cli.run(&["config:set", "GREETING=Persisted", "-a", "sturdy"]).ok();
     cli.run(&["scale", "web=2", "-a", "sturdy"]).ok();
@@ -175,9 +133,7 @@ fn deisd_kill9_then_restart_keeps_state_and_converges() {
 
 #[test]
 fn two_apps_deploy_at_once() {
-    let d = Deisd::start();
-    let cli = d.cli();
-    cli.register(&d, "alice");
+    let (d, cli) = daemon_with_user(&[]);
     let dirs: Vec<_> = ["one", "two"]
         .iter()
         .map(|app| {
@@ -199,9 +155,7 @@ fn two_apps_deploy_at_once() {
 
 #[test]
 fn bad_input_gets_4xx_and_changes_nothing() {
-    let d = Deisd::start();
-    let cli = d.cli();
-    cli.register(&d, "alice");
+    let (d, cli) = daemon_with_user(&[]);
     cli.run(&["create", "steady"]).ok();
     let token = cli.token();
     let auth = format!("token {token}");
@@ -210,39 +164,42 @@ fn bad_input_gets_4xx_and_changes_nothing() {
     let count = |cli: &Cli| releases(cli, "steady").len();
     let n0 = count(&cli);
 
-    let r = http_request(api, "POST", "/v2/apps/steady/config/", "", &h, Some(b"{\"values\": {")).unwrap();
+    let r = Request::post("/v2/apps/steady/config/").headers(&h).body(b"{\"values\": {").send(api).unwrap();
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.json()["detail"].as_str().unwrap_or_default().to_lowercase().contains("json"), "{}", r.body);
     assert_eq!(r.headers.get("deis_api_version").map(String::as_str), Some("2.3"));
 
-    let r = http_request(api, "GET", "/v2/apps/nope/", "", &h, None).unwrap();
+    let r = Request::get("/v2/apps/nope/").headers(&h).send(api).unwrap();
     assert_eq!(r.status, 404);
     assert!(r.body.contains("No App matches the given query."), "{}", r.body);
 
     let bad = [("Authorization", "token 0000000000000000000000000000000000000000")];
     let r =
-        http_request(api, "POST", "/v2/apps/steady/config/", "", &bad, Some(b"{\"values\":{\"A\":\"1\"}}")).unwrap();
+        Request::post("/v2/apps/steady/config/").headers(&bad).body(b"{\"values\":{\"A\":\"1\"}}").send(api).unwrap();
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["detail"], "Invalid token.");
 
-    let r = http_request(api, "GET", "/v2/", "", &[], None).unwrap();
+    let r = Request::get("/v2/").send(api).unwrap();
     assert_eq!(r.status, 401, "the connection probe");
 
     let huge = format!("{{\"values\":{{\"BIG\":\"{}\"}}}}", "x".repeat(2 << 20));
-    let r = http_request(api, "POST", "/v2/apps/steady/config/", "", &h, Some(huge.as_bytes())).unwrap();
+    let r = Request::post("/v2/apps/steady/config/").headers(&h).body(huge.as_bytes()).send(api).unwrap();
     assert_eq!(r.status, 413, "{}", r.body);
 
-    let r = http_request(api, "POST", "/v2/apps/", "", &h, Some(b"{\"id\":\"Bad_Name\"}")).unwrap();
+    let r = Request::post("/v2/apps/").headers(&h).body(b"{\"id\":\"Bad_Name\"}").send(api).unwrap();
     assert_eq!(r.status, 400);
     assert!(r.body.contains("App name can only contain"), "{}", r.body);
 
     let r =
-        http_request(api, "POST", "/v2/apps/steady/config/", "", &h, Some(b"{\"values\":{\"1BAD\":\"x\"}}")).unwrap();
+        Request::post("/v2/apps/steady/config/").headers(&h).body(b"{\"values\":{\"1BAD\":\"x\"}}").send(api).unwrap();
     assert_eq!(r.status, 400, "{}", r.body);
-    let r =
-        http_request(api, "POST", "/v2/apps/steady/config/", "", &h, Some(b"{\"values\":{\"MISSING\":null}}")).unwrap();
+    let r = Request::post("/v2/apps/steady/config/")
+        .headers(&h)
+        .body(b"{\"values\":{\"MISSING\":null}}")
+        .send(api)
+        .unwrap();
     assert_eq!(r.status, 422, "{}", r.body);
-    let r = http_request(api, "POST", "/v2/apps/steady/scale/", "", &h, Some(b"{\"web\":-1}")).unwrap();
+    let r = Request::post("/v2/apps/steady/scale/").headers(&h).body(b"{\"web\":-1}").send(api).unwrap();
     assert_eq!(r.status, 400, "{}", r.body);
 
     // Hostile archives are refused before anything is stored.
@@ -253,7 +210,7 @@ fn bad_input_gets_4xx_and_changes_nothing() {
         b"not a tarball".to_vec(),
         raw_tarball(&[("web.py", b"print()")]),
     ] {
-        let r = http_request(api, "POST", "/v2/apps/steady/builds/", "", &gz, Some(&evil)).unwrap();
+        let r = Request::post("/v2/apps/steady/builds/").headers(&gz).body(&evil[..]).send(api).unwrap();
         assert_eq!(r.status, 400, "{}", r.body);
         assert!(r.json()["detail"].is_string(), "{}", r.body);
     }
@@ -267,15 +224,13 @@ fn bad_input_gets_4xx_and_changes_nothing() {
     assert!(r.stderr.contains("No App matches"), "{}", r.stderr);
 
     assert_eq!(count(&cli), n0, "no bad request made a release");
-    let builds = http_request(api, "GET", "/v2/apps/steady/builds/", "", &h, None).unwrap().json();
+    let builds = Request::get("/v2/apps/steady/builds/").headers(&h).send(api).unwrap().json();
     assert_eq!(builds["count"], 0);
 }
 
 #[test]
 fn capacity_and_image_builds_are_refused_clearly() {
-    let d = Deisd::start_with(&["--memory", "4G", "--cpu", "2"]);
-    let cli = d.cli();
-    cli.register(&d, "alice");
+    let (d, cli) = daemon_with_user(&["--memory", "4G", "--cpu", "2"]);
     let _dir = deploy_hello(&d, &cli, "greedy");
     let n0 = releases(&cli, "greedy").len();
 
@@ -298,9 +253,7 @@ fn capacity_and_image_builds_are_refused_clearly() {
 
 #[test]
 fn no_failed_request_while_config_change_rolls_units() {
-    let d = Deisd::start();
-    let cli = d.cli();
-    cli.register(&d, "alice");
+    let (d, cli) = daemon_with_user(&[]);
     let _dir = deploy_hello(&d, &cli, "steadyweb");
     cli.run(&["scale", "web=3", "-a", "steadyweb"]).ok();
     wait_units(&cli, "steadyweb", "web", 3, "v2");
@@ -316,7 +269,7 @@ fn no_failed_request_while_config_change_rolls_units() {
             std::thread::spawn(move || {
                 let mut greetings = BTreeSet::new();
                 while !stop.load(Ordering::Relaxed) {
-                    match http_request(router, "GET", "/", &host, &[], None) {
+                    match Request::get("/").host(&host).send(router) {
                         Ok(r) if r.status == 200 => {
                             ok.fetch_add(1, Ordering::Relaxed);
                             greetings.insert(r.body.split_whitespace().next().unwrap_or("").to_string());
@@ -333,7 +286,9 @@ fn no_failed_request_while_config_change_rolls_units() {
     wait_units(&cli, "steadyweb", "web", 3, "v3");
     cli.run(&["config:set", "GREETING=Again", "-a", "steadyweb"]).ok();
     wait_units(&cli, "steadyweb", "web", 3, "v4");
-    std::thread::sleep(Duration::from_millis(500));
+    // The load goes on after the rollout too.
+    let served = ok.load(Ordering::Relaxed);
+    wait_for(T, "50 more requests served", || (ok.load(Ordering::Relaxed) >= served + 50).then_some(()));
     stop.store(true, Ordering::Relaxed);
     let mut greetings = BTreeSet::new();
     for t in load {
@@ -355,9 +310,7 @@ fn no_failed_request_while_config_change_rolls_units() {
 
 #[test]
 fn a_killed_deisd_takes_its_units_background_children_along() {
-    let mut d = Deisd::start();
-    let cli = d.cli();
-    cli.register(&d, "alice");
+    let (mut d, cli) = daemon_with_user(&[]);
     let dir = hello_app();
     // A unit whose group has a background child besides its leader.
     std::fs::write(dir.path().join("Procfile"), "web: sleep 1000 & exec python3 web.py\n").unwrap();

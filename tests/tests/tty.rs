@@ -7,14 +7,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use deis_e2e::{Cli, Deisd, http_request, wait_for};
+use deis_e2e::{Cli, Deisd, Request, daemon_with_user, wait_for};
+use deis_test_support::proc;
 
 /// A daemon, a logged-in user and a deployed app whose only process type is a worker
 /// scaled to 0 (so nothing else runs). The app directory holds `data.txt`.
 fn setup(app: &str) -> (Deisd, Cli) {
-    let d = Deisd::start_with(&["--syslog-addr", "off"]);
-    let cli = d.cli();
-    cli.register(&d, "alice");
+    let (d, cli) = daemon_with_user(&["--syslog-addr", "off"]);
     cli.run(&["create", app]).ok();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("Procfile"), "worker: sleep 1000\n").unwrap();
@@ -74,8 +73,9 @@ fn interactive_bash_sees_the_app_follows_resizes_and_exits_with_its_status() {
     tmux(&sock, &["send-keys", "-t", "t", "echo \"cols=$(tput cols)\"", "Enter"]);
     wait_pane("tput cols = 100", &|p| p.contains("cols=100"));
     tmux(&sock, &["resize-window", "-t", "t", "-x", "120", "-y", "40"]);
-    std::thread::sleep(Duration::from_millis(300));
-    tmux(&sock, &["send-keys", "-t", "t", "echo \"cols=$(tput cols)\"", "Enter"]);
+    // The new size travels CLI -> broker -> terminal: the remote shell waits for it.
+    let until_resized = "until [ \"$(tput cols)\" = 120 ]; do sleep 0.05; done; echo \"cols=$(tput cols)\"";
+    tmux(&sock, &["send-keys", "-t", "t", until_resized, "Enter"]);
     wait_pane("tput cols = 120 after the resize", &|p| p.contains("cols=120"));
     tmux(&sock, &["send-keys", "-t", "t", "exit 3", "Enter"]);
     let status = wait_for(Duration::from_secs(15), "the CLI to exit", || {
@@ -141,15 +141,11 @@ fn batch_runs_pass_exit_codes_and_binary_data() {
     // The Workflow batch endpoint.
     let token = cli.token();
     let auth = format!("token {token}");
-    let r = http_request(
-        d.api,
-        "POST",
-        "/v2/apps/batchapp/run",
-        "",
-        &[("Authorization", &auth), ("Content-Type", "application/json")],
-        Some(br#"{"command":"echo $DEIS_APP; exit 5"}"#),
-    )
-    .unwrap();
+    let r = Request::post("/v2/apps/batchapp/run")
+        .headers(&[("Authorization", &auth), ("Content-Type", "application/json")])
+        .body(br#"{"command":"echo $DEIS_APP; exit 5"}"#)
+        .send(d.api)
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json(), serde_json::json!({"exit_code": 5, "output": "batchapp\n"}));
 }
@@ -185,15 +181,11 @@ fn create_session(d: &Deisd, token: &str, app: &str) -> (String, String, String)
 /// Creates a session through the API; the whole ticket.
 fn create_session_json(d: &Deisd, token: &str, app: &str) -> serde_json::Value {
     let auth = format!("token {token}");
-    let r = http_request(
-        d.api,
-        "POST",
-        &format!("/v2/apps/{app}/sessions"),
-        "",
-        &[("Authorization", &auth), ("Content-Type", "application/json")],
-        Some(br#"{"command":["true"],"tty":false}"#),
-    )
-    .unwrap();
+    let r = Request::post(&format!("/v2/apps/{app}/sessions"))
+        .headers(&[("Authorization", &auth), ("Content-Type", "application/json")])
+        .body(br#"{"command":["true"],"tty":false}"#)
+        .send(d.api)
+        .unwrap();
     assert_eq!(r.status, 201, "{}", r.body);
     let v = r.json();
     let s = |k: &str| v[k].as_str().unwrap().to_string();
@@ -281,15 +273,11 @@ fn attach_refuses_reuse_other_apps_and_foreign_origins() {
     let bob = d.cli();
     bob.register(&d, "bob");
     let auth = format!("token {}", bob.token());
-    let r = http_request(
-        d.api,
-        "POST",
-        "/v2/apps/appa/sessions",
-        "",
-        &[("Authorization", &auth)],
-        Some(br#"{"command":["true"]}"#),
-    )
-    .unwrap();
+    let r = Request::post("/v2/apps/appa/sessions")
+        .headers(&[("Authorization", &auth)])
+        .body(br#"{"command":["true"]}"#)
+        .send(d.api)
+        .unwrap();
     assert_eq!(r.status, 403, "{}", r.body);
     let r = bob.run(&["run", "-a", "appa", "true"]);
     assert_eq!(r.code, 1);
@@ -298,17 +286,11 @@ fn attach_refuses_reuse_other_apps_and_foreign_origins() {
 
 /// Processes whose command line contains `needle`: (pid, state).
 fn processes_with(needle: &str) -> Vec<(u32, char)> {
-    let mut found = vec![];
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let cmdline = std::fs::read(Path::new("/proc").join(pid.to_string()).join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(needle) {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let state = stat.rsplit(')').next().and_then(|s| s.trim().chars().next()).unwrap_or('?');
-            found.push((pid, state));
-        }
-    }
-    found
+    proc::pids()
+        .into_iter()
+        .filter(|pid| proc::cmdline(*pid).contains(needle))
+        .filter_map(|pid| Some((pid, proc::stat(pid)?.state)))
+        .collect()
 }
 
 #[test]
@@ -365,7 +347,7 @@ fn sessions_go_through_the_routing_mesh_and_are_audited_in_the_app_log() {
     let status = ws_attach_at(d.router, Some(&platform_host), url, token, None).expect("attach through the router");
     assert_eq!(status, r#"{"metadata":{},"status":"Success"}"#);
     // ...and the rest of the controller API too.
-    let r = http_request(d.router, "GET", "/v2/", &platform_host, &[], None).unwrap();
+    let r = Request::get("/v2/").host(&platform_host).send(d.router).unwrap();
     assert_ne!(r.status, 404, "the platform host is routed: {}", r.body);
     assert!(!r.body.contains("No app is routed"), "{}", r.body);
 

@@ -3,11 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::run_cases;
+use super::{PROMPT, run_cases};
 use crate::logs::{Cursor, FollowItem, LogEntry, LogError, LogFilter, LogFollow, LogLine, LogStore, LogStream};
 
-/// How long the suite waits for something that should happen now.
-const PROMPT: Duration = Duration::from_secs(5);
 /// How long the suite waits to conclude that nothing more is coming.
 const QUIET: Duration = Duration::from_millis(300);
 

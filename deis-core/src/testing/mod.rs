@@ -45,6 +45,9 @@ mod store;
 mod tty;
 
 pub use deis_test_support::proc::processes_with_env;
+
+/// How long a suite waits for something that should happen now.
+const PROMPT: std::time::Duration = std::time::Duration::from_secs(5);
 pub use logs::*;
 pub use scheduler::*;
 pub use store::*;

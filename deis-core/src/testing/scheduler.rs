@@ -198,6 +198,19 @@ async fn serves(u: &Unit) -> bool {
     get_body(addr).await.is_some_and(|body| body.contains(&u.name))
 }
 
+/// The next event of a unit of `app`, or None at `deadline`. Panics when the stream
+/// ends or the receiver fell behind (events were lost).
+async fn next_event(rx: &mut broadcast::Receiver<UnitEvent>, app: &str, deadline: Instant) -> Option<UnitEvent> {
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Err(_) => return None,
+            Ok(Ok(ev)) if ev.unit.app == app => return Some(ev),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("unit events of {app}: {e}"),
+        }
+    }
+}
+
 /// What a rollout watch saw.
 #[derive(Debug, Default)]
 struct Rollout {
@@ -245,6 +258,13 @@ impl Suite<'_> {
         .await
     }
 
+    /// Applies the sample app at `release` with `web` and `worker` units and waits until
+    /// they are all up.
+    async fn run_sample(&self, step: &str, app: &str, release: u64, web: u32, worker: u32) -> Vec<Unit> {
+        self.apply(step, spec(self.h, app, release, web, worker)).await;
+        self.wait_up(step, app, release, web as usize, worker as usize).await
+    }
+
     /// Every web unit answers HTTP on its address with its own name.
     async fn answers(&self, step: &str, units: &[Unit]) {
         for u in units.iter().filter(|u| u.proc_type == "web") {
@@ -256,20 +276,8 @@ impl Suite<'_> {
 
     /// No unit event of `app` arrives on `rx` for [`QUIET`].
     async fn assert_quiet(&self, step: &str, app: &str, rx: &mut broadcast::Receiver<UnitEvent>) {
-        let deadline = Instant::now() + QUIET;
-        loop {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Err(_) => return,
-                Ok(Ok(ev)) if ev.unit.app == app => {
-                    panic!(
-                        "{step}: the units of {app} must be left alone, but {} became {}",
-                        ev.unit.name, ev.unit.state
-                    )
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(broadcast::error::RecvError::Lagged(n))) => panic!("{step}: {n} events missed"),
-                Ok(Err(e)) => panic!("{step}: event stream ended: {e}"),
-            }
+        if let Some(ev) = next_event(rx, app, Instant::now() + QUIET).await {
+            panic!("{step}: the units of {app} must be left alone, but {} became {}", ev.unit.name, ev.unit.state)
         }
     }
 
@@ -295,8 +303,7 @@ impl Suite<'_> {
 
         // Apply creates the counts, named <app>.<type>.<n>, up, with addresses.
         let step = "apply web=2 worker=1";
-        self.apply(step, spec(h, app, 1, 2, 1)).await;
-        let units = self.wait_up(step, app, 1, 2, 1).await;
+        let units = self.run_sample(step, app, 1, 2, 1).await;
         let names: Vec<&str> = units.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(names, ["suite-a.web.1", "suite-a.web.2", "suite-a.worker.1"], "{step}: names and order");
         for u in &units {
@@ -322,22 +329,19 @@ impl Suite<'_> {
 
         // Scale up keeps the existing units and adds.
         let step = "scale web=3";
-        self.apply(step, spec(h, app, 1, 3, 1)).await;
-        let scaled = self.wait_up(step, app, 1, 3, 1).await;
+        let scaled = self.run_sample(step, app, 1, 3, 1).await;
         assert!(instances(&scaled).is_superset(&instances(&units)), "{step}: existing units replaced");
         self.answers(step, &scaled).await;
 
         // Scale down removes the highest numbers.
         let step = "scale web=1 worker=0";
-        self.apply(step, spec(h, app, 1, 1, 0)).await;
-        let down = self.wait_up(step, app, 1, 1, 0).await;
+        let down = self.run_sample(step, app, 1, 1, 0).await;
         assert_eq!(down[0].name, "suite-a.web.1", "{step}: the lowest number must stay");
         assert_eq!(down[0].instance, units[0].instance, "{step}: web.1 must be the same unit as before");
 
         // A new release replaces every unit.
         let step = "new release v2 web=2";
-        self.apply(step, spec(h, app, 2, 2, 0)).await;
-        let v2 = self.wait_up(step, app, 2, 2, 0).await;
+        let v2 = self.run_sample(step, app, 2, 2, 0).await;
         assert!(instances(&v2).is_disjoint(&instances(&down)), "{step}: a v1 unit was kept: {:?}", summary(&v2));
         self.answers(step, &v2).await;
 
@@ -378,8 +382,7 @@ impl Suite<'_> {
     async fn capacity_refusal(&self) {
         let (app, h) = ("suite-cap", self.h);
         let step = "capacity refusal: start web=2 worker=1";
-        self.apply(step, spec(h, app, 1, 2, 1)).await;
-        let before = self.wait_up(step, app, 1, 2, 1).await;
+        let before = self.run_sample(step, app, 1, 2, 1).await;
         let nodes = self.s.nodes().await.unwrap_or_else(|e| panic!("{step}: nodes: {e}"));
         assert!(!nodes.is_empty(), "{step}: no nodes");
         let allocated = total(&nodes, |n| n.allocated);
@@ -426,8 +429,7 @@ impl Suite<'_> {
     async fn crash_restart(&self) {
         let (app, h) = ("suite-crash", self.h);
         let step = "crash: start web=2 worker=1";
-        self.apply(step, spec(h, app, 1, 2, 1)).await;
-        let before = self.wait_up(step, app, 1, 2, 1).await;
+        let before = self.run_sample(step, app, 1, 2, 1).await;
         let victim = before[0].clone();
         assert_eq!(victim.name, "suite-crash.web.1", "{step}");
 
@@ -437,15 +439,9 @@ impl Suite<'_> {
         let deadline = Instant::now() + self.timeout;
         let mut seen = vec![];
         let restarted = loop {
-            let ev = match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Ok(ev)) => ev,
-                Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
-                Ok(Err(e)) => panic!("{step}: event stream ended: {e}"),
-                Err(_) => panic!("{step}: web.1 not up again within {:?}; events: {seen:?}", self.timeout),
+            let Some(ev) = next_event(&mut rx, app, deadline).await else {
+                panic!("{step}: web.1 not up again within {:?}; events: {seen:?}", self.timeout)
             };
-            if ev.unit.app != app {
-                continue;
-            }
             seen.push(format!("{}#{} {} ({:?})", ev.unit.name, ev.unit.instance, ev.unit.state, ev.reason));
             assert_eq!(ev.unit.name, victim.name, "{step}: only the crashed unit may change; events: {seen:?}");
             if ev.unit.state == UnitState::Up {
@@ -477,14 +473,12 @@ impl Suite<'_> {
 
         // One web unit: only the surge unit keeps the app serving.
         let step = "rolling: one web unit";
-        self.apply(step, spec(h, app, 1, 1, 1)).await;
-        let v1 = self.wait_up(step, app, 1, 1, 1).await;
+        let v1 = self.run_sample(step, app, 1, 1, 1).await;
         let v2 = self.roll(step, app, spec(h, app, 2, 1, 1), &v1).await;
 
         // Three web units and two workers: one replacement at a time.
         let step = "rolling: web=3 worker=2";
-        self.apply(step, spec(h, app, 2, 3, 2)).await;
-        let scaled = self.wait_up(step, app, 2, 3, 2).await;
+        let scaled = self.run_sample(step, app, 2, 3, 2).await;
         assert!(instances(&scaled).is_superset(&instances(&v2)), "{step}: scaling replaced units");
         self.roll(step, app, spec(h, app, 3, 3, 2), &scaled).await;
         self.remove(step, app).await;
@@ -575,13 +569,10 @@ impl Suite<'_> {
         let mut want: BTreeSet<String> = ["suite-b.web.1", "suite-b.worker.1"].map(String::from).into();
         let deadline = Instant::now() + self.timeout;
         while !want.is_empty() {
-            let ev = match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Ok(ev)) => ev,
-                Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
-                Ok(Err(e)) => panic!("{step}: event stream ended: {e}"),
-                Err(_) => panic!("{step}: no up event for {want:?} within {:?}", self.timeout),
+            let Some(ev) = next_event(&mut rx, app, deadline).await else {
+                panic!("{step}: no up event for {want:?} within {:?}", self.timeout)
             };
-            if ev.unit.app == app && ev.unit.state == UnitState::Up {
+            if ev.unit.state == UnitState::Up {
                 want.remove(&ev.unit.name);
             }
         }

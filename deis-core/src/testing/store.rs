@@ -4,14 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::run_cases;
+use super::{PROMPT, run_cases};
 use crate::store::lock::{self, Lock};
 use crate::store::{
     EventKind, KeyValue, MAX_KEY_BYTES, MAX_VALUE_BYTES, Revision, Store, StoreError, Txn, Watch, WatchEvent,
 };
 
-/// How long the suite waits for something that should happen now.
-const PROMPT: Duration = Duration::from_secs(5);
 /// How long the suite waits for a 1-second lease to expire.
 const EXPIRY: Duration = Duration::from_secs(10);
 /// The TTL of leases in the suite.

@@ -129,6 +129,13 @@ fn random_bytes(n: usize) -> Vec<u8> {
     v
 }
 
+/// The session printed `needle` on stdout and exited with status 0.
+fn assert_printed(step: &str, c: &Collected, needle: &str) {
+    let out = String::from_utf8_lossy(&c.stdout);
+    assert!(out.contains(needle), "{step}: {needle:?} not in the output {out:?}");
+    assert_eq!(c.exit, Some(ExitStatus::Code(0)), "{step}");
+}
+
 fn show(bytes: &[u8]) -> String {
     let s = String::from_utf8_lossy(bytes);
     if s.len() > 2000 { format!("{}... ({} bytes)", &s[..s.floor_char_boundary(2000)], bytes.len()) } else { s.into() }
@@ -197,9 +204,7 @@ impl Suite<'_> {
     async fn env_visible_in_tty(&self) {
         let step = "echo $DEIS_APP in a tty";
         let c = self.run(step, self.spec("suite-env", &["echo \"app=$DEIS_APP\""], true)).await;
-        let out = String::from_utf8_lossy(&c.stdout);
-        assert!(out.contains("app=suite-env"), "{step}: output {out:?}");
-        assert_eq!(c.exit, Some(ExitStatus::Code(0)), "{step}");
+        assert_printed(step, &c, "app=suite-env");
 
         let step = "spec.env reaches the command";
         let mut spec = self.spec("suite-env", &["printf '%s' \"$SUITE_VAR\""], false);
@@ -280,9 +285,7 @@ impl Suite<'_> {
         self.send(step, &s, SessionInput::Resize(TermSize { cols: 120, rows: 40 })).await;
         self.send(step, &s, SessionInput::Stdin(b"go\n".to_vec())).await;
         let c = self.collect(step, &mut s.output).await;
-        let out = String::from_utf8_lossy(&c.stdout);
-        assert!(out.contains("40 120"), "{step}: `stty size` after the resize: {out:?}");
-        assert_eq!(c.exit, Some(ExitStatus::Code(0)), "{step}");
+        assert_printed(step, &c, "40 120");
     }
 
     async fn eof_ends_cat(&self) {
@@ -292,9 +295,7 @@ impl Suite<'_> {
             self.send(&step, &s, SessionInput::Stdin(b"hello\n".to_vec())).await;
             self.send(&step, &s, SessionInput::Eof).await;
             let c = self.collect(&step, &mut s.output).await;
-            let out = String::from_utf8_lossy(&c.stdout);
-            assert!(out.contains("hello"), "{step}: output {out:?}");
-            assert_eq!(c.exit, Some(ExitStatus::Code(0)), "{step}");
+            assert_printed(&step, &c, "hello");
         }
     }
 
@@ -341,9 +342,7 @@ impl Suite<'_> {
             .collect();
         for (i, task) in tasks.into_iter().enumerate() {
             let c = task.await.unwrap_or_else(|e| panic!("{step}: session #{i}: {e}"));
-            let out = String::from_utf8_lossy(&c.stdout);
-            assert!(out.contains(&format!("got n{i}")), "{step}: session #{i} said {out:?}");
-            assert_eq!(c.exit, Some(ExitStatus::Code(0)), "{step}: session #{i}");
+            assert_printed(&format!("{step}: session #{i}"), &c, &format!("got n{i}"));
         }
     }
 
