@@ -42,7 +42,7 @@ async fn passes_the_logstore_conformance_suite() {
 #[tokio::test]
 async fn follow_resumes_after_a_logger_restart() {
     let Some(redis) = RedisServer::shared() else { return };
-    let first = store(&redis, "r:").await;
+    let first = store(redis, "r:").await;
     let mut f = first.follow("hello", Cursor::Now, LogFilter::default()).await.unwrap();
     first.append((0..3).map(|i| line("hello", &format!("before {i}"))).collect()).await.unwrap();
     let mut last = 0;
@@ -58,9 +58,9 @@ async fn follow_resumes_after_a_logger_restart() {
     // The logger goes away; lines keep arriving through another logger meanwhile.
     drop(f);
     drop(first);
-    let other = store(&redis, "r:").await;
+    let other = store(redis, "r:").await;
     other.append(vec![line("hello", "during restart")]).await.unwrap();
-    let restarted = store(&redis, "r:").await;
+    let restarted = store(redis, "r:").await;
     let mut f = restarted.follow("hello", Cursor::After(last), LogFilter::default()).await.unwrap();
     match next(&mut f).await {
         FollowItem::Line(e) => assert_eq!((e.seq, e.line.message.as_str()), (last + 1, "during restart")),
@@ -90,7 +90,7 @@ async fn follow_resumes_after_a_logger_restart() {
 #[tokio::test]
 async fn loggers_sharing_redis_share_numbering_and_followers() {
     let Some(redis) = RedisServer::shared() else { return };
-    let (a, b) = (store(&redis, "s:").await, store(&redis, "s:").await);
+    let (a, b) = (store(redis, "s:").await, store(redis, "s:").await);
     let mut f = a.follow("hello", Cursor::Now, LogFilter::default()).await.unwrap();
     let mut tasks = Vec::new();
     for (k, s) in [a.clone(), b.clone()].into_iter().enumerate() {

@@ -143,11 +143,7 @@ impl Request {
                 Err(e) => break Err(e),
             }
         };
-        Response::parse(&raw).or_else(|e| {
-            written?;
-            read?;
-            Err(e)
-        })
+        finish(&raw, written, read)
     }
 
     /// Sends the request (`Connection: close`) and reads the whole response.
@@ -157,15 +153,11 @@ impl Request {
             s.write_all(&self.head(addr, true)).await?;
             let written = s.write_all(&self.body).await;
             let mut raw = Vec::new();
-            let read = (&mut s).take(MAX_RESPONSE as u64 + 1).read_to_end(&mut raw).await;
+            let read = (&mut s).take(MAX_RESPONSE as u64 + 1).read_to_end(&mut raw).await.map(drop);
             if raw.len() > MAX_RESPONSE {
                 return Err(too_large());
             }
-            Response::parse(&raw).or_else(|e| {
-                written?;
-                read?;
-                Err(e)
-            })
+            finish(&raw, written, read)
         };
         tokio::time::timeout(self.timeout, exchange).await.unwrap_or_else(|_| {
             Err(io::Error::new(io::ErrorKind::TimedOut, format!("no full response within {:?}", self.timeout)))
@@ -193,6 +185,30 @@ impl Request {
     }
 }
 
+/// The response of an exchange, from what was read and how writing and reading ended.
+///
+/// Errors say what a client may conclude: `UnexpectedEof` when the connection closed
+/// before any byte of a response (the server took nothing: safe to retry), `InvalidData`
+/// for a cut or malformed response, `TimedOut` when the server took too long; a refused
+/// connection or a failed request write keeps its own kind.
+fn finish(raw: &[u8], written: io::Result<()>, read: io::Result<()>) -> io::Result<Response> {
+    if raw.is_empty() {
+        return Err(match (read, written) {
+            (Err(e), _) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
+                io::Error::new(io::ErrorKind::TimedOut, format!("no response: {e}"))
+            }
+            (Err(e), _) | (Ok(()), Err(e)) => {
+                io::Error::new(io::ErrorKind::UnexpectedEof, format!("closed before any byte of a response: {e}"))
+            }
+            (Ok(()), Ok(())) => io::Error::new(io::ErrorKind::UnexpectedEof, "closed before any byte of a response"),
+        });
+    }
+    Response::parse(raw).map_err(|e| match read {
+        Err(r) => io::Error::new(io::ErrorKind::InvalidData, format!("{e} (reading stopped: {r})")),
+        Ok(()) => e,
+    })
+}
+
 fn too_large() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("response larger than {MAX_RESPONSE} bytes"))
 }
@@ -217,7 +233,8 @@ pub struct Response {
 }
 
 impl Response {
-    /// Parses a complete response as read up to the server's close.
+    /// Parses a complete response as read up to the server's close; a body shorter or
+    /// longer than its `Content-Length`, or cut in the middle of a chunk, is an error.
     pub fn parse(raw: &[u8]) -> io::Result<Self> {
         let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
         let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no end of the response head"))?;
@@ -236,6 +253,11 @@ impl Response {
         let mut body = raw[split + 4..].to_vec();
         if headers.get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
             body = dechunk(&body).ok_or_else(|| bad("bad or incomplete chunked body"))?;
+        } else if let Some(length) = headers.get("content-length") {
+            let length: usize = length.parse().map_err(|_| bad(&format!("bad Content-Length {length:?}")))?;
+            if body.len() != length {
+                return Err(bad(&format!("body of {} bytes, Content-Length {length}", body.len())));
+            }
         }
         Ok(Self { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
     }

@@ -12,7 +12,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// an empty environment, so they never match.
 pub fn processes_with_env(var: &str, value: &str) -> Vec<u32> {
     let needle = format!("{var}={value}");
-    pids().into_iter().filter(|pid| environ(*pid).iter().any(|kv| *kv == needle)).collect()
+    pids().into_iter().filter(|pid| environ(*pid).contains(&needle)).collect()
 }
 
 /// Every pid in `/proc`, ascending.

@@ -91,6 +91,19 @@ fn malformed_responses_are_errors() {
     assert!(Response::parse(b"HTTP/1.1 200 OK\r\n").is_err(), "no end of head");
     assert!(Response::parse(b"SSH-2.0\r\n\r\n").is_err(), "not HTTP");
     assert!(Response::parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel").is_err(), "cut short");
+    assert!(Response::parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel").is_err(), "shorter than said");
+}
+
+#[test]
+fn a_server_closing_without_answering_is_told_apart() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || drop(listener.accept().unwrap()));
+    let err = Request::get("/").send(addr).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+    server.join().unwrap();
+    let err = Request::get("/").send(addr).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
 }
 
 #[test]

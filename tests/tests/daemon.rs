@@ -2,21 +2,13 @@
 //! quickstart, bad flags get one-line errors, and SIGTERM during traffic loses no
 //! request.
 
-use std::net::{SocketAddr, TcpStream};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use deis_e2e::*;
-
-const T: Duration = Duration::from_secs(60);
-
-fn web_units_up(cli: &Cli, app: &str, n: usize) -> bool {
-    let v = cli.run(&["ps", "-a", app, "--json"]).json();
-    let pods = v.as_array().cloned().unwrap_or_default();
-    pods.iter().filter(|p| p["type"] == "web" && p["state"] == "up").count() == n
-        && pods.iter().filter(|p| p["type"] == "web").count() == n
-}
 
 /// The README's quickstart against `d`: deploy, reach, scale, logs, run.
 fn quickstart(d: &Deisd, app: &str) {
@@ -29,7 +21,7 @@ fn quickstart(d: &Deisd, app: &str) {
     assert!(r.body.contains(&format!("Hello from {app}.web.1 (v2)")), "{}", r.body);
 
     cli.run(&["scale", "web=2", "-a", app]).ok();
-    wait_for(T, "two web units up", || web_units_up(&cli, app, 2).then_some(()));
+    wait_units(&cli, app, "web", 2, "v2");
     let units: std::collections::BTreeSet<String> = (0..20)
         .filter_map(|_| d.get_app(app, "/").ok())
         .filter(|r| r.status == 200)
@@ -113,55 +105,42 @@ enum Outcome {
 }
 
 fn request(addr: SocketAddr, host: &str, path: &str, token: Option<&str>) -> Outcome {
-    use std::io::{Read, Write};
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return Outcome::NotTaken };
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let auth = token.map(|t| format!("Authorization: token {t}\r\n")).unwrap_or_default();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return Outcome::NotTaken;
+    let mut request = Request::get(path).host(host).timeout(Duration::from_secs(20));
+    if let Some(t) = token {
+        request = request.header("Authorization", &format!("token {t}"));
     }
-    let mut raw = Vec::new();
-    match s.read_to_end(&mut raw) {
-        Err(_) | Ok(_) if raw.is_empty() => Outcome::NotTaken,
-        Err(e) => Outcome::Lost(format!("{e} after {} bytes", raw.len())),
-        Ok(_) => {
-            let text = String::from_utf8_lossy(&raw);
-            let Some((head, body)) = text.split_once("\r\n\r\n") else { return Outcome::Lost(text.into()) };
-            let length = head.lines().find_map(|l| {
-                l.to_ascii_lowercase().strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok())
-            });
-            if !head.starts_with("HTTP/1.1 200") || length.is_some_and(|n| n != body.len()) {
-                Outcome::Lost(text.into())
-            } else {
-                Outcome::Served
-            }
-        }
+    match request.send(addr) {
+        Ok(r) if r.status == 200 => Outcome::Served,
+        Ok(r) => Outcome::Lost(format!("{} {}", r.status, r.body)),
+        // Refused, or closed before a byte of a response: nothing was taken.
+        Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::UnexpectedEof) => Outcome::NotTaken,
+        // The request could not even be written: not taken either.
+        Err(e) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => Outcome::NotTaken,
+        Err(e) => Outcome::Lost(e.to_string()),
     }
 }
 
 #[test]
 fn sigterm_during_a_stream_of_requests_loses_none() {
-    let mut d = Deisd::start();
-    let cli = d.cli();
-    cli.register(&d, "alice");
+    let (mut d, cli) = daemon_with_user(&[]);
     let token = cli.token();
     let app = "sigterm";
     let dir = hello_app();
     cli.run(&["create", app]).ok();
     cli.run_in(&["deploy", "-a", app], Some(dir.path())).ok();
     cli.run(&["scale", "web=2", "-a", app]).ok();
-    wait_for(T, "two web units up", || web_units_up(&cli, app, 2).then_some(()));
+    wait_units(&cli, app, "web", 2, "v2");
     wait_for(T, "the app answers", || d.get_app(app, "/").ok().filter(|r| r.status == 200));
 
     // Eight clients: six through the router to the app, two on the API, each request
     // on its own connection. Before the SIGTERM every request must be served; after
     // it, each client stops at its first request the daemon no longer takes.
     let terminating = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
     let host = format!("{app}.{}", d.domain);
     let clients: Vec<_> = (0..8)
         .map(|i| {
-            let (terminating, host, token) = (terminating.clone(), host.clone(), token.clone());
+            let (terminating, served, host, token) = (terminating.clone(), served.clone(), host.clone(), token.clone());
             let (addr, api) = if i < 6 { (d.router, false) } else { (d.api, true) };
             std::thread::spawn(move || {
                 let mut outcomes = Vec::new();
@@ -173,6 +152,10 @@ fn sigterm_during_a_stream_of_requests_loses_none() {
                         request(addr, &host, "/", None)
                     };
                     match outcome {
+                        Outcome::Served => served.fetch_add(1, Ordering::SeqCst),
+                        _ => 0,
+                    };
+                    match outcome {
                         Outcome::NotTaken if late => return outcomes,
                         Outcome::NotTaken => outcomes.push(Outcome::Lost("refused while running".into())),
                         other => outcomes.push(other),
@@ -182,11 +165,10 @@ fn sigterm_during_a_stream_of_requests_loses_none() {
         })
         .collect();
 
-    std::thread::sleep(Duration::from_millis(500)); // traffic flowing
+    wait_for(T, "traffic flowing", || (served.load(Ordering::SeqCst) >= 50).then_some(()));
     let pid = d.child.as_ref().expect("deisd runs").id();
     terminating.store(true, Ordering::SeqCst);
-    // SAFETY: plain kill(2) of our own child process.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    assert!(deis_test_support::proc::signal(pid, "TERM"));
     let started = Instant::now();
     let status = d.stop().expect("deisd exits");
     let took = started.elapsed();
