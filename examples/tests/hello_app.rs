@@ -4,7 +4,7 @@
 //! ACK (40 ms on Linux) on every request after the first.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ impl Drop for App {
 
 /// Starts `web.py` on a free port; the app and its port once it listens.
 fn start_hello() -> (App, u16) {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = deis_test_support::free_port();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("apps/hello");
     let mut child = Command::new("python3")
         .arg("web.py")
