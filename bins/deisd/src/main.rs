@@ -25,7 +25,7 @@ struct Args {
     /// Directory holding all platform state (store, builds, scheduler state).
     #[arg(long, env = "DEIS_DATA_DIR", default_value = ".deis/data")]
     data_dir: PathBuf,
-    /// Where records are kept: redb:PATH (default: redb:<data-dir>/store.redb).
+    /// Where records are kept: `redb:PATH` (default: `redb:<data-dir>/store.redb`).
     #[arg(long, env = "DEIS_STORE")]
     store: Option<StoreUri>,
     /// What runs units: local (child processes on this machine).
@@ -61,7 +61,7 @@ struct Args {
     /// Log lines kept per app.
     #[arg(long, env = "DEIS_LOG_LINES_PER_APP", default_value_t = 1000, value_parser = at_least_one)]
     log_lines_per_app: usize,
-    /// Where app logs are kept: ring (in memory) or redis://HOST[:PORT][/DB] (survives
+    /// Where app logs are kept: `ring` (in memory) or `redis://HOST[:PORT][/DB]` (survives
     /// restarts); `redis` alone means the server of --redis-url.
     #[arg(long, env = "DEIS_LOG_STORE", default_value = "ring", value_parser = log_store)]
     log_store: LogStoreArg,

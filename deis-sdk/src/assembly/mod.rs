@@ -6,7 +6,7 @@
 //! | [`store`](PlatformBuilder::store) | [`Store`] | [`RedbStore`](deis_core::store::RedbStore) at `<data dir>/store.redb` |
 //! | [`scheduler`](PlatformBuilder::scheduler) | [`Scheduler`] | [`LocalScheduler`] in `<data dir>/scheduler`, its units' output into the log store |
 //! | [`log_store`](PlatformBuilder::log_store) | [`LogStore`] | [`RingLogStore`](deis_core::logs::RingLogStore), [`log_lines_per_app`](PlatformBuilder::log_lines_per_app) per app |
-//! | [`tty_broker`](PlatformBuilder::tty_broker) | [`TtyBroker`] | [`LocalTtyBroker`](deis_core::tty::LocalTtyBroker) (PTYs and pipes in the app's build) |
+//! | [`tty_broker`](PlatformBuilder::tty_broker) | [`TtyBroker`] | [`LocalTtyBroker`] (PTYs and pipes in the app's build) |
 //!
 //! Listeners are optional and may be handed in bound ([`Listen`], [`SyslogListen`]):
 //! the controller API (with the embedded TTY broker's attach route and whatever
