@@ -286,14 +286,6 @@ fn follow_sees_new_lines_fast_and_survives_a_restart() {
 fn with_redis_logs_survive_a_restart_and_follow_resumes_without_gaps() {
     let Some(redis) = RedisServer::start() else { return };
     let url = redis.url();
-    // deisd built without the `redis` feature refuses the flag: nothing to test then.
-    // (The bad line count makes a deisd that has the feature exit at once too.)
-    let probe =
-        Command::new(binary("deisd")).args(["--log-store", "redis", "--log-lines-per-app", "0"]).output().unwrap();
-    if String::from_utf8_lossy(&probe.stderr).contains("without Redis support") {
-        eprintln!("SKIPPING: deisd was built without the redis feature (cargo build --all-features)");
-        return;
-    }
     let (mut d, cli) = daemon_with_user(&["--log-store", "redis", "--redis-url", &url]);
     let _dir = deploy_hello(&d, &cli, "hello");
     d.get_app("hello", "/before").unwrap();
