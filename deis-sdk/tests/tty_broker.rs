@@ -332,3 +332,49 @@ async fn an_unreachable_router_falls_back_to_the_controller_address() {
     let (_, _, status) = finish(&mut remote).await;
     assert_eq!(status.unwrap(), ExitStatus::Code(0));
 }
+
+/// The session ends with a closing handshake: the broker keeps reading what the client
+/// still sends until the client's close, so the status and the close frame reach a
+/// client that is slow to read. (Closing the socket with unread input makes the kernel
+/// send a reset, and a reset throws away what the client had not read yet.)
+#[tokio::test]
+async fn the_status_survives_input_sent_after_the_command_exited() {
+    use deis_sdk::deis_core::tty::channel::{self, Frame};
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let b = start(TtyConfig::default()).await;
+    let t = b.ticket("a", &["sh", "-c", "exit 3"], false);
+    let url = format!("{}{}?token={}", b.url.replace("http", "ws"), t.url, t.token);
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    // Input the command will never read, some of it arriving after it exited.
+    for _ in 0..50 {
+        let frame = channel::encode(&Frame::Stdin(vec![b'x'; 16 * 1024]));
+        ws.send(Message::Binary(frame.into())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // A slow reader: the broker has long sent the status and its close by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut status = None;
+    let mut closed = false;
+    while let Some(msg) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("broker answers") {
+        match msg.expect("no reset: the broker waits for our close") {
+            Message::Binary(b) => {
+                if let Ok(Frame::Status(json)) = channel::decode(&b, Protocol::V5) {
+                    status = Some(channel::parse_status(&json).unwrap());
+                }
+            }
+            Message::Close(frame) => {
+                assert_eq!(frame.map(|f| u16::from(f.code)), Some(1000), "a normal close");
+                closed = true;
+            }
+            _ => {}
+        }
+    }
+    let status = status.expect("the exit status arrived");
+    assert_eq!(status, channel::RemoteStatus::Exited(ExitStatus::Code(3)));
+    assert!(closed, "the broker's close frame arrived");
+}

@@ -178,6 +178,9 @@ async fn attach(State(svc): State<Arc<TtyService>>, Path(id): Path<String>, mut 
     resp
 }
 
+/// How long each half of the closing handshake may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How a session's socket loop ended.
 enum End {
     Exited(ExitStatus),
@@ -219,7 +222,7 @@ async fn run_session<S>(
             tty,
         })
         .await;
-    let end = pump(&svc, ws, protocol, session).await;
+    let (end, closing) = pump(&svc, ws, protocol, session).await;
     let (exit, reason) = match end {
         End::Exited(e) => (Some(e), "exited".to_string()),
         End::ClientGone => (None, "client disconnected".to_string()),
@@ -228,6 +231,7 @@ async fn run_session<S>(
         End::Failed(m) => (None, m),
     };
     svc.audit.record(&AuditEvent::Ended { id, user, app, command, exit, reason, duration: started.elapsed() }).await;
+    closing.await;
 }
 
 fn binary(frame: &Frame) -> Message {
@@ -240,7 +244,14 @@ fn binary(frame: &Frame) -> Message {
 /// separate task (a process that does not read its stdin stops us reading the
 /// socket); process output is read only after the previous message was written to the
 /// socket (a client that does not read stops us reading the process).
-async fn pump<S>(svc: &TtyService, ws: WebSocketStream<S>, protocol: Protocol, session: Session) -> End
+///
+/// Returns how the session ended, and the closing handshake still to run.
+async fn pump<S>(
+    svc: &TtyService,
+    ws: WebSocketStream<S>,
+    protocol: Protocol,
+    session: Session,
+) -> (End, impl std::future::Future<Output = ()> + use<S>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -273,10 +284,9 @@ where
                 Ok(other) => return Err(format!("the client may not send on channel {}", other.channel())),
                 Err(e) => return Err(e.to_string()),
             };
-            if input.send(input_msg).await.is_err() {
-                // The command ended; the writer reports it.
-                std::future::pending::<()>().await;
-            }
+            // An error means the command ended: the writer reports it, and this loop
+            // keeps reading (and discarding) until the client's close.
+            let _ = input.send(input_msg).await;
         }
         Ok(())
     });
@@ -286,6 +296,7 @@ where
     ping.tick().await;
     let max_deadline = tokio::time::Instant::now() + svc.config.max_session;
     let idle = svc.config.idle_timeout;
+    let mut reader_done = false;
     let end = loop {
         let idle_deadline = tokio::time::Instant::from_std(*last_activity.lock().expect("activity") + idle);
         tokio::select! {
@@ -310,6 +321,7 @@ where
                 }
             }
             r = &mut reader => {
+                reader_done = true;
                 match r {
                     Ok(Ok(())) => break End::ClientGone,
                     Ok(Err(msg)) => {
@@ -339,15 +351,24 @@ where
             }
         }
     };
-    reader.abort();
-    // Dropping the output receiver (and, with the reader, the input sender) ends the
-    // session: the backend kills what is left of the command.
+    // Dropping the output receiver ends the session: the backend kills what is left of
+    // the command.
     drop(output);
-    if !matches!(end, End::ClientGone) {
-        let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
-        let _ = tokio::time::timeout(Duration::from_secs(5), sink.send(Message::Close(Some(close)))).await;
-    }
-    end
+    let handshake = !matches!(end, End::ClientGone);
+    let closing = async move {
+        if handshake {
+            // Our close, then the client's. Closing the socket before reading what the
+            // client still sends would make the kernel answer with a reset, which can
+            // overtake the status frame on its way to the client.
+            let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(close)))).await;
+            if !reader_done {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut reader).await;
+            }
+        }
+        reader.abort();
+    };
+    (end, closing)
 }
 
 #[cfg(test)]
