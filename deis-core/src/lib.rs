@@ -22,6 +22,7 @@ pub mod model;
 pub mod platform;
 pub mod scheduler;
 pub mod store;
+pub mod sys;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod time;

@@ -52,17 +52,9 @@ impl LocalSchedulerConfig {
     }
 }
 
-/// This machine's hostname, or `localhost` when it can't be read.
+/// This machine's hostname, or `localhost` when it is empty or not UTF-8.
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for `buf.len()` bytes; gethostname NUL-terminates on
-    // success when the name fits (and we cut at the first NUL or the end anyway).
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    match std::str::from_utf8(&buf[..end]) {
+    match rustix::system::uname().nodename().to_str() {
         Ok(s) if !s.is_empty() => s.to_owned(),
         _ => "localhost".into(),
     }

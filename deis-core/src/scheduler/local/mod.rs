@@ -8,11 +8,13 @@
 //! `DEIS_UNIT` (`<app>.<type>.<n>`). Container images are refused with
 //! [`SchedulerError::Unsupported`].
 //!
-//! Every unit is the leader of its own process group, dies with the scheduler
-//! (`PR_SET_PDEATHSIG`), is stopped with `SIGTERM` to the whole group and `SIGKILL`
+//! Every unit is the leader of its own session and process group, dies with the
+//! scheduler (`PR_SET_PDEATHSIG`; see [`crate::sys::process`]), is stopped with `SIGTERM` to the whole group and `SIGKILL`
 //! after [`LocalSchedulerConfig::stop_timeout`], and is reaped. The groups of live units
-//! are listed in `<state_dir>/local-units.json`; [`LocalScheduler::new`] kills the
-//! groups a crashed predecessor left behind before it starts anything.
+//! are listed in `<state_dir>/local-units.json` ([`crate::sys::GroupRegistry`]);
+//! [`LocalScheduler::new`] kills the groups a crashed predecessor left behind before it
+//! starts anything, and a watchdog process per unit kills its group the moment the
+//! scheduler's process dies ([`crate::sys::GroupWatchdog`]).
 //!
 //! One task per app converges its units on the applied spec (see the `supervisor`
 //! module docs for the rules): replacements are rolling, new before old, gated by
@@ -36,7 +38,6 @@
 //! ```
 
 mod config;
-pub(crate) mod groups;
 mod output;
 mod ports;
 mod probe;
@@ -44,7 +45,6 @@ mod process;
 mod supervisor;
 #[cfg(test)]
 mod tests;
-pub(crate) mod watchdog;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -59,11 +59,13 @@ pub use self::output::{MAX_LINE_BYTES, OutputStream, TracingOutput, UnitOutput};
 use self::ports::PortAllocator;
 pub use self::probe::STAY_UP;
 use self::process::{OsRuntime, ProcessRuntime};
-pub use self::supervisor::{BACKOFF_MAX, BACKOFF_MIN, BACKOFF_RESET, INHERITED_ENV};
+pub use self::supervisor::{BACKOFF_MAX, BACKOFF_MIN, BACKOFF_RESET};
 use self::supervisor::{Command, Shared, Supervisor};
 use super::{AppSpec, Artifact, NodeStatus, RestartFilter, Result, Scheduler, SchedulerError, UnitEvent};
 use crate::model::Unit;
 use crate::model::limits::Resources;
+use crate::sys::GroupRegistry;
+pub use crate::sys::process::INHERITED_ENV;
 
 /// Most units one app may ask for.
 pub const MAX_UNITS_PER_APP: u64 = 1000;
@@ -100,20 +102,17 @@ impl LocalScheduler {
     /// production: units are tied to the life of the runtime's worker threads).
     pub async fn new(config: LocalSchedulerConfig) -> Result<Arc<Self>> {
         let dir = &config.state_dir;
-        std::fs::create_dir_all(dir).map_err(|e| {
+        tokio::fs::create_dir_all(dir).await.map_err(|e| {
             SchedulerError::backend(std::io::Error::new(
                 e.kind(),
                 format!("cannot create the local scheduler's state directory {}: {e}", dir.display()),
             ))
         })?;
-        let path = dir.join(STATE_FILE);
-        let killed = groups::kill_leftovers(&path, LEFTOVER_WAIT).await;
+        let (registry, killed) =
+            GroupRegistry::take_over(&dir.join(STATE_FILE), LEFTOVER_WAIT).await.map_err(SchedulerError::backend)?;
         if killed > 0 {
             tracing::warn!(groups = killed, "killed units left running by a previous run of the scheduler");
         }
-        let registry = groups::GroupRegistry::create(path.clone()).map_err(|e| {
-            SchedulerError::backend(std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
-        })?;
         Ok(Self::with_runtime(config, Arc::new(OsRuntime::new(registry))))
     }
 

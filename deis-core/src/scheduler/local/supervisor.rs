@@ -34,6 +34,7 @@ use super::process::{ExitInfo, GroupSignal, Launch, ProcessRuntime};
 use crate::model::limits::Resources;
 use crate::model::{Healthcheck, Unit, UnitState};
 use crate::scheduler::{AppSpec, Artifact, RestartFilter, Result, SchedulerError, UnitEvent};
+use crate::sys::process::inherited_env;
 
 /// First delay before restarting a crashed unit; doubles on each crash.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -41,11 +42,6 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A unit that ran this long before crashing restarts after [`BACKOFF_MIN`] again.
 pub const BACKOFF_RESET: Duration = Duration::from_secs(30);
-/// Variables a unit inherits from the scheduler's environment; everything else is
-/// cleared, so units see only their config and the `PORT`/`DEIS_*` variables.
-pub const INHERITED_ENV: [&str; 4] = ["PATH", "HOME", "LANG", "TZ"];
-/// `PATH` of units when the scheduler itself has none.
-const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// How often a stopping unit's process group is checked for leftovers.
 const GROUP_POLL: Duration = Duration::from_millis(20);
 /// How long to wait for a killed process group to disappear.
@@ -642,12 +638,10 @@ fn template(spec: &AppSpec, p: &crate::scheduler::ProcessSpec) -> Template {
     }
 }
 
-/// The whole environment of a unit: [`INHERITED_ENV`] from the scheduler, then the
+/// The whole environment of a unit: [`inherited_env`] from the scheduler, then the
 /// release's config, then `PORT`, `DEIS_APP`, `DEIS_RELEASE` (`v<N>`) and `DEIS_UNIT`.
 fn unit_env(t: &Template, app: &str, unit: &str, port: u16) -> Vec<(String, String)> {
-    let mut env: BTreeMap<String, String> =
-        INHERITED_ENV.iter().filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?))).collect();
-    env.entry("PATH".into()).or_insert_with(|| DEFAULT_PATH.into());
+    let mut env = inherited_env();
     env.extend(t.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.insert("PORT".into(), port.to_string());
     env.insert("DEIS_APP".into(), app.into());

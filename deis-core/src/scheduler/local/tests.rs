@@ -46,7 +46,13 @@ fn all_up(n: usize) -> impl Fn(&[Unit]) -> bool {
 
 /// The process is gone (or a zombie waiting for a reaper that is not us).
 fn gone(pid: u32) -> bool {
-    groups::proc_stat(pid as i32).is_none_or(|s| s.state == 'Z' || s.state == 'X')
+    crate::sys::procfs::stat(pid).is_none_or(|s| !s.is_live())
+}
+
+/// Kills one process of a unit, as a crash would.
+fn kill(pid: u32) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
 }
 
 async fn wait_gone(pid: u32) {
@@ -83,8 +89,7 @@ async fn killed_unit_is_restarted_and_counted() {
     s.apply(h.spec("crashy", 1, &[("worker", WORKER, 1)])).await.unwrap();
     let units = wait_units(&s, "crashy", all_up(1)).await;
     let pid = units[0].pid.unwrap();
-    // SAFETY: kill(2) of a unit we started.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    kill(pid);
     let crashed = next_state(&mut events, "crashy.worker.1", UnitState::Crashed).await;
     assert_eq!(crashed.pid, None);
     let up = next_state(&mut events, "crashy.worker.1", UnitState::Up).await;
@@ -174,41 +179,35 @@ async fn rolling_release_brings_the_new_unit_up_before_the_old_goes_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leftovers_of_a_crashed_scheduler_are_killed_on_new() {
-    use std::os::unix::process::CommandExt;
+    use crate::sys::{SpawnSpec, Stdio, spawn};
     let state = tempfile::tempdir().unwrap();
-    // A unit whose group leader is alive, and one whose leader died leaving a child.
-    let mut leader = std::process::Command::new("sleep");
-    leader.arg("3600");
-    let mut orphaning = std::process::Command::new("sh");
-    orphaning.args(["-c", "sleep 3600 >/dev/null & echo $!"]).stdout(std::process::Stdio::piped());
-    for c in [&mut leader, &mut orphaning] {
-        // SAFETY: setsid is async-signal-safe.
-        unsafe {
-            c.pre_exec(|| if libc::setsid() < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
-        }
-    }
-    let mut leader = leader.spawn().unwrap();
-    let orphaning = orphaning.spawn().unwrap();
-    let sh_pid = orphaning.id();
-    let out = orphaning.wait_with_output().unwrap();
-    let orphan: u32 = String::from_utf8(out.stdout).unwrap().trim().parse().unwrap();
+    // A unit whose group leader is alive, and one whose leader died leaving a child;
+    // both outlive this test process, as units outlive a crashed scheduler.
+    let path = [("PATH", "/usr/bin:/bin")];
+    let leader = spawn(SpawnSpec::new("sleep").arg("3600").env(path).outlive_parent()).unwrap();
+    let mut orphaning =
+        spawn(SpawnSpec::shell("sleep 3600 >/dev/null & echo $!").env(path).stdout(Stdio::Piped).outlive_parent())
+            .unwrap();
+    let sh_pid = orphaning.pid;
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(orphaning.stdout.take().unwrap()), &mut out).unwrap();
+    assert_eq!(orphaning.exited.await.unwrap().code, Some(0));
+    let orphan: u32 = out.trim().parse().unwrap();
     assert!(!gone(orphan));
-    let entry = |pid: u32| {
-        let st = groups::proc_stat(pid as i32).map_or(0, |s| s.start_time);
-        serde_json::json!({ "pgid": pid, "start_time": st, "unit": "old.web.1" })
-    };
-    let orphan_start = groups::proc_stat(orphan as i32).unwrap().start_time;
+    let start_time = |pid: u32| crate::sys::procfs::stat(pid).map_or(0, |s| s.start_time);
     let file = serde_json::json!({ "groups": [
-        entry(leader.id()),
-        { "pgid": sh_pid, "start_time": orphan_start, "unit": "old.worker.1" },
+        { "pgid": leader.pid, "start_time": start_time(leader.pid), "unit": "old.web.1" },
+        { "pgid": sh_pid, "start_time": start_time(orphan), "unit": "old.worker.1" },
         // A stale entry of a group long gone must not hurt.
         { "pgid": 999_999_999u32, "start_time": 1, "unit": "old.gone.1" },
     ]});
     std::fs::write(state.path().join(STATE_FILE), file.to_string()).unwrap();
 
     let s = LocalScheduler::new(config(state.path())).await.unwrap();
-    let status = leader.try_wait().unwrap().expect("the leftover leader is still running");
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+    assert!(gone(leader.pid), "the leftover leader was killed before new returned");
+    let status =
+        tokio::time::timeout(Duration::from_secs(5), leader.exited).await.expect("the leftover leader is gone");
+    assert_eq!(status.unwrap().signal, Some(9));
     wait_gone(orphan).await;
     let file = std::fs::read_to_string(state.path().join(STATE_FILE)).unwrap();
     assert!(!file.contains("old."), "{file}");
