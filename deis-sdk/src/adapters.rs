@@ -61,7 +61,7 @@ impl StoreUri {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     tokio::fs::create_dir_all(dir).await.map_err(StoreError::backend)?;
                 }
-                Ok(RedbStore::open(path)?)
+                Ok(RedbStore::open(path).await?)
             }
         }
     }

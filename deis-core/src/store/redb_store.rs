@@ -53,6 +53,8 @@ const EXPIRY_INTERVAL: Duration = Duration::from_millis(100);
 /// How long [`RedbStore::open`] waits for a previous handle on the same file (e.g. one
 /// dropped a moment ago whose last background job is finishing) to let go of it.
 const OPEN_RETRY: Duration = Duration::from_secs(2);
+/// How often [`RedbStore::open`] tries again meanwhile.
+const OPEN_RETRY_POLL: Duration = Duration::from_millis(20);
 
 const HEADER_LEN: usize = 32;
 
@@ -166,17 +168,20 @@ impl RedbStore {
 
     /// Opens (or creates) the store in the file at `path`.
     ///
-    /// Must be called inside a tokio runtime: it spawns the lease-expiry task there.
-    /// Leases whose deadline passed while the store was closed expire on the task's
-    /// first tick, right after opening. If another handle still has the file open
-    /// (e.g. a store dropped a moment ago), waits up to two seconds for it to close.
-    pub fn open(path: &Path) -> Result<Arc<RedbStore>> {
-        let deadline = std::time::Instant::now() + OPEN_RETRY;
+    /// Must be called inside a tokio runtime: it spawns the lease-expiry task there, and
+    /// does its file work on the runtime's blocking threads. Leases whose deadline
+    /// passed while the store was closed expire on the task's first tick, right after
+    /// opening. If another handle still has the file open (e.g. a store dropped a moment
+    /// ago), waits up to two seconds for it to close.
+    pub async fn open(path: &Path) -> Result<Arc<RedbStore>> {
+        let runtime = current_runtime()?;
+        let deadline = tokio::time::Instant::now() + OPEN_RETRY;
         let db = loop {
-            match Database::create(path) {
+            let file = path.to_path_buf();
+            match unblock(move || Ok(Database::create(file))).await? {
                 Ok(db) => break db,
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(OPEN_RETRY_POLL).await;
                 }
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                     return Err(StoreError::Backend(
@@ -186,47 +191,33 @@ impl RedbStore {
                 Err(e) => return Err(be(e)),
             }
         };
-        Self::start(db, Some(path.to_path_buf()))
+        let (db, state) = unblock(move || {
+            let state = load(&db)?;
+            Ok((db, state))
+        })
+        .await?;
+        Ok(Self::start(&runtime, db, state, Some(path.to_path_buf())))
     }
 
     /// A store in memory, for tests. Must be called inside a tokio runtime (see
     /// [`RedbStore::open`]).
     pub fn in_memory() -> Arc<RedbStore> {
-        let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .expect("creating an in-memory redb database");
-        match Self::start(db, None) {
+        let opened = current_runtime().and_then(|runtime| {
+            let db = Database::builder()
+                .create_with_backend(redb::backends::InMemoryBackend::new())
+                .map_err(|e| StoreError::backend(redb::Error::from(e)))?;
+            // Memory only: nothing here blocks on a disk.
+            let state = load(&db)?;
+            Ok(Self::start(&runtime, db, state, None))
+        });
+        match opened {
             Ok(store) => store,
             Err(e) => panic!("RedbStore::in_memory: {e}"),
         }
     }
 
-    fn start(db: Database, path: Option<PathBuf>) -> Result<Arc<RedbStore>> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            StoreError::Invalid(
-                "RedbStore must be opened inside a tokio runtime (it spawns its lease-expiry task)".into(),
-            )
-        })?;
-        let (revision, next_lease, leases) = {
-            let w = db.begin_write().map_err(be)?;
-            let state;
-            {
-                let meta = w.open_table(META).map_err(be)?;
-                let revision = meta.get(META_REVISION).map_err(be)?.map(|g| g.value()).unwrap_or(0);
-                let next_lease = meta.get(META_NEXT_LEASE).map_err(be)?.map(|g| g.value()).unwrap_or(1);
-                let table = w.open_table(LEASES).map_err(be)?;
-                let mut leases = HashMap::new();
-                for item in table.iter().map_err(be)? {
-                    let (id, v) = item.map_err(be)?;
-                    leases.insert(id.value(), v.value());
-                }
-                w.open_table(KV).map_err(be)?;
-                w.open_table(LEASE_KEYS).map_err(be)?;
-                state = (revision, next_lease, leases);
-            }
-            w.commit().map_err(be)?;
-            state
-        };
+    fn start(runtime: &tokio::runtime::Handle, db: Database, state: Loaded, path: Option<PathBuf>) -> Arc<RedbStore> {
+        let Loaded { revision, next_lease, leases } = state;
         let inner = Arc::new(Inner {
             db,
             path,
@@ -240,17 +231,60 @@ impl RedbStore {
             }),
         });
         runtime.spawn(expiry_task(Arc::downgrade(&inner)));
-        Ok(Arc::new(RedbStore { inner }))
+        Arc::new(RedbStore { inner })
     }
 
     async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Inner) -> Result<T> + Send + 'static) -> Result<T> {
         let inner = self.inner.clone();
-        match tokio::task::spawn_blocking(move || f(&inner)).await {
-            Ok(r) => r,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(StoreError::Closed),
-        }
+        unblock(move || f(&inner)).await
     }
+}
+
+/// The runtime the store lives on, or why there is none.
+fn current_runtime() -> Result<tokio::runtime::Handle> {
+    tokio::runtime::Handle::try_current().map_err(|_| {
+        StoreError::Invalid("RedbStore must be opened inside a tokio runtime (it spawns its lease-expiry task)".into())
+    })
+}
+
+/// Runs the blocking `f` on the runtime's blocking threads.
+async fn unblock<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(StoreError::Closed),
+    }
+}
+
+/// What a store starts from, read from its database.
+struct Loaded {
+    revision: Revision,
+    next_lease: LeaseId,
+    /// id -> (ttl ms, deadline unix ms).
+    leases: HashMap<LeaseId, (u64, u64)>,
+}
+
+/// Creates the tables if missing and reads the revision, the next lease id and the
+/// leases (a write transaction: blocking, durable).
+fn load(db: &Database) -> Result<Loaded> {
+    let w = db.begin_write().map_err(be)?;
+    let loaded;
+    {
+        let meta = w.open_table(META).map_err(be)?;
+        let revision = meta.get(META_REVISION).map_err(be)?.map(|g| g.value()).unwrap_or(0);
+        let next_lease = meta.get(META_NEXT_LEASE).map_err(be)?.map(|g| g.value()).unwrap_or(1);
+        let table = w.open_table(LEASES).map_err(be)?;
+        let mut leases = HashMap::new();
+        for item in table.iter().map_err(be)? {
+            let (id, v) = item.map_err(be)?;
+            leases.insert(id.value(), v.value());
+        }
+        w.open_table(KV).map_err(be)?;
+        w.open_table(LEASE_KEYS).map_err(be)?;
+        loaded = Loaded { revision, next_lease, leases };
+    }
+    w.commit().map_err(be)?;
+    Ok(loaded)
 }
 
 async fn expiry_task(inner: Weak<Inner>) {
@@ -634,7 +668,7 @@ mod tests {
         let n = AtomicUsize::new(0);
         store_suite(|| async {
             let path = dir.path().join(format!("store-{}.redb", n.fetch_add(1, Ordering::Relaxed)));
-            RedbStore::open(&path).unwrap() as Arc<dyn Store>
+            RedbStore::open(&path).await.unwrap() as Arc<dyn Store>
         })
         .await;
     }
@@ -672,7 +706,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.redb");
         let (revision, long_lease, short_lease) = {
-            let s = RedbStore::open(&path).unwrap();
+            let s = RedbStore::open(&path).await.unwrap();
             s.put("apps/a", b"1".to_vec()).await.unwrap();
             s.put("apps/a", b"2".to_vec()).await.unwrap();
             s.put("apps/b", b"3".to_vec()).await.unwrap();
@@ -684,7 +718,7 @@ mod tests {
         };
         // Closed for longer than the short lease's TTL.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let s = RedbStore::open(&path).unwrap();
+        let s = RedbStore::open(&path).await.unwrap();
         let a = s.get("apps/a").await.unwrap().unwrap();
         assert_eq!((a.value.as_slice(), a.version, a.create_revision, a.mod_revision), (&b"2"[..], 2, 1, 2));
         let listing = s.list("apps/").await.unwrap();
@@ -711,9 +745,32 @@ mod tests {
         drop(s);
 
         // And once more, reopening right after dropping.
-        let s = RedbStore::open(&path).unwrap();
+        let s = RedbStore::open(&path).await.unwrap();
         assert_eq!(s.list("").await.unwrap().revision, revision + 2);
         assert_eq!(s.get("endpoints/short").await.unwrap(), None);
+    }
+
+    /// On a current-thread runtime: a thread that slept while waiting for the file would
+    /// stall every other task.
+    #[tokio::test]
+    async fn open_waits_for_a_busy_file_without_blocking_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let first = RedbStore::open(&path).await.unwrap();
+        first.put("k", b"v".to_vec()).await.unwrap();
+        let second = tokio::spawn({
+            let path = path.clone();
+            async move { RedbStore::open(&path).await }
+        });
+        // While `second` waits for the file, this task keeps running beside it.
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!second.is_finished(), "opened a file that is still in use, or gave up early");
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), second).await.expect("opened once free");
+        let s = second.unwrap().unwrap();
+        assert_eq!(s.get("k").await.unwrap().unwrap().value, b"v");
     }
 
     /// Run by [`committed_writes_survive_kill_9`] in a child process, which it kills.
@@ -723,7 +780,7 @@ mod tests {
         let Some(path) = std::env::var_os("DEIS_KILL9_STORE") else { return };
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let s = RedbStore::open(Path::new(&path)).unwrap();
+            let s = RedbStore::open(Path::new(&path)).await.unwrap();
             for i in 0..100_000u32 {
                 s.put(&format!("k/{i:06}"), i.to_string().into_bytes()).await.unwrap();
                 println!("committed {i}");
@@ -758,7 +815,7 @@ mod tests {
 
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let s = RedbStore::open(&path).unwrap();
+            let s = RedbStore::open(&path).await.unwrap();
             let listing = s.list("k/").await.unwrap();
             assert!(listing.kvs.len() as u32 > last, "every acknowledged write survived");
             for (i, kv) in listing.kvs.iter().enumerate() {
