@@ -52,14 +52,6 @@ pub use assembly::{
     Listen, MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, SchedulerContext, StartError, SyslogListen,
 };
 
-/// Resolves on the first SIGTERM or SIGINT: what the reference daemons wait for before
-/// a graceful [`Platform::shutdown`].
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
-}
+/// Resolves on the first SIGTERM or SIGINT (and says which): what the reference daemons
+/// wait for before a graceful [`Platform::shutdown`]. See [`deis_core::sys::signals`].
+pub use deis_core::sys::signals::shutdown_signal;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use deis_sdk::deis_core::time::parse_duration;
 use deis_sdk::deis_core::tty::token::TokenSigner;
 use deis_sdk::deis_core::tty::{LocalTtyBroker, LocalTtyConfig};
 use deis_sdk::tty::{LocalDirectory, TtyConfig, TtyService, attach_router};
@@ -41,10 +42,6 @@ struct Args {
     /// End sessions after this long (`12h`; a bare number is seconds).
     #[arg(long, env = "DEIS_TTY_MAX_SESSION", default_value = "12h", value_parser = parse_duration)]
     max_session: Duration,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    deis_sdk::deis_core::time::parse_duration(s)
 }
 
 #[tokio::main]
@@ -90,11 +87,7 @@ async fn main() -> ExitCode {
     let addr = listener.local_addr().map_or_else(|_| args.listen.to_string(), |a| a.to_string());
     eprintln!("deis-tty-broker is up on ws://{addr}/v2/sessions/<id>/attach?app=<app>&token=<token>");
     let shutdown = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            return std::future::pending().await;
-        };
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        deis_sdk::shutdown_signal().await;
     };
     if let Err(e) = axum::serve(listener, attach_router(Arc::new(service))).with_graceful_shutdown(shutdown).await {
         eprintln!("deis-tty-broker: {e}");
