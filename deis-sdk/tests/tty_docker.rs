@@ -12,6 +12,10 @@ use deis_sdk::deis_core::tty::{ExitStatus, SessionInput, SessionOutput, TermSize
 use deis_sdk::tty::docker::{DockerTtyBroker, LABEL_APP, LABEL_TYPE};
 use deis_test_support::Service;
 use deis_test_support::docker::DockerEngine;
+use deis_test_support::wait_for;
+
+/// How long a step of the exec kill test may take.
+const T: std::time::Duration = std::time::Duration::from_secs(15);
 
 async fn broker(engine: &DockerEngine) -> DockerTtyBroker {
     DockerTtyBroker::connect_unix(&engine.socket_path()).await.expect("connect to the engine")
@@ -107,4 +111,41 @@ async fn docker_tty_sessions_start_with_their_size() {
         assert_eq!(out, format!("{rows} 90\r\n"), "session #{i} in {app}");
         assert_eq!(status, ExitStatus::Code(0), "session #{i} in {app}");
     }
+}
+
+/// Pids, inside container `id`, of the processes whose environment holds `var=value`
+/// (asked through the engine, as a remote engine would be asked).
+fn marked_in_container(engine: &DockerEngine, id: &str, var: &str, value: &str) -> Vec<u32> {
+    let script = "for d in /proc/[0-9]*; do tr '\\0' '\\n' 2>/dev/null <$d/environ | grep -qxF \"$1\" && echo ${d#/proc/}; done; true";
+    let out = engine.docker().args(["exec", id, "sh", "-c", script, "sh", &format!("{var}={value}")]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().split_whitespace().map(|p| p.parse().unwrap()).collect()
+}
+
+/// Dropping an exec'd session kills what it runs inside the unit container, and only
+/// that: the processes are found and killed through the engine (not by host pids,
+/// which mean nothing when the engine runs elsewhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_dropped_exec_sessions_are_killed_through_the_engine() {
+    let Some(engine) = DockerEngine::shared() else { return };
+    let image = engine.busybox_image();
+    let app = format!("killapp{}", std::process::id());
+    let (id, _rm) = start_unit(engine, &image, &app);
+    let broker = broker(engine).await;
+    for tty in [false, true] {
+        let marker = format!("{tty}-{}", deis_sdk::deis_core::auth::random_hex(4));
+        let mut spec = harness(&image).spec(&app, vec!["sleep 1000 & sleep 1000".into()], tty);
+        spec.env.insert("KILL_TEST".into(), marker.clone());
+        let marked = || marked_in_container(engine, &id, "KILL_TEST", &marker);
+        let session = broker.open(spec).await.unwrap();
+        // `sh` and its background `sleep` (the last `sleep` may be `sh` itself, exec'd).
+        wait_for(T, "the session runs", || Some(()).filter(|()| marked().len() >= 2));
+        drop(session);
+        wait_for(T, "the dropped session's processes to go", || {
+            let left = marked();
+            if left.is_empty() { Ok(()) } else { Err(left) }
+        });
+    }
+    let running = engine.docker().args(["inspect", "-f", "{{.State.Running}}", &id]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&running.stdout).trim(), "true", "the unit itself was left alone");
 }

@@ -16,8 +16,11 @@
 //! prelude until its terminal has a size (at most about 5 s). Exit code via exec
 //! inspect or container wait. End of stdin closes the write half of the hijacked
 //! connection (pipe mode) or types `^D` (TTY mode). When a session is dropped early, a
-//! one-off container is force-removed; an exec'd process is killed by its host PID (from
-//! exec inspect; this needs the engine on this host, which is how deisd runs it).
+//! one-off container is force-removed; an exec'd session is killed through the engine,
+//! so it works wherever the engine runs: every exec gets a random marker in its
+//! environment ([`SESSION_MARKER_VAR`], inherited by what it starts), and a second exec
+//! in the same container kills every process carrying it ([`KILL_MARKED`]; it needs
+//! `/bin/sh`, `tr` and `grep` in the image, as busybox and every distribution have).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -47,6 +50,23 @@ pub const LABEL_APP: &str = "deis.app";
 pub const LABEL_TYPE: &str = "deis.type";
 /// Label marking one-off `deis run` containers.
 pub const LABEL_RUN: &str = "deis.run";
+/// Variable in the environment of an exec'd session (and of what it starts) whose
+/// random value lets [`KILL_MARKED`] find its processes inside the container.
+pub const SESSION_MARKER_VAR: &str = "DEIS_SESSION";
+
+/// Shell script run inside a container to end an exec'd session: `SIGKILL` to every
+/// process (and the group it leads) whose environment holds the line `$1`
+/// (`DEIS_SESSION=<marker>`). PID 1 (the container's init) is never touched. The
+/// environment is NUL-separated, hence `tr` before an exact, fixed-string `grep`.
+pub const KILL_MARKED: &str = r#"for d in /proc/[0-9]*; do
+  p=${d#/proc/}
+  [ "$p" -gt 1 ] && [ "$p" != "$$" ] || continue
+  if tr '\0' '\n' 2>/dev/null <"$d/environ" | grep -qxF -e "$1"; then
+    kill -KILL -- "-$p" 2>/dev/null
+    kill -KILL "$p" 2>/dev/null
+  fi
+done
+exit 0"#;
 
 /// Shell prelude of TTY sessions opened with a size: wait (at most about 5 s) until the
 /// terminal has a non-zero size, then exec the command. The test is on what `stty size`
@@ -56,8 +76,47 @@ const WAIT_FOR_SIZE: &str = "command -v stty >/dev/null 2>&1 || exec \"$@\"; n=0
     while [ $n -lt 500 ]; do case \"$(stty size 2>/dev/null)\" in [1-9]*\" \"[1-9]*) break;; esac; \
     n=$((n+1)); sleep 0.01; done; exec \"$@\"";
 
-fn backend(e: impl std::error::Error + Send + Sync + 'static) -> TtyError {
-    TtyError::Backend(Box::new(e))
+/// What went wrong on the engine's side; reaches callers as [`TtyError::Backend`].
+#[derive(Debug, thiserror::Error)]
+pub enum DockerTtyError {
+    /// An engine call failed.
+    #[error("docker engine: {action}: {source}")]
+    Engine {
+        /// What we asked the engine to do.
+        action: &'static str,
+        /// The engine's (or the connection's) error.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The exec'd command ended, but the engine did not report its exit code.
+    #[error("docker engine: exec {exec} ended without an exit code")]
+    NoExitCode {
+        /// The exec's id.
+        exec: String,
+    },
+    /// The container wait ended without a status.
+    #[error("docker engine: the wait for container {container} ended without a status")]
+    NoWaitStatus {
+        /// The container's id.
+        container: String,
+    },
+    /// The engine started the exec detached, although attached was asked for.
+    #[error("docker engine: exec {exec} was started detached; the session has no streams")]
+    Detached {
+        /// The exec's id.
+        exec: String,
+    },
+}
+
+impl From<DockerTtyError> for TtyError {
+    fn from(e: DockerTtyError) -> Self {
+        TtyError::Backend(Box::new(e))
+    }
+}
+
+/// Maps an engine error of `action` to a [`TtyError`].
+fn engine(action: &'static str) -> impl FnOnce(bollard::errors::Error) -> TtyError {
+    move |source| DockerTtyError::Engine { action, source }.into()
 }
 
 /// The argv to run: one element means `sh -c <it>`.
@@ -129,7 +188,10 @@ impl fmt::Debug for DockerTtyBroker {
 
 /// What the session runs in.
 enum Target {
-    Exec { id: String },
+    /// An exec `id` in the unit container `container`, its processes marked with the
+    /// environment line `marker` (see [`KILL_MARKED`]).
+    Exec { id: String, container: String, marker: String },
+    /// A one-off container.
     Container { id: String },
 }
 
@@ -141,8 +203,9 @@ impl DockerTtyBroker {
 
     /// Connects to the engine at the unix socket `path` and negotiates the API version.
     pub async fn connect_unix(path: &str) -> Result<Self, TtyError> {
-        let docker = Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION).map_err(backend)?;
-        let docker = docker.negotiate_version().await.map_err(backend)?;
+        let docker =
+            Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION).map_err(engine("connecting"))?;
+        let docker = docker.negotiate_version().await.map_err(engine("negotiating the API version"))?;
         Ok(Self::new(docker))
     }
 
@@ -153,7 +216,7 @@ impl DockerTtyBroker {
             ("status".to_string(), vec!["running".to_string()]),
         ]);
         let opts = ListContainersOptions { all: false, filters: Some(filters), ..Default::default() };
-        let mut list = self.docker.list_containers(Some(opts)).await.map_err(backend)?;
+        let mut list = self.docker.list_containers(Some(opts)).await.map_err(engine("listing unit containers"))?;
         list.retain(|c| c.labels.as_ref().is_none_or(|l| !l.contains_key(LABEL_RUN)));
         list.sort_by(|a, b| a.names.cmp(&b.names));
         Ok(list.into_iter().find_map(|c| c.id))
@@ -162,7 +225,7 @@ impl DockerTtyBroker {
     async fn resize(&self, target: &Target, size: TermSize) {
         let (h, w) = (i32::from(size.rows), i32::from(size.cols));
         let result = match target {
-            Target::Exec { id } => self.docker.resize_exec(id, ResizeExecOptions { h, w }).await,
+            Target::Exec { id, .. } => self.docker.resize_exec(id, ResizeExecOptions { h, w }).await,
             Target::Container { id } => self.docker.resize_container_tty(id, ResizeContainerTTYOptions { h, w }).await,
         };
         if let Err(e) = result {
@@ -173,9 +236,9 @@ impl DockerTtyBroker {
     /// The exit status once the output ended.
     async fn exit_status(&self, target: &Target) -> Result<ExitStatus, TtyError> {
         match target {
-            Target::Exec { id } => {
+            Target::Exec { id, .. } => {
                 for _ in 0..100 {
-                    let info = self.docker.inspect_exec(id).await.map_err(backend)?;
+                    let info = self.docker.inspect_exec(id).await.map_err(engine("inspecting the exec"))?;
                     if info.running != Some(true)
                         && let Some(code) = info.exit_code
                     {
@@ -183,7 +246,7 @@ impl DockerTtyBroker {
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
-                Err(TtyError::Invalid("the exec'd command did not report an exit code".into()))
+                Err(DockerTtyError::NoExitCode { exec: id.clone() }.into())
             }
             Target::Container { id } => {
                 let mut wait = self.docker.wait_container(id, None::<WaitContainerOptions>);
@@ -191,8 +254,8 @@ impl DockerTtyBroker {
                     Some(Ok(r)) => Ok(status_of(r.status_code)),
                     // bollard reports a non-zero exit as an error carrying the code.
                     Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(status_of(code)),
-                    Some(Err(e)) => Err(backend(e)),
-                    None => Err(TtyError::Invalid("the container wait ended without a status".into())),
+                    Some(Err(e)) => Err(engine("waiting for the container")(e)),
+                    None => Err(DockerTtyError::NoWaitStatus { container: id.clone() }.into()),
                 }
             }
         }
@@ -205,19 +268,26 @@ impl DockerTtyBroker {
                 let opts = RemoveContainerOptions { force: true, ..Default::default() };
                 let _ = self.docker.remove_container(id, Some(opts)).await;
             }
-            Target::Exec { id } => {
-                if let Ok(info) = self.docker.inspect_exec(id).await
-                    && info.running == Some(true)
-                    && let Some(pid) = info.pid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 1)
-                {
-                    // SAFETY: plain kill(2) calls on a PID the engine reported.
-                    unsafe {
-                        libc::kill(-pid, libc::SIGKILL);
-                        libc::kill(pid, libc::SIGKILL);
-                    }
+            Target::Exec { container, marker, .. } => {
+                if let Err(e) = self.kill_marked(container, marker).await {
+                    tracing::warn!(%container, error = %e, "docker tty: cannot kill a dropped exec session's processes");
                 }
             }
         }
+    }
+
+    /// Runs [`KILL_MARKED`] for `marker` in `container` and waits until it is done.
+    async fn kill_marked(&self, container: &str, marker: &str) -> Result<(), TtyError> {
+        let cmd = ["/bin/sh", "-c", KILL_MARKED, "deis-kill-session", marker].map(String::from).to_vec();
+        let opts =
+            ExecConfig { attach_stdout: Some(true), attach_stderr: Some(true), cmd: Some(cmd), ..Default::default() };
+        let exec = self.docker.create_exec(container, opts).await.map_err(engine("creating the kill exec"))?;
+        match self.docker.start_exec(&exec.id, None).await.map_err(engine("starting the kill exec"))? {
+            // Done once its output ends.
+            StartExecResults::Attached { mut output, .. } => while output.next().await.is_some() {},
+            StartExecResults::Detached => return Err(DockerTtyError::Detached { exec: exec.id }.into()),
+        }
+        Ok(())
     }
 
     async fn start_exec(
@@ -225,6 +295,9 @@ impl DockerTtyBroker {
         container: &str,
         spec: &SessionSpec,
     ) -> Result<(Target, LogStream, Pin<Box<dyn AsyncWrite + Send>>), TtyError> {
+        let marker = format!("{SESSION_MARKER_VAR}={}", deis_core::auth::random_hex(16));
+        let mut env = env_list(spec);
+        env.push(marker.clone());
         let opts = ExecConfig {
             attach_stdin: Some(true),
             attach_stdout: Some(true),
@@ -232,15 +305,17 @@ impl DockerTtyBroker {
             tty: Some(spec.tty),
             // Honoured from API 1.42; older engines get the resize after the start.
             console_size: initial_size(spec).map(console_size),
-            env: Some(env_list(spec)),
+            env: Some(env),
             cmd: Some(session_argv(spec)),
             ..Default::default()
         };
-        let exec = self.docker.create_exec(container, opts).await.map_err(backend)?;
+        let exec = self.docker.create_exec(container, opts).await.map_err(engine("creating the exec"))?;
         let start = StartExecOptions { detach: false, tty: spec.tty, output_capacity: Some(MAX_CHUNK) };
-        match self.docker.start_exec(&exec.id, Some(start)).await.map_err(backend)? {
-            StartExecResults::Attached { output, input } => Ok((Target::Exec { id: exec.id }, output, input)),
-            StartExecResults::Detached => Err(TtyError::Invalid("docker started the exec detached".into())),
+        match self.docker.start_exec(&exec.id, Some(start)).await.map_err(engine("starting the exec"))? {
+            StartExecResults::Attached { output, input } => {
+                Ok((Target::Exec { id: exec.id, container: container.to_string(), marker }, output, input))
+            }
+            StartExecResults::Detached => Err(DockerTtyError::Detached { exec: exec.id }.into()),
         }
     }
 
@@ -282,7 +357,8 @@ impl DockerTtyBroker {
         };
         let name = format!("{}-run-{}", spec.app, deis_core::auth::random_hex(6));
         let opts = CreateContainerOptions { name: Some(name), ..Default::default() };
-        let created = self.docker.create_container(Some(opts), body).await.map_err(backend)?;
+        let created =
+            self.docker.create_container(Some(opts), body).await.map_err(engine("creating the one-off container"))?;
         let target = Target::Container { id: created.id.clone() };
         let attach = AttachContainerOptions {
             stream: true,
@@ -293,8 +369,12 @@ impl DockerTtyBroker {
             ..Default::default()
         };
         let result = async {
-            let attached = self.docker.attach_container(&created.id, Some(attach)).await.map_err(backend)?;
-            self.docker.start_container(&created.id, None).await.map_err(backend)?;
+            let attached = self
+                .docker
+                .attach_container(&created.id, Some(attach))
+                .await
+                .map_err(engine("attaching to the one-off container"))?;
+            self.docker.start_container(&created.id, None).await.map_err(engine("starting the one-off container"))?;
             // The engine refuses to size a container that is not running: only now can
             // engines before API 1.42 (which ignore `console_size`) get the size, while
             // the command waits for it (`session_argv`).
@@ -419,5 +499,52 @@ impl TtyBroker for DockerTtyBroker {
             let _ = out_tx.send(SessionOutput::Exit(status)).await;
         });
         Ok(Session { input: in_tx, output: out_rx })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    fn alive(pid: u32) -> bool {
+        deis_core::sys::procfs::stat(pid).is_some_and(|s| s.is_live())
+    }
+
+    /// Starts `sh -c script` in a session of its own with `env`; returns the pids it prints.
+    fn start(script: &str, env: &[(&str, &str)]) -> Vec<u32> {
+        let out = Command::new("setsid")
+            .args(["sh", "-c", script])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().split_whitespace().map(|p| p.parse().unwrap()).collect()
+    }
+
+    /// The script the broker runs inside a container, run here on this machine's real
+    /// processes: it kills exactly the marked ones.
+    #[test]
+    fn kill_marked_kills_exactly_the_marked_processes() {
+        let marker = format!("{SESSION_MARKER_VAR}={}", deis_core::auth::random_hex(8));
+        let (var, value) = marker.split_once('=').unwrap();
+        // The marker in the middle of the environment, as an exec's is.
+        let marked = start(
+            "sleep 600 >/dev/null & echo $!; sleep 600 >/dev/null & echo $!",
+            &[("A", "1"), (var, value), ("Z", "2")],
+        );
+        let similar = start("sleep 600 >/dev/null & echo $!", &[(var, &format!("{value}0"))]);
+        assert_eq!((marked.len(), similar.len()), (2, 1));
+        let status = Command::new("sh").args(["-c", KILL_MARKED, "deis-kill-session", &marker]).status().unwrap();
+        assert!(status.success());
+        deis_test_support::wait_for(Duration::from_secs(10), "the marked processes to be killed", || {
+            Some(()).filter(|()| !marked.iter().any(|&p| alive(p)))
+        });
+        assert!(alive(similar[0]), "a process with another marker was killed");
+        let _ = Command::new("kill").args(["-KILL", &similar[0].to_string()]).status();
     }
 }
