@@ -14,14 +14,25 @@
 //!
 //! Every trait comes with a conformance suite in [`testing`] (feature `test-util`) that
 //! each implementation, in this crate or elsewhere, runs in its own tests.
+//!
+//! ## Features
+//!
+//! - `embedded` (default): the embedded defaults (`RedbStore`, `LocalScheduler`,
+//!   `LocalTtyBroker`, `ArtifactStore`), the [`platform`] on top of them and the OS layer
+//!   [`sys`]. An adapter author who needs only the traits, the model and the suites
+//!   depends on `deis-core` with `default-features = false`.
+//! - `test-util`: the conformance suites in [`testing`].
 
+#[cfg(feature = "embedded")]
 pub mod artifact;
 pub mod auth;
 pub mod logs;
 pub mod model;
+#[cfg(feature = "embedded")]
 pub mod platform;
 pub mod scheduler;
 pub mod store;
+#[cfg(feature = "embedded")]
 pub mod sys;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

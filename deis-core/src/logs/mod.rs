@@ -10,8 +10,10 @@
 //!
 //! To be correct, an implementation must pass [`crate::testing::logstore_suite`].
 
+#[cfg(feature = "embedded")]
 mod unit_output;
 
+#[cfg(feature = "embedded")]
 pub use unit_output::{DEFAULT_QUEUE_LINES, UnitLogSink, UnitLogStats};
 
 mod ring;

@@ -9,6 +9,7 @@
 //!
 //! To be correct, an implementation must pass [`crate::testing::scheduler_suite`].
 
+#[cfg(feature = "embedded")]
 pub mod local;
 pub mod placement;
 
@@ -22,6 +23,7 @@ use tokio::sync::broadcast;
 use crate::model::limits::Resources;
 use crate::model::{Healthcheck, Unit};
 
+#[cfg(feature = "embedded")]
 pub use local::{LocalScheduler, LocalSchedulerConfig};
 pub use placement::Capacity;
 

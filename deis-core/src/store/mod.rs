@@ -12,6 +12,7 @@
 
 pub mod lock;
 pub mod records;
+#[cfg(feature = "embedded")]
 mod redb_store;
 
 use std::fmt::Debug;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+#[cfg(feature = "embedded")]
 pub use redb_store::RedbStore;
 
 /// A store-wide, strictly increasing version number; 0 means "never".

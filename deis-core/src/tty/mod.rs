@@ -11,9 +11,11 @@
 //! To be correct, an implementation must pass [`crate::testing::tty_suite`].
 
 pub mod channel;
+#[cfg(feature = "embedded")]
 pub mod local;
 pub mod token;
 
+#[cfg(feature = "embedded")]
 pub use local::{LocalTtyBroker, LocalTtyConfig};
 
 use std::collections::BTreeMap;
