@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::Digest as _;
 
-use crate::model::procfile;
 use crate::model::validate::ValidationError;
+use crate::model::{ProcessType, procfile};
 
 /// Limits on what an archive may contain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +65,9 @@ pub enum ArtifactError {
     /// The archive has no usable `Procfile` at its root.
     #[error("{0}")]
     Procfile(String),
+    /// The archive's `Procfile` is not `type: command` lines.
+    #[error("Procfile: {}", .0.message)]
+    InvalidProcfile(#[source] ValidationError),
     /// No artifact is stored under this digest.
     #[error("no artifact {0} is stored; deploy the app again")]
     NotFound(Digest),
@@ -496,22 +499,21 @@ impl ArtifactStore {
     }
 
     /// The parsed root `Procfile` of a stored archive.
-    pub fn read_procfile(&self, digest: &Digest) -> Result<BTreeMap<String, String>> {
+    pub fn read_procfile(&self, digest: &Digest) -> Result<BTreeMap<ProcessType, String>> {
         let summary = check_archive_with(&self.read(digest)?, &self.limits)?;
         parse_procfile(&summary)
     }
 }
 
 /// The parsed Procfile of a checked archive, or a clear error when it has none.
-pub fn parse_procfile(summary: &ArchiveSummary) -> Result<BTreeMap<String, String>> {
+pub fn parse_procfile(summary: &ArchiveSummary) -> Result<BTreeMap<ProcessType, String>> {
     let text = summary.procfile.as_deref().ok_or_else(|| {
         ArtifactError::Procfile(
             "the archive has no Procfile at its root; add one with a line per process type, e.g. `web: python3 app.py`"
                 .into(),
         )
     })?;
-    procfile::parse(text)
-        .map_err(|ValidationError { message, .. }| ArtifactError::Procfile(format!("Procfile: {message}")))
+    procfile::parse(text).map_err(ArtifactError::InvalidProcfile)
 }
 
 fn unpack_into(bytes: &[u8], dir: &Path, limits: &ArchiveLimits) -> Result<()> {

@@ -239,7 +239,7 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let router_port = rt.block_on(async {
         let store: Arc<dyn Store> = RedbStore::in_memory();
-        let app = App::new("web", "bench");
+        let app = App::new("web".parse().unwrap(), "bench");
         store.put(&records::app_key("web"), records::encode(&app)).await.unwrap();
         for (i, addr) in backends.iter().enumerate() {
             let unit = format!("web.web.{}", i + 1);

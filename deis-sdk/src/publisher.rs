@@ -541,7 +541,10 @@ mod tests {
     #[tokio::test]
     async fn resync_repairs_missed_events() {
         let store = RedbStore::in_memory();
-        store.put(&records::app_key("quiet"), records::encode(&deis_core::App::new("quiet", "t"))).await.unwrap();
+        store
+            .put(&records::app_key("quiet"), records::encode(&deis_core::App::new("quiet".parse().unwrap(), "t")))
+            .await
+            .unwrap();
         let sched = EventScheduler::new();
         // Up before the publisher starts, and never announced.
         sched.set(unit("quiet", "web", 1, UnitState::Up, Some(5101)), true);
@@ -578,7 +581,10 @@ mod tests {
     #[tokio::test]
     async fn run_publisher_stops_on_its_shutdown_future() {
         let store = RedbStore::in_memory();
-        store.put(&records::app_key("hello"), records::encode(&deis_core::App::new("hello", "t"))).await.unwrap();
+        store
+            .put(&records::app_key("hello"), records::encode(&deis_core::App::new("hello".parse().unwrap(), "t")))
+            .await
+            .unwrap();
         let sched = EventScheduler::new();
         sched.set(unit("hello", "web", 1, UnitState::Up, Some(5301)), false);
         let (tx, rx) = oneshot::channel::<()>();

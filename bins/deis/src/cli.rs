@@ -167,7 +167,7 @@ pub enum Command {
         image: String,
         /// Process types, Procfile style ("web: cmd"); default: ./Procfile if present.
         #[arg(long, value_name = "PROCFILE", value_parser = args::procfile)]
-        procfile: Option<std::collections::BTreeMap<String, String>>,
+        procfile: Option<std::collections::BTreeMap<deis_core::ProcessType, String>>,
     },
     /// List the app's builds.
     #[command(name = "builds:list", visible_alias = "builds")]
@@ -243,7 +243,7 @@ pub enum Command {
         follow: bool,
         /// Only lines of this process type, e.g. web.
         #[arg(long = "type", value_name = "TYPE", value_parser = args::proc_type)]
-        proc_type: Option<String>,
+        proc_type: Option<deis_core::ProcessType>,
         /// Only `app` lines (the processes) or `deis` lines (platform events).
         #[arg(long, value_name = "app|deis", value_parser = ["app", "deis"])]
         source: Option<String>,
@@ -295,7 +295,7 @@ pub enum Command {
         memory: bool,
         /// Process types.
         #[arg(required = true, value_name = "TYPE", value_parser = args::proc_type)]
-        types: Vec<String>,
+        types: Vec<deis_core::ProcessType>,
         /// Waiting for the units.
         #[command(flatten)]
         wait: WaitOpts,
@@ -307,7 +307,7 @@ pub enum Command {
     Run {
         /// Process type whose environment to use (default: web).
         #[arg(long = "type", value_name = "TYPE", value_parser = args::proc_type)]
-        proc_type: Option<String>,
+        proc_type: Option<deis_core::ProcessType>,
         /// Don't allocate a terminal even when stdin is one (binary-safe pipes).
         #[arg(long)]
         no_tty: bool,
@@ -371,8 +371,8 @@ mod tests {
                 assert_eq!(
                     formation,
                     vec![
-                        ScaleArg { proc_type: "web".into(), count: 3 },
-                        ScaleArg { proc_type: "worker".into(), count: 0 }
+                        ScaleArg { proc_type: "web".parse().unwrap(), count: 3 },
+                        ScaleArg { proc_type: "worker".parse().unwrap(), count: 0 }
                     ]
                 );
                 assert!(!wait.no_wait);

@@ -70,7 +70,7 @@ pub fn fields(pairs: &[(&str, String)]) -> String {
 }
 
 /// A formation as `web=3 worker=0`.
-pub fn formation(structure: &BTreeMap<String, u32>) -> String {
+pub fn formation(structure: &BTreeMap<deis_core::ProcessType, u32>) -> String {
     structure.iter().map(|(t, n)| format!("{t}={n}")).collect::<Vec<_>>().join(" ")
 }
 

@@ -35,10 +35,65 @@ fn default_limit() -> u32 {
     deis_sdk::client::DEFAULT_RESPONSE_LIMIT
 }
 
+/// Why the profile can't be found, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// No `-c PATH` and no home directory to look in.
+    #[error("cannot find the profile: HOME is not set; set HOME or pass -c /path/to/profile.json")]
+    NoHome,
+    /// The file could not be read.
+    #[error("cannot read the profile {}: {source}", path.display())]
+    Read {
+        /// The profile's path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is larger than any profile.
+    #[error("the profile {} is larger than {MAX_PROFILE_BYTES} bytes; delete it and log in again", path.display())]
+    TooLarge {
+        /// The profile's path.
+        path: PathBuf,
+    },
+    /// The file is not a profile.
+    #[error(
+        "the profile {} is not valid ({source}); delete it and log in again with `deis login URL`",
+        path.display()
+    )]
+    Invalid {
+        /// The profile's path.
+        path: PathBuf,
+        /// What the JSON decoder said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The file could not be written.
+    #[error("cannot write the profile {}: {source}", path.display())]
+    Write {
+        /// The profile's path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file could not be removed.
+    #[error("cannot remove the profile {}: {source}", path.display())]
+    Remove {
+        /// The profile's path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, ProfileError>;
+
 /// Where the profile lives: `config` (from `-c/--config` or `DEIS_PROFILE`) is a path if it
 /// contains `/` or ends with `.json`, else a name for `<home>/.deis/<name>.json`; without
 /// it, `<home>/.deis/client.json`.
-pub fn resolve_path(config: Option<&str>, home: Option<&Path>) -> Result<PathBuf, String> {
+pub fn resolve_path(config: Option<&str>, home: Option<&Path>) -> Result<PathBuf> {
     let config = config.filter(|c| !c.trim().is_empty());
     if let Some(c) = config
         && (c.contains('/') || c.ends_with(".json"))
@@ -46,39 +101,35 @@ pub fn resolve_path(config: Option<&str>, home: Option<&Path>) -> Result<PathBuf
         return Ok(PathBuf::from(c));
     }
     let Some(home) = home else {
-        return Err("cannot find the profile: HOME is not set; set HOME or pass -c /path/to/profile.json".into());
+        return Err(ProfileError::NoHome);
     };
     let name = config.unwrap_or("client");
     Ok(home.join(".deis").join(format!("{name}.json")))
 }
 
 /// Reads the profile at `path`. `Ok(None)` when there is no file.
-pub fn load(path: &Path) -> Result<Option<Profile>, String> {
+pub fn load(path: &Path) -> Result<Option<Profile>> {
+    let read = |source| ProfileError::Read { path: path.to_path_buf(), source };
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read the profile {}: {e}", path.display())),
+        Err(e) => return Err(read(e)),
     };
     if meta.len() > MAX_PROFILE_BYTES {
-        return Err(format!(
-            "the profile {} is larger than {MAX_PROFILE_BYTES} bytes; delete it and log in again",
-            path.display()
-        ));
+        return Err(ProfileError::TooLarge { path: path.to_path_buf() });
     }
-    let text = fs::read_to_string(path).map_err(|e| format!("cannot read the profile {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map(Some).map_err(|e| {
-        format!("the profile {} is not valid ({e}); delete it and log in again with `deis login URL`", path.display())
-    })
+    let text = fs::read_to_string(path).map_err(read)?;
+    serde_json::from_str(&text).map(Some).map_err(|source| ProfileError::Invalid { path: path.to_path_buf(), source })
 }
 
 /// Writes the profile to `path` with mode 0600 (its directory 0700 if created), replacing
 /// any previous file atomically.
-pub fn save(path: &Path, profile: &Profile) -> Result<(), String> {
-    let fail = |e: std::io::Error| format!("cannot write the profile {}: {e}", path.display());
+pub fn save(path: &Path, profile: &Profile) -> Result<()> {
+    let fail = |source| ProfileError::Write { path: path.to_path_buf(), source };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(fail)?;
     }
-    let mut json = serde_json::to_vec_pretty(profile).map_err(|e| e.to_string())?;
+    let mut json = serde_json::to_vec_pretty(profile).expect("a profile serialises");
     json.push(b'\n');
     let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
     let result = (|| {
@@ -94,11 +145,11 @@ pub fn save(path: &Path, profile: &Profile) -> Result<(), String> {
 }
 
 /// Removes the profile; `Ok(false)` if there was none.
-pub fn remove(path: &Path) -> Result<bool, String> {
+pub fn remove(path: &Path) -> Result<bool> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(format!("cannot remove the profile {}: {e}", path.display())),
+        Err(source) => Err(ProfileError::Remove { path: path.to_path_buf(), source }),
     }
 }
 
@@ -117,7 +168,8 @@ mod tests {
         assert_eq!(resolve_path(Some("dir/prof"), Some(home)).unwrap(), PathBuf::from("dir/prof"));
         assert_eq!(resolve_path(Some("local.json"), Some(home)).unwrap(), PathBuf::from("local.json"));
         assert_eq!(resolve_path(Some("/abs/x.json"), None).unwrap(), PathBuf::from("/abs/x.json"));
-        assert!(resolve_path(None, None).unwrap_err().contains("HOME"));
+        assert!(matches!(resolve_path(None, None), Err(ProfileError::NoHome)));
+        assert!(resolve_path(None, None).unwrap_err().to_string().contains("HOME"));
     }
 
     #[test]
@@ -149,7 +201,9 @@ mod tests {
         assert!(!remove(&path).unwrap());
 
         fs::write(&path, "not json").unwrap();
-        assert!(load(&path).unwrap_err().contains("not valid"));
+        let err = load(&path).unwrap_err();
+        assert!(matches!(err, ProfileError::Invalid { .. }), "{err:?}");
+        assert!(err.to_string().contains("not valid"), "{err}");
         // A Workflow profile without the optional fields loads with defaults.
         fs::write(&path, r#"{"username":"bob","controller":"http://x","token":"t"}"#).unwrap();
         let q = load(&path).unwrap().unwrap();

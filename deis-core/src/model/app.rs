@@ -1,37 +1,34 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{AppName, ProcessType};
+use crate::time::Timestamp;
 
 /// An application, as the controller API returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct App {
     /// Stable identity.
-    pub uuid: String,
+    pub uuid: Uuid,
     /// The app's name (also its default domain label).
-    pub id: String,
+    pub id: AppName,
     /// Username of the owner.
     pub owner: String,
     /// The formation: process type to number of units.
     #[serde(default)]
-    pub structure: BTreeMap<String, u32>,
-    /// Creation time, RFC 3339.
-    pub created: String,
-    /// Last change, RFC 3339.
-    pub updated: String,
+    pub structure: BTreeMap<ProcessType, u32>,
+    /// Creation time.
+    pub created: Timestamp,
+    /// Last change.
+    pub updated: Timestamp,
 }
 
 impl App {
     /// A new app owned by `owner`, with an empty formation.
-    pub fn new(id: &str, owner: &str) -> Self {
-        let now = crate::time::now();
-        Self {
-            uuid: uuid::Uuid::new_v4().to_string(),
-            id: id.into(),
-            owner: owner.into(),
-            structure: BTreeMap::new(),
-            created: now.clone(),
-            updated: now,
-        }
+    pub fn new(id: AppName, owner: &str) -> Self {
+        let now = Timestamp::now();
+        Self { uuid: Uuid::new_v4(), id, owner: owner.into(), structure: BTreeMap::new(), created: now, updated: now }
     }
 }
 
@@ -40,12 +37,12 @@ impl App {
 pub struct Domain {
     /// Username of whoever added it.
     pub owner: String,
-    /// Creation time, RFC 3339.
-    pub created: String,
-    /// Last change, RFC 3339.
-    pub updated: String,
+    /// Creation time.
+    pub created: Timestamp,
+    /// Last change.
+    pub updated: Timestamp,
     /// App id.
-    pub app: String,
+    pub app: AppName,
     /// The host name (`www.example.com`), or the app id for its default domain.
     pub domain: String,
 }

@@ -1,6 +1,10 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{AppName, ProcessType};
+use crate::time::Timestamp;
 
 /// What a build runs: an OCI image or a source artifact with a Procfile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,9 +19,9 @@ pub enum BuildSource<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Build {
     /// Identity; releases point at it.
-    pub uuid: String,
+    pub uuid: Uuid,
     /// App id.
-    pub app: String,
+    pub app: AppName,
     /// Username of whoever made the build.
     pub owner: String,
     /// Image reference for image builds; empty for source builds.
@@ -28,14 +32,14 @@ pub struct Build {
     pub sha: String,
     /// Process types and their commands.
     #[serde(default)]
-    pub procfile: BTreeMap<String, String>,
+    pub procfile: BTreeMap<ProcessType, String>,
     /// Unused; kept for API compatibility.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub dockerfile: String,
-    /// Creation time, RFC 3339.
-    pub created: String,
+    /// Creation time.
+    pub created: Timestamp,
     /// Same as `created`.
-    pub updated: String,
+    pub updated: Timestamp,
 }
 
 impl Build {

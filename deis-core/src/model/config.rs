@@ -5,9 +5,12 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
+use super::AppName;
 use super::limits::{self, Resources};
 use super::validate::{self, ValidationError};
+use crate::time::Timestamp;
 
 /// The healthcheck key the Workflow CLI uses for the default process type.
 pub const DEFAULT_HEALTHCHECK_TYPE: &str = "web/cmd";
@@ -16,9 +19,9 @@ pub const DEFAULT_HEALTHCHECK_TYPE: &str = "web/cmd";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Config {
     /// Identity of this configuration; releases point at it.
-    pub uuid: String,
+    pub uuid: Uuid,
     /// App id.
-    pub app: String,
+    pub app: AppName,
     /// Username of whoever made this configuration.
     pub owner: String,
     /// Environment variables.
@@ -39,10 +42,10 @@ pub struct Config {
     /// Probes per process type (`web/cmd`, `worker`) and probe name (`livenessProbe`, `readinessProbe`).
     #[serde(default)]
     pub healthcheck: BTreeMap<String, BTreeMap<String, Healthcheck>>,
-    /// Creation time, RFC 3339.
-    pub created: String,
+    /// Creation time.
+    pub created: Timestamp,
     /// Same as `created`: configs are immutable.
-    pub updated: String,
+    pub updated: Timestamp,
 }
 
 /// A Kubernetes-style probe, as `deis healthchecks:set` sends it.
@@ -159,6 +162,22 @@ pub struct ConfigPatch {
     pub healthcheck: Option<BTreeMap<String, Option<ProbesPatch>>>,
 }
 
+/// Why a [`ConfigPatch`] can't be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A key or value of the patch is invalid.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The patch unsets something that is not set (the reference answers 422).
+    #[error("{key} does not exist under {section}")]
+    NotSet {
+        /// What was to be unset: a variable, a process type, a probe name.
+        key: String,
+        /// Where it was looked for: `values`, `memory`, `healthcheck`, `healthcheck for web`, ...
+        section: String,
+    },
+}
+
 /// What a patch changed, for the release summary (`alice added FOO, changed BAR`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChangeSummary {
@@ -199,13 +218,13 @@ fn merge_map(
     target: &mut BTreeMap<String, String>,
     patch: &BTreeMap<String, Option<serde_json::Value>>,
     check: &dyn Fn(&str, &str) -> Result<(), ValidationError>,
-) -> Result<MapChange, ValidationError> {
+) -> Result<MapChange, ConfigError> {
     let mut ch = MapChange { added: vec![], changed: vec![], deleted: vec![] };
     for (key, value) in patch {
         match value {
             None => {
                 if target.remove(key).is_none() {
-                    return Err(ValidationError::new("detail", format!("{key} does not exist under {field}")));
+                    return Err(ConfigError::NotSet { key: key.clone(), section: field.to_string() });
                 }
                 ch.deleted.push(key.clone());
             }
@@ -225,11 +244,11 @@ fn merge_map(
 
 impl Config {
     /// The first, empty config of a new app.
-    pub fn initial(app: &str, owner: &str) -> Self {
-        let now = crate::time::now();
+    pub fn initial(app: &AppName, owner: &str) -> Self {
+        let now = Timestamp::now();
         Self {
-            uuid: uuid::Uuid::new_v4().to_string(),
-            app: app.into(),
+            uuid: Uuid::new_v4(),
+            app: app.clone(),
             owner: owner.into(),
             values: BTreeMap::new(),
             memory: BTreeMap::new(),
@@ -237,7 +256,7 @@ impl Config {
             tags: BTreeMap::new(),
             registry: BTreeMap::new(),
             healthcheck: BTreeMap::new(),
-            created: now.clone(),
+            created: now,
             updated: now,
         }
     }
@@ -245,12 +264,12 @@ impl Config {
     /// Applies `patch` on a copy of `self` made by `user`: returns the new config and
     /// what changed. Deleting a key that does not exist is an error (the reference
     /// answers 422 for it); a patch that changes nothing gives an empty summary.
-    pub fn apply(&self, patch: &ConfigPatch, user: &str) -> Result<(Config, ChangeSummary), ValidationError> {
+    pub fn apply(&self, patch: &ConfigPatch, user: &str) -> Result<(Config, ChangeSummary), ConfigError> {
         let mut next = self.clone();
-        let now = crate::time::now();
-        next.uuid = uuid::Uuid::new_v4().to_string();
+        let now = Timestamp::now();
+        next.uuid = Uuid::new_v4();
         next.owner = user.into();
-        next.created = now.clone();
+        next.created = now;
         next.updated = now;
         let mut summary = ChangeSummary::default();
 
@@ -324,10 +343,10 @@ impl Config {
                 match probes {
                     None => {
                         if next.healthcheck.remove(type_key).is_none() {
-                            return Err(ValidationError::new(
-                                "detail",
-                                format!("{type_key} does not exist under healthcheck"),
-                            ));
+                            return Err(ConfigError::NotSet {
+                                key: type_key.to_string(),
+                                section: "healthcheck".into(),
+                            });
                         }
                     }
                     Some(probes) => {
@@ -337,15 +356,16 @@ impl Config {
                                 return Err(ValidationError::new(
                                     "healthcheck",
                                     format!("{name}: probes are livenessProbe or readinessProbe"),
-                                ));
+                                )
+                                .into());
                             }
                             match probe {
                                 None => {
                                     if entry.remove(name).is_none() {
-                                        return Err(ValidationError::new(
-                                            "detail",
-                                            format!("{name} does not exist under healthcheck for {type_key}"),
-                                        ));
+                                        return Err(ConfigError::NotSet {
+                                            key: name.clone(),
+                                            section: format!("healthcheck for {type_key}"),
+                                        });
                                     }
                                 }
                                 Some(h) => {
@@ -353,13 +373,15 @@ impl Config {
                                         return Err(ValidationError::new(
                                             "healthcheck",
                                             "livenessProbe successThreshold must be 1",
-                                        ));
+                                        )
+                                        .into());
                                     }
                                     if h.period_seconds == 0 || h.timeout_seconds == 0 || h.failure_threshold == 0 {
                                         return Err(ValidationError::new(
                                             "healthcheck",
                                             "periodSeconds, timeoutSeconds and failureThreshold must be at least 1",
-                                        ));
+                                        )
+                                        .into());
                                     }
                                     entry.insert(name.clone(), h.clone());
                                 }
@@ -406,9 +428,13 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
+    fn demo() -> AppName {
+        AppName::new("demo").unwrap()
+    }
+
     #[test]
     fn set_change_unset_values() {
-        let c0 = Config::initial("demo", "alice");
+        let c0 = Config::initial(&demo(), "alice");
         let (c1, s) = c0.apply(&patch(json!({"values": {"FOO": "bar", "N": 3}})), "alice").unwrap();
         assert_eq!(c1.values["FOO"], "bar");
         assert_eq!(c1.values["N"], "3");
@@ -420,13 +446,17 @@ mod tests {
         let (_, s) = c2.apply(&patch(json!({"values": {"FOO": "baz"}})), "bob").unwrap();
         assert!(s.is_empty());
         let err = c2.apply(&patch(json!({"values": {"NOPE": null}})), "bob").unwrap_err();
-        assert_eq!(err.message, "NOPE does not exist under values");
-        assert!(c2.apply(&patch(json!({"values": {"1BAD": "x"}})), "bob").is_err());
+        assert_eq!(err, ConfigError::NotSet { key: "NOPE".into(), section: "values".into() });
+        assert_eq!(err.to_string(), "NOPE does not exist under values");
+        let err = c2.apply(&patch(json!({"values": {"1BAD": "x"}})), "bob").unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid(ref e) if e.field == "values"), "{err:?}");
+        let err = c2.apply(&patch(json!({"healthcheck": {"web": {"livenessProbe": null}}})), "bob").unwrap_err();
+        assert_eq!(err.to_string(), "livenessProbe does not exist under healthcheck for web");
     }
 
     #[test]
     fn limits_and_resources() {
-        let c0 = Config::initial("demo", "alice");
+        let c0 = Config::initial(&demo(), "alice");
         let (c1, s) = c0.apply(&patch(json!({"memory": {"web": "512M"}, "cpu": {"web": "250m/1"}})), "alice").unwrap();
         assert_eq!(s.describe("alice"), "alice changed limits for memory, cpu");
         assert_eq!(c1.resources("web"), Resources { cpu_millis: 250, memory_bytes: 512 << 20 });
@@ -436,7 +466,7 @@ mod tests {
 
     #[test]
     fn healthchecks() {
-        let c0 = Config::initial("demo", "alice");
+        let c0 = Config::initial(&demo(), "alice");
         let body = json!({"healthcheck": {"web/cmd": {"readinessProbe": {"initialDelaySeconds": 1, "timeoutSeconds": 2,
             "periodSeconds": 1, "successThreshold": 1, "failureThreshold": 3, "httpGet": {"path": "/health", "port": 8080}}}}});
         let (c1, s) = c0.apply(&patch(body), "alice").unwrap();

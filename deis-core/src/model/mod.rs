@@ -9,6 +9,7 @@ mod app;
 mod build;
 mod config;
 pub mod limits;
+mod name;
 pub mod procfile;
 mod release;
 mod unit;
@@ -18,8 +19,10 @@ pub mod validate;
 pub use app::{App, Domain};
 pub use build::{Build, BuildSource};
 pub use config::{
-    Config, ConfigPatch, ExecProbe, Healthcheck, HttpGetProbe, HttpHeader, Probe, ProbeAction, TcpSocketProbe,
+    ChangeSummary, Config, ConfigError, ConfigPatch, ExecProbe, Healthcheck, HttpGetProbe, HttpHeader, Probe,
+    ProbeAction, TcpSocketProbe,
 };
+pub use name::{AppName, ProcessType};
 pub use release::Release;
 pub use unit::{Unit, UnitState};
 pub use user::User;

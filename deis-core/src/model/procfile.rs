@@ -2,14 +2,15 @@
 
 use std::collections::BTreeMap;
 
-use super::validate::{self, ValidationError};
+use super::ProcessType;
+use super::validate::ValidationError;
 
 /// Largest Procfile accepted.
 pub const MAX_PROCFILE_BYTES: usize = 64 * 1024;
 
 /// Parses a Procfile: one `type: command` per line; blank lines and `#` comments are
 /// skipped; a process type may appear once. Errors name the line.
-pub fn parse(text: &str) -> Result<BTreeMap<String, String>, ValidationError> {
+pub fn parse(text: &str) -> Result<BTreeMap<ProcessType, String>, ValidationError> {
     if text.len() > MAX_PROCFILE_BYTES {
         return Err(ValidationError::new("procfile", format!("Procfile is larger than {MAX_PROCFILE_BYTES} bytes")));
     }
@@ -28,14 +29,15 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, ValidationError> {
         };
         let ty = ty.trim();
         let cmd = cmd.trim();
-        validate::proc_type(ty)
+        let ty = ProcessType::new(ty)
             .map_err(|e| ValidationError::new("procfile", format!("line {lineno}: {}", e.message)))?;
         if cmd.is_empty() {
             return Err(ValidationError::new("procfile", format!("line {lineno}: process type {ty} has no command")));
         }
-        if out.insert(ty.to_string(), cmd.to_string()).is_some() {
+        if out.contains_key(&ty) {
             return Err(ValidationError::new("procfile", format!("line {lineno}: process type {ty} is defined twice")));
         }
+        out.insert(ty, cmd.to_string());
     }
     if out.is_empty() {
         return Err(ValidationError::new("procfile", "Procfile defines no process type"));
@@ -67,9 +69,9 @@ mod tests {
     proptest! {
         #[test]
         fn roundtrip(entries in proptest::collection::btree_map("[a-z][a-z0-9]{0,8}", "[a-zA-Z0-9 $./-]{1,30}", 1..5)) {
-            let entries: BTreeMap<String, String> = entries.into_iter()
+            let entries: BTreeMap<ProcessType, String> = entries.into_iter()
                 .filter(|(_, v)| !v.trim().is_empty())
-                .map(|(k, v)| (k, v.trim().to_string()))
+                .map(|(k, v)| (ProcessType::new(k).unwrap(), v.trim().to_string()))
                 .collect();
             prop_assume!(!entries.is_empty());
             let text: String = entries.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();

@@ -1,12 +1,16 @@
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::AppName;
+use crate::time::Timestamp;
 
 /// An immutable, numbered release: one build with one config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Release {
     /// Identity.
-    pub uuid: String,
+    pub uuid: Uuid,
     /// App id.
-    pub app: String,
+    pub app: AppName,
     /// Username of whoever caused it.
     pub owner: String,
     /// 1, 2, 3, ... (shown as `v1`, `v2`, ...).
@@ -17,11 +21,11 @@ pub struct Release {
     #[serde(default)]
     pub failed: bool,
     /// uuid of the config.
-    pub config: String,
+    pub config: Uuid,
     /// uuid of the build, or none for the initial release.
-    pub build: Option<String>,
-    /// Creation time, RFC 3339.
-    pub created: String,
-    /// Last change, RFC 3339.
-    pub updated: String,
+    pub build: Option<Uuid>,
+    /// Creation time.
+    pub created: Timestamp,
+    /// Last change.
+    pub updated: Timestamp,
 }

@@ -1,5 +1,7 @@
 use serde::{Deserialize, Serialize};
 
+use crate::time::Timestamp;
+
 /// A platform user. The password hash never leaves the platform: the API renders
 /// users through [`User::public`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,11 +15,11 @@ pub struct User {
     pub is_superuser: bool,
     /// Argon2id PHC string.
     pub password_hash: String,
-    /// Registration time, RFC 3339.
-    pub date_joined: String,
-    /// Last successful login, RFC 3339.
+    /// Registration time.
+    pub date_joined: Timestamp,
+    /// Last successful login.
     #[serde(default)]
-    pub last_login: Option<String>,
+    pub last_login: Option<Timestamp>,
 }
 
 impl User {

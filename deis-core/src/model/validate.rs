@@ -28,8 +28,19 @@ type Result<T = ()> = std::result::Result<T, ValidationError>;
 pub const RESERVED_APP_NAMES: &[&str] =
     &["deis", "deis-builder", "deis-workflow-manager", "grafana", "www", "api", "router"];
 
-/// An app id: `^[a-z]([a-z0-9-]*[a-z0-9])?$`, at most 63 characters (a DNS label).
+/// An app id a new app may take: [`app_name_syntax`], and not one of
+/// [`RESERVED_APP_NAMES`].
 pub fn app_name(id: &str) -> Result {
+    app_name_syntax(id)?;
+    if RESERVED_APP_NAMES.contains(&id) {
+        return Err(ValidationError::new("id", format!("{id} is a reserved name.")));
+    }
+    Ok(())
+}
+
+/// The form of an app id: `^[a-z]([a-z0-9-]*[a-z0-9])?$`, at most 63 characters (a DNS
+/// label). What an [`AppName`](super::AppName) holds.
+pub fn app_name_syntax(id: &str) -> Result {
     if id.is_empty() {
         return Err(ValidationError::new("id", "This field may not be blank."));
     }
@@ -42,9 +53,6 @@ pub fn app_name(id: &str) -> Result {
     }
     if id.len() > 63 {
         return Err(ValidationError::new("id", "App name must be at most 63 characters"));
-    }
-    if RESERVED_APP_NAMES.contains(&id) {
-        return Err(ValidationError::new("id", format!("{id} is a reserved name.")));
     }
     Ok(())
 }

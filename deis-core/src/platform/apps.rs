@@ -1,8 +1,10 @@
 //! Apps: create (with the initial release and default domain), list, info, destroy,
 //! transfer, and the app settings object `deis info` reads.
 
-use super::{MAX_ATTEMPTS, Platform, PlatformError, Result};
-use crate::model::{App, Config, Domain, Release, User, validate};
+use uuid::Uuid;
+
+use super::{MAX_ATTEMPTS, Platform, PlatformError, ResourceKind, Result};
+use crate::model::{App, AppName, Config, Domain, Release, User, validate};
 use crate::store::Txn;
 use crate::store::records::{self, ENDPOINTS_PREFIX, app_key, config_key, domain_key, release_key, user_key};
 
@@ -18,39 +20,43 @@ const NOUNS: &[&str] = &[
 ];
 
 /// A random `<adjective>-<noun>` app name.
-fn random_name() -> String {
+fn random_name() -> AppName {
     let mut b = [0u8; 2];
     getrandom::fill(&mut b).expect("the OS provides randomness");
-    format!("{}-{}", ADJECTIVES[b[0] as usize % ADJECTIVES.len()], NOUNS[b[1] as usize % NOUNS.len()])
+    let name = format!("{}-{}", ADJECTIVES[b[0] as usize % ADJECTIVES.len()], NOUNS[b[1] as usize % NOUNS.len()]);
+    AppName::new(name).expect("adjective-noun is an app name")
 }
 
 impl Platform {
     /// Creates an app owned by `user` (a random `<adjective>-<noun>` name if `id` is
-    /// `None`), with an empty config, release v1 and its id as default domain.
-    pub async fn create_app(&self, user: &User, id: Option<&str>) -> Result<App> {
+    /// `None`), with an empty config, release v1 and its id as default domain. Names
+    /// the platform keeps for itself ([`validate::RESERVED_APP_NAMES`]) are refused.
+    pub async fn create_app(&self, user: &User, id: Option<AppName>) -> Result<App> {
+        if let Some(id) = &id {
+            validate::app_name(id)?;
+        }
         for attempt in 1..=MAX_ATTEMPTS {
-            let name = id.map_or_else(random_name, str::to_string);
-            validate::app_name(&name)?;
-            let app = App::new(&name, &user.username);
+            let name = id.clone().unwrap_or_else(random_name);
+            let app = App::new(name.clone(), &user.username);
             let config = Config::initial(&name, &user.username);
             let release = Release {
-                uuid: uuid::Uuid::new_v4().to_string(),
+                uuid: Uuid::new_v4(),
                 app: name.clone(),
                 owner: user.username.clone(),
                 version: 1,
                 summary: format!("{} created initial release", user.username),
                 failed: false,
-                config: config.uuid.clone(),
+                config: config.uuid,
                 build: None,
-                created: app.created.clone(),
-                updated: app.created.clone(),
+                created: app.created,
+                updated: app.created,
             };
             let domain = Domain {
                 owner: user.username.clone(),
-                created: app.created.clone(),
-                updated: app.created.clone(),
+                created: app.created,
+                updated: app.created,
                 app: name.clone(),
-                domain: name.clone(),
+                domain: name.to_string(),
             };
             let guard = self.lock_app(&name).await;
             let txn = Txn::new()
@@ -76,7 +82,7 @@ impl Platform {
                 PlatformError::validation("id", format!("The domain {name} is already in use by another app"))
             });
         }
-        Err(PlatformError::concurrent("The app"))
+        Err(PlatformError::Concurrent { kind: ResourceKind::App })
     }
 
     /// The apps `user` may see, sorted by id: their own, or all for admins.
@@ -85,14 +91,14 @@ impl Platform {
         Ok(apps.into_iter().filter(|a| user.is_superuser || a.owner == user.username).collect())
     }
 
-    /// One app (owner or admin); 404 `No App matches the given query.`
-    pub async fn app(&self, user: &User, id: &str) -> Result<App> {
+    /// One app (owner or admin); [`PlatformError::NotFound`] if there is none.
+    pub async fn app(&self, user: &User, id: &AppName) -> Result<App> {
         self.app_for(user, id).await.map(|(a, _)| a)
     }
 
     /// Destroys an app: stops its units, then deletes every record of it (configs,
     /// builds, releases, domains, endpoints) in one transaction.
-    pub async fn destroy_app(&self, user: &User, id: &str) -> Result<()> {
+    pub async fn destroy_app(&self, user: &User, id: &AppName) -> Result<()> {
         self.app_for(user, id).await?;
         let guard = self.lock_app(id).await;
         for _ in 0..MAX_ATTEMPTS {
@@ -109,7 +115,7 @@ impl Platform {
                 .delete_prefix(super::drains_prefix(id));
             for kv in self.store.list("domains/").await?.kvs {
                 let domain: Domain = records::decode(&kv)?;
-                if domain.app == id {
+                if domain.app == *id {
                     txn = txn.when(&kv.key, kv.mod_revision).delete(&kv.key);
                 }
             }
@@ -117,40 +123,40 @@ impl Platform {
                 drop(guard);
                 self.forget_lock(id);
                 self.forget_logs(id).await;
-                tracing::info!(app = id, by = %user.username, "app destroyed");
+                tracing::info!(app = %id, by = %user.username, "app destroyed");
                 return Ok(());
             }
         }
-        Err(PlatformError::concurrent("The app"))
+        Err(PlatformError::Concurrent { kind: ResourceKind::App })
     }
 
-    /// Gives an app to another user (owner or admin); 404 if the user does not exist.
-    pub async fn transfer_app(&self, user: &User, id: &str, new_owner: &str) -> Result<App> {
+    /// Gives an app to another user (owner or admin); not found if the user does not exist.
+    pub async fn transfer_app(&self, user: &User, id: &AppName, new_owner: &str) -> Result<App> {
         self.app_for(user, id).await?;
         let _guard = self.lock_app(id).await;
         for _ in 0..MAX_ATTEMPTS {
             let (mut app, rev) = self.app_for(user, id).await?;
             let Some(owner) = self.store.get(&user_key(new_owner)).await? else {
-                return Err(PlatformError::no_match("User"));
+                return Err(PlatformError::not_found(ResourceKind::User, new_owner));
             };
             app.owner = new_owner.to_string();
-            app.updated = crate::time::now();
+            app.updated = crate::time::Timestamp::now();
             let txn = Txn::new()
                 .when(app_key(id), rev)
                 .when(user_key(new_owner), owner.mod_revision)
                 .put(app_key(id), records::encode(&app));
             if self.commit(txn).await? {
-                tracing::info!(app = id, owner = new_owner, "app transferred");
+                tracing::info!(app = %id, owner = new_owner, "app transferred");
                 self.log_event(id, format!("App transferred to {new_owner} by {}", user.username)).await;
                 return Ok(app);
             }
         }
-        Err(PlatformError::concurrent("The app"))
+        Err(PlatformError::Concurrent { kind: ResourceKind::App })
     }
 
     /// The app settings object of `GET /v2/apps/<app>/settings/` (what `deis info`
     /// reads): maintenance off, routable, no whitelist, autoscale or labels.
-    pub async fn app_settings(&self, user: &User, id: &str) -> Result<serde_json::Value> {
+    pub async fn app_settings(&self, user: &User, id: &AppName) -> Result<serde_json::Value> {
         let app = self.app(user, id).await?;
         Ok(serde_json::json!({
             "uuid": app.uuid,

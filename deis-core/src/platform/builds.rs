@@ -3,11 +3,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use uuid::Uuid;
+
 use super::releases::{Part, Plan};
 use super::{Platform, PlatformError, Result};
 use crate::artifact;
-use crate::model::{Build, Release, User, validate};
+use crate::model::{AppName, Build, ProcessType, Release, User};
 use crate::store::records;
+use crate::time::Timestamp;
 
 /// What to build from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +20,7 @@ pub enum BuildInput {
         /// Image reference, e.g. `nginx:1.13`.
         image: String,
         /// Process types; empty means the image's own command as type `cmd`.
-        procfile: BTreeMap<String, String>,
+        procfile: BTreeMap<ProcessType, String>,
     },
     /// A gzipped tar of the app directory with a `Procfile` at its root.
     Source(Vec<u8>),
@@ -43,9 +46,9 @@ impl Platform {
     /// unsafe archive, is a 400 with nothing changed. On a scheduler that can't run
     /// image builds the build and a failed release are recorded and the scheduler's
     /// message is returned as a warning.
-    pub async fn create_build(&self, user: &User, app: &str, input: BuildInput) -> Result<BuildOutcome> {
+    pub async fn create_build(&self, user: &User, app: &AppName, input: BuildInput) -> Result<BuildOutcome> {
         self.app_for(user, app).await?;
-        let now = crate::time::now();
+        let now = Timestamp::now();
         let (build, summary) = match input {
             BuildInput::Image { image, procfile } => {
                 let image = image.trim().to_string();
@@ -56,21 +59,20 @@ impl Platform {
                     return Err(PlatformError::validation("image", "The given image is invalid"));
                 }
                 for (ty, cmd) in &procfile {
-                    validate::proc_type(ty).map_err(|e| PlatformError::validation("procfile", e.message))?;
                     if cmd.trim().is_empty() {
                         return Err(PlatformError::validation("procfile", format!("process type {ty} has no command")));
                     }
                 }
                 let summary = format!("{} deployed {image}", user.username);
                 let build = Build {
-                    uuid: uuid::Uuid::new_v4().to_string(),
-                    app: app.to_string(),
+                    uuid: Uuid::new_v4(),
+                    app: app.clone(),
                     owner: user.username.clone(),
                     image,
                     sha: String::new(),
                     procfile,
                     dockerfile: String::new(),
-                    created: now.clone(),
+                    created: now,
                     updated: now,
                 };
                 (build, summary)
@@ -83,17 +85,17 @@ impl Platform {
                     Ok::<_, artifact::ArtifactError>((artifacts.put_tarball(&bytes)?, procfile))
                 })
                 .await
-                .map_err(|e| PlatformError::Internal(format!("archive worker failed: {e}")))??;
+                .map_err(|source| PlatformError::Worker { task: "archive", source })??;
                 let summary = format!("{} deployed {}", user.username, digest.short());
                 let build = Build {
-                    uuid: uuid::Uuid::new_v4().to_string(),
-                    app: app.to_string(),
+                    uuid: Uuid::new_v4(),
+                    app: app.clone(),
                     owner: user.username.clone(),
                     image: String::new(),
                     sha: digest.to_string(),
                     procfile,
                     dockerfile: String::new(),
-                    created: now.clone(),
+                    created: now,
                     updated: now,
                 };
                 (build, summary)
@@ -113,17 +115,16 @@ impl Platform {
     }
 
     /// The app's builds, newest first.
-    pub async fn builds(&self, user: &User, app: &str) -> Result<Vec<Build>> {
+    pub async fn builds(&self, user: &User, app: &AppName) -> Result<Vec<Build>> {
         self.app_for(user, app).await?;
         let builds: Vec<Build> = records::list_json(&*self.store, &format!("builds/{app}/")).await?;
         // Creation times have one-second resolution: order by the release each build made.
         let releases: Vec<Release> = records::list_json(&*self.store, &records::releases_prefix(app)).await?;
-        let order: HashMap<&str, u64> =
-            releases.iter().filter_map(|r| r.build.as_deref().map(|b| (b, r.version))).rev().collect();
+        let order: HashMap<Uuid, u64> = releases.iter().filter_map(|r| r.build.map(|b| (b, r.version))).rev().collect();
         let mut builds = builds;
         builds.sort_by(|a, b| {
-            let ka = (order.get(a.uuid.as_str()).copied().unwrap_or(0), &a.created);
-            let kb = (order.get(b.uuid.as_str()).copied().unwrap_or(0), &b.created);
+            let ka = (order.get(&a.uuid).copied().unwrap_or(0), a.created);
+            let kb = (order.get(&b.uuid).copied().unwrap_or(0), b.created);
             kb.cmp(&ka)
         });
         Ok(builds)

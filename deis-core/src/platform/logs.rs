@@ -11,13 +11,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
 
-use super::{Platform, PlatformError, Result};
-use crate::logs::{Cursor, LogEntry, LogError, LogFilter, LogFollow, LogLine, LogStore};
-use crate::model::{UnitState, User};
+use super::{Platform, PlatformError, ResourceKind, Result};
+use crate::logs::{Cursor, LogEntry, LogFilter, LogFollow, LogLine, LogStore};
+use crate::model::{AppName, ProcessType, UnitState, User};
 use crate::scheduler::UnitEvent;
 use crate::store::Txn;
 use crate::store::records::{self, app_key};
+use crate::time::Timestamp;
 
 /// Longest a platform event waits for the log store.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,7 +34,7 @@ pub const MAX_DRAIN_URL: usize = 1024;
 pub const DRAINS_PREFIX: &str = "drains/";
 
 /// Key of a drain record.
-pub fn drain_key(app: &str, uuid: &str) -> String {
+pub fn drain_key(app: &str, uuid: &Uuid) -> String {
     format!("{DRAINS_PREFIX}{app}/{uuid}")
 }
 
@@ -45,28 +47,21 @@ pub fn drains_prefix(app: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Drain {
     /// Drain id.
-    pub uuid: String,
+    pub uuid: Uuid,
     /// App id.
-    pub app: String,
+    pub app: AppName,
     /// Who added it.
     pub owner: String,
     /// Where lines go: `syslog://host:port` (TCP), `syslog+udp://...`, `syslog+tls://...`.
     pub url: String,
-    /// When it was added (RFC 3339).
-    pub created: String,
-    /// When it last changed (RFC 3339).
-    pub updated: String,
-}
-
-fn log_error(app: &str, e: LogError) -> PlatformError {
-    match e {
-        LogError::Invalid(m) => PlatformError::BadRequest(m),
-        other => PlatformError::Internal(format!("Error accessing logs for {app}: {other}")),
-    }
+    /// When it was added.
+    pub created: Timestamp,
+    /// When it last changed.
+    pub updated: Timestamp,
 }
 
 /// `web=3 worker=1`.
-fn formation(structure: &std::collections::BTreeMap<String, u32>) -> String {
+fn formation(structure: &std::collections::BTreeMap<ProcessType, u32>) -> String {
     structure.iter().map(|(t, n)| format!("{t}={n}")).collect::<Vec<_>>().join(" ")
 }
 
@@ -96,9 +91,7 @@ impl Platform {
     }
 
     fn log_store(&self) -> Result<&Arc<dyn LogStore>> {
-        self.logs.as_ref().ok_or_else(|| {
-            PlatformError::Internal("this controller has no log store configured, so it keeps no logs".into())
-        })
+        self.logs.as_ref().ok_or(PlatformError::NoLogStore)
     }
 
     /// Appends a platform event line of `component` to `app`'s log (best effort).
@@ -118,7 +111,12 @@ impl Platform {
     }
 
     /// `Scaled to web=3 worker=1 by alice`.
-    pub(crate) async fn log_scaled(&self, app: &str, structure: &std::collections::BTreeMap<String, u32>, by: &str) {
+    pub(crate) async fn log_scaled(
+        &self,
+        app: &str,
+        structure: &std::collections::BTreeMap<ProcessType, u32>,
+        by: &str,
+    ) {
         self.log_event(app, format!("Scaled to {} by {by}", formation(structure))).await;
     }
 
@@ -132,21 +130,23 @@ impl Platform {
 
     /// The last `n` lines of the app's log that pass `filter`, oldest first (owner or
     /// admin).
-    pub async fn app_logs(&self, user: &User, app: &str, n: usize, filter: &LogFilter) -> Result<Vec<LogEntry>> {
+    pub async fn app_logs(&self, user: &User, app: &AppName, n: usize, filter: &LogFilter) -> Result<Vec<LogEntry>> {
         self.app_for(user, app).await?;
-        self.log_store()?.tail(app, n, filter).await.map_err(|e| log_error(app, e))
+        let logs = self.log_store()?;
+        logs.tail(app, n, filter).await.map_err(|source| PlatformError::Logs { app: app.clone(), source })
     }
 
     /// Follows the app's log from `cursor` (owner or admin).
     pub async fn follow_app_logs(
         &self,
         user: &User,
-        app: &str,
+        app: &AppName,
         cursor: Cursor,
         filter: LogFilter,
     ) -> Result<LogFollow> {
         self.app_for(user, app).await?;
-        self.log_store()?.follow(app, cursor, filter).await.map_err(|e| log_error(app, e))
+        let logs = self.log_store()?;
+        logs.follow(app, cursor, filter).await.map_err(|source| PlatformError::Logs { app: app.clone(), source })
     }
 
     /// Writes the scheduler's unit events into the apps' logs as `deis[scheduler]`
@@ -192,10 +192,10 @@ impl Platform {
     }
 
     /// The app's drains, oldest first (owner or admin).
-    pub async fn drains(&self, user: &User, app: &str) -> Result<Vec<Drain>> {
+    pub async fn drains(&self, user: &User, app: &AppName) -> Result<Vec<Drain>> {
         self.app_for(user, app).await?;
         let mut drains: Vec<Drain> = records::list_json(&*self.store, &drains_prefix(app)).await?;
-        drains.sort_by(|a, b| (&a.created, &a.uuid).cmp(&(&b.created, &b.uuid)));
+        drains.sort_by_key(|d| (d.created, d.uuid));
         Ok(drains)
     }
 
@@ -207,7 +207,7 @@ impl Platform {
     /// Adds a drain forwarding the app's log to `url`, which the caller has validated
     /// (the SDK checks it with `DrainUrl::parse`). 400 if the app already drains to
     /// `url` or has [`MAX_DRAINS_PER_APP`] drains.
-    pub async fn add_drain(&self, user: &User, app: &str, url: &str) -> Result<Drain> {
+    pub async fn add_drain(&self, user: &User, app: &AppName, url: &str) -> Result<Drain> {
         let url = url.trim();
         if url.is_empty() {
             return Err(PlatformError::validation("url", "This field may not be blank."));
@@ -226,46 +226,45 @@ impl Platform {
             return Err(PlatformError::validation("url", format!("The app already drains to {url}")));
         }
         if existing.len() >= MAX_DRAINS_PER_APP {
-            return Err(PlatformError::BadRequest(format!(
-                "An app may have at most {MAX_DRAINS_PER_APP} drains; remove one with `deis drains:remove` first"
-            )));
+            return Err(PlatformError::TooManyDrains { max: MAX_DRAINS_PER_APP });
         }
-        let now = crate::time::now();
+        let now = Timestamp::now();
         let drain = Drain {
-            uuid: uuid::Uuid::new_v4().to_string(),
-            app: app.to_string(),
+            uuid: Uuid::new_v4(),
+            app: app.clone(),
             owner: user.username.clone(),
             url: url.to_string(),
-            created: now.clone(),
+            created: now,
             updated: now,
         };
         let key = drain_key(app, &drain.uuid);
         let txn = Txn::new().when(app_key(app), rev).when(&key, 0).put(&key, records::encode(&drain));
         if !self.commit(txn).await? {
-            return Err(PlatformError::concurrent("The app"));
+            return Err(PlatformError::Concurrent { kind: ResourceKind::App });
         }
-        tracing::info!(app, url, "drain added");
+        tracing::info!(app = %app, url, "drain added");
         self.log_event(app, format!("Drain {url} added by {}", user.username)).await;
         Ok(drain)
     }
 
-    /// Removes the drain with id or URL `id_or_url`; 404 `No Drain matches the given query.`
-    pub async fn remove_drain(&self, user: &User, app: &str, id_or_url: &str) -> Result<Drain> {
+    /// Removes the drain with id or URL `id_or_url`; [`PlatformError::NotFound`] if the
+    /// app has no such drain.
+    pub async fn remove_drain(&self, user: &User, app: &AppName, id_or_url: &str) -> Result<Drain> {
         self.app_for(user, app).await?;
         let _guard = self.lock_app(app).await;
         let listing = self.store.list(&drains_prefix(app)).await?;
         for kv in listing.kvs {
             let drain: Drain = records::decode(&kv)?;
-            if drain.uuid == id_or_url || drain.url == id_or_url.trim() {
+            if drain.uuid.to_string() == id_or_url || drain.url == id_or_url.trim() {
                 if !self.commit(Txn::new().when(&kv.key, kv.mod_revision).delete(&kv.key)).await? {
-                    return Err(PlatformError::concurrent("The drain"));
+                    return Err(PlatformError::Concurrent { kind: ResourceKind::Drain });
                 }
-                tracing::info!(app, url = %drain.url, "drain removed");
+                tracing::info!(app = %app, url = %drain.url, "drain removed");
                 self.log_event(app, format!("Drain {} removed by {}", drain.url, user.username)).await;
                 return Ok(drain);
             }
         }
-        Err(PlatformError::no_match("Drain"))
+        Err(PlatformError::not_found(ResourceKind::Drain, id_or_url))
     }
 }
 
@@ -311,8 +310,9 @@ mod tests {
 
     #[test]
     fn formations_are_listed_by_type() {
-        let s = std::collections::BTreeMap::from([("worker".to_string(), 1), ("web".to_string(), 3)]);
+        let ty = |t: &str| ProcessType::new(t).unwrap();
+        let s = std::collections::BTreeMap::from([(ty("worker"), 1), (ty("web"), 3)]);
         assert_eq!(formation(&s), "web=3 worker=1");
-        assert_eq!(drain_key("hello", "u1"), "drains/hello/u1");
+        assert_eq!(drain_key("hello", &Uuid::nil()), "drains/hello/00000000-0000-0000-0000-000000000000");
     }
 }

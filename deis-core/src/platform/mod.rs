@@ -14,7 +14,9 @@
 //!   runs (releases, scaling, limits) are handed to the scheduler *before* they are
 //!   committed, so a refusal (e.g. not enough capacity) changes nothing; if the commit
 //!   then fails, the previous spec is applied again.
-//! - Errors are [`PlatformError`]s whose variants map one to one to HTTP statuses.
+//! - Errors are [`PlatformError`]s: one variant per meaning, with the backend's error
+//!   as the source. The HTTP API (`deis_sdk::controller`) maps them to statuses and
+//!   Workflow's error bodies.
 //!
 //! ```no_run
 //! # async fn demo(store: std::sync::Arc<dyn deis_core::Store>, scheduler: std::sync::Arc<dyn deis_core::Scheduler>) -> Result<(), deis_core::platform::PlatformError> {
@@ -31,13 +33,14 @@
 //! });
 //! platform.reconcile_all().await; // converge units after a restart
 //! let alice = platform.register(None, "alice", "s3cret", "alice@example.com").await?;
-//! let app = platform.create_app(&alice, Some("hello")).await?;
+//! let app = platform.create_app(&alice, Some("hello".parse()?)).await?;
 //! # Ok(()) }
 //! ```
 
 mod apps;
 mod builds;
 mod domains;
+mod error;
 mod logs;
 mod reconcile;
 mod releases;
@@ -53,16 +56,17 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::artifact::{ArtifactError, ArtifactStore};
-use crate::model::validate::ValidationError;
-use crate::model::{App, User};
-use crate::scheduler::{Scheduler, SchedulerError};
+use crate::artifact::ArtifactStore;
+use crate::model::{App, AppName, User};
+use crate::scheduler::Scheduler;
+use crate::store::Store;
 use crate::store::records::{self, app_key};
-use crate::store::{Store, StoreError};
 
 pub use builds::{BuildInput, BuildOutcome};
+pub use error::{CommandError, PlatformError, ResourceKind, Result, RollbackRefusal, UnknownRestartTarget};
 pub use logs::{DRAINS_PREFIX, Drain, MAX_DRAINS_PER_APP, drain_key, drains_prefix, unit_event_message};
 pub use run::{MAX_COMMAND_ARGS, MAX_COMMAND_BYTES, validate_command};
+pub use scale::MAX_UNITS_PER_TYPE;
 pub use users::RegenerateTarget;
 
 /// How many times an operation is retried when another writer changed what it read.
@@ -80,15 +84,23 @@ pub enum RegistrationMode {
     Disabled,
 }
 
+/// A registration mode that is not `enabled`, `admin_only` or `disabled`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown registration mode {given:?}: use enabled, admin_only or disabled")]
+pub struct UnknownRegistrationMode {
+    /// The mode as given.
+    pub given: String,
+}
+
 impl FromStr for RegistrationMode {
-    type Err = String;
+    type Err = UnknownRegistrationMode;
     /// Parses `enabled`, `admin_only` or `disabled`.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> std::result::Result<Self, UnknownRegistrationMode> {
         match s {
             "enabled" => Ok(Self::Enabled),
             "admin_only" => Ok(Self::AdminOnly),
             "disabled" => Ok(Self::Disabled),
-            other => Err(format!("unknown registration mode {other:?}: use enabled, admin_only or disabled")),
+            other => Err(UnknownRegistrationMode { given: other.chars().take(64).collect() }),
         }
     }
 }
@@ -120,117 +132,6 @@ pub struct PlatformConfig {
     /// `None`: the platform keeps no logs.
     pub logs: Option<Arc<dyn crate::logs::LogStore>>,
 }
-
-/// Errors of platform operations. Each variant is one HTTP status (see
-/// [`PlatformError::status`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PlatformError {
-    /// 400: an input field is invalid; rendered `{"<field>": ["<message>"]}`.
-    #[error("{field}: {message}")]
-    Validation {
-        /// The offending field (`id`, `username`, `domain`, `non_field_errors`, ...).
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// 400: the request can't be done as asked; rendered `{"detail": ...}`.
-    #[error("{0}")]
-    BadRequest(String),
-    /// 401: missing or invalid credentials.
-    #[error("{0}")]
-    Unauthorized(String),
-    /// 403: authenticated but not allowed.
-    #[error("{0}")]
-    Forbidden(String),
-    /// 404: the named thing does not exist. Messages of the form
-    /// `No <Thing> matches the given query.` are rendered as a bare JSON string, as
-    /// the reference controller does; others as `{"detail": ...}`.
-    #[error("{0}")]
-    NotFound(String),
-    /// 409: the request conflicts with the current state (nothing to change, user
-    /// still owns apps, concurrent modification).
-    #[error("{0}")]
-    Conflict(String),
-    /// 422: well-formed but can't be processed (e.g. unset of a missing key).
-    #[error("{0}")]
-    Unprocessable(String),
-    /// 422: the scheduler refused for lack of capacity; nothing changed.
-    #[error("{0}")]
-    Capacity(String),
-    /// 500: a backend failed.
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl PlatformError {
-    /// The HTTP status of this error.
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::Validation { .. } | Self::BadRequest(_) => 400,
-            Self::Unauthorized(_) => 401,
-            Self::Forbidden(_) => 403,
-            Self::NotFound(_) => 404,
-            Self::Conflict(_) => 409,
-            Self::Unprocessable(_) | Self::Capacity(_) => 422,
-            Self::Internal(_) => 500,
-        }
-    }
-
-    /// A validation error of `field`.
-    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Validation { field: field.into(), message: message.into() }
-    }
-
-    /// The standard 403.
-    pub fn forbidden() -> Self {
-        Self::Forbidden("You do not have permission to perform this action.".into())
-    }
-
-    /// `No <thing> matches the given query.`
-    pub fn no_match(thing: &str) -> Self {
-        Self::NotFound(format!("No {thing} matches the given query."))
-    }
-
-    fn concurrent(what: &str) -> Self {
-        Self::Conflict(format!("{what} was changed by another request at the same time; try again"))
-    }
-}
-
-impl From<StoreError> for PlatformError {
-    fn from(e: StoreError) -> Self {
-        Self::Internal(e.to_string())
-    }
-}
-
-impl From<ValidationError> for PlatformError {
-    fn from(e: ValidationError) -> Self {
-        Self::Validation { field: e.field, message: e.message }
-    }
-}
-
-impl From<ArtifactError> for PlatformError {
-    fn from(e: ArtifactError) -> Self {
-        match e {
-            ArtifactError::Io { .. } | ArtifactError::NotFound(_) => Self::Internal(e.to_string()),
-            _ => Self::BadRequest(e.to_string()),
-        }
-    }
-}
-
-impl From<SchedulerError> for PlatformError {
-    fn from(e: SchedulerError) -> Self {
-        match e {
-            SchedulerError::Capacity(_) => Self::Capacity(e.to_string()),
-            SchedulerError::Unsupported(m) => Self::BadRequest(m),
-            SchedulerError::Invalid(_) => Self::BadRequest(e.to_string()),
-            SchedulerError::NotFound(_) => Self::NotFound(e.to_string()),
-            SchedulerError::Backend(_) => Self::Internal(e.to_string()),
-        }
-    }
-}
-
-/// Result of platform operations.
-pub type Result<T, E = PlatformError> = std::result::Result<T, E>;
 
 /// The platform settings shown to clients.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -306,13 +207,15 @@ impl Platform {
         self.app_locks.lock().expect("app lock table").remove(app);
     }
 
-    /// Reads an app with its revision; 404 if it does not exist.
-    async fn load_app(&self, id: &str) -> Result<(App, u64)> {
-        records::get_json::<App>(&*self.store, &app_key(id)).await?.ok_or_else(|| PlatformError::no_match("App"))
+    /// Reads an app with its revision; not found if it does not exist.
+    async fn load_app(&self, id: &AppName) -> Result<(App, u64)> {
+        records::get_json::<App>(&*self.store, &app_key(id))
+            .await?
+            .ok_or_else(|| PlatformError::not_found(ResourceKind::App, id))
     }
 
     /// Reads an app `user` may manage (owner or admin).
-    async fn app_for(&self, user: &User, id: &str) -> Result<(App, u64)> {
+    async fn app_for(&self, user: &User, id: &AppName) -> Result<(App, u64)> {
         let (app, rev) = self.load_app(id).await?;
         check_access(user, &app)?;
         Ok((app, rev))
@@ -326,5 +229,5 @@ impl Platform {
 
 /// Owner or admin.
 fn check_access(user: &User, app: &App) -> Result<()> {
-    if user.is_superuser || user.username == app.owner { Ok(()) } else { Err(PlatformError::forbidden()) }
+    if user.is_superuser || user.username == app.owner { Ok(()) } else { Err(PlatformError::Forbidden) }
 }

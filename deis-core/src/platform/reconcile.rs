@@ -5,12 +5,17 @@ use std::collections::BTreeMap;
 
 use super::{Platform, PlatformError, Result};
 use crate::artifact::Digest;
-use crate::model::{App, Build, BuildSource, Config, Release};
+use crate::model::{App, Build, BuildSource, Config, ProcessType, Release};
 use crate::scheduler::{AppSpec, Artifact, ProcessSpec, SchedulerError};
-use crate::store::records::{self, build_key, config_key, releases_prefix};
+use crate::store::records::{self, releases_prefix};
 
 /// The process type image builds without a Procfile run as (the image's command).
 pub(crate) const IMAGE_CMD_TYPE: &str = "cmd";
+
+/// [`IMAGE_CMD_TYPE`] as a process type.
+pub(crate) fn image_cmd_type() -> ProcessType {
+    ProcessType::new(IMAGE_CMD_TYPE).expect("cmd is a process type")
+}
 
 /// An app with the releases, config and build that define what it runs.
 #[derive(Debug, Clone)]
@@ -36,9 +41,9 @@ impl AppContext {
 
 /// Process types of a build and their commands (`cmd` with the image's own command
 /// for image builds without a Procfile).
-pub(crate) fn process_types(build: &Build) -> BTreeMap<String, String> {
+pub(crate) fn process_types(build: &Build) -> BTreeMap<ProcessType, String> {
     if build.procfile.is_empty() && !build.image.is_empty() {
-        BTreeMap::from([(IMAGE_CMD_TYPE.to_string(), String::new())])
+        BTreeMap::from([(image_cmd_type(), String::new())])
     } else {
         build.procfile.clone()
     }
@@ -46,13 +51,13 @@ pub(crate) fn process_types(build: &Build) -> BTreeMap<String, String> {
 
 /// The formation after deploying `build`: existing counts are kept for types the
 /// build still has; on the first deploy `web` (or `cmd` for bare images) gets 1 unit.
-pub(crate) fn structure_for(old: &BTreeMap<String, u32>, build: &Build) -> BTreeMap<String, u32> {
+pub(crate) fn structure_for(old: &BTreeMap<ProcessType, u32>, build: &Build) -> BTreeMap<ProcessType, u32> {
     let types = process_types(build);
     let first = old.is_empty();
     types
         .keys()
         .map(|t| {
-            let initial = u32::from(first && (t == "web" || t == IMAGE_CMD_TYPE));
+            let initial = u32::from(first && (*t == "web" || *t == IMAGE_CMD_TYPE));
             (t.clone(), old.get(t).copied().unwrap_or(initial))
         })
         .collect()
@@ -62,20 +67,15 @@ impl Platform {
     /// Loads an app's releases, current config and build.
     pub(crate) async fn context(&self, app: App, app_rev: u64) -> Result<AppContext> {
         let releases: Vec<Release> = records::list_json(&*self.store, &releases_prefix(&app.id)).await?;
-        let current = releases.iter().rev().find(|r| !r.failed).cloned().ok_or_else(|| {
-            PlatformError::Internal(format!("app {} has no release; its records are incomplete", app.id))
-        })?;
-        let config = records::get_json::<Config>(&*self.store, &config_key(&app.id, &current.config))
-            .await?
-            .ok_or_else(|| PlatformError::Internal(format!("config {} of app {} is missing", current.config, app.id)))?
-            .0;
+        let current = releases
+            .iter()
+            .rev()
+            .find(|r| !r.failed)
+            .cloned()
+            .ok_or_else(|| PlatformError::NoRelease { app: app.id.clone() })?;
+        let config = self.stored_config(&app.id, &current.config).await?;
         let build = match &current.build {
-            Some(uuid) => Some(
-                records::get_json::<Build>(&*self.store, &build_key(&app.id, uuid))
-                    .await?
-                    .ok_or_else(|| PlatformError::Internal(format!("build {uuid} of app {} is missing", app.id)))?
-                    .0,
-            ),
+            Some(uuid) => Some(self.stored_build(&app.id, uuid).await?),
             None => None,
         };
         Ok(AppContext { app, app_rev, releases, current, config, build })
@@ -89,7 +89,20 @@ impl Platform {
         config: &Config,
         build: Option<&Build>,
     ) -> Result<Option<AppSpec>> {
-        let Some(build) = build else { return Ok(None) };
+        match build {
+            Some(build) => self.spec_with(app, release, config, build).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// What the scheduler should run for `release` of `app`, made with `build`.
+    pub(crate) async fn spec_with(
+        &self,
+        app: &App,
+        release: &Release,
+        config: &Config,
+        build: &Build,
+    ) -> Result<AppSpec> {
         let artifact = match build.source() {
             BuildSource::Image(reference) => Artifact::Image { reference: reference.to_string() },
             BuildSource::Source(sha) => {
@@ -97,7 +110,7 @@ impl Platform {
                 let artifacts = self.artifacts.clone();
                 let dir = tokio::task::spawn_blocking(move || artifacts.unpack(&digest))
                     .await
-                    .map_err(|e| PlatformError::Internal(format!("unpack worker failed: {e}")))??;
+                    .map_err(|source| PlatformError::Worker { task: "unpack", source })??;
                 Artifact::Source { dir }
             }
         };
@@ -110,16 +123,16 @@ impl Platform {
                     resources: config.resources(&ty),
                     healthcheck: config.readiness_probe(&ty).cloned(),
                 };
-                (ty, spec)
+                (ty.into_string(), spec)
             })
             .collect();
-        Ok(Some(AppSpec {
-            app: app.id.clone(),
+        Ok(AppSpec {
+            app: app.id.to_string(),
             release: release.version,
             artifact,
             env: config.values.clone(),
             processes,
-        }))
+        })
     }
 
     /// The spec of what runs now; a broken old build is logged and treated as nothing.

@@ -1,12 +1,15 @@
 //! Config and releases: every config change or build makes a new numbered release;
 //! rollback makes a new release copying an older one.
 
+use uuid::Uuid;
+
 use super::reconcile::{AppContext, structure_for};
-use super::{MAX_ATTEMPTS, Platform, PlatformError, Result};
-use crate::model::{Build, Config, ConfigPatch, Release, User};
+use super::{MAX_ATTEMPTS, Platform, PlatformError, ResourceKind, Result, RollbackRefusal};
+use crate::model::{AppName, Build, Config, ConfigPatch, Release, User};
 use crate::scheduler::SchedulerError;
 use crate::store::Txn;
 use crate::store::records::{self, app_key, build_key, config_key, release_key};
+use crate::time::Timestamp;
 
 /// A record a plan refers to: made by the change, already loaded, or to be read.
 pub(crate) enum Part<T> {
@@ -15,7 +18,7 @@ pub(crate) enum Part<T> {
     /// Already stored and loaded.
     Existing(T),
     /// Already stored under this uuid; read when the plan is carried out.
-    Stored(String),
+    Stored(Uuid),
 }
 
 /// What a new release consists of, computed from the app's current state.
@@ -40,7 +43,7 @@ impl Platform {
     pub(crate) async fn make_release(
         &self,
         user: &User,
-        app_id: &str,
+        app_id: &AppName,
         plan: impl Fn(&AppContext) -> Result<Plan>,
     ) -> Result<Made> {
         self.app_for(user, app_id).await?;
@@ -60,19 +63,19 @@ impl Platform {
                 Some(Part::Existing(b)) => (Some(b), false),
                 Some(Part::Stored(uuid)) => (Some(self.stored_build(app_id, &uuid).await?), false),
             };
-            let now = crate::time::now();
+            let now = Timestamp::now();
             let version = ctx.next_version();
             let mut release = Release {
-                uuid: uuid::Uuid::new_v4().to_string(),
-                app: app_id.to_string(),
+                uuid: Uuid::new_v4(),
+                app: app_id.clone(),
                 owner: user.username.clone(),
                 version,
                 summary: plan.summary.clone(),
                 failed: false,
-                config: config.uuid.clone(),
-                build: build.as_ref().map(|b| b.uuid.clone()),
-                created: now.clone(),
-                updated: now.clone(),
+                config: config.uuid,
+                build: build.as_ref().map(|b| b.uuid),
+                created: now,
+                updated: now,
             };
             let mut new_app = ctx.app.clone();
             if let Some(build) = &build {
@@ -106,7 +109,7 @@ impl Platform {
             }
             match self.commit(txn).await {
                 Ok(true) => {
-                    tracing::info!(app = app_id, version, summary = %release.summary, failed = release.failed, "release");
+                    tracing::info!(app = %app_id, version, summary = %release.summary, failed = release.failed, "release");
                     let (by, summary) = (&user.username, &release.summary);
                     let event = match &warning {
                         None => format!("Release v{version} created by {by}: {summary}"),
@@ -128,29 +131,25 @@ impl Platform {
                 }
             }
         }
-        Err(PlatformError::concurrent("The app"))
+        Err(PlatformError::Concurrent { kind: ResourceKind::App })
     }
 
     /// The config of the app's current (latest non-failed) release.
-    pub async fn config(&self, user: &User, app: &str) -> Result<Config> {
+    pub async fn config(&self, user: &User, app: &AppName) -> Result<Config> {
         let (app, rev) = self.app_for(user, app).await?;
         Ok(self.context(app, rev).await?.config)
     }
 
     /// Applies a config patch: a new config and a new release, deployed if the app has
-    /// a build. 409 if nothing changes; 422 for unsetting a key that does not exist;
-    /// 422 (capacity) if new limits don't fit, with nothing changed.
-    pub async fn set_config(&self, user: &User, app: &str, patch: &ConfigPatch) -> Result<(Config, Release)> {
+    /// a build. [`PlatformError::NothingChanged`] if nothing changes;
+    /// [`PlatformError::NotSet`] for unsetting a key that does not exist;
+    /// [`PlatformError::Capacity`] if new limits don't fit, with nothing changed.
+    pub async fn set_config(&self, user: &User, app: &AppName, patch: &ConfigPatch) -> Result<(Config, Release)> {
         let made = self
             .make_release(user, app, |ctx| {
-                let (config, summary) = ctx.config.apply(patch, &user.username).map_err(|e| {
-                    if e.field == "detail" { PlatformError::Unprocessable(e.message) } else { e.into() }
-                })?;
+                let (config, summary) = ctx.config.apply(patch, &user.username)?;
                 if summary.is_empty() {
-                    return Err(PlatformError::Conflict(format!(
-                        "{} changed nothing - release stopped",
-                        user.username
-                    )));
+                    return Err(PlatformError::NothingChanged { user: user.username.clone() });
                 }
                 Ok(Plan {
                     config: Part::New(config),
@@ -160,54 +159,51 @@ impl Platform {
                 })
             })
             .await?;
-        let config = records::get_json::<Config>(&*self.store, &config_key(app, &made.release.config))
-            .await?
-            .ok_or_else(|| PlatformError::Internal("the new config vanished".into()))?
-            .0;
+        let config = self.stored_config(app, &made.release.config).await?;
         Ok((config, made.release))
     }
 
     /// The app's releases, newest first.
-    pub async fn releases(&self, user: &User, app: &str) -> Result<Vec<Release>> {
+    pub async fn releases(&self, user: &User, app: &AppName) -> Result<Vec<Release>> {
         self.app_for(user, app).await?;
         let mut releases: Vec<Release> = records::list_json(&*self.store, &records::releases_prefix(app)).await?;
         releases.reverse();
         Ok(releases)
     }
 
-    /// One release; 404 `No Release matches the given query.`
-    pub async fn release(&self, user: &User, app: &str, version: u64) -> Result<Release> {
+    /// One release; [`PlatformError::NotFound`] if there is none.
+    pub async fn release(&self, user: &User, app: &AppName, version: u64) -> Result<Release> {
         self.app_for(user, app).await?;
         records::get_json::<Release>(&*self.store, &release_key(app, version))
             .await?
             .map(|(r, _)| r)
-            .ok_or_else(|| PlatformError::no_match("Release"))
+            .ok_or_else(|| PlatformError::not_found(ResourceKind::Release, format!("v{version}")))
     }
 
     /// Rolls back to `version` (default: the one before the latest) by making a new
     /// release with its build and config.
-    pub async fn rollback(&self, user: &User, app: &str, version: Option<i64>) -> Result<Release> {
+    pub async fn rollback(&self, user: &User, app: &AppName, version: Option<i64>) -> Result<Release> {
         let made = self
             .make_release(user, app, |ctx| {
                 let latest = ctx.releases.last().map_or(0, |r| r.version);
                 let target = version.unwrap_or(latest as i64 - 1);
                 if target < 1 {
-                    return Err(PlatformError::BadRequest("version cannot be below 0".into()));
+                    return Err(RollbackRefusal::BelowZero.into());
                 }
                 if target == 1 {
-                    return Err(PlatformError::BadRequest("Cannot roll back to initial release.".into()));
+                    return Err(RollbackRefusal::InitialRelease.into());
                 }
                 let target = ctx
                     .releases
                     .iter()
                     .find(|r| r.version as i64 == target)
-                    .ok_or_else(|| PlatformError::no_match("Release"))?;
+                    .ok_or_else(|| PlatformError::not_found(ResourceKind::Release, format!("v{target}")))?;
                 if target.failed {
-                    return Err(PlatformError::BadRequest("Cannot roll back to failed release.".into()));
+                    return Err(RollbackRefusal::FailedRelease.into());
                 }
                 Ok(Plan {
-                    config: Part::Stored(target.config.clone()),
-                    build: target.build.clone().map(Part::Stored),
+                    config: Part::Stored(target.config),
+                    build: target.build.map(Part::Stored),
                     summary: format!("{} rolled back to v{}", user.username, target.version),
                     record_unsupported: false,
                 })
@@ -218,17 +214,15 @@ impl Platform {
 }
 
 impl Platform {
-    async fn stored_config(&self, app: &str, uuid: &str) -> Result<Config> {
-        records::get_json::<Config>(&*self.store, &config_key(app, uuid))
-            .await?
-            .map(|(c, _)| c)
-            .ok_or_else(|| PlatformError::Internal(format!("config {uuid} of app {app} is missing")))
+    pub(crate) async fn stored_config(&self, app: &AppName, uuid: &Uuid) -> Result<Config> {
+        records::get_json::<Config>(&*self.store, &config_key(app, uuid)).await?.map(|(c, _)| c).ok_or_else(|| {
+            PlatformError::MissingRecord { kind: ResourceKind::Config, id: uuid.to_string(), app: app.clone() }
+        })
     }
 
-    pub(crate) async fn stored_build(&self, app: &str, uuid: &str) -> Result<Build> {
-        records::get_json::<Build>(&*self.store, &build_key(app, uuid))
-            .await?
-            .map(|(b, _)| b)
-            .ok_or_else(|| PlatformError::Internal(format!("build {uuid} of app {app} is missing")))
+    pub(crate) async fn stored_build(&self, app: &AppName, uuid: &Uuid) -> Result<Build> {
+        records::get_json::<Build>(&*self.store, &build_key(app, uuid)).await?.map(|(b, _)| b).ok_or_else(|| {
+            PlatformError::MissingRecord { kind: ResourceKind::Build, id: uuid.to_string(), app: app.clone() }
+        })
     }
 }

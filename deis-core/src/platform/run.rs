@@ -4,9 +4,9 @@
 //! scheduler's [`AppSpec`](crate::scheduler::AppSpec), so a `deis run` sees exactly what
 //! the app's units see (minus the per-unit `PORT` and `DEIS_UNIT`).
 
-use super::reconcile::{IMAGE_CMD_TYPE, process_types};
-use super::{Platform, PlatformError, Result};
-use crate::model::User;
+use super::reconcile::{image_cmd_type, process_types};
+use super::{CommandError, Platform, PlatformError, Result};
+use crate::model::{AppName, User};
 use crate::tty::SessionSpec;
 
 /// Most arguments a command may have.
@@ -16,18 +16,18 @@ pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
 /// Checks a command line: not empty, within [`MAX_COMMAND_ARGS`] and
 /// [`MAX_COMMAND_BYTES`], no NUL bytes. Errors are the Workflow texts where one exists.
-pub fn validate_command(command: &[String]) -> Result<()> {
+pub fn validate_command(command: &[String]) -> std::result::Result<(), CommandError> {
     if command.is_empty() || command.iter().all(|a| a.trim().is_empty()) {
-        return Err(PlatformError::BadRequest("command is a required field".into()));
+        return Err(CommandError::Missing);
     }
     if command.len() > MAX_COMMAND_ARGS {
-        return Err(PlatformError::BadRequest(format!("command has more than {MAX_COMMAND_ARGS} arguments")));
+        return Err(CommandError::TooManyArgs { max: MAX_COMMAND_ARGS });
     }
     if command.iter().map(String::len).sum::<usize>() > MAX_COMMAND_BYTES {
-        return Err(PlatformError::BadRequest(format!("command is longer than {MAX_COMMAND_BYTES} bytes")));
+        return Err(CommandError::TooLong { max: MAX_COMMAND_BYTES });
     }
     if command.iter().any(|a| a.contains('\0')) {
-        return Err(PlatformError::BadRequest("command contains a NUL byte".into()));
+        return Err(CommandError::NulByte);
     }
     Ok(())
 }
@@ -41,13 +41,13 @@ impl Platform {
     /// is the release's config plus `DEIS_APP` and `DEIS_RELEASE`; the artifact is the
     /// release's build (unpacked source directory or image).
     ///
-    /// Errors: 400 `command is a required field` for an empty command; 400
-    /// `No build associated with this release to run this command` before the first
-    /// build; 404 `Container type X does not exist in application` for an unknown type.
+    /// Errors: [`PlatformError::Command`] for an empty or oversized command;
+    /// [`PlatformError::NoBuildToRun`] before the first build;
+    /// [`PlatformError::UnknownProcessType`] for a type the build does not have.
     pub async fn session_spec(
         &self,
         user: &User,
-        app: &str,
+        app: &AppName,
         command: Vec<String>,
         tty: bool,
         proc_type: Option<&str>,
@@ -56,26 +56,21 @@ impl Platform {
         let (app_record, rev) = self.app_for(user, app).await?;
         let ctx = self.context(app_record, rev).await?;
         let Some(build) = ctx.build.as_ref() else {
-            return Err(PlatformError::BadRequest("No build associated with this release to run this command".into()));
+            return Err(PlatformError::NoBuildToRun);
         };
         let types = process_types(build);
         let proc_type = match proc_type {
             Some(t) if types.contains_key(t) => t.to_string(),
-            Some(t) => {
-                return Err(PlatformError::NotFound(format!("Container type {t} does not exist in application")));
-            }
+            Some(t) => return Err(PlatformError::UnknownProcessType { proc_type: t.to_string() }),
             None if types.contains_key("web") => "web".to_string(),
-            None => types.keys().next().cloned().unwrap_or_else(|| IMAGE_CMD_TYPE.to_string()),
+            None => types.keys().next().cloned().unwrap_or_else(image_cmd_type).into_string(),
         };
-        let spec = self
-            .spec_for(&ctx.app, &ctx.current, &ctx.config, Some(build))
-            .await?
-            .ok_or_else(|| PlatformError::Internal(format!("app {app} has a build but no runnable spec")))?;
+        let spec = self.spec_with(&ctx.app, &ctx.current, &ctx.config, build).await?;
         let mut env = spec.env;
-        env.insert("DEIS_APP".into(), ctx.app.id.clone());
+        env.insert("DEIS_APP".into(), ctx.app.id.to_string());
         env.insert("DEIS_RELEASE".into(), format!("v{}", ctx.current.version));
         Ok(SessionSpec {
-            app: ctx.app.id,
+            app: ctx.app.id.into_string(),
             proc_type,
             artifact: spec.artifact,
             release: ctx.current.version,
@@ -99,6 +94,7 @@ mod tests {
     #[test]
     fn commands_are_checked() {
         let msg = |c: &[&str]| validate_command(&cmd(c)).unwrap_err().to_string();
+        assert_eq!(validate_command(&[]), Err(CommandError::Missing));
         assert_eq!(msg(&[]), "command is a required field");
         assert_eq!(msg(&["  "]), "command is a required field");
         assert!(msg(&["a\0b"]).contains("NUL"));

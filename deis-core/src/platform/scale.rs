@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::reconcile::process_types;
-use super::{MAX_ATTEMPTS, Platform, PlatformError, Result};
-use crate::model::{Unit, UnitState, User};
+use super::{MAX_ATTEMPTS, Platform, PlatformError, ResourceKind, Result, UnknownRestartTarget};
+use crate::model::{AppName, ProcessType, Unit, UnitState, User};
 use crate::scheduler::{RestartFilter, SchedulerError};
 use crate::store::Txn;
 use crate::store::records::{self, app_key};
@@ -12,32 +12,27 @@ use crate::store::records::{self, app_key};
 /// Most units of one process type a scale request may ask for.
 pub const MAX_UNITS_PER_TYPE: u32 = 1000;
 
-fn unknown_type(ty: &str) -> String {
-    format!("Container type {ty} does not exist in application")
-}
-
 impl Platform {
     /// Sets the number of units per process type. The new formation is handed to the
-    /// scheduler before it is committed, so a capacity refusal (422) changes nothing.
-    /// 400 without a build; 404 for a type the current build does not have.
-    pub async fn scale(&self, user: &User, app: &str, counts: &BTreeMap<String, u32>) -> Result<()> {
+    /// scheduler before it is committed, so a capacity refusal
+    /// ([`PlatformError::Capacity`]) changes nothing. [`PlatformError::NoBuild`] without
+    /// a build; [`PlatformError::UnknownProcessType`] for a type the build does not have.
+    pub async fn scale(&self, user: &User, app: &AppName, counts: &BTreeMap<ProcessType, u32>) -> Result<()> {
         self.app_for(user, app).await?;
         let _guard = self.lock_app(app).await;
         for _ in 0..MAX_ATTEMPTS {
             let (app_record, rev) = self.app_for(user, app).await?;
             let ctx = self.context(app_record, rev).await?;
             let Some(build) = &ctx.build else {
-                return Err(PlatformError::BadRequest("No build associated with this release".into()));
+                return Err(PlatformError::NoBuild);
             };
             let types = process_types(build);
             for (ty, count) in counts {
                 if !types.contains_key(ty) {
-                    return Err(PlatformError::NotFound(unknown_type(ty)));
+                    return Err(PlatformError::UnknownProcessType { proc_type: ty.to_string() });
                 }
                 if *count > MAX_UNITS_PER_TYPE {
-                    return Err(PlatformError::BadRequest(format!(
-                        "Invalid scaling format: at most {MAX_UNITS_PER_TYPE} units per process type"
-                    )));
+                    return Err(PlatformError::TooManyUnits { proc_type: ty.to_string(), max: MAX_UNITS_PER_TYPE });
                 }
             }
             let mut new_app = ctx.app.clone();
@@ -45,7 +40,7 @@ impl Platform {
             if new_app.structure == ctx.app.structure {
                 return Ok(());
             }
-            new_app.updated = crate::time::now();
+            new_app.updated = crate::time::Timestamp::now();
             let old_spec = self.current_spec(&ctx).await;
             let new_spec = self.spec_for(&new_app, &ctx.current, &ctx.config, Some(build)).await?;
             let applied = self.deploy(old_spec.as_ref(), new_spec.as_ref()).await?;
@@ -53,7 +48,7 @@ impl Platform {
             let txn = Txn::new().when(&key, rev).put(&key, records::encode(&new_app));
             match self.commit(txn).await {
                 Ok(true) => {
-                    tracing::info!(app, structure = ?new_app.structure, "scaled");
+                    tracing::info!(app = %app, structure = ?new_app.structure, "scaled");
                     self.log_scaled(app, &new_app.structure, &user.username).await;
                     return Ok(());
                 }
@@ -65,33 +60,33 @@ impl Platform {
                 }
             }
         }
-        Err(PlatformError::concurrent("The app"))
+        Err(PlatformError::Concurrent { kind: ResourceKind::App })
     }
 
     /// The app's units as the scheduler reports them (all but destroyed ones).
-    pub async fn units(&self, user: &User, app: &str) -> Result<Vec<Unit>> {
+    pub async fn units(&self, user: &User, app: &AppName) -> Result<Vec<Unit>> {
         self.app_for(user, app).await?;
         let units = self.scheduler.units(app).await?;
         Ok(units.into_iter().filter(|u| u.state != UnitState::Destroyed).collect())
     }
 
     /// Restarts the app's units (all, one process type, or one unit by name) and
-    /// returns them; unknown types or units are a 400 saying they don't exist.
-    pub async fn restart(&self, user: &User, app: &str, filter: RestartFilter) -> Result<Vec<Unit>> {
+    /// returns them; unknown types or units are [`PlatformError::UnknownRestartTarget`].
+    pub async fn restart(&self, user: &User, app: &AppName, filter: RestartFilter) -> Result<Vec<Unit>> {
         let (app_record, rev) = self.app_for(user, app).await?;
         let _guard = self.lock_app(app).await;
         if let Some(ty) = &filter.proc_type {
             let ctx = self.context(app_record, rev).await?;
-            let known = ctx.build.as_ref().is_some_and(|b| process_types(b).contains_key(ty));
+            let known = ctx.build.as_ref().is_some_and(|b| process_types(b).contains_key(ty.as_str()));
             if !known {
-                return Err(PlatformError::BadRequest(unknown_type(ty)));
+                return Err(PlatformError::UnknownRestartTarget(UnknownRestartTarget::ProcessType(ty.clone())));
             }
         }
         if let Some(name) = &filter.unit {
             let units = self.scheduler.units(app).await?;
             let matches = |u: &Unit| &u.name == name && filter.proc_type.as_ref().is_none_or(|t| &u.proc_type == t);
             if !units.iter().any(matches) {
-                return Err(PlatformError::BadRequest(format!("Pod {name} does not exist in application")));
+                return Err(PlatformError::UnknownRestartTarget(UnknownRestartTarget::Unit(name.clone())));
             }
         }
         let what = match (&filter.unit, &filter.proc_type) {

@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex};
 use serde_json::json;
 use tokio::sync::broadcast;
 
+use super::MAX_UNITS_PER_TYPE as MAX_UNITS;
 use super::*;
-use crate::model::{ConfigPatch, Unit, UnitState};
-use crate::scheduler::{self, AppSpec, Artifact, NodeStatus, RestartFilter, UnitEvent};
+use crate::artifact::ArtifactError;
+use crate::model::{ConfigPatch, Unit, UnitState, ValidationError};
+use crate::scheduler::{self, AppSpec, Artifact, NodeStatus, RestartFilter, SchedulerError, UnitEvent};
 use crate::store::RedbStore;
 
 mockall::mock! {
@@ -121,12 +123,30 @@ fn tarball(procfile: &str) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
+/// Asserts that `result` is an error matching `pattern`.
+macro_rules! assert_err {
+    ($result:expr, $pattern:pat $(if $guard:expr)?) => {
+        match $result {
+            Err($pattern) $(if $guard)? => {}
+            other => panic!("expected {}, got {other:?}", stringify!($pattern $(if $guard)?)),
+        }
+    };
+}
+
+fn n(name: &str) -> AppName {
+    AppName::new(name).unwrap()
+}
+
+fn ty(name: &str) -> crate::ProcessType {
+    crate::ProcessType::new(name).unwrap()
+}
+
 async fn alice(p: &Platform) -> User {
     p.register(None, "alice", "pw-alice", "alice@example.com").await.unwrap()
 }
 
 async fn versions(p: &Platform, u: &User, app: &str) -> Vec<u64> {
-    p.releases(u, app).await.unwrap().iter().map(|r| r.version).collect()
+    p.releases(u, &n(app)).await.unwrap().iter().map(|r| r.version).collect()
 }
 
 #[tokio::test]
@@ -137,14 +157,17 @@ async fn first_user_is_admin_and_login_issues_tokens() {
     assert!(a.is_superuser);
     let b = p.register(None, "bob", "pw-bob", "").await.unwrap();
     assert!(!b.is_superuser);
-    assert_eq!(
-        p.register(None, "bob", "x", "").await.unwrap_err(),
-        PlatformError::validation("username", "A user with that username already exists.")
+    assert_err!(
+        p.register(None, "bob", "x", "").await,
+        PlatformError::Validation(ValidationError { field, message }) if field == "username" && message == "A user with that username already exists."
     );
-    assert_eq!(p.register(None, "", "x", "").await.unwrap_err().status(), 400);
-    let err = p.login("bob", "wrong").await.unwrap_err();
-    assert_eq!(err, PlatformError::validation("non_field_errors", "Unable to log in with provided credentials."));
-    assert_eq!(p.login("nobody", "x").await.unwrap_err(), err);
+    assert_err!(p.register(None, "", "x", "").await, PlatformError::Validation(_));
+    for (user, pw) in [("bob", "wrong"), ("nobody", "x")] {
+        assert_err!(
+            p.login(user, pw).await,
+            PlatformError::Validation(ValidationError { field, message }) if field == "non_field_errors" && message == "Unable to log in with provided credentials."
+        );
+    }
     let token = p.login("bob", "pw-bob").await.unwrap();
     assert_eq!(token.len(), 40);
     assert_eq!(p.authenticate(&token).await.unwrap().username, "bob");
@@ -152,7 +175,7 @@ async fn first_user_is_admin_and_login_issues_tokens() {
     // Only the digest is stored.
     let keys: Vec<String> = p.store().list("tokens/").await.unwrap().kvs.into_iter().map(|kv| kv.key).collect();
     assert_eq!(keys, vec![format!("tokens/{}", crate::auth::token_digest(&token))]);
-    assert_eq!(p.authenticate("nope").await.unwrap_err(), PlatformError::Unauthorized("Invalid token.".into()));
+    assert_err!(p.authenticate("nope").await, PlatformError::InvalidToken);
 }
 
 #[tokio::test]
@@ -164,11 +187,13 @@ async fn registration_modes() {
         let p = &e.platform;
         let first = p.register(None, "root", "pw", "").await;
         if mode == RegistrationMode::Disabled {
-            assert_eq!(first.unwrap_err().status(), 403);
+            assert_err!(first, PlatformError::RegistrationDisabled);
             continue;
         }
         let root = first.unwrap();
-        assert_eq!(p.register(None, "eve", "pw", "").await.is_ok(), second_ok);
+        let second = p.register(None, "eve", "pw", "").await;
+        assert_eq!(second.is_ok(), second_ok);
+        assert_err!(second, PlatformError::RegistrationAdminOnly);
         assert!(p.register(Some(&root), "eve", "pw", "").await.is_ok(), "an admin may register users");
     }
 }
@@ -187,8 +212,8 @@ async fn regenerate_invalidates_old_tokens() {
     assert!(p.authenticate(&t2).await.is_err());
     assert_eq!(p.authenticate(&new).await.unwrap().username, "alice");
     assert!(p.authenticate(&tb).await.is_ok(), "other users keep their tokens");
-    assert_eq!(p.regenerate_token(&b, RegenerateTarget::All).await.unwrap_err().status(), 403);
-    assert_eq!(p.regenerate_token(&b, RegenerateTarget::User("alice".into())).await.unwrap_err().status(), 403);
+    assert_err!(p.regenerate_token(&b, RegenerateTarget::All).await, PlatformError::Forbidden);
+    assert_err!(p.regenerate_token(&b, RegenerateTarget::User("alice".into())).await, PlatformError::Forbidden);
     assert_eq!(p.regenerate_token(&a, RegenerateTarget::All).await.unwrap(), None);
     assert!(p.authenticate(&tb).await.is_err());
     assert!(p.authenticate(&new).await.is_err());
@@ -200,25 +225,27 @@ async fn passwd_and_cancel() {
     let p = &e.platform;
     let a = alice(p).await;
     let b = p.register(None, "bob", "pw-bob", "").await.unwrap();
-    assert_eq!(p.change_password(&b, None, None, Some("n")).await.unwrap_err().status(), 400);
-    assert_eq!(p.change_password(&b, None, Some("bad"), Some("n")).await.unwrap_err().status(), 401);
-    assert_eq!(p.change_password(&b, Some("alice"), Some("pw-bob"), Some("n")).await.unwrap_err().status(), 403);
+    assert_err!(p.change_password(&b, None, None, Some("n")).await, PlatformError::Required { field: "password" });
+    assert_err!(p.change_password(&b, None, Some("p"), None).await, PlatformError::Required { field: "new_password" });
+    assert_err!(p.change_password(&b, None, Some("bad"), Some("n")).await, PlatformError::WrongPassword);
+    assert_err!(p.change_password(&b, Some("alice"), Some("pw-bob"), Some("n")).await, PlatformError::Forbidden);
     p.change_password(&b, None, Some("pw-bob"), Some("new-bob")).await.unwrap();
     assert!(p.login("bob", "pw-bob").await.is_err());
     p.change_password(&a, Some("bob"), None, Some("by-admin")).await.unwrap();
     let tb = p.login("bob", "by-admin").await.unwrap();
     // Bob owns an app: cancelling him is refused until it is gone.
-    p.create_app(&b, Some("bobs")).await.unwrap();
+    p.create_app(&b, Some(n("bobs"))).await.unwrap();
     let err = p.cancel_user(&a, Some("bob")).await.unwrap_err();
-    assert_eq!(
-        err,
-        PlatformError::Conflict("bob still has applications assigned. Delete or transfer ownership".into())
-    );
-    assert_eq!(p.cancel_user(&b, Some("alice")).await.unwrap_err().status(), 403);
-    p.transfer_app(&b, "bobs", "alice").await.unwrap();
+    assert!(matches!(&err, PlatformError::OwnsApps { username } if username == "bob"), "{err:?}");
+    assert_eq!(err.to_string(), "bob still has applications assigned. Delete or transfer ownership");
+    assert_err!(p.cancel_user(&b, Some("alice")).await, PlatformError::Forbidden);
+    p.transfer_app(&b, &n("bobs"), "alice").await.unwrap();
     p.cancel_user(&b, None).await.unwrap();
     assert!(p.authenticate(&tb).await.is_err());
-    assert_eq!(p.cancel_user(&a, Some("bob")).await.unwrap_err().status(), 404);
+    assert_err!(
+        p.cancel_user(&a, Some("bob")).await,
+        PlatformError::NotFound { kind: ResourceKind::User, name } if name == "bob"
+    );
     assert_eq!(p.list_users(&a).await.unwrap().len(), 1);
 }
 
@@ -228,30 +255,35 @@ async fn apps_create_list_permissions() {
     let p = &e.platform;
     let a = alice(p).await;
     let b = p.register(None, "bob", "pw", "").await.unwrap();
-    let app = p.create_app(&a, Some("demo")).await.unwrap();
+    let app = p.create_app(&a, Some(n("demo"))).await.unwrap();
     assert_eq!(app.owner, "alice");
-    assert_eq!(
-        p.create_app(&b, Some("demo")).await.unwrap_err(),
-        PlatformError::validation("id", "Application with this id already exists.")
+    assert_err!(
+        p.create_app(&b, Some(n("demo"))).await,
+        PlatformError::Validation(ValidationError { field, message }) if field == "id" && message == "Application with this id already exists."
     );
-    assert_eq!(p.create_app(&b, Some("Bad_Name")).await.unwrap_err().status(), 400);
+    assert_err!(
+        p.create_app(&b, Some(n("deis"))).await,
+        PlatformError::Validation(ValidationError { field, message }) if field == "id" && message == "deis is a reserved name."
+    );
     let random = p.create_app(&b, None).await.unwrap();
     let (adj, noun) = random.id.split_once('-').unwrap();
     assert!(!adj.is_empty() && !noun.is_empty());
-    let rel = p.releases(&a, "demo").await.unwrap();
+    let rel = p.releases(&a, &n("demo")).await.unwrap();
     assert_eq!(rel.len(), 1);
     assert_eq!(rel[0].summary, "alice created initial release");
     assert_eq!(rel[0].build, None);
-    assert!(p.config(&a, "demo").await.unwrap().values.is_empty());
-    assert_eq!(p.domains(&a, "demo").await.unwrap()[0].domain, "demo");
+    assert!(p.config(&a, &n("demo")).await.unwrap().values.is_empty());
+    assert_eq!(p.domains(&a, &n("demo")).await.unwrap()[0].domain, "demo");
     // Admin sees everything, bob only his own.
     assert_eq!(p.list_apps(&a).await.unwrap().len(), 2);
     assert_eq!(p.list_apps(&b).await.unwrap(), vec![random.clone()]);
     // Non-owners are refused, unknown apps are 404.
-    assert_eq!(p.app(&b, "demo").await.unwrap_err(), PlatformError::forbidden());
-    assert_eq!(p.set_config(&b, "demo", &patch(json!({"values": {"A": "1"}}))).await.unwrap_err().status(), 403);
-    assert_eq!(p.destroy_app(&b, "demo").await.unwrap_err().status(), 403);
-    assert_eq!(p.app(&a, "nope").await.unwrap_err(), PlatformError::NotFound("No App matches the given query.".into()));
+    assert_err!(p.app(&b, &n("demo")).await, PlatformError::Forbidden);
+    assert_err!(p.set_config(&b, &n("demo"), &patch(json!({"values": {"A": "1"}}))).await, PlatformError::Forbidden);
+    assert_err!(p.destroy_app(&b, &n("demo")).await, PlatformError::Forbidden);
+    let err = p.app(&a, &n("nope")).await.unwrap_err();
+    assert!(matches!(&err, PlatformError::NotFound { kind: ResourceKind::App, name } if name == "nope"), "{err:?}");
+    assert_eq!(err.to_string(), "No App matches the given query.");
     assert_eq!(p.app(&a, &random.id).await.unwrap().id, random.id, "admins may see any app");
 }
 
@@ -260,23 +292,30 @@ async fn config_set_unset_summary_and_numbering() {
     let e = env();
     let p = &e.platform;
     let a = alice(p).await;
-    p.create_app(&a, Some("demo")).await.unwrap();
-    let (c, r) = p.set_config(&a, "demo", &patch(json!({"values": {"FOO": "bar", "BAZ": "1"}}))).await.unwrap();
+    p.create_app(&a, Some(n("demo"))).await.unwrap();
+    let (c, r) = p.set_config(&a, &n("demo"), &patch(json!({"values": {"FOO": "bar", "BAZ": "1"}}))).await.unwrap();
     assert_eq!(r.version, 2);
     assert_eq!(r.summary, "alice added BAZ, FOO");
     assert_eq!(c.values["FOO"], "bar");
-    let (_, r) = p.set_config(&a, "demo", &patch(json!({"values": {"FOO": "qux", "BAZ": null}}))).await.unwrap();
+    let (_, r) = p.set_config(&a, &n("demo"), &patch(json!({"values": {"FOO": "qux", "BAZ": null}}))).await.unwrap();
     assert_eq!(r.summary, "alice changed FOO, deleted BAZ");
     assert_eq!(r.version, 3);
-    let err = p.set_config(&a, "demo", &patch(json!({"values": {"FOO": "qux"}}))).await.unwrap_err();
-    assert_eq!(err, PlatformError::Conflict("alice changed nothing - release stopped".into()));
-    let err = p.set_config(&a, "demo", &patch(json!({"values": {"NOPE": null}}))).await.unwrap_err();
-    assert_eq!(err, PlatformError::Unprocessable("NOPE does not exist under values".into()));
-    assert_eq!(p.set_config(&a, "demo", &patch(json!({"values": {"1X": "y"}}))).await.unwrap_err().status(), 400);
+    let err = p.set_config(&a, &n("demo"), &patch(json!({"values": {"FOO": "qux"}}))).await.unwrap_err();
+    assert!(matches!(&err, PlatformError::NothingChanged { user } if user == "alice"), "{err:?}");
+    assert_eq!(err.to_string(), "alice changed nothing - release stopped");
+    let err = p.set_config(&a, &n("demo"), &patch(json!({"values": {"NOPE": null}}))).await.unwrap_err();
+    assert!(matches!(&err, PlatformError::NotSet { key, section } if key == "NOPE" && section == "values"));
+    assert_err!(
+        p.set_config(&a, &n("demo"), &patch(json!({"values": {"1X": "y"}}))).await,
+        PlatformError::Validation(ValidationError { field, .. }) if field == "values"
+    );
     assert_eq!(versions(p, &a, "demo").await, vec![3, 2, 1], "failed requests made no release");
-    assert_eq!(p.config(&a, "demo").await.unwrap().values, BTreeMap::from([("FOO".into(), "qux".into())]));
-    assert_eq!(p.release(&a, "demo", 2).await.unwrap().summary, "alice added BAZ, FOO");
-    assert_eq!(p.release(&a, "demo", 9).await.unwrap_err(), PlatformError::no_match("Release"));
+    assert_eq!(p.config(&a, &n("demo")).await.unwrap().values, BTreeMap::from([("FOO".into(), "qux".into())]));
+    assert_eq!(p.release(&a, &n("demo"), 2).await.unwrap().summary, "alice added BAZ, FOO");
+    assert_err!(
+        p.release(&a, &n("demo"), 9).await,
+        PlatformError::NotFound { kind: ResourceKind::Release, name } if name == "v9"
+    );
     assert!(e.applied.lock().unwrap().is_empty(), "nothing to run without a build");
 }
 
@@ -285,10 +324,10 @@ async fn source_build_deploys_and_sets_formation() {
     let e = env();
     let p = &e.platform;
     let a = alice(p).await;
-    p.create_app(&a, Some("demo")).await.unwrap();
-    p.set_config(&a, "demo", &patch(json!({"values": {"GREETING": "hi"}}))).await.unwrap();
+    p.create_app(&a, Some(n("demo"))).await.unwrap();
+    p.set_config(&a, &n("demo"), &patch(json!({"values": {"GREETING": "hi"}}))).await.unwrap();
     let out = p
-        .create_build(&a, "demo", BuildInput::Source(tarball("web: ./app.sh\nworker: ./app.sh worker\n")))
+        .create_build(&a, &n("demo"), BuildInput::Source(tarball("web: ./app.sh\nworker: ./app.sh worker\n")))
         .await
         .unwrap();
     assert!(out.build.sha.starts_with("sha256:"));
@@ -296,8 +335,8 @@ async fn source_build_deploys_and_sets_formation() {
     assert_eq!(out.release.version, 3);
     assert!(out.release.summary.starts_with("alice deployed sha256:"), "{}", out.release.summary);
     assert_eq!(out.warning, None);
-    let app = p.app(&a, "demo").await.unwrap();
-    assert_eq!(app.structure, BTreeMap::from([("web".into(), 1), ("worker".into(), 0)]));
+    let app = p.app(&a, &n("demo")).await.unwrap();
+    assert_eq!(app.structure, BTreeMap::from([(ty("web"), 1), (ty("worker"), 0)]));
     let spec = e.applied.lock().unwrap().last().cloned().unwrap();
     assert_eq!(spec.release, 3);
     assert_eq!(spec.env["GREETING"], "hi");
@@ -305,15 +344,16 @@ async fn source_build_deploys_and_sets_formation() {
     assert_eq!(spec.processes["web"].command, "./app.sh");
     let Artifact::Source { dir } = &spec.artifact else { panic!("source artifact expected") };
     assert_eq!(std::fs::read_to_string(dir.join("app.sh")).unwrap(), "echo hi");
-    assert_eq!(p.builds(&a, "demo").await.unwrap()[0].uuid, out.build.uuid);
+    assert_eq!(p.builds(&a, &n("demo")).await.unwrap()[0].uuid, out.build.uuid);
     // A config change redeploys the same build with the new env.
-    p.set_config(&a, "demo", &patch(json!({"values": {"GREETING": "hello"}}))).await.unwrap();
+    p.set_config(&a, &n("demo"), &patch(json!({"values": {"GREETING": "hello"}}))).await.unwrap();
     let spec = e.applied.lock().unwrap().last().cloned().unwrap();
     assert_eq!((spec.release, spec.env["GREETING"].as_str()), (4, "hello"));
     // Bad archives change nothing.
-    let err = p.create_build(&a, "demo", BuildInput::Source(b"junk".to_vec())).await.unwrap_err();
-    assert_eq!(err.status(), 400);
-    let err = p.create_build(&a, "demo", BuildInput::Source(tarball("nonsense"))).await.unwrap_err();
+    let err = p.create_build(&a, &n("demo"), BuildInput::Source(b"junk".to_vec())).await.unwrap_err();
+    assert!(matches!(err, PlatformError::Artifact(ArtifactError::Malformed(_))), "{err:?}");
+    let err = p.create_build(&a, &n("demo"), BuildInput::Source(tarball("nonsense"))).await.unwrap_err();
+    assert!(matches!(err, PlatformError::Artifact(ArtifactError::InvalidProcfile(_))), "{err:?}");
     assert!(err.to_string().contains("Procfile"), "{err}");
     assert_eq!(versions(p, &a, "demo").await, vec![4, 3, 2, 1]);
 }
@@ -323,20 +363,20 @@ async fn image_build_on_a_process_scheduler_is_a_failed_release() {
     let e = env();
     let p = &e.platform;
     let a = alice(p).await;
-    p.create_app(&a, Some("demo")).await.unwrap();
+    p.create_app(&a, Some(n("demo"))).await.unwrap();
     let input = BuildInput::Image { image: "nginx:1.13".into(), procfile: BTreeMap::new() };
-    let out = p.create_build(&a, "demo", input).await.unwrap();
+    let out = p.create_build(&a, &n("demo"), input).await.unwrap();
     assert!(out.release.failed);
     assert_eq!(out.release.summary, "alice deployed nginx:1.13");
     assert!(out.warning.unwrap().contains("image builds"));
-    assert!(p.app(&a, "demo").await.unwrap().structure.is_empty());
-    assert_eq!(p.builds(&a, "demo").await.unwrap().len(), 1);
+    assert!(p.app(&a, &n("demo")).await.unwrap().structure.is_empty());
+    assert_eq!(p.builds(&a, &n("demo")).await.unwrap().len(), 1);
     // A failed release is not rolled back to, and scaling needs a build that runs.
-    assert_eq!(p.scale(&a, "demo", &BTreeMap::from([("cmd".into(), 1)])).await.unwrap_err().status(), 400);
+    assert_err!(p.scale(&a, &n("demo"), &BTreeMap::from([(ty("cmd"), 1)])).await, PlatformError::NoBuild);
     let blank = BuildInput::Image { image: " ".into(), procfile: BTreeMap::new() };
-    assert_eq!(
-        p.create_build(&a, "demo", blank).await.unwrap_err(),
-        PlatformError::validation("image", "This field may not be blank.")
+    assert_err!(
+        p.create_build(&a, &n("demo"), blank).await,
+        PlatformError::Validation(ValidationError { field, message }) if field == "image" && message == "This field may not be blank."
     );
 }
 
@@ -345,29 +385,30 @@ async fn rollback_copies_build_and_config() {
     let e = env();
     let p = &e.platform;
     let a = alice(p).await;
-    p.create_app(&a, Some("demo")).await.unwrap();
-    assert_eq!(
-        p.rollback(&a, "demo", None).await.unwrap_err(),
-        PlatformError::BadRequest("version cannot be below 0".into())
-    );
-    let v2 = p.create_build(&a, "demo", BuildInput::Source(tarball("web: ./app.sh"))).await.unwrap().release;
-    let (_, v3) = p.set_config(&a, "demo", &patch(json!({"values": {"A": "1"}}))).await.unwrap();
-    let (_, v4) = p.set_config(&a, "demo", &patch(json!({"values": {"A": "2"}}))).await.unwrap();
-    let r = p.rollback(&a, "demo", Some(3)).await.unwrap();
+    p.create_app(&a, Some(n("demo"))).await.unwrap();
+    assert_err!(p.rollback(&a, &n("demo"), None).await, PlatformError::Rollback(RollbackRefusal::BelowZero));
+    let v2 = p.create_build(&a, &n("demo"), BuildInput::Source(tarball("web: ./app.sh"))).await.unwrap().release;
+    let (_, v3) = p.set_config(&a, &n("demo"), &patch(json!({"values": {"A": "1"}}))).await.unwrap();
+    let (_, v4) = p.set_config(&a, &n("demo"), &patch(json!({"values": {"A": "2"}}))).await.unwrap();
+    let r = p.rollback(&a, &n("demo"), Some(3)).await.unwrap();
     assert_eq!(r.version, 5);
     assert_eq!(r.summary, "alice rolled back to v3");
-    assert_eq!((r.config.as_str(), r.build.as_deref()), (v3.config.as_str(), v2.build.as_deref()));
-    assert_eq!(p.config(&a, "demo").await.unwrap().values["A"], "1");
+    assert_eq!((r.config, r.build), (v3.config, v2.build));
+    assert_eq!(p.config(&a, &n("demo")).await.unwrap().values["A"], "1");
     assert_eq!(e.applied.lock().unwrap().last().unwrap().env["A"], "1");
     // Default target: the release before the latest.
-    let r = p.rollback(&a, "demo", None).await.unwrap();
-    assert_eq!((r.version, r.config.as_str()), (6, v4.config.as_str()));
-    assert_eq!(p.rollback(&a, "demo", Some(1)).await.unwrap_err().to_string(), "Cannot roll back to initial release.");
-    assert_eq!(p.rollback(&a, "demo", Some(0)).await.unwrap_err().to_string(), "version cannot be below 0");
-    assert_eq!(p.rollback(&a, "demo", Some(42)).await.unwrap_err(), PlatformError::no_match("Release"));
+    let r = p.rollback(&a, &n("demo"), None).await.unwrap();
+    assert_eq!((r.version, r.config), (6, v4.config));
+    assert_err!(p.rollback(&a, &n("demo"), Some(1)).await, PlatformError::Rollback(RollbackRefusal::InitialRelease));
+    assert_err!(p.rollback(&a, &n("demo"), Some(0)).await, PlatformError::Rollback(RollbackRefusal::BelowZero));
+    assert_err!(
+        p.rollback(&a, &n("demo"), Some(42)).await,
+        PlatformError::NotFound { kind: ResourceKind::Release, .. }
+    );
     let image = BuildInput::Image { image: "nginx".into(), procfile: BTreeMap::new() };
-    let failed = p.create_build(&a, "demo", image).await.unwrap().release;
-    let err = p.rollback(&a, "demo", Some(failed.version as i64)).await.unwrap_err();
+    let failed = p.create_build(&a, &n("demo"), image).await.unwrap().release;
+    let err = p.rollback(&a, &n("demo"), Some(failed.version as i64)).await.unwrap_err();
+    assert!(matches!(err, PlatformError::Rollback(RollbackRefusal::FailedRelease)), "{err:?}");
     assert_eq!(err.to_string(), "Cannot roll back to failed release.");
 }
 
@@ -376,30 +417,33 @@ async fn capacity_refusal_changes_nothing() {
     let e = env();
     let p = &e.platform;
     let a = alice(p).await;
-    p.create_app(&a, Some("demo")).await.unwrap();
-    p.create_build(&a, "demo", BuildInput::Source(tarball("web: ./app.sh\nworker: ./w"))).await.unwrap();
-    p.set_config(&a, "demo", &patch(json!({"memory": {"web": "400M"}}))).await.unwrap();
-    let before_app = p.app(&a, "demo").await.unwrap();
+    p.create_app(&a, Some(n("demo"))).await.unwrap();
+    p.create_build(&a, &n("demo"), BuildInput::Source(tarball("web: ./app.sh\nworker: ./w"))).await.unwrap();
+    p.set_config(&a, &n("demo"), &patch(json!({"memory": {"web": "400M"}}))).await.unwrap();
+    let before_app = p.app(&a, &n("demo")).await.unwrap();
     let before_rev = p.store().list("").await.unwrap();
     let applied_before = e.applied.lock().unwrap().len();
     // 3 x 400M does not fit in 1G.
-    let err = p.scale(&a, "demo", &BTreeMap::from([("web".into(), 3)])).await.unwrap_err();
-    assert!(matches!(err, PlatformError::Capacity(ref m) if m.contains("not enough capacity")), "{err:?}");
-    assert_eq!(err.status(), 422);
+    let err = p.scale(&a, &n("demo"), &BTreeMap::from([(ty("web"), 3)])).await.unwrap_err();
+    assert!(matches!(err, PlatformError::Capacity(SchedulerError::Capacity(_))), "{err:?}");
+    assert!(err.to_string().contains("not enough capacity"), "{err}");
     // Neither may a limit that does not fit.
-    let err = p.set_config(&a, "demo", &patch(json!({"memory": {"web": "2G"}}))).await.unwrap_err();
-    assert_eq!(err.status(), 422);
-    assert_eq!(p.app(&a, "demo").await.unwrap(), before_app);
+    let err = p.set_config(&a, &n("demo"), &patch(json!({"memory": {"web": "2G"}}))).await.unwrap_err();
+    assert!(matches!(err, PlatformError::Capacity(_)), "{err:?}");
+    assert_eq!(p.app(&a, &n("demo")).await.unwrap(), before_app);
     assert_eq!(p.store().list("").await.unwrap(), before_rev, "no record changed");
     assert_eq!(e.applied.lock().unwrap().len(), applied_before);
     // A fitting scale is applied and committed.
-    p.scale(&a, "demo", &BTreeMap::from([("web".into(), 2), ("worker".into(), 1)])).await.unwrap();
-    assert_eq!(p.app(&a, "demo").await.unwrap().structure, BTreeMap::from([("web".into(), 2), ("worker".into(), 1)]));
+    p.scale(&a, &n("demo"), &BTreeMap::from([(ty("web"), 2), (ty("worker"), 1)])).await.unwrap();
+    assert_eq!(p.app(&a, &n("demo")).await.unwrap().structure, BTreeMap::from([(ty("web"), 2), (ty("worker"), 1)]));
     let spec = e.applied.lock().unwrap().last().cloned().unwrap();
     assert_eq!((spec.processes["web"].count, spec.processes["web"].resources.memory_bytes), (2, 400 << 20));
     assert_eq!(versions(p, &a, "demo").await.len(), 3, "scaling makes no release");
-    let err = p.scale(&a, "demo", &BTreeMap::from([("clock".into(), 1)])).await.unwrap_err();
-    assert_eq!(err, PlatformError::NotFound("Container type clock does not exist in application".into()));
+    let err = p.scale(&a, &n("demo"), &BTreeMap::from([(ty("clock"), 1)])).await.unwrap_err();
+    assert!(matches!(&err, PlatformError::UnknownProcessType { proc_type } if proc_type == "clock"), "{err:?}");
+    assert_eq!(err.to_string(), "Container type clock does not exist in application");
+    let err = p.scale(&a, &n("demo"), &BTreeMap::from([(ty("web"), MAX_UNITS + 1)])).await.unwrap_err();
+    assert!(matches!(err, PlatformError::TooManyUnits { max: MAX_UNITS, .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -407,9 +451,8 @@ async fn scale_without_build_is_refused() {
     let e = env();
     let p = &e.platform;
     let a = alice(p).await;
-    p.create_app(&a, Some("demo")).await.unwrap();
-    let err = p.scale(&a, "demo", &BTreeMap::from([("web".into(), 1)])).await.unwrap_err();
-    assert_eq!(err, PlatformError::BadRequest("No build associated with this release".into()));
+    p.create_app(&a, Some(n("demo"))).await.unwrap();
+    assert_err!(p.scale(&a, &n("demo"), &BTreeMap::from([(ty("web"), 1)])).await, PlatformError::NoBuild);
 }
 
 #[tokio::test]
@@ -417,21 +460,21 @@ async fn destroy_removes_every_record() {
     let e = env();
     let p = &e.platform;
     let a = alice(p).await;
-    p.create_app(&a, Some("keep")).await.unwrap();
+    p.create_app(&a, Some(n("keep"))).await.unwrap();
     let before: Vec<String> = p.store().list("").await.unwrap().kvs.into_iter().map(|kv| kv.key).collect();
-    p.create_app(&a, Some("demo")).await.unwrap();
-    p.create_build(&a, "demo", BuildInput::Source(tarball("web: ./app.sh"))).await.unwrap();
-    p.set_config(&a, "demo", &patch(json!({"values": {"A": "1"}}))).await.unwrap();
-    p.add_domain(&a, "demo", "www.example.com").await.unwrap();
+    p.create_app(&a, Some(n("demo"))).await.unwrap();
+    p.create_build(&a, &n("demo"), BuildInput::Source(tarball("web: ./app.sh"))).await.unwrap();
+    p.set_config(&a, &n("demo"), &patch(json!({"values": {"A": "1"}}))).await.unwrap();
+    p.add_domain(&a, &n("demo"), "www.example.com").await.unwrap();
     p.store().put("endpoints/demo/demo.web.1#1", b"{}".to_vec()).await.unwrap();
-    p.destroy_app(&a, "demo").await.unwrap();
+    p.destroy_app(&a, &n("demo")).await.unwrap();
     assert_eq!(e.removed.lock().unwrap().as_slice(), ["demo".to_string()]);
     let after: Vec<String> = p.store().list("").await.unwrap().kvs.into_iter().map(|kv| kv.key).collect();
     assert_eq!(after, before, "only records of other apps and users remain");
-    assert_eq!(p.app(&a, "demo").await.unwrap_err().status(), 404);
+    assert_err!(p.app(&a, &n("demo")).await, PlatformError::NotFound { .. });
     // The name and domain are free again.
-    p.create_app(&a, Some("demo")).await.unwrap();
-    p.add_domain(&a, "demo", "www.example.com").await.unwrap();
+    p.create_app(&a, Some(n("demo"))).await.unwrap();
+    p.add_domain(&a, &n("demo"), "www.example.com").await.unwrap();
 }
 
 #[tokio::test]
@@ -439,21 +482,30 @@ async fn domains_are_unique_across_apps() {
     let e = env();
     let p = &e.platform;
     let a = alice(p).await;
-    p.create_app(&a, Some("one")).await.unwrap();
-    p.create_app(&a, Some("two")).await.unwrap();
-    let d = p.add_domain(&a, "one", "WWW.Example.com").await.unwrap();
+    p.create_app(&a, Some(n("one"))).await.unwrap();
+    p.create_app(&a, Some(n("two"))).await.unwrap();
+    let d = p.add_domain(&a, &n("one"), "WWW.Example.com").await.unwrap();
     assert_eq!(d.domain, "www.example.com");
-    assert_eq!(
-        p.add_domain(&a, "two", "www.example.com").await.unwrap_err(),
-        PlatformError::validation("domain", "Domain is already in use by another application")
+    assert_err!(
+        p.add_domain(&a, &n("two"), "www.example.com").await,
+        PlatformError::Validation(ValidationError { field, message }) if field == "domain" && message == "Domain is already in use by another application"
     );
-    assert_eq!(p.add_domain(&a, "two", "bad domain").await.unwrap_err().status(), 400);
-    assert_eq!(p.create_app(&a, Some("one")).await.unwrap_err().status(), 400);
-    let names: Vec<String> = p.domains(&a, "one").await.unwrap().into_iter().map(|d| d.domain).collect();
+    assert_err!(
+        p.add_domain(&a, &n("two"), "bad domain").await,
+        PlatformError::Validation(ValidationError { field, .. }) if field == "domain"
+    );
+    assert_err!(
+        p.create_app(&a, Some(n("one"))).await,
+        PlatformError::Validation(ValidationError { field, .. }) if field == "id"
+    );
+    let names: Vec<String> = p.domains(&a, &n("one")).await.unwrap().into_iter().map(|d| d.domain).collect();
     assert_eq!(names, ["one", "www.example.com"]);
-    assert_eq!(p.remove_domain(&a, "two", "www.example.com").await.unwrap_err(), PlatformError::no_match("Domain"));
-    p.remove_domain(&a, "one", "www.example.com").await.unwrap();
-    p.add_domain(&a, "two", "www.example.com").await.unwrap();
+    assert_err!(
+        p.remove_domain(&a, &n("two"), "www.example.com").await,
+        PlatformError::NotFound { kind: ResourceKind::Domain, .. }
+    );
+    p.remove_domain(&a, &n("one"), "www.example.com").await.unwrap();
+    p.add_domain(&a, &n("two"), "www.example.com").await.unwrap();
 }
 
 #[tokio::test]
@@ -463,17 +515,19 @@ async fn ps_list_and_restart_validation() {
     let e = env_with(s, applied, removed);
     let p = &e.platform;
     let a = alice(p).await;
-    p.create_app(&a, Some("demo")).await.unwrap();
-    p.create_build(&a, "demo", BuildInput::Source(tarball("web: ./app.sh"))).await.unwrap();
-    assert_eq!(p.units(&a, "demo").await.unwrap()[0].name, "demo.web.1");
+    p.create_app(&a, Some(n("demo"))).await.unwrap();
+    p.create_build(&a, &n("demo"), BuildInput::Source(tarball("web: ./app.sh"))).await.unwrap();
+    assert_eq!(p.units(&a, &n("demo")).await.unwrap()[0].name, "demo.web.1");
     let bad = RestartFilter { proc_type: Some("worker".into()), unit: None };
-    assert_eq!(
-        p.restart(&a, "demo", bad).await.unwrap_err(),
-        PlatformError::BadRequest("Container type worker does not exist in application".into())
+    assert_err!(
+        p.restart(&a, &n("demo"), bad).await,
+        PlatformError::UnknownRestartTarget(UnknownRestartTarget::ProcessType(t)) if t == "worker"
     );
     let bad = RestartFilter { proc_type: Some("web".into()), unit: Some("demo.web.9".into()) };
-    assert!(p.restart(&a, "demo", bad).await.unwrap_err().to_string().contains("does not exist in application"));
-    assert_eq!(p.restart(&a, "demo", RestartFilter::default()).await.unwrap(), vec![]);
+    let err = p.restart(&a, &n("demo"), bad).await.unwrap_err();
+    assert!(matches!(&err, PlatformError::UnknownRestartTarget(UnknownRestartTarget::Unit(u)) if u == "demo.web.9"));
+    assert_eq!(err.to_string(), "Pod demo.web.9 does not exist in application");
+    assert_eq!(p.restart(&a, &n("demo"), RestartFilter::default()).await.unwrap(), vec![]);
 }
 
 #[tokio::test]
@@ -482,10 +536,10 @@ async fn reconcile_applies_every_app() {
     let p = &e.platform;
     let a = alice(p).await;
     for app in ["one", "two", "idle"] {
-        p.create_app(&a, Some(app)).await.unwrap();
+        p.create_app(&a, Some(n(app))).await.unwrap();
     }
     for app in ["one", "two"] {
-        p.create_build(&a, app, BuildInput::Source(tarball("web: ./app.sh"))).await.unwrap();
+        p.create_build(&a, &n(app), BuildInput::Source(tarball("web: ./app.sh"))).await.unwrap();
     }
     e.applied.lock().unwrap().clear();
     p.reconcile_all().await;
@@ -498,12 +552,12 @@ async fn concurrent_config_sets_make_distinct_consecutive_releases() {
     let e = env();
     let p = e.platform.clone();
     let a = alice(&p).await;
-    p.create_app(&a, Some("demo")).await.unwrap();
+    p.create_app(&a, Some(n("demo"))).await.unwrap();
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let (p, a) = (p.clone(), a.clone());
             tokio::spawn(async move {
-                p.set_config(&a, "demo", &patch(json!({"values": {format!("K{i}"): "v"}}))).await.unwrap().1.version
+                p.set_config(&a, &n("demo"), &patch(json!({"values": {format!("K{i}"): "v"}}))).await.unwrap().1.version
             })
         })
         .collect();
@@ -514,5 +568,5 @@ async fn concurrent_config_sets_make_distinct_consecutive_releases() {
     got.sort_unstable();
     assert_eq!(got, (2..=21).collect::<Vec<u64>>());
     assert_eq!(versions(&p, &a, "demo").await, (1..=21).rev().collect::<Vec<u64>>());
-    assert_eq!(p.config(&a, "demo").await.unwrap().values.len(), 20, "no update was lost");
+    assert_eq!(p.config(&a, &n("demo")).await.unwrap().values.len(), 20, "no update was lost");
 }

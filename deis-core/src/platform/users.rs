@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use super::{MAX_ATTEMPTS, Platform, PlatformError, RegistrationMode, Result};
+use super::{MAX_ATTEMPTS, Platform, PlatformError, RegistrationMode, ResourceKind, Result};
 use crate::auth;
 use crate::model::{App, User, validate};
 use crate::store::Txn;
@@ -22,8 +22,9 @@ pub enum RegenerateTarget {
     All,
 }
 
+/// Runs password hashing off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| PlatformError::Internal(format!("worker thread failed: {e}")))
+    tokio::task::spawn_blocking(f).await.map_err(|source| PlatformError::Worker { task: "password", source })
 }
 
 /// A hash to verify against when the user does not exist, so a login takes as long
@@ -42,7 +43,7 @@ impl Platform {
     /// token (needed in [`RegistrationMode::AdminOnly`]). The first user becomes admin.
     pub async fn register(&self, caller: Option<&User>, username: &str, password: &str, email: &str) -> Result<User> {
         if self.settings.registration == RegistrationMode::Disabled {
-            return Err(PlatformError::Forbidden("Registration is disabled".into()));
+            return Err(PlatformError::RegistrationDisabled);
         }
         validate::username(username)?;
         validate::password(password)?;
@@ -54,7 +55,7 @@ impl Platform {
             && !first
             && !caller.is_some_and(|u| u.is_superuser)
         {
-            return Err(PlatformError::Forbidden("Only an administrator can register users on this platform".into()));
+            return Err(PlatformError::RegistrationAdminOnly);
         }
         if listing.kvs.iter().any(|kv| kv.key == user_key(username)) {
             return Err(PlatformError::validation("username", "A user with that username already exists."));
@@ -66,7 +67,7 @@ impl Platform {
             email: email.into(),
             is_superuser: first,
             password_hash: hash,
-            date_joined: crate::time::now(),
+            date_joined: crate::time::Timestamp::now(),
             last_login: None,
         };
         let key = user_key(username);
@@ -88,7 +89,7 @@ impl Platform {
             let pw = password.to_string();
             let ok = blocking(move || auth::verify_password(&pw, &hash)).await?;
             let Some((mut user, rev)) = found.filter(|_| ok) else { return Err(bad()) };
-            user.last_login = Some(crate::time::now());
+            user.last_login = Some(crate::time::Timestamp::now());
             let token = auth::new_token();
             let key = user_key(username);
             let txn = Txn::new()
@@ -99,26 +100,25 @@ impl Platform {
                 return Ok(token);
             }
         }
-        Err(PlatformError::concurrent("The user"))
+        Err(PlatformError::Concurrent { kind: ResourceKind::User })
     }
 
-    /// The user a token belongs to; 401 `Invalid token.` otherwise.
+    /// The user a token belongs to; [`PlatformError::InvalidToken`] otherwise.
     pub async fn authenticate(&self, token: &str) -> Result<User> {
-        let invalid = || PlatformError::Unauthorized("Invalid token.".into());
         if token.is_empty() || token.len() > 256 {
-            return Err(invalid());
+            return Err(PlatformError::InvalidToken);
         }
         let digest = auth::token_digest(token);
-        let Some(kv) = self.store.get(&token_key(&digest)).await? else { return Err(invalid()) };
+        let Some(kv) = self.store.get(&token_key(&digest)).await? else { return Err(PlatformError::InvalidToken) };
         // The lookup is by digest; compare it again in constant time all the same.
         let stored = kv.key.rsplit('/').next().unwrap_or_default();
         if !auth::secrets_equal(stored.as_bytes(), digest.as_bytes()) {
-            return Err(invalid());
+            return Err(PlatformError::InvalidToken);
         }
         let username = String::from_utf8_lossy(&kv.value).into_owned();
         match records::get_json::<User>(&*self.store, &user_key(&username)).await? {
             Some((user, _)) => Ok(user),
-            None => Err(invalid()),
+            None => Err(PlatformError::InvalidToken),
         }
     }
 
@@ -130,7 +130,7 @@ impl Platform {
     async fn find_user(&self, username: &str) -> Result<(User, u64)> {
         records::get_json::<User>(&*self.store, &user_key(username))
             .await?
-            .ok_or_else(|| PlatformError::no_match("User"))
+            .ok_or_else(|| PlatformError::not_found(ResourceKind::User, username))
     }
 
     /// Ops deleting every token of `username` (all users' if `None`).
@@ -159,7 +159,7 @@ impl Platform {
                 tracing::info!(by = %caller.username, "all tokens regenerated");
                 return Ok(None);
             }
-            _ => return Err(PlatformError::forbidden()),
+            _ => return Err(PlatformError::Forbidden),
         };
         let token = auth::new_token();
         for _ in 0..MAX_ATTEMPTS {
@@ -172,23 +172,21 @@ impl Platform {
                 return Ok(Some(token));
             }
         }
-        Err(PlatformError::concurrent("The user"))
+        Err(PlatformError::Concurrent { kind: ResourceKind::User })
     }
 
-    /// Deletes a user (the caller, or `target` for admins) and their tokens. 409 if the
-    /// user still owns apps.
+    /// Deletes a user (the caller, or `target` for admins) and their tokens.
+    /// [`PlatformError::OwnsApps`] if the user still owns apps.
     pub async fn cancel_user(&self, caller: &User, target: Option<&str>) -> Result<()> {
         let name = target.unwrap_or(&caller.username);
         if name != caller.username && !caller.is_superuser {
-            return Err(PlatformError::forbidden());
+            return Err(PlatformError::Forbidden);
         }
         let _guard = self.users_lock.lock().await;
         let (_, rev) = self.find_user(name).await?;
         let apps: Vec<App> = records::list_json(&*self.store, "apps/").await?;
         if apps.iter().any(|a| a.owner == name) {
-            return Err(PlatformError::Conflict(format!(
-                "{name} still has applications assigned. Delete or transfer ownership"
-            )));
+            return Err(PlatformError::OwnsApps { username: name.to_string() });
         }
         let key = user_key(name);
         let mut txn = Txn::new().when(&key, rev).delete(&key);
@@ -199,7 +197,7 @@ impl Platform {
         }
         let txn = self.token_deletes(Some(name), txn).await?;
         if !self.commit(txn).await? {
-            return Err(PlatformError::concurrent("The user"));
+            return Err(PlatformError::Concurrent { kind: ResourceKind::User });
         }
         tracing::info!(user = name, by = %caller.username, "user cancelled");
         Ok(())
@@ -215,16 +213,16 @@ impl Platform {
         new_password: Option<&str>,
     ) -> Result<()> {
         let Some(new_password) = new_password.filter(|p| !p.is_empty()) else {
-            return Err(PlatformError::BadRequest("new_password is a required field".into()));
+            return Err(PlatformError::Required { field: "new_password" });
         };
         validate::password(new_password).map_err(|e| PlatformError::validation("new_password", e.message))?;
         let name = username.filter(|n| !n.is_empty()).unwrap_or(&caller.username);
         if name != caller.username && !caller.is_superuser {
-            return Err(PlatformError::forbidden());
+            return Err(PlatformError::Forbidden);
         }
         let password = password.filter(|p| !p.is_empty());
         if !caller.is_superuser && password.is_none() {
-            return Err(PlatformError::BadRequest("password is a required field".into()));
+            return Err(PlatformError::Required { field: "password" });
         }
         let new_pw = new_password.to_string();
         let new_hash = blocking(move || auth::hash_password(&new_pw)).await?;
@@ -233,7 +231,7 @@ impl Platform {
             if let Some(pw) = password {
                 let (pw, hash) = (pw.to_string(), user.password_hash.clone());
                 if !blocking(move || auth::verify_password(&pw, &hash)).await? {
-                    return Err(PlatformError::Unauthorized("Current password does not match".into()));
+                    return Err(PlatformError::WrongPassword);
                 }
             }
             user.password_hash = new_hash.clone();
@@ -242,13 +240,13 @@ impl Platform {
                 return Ok(());
             }
         }
-        Err(PlatformError::concurrent("The user"))
+        Err(PlatformError::Concurrent { kind: ResourceKind::User })
     }
 
     /// Every user, sorted by name (admins only).
     pub async fn list_users(&self, caller: &User) -> Result<Vec<User>> {
         if !caller.is_superuser {
-            return Err(PlatformError::forbidden());
+            return Err(PlatformError::Forbidden);
         }
         Ok(records::list_json(&*self.store, "users/").await?)
     }

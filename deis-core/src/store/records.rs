@@ -21,6 +21,7 @@
 use std::net::SocketAddr;
 
 use serde::{Serialize, de::DeserializeOwned};
+use uuid::Uuid;
 
 use super::{KeyValue, Result, Store, StoreError};
 
@@ -37,11 +38,11 @@ pub fn app_key(app: &str) -> String {
     format!("apps/{app}")
 }
 /// Key of a config.
-pub fn config_key(app: &str, uuid: &str) -> String {
+pub fn config_key(app: &str, uuid: &Uuid) -> String {
     format!("configs/{app}/{uuid}")
 }
 /// Key of a build.
-pub fn build_key(app: &str, uuid: &str) -> String {
+pub fn build_key(app: &str, uuid: &Uuid) -> String {
     format!("builds/{app}/{uuid}")
 }
 /// Key of a release; versions are zero-padded so key order is version order.
@@ -64,6 +65,9 @@ pub fn endpoint_key(app: &str, unit: &str, instance: u64) -> String {
 }
 
 /// Where a ready unit can be reached; the router routes `web` endpoints.
+///
+/// Written from the scheduler's [`Unit`](crate::Unit)s, whose names are still plain
+/// text, so the names here are too.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Endpoint {
     /// App id.
@@ -101,4 +105,106 @@ pub async fn get_json<T: DeserializeOwned>(store: &dyn Store, key: &str) -> Resu
 /// Lists and decodes every record under a prefix.
 pub async fn list_json<T: DeserializeOwned>(store: &dyn Store, prefix: &str) -> Result<Vec<T>> {
     store.list(prefix).await?.kvs.iter().map(decode).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::Drain;
+    use crate::{App, Build, Config, Domain, Release, User};
+
+    /// Decodes `json` as a `T` and checks that encoding it again gives the same JSON.
+    fn round_trip<T: Serialize + DeserializeOwned>(json: &str) -> T {
+        let kv = KeyValue {
+            key: "test/record".into(),
+            value: json.as_bytes().to_vec(),
+            create_revision: 1,
+            mod_revision: 1,
+            version: 1,
+            lease: None,
+        };
+        let record: T = decode(&kv).unwrap_or_else(|e| panic!("{e}: {json}"));
+        let again: serde_json::Value = serde_json::from_slice(&encode(&record)).unwrap();
+        assert_eq!(again, serde_json::from_str::<serde_json::Value>(json).unwrap(), "wire form changed");
+        record
+    }
+
+    /// Records exactly as earlier versions stored them (ids and times as strings)
+    /// still load, and are written back the same.
+    #[test]
+    fn records_stored_by_earlier_versions_load() {
+        let app: App = round_trip(
+            r#"{"uuid":"0b0e9d4c-5a4e-4b4c-9f55-2f6a8c1d7e01","id":"hello","owner":"alice",
+                "structure":{"web":2,"worker":0},"created":"2026-11-25T14:47:21Z","updated":"2026-11-25T14:50:03Z"}"#,
+        );
+        assert_eq!((app.id.as_str(), app.structure["web"]), ("hello", 2));
+        assert_eq!(app.created.to_string(), "2026-11-25T14:47:21Z");
+        let release: Release = round_trip(
+            r#"{"uuid":"7d9c1c55-34a4-4a0a-8a43-8f1c2f2a0b11","app":"hello","owner":"alice","version":2,
+                "summary":"alice deployed sha256:abc","failed":false,"config":"1f7b3b4e-2a41-4e8f-9d33-0c8d7e6f5a21",
+                "build":"a2c4e6f8-1b3d-4f5a-8c7e-9d0b1a2c3e41","created":"2026-11-25T14:50:03Z",
+                "updated":"2026-11-25T14:50:03Z"}"#,
+        );
+        assert_eq!(release.build.unwrap().to_string(), "a2c4e6f8-1b3d-4f5a-8c7e-9d0b1a2c3e41");
+        let initial: Release = round_trip(
+            r#"{"uuid":"7d9c1c55-34a4-4a0a-8a43-8f1c2f2a0b12","app":"hello","owner":"alice","version":1,
+                "summary":"alice created initial release","failed":false,
+                "config":"1f7b3b4e-2a41-4e8f-9d33-0c8d7e6f5a20","build":null,
+                "created":"2026-11-25T14:47:21Z","updated":"2026-11-25T14:47:21Z"}"#,
+        );
+        assert_eq!(initial.build, None);
+        let build: Build = round_trip(
+            r#"{"uuid":"a2c4e6f8-1b3d-4f5a-8c7e-9d0b1a2c3e41","app":"hello","owner":"alice",
+                "sha":"sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                "procfile":{"web":"./web.sh","worker":"./worker.sh"},
+                "created":"2026-11-25T14:50:03Z","updated":"2026-11-25T14:50:03Z"}"#,
+        );
+        assert_eq!(build.procfile["worker"], "./worker.sh");
+        let config: Config = round_trip(
+            r#"{"uuid":"1f7b3b4e-2a41-4e8f-9d33-0c8d7e6f5a21","app":"hello","owner":"alice",
+                "values":{"GREETING":"hi"},"memory":{"web":"512M"},"cpu":{},"tags":{},"registry":{},
+                "healthcheck":{},"created":"2026-11-25T14:49:00Z","updated":"2026-11-25T14:49:00Z"}"#,
+        );
+        assert_eq!(config.values["GREETING"], "hi");
+        let domain: Domain = round_trip(
+            r#"{"owner":"alice","created":"2026-11-25T14:47:21Z","updated":"2026-11-25T14:47:21Z",
+                "app":"hello","domain":"hello"}"#,
+        );
+        assert_eq!(domain.app, "hello");
+        let user: User = round_trip(
+            r#"{"username":"alice","email":"a@example.com","is_superuser":true,
+                "password_hash":"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+                "date_joined":"2026-11-25T14:40:00Z","last_login":"2026-11-25T14:41:00Z"}"#,
+        );
+        assert_eq!(user.last_login.unwrap().to_string(), "2026-11-25T14:41:00Z");
+        let never: User = round_trip(
+            r#"{"username":"bob","email":"","is_superuser":false,"password_hash":"x",
+                "date_joined":"2026-11-25T14:40:00Z","last_login":null}"#,
+        );
+        assert_eq!(never.last_login, None);
+        let drain: Drain = round_trip(
+            r#"{"uuid":"5c1f3e2a-9b8d-4c7e-a6f5-e4d3c2b1a091","app":"hello","owner":"alice",
+                "url":"syslog+tls://logs.example.com:6514","created":"2026-11-25T15:00:00Z",
+                "updated":"2026-11-25T15:00:00Z"}"#,
+        );
+        assert_eq!(drain.url, "syslog+tls://logs.example.com:6514");
+    }
+
+    #[test]
+    fn records_with_invalid_names_are_corrupt() {
+        let kv = KeyValue {
+            key: "apps/Bad".into(),
+            value: br#"{"uuid":"0b0e9d4c-5a4e-4b4c-9f55-2f6a8c1d7e01","id":"Bad_Name","owner":"a",
+                "created":"2026-11-25T14:47:21Z","updated":"2026-11-25T14:47:21Z"}"#
+                .to_vec(),
+            create_revision: 1,
+            mod_revision: 1,
+            version: 1,
+            lease: None,
+        };
+        let err = decode::<App>(&kv).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { key, message } if key == "apps/Bad" && message.contains("App name"))
+        );
+    }
 }

@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use deis_core::{App, Build, Config, ConfigPatch, Domain, Release};
+use deis_core::{App, Build, Config, ConfigPatch, Domain, ProcessType, Release};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client as HyperClient;
@@ -467,7 +467,7 @@ impl Client {
         &self,
         app: &str,
         image: &str,
-        procfile: &BTreeMap<String, String>,
+        procfile: &BTreeMap<ProcessType, String>,
     ) -> Result<BuildCreated> {
         let mut body = serde_json::json!({"image": image});
         if !procfile.is_empty() {
@@ -518,7 +518,7 @@ impl Client {
     }
 
     /// `POST /v2/apps/<app>/scale/` `{"web": 3}`: sets the formation.
-    pub async fn scale(&self, app: &str, formation: &BTreeMap<String, u32>) -> Result<()> {
+    pub async fn scale(&self, app: &str, formation: &BTreeMap<ProcessType, u32>) -> Result<()> {
         self.call(Method::POST, &app_path(app, "scale/"), json_body(formation)?).await.map(drop)
     }
 
@@ -626,7 +626,7 @@ mod tests {
 
     #[tokio::test]
     async fn requests_carry_auth_content_type_and_user_agent() {
-        let body = br#"{"count":1,"next":null,"previous":null,"results":[{"uuid":"u","id":"hello","owner":"alice","structure":{"web":2},"created":"2026-01-01T00:00:00Z","updated":"2026-01-01T00:00:00Z"}]}"#;
+        let body = br#"{"count":1,"next":null,"previous":null,"results":[{"uuid":"0b0e9d4c-5a4e-4b4c-9f55-2f6a8c1d7e01","id":"hello","owner":"alice","structure":{"web":2},"created":"2026-01-01T00:00:00Z","updated":"2026-01-01T00:00:00Z"}]}"#;
         let mut resp =
             format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len())
                 .into_bytes();
@@ -650,7 +650,7 @@ mod tests {
         resp.extend_from_slice(body);
         let (url, task) = serve_once(resp).await;
         let client = Client::new(&url, Some("t".into())).unwrap();
-        let err = client.scale("hello", &BTreeMap::from([("worker".to_string(), 1)])).await.unwrap_err();
+        let err = client.scale("hello", &BTreeMap::from([(ProcessType::new("worker").unwrap(), 1)])).await.unwrap_err();
         assert_eq!(err.status(), Some(404));
         assert_eq!(err.to_string(), "Container type worker does not exist in application");
         let head = task.await.unwrap();

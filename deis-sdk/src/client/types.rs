@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use deis_core::ProcessType;
+use deis_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// A user as `GET /v2/auth/whoami/` returns it (Workflow `User` object).
@@ -21,12 +23,12 @@ pub struct UserInfo {
     /// Whether the user is an admin.
     #[serde(default)]
     pub is_superuser: bool,
-    /// Registration time, RFC 3339.
+    /// Registration time.
     #[serde(default)]
-    pub date_joined: String,
-    /// Last login, RFC 3339, if any.
+    pub date_joined: Option<Timestamp>,
+    /// Last login, if any.
     #[serde(default)]
-    pub last_login: Option<String>,
+    pub last_login: Option<Timestamp>,
     /// Every other field (`first_name`, `is_staff`, ...).
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -45,9 +47,9 @@ pub struct Pod {
     /// Process type.
     #[serde(rename = "type", default)]
     pub proc_type: String,
-    /// When the current process started, RFC 3339.
+    /// When the current process started.
     #[serde(default)]
-    pub started: Option<String>,
+    pub started: Option<Timestamp>,
     /// Where it listens (`127.0.0.1:40123`), if it has a port.
     #[serde(default)]
     pub address: Option<String>,
@@ -98,11 +100,11 @@ pub enum RestartTarget {
     /// Every unit of the app.
     All,
     /// Every unit of one process type.
-    Type(String),
+    Type(ProcessType),
     /// One unit, by type and name (`web`, `hello.web.1`).
     Unit {
         /// Its process type.
-        proc_type: String,
+        proc_type: ProcessType,
         /// Its name.
         name: String,
     },

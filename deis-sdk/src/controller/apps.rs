@@ -1,12 +1,13 @@
 //! `/v2/apps/` and `/v2/apps/<app>/` (§3.2), app settings (§3.12).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
+use deis_core::AppName;
 use http::StatusCode;
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{AuthUser, JsonBody, Page};
+use super::extract::{AppPath, AuthUser, JsonBody, Page};
 use super::{ApiState, json};
 
 pub(super) async fn list(State(s): State<ApiState>, AuthUser(user): AuthUser, page: Page) -> ApiResult {
@@ -23,11 +24,12 @@ pub(super) async fn create(
     AuthUser(user): AuthUser,
     JsonBody(b): JsonBody<CreateBody>,
 ) -> ApiResult {
-    let app = s.platform.create_app(&user, b.id.as_deref()).await?;
+    let id = b.id.map(AppName::new).transpose()?;
+    let app = s.platform.create_app(&user, id).await?;
     Ok(json(StatusCode::CREATED, app))
 }
 
-pub(super) async fn info(State(s): State<ApiState>, AuthUser(user): AuthUser, Path(app): Path<String>) -> ApiResult {
+pub(super) async fn info(State(s): State<ApiState>, AuthUser(user): AuthUser, AppPath(app): AppPath) -> ApiResult {
     Ok(json(StatusCode::OK, s.platform.app(&user, &app).await?))
 }
 
@@ -39,7 +41,7 @@ pub(super) struct TransferBody {
 pub(super) async fn transfer(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path(app): Path<String>,
+    AppPath(app): AppPath,
     JsonBody(b): JsonBody<TransferBody>,
 ) -> ApiResult {
     let owner = b.owner.filter(|o| !o.is_empty()).ok_or_else(|| ApiError::required("owner"))?;
@@ -47,15 +49,11 @@ pub(super) async fn transfer(
     Ok(StatusCode::OK.into_response())
 }
 
-pub(super) async fn destroy(State(s): State<ApiState>, AuthUser(user): AuthUser, Path(app): Path<String>) -> ApiResult {
+pub(super) async fn destroy(State(s): State<ApiState>, AuthUser(user): AuthUser, AppPath(app): AppPath) -> ApiResult {
     s.platform.destroy_app(&user, &app).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub(super) async fn settings(
-    State(s): State<ApiState>,
-    AuthUser(user): AuthUser,
-    Path(app): Path<String>,
-) -> ApiResult {
+pub(super) async fn settings(State(s): State<ApiState>, AuthUser(user): AuthUser, AppPath(app): AppPath) -> ApiResult {
     Ok(json(StatusCode::OK, s.platform.app_settings(&user, &app).await?))
 }

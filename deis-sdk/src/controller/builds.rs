@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
-use deis_core::platform::BuildInput;
+use axum::extract::State;
+use deis_core::ProcessType;
+use deis_core::platform::{BuildInput, PlatformError};
 use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{AuthUser, Page, content_length, parse_json, read_body};
+use super::extract::{AppPath, AuthUser, Page, content_length, parse_json, read_body};
 use super::{ApiState, json};
 
 /// Content types of a source tarball upload.
@@ -24,7 +25,7 @@ fn is_tarball(headers: &HeaderMap) -> bool {
 pub(super) async fn list(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path(app): Path<String>,
+    AppPath(app): AppPath,
     page: Page,
 ) -> ApiResult {
     Ok(page.render(s.platform.builds(&user, &app).await?.iter().map(build_json).collect()))
@@ -52,7 +53,7 @@ struct ImageBody {
 pub(super) async fn create(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path(app): Path<String>,
+    AppPath(app): AppPath,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
@@ -65,7 +66,16 @@ pub(super) async fn create(
         let bytes = read_body(body, content_length(&headers), s.limits.max_json_bytes).await?;
         let b: ImageBody = parse_json(&bytes)?;
         let image = b.image.ok_or_else(|| ApiError::required("image"))?;
-        BuildInput::Image { image, procfile: b.procfile.unwrap_or_default() }
+        let procfile = b
+            .procfile
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(ty, command)| match ProcessType::new(ty) {
+                Ok(ty) => Ok((ty, command)),
+                Err(e) => Err(PlatformError::validation("procfile", e.message)),
+            })
+            .collect::<Result<_, _>>()?;
+        BuildInput::Image { image, procfile }
     };
     let outcome = s.platform.create_build(&user, &app, input).await?;
     let mut body = build_json(&outcome.build);

@@ -2,19 +2,19 @@
 
 use axum::extract::{Path, State};
 use deis_core::ConfigPatch;
-use deis_core::platform::PlatformError;
+use deis_core::platform::{PlatformError, ResourceKind};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiResult;
-use super::extract::{AuthUser, JsonBody, Page};
+use super::extract::{AppPath, AuthUser, JsonBody, Page};
 use super::{ApiState, json};
 
 pub(super) async fn get_config(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path(app): Path<String>,
+    AppPath(app): AppPath,
 ) -> ApiResult {
     Ok(json(StatusCode::OK, s.platform.config(&user, &app).await?))
 }
@@ -22,7 +22,7 @@ pub(super) async fn get_config(
 pub(super) async fn set_config(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path(app): Path<String>,
+    AppPath(app): AppPath,
     JsonBody(patch): JsonBody<ConfigPatch>,
 ) -> ApiResult {
     let (config, _) = s.platform.set_config(&user, &app, &patch).await?;
@@ -32,7 +32,7 @@ pub(super) async fn set_config(
 pub(super) async fn releases(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path(app): Path<String>,
+    AppPath(app): AppPath,
     page: Page,
 ) -> ApiResult {
     Ok(page.render(s.platform.releases(&user, &app).await?))
@@ -41,10 +41,14 @@ pub(super) async fn releases(
 pub(super) async fn release(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path((app, version)): Path<(String, String)>,
+    AppPath(app): AppPath,
+    Path((_, version)): Path<(String, String)>,
 ) -> ApiResult {
-    let version: u64 =
-        version.strip_prefix('v').unwrap_or(&version).parse().map_err(|_| PlatformError::no_match("Release"))?;
+    let version: u64 = version
+        .strip_prefix('v')
+        .unwrap_or(&version)
+        .parse()
+        .map_err(|_| PlatformError::not_found(ResourceKind::Release, &version))?;
     Ok(json(StatusCode::OK, s.platform.release(&user, &app, version).await?))
 }
 
@@ -56,7 +60,7 @@ pub(super) struct RollbackBody {
 pub(super) async fn rollback(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path(app): Path<String>,
+    AppPath(app): AppPath,
     JsonBody(b): JsonBody<RollbackBody>,
 ) -> ApiResult {
     let release = s.platform.rollback(&user, &app, b.version).await?;

@@ -6,13 +6,13 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{AuthUser, JsonBody, Page};
+use super::extract::{AppPath, AuthUser, JsonBody, Page};
 use super::{ApiState, json};
 
 pub(super) async fn list(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path(app): Path<String>,
+    AppPath(app): AppPath,
     page: Page,
 ) -> ApiResult {
     Ok(page.render(s.platform.domains(&user, &app).await?))
@@ -26,7 +26,7 @@ pub(super) struct AddBody {
 pub(super) async fn add(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path(app): Path<String>,
+    AppPath(app): AppPath,
     JsonBody(b): JsonBody<AddBody>,
 ) -> ApiResult {
     let domain = b.domain.ok_or_else(|| ApiError::required("domain"))?;
@@ -36,7 +36,8 @@ pub(super) async fn add(
 pub(super) async fn remove(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path((app, domain)): Path<(String, String)>,
+    AppPath(app): AppPath,
+    Path((_, domain)): Path<(String, String)>,
 ) -> ApiResult {
     s.platform.remove_domain(&user, &app, &domain).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

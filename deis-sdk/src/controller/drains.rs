@@ -21,14 +21,14 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{AuthUser, JsonBody, Page};
+use super::extract::{AppPath, AuthUser, JsonBody, Page};
 use super::{ApiState, json};
 use crate::logger::{DrainSet, DrainUrl};
 
 pub(super) async fn list(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path(app): Path<String>,
+    AppPath(app): AppPath,
     page: Page,
 ) -> ApiResult {
     Ok(page.render(s.platform.drains(&user, &app).await?))
@@ -42,7 +42,7 @@ pub(super) struct AddBody {
 pub(super) async fn add(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path(app): Path<String>,
+    AppPath(app): AppPath,
     JsonBody(b): JsonBody<AddBody>,
 ) -> ApiResult {
     let url = b.url.filter(|u| !u.trim().is_empty()).ok_or_else(|| ApiError::required("url"))?;
@@ -54,7 +54,8 @@ pub(super) async fn add(
 pub(super) async fn remove(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path((app, drain)): Path<(String, String)>,
+    AppPath(app): AppPath,
+    Path((_, drain)): Path<(String, String)>,
 ) -> ApiResult {
     // A URL may be given in any accepted spelling: match its canonical form.
     let key = DrainUrl::parse(&drain).map(|u| u.to_string()).unwrap_or(drain);
@@ -90,7 +91,7 @@ async fn load(store: &dyn Store, set: &DrainSet, applied: &mut BTreeSet<String>)
     let mut by_app: BTreeMap<String, Vec<Drain>> = BTreeMap::new();
     for kv in &listing.kvs {
         match records::decode::<Drain>(kv) {
-            Ok(d) => by_app.entry(d.app.clone()).or_default().push(d),
+            Ok(d) => by_app.entry(d.app.to_string()).or_default().push(d),
             Err(e) => tracing::warn!(key = %kv.key, error = %e, "ignoring an unreadable drain record"),
         }
     }

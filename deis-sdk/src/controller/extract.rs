@@ -1,10 +1,10 @@
-//! Request extraction: token auth, bounded JSON bodies, pagination.
+//! Request extraction: token auth, the app of the path, bounded JSON bodies, pagination.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::response::{IntoResponse, Response};
-use deis_core::User;
-use deis_core::platform::PlatformError;
+use deis_core::platform::{PlatformError, ResourceKind};
+use deis_core::{AppName, User};
 use http::request::Parts;
 use http::{StatusCode, header};
 use http_body_util::BodyExt;
@@ -19,7 +19,7 @@ use super::error::ApiError;
 fn token(parts: &Parts) -> Option<Result<String, ApiError>> {
     let value = parts.headers.get(header::AUTHORIZATION)?;
     let Ok(value) = value.to_str() else {
-        return Some(Err(PlatformError::Unauthorized("Invalid token header.".into()).into()));
+        return Some(Err(ApiError::Unauthenticated("Invalid token header.")));
     };
     let mut words = value.split_whitespace();
     if !words.next()?.eq_ignore_ascii_case("token") {
@@ -27,13 +27,8 @@ fn token(parts: &Parts) -> Option<Result<String, ApiError>> {
     }
     match (words.next(), words.next()) {
         (Some(t), None) => Some(Ok(t.to_string())),
-        (None, _) => {
-            Some(Err(PlatformError::Unauthorized("Invalid token header. No credentials provided.".into()).into()))
-        }
-        _ => Some(Err(PlatformError::Unauthorized(
-            "Invalid token header. Token string should not contain spaces.".into(),
-        )
-        .into())),
+        (None, _) => Some(Err(ApiError::Unauthenticated("Invalid token header. No credentials provided."))),
+        _ => Some(Err(ApiError::Unauthenticated("Invalid token header. Token string should not contain spaces."))),
     }
 }
 
@@ -46,7 +41,7 @@ impl FromRequestParts<ApiState> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         match token(parts) {
-            None => Err(PlatformError::Unauthorized("Authentication credentials were not provided.".into()).into()),
+            None => Err(ApiError::Unauthenticated("Authentication credentials were not provided.")),
             Some(t) => Ok(Self(state.platform.authenticate(&t?).await?)),
         }
     }
@@ -64,6 +59,26 @@ impl FromRequestParts<ApiState> for MaybeUser {
             None => Ok(Self(None)),
             Some(t) => Ok(Self(Some(state.platform.authenticate(&t?).await?))),
         }
+    }
+}
+
+/// The app a route's `{app}` segment names. A segment that can't be an app name is
+/// answered as an unknown app is (404 `"No App matches the given query."`), so an
+/// invalid name never reaches the platform.
+#[derive(Debug, Clone)]
+pub struct AppPath(pub AppName);
+
+impl<S: Send + Sync> FromRequestParts<S> for AppPath {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let params = RawPathParams::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        let Some((_, raw)) = params.iter().find(|(name, _)| *name == "app") else {
+            return Err(ApiError::NoRoute.into_response());
+        };
+        AppName::new(raw)
+            .map(Self)
+            .map_err(|_| ApiError::from(PlatformError::not_found(ResourceKind::App, raw)).into_response())
     }
 }
 

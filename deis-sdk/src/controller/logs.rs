@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use axum::Extension;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use deis_core::logs::{Cursor, FollowItem, LogEntry, LogFilter, LogFollow, LogStream};
 use futures_util::FutureExt;
@@ -27,7 +27,7 @@ use http::{HeaderValue, StatusCode, Uri, header};
 
 use super::ApiState;
 use super::error::{ApiError, ApiResult};
-use super::extract::AuthUser;
+use super::extract::{AppPath, AuthUser};
 
 /// Lines returned when `log_lines` is not given (Workflow's `LOG_LINES`).
 pub const DEFAULT_LOG_LINES: usize = 100;
@@ -174,7 +174,7 @@ fn text_response(status: StatusCode, body: impl Into<Body>) -> Response {
 pub(super) async fn logs(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path(app): Path<String>,
+    AppPath(app): AppPath,
     uri: Uri,
 ) -> ApiResult {
     let q = parse_query(&uri)?;
@@ -272,7 +272,7 @@ impl Follow {
 pub(super) async fn follow(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path(app): Path<String>,
+    AppPath(app): AppPath,
     shutdown: Option<Extension<FollowShutdown>>,
     uri: Uri,
 ) -> ApiResult {

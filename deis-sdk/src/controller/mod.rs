@@ -40,12 +40,12 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
-use deis_core::platform::{Platform, PlatformError};
+use deis_core::platform::Platform;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 pub use drains::sync_drains;
-pub use error::{ApiError, ApiResult};
-pub use extract::{AuthUser, DEFAULT_PAGE, JsonBody, MAX_PAGE, MaybeUser, Page};
+pub use error::{ApiError, ApiResult, platform_error_response};
+pub use extract::{AppPath, AuthUser, DEFAULT_PAGE, JsonBody, MAX_PAGE, MaybeUser, Page};
 pub use logs::{DEFAULT_LOG_LINES, FollowShutdown, HEARTBEAT, MAX_LOG_LINES, MAX_LOGS_BODY};
 
 /// The API version Workflow clients check (`DEIS_API_VERSION`).
@@ -153,7 +153,7 @@ async fn api_root(_: AuthUser) -> Response {
 }
 
 async fn not_found() -> ApiError {
-    PlatformError::NotFound("Not found.".into()).into()
+    ApiError::NoRoute
 }
 
 async fn method_not_allowed(method: Method) -> ApiError {

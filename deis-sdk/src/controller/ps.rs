@@ -4,14 +4,13 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
-use deis_core::model::validate;
 use deis_core::scheduler::RestartFilter;
-use deis_core::{Unit, time};
+use deis_core::{AppName, ProcessType, Unit, time};
 use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{AuthUser, JsonBody, Page};
+use super::extract::{AppPath, AuthUser, JsonBody, Page};
 use super::{ApiState, json};
 
 /// A unit as a Workflow `Pod` plus our `address` and `restarts`.
@@ -30,7 +29,7 @@ fn pod(u: &Unit) -> Value {
 pub(super) async fn list(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path(app): Path<String>,
+    AppPath(app): AppPath,
     page: Page,
 ) -> ApiResult {
     let units = s.platform.units(&user, &app).await?;
@@ -38,11 +37,11 @@ pub(super) async fn list(
 }
 
 /// Parses `{"web": 3, "worker": "1"}`.
-fn parse_scale(body: BTreeMap<String, Value>) -> Result<BTreeMap<String, u32>, ApiError> {
+fn parse_scale(body: BTreeMap<String, Value>) -> Result<BTreeMap<ProcessType, u32>, ApiError> {
     let invalid = |what: String| ApiError::bad_request(format!("Invalid scaling format: {what}"));
     body.into_iter()
         .map(|(ty, v)| {
-            validate::proc_type(&ty).map_err(|e| invalid(e.message))?;
+            let ty = ProcessType::new(ty).map_err(|e| invalid(e.message))?;
             let n = match &v {
                 Value::Number(n) => n.as_u64(),
                 Value::String(s) => s.trim().parse::<u64>().ok(),
@@ -59,7 +58,7 @@ fn parse_scale(body: BTreeMap<String, Value>) -> Result<BTreeMap<String, u32>, A
 pub(super) async fn scale(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path(app): Path<String>,
+    AppPath(app): AppPath,
     JsonBody(body): JsonBody<BTreeMap<String, Value>>,
 ) -> ApiResult {
     let counts = parse_scale(body)?;
@@ -67,7 +66,7 @@ pub(super) async fn scale(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn restart(s: ApiState, user: &deis_core::User, app: &str, filter: RestartFilter) -> ApiResult {
+async fn restart(s: ApiState, user: &deis_core::User, app: &AppName, filter: RestartFilter) -> ApiResult {
     let units = s.platform.restart(user, app, filter).await?;
     Ok(json(StatusCode::OK, units.iter().map(pod).collect::<Vec<_>>()))
 }
@@ -75,7 +74,7 @@ async fn restart(s: ApiState, user: &deis_core::User, app: &str, filter: Restart
 pub(super) async fn restart_all(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path(app): Path<String>,
+    AppPath(app): AppPath,
 ) -> ApiResult {
     restart(s, &user, &app, RestartFilter::default()).await
 }
@@ -83,7 +82,8 @@ pub(super) async fn restart_all(
 pub(super) async fn restart_type(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path((app, ptype)): Path<(String, String)>,
+    AppPath(app): AppPath,
+    Path((_, ptype)): Path<(String, String)>,
 ) -> ApiResult {
     restart(s, &user, &app, RestartFilter { proc_type: Some(ptype), unit: None }).await
 }
@@ -91,7 +91,8 @@ pub(super) async fn restart_type(
 pub(super) async fn restart_unit(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
-    Path((app, ptype, name)): Path<(String, String, String)>,
+    AppPath(app): AppPath,
+    Path((_, ptype, name)): Path<(String, String, String)>,
 ) -> ApiResult {
     restart(s, &user, &app, RestartFilter { proc_type: Some(ptype), unit: Some(name) }).await
 }

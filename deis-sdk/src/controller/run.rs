@@ -17,16 +17,15 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use deis_core::platform::PlatformError;
 use deis_core::tty::TtyError;
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{AuthUser, JsonBody};
+use super::extract::{AppPath, AuthUser, JsonBody};
 use super::{ApiState, json};
 use crate::tty::{ServiceError, TtyService};
 
@@ -47,7 +46,7 @@ fn service_error(e: ServiceError) -> Response {
         }
         ServiceError::Tty(TtyError::Unsupported(msg)) => ApiError::bad_request(msg).into_response(),
         ServiceError::Tty(e @ TtyError::Invalid(_)) => ApiError::bad_request(e.to_string()).into_response(),
-        ServiceError::Tty(e) => ApiError::from(PlatformError::Internal(e.to_string())).into_response(),
+        ServiceError::Tty(e) => ApiError::Internal(Box::new(e)).into_response(),
     }
 }
 
@@ -81,7 +80,7 @@ pub(super) async fn run(
     State(s): State<ApiState>,
     ext: Option<Extension<Arc<TtyService>>>,
     AuthUser(user): AuthUser,
-    Path(app): Path<String>,
+    AppPath(app): AppPath,
     JsonBody(body): JsonBody<RunBody>,
 ) -> ApiResult {
     let Some(Extension(svc)) = ext else { return Ok(no_broker()) };
@@ -107,7 +106,7 @@ pub(super) async fn create_session(
     State(s): State<ApiState>,
     ext: Option<Extension<Arc<TtyService>>>,
     AuthUser(user): AuthUser,
-    Path(app): Path<String>,
+    AppPath(app): AppPath,
     JsonBody(body): JsonBody<SessionBody>,
 ) -> ApiResult {
     let Some(Extension(svc)) = ext else { return Ok(no_broker()) };
@@ -128,8 +127,8 @@ mod tests {
         assert_eq!(command_of(Some(json!("ls -la"))).unwrap(), vec!["ls -la"]);
         assert_eq!(command_of(Some(json!(["sh", "-c", "exit 7"]))).unwrap(), vec!["sh", "-c", "exit 7"]);
         for bad in [None, Some(json!(null)), Some(json!("  "))] {
-            let ApiError::Platform(e) = command_of(bad).unwrap_err() else { panic!() };
-            assert_eq!(e.to_string(), "command is a required field");
+            let err = command_of(bad).unwrap_err();
+            assert!(matches!(&err, ApiError::BadRequest(m) if m == "command is a required field"), "{err:?}");
         }
         assert!(command_of(Some(json!([1]))).is_err());
         assert!(command_of(Some(json!({"a": 1}))).is_err());

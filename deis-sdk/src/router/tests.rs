@@ -186,7 +186,7 @@ async fn one_backend(app: &str, backend_name: &'static str) -> (Arc<RedbStore>, 
 }
 
 async fn add_app(store: &RedbStore, app: &str) {
-    store.put(&records::app_key(app), records::encode(&App::new(app, "tester"))).await.unwrap();
+    store.put(&records::app_key(app), records::encode(&App::new(app.parse().unwrap(), "tester"))).await.unwrap();
 }
 
 async fn add_endpoint(store: &RedbStore, app: &str, n: u32, address: SocketAddr) -> String {
@@ -200,9 +200,9 @@ async fn add_endpoint(store: &RedbStore, app: &str, n: u32, address: SocketAddr)
 async fn add_domain(store: &RedbStore, domain: &str, app: &str) {
     let d = Domain {
         owner: "tester".into(),
-        created: deis_core::time::now(),
-        updated: deis_core::time::now(),
-        app: app.into(),
+        created: deis_core::time::Timestamp::now(),
+        updated: deis_core::time::Timestamp::now(),
+        app: app.parse().unwrap(),
         domain: domain.into(),
     };
     store.put(&records::domain_key(domain), records::encode(&d)).await.unwrap();

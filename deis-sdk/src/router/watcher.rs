@@ -135,7 +135,7 @@ fn put(state: &mut RouteState, prefix: Prefix, key: &str, kv: &deis_core::store:
         Prefix::Domains => match records::decode::<Domain>(kv) {
             Ok(d) => {
                 let suffix = key.strip_prefix(DOMAINS_PREFIX).unwrap_or(key);
-                state.domains.insert(suffix.to_string(), (d.domain, d.app));
+                state.domains.insert(suffix.to_string(), (d.domain, d.app.into_string()));
             }
             Err(e) => tracing::warn!(error = %e, "router: ignoring a domain record"),
         },

@@ -26,8 +26,7 @@ pub async fn list(ctx: &Ctx) -> Result {
 /// `deis apps:create [NAME]`.
 pub async fn create(ctx: &Ctx, name: Option<String>) -> Result {
     if let Some(n) = &name {
-        deis_core::validate::app_name(n)
-            .map_err(|e| CliError::Usage(format!("invalid app name {n:?}: {}", e.message)))?;
+        super::app_name(n).map_err(|e| CliError::Usage(format!("invalid app name {n:?}: {}", e.message)))?;
     }
     let (client, _) = ctx.client()?;
     ctx.progress("Creating Application... ");
@@ -59,12 +58,12 @@ pub async fn info(ctx: &Ctx) -> Result {
     print!(
         "{}",
         output::fields(&[
-            ("uuid", app.uuid.clone()),
+            ("uuid", app.uuid.to_string()),
             ("owner", app.owner.clone()),
-            ("id", app.id.clone()),
+            ("id", app.id.to_string()),
             ("structure", output::formation(&app.structure)),
-            ("created", app.created.clone()),
-            ("updated", app.updated.clone()),
+            ("created", app.created.to_string()),
+            ("updated", app.updated.to_string()),
         ])
     );
     println!();
@@ -95,14 +94,12 @@ pub async fn info(ctx: &Ctx) -> Result {
 pub async fn destroy(ctx: &Ctx, confirm: Option<String>) -> Result {
     let app = match (&ctx.app_flag, &confirm) {
         (None, Some(c)) => {
-            deis_core::validate::app_name(c)
-                .map_err(|e| CliError::Usage(format!("invalid app name {c:?}: {}", e.message)))?;
-            c.clone()
+            super::app_name(c).map_err(|e| CliError::Usage(format!("invalid app name {c:?}: {}", e.message)))?
         }
         _ => ctx.app()?,
     };
     match confirm {
-        Some(c) if c == app => {}
+        Some(c) if app == c => {}
         Some(c) => {
             return Err(CliError::Usage(format!(
                 "--confirm={c} does not match the app {app}: nothing was destroyed (use --confirm={app})"
@@ -114,7 +111,7 @@ pub async fn destroy(ctx: &Ctx, confirm: Option<String>) -> Result {
             eprintln!(" !    To proceed, type \"{app}\" or re-run this command with --confirm={app}");
             eprintln!();
             let answer = prompt::ask("> ").map_err(|e| CliError::Failed(format!("cannot read the answer: {e}")))?;
-            if answer.trim() != app {
+            if app != answer.trim() {
                 return Err(CliError::Failed(format!(
                     "{:?} does not match {app}: nothing was destroyed",
                     answer.trim()

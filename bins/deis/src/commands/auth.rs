@@ -35,7 +35,7 @@ async fn login_and_save(ctx: &Ctx, controller: &str, username: &str, password: &
         token,
         response_limit: old_limit.unwrap_or(deis_sdk::client::DEFAULT_RESPONSE_LIMIT),
     };
-    profile::save(&ctx.profile_path, &p).map_err(CliError::Failed)?;
+    profile::save(&ctx.profile_path, &p)?;
     if !ctx.emit(&serde_json::json!({"username": p.username, "controller": p.controller}))? {
         println!("Logged in as {username}");
         println!("Configuration file written to {}", ctx.profile_path.display());
@@ -97,7 +97,7 @@ pub async fn login(ctx: &Ctx, url: &str, username: Option<String>, password: Opt
 /// `deis logout`: forgets the token.
 pub fn logout(ctx: &Ctx) -> Result {
     let who = profile::load(&ctx.profile_path).ok().flatten().map(|p| p.username);
-    let removed = profile::remove(&ctx.profile_path).map_err(CliError::Failed)?;
+    let removed = profile::remove(&ctx.profile_path)?;
     match (removed, who) {
         (true, Some(u)) => ctx.say(format!("Logged out as {u}")),
         (true, None) => ctx.say("Logged out"),
@@ -124,8 +124,8 @@ pub async fn whoami(ctx: &Ctx, all: bool) -> Result {
         ("username", user.username.clone()),
         ("email", user.email.clone()),
         ("is_superuser", user.is_superuser.to_string()),
-        ("date_joined", user.date_joined.clone()),
-        ("last_login", user.last_login.clone().unwrap_or_default()),
+        ("date_joined", user.date_joined.map(|t| t.to_string()).unwrap_or_default()),
+        ("last_login", user.last_login.map(|t| t.to_string()).unwrap_or_default()),
     ];
     for (k, v) in &user.extra {
         if let Some(s) = v.as_str() {
@@ -153,7 +153,7 @@ pub async fn regenerate(ctx: &Ctx, username: Option<String>, all: bool) -> Resul
         TokenTarget::Own => {
             let token = token.ok_or_else(|| CliError::Failed("the controller sent no new token".into()))?;
             p.token = token;
-            profile::save(&ctx.profile_path, &p).map_err(CliError::Failed)?;
+            profile::save(&ctx.profile_path, &p)?;
             if !ctx.emit(&serde_json::json!({"username": p.username}))? {
                 println!("Token regenerated");
             }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use deis_core::{Config, ConfigPatch};
+use deis_core::{Config, ConfigPatch, ProcessType, ValidationError};
 
 use super::ps::wait_release;
 use super::{CliError, Ctx, Result, done_with, latest_release};
@@ -108,14 +108,25 @@ pub async fn limits_list(ctx: &Ctx) -> Result {
     Ok(())
 }
 
+/// A limit the platform would refuse.
+#[derive(Debug, thiserror::Error)]
+#[error("{proc_type}: {}", .source.message)]
+pub struct InvalidLimit {
+    /// The process type it was for.
+    pub proc_type: ProcessType,
+    /// What is wrong with the value.
+    #[source]
+    pub source: ValidationError,
+}
+
 /// The patch of `limits:set`; values are checked with the platform's parsers.
-pub fn limits_set_patch(cpu: bool, limits: &[LimitArg]) -> std::result::Result<ConfigPatch, String> {
+pub fn limits_set_patch(cpu: bool, limits: &[LimitArg]) -> std::result::Result<ConfigPatch, InvalidLimit> {
     let mut map = PatchMap::new();
     for l in limits {
         let check =
             if cpu { deis_core::limits::parse_cpu(&l.value) } else { deis_core::limits::parse_memory(&l.value) };
-        check.map_err(|e| format!("{}: {}", l.proc_type, e.message))?;
-        map.insert(l.proc_type.clone(), Some(serde_json::Value::String(l.value.clone())));
+        check.map_err(|source| InvalidLimit { proc_type: l.proc_type.clone(), source })?;
+        map.insert(l.proc_type.to_string(), Some(serde_json::Value::String(l.value.clone())));
     }
     Ok(if cpu {
         ConfigPatch { cpu: Some(map), ..Default::default() }
@@ -125,8 +136,8 @@ pub fn limits_set_patch(cpu: bool, limits: &[LimitArg]) -> std::result::Result<C
 }
 
 /// The patch of `limits:unset`.
-pub fn limits_unset_patch(cpu: bool, types: &[String]) -> ConfigPatch {
-    let map: PatchMap = types.iter().map(|t| (t.clone(), None)).collect();
+pub fn limits_unset_patch(cpu: bool, types: &[ProcessType]) -> ConfigPatch {
+    let map: PatchMap = types.iter().map(|t| (t.to_string(), None)).collect();
     if cpu {
         ConfigPatch { cpu: Some(map), ..Default::default() }
     } else {
@@ -137,7 +148,7 @@ pub fn limits_unset_patch(cpu: bool, types: &[String]) -> ConfigPatch {
 /// `deis limits:set [--cpu] TYPE=LIMIT...`.
 pub async fn limits_set(ctx: &Ctx, cpu: bool, limits: Vec<LimitArg>, wait: &WaitOpts) -> Result {
     let app = ctx.app()?;
-    let patch = limits_set_patch(cpu, &limits).map_err(CliError::Usage)?;
+    let patch = limits_set_patch(cpu, &limits).map_err(|e| CliError::Usage(e.to_string()))?;
     let (config, waited) = apply(ctx, &app, "Applying limits", &patch, wait).await?;
     if !ctx.emit(&config)? {
         println!();
@@ -147,7 +158,7 @@ pub async fn limits_set(ctx: &Ctx, cpu: bool, limits: Vec<LimitArg>, wait: &Wait
 }
 
 /// `deis limits:unset [--cpu] TYPE...`.
-pub async fn limits_unset(ctx: &Ctx, cpu: bool, types: Vec<String>, wait: &WaitOpts) -> Result {
+pub async fn limits_unset(ctx: &Ctx, cpu: bool, types: Vec<ProcessType>, wait: &WaitOpts) -> Result {
     let app = ctx.app()?;
     let (config, waited) = apply(ctx, &app, "Removing limits", &limits_unset_patch(cpu, &types), wait).await?;
     if !ctx.emit(&config)? {
@@ -181,20 +192,23 @@ mod tests {
         );
         let cpu = vec![args::limit_arg("web=500m").unwrap()];
         assert_eq!(body(&limits_set_patch(true, &cpu).unwrap()), json!({"cpu": {"web": "500m"}}));
-        assert_eq!(body(&limits_unset_patch(true, &["web".into()])), json!({"cpu": {"web": null}}));
-        assert_eq!(body(&limits_unset_patch(false, &["web".into()])), json!({"memory": {"web": null}}));
+        let web = [ProcessType::new("web").unwrap()];
+        assert_eq!(body(&limits_unset_patch(true, &web)), json!({"cpu": {"web": null}}));
+        assert_eq!(body(&limits_unset_patch(false, &web)), json!({"memory": {"web": null}}));
     }
 
     #[test]
     fn bad_limit_values_are_refused_before_sending() {
         let e = limits_set_patch(false, &[args::limit_arg("web=lots").unwrap()]).unwrap_err();
+        assert_eq!(e.proc_type, "web");
+        let e = e.to_string();
         assert!(e.starts_with("web: ") && e.contains("512M"), "{e}");
         assert!(limits_set_patch(true, &[args::limit_arg("web=512M").unwrap()]).is_err());
     }
 
     #[test]
     fn config_views() {
-        let mut c = Config::initial("hello", "alice");
+        let mut c = Config::initial(&"hello".parse().unwrap(), "alice");
         c.values.insert("GREETING".into(), "hi there".into());
         c.values.insert("A".into(), "1".into());
         assert_eq!(render_config("hello", &c, false), "=== hello Config\nA         1\nGREETING  hi there\n");

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use deis_core::ProcessType;
 use deis_sdk::client::{Client, pack_source_dir};
+use uuid::Uuid;
 
 use super::ps::wait_release;
 use super::{CliError, Ctx, Result, done_with};
@@ -12,9 +14,9 @@ use crate::output;
 
 /// The release a build produced: the newest release pointing at `build_uuid`, else the
 /// newest release.
-async fn release_of_build(client: &Client, app: &str, build_uuid: &str) -> Result<Option<u64>> {
+async fn release_of_build(client: &Client, app: &str, build_uuid: Uuid) -> Result<Option<u64>> {
     let releases = client.releases_list(app).await?;
-    let of_build = releases.iter().filter(|r| r.build.as_deref() == Some(build_uuid)).map(|r| r.version).max();
+    let of_build = releases.iter().filter(|r| r.build == Some(build_uuid)).map(|r| r.version).max();
     Ok(of_build.or_else(|| releases.iter().map(|r| r.version).max()))
 }
 
@@ -33,7 +35,7 @@ pub async fn deploy(ctx: &Ctx, dir: &Path, wait: &WaitOpts) -> Result {
         ctx.emit(&created)?;
         return Err(CliError::Failed(format!("the build was recorded but its release could not be deployed: {w}")));
     }
-    let version = release_of_build(&client, &app, &created.build.uuid).await?;
+    let version = release_of_build(&client, &app, created.build.uuid).await?;
     ctx.say(done_with(version));
 
     let result = match version {
@@ -47,7 +49,7 @@ pub async fn deploy(ctx: &Ctx, dir: &Path, wait: &WaitOpts) -> Result {
 /// `deis pull IMAGE [--procfile TEXT]`: an image build (the procfile defaults to
 /// `./Procfile` when present). A scheduler that can't run images records it with a
 /// warning, printed on stderr.
-pub async fn pull(ctx: &Ctx, image: &str, procfile: Option<BTreeMap<String, String>>) -> Result {
+pub async fn pull(ctx: &Ctx, image: &str, procfile: Option<BTreeMap<ProcessType, String>>) -> Result {
     if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
         return Err(CliError::Usage(format!("{image:?} is not an image reference (e.g. nginx:1.25)")));
     }
@@ -66,7 +68,7 @@ pub async fn pull(ctx: &Ctx, image: &str, procfile: Option<BTreeMap<String, Stri
     if created.warning.is_some() {
         ctx.say("done");
     } else {
-        let version = release_of_build(&client, &app, &created.build.uuid).await.ok().flatten();
+        let version = release_of_build(&client, &app, created.build.uuid).await.ok().flatten();
         ctx.say(done_with(version));
     }
     if let Some(w) = &created.warning {
@@ -89,7 +91,7 @@ pub async fn builds_list(ctx: &Ctx) -> Result {
         .iter()
         .map(|b| {
             let what = if b.sha.is_empty() { b.image.clone() } else { b.sha.clone() };
-            vec![b.uuid.clone(), b.created.clone(), what]
+            vec![b.uuid.to_string(), b.created.to_string(), what]
         })
         .collect();
     print!("{}", output::table(&rows, "  "));

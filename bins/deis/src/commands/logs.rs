@@ -20,7 +20,7 @@ pub struct LogsArgs {
     /// `-f`.
     pub follow: bool,
     /// `--type`.
-    pub proc_type: Option<String>,
+    pub proc_type: Option<deis_core::ProcessType>,
     /// `--source`.
     pub source: Option<String>,
 }
@@ -35,7 +35,11 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result {
         return Err(CliError::Usage(format!("--source must be app or deis, not {s:?}")));
     }
     let (client, _) = ctx.client()?;
-    let options = LogOptions { lines: args.lines, proc_type: args.proc_type.clone(), source: args.source.clone() };
+    let options = LogOptions {
+        lines: args.lines,
+        proc_type: args.proc_type.clone().map(String::from),
+        source: args.source.clone(),
+    };
     if args.follow {
         return follow(&client, &app, options).await;
     }

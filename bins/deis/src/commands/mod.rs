@@ -14,33 +14,31 @@ mod run;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use deis_core::{AppName, ValidationError, validate};
 use deis_sdk::client::{Client, ClientError, PackError};
 use serde::Serialize;
 
 use crate::cli::{Cli, Command};
-use crate::profile::{self, Profile};
+use crate::profile::{self, Profile, ProfileError};
 
 /// Why a command failed; `Usage` exits 2, everything else 1.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// The command line was wrong.
+    #[error("{0}")]
     Usage(String),
     /// The command could not do its job.
+    #[error("{0}")]
     Failed(String),
     /// The controller said no, or could not be reached.
-    Client(ClientError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
     /// The app directory could not be packed.
-    Pack(PackError),
-}
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Usage(m) | Self::Failed(m) => f.write_str(m),
-            Self::Client(e) => write!(f, "{e}"),
-            Self::Pack(e) => write!(f, "{e}"),
-        }
-    }
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    /// The profile could not be read or written.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
 }
 
 impl CliError {
@@ -50,18 +48,6 @@ impl CliError {
             Self::Usage(_) => 2,
             _ => 1,
         }
-    }
-}
-
-impl From<ClientError> for CliError {
-    fn from(e: ClientError) -> Self {
-        Self::Client(e)
-    }
-}
-
-impl From<PackError> for CliError {
-    fn from(e: PackError) -> Self {
-        Self::Pack(e)
     }
 }
 
@@ -76,33 +62,51 @@ pub struct Ctx {
     profile_path: PathBuf,
 }
 
+/// Why the current directory can't stand in for `-a APP`.
+#[derive(Debug, thiserror::Error)]
+pub enum NoAppError {
+    /// The directory has no name (`/`) or one that is not UTF-8.
+    #[error("no app given and the current directory has no usable name: pass -a APP")]
+    UnnamedDir,
+    /// The directory's name is not an app name.
+    #[error(
+        "no app given, and the current directory's name {name:?} is not a valid app name ({}): pass -a APP \
+         or set DEIS_APP",
+        .source.message
+    )]
+    InvalidDirName {
+        /// The directory's name.
+        name: String,
+        /// Why it is not an app name.
+        #[source]
+        source: ValidationError,
+    },
+}
+
+/// `name` if a new app could take it (reserved names included in the check).
+pub fn app_name(name: &str) -> std::result::Result<AppName, ValidationError> {
+    validate::app_name(name)?;
+    AppName::new(name)
+}
+
 /// The app named by the directory `dir`, if its name is a valid app name.
-pub fn app_from_dir(dir: &Path) -> std::result::Result<String, String> {
-    let name = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| "no app given and the current directory has no usable name: pass -a APP".to_string())?;
-    deis_core::validate::app_name(name).map_err(|e| {
-        format!(
-            "no app given, and the current directory's name {name:?} is not a valid app name ({}): pass -a APP \
-             or set DEIS_APP",
-            e.message
-        )
-    })?;
-    Ok(name.to_string())
+pub fn app_from_dir(dir: &Path) -> std::result::Result<AppName, NoAppError> {
+    let name = dir.file_name().and_then(|n| n.to_str()).ok_or(NoAppError::UnnamedDir)?;
+    app_name(name).map_err(|source| NoAppError::InvalidDirName { name: name.to_string(), source })
 }
 
 impl Ctx {
     /// The context of one invocation.
     pub fn new(cli: &Cli) -> Result<Self> {
         let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
-        let profile_path = profile::resolve_path(cli.config.as_deref(), home.as_deref()).map_err(CliError::Usage)?;
+        let profile_path = profile::resolve_path(cli.config.as_deref(), home.as_deref())
+            .map_err(|e| CliError::Usage(e.to_string()))?;
         Ok(Self { app_flag: cli.app.clone().filter(|a| !a.is_empty()), json: cli.json, profile_path })
     }
 
     /// The profile, or an error telling how to log in.
     fn profile(&self) -> Result<Profile> {
-        profile::load(&self.profile_path).map_err(CliError::Failed)?.ok_or_else(|| {
+        profile::load(&self.profile_path)?.ok_or_else(|| {
             CliError::Failed(format!(
                 "not logged in (no profile at {}): log in with `deis login URL` or create an account with \
                  `deis register URL`",
@@ -119,15 +123,13 @@ impl Ctx {
     }
 
     /// The app: `-a`/`DEIS_APP`, else the current directory's name.
-    fn app(&self) -> Result<String> {
+    fn app(&self) -> Result<AppName> {
         if let Some(a) = &self.app_flag {
-            deis_core::validate::app_name(a)
-                .map_err(|e| CliError::Usage(format!("invalid app name {a:?}: {}", e.message)))?;
-            return Ok(a.clone());
+            return app_name(a).map_err(|e| CliError::Usage(format!("invalid app name {a:?}: {}", e.message)));
         }
         let cwd = std::env::current_dir()
             .map_err(|e| CliError::Failed(format!("cannot read the current directory ({e}): pass -a APP")))?;
-        app_from_dir(&cwd).map_err(CliError::Usage)
+        app_from_dir(&cwd).map_err(|e| CliError::Usage(e.to_string()))
     }
 
     /// Prints a line for people (not with `--json`).
@@ -231,8 +233,11 @@ mod tests {
     fn app_from_directory_name() {
         assert_eq!(app_from_dir(Path::new("/src/hello")).unwrap(), "hello");
         let e = app_from_dir(Path::new("/src/Hello_World")).unwrap_err();
+        assert!(matches!(&e, NoAppError::InvalidDirName { name, .. } if name == "Hello_World"), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("-a APP") && e.contains("Hello_World"), "{e}");
-        assert!(app_from_dir(Path::new("/")).is_err());
+        assert!(matches!(app_from_dir(Path::new("/")), Err(NoAppError::UnnamedDir)));
+        assert!(app_from_dir(Path::new("/src/deis")).unwrap_err().to_string().contains("reserved"));
     }
 
     #[test]

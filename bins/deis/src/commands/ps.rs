@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use deis_core::ProcessType;
 use deis_sdk::client::{Client, Pod, RestartTarget};
 
 use super::{CliError, Ctx, Result};
@@ -21,19 +22,29 @@ pub enum Goal {
         /// The release.
         version: u64,
         /// Units wanted per type.
-        want: BTreeMap<String, u32>,
+        want: BTreeMap<ProcessType, u32>,
     },
     /// Exactly `n` units of each listed type are up, and no other live ones of that type.
-    Formation(BTreeMap<String, u32>),
+    Formation(BTreeMap<ProcessType, u32>),
+}
+
+/// A unit of the release waited for can't be started: waiting longer won't help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unit {unit} of v{version} cannot be started (state error)")]
+pub struct UnitFailed {
+    /// The unit's name.
+    pub unit: String,
+    /// The release it runs.
+    pub version: u64,
 }
 
 /// Whether `pods` satisfy `goal`; `Err` when waiting longer can't help.
-pub fn reached(goal: &Goal, pods: &[Pod]) -> std::result::Result<bool, String> {
+pub fn reached(goal: &Goal, pods: &[Pod]) -> std::result::Result<bool, UnitFailed> {
     match goal {
         Goal::Release { version, want } => {
             let of_release = |p: &&Pod| p.release_version() == Some(*version);
             if let Some(bad) = pods.iter().filter(of_release).find(|p| p.state == "error") {
-                return Err(format!("unit {} of v{version} cannot be started (state error)", bad.name));
+                return Err(UnitFailed { unit: bad.name.clone(), version: *version });
             }
             Ok(want.iter().all(|(t, n)| {
                 pods.iter().filter(of_release).filter(|p| &p.proc_type == t && p.state == "up").count() >= *n as usize
@@ -87,7 +98,7 @@ pub async fn wait_release(ctx: &Ctx, client: &Client, app: &str, version: u64, w
     if wait.no_wait {
         return Ok(());
     }
-    let want: BTreeMap<String, u32> =
+    let want: BTreeMap<ProcessType, u32> =
         client.app_info(app).await?.structure.into_iter().filter(|(_, n)| *n > 0).collect();
     if want.is_empty() {
         if show {
@@ -121,7 +132,7 @@ pub async fn list(ctx: &Ctx) -> Result {
 /// `deis ps:scale TYPE=N...`: sets the formation, waits for it, prints the units.
 pub async fn scale(ctx: &Ctx, formation: Vec<ScaleArg>, wait: &WaitOpts) -> Result {
     let app = ctx.app()?;
-    let want: BTreeMap<String, u32> = formation.into_iter().map(|s| (s.proc_type, s.count)).collect();
+    let want: BTreeMap<ProcessType, u32> = formation.into_iter().map(|s| (s.proc_type, s.count)).collect();
     let (client, _) = ctx.client()?;
     let start = Instant::now();
     ctx.say("Scaling processes... but first, coffee!");
@@ -182,6 +193,10 @@ pub async fn restart(ctx: &Ctx, target: Option<RestartArg>) -> Result {
 mod tests {
     use super::*;
 
+    fn ty(name: &str) -> ProcessType {
+        ProcessType::new(name).unwrap()
+    }
+
     fn pod(name: &str, state: &str, release: &str) -> Pod {
         serde_json::from_value(serde_json::json!({
             "name": name, "state": state, "release": release, "type": name.split('.').nth(1).unwrap(),
@@ -191,7 +206,7 @@ mod tests {
 
     #[test]
     fn release_goal_counts_up_units_of_that_release() {
-        let goal = Goal::Release { version: 3, want: BTreeMap::from([("web".into(), 2)]) };
+        let goal = Goal::Release { version: 3, want: BTreeMap::from([(ty("web"), 2)]) };
         let mut pods = vec![pod("h.web.1", "up", "v3"), pod("h.web.2", "up", "v2"), pod("h.worker.1", "up", "v3")];
         assert_eq!(reached(&goal, &pods), Ok(false));
         pods.push(pod("h.web.2", "created", "v3"));
@@ -199,7 +214,8 @@ mod tests {
         pods.push(pod("h.web.3", "up", "v3"));
         assert_eq!(reached(&goal, &pods), Ok(true));
         pods.push(pod("h.web.4", "error", "v3"));
-        assert!(reached(&goal, &pods).unwrap_err().contains("h.web.4"));
+        assert_eq!(reached(&goal, &pods), Err(UnitFailed { unit: "h.web.4".into(), version: 3 }));
+        assert!(reached(&goal, &pods).unwrap_err().to_string().contains("h.web.4"));
         // An old release's broken unit does not matter.
         let old = vec![pod("h.web.1", "up", "v3"), pod("h.web.2", "up", "v3"), pod("h.web.3", "error", "v2")];
         assert_eq!(reached(&goal, &old), Ok(true));
@@ -207,7 +223,7 @@ mod tests {
 
     #[test]
     fn formation_goal_wants_exact_live_counts() {
-        let goal = Goal::Formation(BTreeMap::from([("web".into(), 2), ("worker".into(), 0)]));
+        let goal = Goal::Formation(BTreeMap::from([(ty("web"), 2), (ty("worker"), 0)]));
         let mut pods = vec![pod("h.web.1", "up", "v3"), pod("h.web.2", "up", "v3"), pod("h.web.3", "up", "v3")];
         assert_eq!(reached(&goal, &pods), Ok(false), "one too many");
         pods[2].state = "down".into();

@@ -19,7 +19,7 @@ pub async fn list(ctx: &Ctx) -> Result {
         .iter()
         .map(|r| {
             let summary = if r.failed { format!("{} (failed)", r.summary) } else { r.summary.clone() };
-            vec![format!("v{}", r.version), r.created.clone(), summary]
+            vec![format!("v{}", r.version), r.created.to_string(), summary]
         })
         .collect();
     print!("{}", output::table(&rows, "  "));
@@ -38,14 +38,14 @@ pub async fn info(ctx: &Ctx, version: u64) -> Result {
     print!(
         "{}",
         output::fields(&[
-            ("build", r.build.clone().unwrap_or_default()),
-            ("config", r.config.clone()),
-            ("created", r.created.clone()),
+            ("build", r.build.map(|b| b.to_string()).unwrap_or_default()),
+            ("config", r.config.to_string()),
+            ("created", r.created.to_string()),
             ("failed", r.failed.to_string()),
             ("owner", r.owner.clone()),
             ("summary", r.summary.clone()),
-            ("updated", r.updated.clone()),
-            ("uuid", r.uuid.clone()),
+            ("updated", r.updated.to_string()),
+            ("uuid", r.uuid.to_string()),
         ])
     );
     Ok(())

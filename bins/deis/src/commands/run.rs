@@ -18,12 +18,12 @@ use tokio::sync::mpsc;
 use super::{CliError, Ctx, Result};
 
 /// Runs `command` in the app's environment and exits with its status.
-pub async fn run(ctx: &Ctx, command: Vec<String>, proc_type: Option<String>, no_tty: bool) -> Result {
+pub async fn run(ctx: &Ctx, command: Vec<String>, proc_type: Option<deis_core::ProcessType>, no_tty: bool) -> Result {
     let (client, _) = ctx.client()?;
     let app = ctx.app()?;
     let tty = !no_tty && terminal::is_tty(0) && terminal::is_tty(1);
     let size = tty.then(|| terminal::size(1).or_else(|| terminal::size(0))).flatten();
-    let req = SessionRequest { command, tty, proc_type };
+    let req = SessionRequest { command, tty, proc_type: proc_type.map(String::from) };
     let ticket = create_session(&client, &app, &req).await?;
     let opts = AttachOptions {
         size: size.map(|(cols, rows)| TermSize { cols, rows }).or(tty.then_some(TermSize { cols: 80, rows: 24 })),
