@@ -1,7 +1,7 @@
 //! Request extraction: token auth, the app of the path, bounded JSON bodies, pagination.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, RawPathParams, Request};
 use axum::response::{IntoResponse, Response};
 use deis_core::platform::{PlatformError, ResourceKind};
 use deis_core::{AppName, User};
@@ -138,25 +138,29 @@ pub const DEFAULT_PAGE: usize = 100;
 /// Largest page size.
 pub const MAX_PAGE: usize = 1000;
 
+/// `limit` and `offset` as sent; checked by [`Page::from_request_parts`].
+#[derive(Debug, Default, serde::Deserialize)]
+struct PageParams {
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Page {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let mut page = Page { limit: DEFAULT_PAGE, offset: 0 };
-        for pair in parts.uri.query().unwrap_or_default().split('&') {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let parse = |what: &str| {
-                value
-                    .parse::<usize>()
-                    .map_err(|_| ApiError::bad_request(format!("{what} must be a non-negative integer")))
-            };
-            match key {
-                "limit" => page.limit = parse("limit")?.clamp(1, MAX_PAGE),
-                "offset" => page.offset = parse("offset")?,
-                _ => {}
-            }
-        }
-        Ok(page)
+        let Query(params) =
+            Query::<PageParams>::try_from_uri(&parts.uri).map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let number = |value: Option<String>, what: &str| {
+            value
+                .map(|v| v.parse::<usize>())
+                .transpose()
+                .map_err(|_| ApiError::bad_request(format!("{what} must be a non-negative integer")))
+        };
+        Ok(Page {
+            limit: number(params.limit, "limit")?.map_or(DEFAULT_PAGE, |n| n.clamp(1, MAX_PAGE)),
+            offset: number(params.offset, "offset")?.unwrap_or(0),
+        })
     }
 }
 

@@ -19,11 +19,14 @@ use std::time::Duration;
 
 use axum::Extension;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{FromRequestParts, Query, State};
 use axum::response::{IntoResponse, Response};
+use deis_core::ProcessType;
 use deis_core::logs::{Cursor, FollowItem, LogEntry, LogFilter, LogFollow, LogStream};
 use futures_util::FutureExt;
+use http::request::Parts;
 use http::{HeaderValue, StatusCode, Uri, header};
+use serde::Deserialize;
 
 use super::ApiState;
 use super::error::{ApiError, ApiResult};
@@ -46,75 +49,75 @@ const MAX_CHUNK: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct FollowShutdown(pub tokio::sync::watch::Receiver<bool>);
 
-/// The query of both endpoints.
+/// The query of both endpoints, checked.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct LogQuery {
+pub(super) struct LogQuery {
     lines: Option<usize>,
     after: Option<u64>,
     filter: LogFilter,
     json: bool,
 }
 
-fn percent_decode(s: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
+/// The query string as sent (decoded by axum's [`Query`]); every value is text so that a
+/// bad one gets a message saying what is expected. Unknown keys are ignored.
+#[derive(Debug, Default, Deserialize)]
+struct LogParams {
+    log_lines: Option<String>,
+    after: Option<String>,
+    #[serde(rename = "type")]
+    proc_type: Option<String>,
+    source: Option<String>,
+    format: Option<String>,
+}
+
+impl LogParams {
+    /// Checks the values; empty `type`, `source` and `format` mean "not given".
+    fn check(self) -> Result<LogQuery, ApiError> {
+        let mut q = LogQuery::default();
+        if let Some(value) = self.log_lines {
+            let n: usize = value.parse().map_err(|_| {
+                ApiError::bad_request(format!("log_lines must be a non-negative integer, not {value:?}"))
+            })?;
+            if n > MAX_LOG_LINES {
+                return Err(ApiError::bad_request(format!("log_lines may be at most {MAX_LOG_LINES}")));
+            }
+            q.lines = Some(n);
         }
-        i += 1;
+        if let Some(value) = self.after {
+            q.after = Some(value.parse().map_err(|_| {
+                ApiError::bad_request(format!("after must be a sequence number (an integer), not {value:?}"))
+            })?);
+        }
+        if let Some(value) = self.proc_type.filter(|v| !v.is_empty()) {
+            let ty = ProcessType::new(value.as_str())
+                .map_err(|e| ApiError::bad_request(format!("type {value:?}: {}", e.message)))?;
+            q.filter.proc_type = Some(ty.into_string());
+        }
+        match self.source.as_deref() {
+            None | Some("") => {}
+            Some("app" | "deis") => q.filter.source = self.source,
+            Some(other) => return Err(ApiError::bad_request(format!("source must be app or deis, not {other:?}"))),
+        }
+        q.json = match self.format.as_deref() {
+            Some("json") => true,
+            None | Some("text" | "") => false,
+            Some(other) => return Err(ApiError::bad_request(format!("format must be text or json, not {other:?}"))),
+        };
+        Ok(q)
     }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn parse_query(uri: &Uri) -> Result<LogQuery, ApiError> {
-    let mut q = LogQuery::default();
-    for pair in uri.query().unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode(value);
-        match key {
-            "log_lines" => {
-                let n: usize = value.parse().map_err(|_| {
-                    ApiError::bad_request(format!("log_lines must be a non-negative integer, not {value:?}"))
-                })?;
-                if n > MAX_LOG_LINES {
-                    return Err(ApiError::bad_request(format!("log_lines may be at most {MAX_LOG_LINES}")));
-                }
-                q.lines = Some(n);
-            }
-            "after" => {
-                q.after = Some(value.parse().map_err(|_| {
-                    ApiError::bad_request(format!("after must be a sequence number (an integer), not {value:?}"))
-                })?)
-            }
-            "type" if !value.is_empty() => {
-                deis_core::validate::proc_type(&value)
-                    .map_err(|e| ApiError::bad_request(format!("type {value:?}: {}", e.message)))?;
-                q.filter.proc_type = Some(value);
-            }
-            "source" if !value.is_empty() => match value.as_str() {
-                "app" | "deis" => q.filter.source = Some(value),
-                other => return Err(ApiError::bad_request(format!("source must be app or deis, not {other:?}"))),
-            },
-            "format" => match value.as_str() {
-                "json" => q.json = true,
-                "text" | "" => q.json = false,
-                other => return Err(ApiError::bad_request(format!("format must be text or json, not {other:?}"))),
-            },
-            _ => {}
-        }
+    let Query(params) = Query::<LogParams>::try_from_uri(uri).map_err(|e| ApiError::bad_request(e.body_text()))?;
+    params.check()
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for LogQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parse_query(&parts.uri)
     }
-    Ok(q)
 }
 
 /// One line of text: `<Display of LogLine>\n`, newlines inside the message flattened
@@ -175,9 +178,8 @@ pub(super) async fn logs(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
     AppPath(app): AppPath,
-    uri: Uri,
+    q: LogQuery,
 ) -> ApiResult {
-    let q = parse_query(&uri)?;
     let n = q.lines.unwrap_or(DEFAULT_LOG_LINES);
     let entries = s.platform.app_logs(&user, &app, n, &q.filter).await?;
     if entries.is_empty() {
@@ -274,9 +276,8 @@ pub(super) async fn follow(
     AuthUser(user): AuthUser,
     AppPath(app): AppPath,
     shutdown: Option<Extension<FollowShutdown>>,
-    uri: Uri,
+    q: LogQuery,
 ) -> ApiResult {
-    let q = parse_query(&uri)?;
     let mut notice = None;
     let cursor = match (q.after, q.lines) {
         // A resume past the end of the log means its numbering started over (the
@@ -340,8 +341,14 @@ mod tests {
         for bad in ["log_lines=-1", "log_lines=x", "log_lines=10001", "source=other", "after=x", "format=xml"] {
             assert!(q(bad).is_err(), "{bad}");
         }
-        assert_eq!(q("type=&source=").unwrap().filter, LogFilter::default());
-        assert_eq!(percent_decode("a%20b+c%2"), "a b c%2");
+        assert_eq!(q("type=&source=&format=").unwrap(), LogQuery::default());
+        assert_eq!(q("unknown=1&log_lines=2").unwrap().lines, Some(2), "unknown keys are ignored");
+        // Values are percent-decoded, `+` is a space.
+        assert_eq!(q("source=%64eis").unwrap().filter.source.as_deref(), Some("deis"));
+        let err = q("source=a+b%21").unwrap_err().to_string();
+        assert_eq!(err, r#"source must be app or deis, not "a b!""#);
+        let err = q("log_lines=%2").unwrap_err().to_string();
+        assert_eq!(err, r#"log_lines must be a non-negative integer, not "%2""#);
     }
 
     #[test]

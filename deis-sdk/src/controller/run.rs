@@ -40,7 +40,9 @@ fn no_broker() -> Response {
 /// A service error as a response.
 fn service_error(e: ServiceError) -> Response {
     match e {
-        ServiceError::Busy(msg) => json(StatusCode::SERVICE_UNAVAILABLE, json!({"detail": msg})),
+        e @ (ServiceError::Session(_) | ServiceError::NotEmbedded) => {
+            json(StatusCode::SERVICE_UNAVAILABLE, json!({"detail": e.to_string()}))
+        }
         ServiceError::Tty(e @ TtyError::Busy(_)) => {
             json(StatusCode::SERVICE_UNAVAILABLE, json!({"detail": e.to_string()}))
         }

@@ -349,7 +349,7 @@ mod tests {
             id: "abc".into(),
             token: "p.s".into(),
             url: "/v2/sessions/abc/attach".into(),
-            expires: String::new(),
+            expires: deis_core::time::Timestamp::now(),
             router: None,
             host: None,
         };

@@ -13,6 +13,29 @@ use deis_core::scheduler::Artifact;
 use deis_core::tty::SessionSpec;
 use deis_core::tty::token::Claims;
 
+/// Why a session can't be kept or handed out.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// No session has this id (never created, or expired and pruned).
+    #[error("unknown session (never created, or expired)")]
+    Unknown,
+    /// The session's token expired before it was attached.
+    #[error("the session expired before it was attached; start a new one")]
+    Expired,
+    /// The session was attached before: a token is good for one attach.
+    #[error("the session is already attached")]
+    AlreadyAttached,
+    /// The directory is full of sessions waiting to be attached.
+    #[error("too many sessions waiting to be attached ({waiting}); try again in a minute")]
+    TooMany {
+        /// How many are waiting.
+        waiting: usize,
+    },
+    /// A directory's backend failed (for directories that look sessions up elsewhere).
+    #[error("the session directory failed: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
 /// Resolves attach requests to what they run.
 #[async_trait]
 pub trait SessionDirectory: Send + Sync + fmt::Debug {
@@ -22,8 +45,9 @@ pub trait SessionDirectory: Send + Sync + fmt::Debug {
     async fn app_of(&self, id: &str, query_app: Option<&str>) -> Option<String>;
 
     /// The spec to run for a verified, not yet used token. To ensure correctness: a
-    /// spec is handed out at most once per session id.
-    async fn take(&self, claims: &Claims) -> Result<SessionSpec, String>;
+    /// spec is handed out at most once per session id (a second take is
+    /// [`SessionError::AlreadyAttached`]).
+    async fn take(&self, claims: &Claims) -> Result<SessionSpec, SessionError>;
 }
 
 /// Specs of sessions created by the controller, each kept until its token expires
@@ -50,17 +74,15 @@ impl PendingSessions {
         Self { capacity: capacity.max(1), entries: Mutex::new(HashMap::new()) }
     }
 
-    /// Keeps `spec` for session `id` for `ttl`. Errors when full of unexpired sessions.
-    pub fn insert(&self, id: &str, spec: SessionSpec, ttl: Duration) -> Result<(), String> {
+    /// Keeps `spec` for session `id` for `ttl`. [`SessionError::TooMany`] when full of
+    /// unexpired sessions.
+    pub fn insert(&self, id: &str, spec: SessionSpec, ttl: Duration) -> Result<(), SessionError> {
         let now = Instant::now();
         let mut entries = self.entries.lock().expect("pending sessions");
         if entries.len() >= self.capacity {
             entries.retain(|_, p| p.deadline > now);
             if entries.len() >= self.capacity {
-                return Err(format!(
-                    "too many sessions waiting to be attached ({}); try again in a minute",
-                    entries.len()
-                ));
+                return Err(SessionError::TooMany { waiting: entries.len() });
             }
         }
         entries.insert(id.to_string(), Pending { app: spec.app.clone(), spec: Some(spec), deadline: now + ttl });
@@ -85,14 +107,12 @@ impl SessionDirectory for PendingSessions {
         entries.get(id).filter(|p| p.deadline > Instant::now()).map(|p| p.app.clone())
     }
 
-    async fn take(&self, claims: &Claims) -> Result<SessionSpec, String> {
+    async fn take(&self, claims: &Claims) -> Result<SessionSpec, SessionError> {
         let mut entries = self.entries.lock().expect("pending sessions");
         match entries.get_mut(&claims.session) {
-            Some(p) if p.deadline <= Instant::now() => {
-                Err("the session expired before it was attached; start a new one".into())
-            }
-            Some(p) => p.spec.take().ok_or_else(|| "the session is already attached".to_string()),
-            None => Err("unknown session (never created, or expired)".into()),
+            Some(p) if p.deadline <= Instant::now() => Err(SessionError::Expired),
+            Some(p) => p.spec.take().ok_or(SessionError::AlreadyAttached),
+            None => Err(SessionError::Unknown),
         }
     }
 }
@@ -114,7 +134,7 @@ impl SessionDirectory for LocalDirectory {
         query_app.map(str::to_string)
     }
 
-    async fn take(&self, claims: &Claims) -> Result<SessionSpec, String> {
+    async fn take(&self, claims: &Claims) -> Result<SessionSpec, SessionError> {
         let mut env = self.env.clone();
         env.insert("DEIS_APP".into(), claims.app.clone());
         Ok(SessionSpec {
@@ -157,16 +177,21 @@ mod tests {
         assert_eq!(pending.app_of(&claims.session, None).await.as_deref(), Some("a"));
         assert_eq!(pending.app_of("nope", Some("a")).await, None);
         pending.insert("x", spec("b"), Duration::from_secs(60)).unwrap();
-        assert!(pending.insert("y", spec("b"), Duration::from_secs(60)).unwrap_err().contains("too many"));
+        let full = pending.insert("y", spec("b"), Duration::from_secs(60)).unwrap_err();
+        assert!(matches!(full, SessionError::TooMany { waiting: 2 }), "{full:?}");
+        assert!(full.to_string().contains("too many"));
         assert_eq!(pending.take(&claims).await.unwrap().app, "a");
-        assert!(pending.take(&claims).await.unwrap_err().contains("already attached"));
+        assert!(matches!(pending.take(&claims).await, Err(SessionError::AlreadyAttached)));
         assert_eq!(pending.app_of(&claims.session, None).await.as_deref(), Some("a"), "kept for replay detection");
         let other = Claims::new("alice", "a", vec!["true".into()], false, "web");
-        assert!(pending.take(&other).await.unwrap_err().contains("unknown session"));
+        assert!(matches!(pending.take(&other).await, Err(SessionError::Unknown)));
         // Expired entries make room.
         let pending = PendingSessions::new(2);
         pending.insert("x", spec("b"), Duration::from_secs(60)).unwrap();
         pending.insert("z", spec("c"), Duration::ZERO).unwrap();
+        let mut late = Claims::new("alice", "c", vec!["true".into()], false, "web");
+        late.session = "z".into();
+        assert!(matches!(pending.take(&late).await, Err(SessionError::Expired)));
         pending.insert("w", spec("c"), Duration::from_secs(60)).unwrap();
     }
 }

@@ -38,11 +38,12 @@ mod server;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use deis_core::time::Timestamp;
 use deis_core::tty::token::{Claims, ReplayGuard, TokenSigner};
 use deis_core::tty::{ExitStatus, SessionInput, SessionOutput, SessionSpec, TtyBroker, TtyError};
 
 pub use audit::{AuditEvent, AuditSink, LogAudit, TracingAudit};
-pub use directory::{LocalDirectory, PendingSessions, SessionDirectory};
+pub use directory::{LocalDirectory, PendingSessions, SessionDirectory, SessionError};
 pub use server::attach_router;
 
 /// Settings of a [`TtyService`].
@@ -107,8 +108,8 @@ pub struct SessionTicket {
     pub token: String,
     /// Attach path on the same host: `/v2/sessions/<id>/attach`.
     pub url: String,
-    /// Expiry of the token (RFC 3339, UTC).
-    pub expires: String,
+    /// Expiry of the token.
+    pub expires: Timestamp,
     /// The router to attach through (`host:port`), when the broker is reachable through
     /// the routing mesh; absent: attach on the controller's address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,9 +134,12 @@ pub enum ServiceError {
     /// The backend refused or failed.
     #[error(transparent)]
     Tty(#[from] TtyError),
-    /// Too many sessions are waiting to be attached.
-    #[error("{0}")]
-    Busy(String),
+    /// The session can't be kept (too many are waiting to be attached).
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// This service does not create sessions (a standalone broker).
+    #[error("this broker does not create sessions; ask the controller")]
+    NotEmbedded,
 }
 
 /// The broker's state, shared by the controller routes and the attach route.
@@ -202,16 +206,13 @@ impl TtyService {
     /// the one-time token, valid for [`TtyConfig::token_ttl`], bound to the spec's user,
     /// app and command. Only an [`embedded`](Self::embedded) service creates sessions.
     pub fn create_session(&self, spec: SessionSpec) -> Result<SessionTicket, ServiceError> {
-        let pending = self
-            .pending
-            .as_ref()
-            .ok_or_else(|| ServiceError::Busy("this broker does not create sessions; ask the controller".into()))?;
+        let pending = self.pending.as_ref().ok_or(ServiceError::NotEmbedded)?;
         let claims = Claims::new(&spec.user, &spec.app, spec.command.clone(), spec.tty, &spec.proc_type);
         let id = claims.session.clone();
         let ttl = self.config.token_ttl;
         let token = self.signer.issue(claims, ttl);
-        pending.insert(&id, spec, ttl).map_err(ServiceError::Busy)?;
-        let expires = deis_core::time::rfc3339(SystemTime::now() + ttl);
+        pending.insert(&id, spec, ttl)?;
+        let expires = Timestamp::from(SystemTime::now() + ttl);
         let (router, host) = match &self.config.via_router {
             Some(v) => (Some(v.router.clone()), Some(v.host.clone())),
             None => (None, None),

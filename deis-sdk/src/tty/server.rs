@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
@@ -39,14 +39,23 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
     resp
 }
 
-/// A query parameter (percent-decoding not needed: tokens and app names are URL-safe).
-fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
-    query?.split('&').find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v))
+/// The attach request's query: `?token=...&app=...` (both optional). A query that can't
+/// be decoded counts as none.
+#[derive(Debug, Default, serde::Deserialize)]
+struct AttachQuery {
+    token: Option<String>,
+    app: Option<String>,
+}
+
+impl AttachQuery {
+    fn of(uri: &http::Uri) -> Self {
+        Query::try_from_uri(uri).map(|Query(q)| q).unwrap_or_default()
+    }
 }
 
 /// The token: `?token=` or `Authorization: Bearer <token>`.
-fn token_of<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
-    if let Some(t) = query_param(query, "token").filter(|t| !t.is_empty()) {
+fn token_of<'a>(headers: &'a HeaderMap, query: &'a AttachQuery) -> Option<&'a str> {
+    if let Some(t) = query.token.as_deref().filter(|t| !t.is_empty()) {
         return Some(t);
     }
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -80,7 +89,7 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> Result<(), String>
 
 async fn attach(State(svc): State<Arc<TtyService>>, Path(id): Path<String>, mut req: Request) -> Response {
     let headers = req.headers();
-    let query = req.uri().query();
+    let query = AttachQuery::of(req.uri());
     let is_upgrade = headers
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
@@ -110,14 +119,14 @@ async fn attach(State(svc): State<Arc<TtyService>>, Path(id): Path<String>, mut 
             ),
         );
     };
-    let Some(token) = token_of(headers, query) else {
+    let Some(token) = token_of(headers, &query) else {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "no session token: pass ?token=<token> or Authorization: Bearer <token> (tokens come from \
              POST /v2/apps/<app>/sessions)",
         );
     };
-    let Some(app) = svc.directory.app_of(&id, query_param(query, "app")).await else {
+    let Some(app) = svc.directory.app_of(&id, query.app.as_deref()).await else {
         return refuse(
             StatusCode::NOT_FOUND,
             format!("no session {id} is waiting to be attached (already attached, expired, or never created)"),
@@ -139,7 +148,7 @@ async fn attach(State(svc): State<Arc<TtyService>>, Path(id): Path<String>, mut 
     }
     let mut spec = match svc.directory.take(&claims).await {
         Ok(spec) => spec,
-        Err(msg) => return refuse(StatusCode::NOT_FOUND, msg),
+        Err(e) => return refuse(StatusCode::NOT_FOUND, e.to_string()),
     };
     if spec.tty && spec.size.is_none() {
         spec.size = Some(TermSize { cols: 80, rows: 24 });
@@ -396,10 +405,13 @@ mod tests {
 
     #[test]
     fn token_from_query_or_bearer() {
+        let query = |q: &str| AttachQuery::of(&format!("/v2/sessions/s/attach{q}").parse().unwrap());
         let h = headers(&[("authorization", "Bearer abc.def")]);
-        assert_eq!(token_of(&h, None), Some("abc.def"));
-        assert_eq!(token_of(&h, Some("x=1&token=q.r")), Some("q.r"));
-        assert_eq!(token_of(&headers(&[("authorization", "token abc")]), None), None);
-        assert_eq!(query_param(Some("a=1&app=hello"), "app"), Some("hello"));
+        assert_eq!(token_of(&h, &query("")), Some("abc.def"));
+        assert_eq!(token_of(&h, &query("?x=1&token=q.r")), Some("q.r"));
+        assert_eq!(token_of(&h, &query("?token=")), Some("abc.def"), "an empty token falls back to the header");
+        assert_eq!(token_of(&headers(&[("authorization", "token abc")]), &query("")), None);
+        assert_eq!(query("?a=1&app=hello").app.as_deref(), Some("hello"));
+        assert_eq!(query("?app=hel%6Co").app.as_deref(), Some("hello"), "values are percent-decoded");
     }
 }
