@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(patch) = serde_json::from_slice::<ConfigPatch>(data) {
-        let base = Config::initial("fuzz", "fuzzer");
+        let base = Config::initial(&"fuzz".parse().unwrap(), "fuzzer");
         if let Ok((next, _summary)) = base.apply(&patch, "fuzzer") {
             // Every accepted value is valid and survives a JSON round trip.
             for (k, v) in &next.values {

@@ -8,6 +8,26 @@ use serde::{Deserialize, Serialize};
 /// Longest drain URL accepted.
 pub const MAX_DRAIN_URL_LEN: usize = 2048;
 
+const PORT_RANGE: &str = "port must be a number from 1 to 65535";
+
+/// Why the url crate refused `input`, in the words of a drain URL's rules.
+fn parse_failure(e: url::ParseError, input: &str) -> String {
+    let authority = input.split_once("://").map_or("", |(_, rest)| rest);
+    let authority = authority.split(['/', '?', '#']).next().unwrap_or_default();
+    let reason = match e {
+        url::ParseError::InvalidPort => PORT_RANGE,
+        url::ParseError::EmptyHost if authority.matches(':').count() > 1 && !authority.contains('[') => {
+            "IPv6 addresses must be in brackets, e.g. [::1]:514"
+        }
+        url::ParseError::EmptyHost => "missing host",
+        url::ParseError::InvalidIpv6Address if !authority.contains(']') => "unclosed '[' in IPv6 address",
+        url::ParseError::InvalidIpv6Address => "invalid IPv6 address",
+        url::ParseError::InvalidDomainCharacter | url::ParseError::IdnaError => "invalid host name",
+        other => return other.to_string(),
+    };
+    reason.to_string()
+}
+
 /// Errors of [`DrainUrl::parse`], and of drains.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DrainError {
@@ -56,9 +76,10 @@ pub struct DrainUrl {
 }
 
 impl DrainUrl {
-    /// Parses and validates a drain URL. Accepts `syslog`, `syslog+tcp`, `syslog+udp`
-    /// and `syslog+tls` (case-insensitive), a host name or IP address (IPv6 in
-    /// brackets) and a port; a trailing `/` is allowed, nothing else after the port.
+    /// Parses and validates a drain URL (with the `url` crate, then our rules). Accepts
+    /// `syslog`, `syslog+tcp`, `syslog+udp` and `syslog+tls` (case-insensitive), a host
+    /// name or IP address (IPv6 in brackets) and a port; a trailing `/` is allowed,
+    /// nothing else after the port.
     pub fn parse(input: &str) -> Result<Self, DrainError> {
         let invalid = |reason: &str| DrainError::InvalidUrl {
             url: input.chars().take(200).collect(),
@@ -68,63 +89,57 @@ impl DrainUrl {
             return Err(invalid(&format!("longer than {MAX_DRAIN_URL_LEN} bytes")));
         }
         let input_trimmed = input.trim();
-        let (scheme, rest) = input_trimmed.split_once("://").ok_or_else(|| invalid("no scheme (missing \"://\")"))?;
-        let scheme = match scheme.to_ascii_lowercase().as_str() {
+        if !input_trimmed.contains("://") {
+            // `host:port` would parse as scheme `host`: say what is missing instead.
+            return Err(invalid("no scheme (missing \"://\")"));
+        }
+        // The url crate drops tabs and newlines silently; a drain URL has none.
+        if input_trimmed.chars().any(char::is_control) {
+            return Err(invalid("control characters are not allowed"));
+        }
+        let url = url::Url::parse(input_trimmed).map_err(|e| invalid(&parse_failure(e, input_trimmed)))?;
+        let scheme = match url.scheme() {
             "syslog" | "syslog+tcp" => DrainScheme::Tcp,
             "syslog+udp" => DrainScheme::Udp,
             "syslog+tls" => DrainScheme::Tls,
             "http" | "https" => return Err(invalid("HTTP(S) drains are not supported, only syslog")),
             _ => return Err(invalid("unknown scheme")),
         };
-        let authority = rest.strip_suffix('/').unwrap_or(rest);
-        if authority.contains(['/', '?', '#']) {
+        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
             return Err(invalid("a drain URL has no path, query or fragment"));
         }
-        if authority.contains('@') {
+        if !url.username().is_empty() || url.password().is_some() {
             return Err(invalid("credentials in drain URLs are not supported"));
         }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or_else(|| invalid("unclosed '[' in IPv6 address"))?;
-            if host.parse::<std::net::Ipv6Addr>().is_err() {
-                return Err(invalid("invalid IPv6 address"));
+        let host = match url.host() {
+            None => return Err(invalid("missing host")),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Domain(name)) => {
+                if name.is_empty() {
+                    return Err(invalid("missing host"));
+                }
+                if name.len() > 253 {
+                    return Err(invalid("host name longer than 253 bytes"));
+                }
+                let valid_label = |l: &str| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                };
+                if !name.strip_suffix('.').unwrap_or(name).split('.').all(valid_label) {
+                    return Err(invalid("invalid host name"));
+                }
+                name.to_ascii_lowercase()
             }
-            let port = after.strip_prefix(':').ok_or_else(|| invalid("missing port"))?;
-            (host, port)
-        } else {
-            let (host, port) = authority.rsplit_once(':').ok_or_else(|| invalid("missing port"))?;
-            if host.contains(':') {
-                return Err(invalid("IPv6 addresses must be in brackets, e.g. [::1]:514"));
-            }
-            (host, port)
         };
-        if host.is_empty() {
-            return Err(invalid("missing host"));
+        let port = url.port().ok_or_else(|| invalid("missing port"))?;
+        if port == 0 {
+            return Err(invalid(PORT_RANGE));
         }
-        if host.len() > 253 {
-            return Err(invalid("host name longer than 253 bytes"));
-        }
-        if !host.starts_with('[') && !host.contains(':') {
-            let valid_label = |l: &str| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                    && !l.starts_with('-')
-                    && !l.ends_with('-')
-            };
-            let h = host.strip_suffix('.').unwrap_or(host);
-            if !h.split('.').all(valid_label) {
-                return Err(invalid("invalid host name"));
-            }
-        }
-        if port.is_empty() {
-            return Err(invalid("missing port"));
-        }
-        let port: u16 = port
-            .parse()
-            .ok()
-            .filter(|p| *p != 0 && port.bytes().all(|b| b.is_ascii_digit()))
-            .ok_or_else(|| invalid("port must be a number from 1 to 65535"))?;
-        Ok(Self { scheme, host: host.to_ascii_lowercase(), port })
+        Ok(Self { scheme, host, port })
     }
 
     /// How lines are sent.
@@ -224,6 +239,30 @@ mod tests {
             assert!(err.contains("expected syslog://HOST:PORT"), "{err}");
         }
         assert!(DrainUrl::parse(&format!("syslog://{}:1", "a".repeat(3000))).is_err());
+        for (input, reason) in [
+            ("syslog://a:1?x=1", "no path, query or fragment"),
+            ("syslog://a:1#frag", "no path, query or fragment"),
+            ("syslog://lo\tgs:514", "control characters"),
+            ("syslog://logs\n.example.com:514", "control characters"),
+            ("syslog://[::1]", "missing port"),
+            ("syslog://a%20b:514", "invalid host"),
+            (&format!("syslog://{}.com:1", "a".repeat(260)), "longer than 253"),
+            (&format!("syslog://{}.com:1", "a".repeat(64)), "invalid host"),
+        ] {
+            let err = DrainUrl::parse(input).unwrap_err().to_string();
+            assert!(err.contains(reason), "{input:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn hosts_are_canonical() {
+        let url = DrainUrl::parse(" syslog+udp://[0:0:0:0:0:0:0:1]:514 ").unwrap();
+        assert_eq!((url.host(), url.to_string().as_str()), ("::1", "syslog+udp://[::1]:514"));
+        let url = DrainUrl::parse("syslog://LOGS.example.COM.:514").unwrap();
+        assert_eq!(url.host(), "logs.example.com.");
+        assert_eq!(url.authority(), "logs.example.com.:514");
+        assert_eq!(DrainUrl::parse("syslog://10.0.0.7:514").unwrap().host(), "10.0.0.7");
+        assert_eq!(DrainUrl::parse("syslog://my_host:514").unwrap().host(), "my_host");
     }
 
     proptest! {
