@@ -8,7 +8,6 @@
 //! - [`FrameDecoder`] splits a TCP byte stream into messages.
 //! - [`format_rfc5424`] and [`octet_frame`] produce what drains send.
 
-mod civil;
 mod framing;
 
 use std::time::{Duration, SystemTime};
@@ -17,6 +16,7 @@ pub use framing::{FrameDecoder, FrameError, Framing};
 
 use super::{LogLine, LogSource, LogStream, truncate};
 use crate::model::validate;
+use crate::time::civil;
 
 /// The app of lines whose APP-NAME/tag names no valid app (and of raw messages). It is
 /// not a valid app id, so no user app ever sees these lines; the ingest layer counts

@@ -1,4 +1,5 @@
-//! Calendar arithmetic for syslog timestamps (proleptic Gregorian, UTC), years 0..=9999.
+//! Calendar arithmetic and RFC 3339 for [`Timestamp`](super::Timestamp) and syslog
+//! timestamps (proleptic Gregorian, UTC), years 0..=9999.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
