@@ -157,7 +157,7 @@ mod tests {
         (status.as_u16(), body)
     }
 
-    /// The statuses and bodies Workflow clients parse (CONTROLLER-API.md §1.6).
+    /// The statuses and bodies Workflow clients parse (`docs/CONTROLLER-API.md` §1.6).
     #[test]
     fn platform_errors_look_like_workflows() {
         let detail = |s: &str| json!({ "detail": s });
