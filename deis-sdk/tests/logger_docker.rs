@@ -63,7 +63,7 @@ async fn docker_syslog_driver_in_every_format() {
         for e in &lines {
             assert_eq!(e.line.source, LogSource::App { proc_type: "web".into(), number: 1 });
             assert!(!e.line.raw);
-            assert!(e.line.to_string().ends_with(&format!("app[web.1]: {}", e.line.message)));
+            assert!(e.line.to_string().ends_with(&format!("{app}[web.1]: {}", e.line.message)));
         }
     }
     let c = server.counters().snapshot();

@@ -70,7 +70,7 @@ async fn tcp_detects_octet_counting_and_lf_framing_per_connection() {
     assert_eq!(web[0].line.stream, LogStream::Severity(6));
     assert_eq!(web[1].line.message, "line two");
     assert_eq!(web[1].line.stream, LogStream::Severity(3));
-    assert_eq!(web[0].line.to_string(), "2026-11-25T14:47:21.000Z app[web.1]: line one");
+    assert_eq!(web[0].line.to_string(), "2026-11-25T14:47:21.000Z hello[web.1]: line one");
     let worker: Vec<_> = got.iter().filter(|e| e.line.source.proc_type() == Some("worker")).map(|e| &e.line).collect();
     assert_eq!(worker.iter().map(|l| l.message.as_str()).collect::<Vec<_>>(), ["with\nnewline", "bsd"]);
     let c = server.counters().snapshot();
@@ -124,7 +124,7 @@ async fn util_linux_logger_over_tcp_and_udp() {
     let mut shown: Vec<String> =
         got.iter().map(|e| e.line.to_string().split_once(' ').unwrap().1.to_string()).collect();
     shown.sort();
-    assert_eq!(shown, ["app[syslog]: hi over tcp", "app[syslog]: hi over udp", "app[web.1]: from a unit"]);
+    assert_eq!(shown, ["myapp[syslog]: hi over tcp", "myapp[syslog]: hi over udp", "myapp[web.1]: from a unit"]);
     // logger --rfc5424 sends severity notice (user.notice = <13>).
     assert!(got.iter().all(|e| e.line.stream == LogStream::Severity(5) && !e.line.raw));
     let c = server.counters().snapshot();
@@ -405,19 +405,22 @@ async fn http_api_serves_tail_follow_metrics_with_bearer_auth() {
     assert_eq!(get("/logs/hello", Some("wrong")).await.0, 401);
     let (status, body) = get("/logs/hello?log_lines=10", Some("s3cret")).await;
     assert_eq!(status, 200);
-    assert_eq!(body, "2026-11-25T14:47:21.123Z app[web.1]: first\n2026-11-25T14:47:22.000Z app[worker.1]: second\n");
+    assert_eq!(
+        body,
+        "2026-11-25T14:47:21.123Z hello[web.1]: first\n2026-11-25T14:47:22.000Z hello[worker.1]: second\n"
+    );
     let (_, body) = get("/logs/hello?log_lines=1", Some("s3cret")).await;
     assert_eq!(body.lines().count(), 1);
     let (_, body) = get("/logs/hello?type=web", Some("s3cret")).await;
-    assert_eq!(body, "2026-11-25T14:47:21.123Z app[web.1]: first\n");
+    assert_eq!(body, "2026-11-25T14:47:21.123Z hello[web.1]: first\n");
     assert_eq!(get("/logs/hello?log_lines=x", Some("s3cret")).await.0, 400);
 
     let follow = Request::get("/logs/hello/follow?log_lines=1").bearer(Some("s3cret"));
     let mut follow = follow.open_async(api_addr).await.unwrap();
-    follow.wait_for("app[worker.1]: second\n", Duration::from_secs(5)).await;
+    follow.wait_for("hello[worker.1]: second\n", Duration::from_secs(5)).await;
     let sent = Instant::now();
     s.write_all(b"<30>1 2026-11-25T14:47:23Z vm hello.web.1 - - - live one\n").await.unwrap();
-    follow.wait_for("app[web.1]: live one\n", Duration::from_secs(5)).await;
+    follow.wait_for("hello[web.1]: live one\n", Duration::from_secs(5)).await;
     assert!(sent.elapsed() < Duration::from_secs(1), "a followed line took {:?}", sent.elapsed());
     assert!(!follow.received().contains("first"));
 

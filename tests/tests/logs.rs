@@ -36,8 +36,9 @@ fn wait_line(cli: &Cli, app: &str, needle: &str) -> String {
     })
 }
 
-/// `2026-11-25T14:47:21.123Z <source>: message`: checks the timestamp shape.
-fn assert_line_format(line: &str) {
+/// `2026-11-25T14:47:21.123Z <app>[web.1]: message` (or `deis[controller]: ...`):
+/// checks the timestamp shape and the source label of `app`'s line.
+fn assert_line_format(line: &str, app: &str) {
     let (ts, rest) = line.split_once(' ').unwrap_or_else(|| panic!("no space in {line:?}"));
     let b = ts.as_bytes();
     assert_eq!(b.len(), 24, "timestamp {ts:?} in {line:?}");
@@ -53,7 +54,8 @@ fn assert_line_format(line: &str) {
         assert!(ok, "timestamp {ts:?} in {line:?}");
     }
     let src = rest.split_once(": ").map(|x| x.0).unwrap_or_else(|| panic!("no source in {line:?}"));
-    assert!((src.starts_with("app[") || src.starts_with("deis[")) && src.ends_with(']'), "source {src:?} in {line:?}");
+    let labelled = src.starts_with(&format!("{app}[")) || src.starts_with("deis[");
+    assert!(labelled && src.ends_with(']'), "source {src:?} in {line:?}");
 }
 
 /// Reads the JSON follow endpoint until `done` says so (or panics after `T`).
@@ -81,7 +83,7 @@ fn logs_show_unit_output_events_and_syslog_lines() {
         let _ = d.get_app("hello", "/from-test");
     }
 
-    wait_line(&cli, "hello", "app[web.1]: GET /from-test 200");
+    wait_line(&cli, "hello", "hello[web.1]: GET /from-test 200");
     wait_line(&cli, "hello", "still working");
     let all = logs(&cli, "hello", &["-n", "1000"]);
     let text = all.join("\n");
@@ -92,23 +94,23 @@ fn logs_show_unit_output_events_and_syslog_lines() {
         "deis[controller]: Release v3 created by alice: alice added GREETING",
         "deis[controller]: Scaled to web=1 worker=1 by alice",
         "deis[scheduler]: hello.web.1 up (v2)",
-        "app[worker.1]: hello.worker.1: Hello, still working",
+        "hello[worker.1]: hello.worker.1: Hello, still working",
     ] {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
-    all.iter().for_each(|l| assert_line_format(l));
+    all.iter().for_each(|l| assert_line_format(l, "hello"));
 
     // -n N gives exactly N lines, the newest; filters by type and source.
     let five = logs(&cli, "hello", &["-n", "5"]);
     assert_eq!(five.len(), 5, "{five:?}");
     let workers = logs(&cli, "hello", &["--type", "worker", "-n", "1000"]);
     assert!(!workers.is_empty());
-    assert!(workers.iter().all(|l| l.contains(" app[worker.")), "{workers:?}");
+    assert!(workers.iter().all(|l| l.contains(" hello[worker.")), "{workers:?}");
     let deis = logs(&cli, "hello", &["--source", "deis", "-n", "1000"]);
     assert!(deis.iter().all(|l| l.contains(" deis[")), "{deis:?}");
     assert!(deis.iter().any(|l| l.contains("Release v3 created")), "{deis:?}");
     let app_only = logs(&cli, "hello", &["--source", "app", "-n", "1000"]);
-    assert!(app_only.iter().all(|l| l.contains(" app[")), "{app_only:?}");
+    assert!(app_only.iter().all(|l| l.contains(" hello[")), "{app_only:?}");
 
     // The Workflow endpoint: text/plain, every line ending in a real newline.
     let r = Request::get("/v2/apps/hello/logs?log_lines=3")
@@ -139,10 +141,10 @@ fn logs_show_unit_output_events_and_syslog_lines() {
             .unwrap();
         assert!(udp.success());
         let l = wait_line(&cli, "hello", "hello from logger");
-        assert!(l.ends_with(" app[web.1]: hello from logger"), "{l}");
-        assert_line_format(&l);
+        assert!(l.ends_with(" hello[web.1]: hello from logger"), "{l}");
+        assert_line_format(&l, "hello");
         let l = wait_line(&cli, "hello", "hello over udp");
-        assert!(l.ends_with(" app[worker.2]: hello over udp"), "{l}");
+        assert!(l.ends_with(" hello[worker.2]: hello over udp"), "{l}");
     }
 
     // stdout and stderr are told apart (the JSON follow endpoint says which).
@@ -158,8 +160,8 @@ fn logs_show_unit_output_events_and_syslog_lines() {
     });
     let out = got.iter().find(|x| x["message"] == "to-out").unwrap();
     let err = got.iter().find(|x| x["message"] == "to-err").unwrap();
-    assert_eq!((out["stream"].as_str(), out["source"].as_str()), (Some("stdout"), Some("app[noisy.1]")));
-    assert_eq!((err["stream"].as_str(), err["source"].as_str()), (Some("stderr"), Some("app[noisy.1]")));
+    assert_eq!((out["stream"].as_str(), out["source"].as_str()), (Some("stdout"), Some("streams[noisy.1]")));
+    assert_eq!((err["stream"].as_str(), err["source"].as_str()), (Some("stderr"), Some("streams[noisy.1]")));
     assert!(out["seq"].as_u64().unwrap() > 0);
 }
 
@@ -260,8 +262,8 @@ fn follow_sees_new_lines_fast_and_survives_a_restart() {
     d.get_app("hello", "/live-1").unwrap();
     let line = f.expect("GET /live-1 200", Duration::from_secs(5));
     assert!(sent.elapsed() < Duration::from_secs(1), "follow latency {:?}", sent.elapsed());
-    assert!(line.contains(" app[web.1]: GET /live-1 200"), "{line}");
-    assert_line_format(&line);
+    assert!(line.contains(" hello[web.1]: GET /live-1 200"), "{line}");
+    assert_line_format(&line, "hello");
 
     // The daemon restarts: the follower says so, reconnects and continues.
     d.stop();
@@ -278,7 +280,7 @@ fn follow_sees_new_lines_fast_and_survives_a_restart() {
         let err = f.stderr();
         (err.contains("-- reconnected --") && err.contains("the log started over")).then_some(())
     });
-    f.expect("app[web.1]: hello.web.1 listening on", T);
+    f.expect("hello[web.1]: hello.web.1 listening on", T);
     assert_eq!(f.interrupt(), 0, "Ctrl-C stops cleanly");
 }
 

@@ -102,14 +102,14 @@ async fn util_linux_logger_in_http_out() {
     emit("-T", logger.tcp.port(), "myapp.web.1", "hello over tcp");
     emit("-d", logger.udp.port(), "myapp", "hello over udp");
     let body = logs(logger.http, "myapp", 2).await;
-    assert_eq!(without_time(&body), ["app[syslog]: hello over udp", "app[web.1]: hello over tcp"]);
+    assert_eq!(without_time(&body), ["myapp[syslog]: hello over udp", "myapp[web.1]: hello over tcp"]);
     assert_eq!(Request::get("/logs/myapp").send_async(logger.http).await.unwrap().status, 401);
 
     let follow = Request::get("/logs/myapp/follow").bearer(Some("t0ken"));
     let mut follow = follow.open_async(logger.http).await.unwrap();
     follow.wait_for("\r\n\r\n", T).await;
     emit("-T", logger.tcp.port(), "myapp.worker.2", "followed");
-    follow.wait_for("app[worker.2]: followed\n", T).await;
+    follow.wait_for("myapp[worker.2]: followed\n", T).await;
 
     let metrics = Request::get("/metrics").send_async(logger.http).await.unwrap().body;
     assert!(metrics.contains("deis_logger_messages_parsed_total 3\n"), "{metrics}");
@@ -131,11 +131,11 @@ async fn redis_store_keeps_logs_across_a_restart() {
 
     let second = Logger::start(&args);
     let body = logs(second.http, "myapp", 1).await;
-    assert_eq!(without_time(&body), ["app[web.1]: before restart"]);
+    assert_eq!(without_time(&body), ["myapp[web.1]: before restart"]);
     let follow = Request::get("/logs/myapp/follow?after=1").bearer(Some("t0ken"));
     let mut follow = follow.open_async(second.http).await.unwrap();
     emit("-T", second.tcp.port(), "myapp.web.1", "after restart");
-    follow.wait_for("app[web.1]: after restart\n", T).await;
+    follow.wait_for("myapp[web.1]: after restart\n", T).await;
     assert!(!follow.received().contains("before restart"));
     drop(follow);
     second.stop();

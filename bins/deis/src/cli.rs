@@ -232,7 +232,7 @@ pub enum Command {
     },
 
     /// Show the app's log: its processes' output and platform events.
-    #[command(after_help = "Lines look like `2026-11-25T14:47:21.123Z app[web.1]: message`.\n\
+    #[command(after_help = "Lines look like `2026-11-25T14:47:21.123Z hello[web.1]: message`.\n\
         With -f the log is followed until Ctrl-C; a lost connection is retried and resumes where it stopped.")]
     Logs {
         /// How many of the last lines to show (default: the controller's, 100).

@@ -36,7 +36,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum LogSource {
-    /// A unit of the app: shown `app[web.1]`.
+    /// A unit of the app: shown `<app>[web.1]`.
     App {
         /// Process type.
         proc_type: String,
@@ -48,7 +48,7 @@ pub enum LogSource {
         /// Component name.
         component: String,
     },
-    /// Anything else (an unparsed syslog tag, a one-off run): shown `app[<name>]`.
+    /// Anything else (an unparsed syslog tag, a one-off run): shown `<app>[<name>]`.
     Other {
         /// Free-form source name.
         name: String,
@@ -72,12 +72,28 @@ impl LogSource {
     }
 }
 
-impl fmt::Display for LogSource {
+impl LogSource {
+    /// How `deis logs` names the source of a line of `app`: `hello[web.1]` for a unit,
+    /// `deis[controller]` for the platform, `hello[<name>]` for anything else.
+    pub fn label<'a>(&'a self, app: &'a str) -> SourceLabel<'a> {
+        SourceLabel { source: self, app }
+    }
+}
+
+/// A [`LogSource`] as `deis logs` shows it (see [`LogSource::label`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SourceLabel<'a> {
+    source: &'a LogSource,
+    app: &'a str,
+}
+
+impl fmt::Display for SourceLabel<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::App { proc_type, number } => write!(f, "app[{proc_type}.{number}]"),
-            Self::Deis { component } => write!(f, "deis[{component}]"),
-            Self::Other { name } => write!(f, "app[{name}]"),
+        let app = self.app;
+        match self.source {
+            LogSource::App { proc_type, number } => write!(f, "{app}[{proc_type}.{number}]"),
+            LogSource::Deis { component } => write!(f, "deis[{component}]"),
+            LogSource::Other { name } => write!(f, "{app}[{name}]"),
         }
     }
 }
@@ -151,9 +167,12 @@ pub fn truncate(message: &str) -> (String, bool) {
 }
 
 impl fmt::Display for LogLine {
-    /// `2026-11-25T14:47:21.123Z app[web.1]: message`, as `deis logs` prints it.
+    /// `2026-11-25T14:47:21.123Z hello[web.1]: message`, as `deis logs` prints it (the
+    /// Deis log format: `<time> <app>[<type>.<n>]: <message>`, platform events as
+    /// `<time> deis[controller]: <message>`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", humantime::format_rfc3339_millis(self.time), self.source, self.message)
+        let time = humantime::format_rfc3339_millis(self.time);
+        write!(f, "{time} {}: {}", self.source.label(&self.app), self.message)
     }
 }
 

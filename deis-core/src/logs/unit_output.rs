@@ -278,9 +278,9 @@ mod tests {
         let lines = rec.lines.lock().unwrap().clone();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0].app, "hello");
-        assert_eq!(lines[0].source.to_string(), "app[web.2]");
+        assert_eq!(lines[0].source.label(&lines[0].app).to_string(), "hello[web.2]");
         assert_eq!((lines[0].stream, lines[0].message.as_str()), (LogStream::Stdout, "GET / 200"));
-        assert_eq!(lines[1].source.to_string(), "app[worker.1]");
+        assert_eq!(lines[1].source.label(&lines[1].app).to_string(), "hello[worker.1]");
         assert_eq!((lines[1].stream, lines[1].message.as_str()), (LogStream::Stderr, "oops"));
         assert_eq!(sink.stats().appended, 2);
     }
@@ -306,7 +306,8 @@ mod tests {
         let lines = rec.lines.lock().unwrap().clone();
         let kept = lines.iter().filter(|l| l.message.starts_with("line ")).count() as u64;
         assert_eq!(kept + sink.stats().dropped_full, 1000, "every line is kept or counted");
-        let report = lines.iter().find(|l| l.source.to_string() == "deis[logger]").expect("a drop report");
+        let report =
+            lines.iter().find(|l| l.source.label(&l.app).to_string() == "deis[logger]").expect("a drop report");
         assert_eq!(report.app, "busy");
         assert!(report.message.starts_with(&format!("{} lines of app output dropped", stats.dropped_full)));
         assert!(lines.iter().any(|l| l.message == "after"));

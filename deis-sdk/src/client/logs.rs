@@ -61,7 +61,7 @@ pub struct LogRecord {
     /// App id.
     #[serde(default)]
     pub app: String,
-    /// `app[web.1]`, `deis[controller]`.
+    /// `hello[web.1]`, `deis[controller]`.
     pub source: String,
     /// `app` or `deis`.
     #[serde(default)]
@@ -74,7 +74,7 @@ pub struct LogRecord {
 }
 
 impl std::fmt::Display for LogRecord {
-    /// `2026-11-25T14:47:21.123Z app[web.1]: message`, as `deis logs` prints it.
+    /// `2026-11-25T14:47:21.123Z hello[web.1]: message`, as `deis logs` prints it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}: {}", self.time, self.source, self.message)
     }
@@ -272,11 +272,11 @@ mod tests {
         assert_eq!(parse_follow_line(br#"{"missed":4}"#).unwrap(), Some(FollowEvent::Missed(4)));
         assert_eq!(parse_follow_line(br#"{"error":"gone"}"#).unwrap(), Some(FollowEvent::Error("gone".into())));
         assert_eq!(parse_follow_line(br#"{"notice":"n"}"#).unwrap(), Some(FollowEvent::Notice("n".into())));
-        let line = br#"{"seq":3,"time":"2026-11-25T14:47:21.123Z","app":"a","source":"app[web.1]","kind":"app","stream":"stdout","message":"hi"}"#;
+        let line = br#"{"seq":3,"time":"2026-11-25T14:47:21.123Z","app":"a","source":"a[web.1]","kind":"app","stream":"stdout","message":"hi"}"#;
         match parse_follow_line(line).unwrap() {
             Some(FollowEvent::Line(r)) => {
                 assert_eq!(r.seq, 3);
-                assert_eq!(r.to_string(), "2026-11-25T14:47:21.123Z app[web.1]: hi");
+                assert_eq!(r.to_string(), "2026-11-25T14:47:21.123Z a[web.1]: hi");
             }
             other => panic!("{other:?}"),
         }

@@ -149,7 +149,7 @@ fn json_line(entry: &LogEntry, out: &mut String) {
         "seq": entry.seq,
         "time": humantime::format_rfc3339_millis(l.time).to_string(),
         "app": l.app,
-        "source": l.source.to_string(),
+        "source": l.source.label(&l.app).to_string(),
         "kind": l.source.kind(),
         "stream": stream_name(l.stream),
         "message": l.message,
@@ -355,17 +355,17 @@ mod tests {
     fn text_and_json_lines() {
         let mut out = String::new();
         text_line(&entry(7, "GET / 200"), &mut out);
-        assert_eq!(out, "2026-11-18T11:06:40.123Z app[web.1]: GET / 200\n");
+        assert_eq!(out, "2026-11-18T11:06:40.123Z hello[web.1]: GET / 200\n");
         out.clear();
         text_line(&entry(7, "two\nlines"), &mut out);
-        assert_eq!(out, "2026-11-18T11:06:40.123Z app[web.1]: two lines\n");
+        assert_eq!(out, "2026-11-18T11:06:40.123Z hello[web.1]: two lines\n");
         out.clear();
         json_line(&entry(7, "hi"), &mut out);
         assert!(out.ends_with('\n'));
         let v: serde_json::Value = serde_json::from_str(out.trim_end()).unwrap();
         assert_eq!(v["seq"], 7);
         assert_eq!(v["time"], "2026-11-18T11:06:40.123Z");
-        assert_eq!(v["source"], "app[web.1]");
+        assert_eq!(v["source"], "hello[web.1]");
         assert_eq!(v["kind"], "app");
         assert_eq!(v["stream"], "stderr");
         assert_eq!(v["message"], "hi");

@@ -67,7 +67,7 @@ fn docker_rfc5424() {
     assert_eq!(line.app, "myapp");
     assert_eq!(line.source, LogSource::Other { name: "syslog".into() });
     assert_eq!(line.stream, LogStream::Severity(6));
-    assert_eq!(line.to_string(), "2026-11-25T14:47:21.000Z app[syslog]: line one");
+    assert_eq!(line.to_string(), "2026-11-25T14:47:21.000Z myapp[syslog]: line one");
 }
 
 #[test]
