@@ -7,8 +7,10 @@
 //! |---|---|---|
 //! | [`Store`] | revisioned keys, compare-and-swap, prefix watch, leases | [`RedbStore`](store::RedbStore) (one file, survives restarts) |
 //! | [`Scheduler`] | run an app's units as its release and formation say | [`LocalScheduler`](scheduler::LocalScheduler) (child processes) |
+//! | [`LogStore`] | recent log lines per app, tail and follow | [`RingLogStore`](logs::RingLogStore) (a bounded ring per app) |
+//! | [`TtyBroker`] | `deis run` sessions in an app's environment | [`LocalTtyBroker`](tty::LocalTtyBroker) (PTYs and pipes) |
 //!
-//! [`platform::Platform`] is the controller's logic (users, apps, config, builds,
+//! [`controller::Controller`] is the controller's logic (users, apps, config, builds,
 //! releases, scaling) on top of a `Store` and a `Scheduler`, with no HTTP in it, so an
 //! integrator can embed it as is. Network servers and clients live in `deis-sdk`.
 //!
@@ -18,7 +20,7 @@
 //! ## Features
 //!
 //! - `embedded` (default): the embedded defaults (`RedbStore`, `LocalScheduler`,
-//!   `LocalTtyBroker`, `ArtifactStore`), the [`platform`] on top of them and the OS layer
+//!   `LocalTtyBroker`, `ArtifactStore`), the [`controller`] on top of them and the OS layer
 //!   [`sys`]. An adapter author who needs only the traits, the model and the suites
 //!   depends on `deis-core` with `default-features = false`.
 //! - `test-util`: the conformance suites in [`testing`].
@@ -26,10 +28,10 @@
 #[cfg(feature = "embedded")]
 pub mod artifact;
 pub mod auth;
+#[cfg(feature = "embedded")]
+pub mod controller;
 pub mod logs;
 pub mod model;
-#[cfg(feature = "embedded")]
-pub mod platform;
 pub mod scheduler;
 pub mod store;
 #[cfg(feature = "embedded")]

@@ -18,7 +18,7 @@
 //! - [`adapters`]: parts picked by URI (`redb:PATH`, `ring`, `redis://…`, `local`), as
 //!   the reference binaries take them;
 //! - [`controller`]: the controller's REST API (Deis Workflow v2.3 compatible) as an
-//!   axum router over the controller logic ([`deis_core::platform`]);
+//!   axum router over the controller logic ([`deis_core::controller`]);
 //! - [`client`]: a typed client of that API (what the `deis` CLI uses);
 //! - [`router`]: the HTTP reverse proxy routing `<app>.<domain>` to web units;
 //! - [`publisher`]: writes units' endpoints into the store for routers;

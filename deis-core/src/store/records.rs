@@ -182,7 +182,7 @@ mod tests {
         );
         assert_eq!(never.last_login, None);
         #[cfg(feature = "embedded")]
-        let drain: crate::platform::Drain = round_trip(
+        let drain: crate::controller::Drain = round_trip(
             r#"{"uuid":"5c1f3e2a-9b8d-4c7e-a6f5-e4d3c2b1a091","app":"hello","owner":"alice",
                 "url":"syslog+tls://logs.example.com:6514","created":"2026-11-25T15:00:00Z",
                 "updated":"2026-11-25T15:00:00Z"}"#,

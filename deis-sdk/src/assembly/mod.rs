@@ -48,8 +48,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deis_core::artifact::ArtifactStore;
+use deis_core::controller::{Controller, ControllerConfig, RegistrationMode};
 use deis_core::logs::{DEFAULT_QUEUE_LINES, LogError, LogStore, UnitLogSink};
-use deis_core::platform::{Platform as Controller, PlatformConfig, RegistrationMode};
 use deis_core::scheduler::local::UnitOutput;
 use deis_core::scheduler::{Capacity, LocalScheduler, LocalSchedulerConfig, Scheduler, SchedulerError};
 use deis_core::store::{Store, StoreError};
@@ -349,7 +349,7 @@ impl PlatformBuilder {
             Some(broker) => broker,
             None => Arc::new(LocalTtyBroker::new(LocalTtyConfig::with_state_dir(&data)).await?),
         };
-        let controller = Controller::new(PlatformConfig {
+        let controller = Controller::new(ControllerConfig {
             store: store.clone(),
             scheduler: scheduler.clone(),
             artifacts: ArtifactStore::new(data.join("builds")),

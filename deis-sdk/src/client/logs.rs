@@ -178,7 +178,7 @@ fn parse_follow_line(line: &[u8]) -> Result<Option<FollowEvent>> {
 }
 
 /// A drain as the API returns it: the platform's own record.
-pub type DrainInfo = deis_core::platform::Drain;
+pub type DrainInfo = deis_core::controller::Drain;
 
 impl Client {
     /// `GET /v2/apps/<app>/logs`: the last lines as the server formats them (each

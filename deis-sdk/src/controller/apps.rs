@@ -11,7 +11,7 @@ use super::extract::{AppPath, AuthUser, JsonBody, Page};
 use super::{ApiState, json};
 
 pub(super) async fn list(State(s): State<ApiState>, AuthUser(user): AuthUser, page: Page) -> ApiResult {
-    Ok(page.render(s.platform.list_apps(&user).await?))
+    Ok(page.render(s.controller.list_apps(&user).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -25,12 +25,12 @@ pub(super) async fn create(
     JsonBody(b): JsonBody<CreateBody>,
 ) -> ApiResult {
     let id = b.id.map(AppName::new).transpose()?;
-    let app = s.platform.create_app(&user, id).await?;
+    let app = s.controller.create_app(&user, id).await?;
     Ok(json(StatusCode::CREATED, app))
 }
 
 pub(super) async fn info(State(s): State<ApiState>, AuthUser(user): AuthUser, AppPath(app): AppPath) -> ApiResult {
-    Ok(json(StatusCode::OK, s.platform.app(&user, &app).await?))
+    Ok(json(StatusCode::OK, s.controller.app(&user, &app).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,15 +45,15 @@ pub(super) async fn transfer(
     JsonBody(b): JsonBody<TransferBody>,
 ) -> ApiResult {
     let owner = b.owner.filter(|o| !o.is_empty()).ok_or_else(|| ApiError::required("owner"))?;
-    s.platform.transfer_app(&user, &app, &owner).await?;
+    s.controller.transfer_app(&user, &app, &owner).await?;
     Ok(StatusCode::OK.into_response())
 }
 
 pub(super) async fn destroy(State(s): State<ApiState>, AuthUser(user): AuthUser, AppPath(app): AppPath) -> ApiResult {
-    s.platform.destroy_app(&user, &app).await?;
+    s.controller.destroy_app(&user, &app).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub(super) async fn settings(State(s): State<ApiState>, AuthUser(user): AuthUser, AppPath(app): AppPath) -> ApiResult {
-    Ok(json(StatusCode::OK, s.platform.app_settings(&user, &app).await?))
+    Ok(json(StatusCode::OK, s.controller.app_settings(&user, &app).await?))
 }

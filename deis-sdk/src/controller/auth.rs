@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use deis_core::platform::RegenerateTarget;
+use deis_core::controller::RegenerateTarget;
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -26,7 +26,7 @@ pub(super) async fn register(
 ) -> ApiResult {
     let username = b.username.ok_or_else(|| ApiError::required("username"))?;
     let password = b.password.ok_or_else(|| ApiError::required("password"))?;
-    let user = s.platform.register(caller.as_ref(), &username, &password, &b.email).await?;
+    let user = s.controller.register(caller.as_ref(), &username, &password, &b.email).await?;
     Ok(json(StatusCode::CREATED, user.public()))
 }
 
@@ -39,12 +39,12 @@ pub(super) struct LoginBody {
 pub(super) async fn login(State(s): State<ApiState>, JsonBody(b): JsonBody<LoginBody>) -> ApiResult {
     let username = b.username.ok_or_else(|| ApiError::required("username"))?;
     let password = b.password.ok_or_else(|| ApiError::required("password"))?;
-    let token = s.platform.login(&username, &password).await?;
+    let token = s.controller.login(&username, &password).await?;
     Ok(json(StatusCode::OK, json!({ "token": token })))
 }
 
 pub(super) async fn whoami(State(s): State<ApiState>, AuthUser(user): AuthUser) -> ApiResult {
-    Ok(json(StatusCode::OK, s.platform.whoami(&user).await?.public()))
+    Ok(json(StatusCode::OK, s.controller.whoami(&user).await?.public()))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,7 +57,7 @@ pub(super) async fn cancel(
     AuthUser(user): AuthUser,
     JsonBody(b): JsonBody<CancelBody>,
 ) -> ApiResult {
-    s.platform.cancel_user(&user, b.username.as_deref().filter(|u| !u.is_empty())).await?;
+    s.controller.cancel_user(&user, b.username.as_deref().filter(|u| !u.is_empty())).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -73,7 +73,9 @@ pub(super) async fn passwd(
     AuthUser(user): AuthUser,
     JsonBody(b): JsonBody<PasswdBody>,
 ) -> ApiResult {
-    s.platform.change_password(&user, b.username.as_deref(), b.password.as_deref(), b.new_password.as_deref()).await?;
+    s.controller
+        .change_password(&user, b.username.as_deref(), b.password.as_deref(), b.new_password.as_deref())
+        .await?;
     Ok(json(StatusCode::OK, json!({ "status": "password set" })))
 }
 
@@ -94,13 +96,13 @@ pub(super) async fn tokens(
         (false, Some(name)) => RegenerateTarget::User(name),
         (false, None) => RegenerateTarget::Own,
     };
-    Ok(match s.platform.regenerate_token(&user, target).await? {
+    Ok(match s.controller.regenerate_token(&user, target).await? {
         Some(token) => json(StatusCode::OK, json!({ "token": token })),
         None => json(StatusCode::OK, ""),
     })
 }
 
 pub(super) async fn list_users(State(s): State<ApiState>, AuthUser(user): AuthUser, page: Page) -> ApiResult<Response> {
-    let users = s.platform.list_users(&user).await?;
+    let users = s.controller.list_users(&user).await?;
     Ok(page.render(users.iter().map(|u| u.public()).collect()))
 }

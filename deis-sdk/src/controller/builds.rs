@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use axum::body::Body;
 use axum::extract::State;
 use deis_core::ProcessType;
-use deis_core::platform::{BuildInput, PlatformError};
+use deis_core::controller::{BuildInput, ControllerError};
 use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 
@@ -28,7 +28,7 @@ pub(super) async fn list(
     AppPath(app): AppPath,
     page: Page,
 ) -> ApiResult {
-    Ok(page.render(s.platform.builds(&user, &app).await?.iter().map(build_json).collect()))
+    Ok(page.render(s.controller.builds(&user, &app).await?.iter().map(build_json).collect()))
 }
 
 /// A build as JSON, always with an `image` field (empty for source builds).
@@ -58,7 +58,7 @@ pub(super) async fn create(
     body: Body,
 ) -> ApiResult {
     // Unknown apps and foreign apps are refused before a large upload is read.
-    s.platform.app(&user, &app).await?;
+    s.controller.app(&user, &app).await?;
     let input = if is_tarball(&headers) {
         let bytes = read_body(body, content_length(&headers), s.limits.max_upload_bytes).await?;
         BuildInput::Source(bytes.to_vec())
@@ -72,12 +72,12 @@ pub(super) async fn create(
             .into_iter()
             .map(|(ty, command)| match ProcessType::new(ty) {
                 Ok(ty) => Ok((ty, command)),
-                Err(e) => Err(PlatformError::validation("procfile", e.message)),
+                Err(e) => Err(ControllerError::validation("procfile", e.message)),
             })
             .collect::<Result<_, _>>()?;
         BuildInput::Image { image, procfile }
     };
-    let outcome = s.platform.create_build(&user, &app, input).await?;
+    let outcome = s.controller.create_build(&user, &app, input).await?;
     let mut body = build_json(&outcome.build);
     if let Some(warning) = outcome.warning {
         body["warning"] = serde_json::Value::String(warning);

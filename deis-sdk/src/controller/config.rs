@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, State};
 use deis_core::ConfigPatch;
-use deis_core::platform::{PlatformError, ResourceKind};
+use deis_core::controller::{ControllerError, ResourceKind};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -16,7 +16,7 @@ pub(super) async fn get_config(
     AuthUser(user): AuthUser,
     AppPath(app): AppPath,
 ) -> ApiResult {
-    Ok(json(StatusCode::OK, s.platform.config(&user, &app).await?))
+    Ok(json(StatusCode::OK, s.controller.config(&user, &app).await?))
 }
 
 pub(super) async fn set_config(
@@ -25,7 +25,7 @@ pub(super) async fn set_config(
     AppPath(app): AppPath,
     JsonBody(patch): JsonBody<ConfigPatch>,
 ) -> ApiResult {
-    let (config, _) = s.platform.set_config(&user, &app, &patch).await?;
+    let (config, _) = s.controller.set_config(&user, &app, &patch).await?;
     Ok(json(StatusCode::CREATED, config))
 }
 
@@ -35,7 +35,7 @@ pub(super) async fn releases(
     AppPath(app): AppPath,
     page: Page,
 ) -> ApiResult {
-    Ok(page.render(s.platform.releases(&user, &app).await?))
+    Ok(page.render(s.controller.releases(&user, &app).await?))
 }
 
 pub(super) async fn release(
@@ -48,8 +48,8 @@ pub(super) async fn release(
         .strip_prefix('v')
         .unwrap_or(&version)
         .parse()
-        .map_err(|_| PlatformError::not_found(ResourceKind::Release, &version))?;
-    Ok(json(StatusCode::OK, s.platform.release(&user, &app, version).await?))
+        .map_err(|_| ControllerError::not_found(ResourceKind::Release, &version))?;
+    Ok(json(StatusCode::OK, s.controller.release(&user, &app, version).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +63,6 @@ pub(super) async fn rollback(
     AppPath(app): AppPath,
     JsonBody(b): JsonBody<RollbackBody>,
 ) -> ApiResult {
-    let release = s.platform.rollback(&user, &app, b.version).await?;
+    let release = s.controller.rollback(&user, &app, b.version).await?;
     Ok(json(StatusCode::CREATED, json!({ "version": release.version })))
 }

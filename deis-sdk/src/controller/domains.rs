@@ -15,7 +15,7 @@ pub(super) async fn list(
     AppPath(app): AppPath,
     page: Page,
 ) -> ApiResult {
-    Ok(page.render(s.platform.domains(&user, &app).await?))
+    Ok(page.render(s.controller.domains(&user, &app).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -30,7 +30,7 @@ pub(super) async fn add(
     JsonBody(b): JsonBody<AddBody>,
 ) -> ApiResult {
     let domain = b.domain.ok_or_else(|| ApiError::required("domain"))?;
-    Ok(json(StatusCode::CREATED, s.platform.add_domain(&user, &app, &domain).await?))
+    Ok(json(StatusCode::CREATED, s.controller.add_domain(&user, &app, &domain).await?))
 }
 
 pub(super) async fn remove(
@@ -39,6 +39,6 @@ pub(super) async fn remove(
     AppPath(app): AppPath,
     Path((_, domain)): Path<(String, String)>,
 ) -> ApiResult {
-    s.platform.remove_domain(&user, &app, &domain).await?;
+    s.controller.remove_domain(&user, &app, &domain).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

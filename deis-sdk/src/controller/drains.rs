@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
-use deis_core::platform::{DRAINS_PREFIX, Drain, drains_prefix};
+use deis_core::controller::{DRAINS_PREFIX, Drain, drains_prefix};
 use deis_core::store::records;
 use deis_core::store::{Store, StoreError, Watch};
 use http::StatusCode;
@@ -31,7 +31,7 @@ pub(super) async fn list(
     AppPath(app): AppPath,
     page: Page,
 ) -> ApiResult {
-    Ok(page.render(s.platform.drains(&user, &app).await?))
+    Ok(page.render(s.controller.drains(&user, &app).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,8 +47,8 @@ pub(super) async fn add(
 ) -> ApiResult {
     let url = b.url.filter(|u| !u.trim().is_empty()).ok_or_else(|| ApiError::required("url"))?;
     let url = DrainUrl::parse(&url)
-        .map_err(|e| ApiError::from(deis_core::platform::PlatformError::validation("url", e.to_string())))?;
-    Ok(json(StatusCode::CREATED, s.platform.add_drain(&user, &app, &url.to_string()).await?))
+        .map_err(|e| ApiError::from(deis_core::controller::ControllerError::validation("url", e.to_string())))?;
+    Ok(json(StatusCode::CREATED, s.controller.add_drain(&user, &app, &url.to_string()).await?))
 }
 
 pub(super) async fn remove(
@@ -59,7 +59,7 @@ pub(super) async fn remove(
 ) -> ApiResult {
     // A URL may be given in any accepted spelling: match its canonical form.
     let key = DrainUrl::parse(&drain).map(|u| u.to_string()).unwrap_or(drain);
-    s.platform.remove_drain(&user, &app, &key).await?;
+    s.controller.remove_drain(&user, &app, &key).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -1,6 +1,6 @@
 //! Errors as the Workflow CLI expects them: status codes and JSON bodies (§1.6).
 //!
-//! [`PlatformError`]s say what went wrong; this module decides how each one is shown to
+//! [`ControllerError`]s say what went wrong; this module decides how each one is shown to
 //! an HTTP client: the status, and one of the bodies the Workflow SDK understands:
 //! `{"detail": "..."}`, `{"<field>": ["..."]}` for invalid fields, and a bare JSON string
 //! (`"No App matches the given query."`) for unknown records.
@@ -8,8 +8,8 @@
 use axum::response::{IntoResponse, Response};
 use deis_core::ValidationError;
 use deis_core::artifact::ArtifactError;
+use deis_core::controller::ControllerError;
 use deis_core::logs::LogError;
-use deis_core::platform::PlatformError;
 use deis_core::scheduler::SchedulerError;
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
@@ -17,9 +17,9 @@ use serde_json::{Value, json};
 /// An error response of the controller API.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// An error of the platform's logic, shown as [`platform_error_response`] says.
+    /// An error of the controller's logic, shown as [`controller_error_response`] says.
     #[error(transparent)]
-    Platform(#[from] PlatformError),
+    Controller(#[from] ControllerError),
     /// 400 `{"detail": ...}`: the request itself is malformed (query, body, field type).
     #[error("{0}")]
     BadRequest(String),
@@ -42,7 +42,7 @@ pub enum ApiError {
 
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
-        Self::Platform(e.into())
+        Self::Controller(e.into())
     }
 }
 
@@ -54,14 +54,14 @@ impl ApiError {
 
     /// 400 `{"<field>": ["This field is required."]}`.
     pub fn required(field: &str) -> Self {
-        Self::Platform(PlatformError::validation(field, "This field is required."))
+        Self::Controller(ControllerError::validation(field, "This field is required."))
     }
 
     /// The status and JSON body of this error.
     pub fn status_and_body(&self) -> (StatusCode, Value) {
         let detail = |status: StatusCode| (status, json!({ "detail": self.to_string() }));
         match self {
-            Self::Platform(e) => platform_error_response(e),
+            Self::Controller(e) => controller_error_response(e),
             Self::BadRequest(_) => detail(StatusCode::BAD_REQUEST),
             Self::Unauthenticated(_) => detail(StatusCode::UNAUTHORIZED),
             Self::NoRoute => detail(StatusCode::NOT_FOUND),
@@ -72,7 +72,7 @@ impl ApiError {
     }
 }
 
-/// How the API shows a [`PlatformError`]: the status and the Workflow-compatible body.
+/// How the API shows a [`ControllerError`]: the status and the Workflow-compatible body.
 ///
 /// | error | status | body |
 /// |---|---|---|
@@ -85,8 +85,8 @@ impl ApiError {
 /// | `NotSet`, `Capacity` | 422 | `{"detail": ...}` |
 /// | store, worker and inconsistency failures | 500 | `{"detail": "Server Error: ..."}` |
 /// | other refusals (no build, bad command, rollback, scheduler or archive refusals) | 400 | `{"detail": ...}` |
-pub fn platform_error_response(e: &PlatformError) -> (StatusCode, Value) {
-    use PlatformError as E;
+pub fn controller_error_response(e: &ControllerError) -> (StatusCode, Value) {
+    use ControllerError as E;
     let detail = |status: StatusCode| (status, json!({ "detail": e.to_string() }));
     match e {
         E::Validation(v) if v.field == "detail" => (StatusCode::BAD_REQUEST, json!({ "detail": v.message })),
@@ -147,13 +147,13 @@ pub type ApiResult<T = Response> = Result<T, ApiError>;
 
 #[cfg(test)]
 mod tests {
-    use deis_core::platform::{CommandError, ResourceKind, RollbackRefusal, UnknownRestartTarget};
+    use deis_core::controller::{CommandError, ResourceKind, RollbackRefusal, UnknownRestartTarget};
     use deis_core::{AppName, StoreError};
 
     use super::*;
 
-    fn shown(e: PlatformError) -> (u16, Value) {
-        let (status, body) = platform_error_response(&e);
+    fn shown(e: ControllerError) -> (u16, Value) {
+        let (status, body) = controller_error_response(&e);
         (status.as_u16(), body)
     }
 
@@ -162,32 +162,32 @@ mod tests {
     fn platform_errors_look_like_workflows() {
         let detail = |s: &str| json!({ "detail": s });
         assert_eq!(
-            shown(PlatformError::validation("id", "App name can only contain a-z (lowercase), 0-9 and hyphens")),
+            shown(ControllerError::validation("id", "App name can only contain a-z (lowercase), 0-9 and hyphens")),
             (400, json!({"id": ["App name can only contain a-z (lowercase), 0-9 and hyphens"]}))
         );
         assert_eq!(
-            shown(PlatformError::not_found(ResourceKind::App, "nope")),
+            shown(ControllerError::not_found(ResourceKind::App, "nope")),
             (404, json!("No App matches the given query."))
         );
-        assert_eq!(shown(PlatformError::InvalidToken), (401, detail("Invalid token.")));
+        assert_eq!(shown(ControllerError::InvalidToken), (401, detail("Invalid token.")));
         assert_eq!(
-            shown(PlatformError::Forbidden),
+            shown(ControllerError::Forbidden),
             (403, detail("You do not have permission to perform this action."))
         );
         assert_eq!(
-            shown(PlatformError::UnknownProcessType { proc_type: "clock".into() }),
+            shown(ControllerError::UnknownProcessType { proc_type: "clock".into() }),
             (404, detail("Container type clock does not exist in application"))
         );
         assert_eq!(
-            shown(PlatformError::UnknownRestartTarget(UnknownRestartTarget::Unit("a.web.9".into()))),
+            shown(ControllerError::UnknownRestartTarget(UnknownRestartTarget::Unit("a.web.9".into()))),
             (400, detail("Pod a.web.9 does not exist in application"))
         );
         assert_eq!(
-            shown(PlatformError::OwnsApps { username: "bob".into() }),
+            shown(ControllerError::OwnsApps { username: "bob".into() }),
             (409, detail("bob still has applications assigned. Delete or transfer ownership"))
         );
         assert_eq!(
-            shown(PlatformError::NotSet { key: "A".into(), section: "values".into() }),
+            shown(ControllerError::NotSet { key: "A".into(), section: "values".into() }),
             (422, detail("A does not exist under values"))
         );
         assert_eq!(
@@ -200,11 +200,11 @@ mod tests {
         assert_eq!(shown(ArtifactError::TooLarge("2 GiB".into()).into()).0, 400);
         let app = AppName::new("hello").unwrap();
         assert_eq!(
-            shown(PlatformError::Logs { app: app.clone(), source: LogError::Invalid("bad filter".into()) }),
+            shown(ControllerError::Logs { app: app.clone(), source: LogError::Invalid("bad filter".into()) }),
             (400, detail("bad filter"))
         );
         assert_eq!(
-            shown(PlatformError::Logs { app, source: LogError::Closed }),
+            shown(ControllerError::Logs { app, source: LogError::Closed }),
             (500, detail("Server Error: Error accessing logs for hello: log store is closed"))
         );
         assert_eq!(shown(StoreError::Closed.into()), (500, detail("Server Error: store is closed")));

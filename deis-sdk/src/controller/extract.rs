@@ -3,7 +3,7 @@
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Query, RawPathParams, Request};
 use axum::response::{IntoResponse, Response};
-use deis_core::platform::{PlatformError, ResourceKind};
+use deis_core::controller::{ControllerError, ResourceKind};
 use deis_core::{AppName, User};
 use http::request::Parts;
 use http::{StatusCode, header};
@@ -42,7 +42,7 @@ impl FromRequestParts<ApiState> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         match token(parts) {
             None => Err(ApiError::Unauthenticated("Authentication credentials were not provided.")),
-            Some(t) => Ok(Self(state.platform.authenticate(&t?).await?)),
+            Some(t) => Ok(Self(state.controller.authenticate(&t?).await?)),
         }
     }
 }
@@ -57,7 +57,7 @@ impl FromRequestParts<ApiState> for MaybeUser {
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
         match token(parts) {
             None => Ok(Self(None)),
-            Some(t) => Ok(Self(Some(state.platform.authenticate(&t?).await?))),
+            Some(t) => Ok(Self(Some(state.controller.authenticate(&t?).await?))),
         }
     }
 }
@@ -78,7 +78,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AppPath {
         };
         AppName::new(raw)
             .map(Self)
-            .map_err(|_| ApiError::from(PlatformError::not_found(ResourceKind::App, raw)).into_response())
+            .map_err(|_| ApiError::from(ControllerError::not_found(ResourceKind::App, raw)).into_response())
     }
 }
 

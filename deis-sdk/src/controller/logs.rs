@@ -181,7 +181,7 @@ pub(super) async fn logs(
     q: LogQuery,
 ) -> ApiResult {
     let n = q.lines.unwrap_or(DEFAULT_LOG_LINES);
-    let entries = s.platform.app_logs(&user, &app, n, &q.filter).await?;
+    let entries = s.controller.app_logs(&user, &app, n, &q.filter).await?;
     if entries.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
@@ -284,7 +284,7 @@ pub(super) async fn follow(
         // logger restarted without keeping lines, or the app was re-created): every
         // line it has now is new to this reader.
         (Some(seq), _) => {
-            let last = s.platform.app_logs(&user, &app, 1, &LogFilter::default()).await?.last().map_or(0, |e| e.seq);
+            let last = s.controller.app_logs(&user, &app, 1, &LogFilter::default()).await?.last().map_or(0, |e| e.seq);
             if seq > last {
                 notice = Some("the log started over (the logger restarted); resuming from its start".to_string());
                 Cursor::After(0)
@@ -295,7 +295,7 @@ pub(super) async fn follow(
         (None, Some(0)) => Cursor::Now,
         (None, n) => Cursor::Last(n.unwrap_or(DEFAULT_LOG_LINES)),
     };
-    let follow = s.platform.follow_app_logs(&user, &app, cursor, q.filter).await?;
+    let follow = s.controller.follow_app_logs(&user, &app, cursor, q.filter).await?;
     let json = q.json;
     let shutdown = shutdown.map(|Extension(FollowShutdown(rx))| rx);
     let state = Follow { follow, json, ended: false, shutdown, notice };

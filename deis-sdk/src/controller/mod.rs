@@ -1,13 +1,13 @@
 //! The controller's HTTP API: the Deis Workflow v2.3 REST API (so existing Workflow
-//! clients keep working) plus our extensions, on top of [`Platform`].
+//! clients keep working) plus our extensions, on top of [`Controller`].
 //!
 //! [`router`] builds an `axum::Router`; serve it with `axum::serve`:
 //!
 //! ```no_run
-//! # async fn demo(platform: std::sync::Arc<deis_core::platform::Platform>) -> std::io::Result<()> {
+//! # async fn demo(controller: std::sync::Arc<deis_sdk::controller::Controller>) -> std::io::Result<()> {
 //! use deis_sdk::controller::{ApiLimits, router};
 //!
-//! let app = router(platform, ApiLimits::default());
+//! let app = router(controller, ApiLimits::default());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
@@ -40,11 +40,11 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
-use deis_core::platform::Platform;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
+pub use deis_core::controller::*;
 pub use drains::sync_drains;
-pub use error::{ApiError, ApiResult, platform_error_response};
+pub use error::{ApiError, ApiResult, controller_error_response};
 pub use extract::{AppPath, AuthUser, DEFAULT_PAGE, JsonBody, MAX_PAGE, MaybeUser, Page};
 pub use logs::{DEFAULT_LOG_LINES, FollowShutdown, HEARTBEAT, MAX_LOG_LINES, MAX_LOGS_BODY};
 
@@ -72,7 +72,7 @@ impl Default for ApiLimits {
 #[derive(Debug, Clone)]
 pub struct ApiState {
     /// The controller logic.
-    pub platform: Arc<Platform>,
+    pub controller: Arc<Controller>,
     /// Body limits.
     pub limits: ApiLimits,
 }
@@ -84,7 +84,7 @@ fn both(router: Router<ApiState>, path: &str, methods: MethodRouter<ApiState>) -
 }
 
 /// The controller API on `platform`. See the module docs for the conventions.
-pub fn router(platform: Arc<Platform>, limits: ApiLimits) -> Router {
+pub fn router(controller: Arc<Controller>, limits: ApiLimits) -> Router {
     use axum::routing::{delete, post};
     let r = Router::new();
     let r = r
@@ -126,7 +126,7 @@ pub fn router(platform: Arc<Platform>, limits: ApiLimits) -> Router {
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(version_headers))
-        .with_state(ApiState { platform, limits })
+        .with_state(ApiState { controller, limits })
 }
 
 static API_VERSION_HEADER: HeaderName = HeaderName::from_static("deis_api_version");

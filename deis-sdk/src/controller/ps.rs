@@ -32,7 +32,7 @@ pub(super) async fn list(
     AppPath(app): AppPath,
     page: Page,
 ) -> ApiResult {
-    let units = s.platform.units(&user, &app).await?;
+    let units = s.controller.units(&user, &app).await?;
     Ok(page.render(units.iter().map(pod).collect()))
 }
 
@@ -62,12 +62,12 @@ pub(super) async fn scale(
     JsonBody(body): JsonBody<BTreeMap<String, Value>>,
 ) -> ApiResult {
     let counts = parse_scale(body)?;
-    s.platform.scale(&user, &app, &counts).await?;
+    s.controller.scale(&user, &app, &counts).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn restart(s: ApiState, user: &deis_core::User, app: &AppName, filter: RestartFilter) -> ApiResult {
-    let units = s.platform.restart(user, app, filter).await?;
+    let units = s.controller.restart(user, app, filter).await?;
     Ok(json(StatusCode::OK, units.iter().map(pod).collect::<Vec<_>>()))
 }
 

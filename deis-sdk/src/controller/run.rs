@@ -87,7 +87,7 @@ pub(super) async fn run(
 ) -> ApiResult {
     let Some(Extension(svc)) = ext else { return Ok(no_broker()) };
     let command = command_of(body.command)?;
-    let spec = s.platform.session_spec(&user, &app, command, false, None).await?;
+    let spec = s.controller.session_spec(&user, &app, command, false, None).await?;
     match svc.run_batch(spec).await {
         Ok(out) => Ok(json(StatusCode::OK, out)),
         Err(e) => Ok(service_error(e)),
@@ -113,7 +113,7 @@ pub(super) async fn create_session(
 ) -> ApiResult {
     let Some(Extension(svc)) = ext else { return Ok(no_broker()) };
     let command = command_of(body.command)?;
-    let spec = s.platform.session_spec(&user, &app, command, body.tty, body.proc_type.as_deref()).await?;
+    let spec = s.controller.session_spec(&user, &app, command, body.tty, body.proc_type.as_deref()).await?;
     match svc.create_session(spec) {
         Ok(ticket) => Ok(json(StatusCode::CREATED, ticket)),
         Err(e) => Ok(service_error(e)),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use deis_core::artifact::ArtifactStore;
-use deis_core::platform::{Platform, PlatformConfig, RegistrationMode};
+use deis_core::controller::{Controller, ControllerConfig, RegistrationMode};
 use deis_core::scheduler::{LocalScheduler, LocalSchedulerConfig};
 use deis_core::store::RedbStore;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -22,7 +22,7 @@ use super::{ApiLimits, router};
 struct Api {
     addr: SocketAddr,
     client: Client<HttpConnector, Full<Bytes>>,
-    platform: Arc<Platform>,
+    platform: Arc<Controller>,
     _dir: tempfile::TempDir,
 }
 
@@ -42,7 +42,7 @@ impl Resp {
 async fn start_with(limits: ApiLimits) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let scheduler = LocalScheduler::new(LocalSchedulerConfig::new(dir.path().join("scheduler"))).await.unwrap();
-    let platform = Platform::new(PlatformConfig {
+    let platform = Controller::new(ControllerConfig {
         store: RedbStore::in_memory(),
         scheduler,
         artifacts: ArtifactStore::new(dir.path()),

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::reconcile::process_types;
-use super::{MAX_ATTEMPTS, Platform, PlatformError, ResourceKind, Result, UnknownRestartTarget};
+use super::{Controller, ControllerError, MAX_ATTEMPTS, ResourceKind, Result, UnknownRestartTarget};
 use crate::model::{AppName, ProcessType, Unit, UnitState, User};
 use crate::scheduler::{RestartFilter, SchedulerError};
 use crate::store::Txn;
@@ -12,11 +12,11 @@ use crate::store::records::{self, app_key};
 /// Most units of one process type a scale request may ask for.
 pub const MAX_UNITS_PER_TYPE: u32 = 1000;
 
-impl Platform {
+impl Controller {
     /// Sets the number of units per process type. The new formation is handed to the
     /// scheduler before it is committed, so a capacity refusal
-    /// ([`PlatformError::Capacity`]) changes nothing. [`PlatformError::NoBuild`] without
-    /// a build; [`PlatformError::UnknownProcessType`] for a type the build does not have.
+    /// ([`ControllerError::Capacity`]) changes nothing. [`ControllerError::NoBuild`] without
+    /// a build; [`ControllerError::UnknownProcessType`] for a type the build does not have.
     pub async fn scale(&self, user: &User, app: &AppName, counts: &BTreeMap<ProcessType, u32>) -> Result<()> {
         self.app_for(user, app).await?;
         let _guard = self.lock_app(app).await;
@@ -24,15 +24,15 @@ impl Platform {
             let (app_record, rev) = self.app_for(user, app).await?;
             let ctx = self.context(app_record, rev).await?;
             let Some(build) = &ctx.build else {
-                return Err(PlatformError::NoBuild);
+                return Err(ControllerError::NoBuild);
             };
             let types = process_types(build);
             for (ty, count) in counts {
                 if !types.contains_key(ty) {
-                    return Err(PlatformError::UnknownProcessType { proc_type: ty.to_string() });
+                    return Err(ControllerError::UnknownProcessType { proc_type: ty.to_string() });
                 }
                 if *count > MAX_UNITS_PER_TYPE {
-                    return Err(PlatformError::TooManyUnits { proc_type: ty.to_string(), max: MAX_UNITS_PER_TYPE });
+                    return Err(ControllerError::TooManyUnits { proc_type: ty.to_string(), max: MAX_UNITS_PER_TYPE });
                 }
             }
             let mut new_app = ctx.app.clone();
@@ -60,7 +60,7 @@ impl Platform {
                 }
             }
         }
-        Err(PlatformError::Concurrent { kind: ResourceKind::App })
+        Err(ControllerError::Concurrent { kind: ResourceKind::App })
     }
 
     /// The app's units as the scheduler reports them (all but destroyed ones).
@@ -71,7 +71,7 @@ impl Platform {
     }
 
     /// Restarts the app's units (all, one process type, or one unit by name) and
-    /// returns them; unknown types or units are [`PlatformError::UnknownRestartTarget`].
+    /// returns them; unknown types or units are [`ControllerError::UnknownRestartTarget`].
     pub async fn restart(&self, user: &User, app: &AppName, filter: RestartFilter) -> Result<Vec<Unit>> {
         let (app_record, rev) = self.app_for(user, app).await?;
         let _guard = self.lock_app(app).await;
@@ -79,14 +79,14 @@ impl Platform {
             let ctx = self.context(app_record, rev).await?;
             let known = ctx.build.as_ref().is_some_and(|b| process_types(b).contains_key(ty.as_str()));
             if !known {
-                return Err(PlatformError::UnknownRestartTarget(UnknownRestartTarget::ProcessType(ty.clone())));
+                return Err(ControllerError::UnknownRestartTarget(UnknownRestartTarget::ProcessType(ty.clone())));
             }
         }
         if let Some(name) = &filter.unit {
             let units = self.scheduler.units(app).await?;
             let matches = |u: &Unit| &u.name == name && filter.proc_type.as_ref().is_none_or(|t| &u.proc_type == t);
             if !units.iter().any(matches) {
-                return Err(PlatformError::UnknownRestartTarget(UnknownRestartTarget::Unit(name.clone())));
+                return Err(ControllerError::UnknownRestartTarget(UnknownRestartTarget::Unit(name.clone())));
             }
         }
         let what = match (&filter.unit, &filter.proc_type) {

@@ -5,7 +5,7 @@
 //! the app's units see (minus the per-unit `PORT` and `DEIS_UNIT`).
 
 use super::reconcile::{image_cmd_type, process_types};
-use super::{CommandError, Platform, PlatformError, Result};
+use super::{CommandError, Controller, ControllerError, Result};
 use crate::model::{AppName, User};
 use crate::tty::SessionSpec;
 
@@ -32,7 +32,7 @@ pub fn validate_command(command: &[String]) -> std::result::Result<(), CommandEr
     Ok(())
 }
 
-impl Platform {
+impl Controller {
     /// The session that runs `command` in the environment of `app`'s current release,
     /// for `user` (owner or admin, else 403).
     ///
@@ -41,9 +41,9 @@ impl Platform {
     /// is the release's config plus `DEIS_APP` and `DEIS_RELEASE`; the artifact is the
     /// release's build (unpacked source directory or image).
     ///
-    /// Errors: [`PlatformError::Command`] for an empty or oversized command;
-    /// [`PlatformError::NoBuildToRun`] before the first build;
-    /// [`PlatformError::UnknownProcessType`] for a type the build does not have.
+    /// Errors: [`ControllerError::Command`] for an empty or oversized command;
+    /// [`ControllerError::NoBuildToRun`] before the first build;
+    /// [`ControllerError::UnknownProcessType`] for a type the build does not have.
     pub async fn session_spec(
         &self,
         user: &User,
@@ -56,12 +56,12 @@ impl Platform {
         let (app_record, rev) = self.app_for(user, app).await?;
         let ctx = self.context(app_record, rev).await?;
         let Some(build) = ctx.build.as_ref() else {
-            return Err(PlatformError::NoBuildToRun);
+            return Err(ControllerError::NoBuildToRun);
         };
         let types = process_types(build);
         let proc_type = match proc_type {
             Some(t) if types.contains_key(t) => t.to_string(),
-            Some(t) => return Err(PlatformError::UnknownProcessType { proc_type: t.to_string() }),
+            Some(t) => return Err(ControllerError::UnknownProcessType { proc_type: t.to_string() }),
             None if types.contains_key("web") => "web".to_string(),
             None => types.keys().next().cloned().unwrap_or_else(image_cmd_type).into_string(),
         };

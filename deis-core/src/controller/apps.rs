@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::{MAX_ATTEMPTS, Platform, PlatformError, ResourceKind, Result};
+use super::{Controller, ControllerError, MAX_ATTEMPTS, ResourceKind, Result};
 use crate::model::{App, AppName, Config, Domain, Release, User, validate};
 use crate::store::Txn;
 use crate::store::records::{self, ENDPOINTS_PREFIX, app_key, config_key, domain_key, release_key, user_key};
@@ -27,7 +27,7 @@ fn random_name() -> AppName {
     AppName::new(name).expect("adjective-noun is an app name")
 }
 
-impl Platform {
+impl Controller {
     /// Creates an app owned by `user` (a random `<adjective>-<noun>` name if `id` is
     /// `None`), with an empty config, release v1 and its id as default domain. Names
     /// the platform keeps for itself ([`validate::RESERVED_APP_NAMES`]) are refused.
@@ -77,12 +77,12 @@ impl Platform {
                 continue; // a random name collided: pick another
             }
             return Err(if self.store.get(&app_key(&name)).await?.is_some() {
-                PlatformError::validation("id", "Application with this id already exists.")
+                ControllerError::validation("id", "Application with this id already exists.")
             } else {
-                PlatformError::validation("id", format!("The domain {name} is already in use by another app"))
+                ControllerError::validation("id", format!("The domain {name} is already in use by another app"))
             });
         }
-        Err(PlatformError::Concurrent { kind: ResourceKind::App })
+        Err(ControllerError::Concurrent { kind: ResourceKind::App })
     }
 
     /// The apps `user` may see, sorted by id: their own, or all for admins.
@@ -91,7 +91,7 @@ impl Platform {
         Ok(apps.into_iter().filter(|a| user.is_superuser || a.owner == user.username).collect())
     }
 
-    /// One app (owner or admin); [`PlatformError::NotFound`] if there is none.
+    /// One app (owner or admin); [`ControllerError::NotFound`] if there is none.
     pub async fn app(&self, user: &User, id: &AppName) -> Result<App> {
         self.app_for(user, id).await.map(|(a, _)| a)
     }
@@ -127,7 +127,7 @@ impl Platform {
                 return Ok(());
             }
         }
-        Err(PlatformError::Concurrent { kind: ResourceKind::App })
+        Err(ControllerError::Concurrent { kind: ResourceKind::App })
     }
 
     /// Gives an app to another user (owner or admin); not found if the user does not exist.
@@ -137,7 +137,7 @@ impl Platform {
         for _ in 0..MAX_ATTEMPTS {
             let (mut app, rev) = self.app_for(user, id).await?;
             let Some(owner) = self.store.get(&user_key(new_owner)).await? else {
-                return Err(PlatformError::not_found(ResourceKind::User, new_owner));
+                return Err(ControllerError::not_found(ResourceKind::User, new_owner));
             };
             app.owner = new_owner.to_string();
             app.updated = crate::time::Timestamp::now();
@@ -151,7 +151,7 @@ impl Platform {
                 return Ok(app);
             }
         }
-        Err(PlatformError::Concurrent { kind: ResourceKind::App })
+        Err(ControllerError::Concurrent { kind: ResourceKind::App })
     }
 
     /// The app settings object of `GET /v2/apps/<app>/settings/` (what `deis info`

@@ -1,9 +1,9 @@
 //! The controller's logic, without HTTP.
 //!
-//! [`Platform`] implements what the Deis controller does (users and tokens, apps,
+//! [`Controller`] implements what the Deis controller does (users and tokens, apps,
 //! config, builds, releases, scaling, processes, domains) on top of any
 //! [`Store`] and [`Scheduler`]. The HTTP API in `deis-sdk` is a thin mapping of these
-//! methods; an integrator can embed `Platform` directly.
+//! methods; an integrator can embed `Controller` directly.
 //!
 //! Guarantees:
 //! - Every change is one store transaction with compares on the revisions it read
@@ -14,16 +14,16 @@
 //!   runs (releases, scaling, limits) are handed to the scheduler *before* they are
 //!   committed, so a refusal (e.g. not enough capacity) changes nothing; if the commit
 //!   then fails, the previous spec is applied again.
-//! - Errors are [`PlatformError`]s: one variant per meaning, with the backend's error
+//! - Errors are [`ControllerError`]s: one variant per meaning, with the backend's error
 //!   as the source. The HTTP API (`deis_sdk::controller`) maps them to statuses and
 //!   Workflow's error bodies.
 //!
 //! ```no_run
-//! # async fn demo(store: std::sync::Arc<dyn deis_core::Store>, scheduler: std::sync::Arc<dyn deis_core::Scheduler>) -> Result<(), deis_core::platform::PlatformError> {
+//! # async fn demo(store: std::sync::Arc<dyn deis_core::Store>, scheduler: std::sync::Arc<dyn deis_core::Scheduler>) -> Result<(), deis_core::controller::ControllerError> {
 //! use deis_core::artifact::ArtifactStore;
-//! use deis_core::platform::{Platform, PlatformConfig, RegistrationMode};
+//! use deis_core::controller::{Controller, ControllerConfig, RegistrationMode};
 //!
-//! let platform = Platform::new(PlatformConfig {
+//! let platform = Controller::new(ControllerConfig {
 //!     store,
 //!     scheduler,
 //!     artifacts: ArtifactStore::new("/var/lib/deis"),
@@ -63,7 +63,7 @@ use crate::store::Store;
 use crate::store::records::{self, app_key};
 
 pub use builds::{BuildInput, BuildOutcome};
-pub use error::{CommandError, PlatformError, ResourceKind, Result, RollbackRefusal, UnknownRestartTarget};
+pub use error::{CommandError, ControllerError, ResourceKind, Result, RollbackRefusal, UnknownRestartTarget};
 pub use logs::{DRAINS_PREFIX, Drain, MAX_DRAINS_PER_APP, drain_key, drains_prefix, unit_event_message};
 pub use run::{MAX_COMMAND_ARGS, MAX_COMMAND_BYTES, validate_command};
 pub use scale::MAX_UNITS_PER_TYPE;
@@ -115,9 +115,9 @@ impl fmt::Display for RegistrationMode {
     }
 }
 
-/// Everything a [`Platform`] is built from.
+/// Everything a [`Controller`] is built from.
 #[derive(Debug)]
-pub struct PlatformConfig {
+pub struct ControllerConfig {
     /// Where records live.
     pub store: Arc<dyn Store>,
     /// What runs the units.
@@ -147,9 +147,9 @@ fn display<S: serde::Serializer>(v: &RegistrationMode, s: S) -> std::result::Res
     s.collect_str(v)
 }
 
-/// The controller's logic. Build it with [`Platform::new`]; share it as `Arc<Platform>`.
+/// The controller's logic. Build it with [`Controller::new`]; share it as `Arc<Controller>`.
 #[derive(Debug)]
-pub struct Platform {
+pub struct Controller {
     store: Arc<dyn Store>,
     scheduler: Arc<dyn Scheduler>,
     artifacts: ArtifactStore,
@@ -161,10 +161,10 @@ pub struct Platform {
     users_lock: tokio::sync::Mutex<()>,
 }
 
-impl Platform {
-    /// Builds the platform. Call [`Platform::reconcile_all`] once at startup so units
+impl Controller {
+    /// Builds the platform. Call [`Controller::reconcile_all`] once at startup so units
     /// converge on what the store says.
-    pub fn new(config: PlatformConfig) -> Arc<Self> {
+    pub fn new(config: ControllerConfig) -> Arc<Self> {
         Arc::new(Self {
             store: config.store,
             scheduler: config.scheduler,
@@ -211,7 +211,7 @@ impl Platform {
     async fn load_app(&self, id: &AppName) -> Result<(App, u64)> {
         records::get_json::<App>(&*self.store, &app_key(id))
             .await?
-            .ok_or_else(|| PlatformError::not_found(ResourceKind::App, id))
+            .ok_or_else(|| ControllerError::not_found(ResourceKind::App, id))
     }
 
     /// Reads an app `user` may manage (owner or admin).
@@ -229,5 +229,5 @@ impl Platform {
 
 /// Owner or admin.
 fn check_access(user: &User, app: &App) -> Result<()> {
-    if user.is_superuser || user.username == app.owner { Ok(()) } else { Err(PlatformError::Forbidden) }
+    if user.is_superuser || user.username == app.owner { Ok(()) } else { Err(ControllerError::Forbidden) }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use super::{MAX_ATTEMPTS, Platform, PlatformError, RegistrationMode, ResourceKind, Result};
+use super::{Controller, ControllerError, MAX_ATTEMPTS, RegistrationMode, ResourceKind, Result};
 use crate::auth;
 use crate::model::{App, User, validate};
 use crate::store::Txn;
@@ -24,7 +24,7 @@ pub enum RegenerateTarget {
 
 /// Runs password hashing off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|source| PlatformError::Worker { task: "password", source })
+    tokio::task::spawn_blocking(f).await.map_err(|source| ControllerError::Worker { task: "password", source })
 }
 
 /// A hash to verify against when the user does not exist, so a login takes as long
@@ -35,15 +35,15 @@ fn dummy_hash() -> &'static str {
 }
 
 fn required(field: &str, value: &str) -> Result<()> {
-    if value.is_empty() { Err(PlatformError::validation(field, "This field may not be blank.")) } else { Ok(()) }
+    if value.is_empty() { Err(ControllerError::validation(field, "This field may not be blank.")) } else { Ok(()) }
 }
 
-impl Platform {
+impl Controller {
     /// Registers a user. `caller` is the authenticated user, if the request carried a
     /// token (needed in [`RegistrationMode::AdminOnly`]). The first user becomes admin.
     pub async fn register(&self, caller: Option<&User>, username: &str, password: &str, email: &str) -> Result<User> {
         if self.settings.registration == RegistrationMode::Disabled {
-            return Err(PlatformError::RegistrationDisabled);
+            return Err(ControllerError::RegistrationDisabled);
         }
         validate::username(username)?;
         validate::password(password)?;
@@ -55,10 +55,10 @@ impl Platform {
             && !first
             && !caller.is_some_and(|u| u.is_superuser)
         {
-            return Err(PlatformError::RegistrationAdminOnly);
+            return Err(ControllerError::RegistrationAdminOnly);
         }
         if listing.kvs.iter().any(|kv| kv.key == user_key(username)) {
-            return Err(PlatformError::validation("username", "A user with that username already exists."));
+            return Err(ControllerError::validation("username", "A user with that username already exists."));
         }
         let pw = password.to_string();
         let hash = blocking(move || auth::hash_password(&pw)).await?;
@@ -72,7 +72,7 @@ impl Platform {
         };
         let key = user_key(username);
         if !self.commit(Txn::new().when(&key, 0).put(&key, records::encode(&user))).await? {
-            return Err(PlatformError::validation("username", "A user with that username already exists."));
+            return Err(ControllerError::validation("username", "A user with that username already exists."));
         }
         tracing::info!(user = username, admin = first, "user registered");
         Ok(user)
@@ -82,7 +82,7 @@ impl Platform {
     pub async fn login(&self, username: &str, password: &str) -> Result<String> {
         required("username", username)?;
         required("password", password)?;
-        let bad = || PlatformError::validation("non_field_errors", "Unable to log in with provided credentials.");
+        let bad = || ControllerError::validation("non_field_errors", "Unable to log in with provided credentials.");
         for _ in 0..MAX_ATTEMPTS {
             let found = records::get_json::<User>(&*self.store, &user_key(username)).await?;
             let hash = found.as_ref().map_or_else(|| dummy_hash().to_string(), |(u, _)| u.password_hash.clone());
@@ -100,25 +100,25 @@ impl Platform {
                 return Ok(token);
             }
         }
-        Err(PlatformError::Concurrent { kind: ResourceKind::User })
+        Err(ControllerError::Concurrent { kind: ResourceKind::User })
     }
 
-    /// The user a token belongs to; [`PlatformError::InvalidToken`] otherwise.
+    /// The user a token belongs to; [`ControllerError::InvalidToken`] otherwise.
     pub async fn authenticate(&self, token: &str) -> Result<User> {
         if token.is_empty() || token.len() > 256 {
-            return Err(PlatformError::InvalidToken);
+            return Err(ControllerError::InvalidToken);
         }
         let digest = auth::token_digest(token);
-        let Some(kv) = self.store.get(&token_key(&digest)).await? else { return Err(PlatformError::InvalidToken) };
+        let Some(kv) = self.store.get(&token_key(&digest)).await? else { return Err(ControllerError::InvalidToken) };
         // The lookup is by digest; compare it again in constant time all the same.
         let stored = kv.key.rsplit('/').next().unwrap_or_default();
         if !auth::secrets_equal(stored.as_bytes(), digest.as_bytes()) {
-            return Err(PlatformError::InvalidToken);
+            return Err(ControllerError::InvalidToken);
         }
         let username = String::from_utf8_lossy(&kv.value).into_owned();
         match records::get_json::<User>(&*self.store, &user_key(&username)).await? {
             Some((user, _)) => Ok(user),
-            None => Err(PlatformError::InvalidToken),
+            None => Err(ControllerError::InvalidToken),
         }
     }
 
@@ -130,7 +130,7 @@ impl Platform {
     async fn find_user(&self, username: &str) -> Result<(User, u64)> {
         records::get_json::<User>(&*self.store, &user_key(username))
             .await?
-            .ok_or_else(|| PlatformError::not_found(ResourceKind::User, username))
+            .ok_or_else(|| ControllerError::not_found(ResourceKind::User, username))
     }
 
     /// Ops deleting every token of `username` (all users' if `None`).
@@ -159,7 +159,7 @@ impl Platform {
                 tracing::info!(by = %caller.username, "all tokens regenerated");
                 return Ok(None);
             }
-            _ => return Err(PlatformError::Forbidden),
+            _ => return Err(ControllerError::Forbidden),
         };
         let token = auth::new_token();
         for _ in 0..MAX_ATTEMPTS {
@@ -172,21 +172,21 @@ impl Platform {
                 return Ok(Some(token));
             }
         }
-        Err(PlatformError::Concurrent { kind: ResourceKind::User })
+        Err(ControllerError::Concurrent { kind: ResourceKind::User })
     }
 
     /// Deletes a user (the caller, or `target` for admins) and their tokens.
-    /// [`PlatformError::OwnsApps`] if the user still owns apps.
+    /// [`ControllerError::OwnsApps`] if the user still owns apps.
     pub async fn cancel_user(&self, caller: &User, target: Option<&str>) -> Result<()> {
         let name = target.unwrap_or(&caller.username);
         if name != caller.username && !caller.is_superuser {
-            return Err(PlatformError::Forbidden);
+            return Err(ControllerError::Forbidden);
         }
         let _guard = self.users_lock.lock().await;
         let (_, rev) = self.find_user(name).await?;
         let apps: Vec<App> = records::list_json(&*self.store, "apps/").await?;
         if apps.iter().any(|a| a.owner == name) {
-            return Err(PlatformError::OwnsApps { username: name.to_string() });
+            return Err(ControllerError::OwnsApps { username: name.to_string() });
         }
         let key = user_key(name);
         let mut txn = Txn::new().when(&key, rev).delete(&key);
@@ -197,7 +197,7 @@ impl Platform {
         }
         let txn = self.token_deletes(Some(name), txn).await?;
         if !self.commit(txn).await? {
-            return Err(PlatformError::Concurrent { kind: ResourceKind::User });
+            return Err(ControllerError::Concurrent { kind: ResourceKind::User });
         }
         tracing::info!(user = name, by = %caller.username, "user cancelled");
         Ok(())
@@ -213,16 +213,16 @@ impl Platform {
         new_password: Option<&str>,
     ) -> Result<()> {
         let Some(new_password) = new_password.filter(|p| !p.is_empty()) else {
-            return Err(PlatformError::Required { field: "new_password" });
+            return Err(ControllerError::Required { field: "new_password" });
         };
-        validate::password(new_password).map_err(|e| PlatformError::validation("new_password", e.message))?;
+        validate::password(new_password).map_err(|e| ControllerError::validation("new_password", e.message))?;
         let name = username.filter(|n| !n.is_empty()).unwrap_or(&caller.username);
         if name != caller.username && !caller.is_superuser {
-            return Err(PlatformError::Forbidden);
+            return Err(ControllerError::Forbidden);
         }
         let password = password.filter(|p| !p.is_empty());
         if !caller.is_superuser && password.is_none() {
-            return Err(PlatformError::Required { field: "password" });
+            return Err(ControllerError::Required { field: "password" });
         }
         let new_pw = new_password.to_string();
         let new_hash = blocking(move || auth::hash_password(&new_pw)).await?;
@@ -231,7 +231,7 @@ impl Platform {
             if let Some(pw) = password {
                 let (pw, hash) = (pw.to_string(), user.password_hash.clone());
                 if !blocking(move || auth::verify_password(&pw, &hash)).await? {
-                    return Err(PlatformError::WrongPassword);
+                    return Err(ControllerError::WrongPassword);
                 }
             }
             user.password_hash = new_hash.clone();
@@ -240,13 +240,13 @@ impl Platform {
                 return Ok(());
             }
         }
-        Err(PlatformError::Concurrent { kind: ResourceKind::User })
+        Err(ControllerError::Concurrent { kind: ResourceKind::User })
     }
 
     /// Every user, sorted by name (admins only).
     pub async fn list_users(&self, caller: &User) -> Result<Vec<User>> {
         if !caller.is_superuser {
-            return Err(PlatformError::Forbidden);
+            return Err(ControllerError::Forbidden);
         }
         Ok(records::list_json(&*self.store, "users/").await?)
     }

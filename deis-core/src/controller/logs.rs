@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use super::{Platform, PlatformError, ResourceKind, Result};
+use super::{Controller, ControllerError, ResourceKind, Result};
 use crate::logs::{Cursor, LogEntry, LogFilter, LogFollow, LogLine, LogStore};
 use crate::model::{AppName, ProcessType, UnitState, User};
 use crate::scheduler::UnitEvent;
@@ -84,14 +84,14 @@ pub fn unit_event_message(event: &UnitEvent) -> Option<String> {
     })
 }
 
-impl Platform {
+impl Controller {
     /// The log store, if the platform has one.
     pub fn logs(&self) -> Option<&Arc<dyn LogStore>> {
         self.logs.as_ref()
     }
 
     fn log_store(&self) -> Result<&Arc<dyn LogStore>> {
-        self.logs.as_ref().ok_or(PlatformError::NoLogStore)
+        self.logs.as_ref().ok_or(ControllerError::NoLogStore)
     }
 
     /// Appends a platform event line of `component` to `app`'s log (best effort).
@@ -133,7 +133,7 @@ impl Platform {
     pub async fn app_logs(&self, user: &User, app: &AppName, n: usize, filter: &LogFilter) -> Result<Vec<LogEntry>> {
         self.app_for(user, app).await?;
         let logs = self.log_store()?;
-        logs.tail(app, n, filter).await.map_err(|source| PlatformError::Logs { app: app.clone(), source })
+        logs.tail(app, n, filter).await.map_err(|source| ControllerError::Logs { app: app.clone(), source })
     }
 
     /// Follows the app's log from `cursor` (owner or admin).
@@ -146,7 +146,7 @@ impl Platform {
     ) -> Result<LogFollow> {
         self.app_for(user, app).await?;
         let logs = self.log_store()?;
-        logs.follow(app, cursor, filter).await.map_err(|source| PlatformError::Logs { app: app.clone(), source })
+        logs.follow(app, cursor, filter).await.map_err(|source| ControllerError::Logs { app: app.clone(), source })
     }
 
     /// Writes the scheduler's unit events into the apps' logs as `deis[scheduler]`
@@ -210,10 +210,10 @@ impl Platform {
     pub async fn add_drain(&self, user: &User, app: &AppName, url: &str) -> Result<Drain> {
         let url = url.trim();
         if url.is_empty() {
-            return Err(PlatformError::validation("url", "This field may not be blank."));
+            return Err(ControllerError::validation("url", "This field may not be blank."));
         }
         if url.len() > MAX_DRAIN_URL || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(PlatformError::validation(
+            return Err(ControllerError::validation(
                 "url",
                 format!("invalid drain URL (at most {MAX_DRAIN_URL} bytes, no spaces)"),
             ));
@@ -223,10 +223,10 @@ impl Platform {
         let (_, rev) = self.app_for(user, app).await?;
         let existing: Vec<Drain> = records::list_json(&*self.store, &drains_prefix(app)).await?;
         if existing.iter().any(|d| d.url == url) {
-            return Err(PlatformError::validation("url", format!("The app already drains to {url}")));
+            return Err(ControllerError::validation("url", format!("The app already drains to {url}")));
         }
         if existing.len() >= MAX_DRAINS_PER_APP {
-            return Err(PlatformError::TooManyDrains { max: MAX_DRAINS_PER_APP });
+            return Err(ControllerError::TooManyDrains { max: MAX_DRAINS_PER_APP });
         }
         let now = Timestamp::now();
         let drain = Drain {
@@ -240,14 +240,14 @@ impl Platform {
         let key = drain_key(app, &drain.uuid);
         let txn = Txn::new().when(app_key(app), rev).when(&key, 0).put(&key, records::encode(&drain));
         if !self.commit(txn).await? {
-            return Err(PlatformError::Concurrent { kind: ResourceKind::App });
+            return Err(ControllerError::Concurrent { kind: ResourceKind::App });
         }
         tracing::info!(app = %app, url, "drain added");
         self.log_event(app, format!("Drain {url} added by {}", user.username)).await;
         Ok(drain)
     }
 
-    /// Removes the drain with id or URL `id_or_url`; [`PlatformError::NotFound`] if the
+    /// Removes the drain with id or URL `id_or_url`; [`ControllerError::NotFound`] if the
     /// app has no such drain.
     pub async fn remove_drain(&self, user: &User, app: &AppName, id_or_url: &str) -> Result<Drain> {
         self.app_for(user, app).await?;
@@ -257,14 +257,14 @@ impl Platform {
             let drain: Drain = records::decode(&kv)?;
             if drain.uuid.to_string() == id_or_url || drain.url == id_or_url.trim() {
                 if !self.commit(Txn::new().when(&kv.key, kv.mod_revision).delete(&kv.key)).await? {
-                    return Err(PlatformError::Concurrent { kind: ResourceKind::Drain });
+                    return Err(ControllerError::Concurrent { kind: ResourceKind::Drain });
                 }
                 tracing::info!(app = %app, url = %drain.url, "drain removed");
                 self.log_event(app, format!("Drain {} removed by {}", drain.url, user.username)).await;
                 return Ok(drain);
             }
         }
-        Err(PlatformError::not_found(ResourceKind::Drain, id_or_url))
+        Err(ControllerError::not_found(ResourceKind::Drain, id_or_url))
     }
 }
 

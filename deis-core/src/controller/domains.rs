@@ -1,11 +1,11 @@
 //! Domains routed to apps; a domain belongs to at most one app.
 
-use super::{Platform, PlatformError, ResourceKind, Result};
+use super::{Controller, ControllerError, ResourceKind, Result};
 use crate::model::{AppName, Domain, User, validate};
 use crate::store::Txn;
 use crate::store::records::{self, app_key, domain_key};
 
-impl Platform {
+impl Controller {
     /// The app's domains (its id first among them as the default), sorted by name.
     pub async fn domains(&self, user: &User, app: &AppName) -> Result<Vec<Domain>> {
         self.app_for(user, app).await?;
@@ -36,16 +36,16 @@ impl Platform {
             return Ok(record);
         }
         match records::get_json::<Domain>(&*self.store, &key).await? {
-            Some((existing, _)) if existing.app == *app => Err(PlatformError::validation(
+            Some((existing, _)) if existing.app == *app => Err(ControllerError::validation(
                 "domain",
                 format!("Domain {domain} is already added to this application"),
             )),
-            Some(_) => Err(PlatformError::validation("domain", "Domain is already in use by another application")),
-            None => Err(PlatformError::Concurrent { kind: ResourceKind::App }),
+            Some(_) => Err(ControllerError::validation("domain", "Domain is already in use by another application")),
+            None => Err(ControllerError::Concurrent { kind: ResourceKind::App }),
         }
     }
 
-    /// Removes a domain of the app; [`PlatformError::NotFound`] if the app does not have it.
+    /// Removes a domain of the app; [`ControllerError::NotFound`] if the app does not have it.
     pub async fn remove_domain(&self, user: &User, app: &AppName, domain: &str) -> Result<()> {
         self.app_for(user, app).await?;
         let _guard = self.lock_app(app).await;
@@ -57,10 +57,10 @@ impl Platform {
                     self.log_event(app, format!("Domain {} removed by {}", d.domain, user.username)).await;
                     Ok(())
                 } else {
-                    Err(PlatformError::Concurrent { kind: ResourceKind::Domain })
+                    Err(ControllerError::Concurrent { kind: ResourceKind::Domain })
                 }
             }
-            _ => Err(PlatformError::not_found(ResourceKind::Domain, domain)),
+            _ => Err(ControllerError::not_found(ResourceKind::Domain, domain)),
         }
     }
 }

@@ -80,7 +80,7 @@ fn recording_scheduler() -> (MockSched, Applied, Arc<Mutex<Vec<String>>>) {
 }
 
 struct Env {
-    platform: Arc<Platform>,
+    platform: Arc<Controller>,
     applied: Applied,
     removed: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
@@ -88,7 +88,7 @@ struct Env {
 
 fn env_with(s: MockSched, applied: Applied, removed: Arc<Mutex<Vec<String>>>) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let platform = Platform::new(PlatformConfig {
+    let platform = Controller::new(ControllerConfig {
         store: RedbStore::in_memory(),
         scheduler: Arc::new(s),
         artifacts: ArtifactStore::new(dir.path()),
@@ -141,11 +141,11 @@ fn ty(name: &str) -> crate::ProcessType {
     crate::ProcessType::new(name).unwrap()
 }
 
-async fn alice(p: &Platform) -> User {
+async fn alice(p: &Controller) -> User {
     p.register(None, "alice", "pw-alice", "alice@example.com").await.unwrap()
 }
 
-async fn versions(p: &Platform, u: &User, app: &str) -> Vec<u64> {
+async fn versions(p: &Controller, u: &User, app: &str) -> Vec<u64> {
     p.releases(u, &n(app)).await.unwrap().iter().map(|r| r.version).collect()
 }
 
@@ -159,13 +159,13 @@ async fn first_user_is_admin_and_login_issues_tokens() {
     assert!(!b.is_superuser);
     assert_err!(
         p.register(None, "bob", "x", "").await,
-        PlatformError::Validation(ValidationError { field, message }) if field == "username" && message == "A user with that username already exists."
+        ControllerError::Validation(ValidationError { field, message }) if field == "username" && message == "A user with that username already exists."
     );
-    assert_err!(p.register(None, "", "x", "").await, PlatformError::Validation(_));
+    assert_err!(p.register(None, "", "x", "").await, ControllerError::Validation(_));
     for (user, pw) in [("bob", "wrong"), ("nobody", "x")] {
         assert_err!(
             p.login(user, pw).await,
-            PlatformError::Validation(ValidationError { field, message }) if field == "non_field_errors" && message == "Unable to log in with provided credentials."
+            ControllerError::Validation(ValidationError { field, message }) if field == "non_field_errors" && message == "Unable to log in with provided credentials."
         );
     }
     let token = p.login("bob", "pw-bob").await.unwrap();
@@ -175,7 +175,7 @@ async fn first_user_is_admin_and_login_issues_tokens() {
     // Only the digest is stored.
     let keys: Vec<String> = p.store().list("tokens/").await.unwrap().kvs.into_iter().map(|kv| kv.key).collect();
     assert_eq!(keys, vec![format!("tokens/{}", crate::auth::token_digest(&token))]);
-    assert_err!(p.authenticate("nope").await, PlatformError::InvalidToken);
+    assert_err!(p.authenticate("nope").await, ControllerError::InvalidToken);
 }
 
 #[tokio::test]
@@ -187,13 +187,13 @@ async fn registration_modes() {
         let p = &e.platform;
         let first = p.register(None, "root", "pw", "").await;
         if mode == RegistrationMode::Disabled {
-            assert_err!(first, PlatformError::RegistrationDisabled);
+            assert_err!(first, ControllerError::RegistrationDisabled);
             continue;
         }
         let root = first.unwrap();
         let second = p.register(None, "eve", "pw", "").await;
         assert_eq!(second.is_ok(), second_ok);
-        assert_err!(second, PlatformError::RegistrationAdminOnly);
+        assert_err!(second, ControllerError::RegistrationAdminOnly);
         assert!(p.register(Some(&root), "eve", "pw", "").await.is_ok(), "an admin may register users");
     }
 }
@@ -212,8 +212,8 @@ async fn regenerate_invalidates_old_tokens() {
     assert!(p.authenticate(&t2).await.is_err());
     assert_eq!(p.authenticate(&new).await.unwrap().username, "alice");
     assert!(p.authenticate(&tb).await.is_ok(), "other users keep their tokens");
-    assert_err!(p.regenerate_token(&b, RegenerateTarget::All).await, PlatformError::Forbidden);
-    assert_err!(p.regenerate_token(&b, RegenerateTarget::User("alice".into())).await, PlatformError::Forbidden);
+    assert_err!(p.regenerate_token(&b, RegenerateTarget::All).await, ControllerError::Forbidden);
+    assert_err!(p.regenerate_token(&b, RegenerateTarget::User("alice".into())).await, ControllerError::Forbidden);
     assert_eq!(p.regenerate_token(&a, RegenerateTarget::All).await.unwrap(), None);
     assert!(p.authenticate(&tb).await.is_err());
     assert!(p.authenticate(&new).await.is_err());
@@ -225,10 +225,13 @@ async fn passwd_and_cancel() {
     let p = &e.platform;
     let a = alice(p).await;
     let b = p.register(None, "bob", "pw-bob", "").await.unwrap();
-    assert_err!(p.change_password(&b, None, None, Some("n")).await, PlatformError::Required { field: "password" });
-    assert_err!(p.change_password(&b, None, Some("p"), None).await, PlatformError::Required { field: "new_password" });
-    assert_err!(p.change_password(&b, None, Some("bad"), Some("n")).await, PlatformError::WrongPassword);
-    assert_err!(p.change_password(&b, Some("alice"), Some("pw-bob"), Some("n")).await, PlatformError::Forbidden);
+    assert_err!(p.change_password(&b, None, None, Some("n")).await, ControllerError::Required { field: "password" });
+    assert_err!(
+        p.change_password(&b, None, Some("p"), None).await,
+        ControllerError::Required { field: "new_password" }
+    );
+    assert_err!(p.change_password(&b, None, Some("bad"), Some("n")).await, ControllerError::WrongPassword);
+    assert_err!(p.change_password(&b, Some("alice"), Some("pw-bob"), Some("n")).await, ControllerError::Forbidden);
     p.change_password(&b, None, Some("pw-bob"), Some("new-bob")).await.unwrap();
     assert!(p.login("bob", "pw-bob").await.is_err());
     p.change_password(&a, Some("bob"), None, Some("by-admin")).await.unwrap();
@@ -236,15 +239,15 @@ async fn passwd_and_cancel() {
     // Bob owns an app: cancelling him is refused until it is gone.
     p.create_app(&b, Some(n("bobs"))).await.unwrap();
     let err = p.cancel_user(&a, Some("bob")).await.unwrap_err();
-    assert!(matches!(&err, PlatformError::OwnsApps { username } if username == "bob"), "{err:?}");
+    assert!(matches!(&err, ControllerError::OwnsApps { username } if username == "bob"), "{err:?}");
     assert_eq!(err.to_string(), "bob still has applications assigned. Delete or transfer ownership");
-    assert_err!(p.cancel_user(&b, Some("alice")).await, PlatformError::Forbidden);
+    assert_err!(p.cancel_user(&b, Some("alice")).await, ControllerError::Forbidden);
     p.transfer_app(&b, &n("bobs"), "alice").await.unwrap();
     p.cancel_user(&b, None).await.unwrap();
     assert!(p.authenticate(&tb).await.is_err());
     assert_err!(
         p.cancel_user(&a, Some("bob")).await,
-        PlatformError::NotFound { kind: ResourceKind::User, name } if name == "bob"
+        ControllerError::NotFound { kind: ResourceKind::User, name } if name == "bob"
     );
     assert_eq!(p.list_users(&a).await.unwrap().len(), 1);
 }
@@ -259,11 +262,11 @@ async fn apps_create_list_permissions() {
     assert_eq!(app.owner, "alice");
     assert_err!(
         p.create_app(&b, Some(n("demo"))).await,
-        PlatformError::Validation(ValidationError { field, message }) if field == "id" && message == "Application with this id already exists."
+        ControllerError::Validation(ValidationError { field, message }) if field == "id" && message == "Application with this id already exists."
     );
     assert_err!(
         p.create_app(&b, Some(n("deis"))).await,
-        PlatformError::Validation(ValidationError { field, message }) if field == "id" && message == "deis is a reserved name."
+        ControllerError::Validation(ValidationError { field, message }) if field == "id" && message == "deis is a reserved name."
     );
     let random = p.create_app(&b, None).await.unwrap();
     let (adj, noun) = random.id.split_once('-').unwrap();
@@ -278,11 +281,11 @@ async fn apps_create_list_permissions() {
     assert_eq!(p.list_apps(&a).await.unwrap().len(), 2);
     assert_eq!(p.list_apps(&b).await.unwrap(), vec![random.clone()]);
     // Non-owners are refused, unknown apps are 404.
-    assert_err!(p.app(&b, &n("demo")).await, PlatformError::Forbidden);
-    assert_err!(p.set_config(&b, &n("demo"), &patch(json!({"values": {"A": "1"}}))).await, PlatformError::Forbidden);
-    assert_err!(p.destroy_app(&b, &n("demo")).await, PlatformError::Forbidden);
+    assert_err!(p.app(&b, &n("demo")).await, ControllerError::Forbidden);
+    assert_err!(p.set_config(&b, &n("demo"), &patch(json!({"values": {"A": "1"}}))).await, ControllerError::Forbidden);
+    assert_err!(p.destroy_app(&b, &n("demo")).await, ControllerError::Forbidden);
     let err = p.app(&a, &n("nope")).await.unwrap_err();
-    assert!(matches!(&err, PlatformError::NotFound { kind: ResourceKind::App, name } if name == "nope"), "{err:?}");
+    assert!(matches!(&err, ControllerError::NotFound { kind: ResourceKind::App, name } if name == "nope"), "{err:?}");
     assert_eq!(err.to_string(), "No App matches the given query.");
     assert_eq!(p.app(&a, &random.id).await.unwrap().id, random.id, "admins may see any app");
 }
@@ -301,20 +304,20 @@ async fn config_set_unset_summary_and_numbering() {
     assert_eq!(r.summary, "alice changed FOO, deleted BAZ");
     assert_eq!(r.version, 3);
     let err = p.set_config(&a, &n("demo"), &patch(json!({"values": {"FOO": "qux"}}))).await.unwrap_err();
-    assert!(matches!(&err, PlatformError::NothingChanged { user } if user == "alice"), "{err:?}");
+    assert!(matches!(&err, ControllerError::NothingChanged { user } if user == "alice"), "{err:?}");
     assert_eq!(err.to_string(), "alice changed nothing - release stopped");
     let err = p.set_config(&a, &n("demo"), &patch(json!({"values": {"NOPE": null}}))).await.unwrap_err();
-    assert!(matches!(&err, PlatformError::NotSet { key, section } if key == "NOPE" && section == "values"));
+    assert!(matches!(&err, ControllerError::NotSet { key, section } if key == "NOPE" && section == "values"));
     assert_err!(
         p.set_config(&a, &n("demo"), &patch(json!({"values": {"1X": "y"}}))).await,
-        PlatformError::Validation(ValidationError { field, .. }) if field == "values"
+        ControllerError::Validation(ValidationError { field, .. }) if field == "values"
     );
     assert_eq!(versions(p, &a, "demo").await, vec![3, 2, 1], "failed requests made no release");
     assert_eq!(p.config(&a, &n("demo")).await.unwrap().values, BTreeMap::from([("FOO".into(), "qux".into())]));
     assert_eq!(p.release(&a, &n("demo"), 2).await.unwrap().summary, "alice added BAZ, FOO");
     assert_err!(
         p.release(&a, &n("demo"), 9).await,
-        PlatformError::NotFound { kind: ResourceKind::Release, name } if name == "v9"
+        ControllerError::NotFound { kind: ResourceKind::Release, name } if name == "v9"
     );
     assert!(e.applied.lock().unwrap().is_empty(), "nothing to run without a build");
 }
@@ -351,9 +354,9 @@ async fn source_build_deploys_and_sets_formation() {
     assert_eq!((spec.release, spec.env["GREETING"].as_str()), (4, "hello"));
     // Bad archives change nothing.
     let err = p.create_build(&a, &n("demo"), BuildInput::Source(b"junk".to_vec())).await.unwrap_err();
-    assert!(matches!(err, PlatformError::Artifact(ArtifactError::Malformed(_))), "{err:?}");
+    assert!(matches!(err, ControllerError::Artifact(ArtifactError::Malformed(_))), "{err:?}");
     let err = p.create_build(&a, &n("demo"), BuildInput::Source(tarball("nonsense"))).await.unwrap_err();
-    assert!(matches!(err, PlatformError::Artifact(ArtifactError::InvalidProcfile(_))), "{err:?}");
+    assert!(matches!(err, ControllerError::Artifact(ArtifactError::InvalidProcfile(_))), "{err:?}");
     assert!(err.to_string().contains("Procfile"), "{err}");
     assert_eq!(versions(p, &a, "demo").await, vec![4, 3, 2, 1]);
 }
@@ -372,11 +375,11 @@ async fn image_build_on_a_process_scheduler_is_a_failed_release() {
     assert!(p.app(&a, &n("demo")).await.unwrap().structure.is_empty());
     assert_eq!(p.builds(&a, &n("demo")).await.unwrap().len(), 1);
     // A failed release is not rolled back to, and scaling needs a build that runs.
-    assert_err!(p.scale(&a, &n("demo"), &BTreeMap::from([(ty("cmd"), 1)])).await, PlatformError::NoBuild);
+    assert_err!(p.scale(&a, &n("demo"), &BTreeMap::from([(ty("cmd"), 1)])).await, ControllerError::NoBuild);
     let blank = BuildInput::Image { image: " ".into(), procfile: BTreeMap::new() };
     assert_err!(
         p.create_build(&a, &n("demo"), blank).await,
-        PlatformError::Validation(ValidationError { field, message }) if field == "image" && message == "This field may not be blank."
+        ControllerError::Validation(ValidationError { field, message }) if field == "image" && message == "This field may not be blank."
     );
 }
 
@@ -386,7 +389,7 @@ async fn rollback_copies_build_and_config() {
     let p = &e.platform;
     let a = alice(p).await;
     p.create_app(&a, Some(n("demo"))).await.unwrap();
-    assert_err!(p.rollback(&a, &n("demo"), None).await, PlatformError::Rollback(RollbackRefusal::BelowZero));
+    assert_err!(p.rollback(&a, &n("demo"), None).await, ControllerError::Rollback(RollbackRefusal::BelowZero));
     let v2 = p.create_build(&a, &n("demo"), BuildInput::Source(tarball("web: ./app.sh"))).await.unwrap().release;
     let (_, v3) = p.set_config(&a, &n("demo"), &patch(json!({"values": {"A": "1"}}))).await.unwrap();
     let (_, v4) = p.set_config(&a, &n("demo"), &patch(json!({"values": {"A": "2"}}))).await.unwrap();
@@ -399,16 +402,16 @@ async fn rollback_copies_build_and_config() {
     // Default target: the release before the latest.
     let r = p.rollback(&a, &n("demo"), None).await.unwrap();
     assert_eq!((r.version, r.config), (6, v4.config));
-    assert_err!(p.rollback(&a, &n("demo"), Some(1)).await, PlatformError::Rollback(RollbackRefusal::InitialRelease));
-    assert_err!(p.rollback(&a, &n("demo"), Some(0)).await, PlatformError::Rollback(RollbackRefusal::BelowZero));
+    assert_err!(p.rollback(&a, &n("demo"), Some(1)).await, ControllerError::Rollback(RollbackRefusal::InitialRelease));
+    assert_err!(p.rollback(&a, &n("demo"), Some(0)).await, ControllerError::Rollback(RollbackRefusal::BelowZero));
     assert_err!(
         p.rollback(&a, &n("demo"), Some(42)).await,
-        PlatformError::NotFound { kind: ResourceKind::Release, .. }
+        ControllerError::NotFound { kind: ResourceKind::Release, .. }
     );
     let image = BuildInput::Image { image: "nginx".into(), procfile: BTreeMap::new() };
     let failed = p.create_build(&a, &n("demo"), image).await.unwrap().release;
     let err = p.rollback(&a, &n("demo"), Some(failed.version as i64)).await.unwrap_err();
-    assert!(matches!(err, PlatformError::Rollback(RollbackRefusal::FailedRelease)), "{err:?}");
+    assert!(matches!(err, ControllerError::Rollback(RollbackRefusal::FailedRelease)), "{err:?}");
     assert_eq!(err.to_string(), "Cannot roll back to failed release.");
 }
 
@@ -425,11 +428,11 @@ async fn capacity_refusal_changes_nothing() {
     let applied_before = e.applied.lock().unwrap().len();
     // 3 x 400M does not fit in 1G.
     let err = p.scale(&a, &n("demo"), &BTreeMap::from([(ty("web"), 3)])).await.unwrap_err();
-    assert!(matches!(err, PlatformError::Capacity(SchedulerError::Capacity(_))), "{err:?}");
+    assert!(matches!(err, ControllerError::Capacity(SchedulerError::Capacity(_))), "{err:?}");
     assert!(err.to_string().contains("not enough capacity"), "{err}");
     // Neither may a limit that does not fit.
     let err = p.set_config(&a, &n("demo"), &patch(json!({"memory": {"web": "2G"}}))).await.unwrap_err();
-    assert!(matches!(err, PlatformError::Capacity(_)), "{err:?}");
+    assert!(matches!(err, ControllerError::Capacity(_)), "{err:?}");
     assert_eq!(p.app(&a, &n("demo")).await.unwrap(), before_app);
     assert_eq!(p.store().list("").await.unwrap(), before_rev, "no record changed");
     assert_eq!(e.applied.lock().unwrap().len(), applied_before);
@@ -440,10 +443,10 @@ async fn capacity_refusal_changes_nothing() {
     assert_eq!((spec.processes["web"].count, spec.processes["web"].resources.memory_bytes), (2, 400 << 20));
     assert_eq!(versions(p, &a, "demo").await.len(), 3, "scaling makes no release");
     let err = p.scale(&a, &n("demo"), &BTreeMap::from([(ty("clock"), 1)])).await.unwrap_err();
-    assert!(matches!(&err, PlatformError::UnknownProcessType { proc_type } if proc_type == "clock"), "{err:?}");
+    assert!(matches!(&err, ControllerError::UnknownProcessType { proc_type } if proc_type == "clock"), "{err:?}");
     assert_eq!(err.to_string(), "Container type clock does not exist in application");
     let err = p.scale(&a, &n("demo"), &BTreeMap::from([(ty("web"), MAX_UNITS + 1)])).await.unwrap_err();
-    assert!(matches!(err, PlatformError::TooManyUnits { max: MAX_UNITS, .. }), "{err:?}");
+    assert!(matches!(err, ControllerError::TooManyUnits { max: MAX_UNITS, .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -452,7 +455,7 @@ async fn scale_without_build_is_refused() {
     let p = &e.platform;
     let a = alice(p).await;
     p.create_app(&a, Some(n("demo"))).await.unwrap();
-    assert_err!(p.scale(&a, &n("demo"), &BTreeMap::from([(ty("web"), 1)])).await, PlatformError::NoBuild);
+    assert_err!(p.scale(&a, &n("demo"), &BTreeMap::from([(ty("web"), 1)])).await, ControllerError::NoBuild);
 }
 
 #[tokio::test]
@@ -471,7 +474,7 @@ async fn destroy_removes_every_record() {
     assert_eq!(e.removed.lock().unwrap().as_slice(), ["demo".to_string()]);
     let after: Vec<String> = p.store().list("").await.unwrap().kvs.into_iter().map(|kv| kv.key).collect();
     assert_eq!(after, before, "only records of other apps and users remain");
-    assert_err!(p.app(&a, &n("demo")).await, PlatformError::NotFound { .. });
+    assert_err!(p.app(&a, &n("demo")).await, ControllerError::NotFound { .. });
     // The name and domain are free again.
     p.create_app(&a, Some(n("demo"))).await.unwrap();
     p.add_domain(&a, &n("demo"), "www.example.com").await.unwrap();
@@ -488,21 +491,21 @@ async fn domains_are_unique_across_apps() {
     assert_eq!(d.domain, "www.example.com");
     assert_err!(
         p.add_domain(&a, &n("two"), "www.example.com").await,
-        PlatformError::Validation(ValidationError { field, message }) if field == "domain" && message == "Domain is already in use by another application"
+        ControllerError::Validation(ValidationError { field, message }) if field == "domain" && message == "Domain is already in use by another application"
     );
     assert_err!(
         p.add_domain(&a, &n("two"), "bad domain").await,
-        PlatformError::Validation(ValidationError { field, .. }) if field == "domain"
+        ControllerError::Validation(ValidationError { field, .. }) if field == "domain"
     );
     assert_err!(
         p.create_app(&a, Some(n("one"))).await,
-        PlatformError::Validation(ValidationError { field, .. }) if field == "id"
+        ControllerError::Validation(ValidationError { field, .. }) if field == "id"
     );
     let names: Vec<String> = p.domains(&a, &n("one")).await.unwrap().into_iter().map(|d| d.domain).collect();
     assert_eq!(names, ["one", "www.example.com"]);
     assert_err!(
         p.remove_domain(&a, &n("two"), "www.example.com").await,
-        PlatformError::NotFound { kind: ResourceKind::Domain, .. }
+        ControllerError::NotFound { kind: ResourceKind::Domain, .. }
     );
     p.remove_domain(&a, &n("one"), "www.example.com").await.unwrap();
     p.add_domain(&a, &n("two"), "www.example.com").await.unwrap();
@@ -521,11 +524,11 @@ async fn ps_list_and_restart_validation() {
     let bad = RestartFilter { proc_type: Some("worker".into()), unit: None };
     assert_err!(
         p.restart(&a, &n("demo"), bad).await,
-        PlatformError::UnknownRestartTarget(UnknownRestartTarget::ProcessType(t)) if t == "worker"
+        ControllerError::UnknownRestartTarget(UnknownRestartTarget::ProcessType(t)) if t == "worker"
     );
     let bad = RestartFilter { proc_type: Some("web".into()), unit: Some("demo.web.9".into()) };
     let err = p.restart(&a, &n("demo"), bad).await.unwrap_err();
-    assert!(matches!(&err, PlatformError::UnknownRestartTarget(UnknownRestartTarget::Unit(u)) if u == "demo.web.9"));
+    assert!(matches!(&err, ControllerError::UnknownRestartTarget(UnknownRestartTarget::Unit(u)) if u == "demo.web.9"));
     assert_eq!(err.to_string(), "Pod demo.web.9 does not exist in application");
     assert_eq!(p.restart(&a, &n("demo"), RestartFilter::default()).await.unwrap(), vec![]);
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Platform, PlatformError, Result};
+use super::{Controller, ControllerError, Result};
 use crate::artifact::Digest;
 use crate::model::{App, Build, BuildSource, Config, ProcessType, Release};
 use crate::scheduler::{AppSpec, Artifact, ProcessSpec, SchedulerError};
@@ -63,7 +63,7 @@ pub(crate) fn structure_for(old: &BTreeMap<ProcessType, u32>, build: &Build) -> 
         .collect()
 }
 
-impl Platform {
+impl Controller {
     /// Loads an app's releases, current config and build.
     pub(crate) async fn context(&self, app: App, app_rev: u64) -> Result<AppContext> {
         let releases: Vec<Release> = records::list_json(&*self.store, &releases_prefix(&app.id)).await?;
@@ -72,7 +72,7 @@ impl Platform {
             .rev()
             .find(|r| !r.failed)
             .cloned()
-            .ok_or_else(|| PlatformError::NoRelease { app: app.id.clone() })?;
+            .ok_or_else(|| ControllerError::NoRelease { app: app.id.clone() })?;
         let config = self.stored_config(&app.id, &current.config).await?;
         let build = match &current.build {
             Some(uuid) => Some(self.stored_build(&app.id, uuid).await?),
@@ -110,7 +110,7 @@ impl Platform {
                 let artifacts = self.artifacts.clone();
                 let dir = tokio::task::spawn_blocking(move || artifacts.unpack(&digest))
                     .await
-                    .map_err(|source| PlatformError::Worker { task: "unpack", source })??;
+                    .map_err(|source| ControllerError::Worker { task: "unpack", source })??;
                 Artifact::Source { dir }
             }
         };
@@ -189,7 +189,7 @@ impl Platform {
                 if let Some(spec) = self.spec_for(&ctx.app, &ctx.current, &ctx.config, ctx.build.as_ref()).await? {
                     self.scheduler.apply(spec).await?;
                 }
-                Ok::<_, PlatformError>(())
+                Ok::<_, ControllerError>(())
             }
             .await;
             match result {

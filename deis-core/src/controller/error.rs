@@ -1,4 +1,4 @@
-//! [`PlatformError`]: why a platform operation failed, by meaning.
+//! [`ControllerError`]: why a platform operation failed, by meaning.
 //!
 //! The variants say what went wrong with the fields a caller needs to act on it; the
 //! errors of the backends (store, scheduler, artifacts, logs) are kept as sources. How
@@ -101,7 +101,7 @@ pub enum UnknownRestartTarget {
     Unit(String),
 }
 
-/// Errors of [`Platform`](super::Platform) operations.
+/// Errors of [`Controller`](super::Controller) operations.
 ///
 /// Match on the variant to learn what went wrong; `Display` is a sentence for the user
 /// (Workflow's wording where the Workflow CLI recognises it), and
@@ -109,7 +109,7 @@ pub enum UnknownRestartTarget {
 /// one.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum PlatformError {
+pub enum ControllerError {
     /// An input field is invalid (`id`, `username`, `domain`, `url`, `procfile`, ...).
     #[error(transparent)]
     Validation(#[from] ValidationError),
@@ -255,7 +255,7 @@ pub enum PlatformError {
     },
 }
 
-impl PlatformError {
+impl ControllerError {
     /// `No <kind> matches the given query.` for `name`.
     pub fn not_found(kind: ResourceKind, name: impl fmt::Display) -> Self {
         Self::NotFound { kind, name: name.to_string() }
@@ -267,7 +267,7 @@ impl PlatformError {
     }
 }
 
-impl From<SchedulerError> for PlatformError {
+impl From<SchedulerError> for ControllerError {
     fn from(e: SchedulerError) -> Self {
         match e {
             SchedulerError::Capacity(_) => Self::Capacity(e),
@@ -276,13 +276,13 @@ impl From<SchedulerError> for PlatformError {
     }
 }
 
-impl From<ArtifactError> for PlatformError {
+impl From<ArtifactError> for ControllerError {
     fn from(e: ArtifactError) -> Self {
         Self::Artifact(e)
     }
 }
 
-impl From<ConfigError> for PlatformError {
+impl From<ConfigError> for ControllerError {
     fn from(e: ConfigError) -> Self {
         match e {
             ConfigError::Invalid(e) => Self::Validation(e),
@@ -292,7 +292,7 @@ impl From<ConfigError> for PlatformError {
 }
 
 /// Result of platform operations.
-pub type Result<T, E = PlatformError> = std::result::Result<T, E>;
+pub type Result<T, E = ControllerError> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {
@@ -302,45 +302,45 @@ mod tests {
 
     #[test]
     fn sources_are_kept() {
-        let e = PlatformError::from(StoreError::Corrupt { key: "apps/x".into(), message: "eof".into() });
-        assert!(matches!(e, PlatformError::Store(StoreError::Corrupt { .. })));
+        let e = ControllerError::from(StoreError::Corrupt { key: "apps/x".into(), message: "eof".into() });
+        assert!(matches!(e, ControllerError::Store(StoreError::Corrupt { .. })));
         assert_eq!(e.to_string(), "corrupt record at apps/x: eof");
         let source = e.source().expect("the store error is the source");
         assert!(source.downcast_ref::<StoreError>().is_some());
 
-        let e = PlatformError::from(SchedulerError::Capacity("no room".into()));
-        assert!(matches!(e, PlatformError::Capacity(_)), "{e:?}");
+        let e = ControllerError::from(SchedulerError::Capacity("no room".into()));
+        assert!(matches!(e, ControllerError::Capacity(_)), "{e:?}");
         assert_eq!(e.to_string(), "not enough capacity: no room");
         assert!(e.source().unwrap().downcast_ref::<SchedulerError>().is_some());
         assert!(matches!(
-            PlatformError::from(SchedulerError::Unsupported("no images".into())),
-            PlatformError::Scheduler(SchedulerError::Unsupported(_))
+            ControllerError::from(SchedulerError::Unsupported("no images".into())),
+            ControllerError::Scheduler(SchedulerError::Unsupported(_))
         ));
 
         let app = AppName::new("hello").unwrap();
-        let e = PlatformError::Logs { app, source: LogError::Closed };
+        let e = ControllerError::Logs { app, source: LogError::Closed };
         assert_eq!(e.to_string(), "Error accessing logs for hello: log store is closed");
         assert!(e.source().unwrap().downcast_ref::<LogError>().is_some());
     }
 
     #[test]
     fn messages_are_workflows() {
-        assert_eq!(PlatformError::not_found(ResourceKind::App, "x").to_string(), "No App matches the given query.");
-        assert_eq!(PlatformError::Forbidden.to_string(), "You do not have permission to perform this action.");
-        assert_eq!(PlatformError::Required { field: "command" }.to_string(), "command is a required field");
-        assert_eq!(PlatformError::from(RollbackRefusal::BelowZero).to_string(), "version cannot be below 0");
+        assert_eq!(ControllerError::not_found(ResourceKind::App, "x").to_string(), "No App matches the given query.");
+        assert_eq!(ControllerError::Forbidden.to_string(), "You do not have permission to perform this action.");
+        assert_eq!(ControllerError::Required { field: "command" }.to_string(), "command is a required field");
+        assert_eq!(ControllerError::from(RollbackRefusal::BelowZero).to_string(), "version cannot be below 0");
         assert_eq!(
-            PlatformError::Concurrent { kind: ResourceKind::App }.to_string(),
+            ControllerError::Concurrent { kind: ResourceKind::App }.to_string(),
             "The app was changed by another request at the same time; try again"
         );
-        let missing = PlatformError::MissingRecord {
+        let missing = ControllerError::MissingRecord {
             kind: ResourceKind::Config,
             id: "c1".into(),
             app: AppName::new("hello").unwrap(),
         };
         assert_eq!(missing.to_string(), "config c1 of app hello is missing");
-        let e = PlatformError::from(ConfigError::NotSet { key: "A".into(), section: "values".into() });
-        assert!(matches!(&e, PlatformError::NotSet { key, .. } if key == "A"));
+        let e = ControllerError::from(ConfigError::NotSet { key: "A".into(), section: "values".into() });
+        assert!(matches!(&e, ControllerError::NotSet { key, .. } if key == "A"));
         assert_eq!(e.to_string(), "A does not exist under values");
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
 use super::releases::{Part, Plan};
-use super::{Platform, PlatformError, Result};
+use super::{Controller, ControllerError, Result};
 use crate::artifact;
 use crate::model::{AppName, Build, ProcessType, Release, User};
 use crate::store::records;
@@ -40,7 +40,7 @@ pub struct BuildOutcome {
 /// Largest image reference accepted.
 const MAX_IMAGE_REF: usize = 512;
 
-impl Platform {
+impl Controller {
     /// Records a build, makes its release and deploys it. Source archives are checked
     /// and stored before anything is recorded; a missing or invalid Procfile, or an
     /// unsafe archive, is a 400 with nothing changed. On a scheduler that can't run
@@ -53,14 +53,17 @@ impl Platform {
             BuildInput::Image { image, procfile } => {
                 let image = image.trim().to_string();
                 if image.is_empty() {
-                    return Err(PlatformError::validation("image", "This field may not be blank."));
+                    return Err(ControllerError::validation("image", "This field may not be blank."));
                 }
                 if image.len() > MAX_IMAGE_REF || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    return Err(PlatformError::validation("image", "The given image is invalid"));
+                    return Err(ControllerError::validation("image", "The given image is invalid"));
                 }
                 for (ty, cmd) in &procfile {
                     if cmd.trim().is_empty() {
-                        return Err(PlatformError::validation("procfile", format!("process type {ty} has no command")));
+                        return Err(ControllerError::validation(
+                            "procfile",
+                            format!("process type {ty} has no command"),
+                        ));
                     }
                 }
                 let summary = format!("{} deployed {image}", user.username);
@@ -85,7 +88,7 @@ impl Platform {
                     Ok::<_, artifact::ArtifactError>((artifacts.put_tarball(&bytes)?, procfile))
                 })
                 .await
-                .map_err(|source| PlatformError::Worker { task: "archive", source })??;
+                .map_err(|source| ControllerError::Worker { task: "archive", source })??;
                 let summary = format!("{} deployed {}", user.username, digest.short());
                 let build = Build {
                     uuid: Uuid::new_v4(),

@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::reconcile::{AppContext, structure_for};
-use super::{MAX_ATTEMPTS, Platform, PlatformError, ResourceKind, Result, RollbackRefusal};
+use super::{Controller, ControllerError, MAX_ATTEMPTS, ResourceKind, Result, RollbackRefusal};
 use crate::model::{AppName, Build, Config, ConfigPatch, Release, User};
 use crate::scheduler::SchedulerError;
 use crate::store::Txn;
@@ -37,7 +37,7 @@ pub(crate) struct Made {
     pub warning: Option<String>,
 }
 
-impl Platform {
+impl Controller {
     /// Makes a release from `plan`: deploys it, then commits app, release and any new
     /// config/build records atomically (compare on the app and on the release number).
     pub(crate) async fn make_release(
@@ -131,7 +131,7 @@ impl Platform {
                 }
             }
         }
-        Err(PlatformError::Concurrent { kind: ResourceKind::App })
+        Err(ControllerError::Concurrent { kind: ResourceKind::App })
     }
 
     /// The config of the app's current (latest non-failed) release.
@@ -141,15 +141,15 @@ impl Platform {
     }
 
     /// Applies a config patch: a new config and a new release, deployed if the app has
-    /// a build. [`PlatformError::NothingChanged`] if nothing changes;
-    /// [`PlatformError::NotSet`] for unsetting a key that does not exist;
-    /// [`PlatformError::Capacity`] if new limits don't fit, with nothing changed.
+    /// a build. [`ControllerError::NothingChanged`] if nothing changes;
+    /// [`ControllerError::NotSet`] for unsetting a key that does not exist;
+    /// [`ControllerError::Capacity`] if new limits don't fit, with nothing changed.
     pub async fn set_config(&self, user: &User, app: &AppName, patch: &ConfigPatch) -> Result<(Config, Release)> {
         let made = self
             .make_release(user, app, |ctx| {
                 let (config, summary) = ctx.config.apply(patch, &user.username)?;
                 if summary.is_empty() {
-                    return Err(PlatformError::NothingChanged { user: user.username.clone() });
+                    return Err(ControllerError::NothingChanged { user: user.username.clone() });
                 }
                 Ok(Plan {
                     config: Part::New(config),
@@ -171,13 +171,13 @@ impl Platform {
         Ok(releases)
     }
 
-    /// One release; [`PlatformError::NotFound`] if there is none.
+    /// One release; [`ControllerError::NotFound`] if there is none.
     pub async fn release(&self, user: &User, app: &AppName, version: u64) -> Result<Release> {
         self.app_for(user, app).await?;
         records::get_json::<Release>(&*self.store, &release_key(app, version))
             .await?
             .map(|(r, _)| r)
-            .ok_or_else(|| PlatformError::not_found(ResourceKind::Release, format!("v{version}")))
+            .ok_or_else(|| ControllerError::not_found(ResourceKind::Release, format!("v{version}")))
     }
 
     /// Rolls back to `version` (default: the one before the latest) by making a new
@@ -197,7 +197,7 @@ impl Platform {
                     .releases
                     .iter()
                     .find(|r| r.version as i64 == target)
-                    .ok_or_else(|| PlatformError::not_found(ResourceKind::Release, format!("v{target}")))?;
+                    .ok_or_else(|| ControllerError::not_found(ResourceKind::Release, format!("v{target}")))?;
                 if target.failed {
                     return Err(RollbackRefusal::FailedRelease.into());
                 }
@@ -213,16 +213,16 @@ impl Platform {
     }
 }
 
-impl Platform {
+impl Controller {
     pub(crate) async fn stored_config(&self, app: &AppName, uuid: &Uuid) -> Result<Config> {
         records::get_json::<Config>(&*self.store, &config_key(app, uuid)).await?.map(|(c, _)| c).ok_or_else(|| {
-            PlatformError::MissingRecord { kind: ResourceKind::Config, id: uuid.to_string(), app: app.clone() }
+            ControllerError::MissingRecord { kind: ResourceKind::Config, id: uuid.to_string(), app: app.clone() }
         })
     }
 
     pub(crate) async fn stored_build(&self, app: &AppName, uuid: &Uuid) -> Result<Build> {
         records::get_json::<Build>(&*self.store, &build_key(app, uuid)).await?.map(|(b, _)| b).ok_or_else(|| {
-            PlatformError::MissingRecord { kind: ResourceKind::Build, id: uuid.to_string(), app: app.clone() }
+            ControllerError::MissingRecord { kind: ResourceKind::Build, id: uuid.to_string(), app: app.clone() }
         })
     }
 }
