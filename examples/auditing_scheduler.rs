@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use deis_sdk::Unit;
 use deis_sdk::scheduler::{AppSpec, NodeStatus, RestartFilter, Result, Scheduler, UnitEvent};
+use deis_sdk::{AppName, Unit};
 use tokio::sync::broadcast;
 
 /// Counts and prints every change request, then delegates.
@@ -43,16 +43,16 @@ impl Scheduler for AuditingScheduler {
         self.inner.apply(spec).await
     }
 
-    async fn remove(&self, app: &str) -> Result<()> {
+    async fn remove(&self, app: &AppName) -> Result<()> {
         self.audit(format_args!("remove {app}"));
         self.inner.remove(app).await
     }
 
-    async fn units(&self, app: &str) -> Result<Vec<Unit>> {
+    async fn units(&self, app: &AppName) -> Result<Vec<Unit>> {
         self.inner.units(app).await
     }
 
-    async fn restart(&self, app: &str, filter: RestartFilter) -> Result<Vec<Unit>> {
+    async fn restart(&self, app: &AppName, filter: RestartFilter) -> Result<Vec<Unit>> {
         self.audit(format_args!("restart {app} {filter:?}"));
         self.inner.restart(app, filter).await
     }

@@ -29,6 +29,7 @@ use std::time::Duration;
 use deis_sdk::deis_core::App;
 use deis_sdk::deis_core::store::records::{self, Endpoint};
 use deis_sdk::deis_core::store::{RedbStore, Store};
+use deis_sdk::deis_core::testing::{app_name, process_type};
 use deis_sdk::router::{Router, RouterConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -244,9 +245,9 @@ fn main() {
         for (i, addr) in backends.iter().enumerate() {
             let unit = format!("web.web.{}", i + 1);
             let ep = Endpoint {
-                app: "web".into(),
+                app: app_name("web"),
                 unit: unit.clone(),
-                proc_type: "web".into(),
+                proc_type: process_type("web"),
                 release: 1,
                 address: *addr,
                 node: "bench".into(),

@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deis_sdk::deis_core::scheduler::Artifact;
+use deis_sdk::deis_core::testing::{app_name, process_type};
 use deis_sdk::deis_core::tty::token::TokenSigner;
 use deis_sdk::deis_core::tty::{LocalTtyBroker, SessionInput, SessionOutput, SessionSpec, TermSize};
 use deis_sdk::tty::client::{AttachOptions, RemoteSession, attach};
@@ -83,8 +84,8 @@ impl Deis {
     /// Creates a session for `command` (run with `sh -c`) and attaches to it.
     async fn session(&self, command: &str, tty: bool) -> RemoteSession {
         let spec = SessionSpec {
-            app: "bench".into(),
-            proc_type: "web".into(),
+            app: app_name("bench"),
+            proc_type: process_type("web"),
             artifact: Artifact::Source { dir: self.dir.path().to_path_buf() },
             release: 1,
             env: BTreeMap::new(),

@@ -25,7 +25,7 @@ use std::time::Duration;
 use deis_core::scheduler::UnitEvent;
 use deis_core::store::records::{self, ENDPOINTS_PREFIX, Endpoint};
 use deis_core::store::{LeaseId, StoreError, Txn};
-use deis_core::{Scheduler, Store, Unit, UnitState};
+use deis_core::{AppName, Scheduler, Store, Unit, UnitState};
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
@@ -187,7 +187,7 @@ struct PublisherState {
     /// Keys whose delete failed; retried on resync.
     undeleted: HashSet<String>,
     /// Apps whose units were seen.
-    apps: BTreeSet<String>,
+    apps: BTreeSet<AppName>,
 }
 
 impl PublisherState {
@@ -334,9 +334,7 @@ impl PublisherState {
         let mut apps = self.apps.clone();
         apps.extend(self.published.values().map(|ep| ep.app.clone()));
         match self.store.list("apps/").await {
-            Ok(listing) => {
-                apps.extend(listing.kvs.iter().filter_map(|kv| kv.key.strip_prefix("apps/").map(str::to_string)))
-            }
+            Ok(listing) => apps.extend(listing.kvs.iter().filter_map(|kv| kv.key.strip_prefix("apps/")?.parse().ok())),
             Err(e) => tracing::warn!(error = %e, "publisher: could not list apps for a resync"),
         }
         for key in self.undeleted.clone() {
@@ -383,6 +381,8 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Instant;
 
+    use deis_core::testing::{app_name, process_type};
+
     use async_trait::async_trait;
     use deis_core::scheduler::{AppSpec, NodeStatus, RestartFilter, SchedulerError};
     use deis_core::store::RedbStore;
@@ -418,15 +418,15 @@ mod tests {
         async fn apply(&self, _: AppSpec) -> deis_core::scheduler::Result<()> {
             Err(SchedulerError::Unsupported("test scheduler".into()))
         }
-        async fn remove(&self, app: &str) -> deis_core::scheduler::Result<()> {
-            self.units.lock().unwrap().retain(|u| u.app != app);
+        async fn remove(&self, app: &AppName) -> deis_core::scheduler::Result<()> {
+            self.units.lock().unwrap().retain(|u| u.app != *app);
             Ok(())
         }
-        async fn units(&self, app: &str) -> deis_core::scheduler::Result<Vec<Unit>> {
-            Ok(self.units.lock().unwrap().iter().filter(|u| u.app == app).cloned().collect())
+        async fn units(&self, app: &AppName) -> deis_core::scheduler::Result<Vec<Unit>> {
+            Ok(self.units.lock().unwrap().iter().filter(|u| u.app == *app).cloned().collect())
         }
-        async fn restart(&self, app: &str, _: RestartFilter) -> deis_core::scheduler::Result<Vec<Unit>> {
-            Err(SchedulerError::NotFound(app.into()))
+        async fn restart(&self, app: &AppName, _: RestartFilter) -> deis_core::scheduler::Result<Vec<Unit>> {
+            Err(SchedulerError::NotFound(app.to_string()))
         }
         async fn nodes(&self) -> deis_core::scheduler::Result<Vec<NodeStatus>> {
             Ok(Vec::new())
@@ -440,8 +440,8 @@ mod tests {
         Unit {
             name: Unit::name_for(app, proc_type, n),
             instance: 1,
-            app: app.into(),
-            proc_type: proc_type.into(),
+            app: app_name(app),
+            proc_type: process_type(proc_type),
             number: n,
             release: 3,
             state,
@@ -497,9 +497,9 @@ mod tests {
         assert_eq!(
             eps[0].1,
             Endpoint {
-                app: "hello".into(),
+                app: app_name("hello"),
                 unit: "hello.web.1".into(),
-                proc_type: "web".into(),
+                proc_type: process_type("web"),
                 release: 3,
                 address: "127.0.0.1:5001".parse().unwrap(),
                 node: "node-a".into(),
@@ -519,9 +519,9 @@ mod tests {
     async fn removes_stale_endpoints_of_its_node_on_start() {
         let store = RedbStore::in_memory();
         let stale = |node: &str, n: u32| Endpoint {
-            app: "hello".into(),
+            app: app_name("hello"),
             unit: format!("hello.web.{n}"),
-            proc_type: "web".into(),
+            proc_type: process_type("web"),
             release: 1,
             address: SocketAddr::from(([127, 0, 0, 1], 6000 + n as u16)),
             node: node.into(),

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use deis_sdk::deis_core::scheduler::Artifact;
+use deis_sdk::deis_core::testing::{app_name, process_type};
 use deis_sdk::deis_core::tty::channel::Protocol;
 use deis_sdk::deis_core::tty::token::{Claims, TokenSigner};
 use deis_sdk::deis_core::tty::{ExitStatus, LocalTtyBroker, SessionInput, SessionOutput, SessionSpec, TermSize};
@@ -49,8 +50,8 @@ async fn start(config: TtyConfig) -> Broker {
 impl Broker {
     fn spec(&self, app: &str, command: &[&str], tty: bool) -> SessionSpec {
         SessionSpec {
-            app: app.into(),
-            proc_type: "web".into(),
+            app: app_name(app),
+            proc_type: process_type("web"),
             artifact: Artifact::Source { dir: self.dir.path().to_path_buf() },
             release: 1,
             env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
@@ -175,7 +176,7 @@ async fn bad_tokens_and_origins_are_refused_with_clear_messages() {
 
     // Expired: a token for a real session, signed with the shared secret, expired.
     let t = b.ticket("a", &["true"], false);
-    let mut claims = Claims::new("alice", "a", vec!["true".into()], false, "web");
+    let mut claims = Claims::new("alice", app_name("a"), vec!["true".into()], false, process_type("web"));
     claims.session = t.id.clone();
     let old = SystemTime::now() - Duration::from_secs(300);
     let expired = SessionTicket { token: TokenSigner::new(SECRET).issue_at(claims, Duration::from_secs(60), old), ..t };

@@ -4,6 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use deis_sdk::deis_core::testing::{app_name, process_type};
 use deis_sdk::deis_core::tty::token::{Claims, TokenSigner};
 use deis_sdk::deis_core::tty::{ExitStatus, SessionOutput};
 use deis_sdk::tty::client::{AttachError, AttachOptions, attach_url_raw};
@@ -35,7 +36,13 @@ async fn serves_sessions_signed_with_the_shared_secret() {
         tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
     })
     .await;
-    let claims = Claims::new("alice", "hello", vec!["cat hello.txt; echo $DEIS_APP; exit 2".into()], false, "web");
+    let claims = Claims::new(
+        "alice",
+        app_name("hello"),
+        vec!["cat hello.txt; echo $DEIS_APP; exit 2".into()],
+        false,
+        process_type("web"),
+    );
     let url = |claims: &Claims, token: &str| {
         format!("ws://127.0.0.1:{port}/v2/sessions/{}/attach?app=hello&token={token}", claims.session)
     };
@@ -51,7 +58,7 @@ async fn serves_sessions_signed_with_the_shared_secret() {
     };
     assert_eq!((String::from_utf8_lossy(&out).as_ref(), status), ("hi from dir\nhello\n", ExitStatus::Code(2)));
 
-    let claims = Claims::new("mallory", "hello", vec!["id".into()], false, "web");
+    let claims = Claims::new("mallory", app_name("hello"), vec!["id".into()], false, process_type("web"));
     let token =
         TokenSigner::new("another secret entirely, 32+ characters").issue(claims.clone(), Duration::from_secs(60));
     match attach_url_raw(&url(&claims, &token), AttachOptions::default()).await {

@@ -272,14 +272,15 @@ impl Controller {
 mod tests {
     use super::*;
     use crate::model::Unit;
+    use crate::testing::{app_name, process_type};
 
     fn event(state: UnitState, restarts: u32) -> UnitEvent {
         UnitEvent {
             unit: Unit {
                 name: "hello.web.1".into(),
                 instance: 1,
-                app: "hello".into(),
-                proc_type: "web".into(),
+                app: app_name("hello"),
+                proc_type: process_type("web"),
                 number: 1,
                 release: 3,
                 state,

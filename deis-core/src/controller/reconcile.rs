@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::{Controller, ControllerError, Result};
 use crate::artifact::Digest;
-use crate::model::{App, Build, BuildSource, Config, ProcessType, Release};
+use crate::model::{App, AppName, Build, BuildSource, Config, ProcessType, Release};
 use crate::scheduler::{AppSpec, Artifact, ProcessSpec, SchedulerError};
 use crate::store::records::{self, releases_prefix};
 
@@ -123,16 +123,10 @@ impl Controller {
                     resources: config.resources(&ty),
                     healthcheck: config.readiness_probe(&ty).cloned(),
                 };
-                (ty.into_string(), spec)
+                (ty, spec)
             })
             .collect();
-        Ok(AppSpec {
-            app: app.id.to_string(),
-            release: release.version,
-            artifact,
-            env: config.values.clone(),
-            processes,
-        })
+        Ok(AppSpec { app: app.id.clone(), release: release.version, artifact, env: config.values.clone(), processes })
     }
 
     /// The spec of what runs now; a broken old build is logged and treated as nothing.
@@ -159,13 +153,13 @@ impl Controller {
     }
 
     /// Puts back what ran before a change whose commit failed.
-    pub(crate) async fn restore(&self, app: &str, old: Option<&AppSpec>) {
+    pub(crate) async fn restore(&self, app: &AppName, old: Option<&AppSpec>) {
         let result = match old {
             Some(spec) => self.scheduler.apply(spec.clone()).await,
             None => self.scheduler.remove(app).await,
         };
         if let Err(e) = result {
-            tracing::error!(app, error = %e, "could not restore the previous spec after a failed commit");
+            tracing::error!(app = %app, error = %e, "could not restore the previous spec after a failed commit");
         }
     }
 

@@ -60,17 +60,21 @@ impl Controller {
         };
         let types = process_types(build);
         let proc_type = match proc_type {
-            Some(t) if types.contains_key(t) => t.to_string(),
-            Some(t) => return Err(ControllerError::UnknownProcessType { proc_type: t.to_string() }),
-            None if types.contains_key("web") => "web".to_string(),
-            None => types.keys().next().cloned().unwrap_or_else(image_cmd_type).into_string(),
+            Some(t) => match types.keys().find(|known| **known == *t) {
+                Some(known) => known.clone(),
+                None => return Err(ControllerError::UnknownProcessType { proc_type: t.to_string() }),
+            },
+            None => match types.keys().find(|known| **known == "web") {
+                Some(web) => web.clone(),
+                None => types.keys().next().cloned().unwrap_or_else(image_cmd_type),
+            },
         };
         let spec = self.spec_with(&ctx.app, &ctx.current, &ctx.config, build).await?;
         let mut env = spec.env;
         env.insert("DEIS_APP".into(), ctx.app.id.to_string());
         env.insert("DEIS_RELEASE".into(), format!("v{}", ctx.current.version));
         Ok(SessionSpec {
-            app: ctx.app.id.into_string(),
+            app: ctx.app.id,
             proc_type,
             artifact: spec.artifact,
             release: ctx.current.version,

@@ -79,7 +79,7 @@ impl Controller {
             let ctx = self.context(app_record, rev).await?;
             let known = ctx.build.as_ref().is_some_and(|b| process_types(b).contains_key(ty.as_str()));
             if !known {
-                return Err(ControllerError::UnknownRestartTarget(UnknownRestartTarget::ProcessType(ty.clone())));
+                return Err(ControllerError::UnknownRestartTarget(UnknownRestartTarget::ProcessType(ty.to_string())));
             }
         }
         if let Some(name) = &filter.unit {

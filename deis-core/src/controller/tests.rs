@@ -10,18 +10,19 @@ use tokio::sync::broadcast;
 use super::MAX_UNITS_PER_TYPE as MAX_UNITS;
 use super::*;
 use crate::artifact::ArtifactError;
-use crate::model::{ConfigPatch, Unit, UnitState, ValidationError};
+use crate::model::{AppName, ConfigPatch, Unit, UnitState, ValidationError};
 use crate::scheduler::{self, AppSpec, Artifact, NodeStatus, RestartFilter, SchedulerError, UnitEvent};
 use crate::store::RedbStore;
+use crate::testing::{app_name, process_type};
 
 mockall::mock! {
     pub Sched {}
     #[async_trait::async_trait]
     impl Scheduler for Sched {
         async fn apply(&self, spec: AppSpec) -> scheduler::Result<()>;
-        async fn remove(&self, app: &str) -> scheduler::Result<()>;
-        async fn units(&self, app: &str) -> scheduler::Result<Vec<Unit>>;
-        async fn restart(&self, app: &str, filter: RestartFilter) -> scheduler::Result<Vec<Unit>>;
+        async fn remove(&self, app: &AppName) -> scheduler::Result<()>;
+        async fn units(&self, app: &AppName) -> scheduler::Result<Vec<Unit>>;
+        async fn restart(&self, app: &AppName, filter: RestartFilter) -> scheduler::Result<Vec<Unit>>;
         async fn nodes(&self) -> scheduler::Result<Vec<NodeStatus>>;
         fn subscribe(&self) -> broadcast::Receiver<UnitEvent>;
     }
@@ -64,14 +65,14 @@ fn recording_scheduler() -> (MockSched, Applied, Arc<Mutex<Vec<String>>>) {
         Ok(vec![Unit {
             name: Unit::name_for(app, "web", 1),
             instance: 1,
-            app: app.into(),
-            proc_type: "web".into(),
+            app: app_name(app),
+            proc_type: process_type("web"),
             number: 1,
             release: 2,
             state: UnitState::Up,
             address: None,
             node: "local".into(),
-            started: Some(crate::time::now()),
+            started: Some(crate::time::Timestamp::now()),
             restarts: 0,
             pid: None,
         }])
@@ -521,12 +522,12 @@ async fn ps_list_and_restart_validation() {
     p.create_app(&a, Some(n("demo"))).await.unwrap();
     p.create_build(&a, &n("demo"), BuildInput::Source(tarball("web: ./app.sh"))).await.unwrap();
     assert_eq!(p.units(&a, &n("demo")).await.unwrap()[0].name, "demo.web.1");
-    let bad = RestartFilter { proc_type: Some("worker".into()), unit: None };
+    let bad = RestartFilter { proc_type: Some(process_type("worker")), unit: None };
     assert_err!(
         p.restart(&a, &n("demo"), bad).await,
         ControllerError::UnknownRestartTarget(UnknownRestartTarget::ProcessType(t)) if t == "worker"
     );
-    let bad = RestartFilter { proc_type: Some("web".into()), unit: Some("demo.web.9".into()) };
+    let bad = RestartFilter { proc_type: Some(process_type("web")), unit: Some("demo.web.9".into()) };
     let err = p.restart(&a, &n("demo"), bad).await.unwrap_err();
     assert!(matches!(&err, ControllerError::UnknownRestartTarget(UnknownRestartTarget::Unit(u)) if u == "demo.web.9"));
     assert_eq!(err.to_string(), "Pod demo.web.9 does not exist in application");
@@ -546,7 +547,7 @@ async fn reconcile_applies_every_app() {
     }
     e.applied.lock().unwrap().clear();
     p.reconcile_all().await;
-    let apps: Vec<String> = e.applied.lock().unwrap().iter().map(|s| s.app.clone()).collect();
+    let apps: Vec<String> = e.applied.lock().unwrap().iter().map(|s| s.app.to_string()).collect();
     assert_eq!(apps, ["one", "two"]);
 }
 

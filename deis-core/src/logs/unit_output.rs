@@ -219,6 +219,7 @@ mod tests {
 
     use super::*;
     use crate::model::UnitState;
+    use crate::testing::{app_name, process_type};
 
     /// A minimal in-memory store for these tests: records appends, can be paused.
     #[derive(Debug, Default)]
@@ -255,8 +256,8 @@ mod tests {
         Unit {
             name: Unit::name_for(app, ty, n),
             instance: 1,
-            app: app.into(),
-            proc_type: ty.into(),
+            app: app_name(app),
+            proc_type: process_type(ty),
             number: n,
             release: 1,
             state: UnitState::Up,

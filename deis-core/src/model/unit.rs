@@ -2,6 +2,9 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::{AppName, ProcessType};
+use crate::time::Timestamp;
+
 /// The life of a unit, as schedulers report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,10 +47,10 @@ pub struct Unit {
     pub name: String,
     /// Distinguishes two instances with the same name during a rolling replacement.
     pub instance: u64,
-    /// App id.
-    pub app: String,
+    /// The app.
+    pub app: AppName,
     /// Process type.
-    pub proc_type: String,
+    pub proc_type: ProcessType,
     /// The `n` in the name, from 1.
     pub number: u32,
     /// Release version the unit runs.
@@ -58,8 +61,8 @@ pub struct Unit {
     pub address: Option<SocketAddr>,
     /// Which node runs it.
     pub node: String,
-    /// When the current process started, RFC 3339.
-    pub started: Option<String>,
+    /// When the current process started.
+    pub started: Option<Timestamp>,
     /// How often it has been restarted after crashing.
     pub restarts: u32,
     /// Process id, where the backend has one.

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use crate::model::limits::Resources;
-use crate::model::{Healthcheck, Unit};
+use crate::model::{AppName, Healthcheck, ProcessType, Unit};
 
 #[cfg(feature = "embedded")]
 pub use local::{LocalScheduler, LocalSchedulerConfig};
@@ -59,8 +59,8 @@ pub struct ProcessSpec {
 /// Desired state of one app.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppSpec {
-    /// App id.
-    pub app: String,
+    /// The app.
+    pub app: AppName,
     /// Release version.
     pub release: u64,
     /// What to run.
@@ -69,7 +69,7 @@ pub struct AppSpec {
     /// `DEIS_RELEASE`, `DEIS_UNIT`).
     pub env: BTreeMap<String, String>,
     /// Process types; types absent here have no units.
-    pub processes: BTreeMap<String, ProcessSpec>,
+    pub processes: BTreeMap<ProcessType, ProcessSpec>,
 }
 
 impl AppSpec {
@@ -97,7 +97,7 @@ pub struct NodeStatus {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RestartFilter {
     /// Only units of this process type.
-    pub proc_type: Option<String>,
+    pub proc_type: Option<ProcessType>,
     /// Only the unit with this name.
     pub unit: Option<String>,
 }
@@ -163,14 +163,14 @@ pub trait Scheduler: Send + Sync + Debug {
 
     /// Stops and forgets every unit of `app`. To ensure correctness: returns only when
     /// no process of the app is left. Removing an unknown app is not an error.
-    async fn remove(&self, app: &str) -> Result<()>;
+    async fn remove(&self, app: &AppName) -> Result<()>;
 
     /// The units of `app` (empty for an unknown app), sorted by name.
-    async fn units(&self, app: &str) -> Result<Vec<Unit>>;
+    async fn units(&self, app: &AppName) -> Result<Vec<Unit>>;
 
     /// Restarts the matching units (one at a time, like a release change) and returns
     /// them. Unknown app → [`SchedulerError::NotFound`].
-    async fn restart(&self, app: &str, filter: RestartFilter) -> Result<Vec<Unit>>;
+    async fn restart(&self, app: &AppName, filter: RestartFilter) -> Result<Vec<Unit>>;
 
     /// The nodes and what they hold.
     async fn nodes(&self) -> Result<Vec<NodeStatus>>;

@@ -24,6 +24,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
 use super::{KeyValue, Result, Store, StoreError};
+use crate::model::{AppName, ProcessType};
 
 /// Key of a user.
 pub fn user_key(username: &str) -> String {
@@ -70,12 +71,12 @@ pub fn endpoint_key(app: &str, unit: &str, instance: u64) -> String {
 /// text, so the names here are too.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Endpoint {
-    /// App id.
-    pub app: String,
+    /// The app.
+    pub app: AppName,
     /// Unit name `<app>.<type>.<n>`.
     pub unit: String,
     /// Process type.
-    pub proc_type: String,
+    pub proc_type: ProcessType,
     /// Release version the unit runs.
     pub release: u64,
     /// Address to connect to.

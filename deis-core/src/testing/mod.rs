@@ -46,6 +46,20 @@ mod tty;
 
 pub use deis_test_support::proc::processes_with_env;
 
+use crate::model::{AppName, ProcessType};
+
+/// `name` as an [`AppName`], for tests and suites whose names are known to be valid;
+/// panics (naming what is wrong) when it is not.
+pub fn app_name(name: &str) -> AppName {
+    AppName::new(name).unwrap_or_else(|e| panic!("app name {name:?}: {e}"))
+}
+
+/// `name` as a [`ProcessType`], for tests and suites whose types are known to be valid;
+/// panics (naming what is wrong) when it is not.
+pub fn process_type(name: &str) -> ProcessType {
+    ProcessType::new(name).unwrap_or_else(|e| panic!("process type {name:?}: {e}"))
+}
+
 /// How long a suite waits for something that should happen now.
 const PROMPT: std::time::Duration = std::time::Duration::from_secs(5);
 pub use logs::*;

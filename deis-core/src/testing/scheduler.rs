@@ -13,8 +13,9 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use super::run_cases;
+use super::{app_name as name, process_type as ptype};
 use crate::model::limits::Resources;
-use crate::model::{Unit, UnitState};
+use crate::model::{AppName, Unit, UnitState};
 use crate::scheduler::{AppSpec, Artifact, ProcessSpec, RestartFilter, Scheduler, SchedulerError, UnitEvent};
 
 /// What the suite needs besides the scheduler: specs the backend under test can run,
@@ -30,7 +31,7 @@ pub trait SchedulerHarness: Send + Sync {
     ///
     /// Counts are set by the suite, which may also raise the resource requests (to test
     /// admission). Requests should be small (zero is fine).
-    fn sample_app(&self, app: &str, release: u64) -> AppSpec;
+    fn sample_app(&self, app: &AppName, release: u64) -> AppSpec;
 
     /// Makes the process of `unit`, a `web` unit of [`sample_app`](Self::sample_app),
     /// exit on its own as a crash would (not through the scheduler). The default sends
@@ -95,7 +96,7 @@ impl SourceAppHarness {
 
     /// A spec of `app` at `release` running `(type, command, count)` processes in the
     /// build directory, each requesting 10 millicores and 16 MiB.
-    pub fn spec(&self, app: &str, release: u64, processes: &[(&str, &str, u32)]) -> AppSpec {
+    pub fn spec(&self, app: &AppName, release: u64, processes: &[(&str, &str, u32)]) -> AppSpec {
         let process = |command: &str, count: u32| ProcessSpec {
             command: command.into(),
             count,
@@ -103,11 +104,11 @@ impl SourceAppHarness {
             healthcheck: None,
         };
         AppSpec {
-            app: app.into(),
+            app: app.clone(),
             release,
             artifact: Artifact::Source { dir: PathBuf::from(self.dir()) },
             env: BTreeMap::from([("GREETING".to_string(), format!("hello from v{release}"))]),
-            processes: processes.iter().map(|(t, cmd, n)| (t.to_string(), process(cmd, *n))).collect(),
+            processes: processes.iter().map(|(t, cmd, n)| (ptype(t), process(cmd, *n))).collect(),
         }
     }
 }
@@ -118,7 +119,7 @@ pub const SAMPLE_WEB: &str = "exec python3 web.py";
 pub const SAMPLE_WORKER: &str = "exec sleep 3600";
 
 impl SchedulerHarness for SourceAppHarness {
-    fn sample_app(&self, app: &str, release: u64) -> AppSpec {
+    fn sample_app(&self, app: &AppName, release: u64) -> AppSpec {
         self.spec(app, release, &[("web", SAMPLE_WEB, 1), ("worker", SAMPLE_WORKER, 1)])
     }
 }
@@ -153,7 +154,7 @@ const UNIT_HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 const SAMPLE_PAUSE: Duration = Duration::from_millis(5);
 
 fn spec(h: &dyn SchedulerHarness, app: &str, release: u64, web: u32, worker: u32) -> AppSpec {
-    let mut spec = h.sample_app(app, release);
+    let mut spec = h.sample_app(&name(app), release);
     assert_eq!(spec.app, app, "sample_app must return a spec of the app asked for");
     assert_eq!(spec.release, release, "sample_app must return a spec of the release asked for");
     for (t, n) in [("web", web), ("worker", worker)] {
@@ -238,7 +239,7 @@ impl Suite<'_> {
     }
 
     async fn units(&self, step: &str, app: &str) -> Vec<Unit> {
-        self.s.units(app).await.unwrap_or_else(|e| panic!("{step}: units({app}) failed: {e}"))
+        self.s.units(&name(app)).await.unwrap_or_else(|e| panic!("{step}: units({app}) failed: {e}"))
     }
 
     async fn apply(&self, step: &str, spec: AppSpec) {
@@ -282,7 +283,7 @@ impl Suite<'_> {
     }
 
     async fn remove(&self, step: &str, app: &str) {
-        self.s.remove(app).await.unwrap_or_else(|e| panic!("{step}: remove: {e}"));
+        self.s.remove(&name(app)).await.unwrap_or_else(|e| panic!("{step}: remove: {e}"));
         let left = self.units(step, app).await;
         assert!(left.is_empty(), "{step}: units left after remove: {:?}", summary(&left));
     }
@@ -291,11 +292,11 @@ impl Suite<'_> {
         let step = "unknown app";
         let units = self.units(step, "suite-nothing").await;
         assert!(units.is_empty(), "{step}: units of an unknown app: {units:?}");
-        match self.s.restart("suite-nothing", RestartFilter::default()).await {
+        match self.s.restart(&name("suite-nothing"), RestartFilter::default()).await {
             Err(SchedulerError::NotFound(_)) => {}
             other => panic!("{step}: restart of an unknown app must be NotFound, got {other:?}"),
         }
-        self.s.remove("suite-nothing").await.unwrap_or_else(|e| panic!("{step}: remove must succeed: {e}"));
+        self.s.remove(&name("suite-nothing")).await.unwrap_or_else(|e| panic!("{step}: remove must succeed: {e}"));
     }
 
     async fn lifecycle(&self) {
@@ -347,8 +348,8 @@ impl Suite<'_> {
 
         // Restart replaces the matching units and returns them.
         let step = "restart web";
-        let filter = RestartFilter { proc_type: Some("web".into()), unit: None };
-        let restarted = self.s.restart(app, filter).await.unwrap_or_else(|e| panic!("{step}: {e}"));
+        let filter = RestartFilter { proc_type: Some(ptype("web")), unit: None };
+        let restarted = self.s.restart(&name(app), filter).await.unwrap_or_else(|e| panic!("{step}: {e}"));
         let names: Vec<&str> = restarted.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(names, ["suite-a.web.1", "suite-a.web.2"], "{step}: returned {:?}", summary(&restarted));
         assert!(instances(&restarted).is_disjoint(&instances(&v2)), "{step}: not new: {:?}", summary(&restarted));
@@ -356,12 +357,12 @@ impl Suite<'_> {
         assert!(instances(&after).is_disjoint(&instances(&v2)), "{step}: old units back: {:?}", summary(&after));
         let step = "restart one unit";
         let filter = RestartFilter { proc_type: None, unit: Some("suite-a.web.2".into()) };
-        let one = self.s.restart(app, filter).await.unwrap_or_else(|e| panic!("{step}: {e}"));
+        let one = self.s.restart(&name(app), filter).await.unwrap_or_else(|e| panic!("{step}: {e}"));
         assert_eq!(one.len(), 1, "{step}: returned {:?}", summary(&one));
         assert_eq!(one[0].name, "suite-a.web.2", "{step}");
         assert_ne!(one[0].instance, after[1].instance, "{step}: not a new instance");
         let filter = RestartFilter { proc_type: None, unit: Some("suite-a.web.9".into()) };
-        match self.s.restart(app, filter).await {
+        match self.s.restart(&name(app), filter).await {
             Err(SchedulerError::NotFound(_)) => {}
             other => panic!("{step}: restart of an unknown unit must be NotFound, got {other:?}"),
         }
@@ -374,7 +375,7 @@ impl Suite<'_> {
             let addr = u.address.unwrap();
             assert!(get_body(addr).await.is_none(), "{step}: {} still answers on {addr}", u.name);
         }
-        self.s.remove(app).await.unwrap_or_else(|e| panic!("{step}: removing twice must succeed: {e}"));
+        self.s.remove(&name(app)).await.unwrap_or_else(|e| panic!("{step}: removing twice must succeed: {e}"));
     }
 
     /// Specs beyond capacity are refused and leave the running units alone: the same
@@ -487,7 +488,7 @@ impl Suite<'_> {
     /// Applies `next` to `app`, whose units are `old`, watching the rollout until it
     /// converged; returns the new units.
     async fn roll(&self, step: &str, app: &str, next: AppSpec, old: &[Unit]) -> Vec<Unit> {
-        let counts: BTreeMap<String, u32> = next.processes.iter().map(|(t, p)| (t.clone(), p.count)).collect();
+        let counts: BTreeMap<String, u32> = next.processes.iter().map(|(t, p)| (t.to_string(), p.count)).collect();
         let (release, web, worker) = (next.release, counts["web"] as usize, counts["worker"] as usize);
         let done = AtomicBool::new(false);
         let (seen, new) = tokio::join!(self.watch_rollout(step, app, &counts, &done), async {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::run_cases;
+use super::{app_name, process_type, run_cases};
 use crate::scheduler::Artifact;
 use crate::tty::{ExitStatus, MAX_CHUNK, Session, SessionInput, SessionOutput, SessionSpec, TermSize, TtyBroker};
 use deis_test_support::proc::processes_with_env;
@@ -61,8 +61,8 @@ impl SpecHarness {
 impl TtyHarness for SpecHarness {
     fn spec(&self, app: &str, command: Vec<String>, tty: bool) -> SessionSpec {
         SessionSpec {
-            app: app.into(),
-            proc_type: "web".into(),
+            app: app_name(app),
+            proc_type: process_type("web"),
             artifact: self.artifact.clone(),
             release: self.release,
             env: BTreeMap::from([("DEIS_APP".into(), app.into())]),

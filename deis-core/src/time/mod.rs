@@ -107,12 +107,6 @@ pub fn rfc3339(t: SystemTime) -> String {
     Timestamp::from(t).to_string()
 }
 
-/// [`rfc3339`] of the current time, for fields that are still text (the scheduler's
-/// [`Unit::started`](crate::Unit::started)).
-pub fn now() -> String {
-    Timestamp::now().to_string()
-}
-
 /// A duration flag or setting that can't be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DurationError {

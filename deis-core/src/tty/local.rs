@@ -214,7 +214,7 @@ fn validate(spec: &SessionSpec, dir: &Path) -> Result<(), TtyError> {
 fn session_env(spec: &SessionSpec) -> BTreeMap<String, String> {
     let mut env = crate::sys::process::inherited_env();
     env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    env.entry("DEIS_APP".into()).or_insert_with(|| spec.app.clone());
+    env.entry("DEIS_APP".into()).or_insert_with(|| spec.app.to_string());
     env.entry("DEIS_RELEASE".into()).or_insert_with(|| format!("v{}", spec.release));
     if spec.tty {
         env.entry("TERM".into()).or_insert_with(|| TERM.into());

@@ -24,6 +24,7 @@ use std::fmt;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+use crate::model::{AppName, ProcessType};
 use crate::scheduler::Artifact;
 
 /// Capacity of session channels (messages, each at most [`MAX_CHUNK`] bytes).
@@ -45,10 +46,10 @@ pub struct TermSize {
 /// What to run, where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionSpec {
-    /// App id.
-    pub app: String,
+    /// The app.
+    pub app: AppName,
     /// Process type whose environment to use (`web` by default).
-    pub proc_type: String,
+    pub proc_type: ProcessType,
     /// The release's artifact (the build directory, or the image).
     pub artifact: Artifact,
     /// Release version.

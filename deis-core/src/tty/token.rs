@@ -13,7 +13,8 @@
 //! use deis_core::tty::token::{Claims, ReplayGuard, TokenSigner};
 //!
 //! let signer = TokenSigner::new(b"a secret of at least 32 random bytes.....");
-//! let claims = Claims::new("alice", "myapp", vec!["bash".into()], true, "web");
+//! let (app, web) = ("myapp".parse().unwrap(), "web".parse().unwrap());
+//! let claims = Claims::new("alice", app, vec!["bash".into()], true, web);
 //! let token = signer.issue(claims, Duration::from_secs(60));
 //!
 //! let guard = ReplayGuard::default();
@@ -29,6 +30,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+
+use crate::model::{AppName, ProcessType};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -52,7 +55,7 @@ pub struct Claims {
     pub user: String,
     /// The app whose environment it runs in.
     #[serde(rename = "a")]
-    pub app: String,
+    pub app: AppName,
     /// The command (argv; a single element runs with `sh -c`).
     #[serde(rename = "c")]
     pub command: Vec<String>,
@@ -61,7 +64,7 @@ pub struct Claims {
     pub tty: bool,
     /// The process type whose environment to use.
     #[serde(rename = "p")]
-    pub proc_type: String,
+    pub proc_type: ProcessType,
     /// Expiry, Unix seconds (set by [`TokenSigner::issue`]).
     #[serde(rename = "e")]
     pub expires: u64,
@@ -69,22 +72,8 @@ pub struct Claims {
 
 impl Claims {
     /// Claims with a fresh random session id; the expiry is set when issued.
-    pub fn new(
-        user: impl Into<String>,
-        app: impl Into<String>,
-        command: Vec<String>,
-        tty: bool,
-        proc_type: impl Into<String>,
-    ) -> Self {
-        Self {
-            session: crate::auth::random_hex(16),
-            user: user.into(),
-            app: app.into(),
-            command,
-            tty,
-            proc_type: proc_type.into(),
-            expires: 0,
-        }
+    pub fn new(user: impl Into<String>, app: AppName, command: Vec<String>, tty: bool, proc_type: ProcessType) -> Self {
+        Self { session: crate::auth::random_hex(16), user: user.into(), app, command, tty, proc_type, expires: 0 }
     }
 }
 
@@ -194,7 +183,7 @@ impl TokenSigner {
             return Err(TokenError::Expired { ago: now - claims.expires });
         }
         if claims.app != expected_app {
-            return Err(TokenError::WrongApp { token_app: claims.app, expected: expected_app.into() });
+            return Err(TokenError::WrongApp { token_app: claims.app.to_string(), expected: expected_app.into() });
         }
         Ok(claims)
     }
@@ -259,13 +248,20 @@ impl ReplayGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{app_name, process_type};
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
     }
 
     fn claims() -> Claims {
-        Claims::new("alice", "app1", vec!["sh".into(), "-c".into(), "exit 7".into()], false, "web")
+        Claims::new(
+            "alice",
+            app_name("app1"),
+            vec!["sh".into(), "-c".into(), "exit 7".into()],
+            false,
+            process_type("web"),
+        )
     }
 
     const T0: u64 = 1_700_000_000;
@@ -312,7 +308,7 @@ mod tests {
         // An altered payload (another app) with the old signature.
         let (payload, sig) = token.split_once('.').unwrap();
         let mut c: Claims = serde_json::from_slice(&hex::decode(payload).unwrap()).unwrap();
-        c.app = "app2".into();
+        c.app = app_name("app2");
         let forged = format!("{}.{sig}", hex::encode(serde_json::to_vec(&c).unwrap()));
         assert_eq!(s.verify(&forged, "app2", at(T0)), Err(TokenError::BadSignature));
         // A truncated signature.

@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
+use deis_core::controller::{ControllerError, UnknownRestartTarget};
 use deis_core::scheduler::RestartFilter;
-use deis_core::{AppName, ProcessType, Unit, time};
+use deis_core::time::Timestamp;
+use deis_core::{AppName, ProcessType, Unit};
 use http::StatusCode;
 use serde_json::{Value, json};
 
@@ -20,7 +22,7 @@ fn pod(u: &Unit) -> Value {
         "state": u.state.to_string(),
         "release": format!("v{}", u.release),
         "type": u.proc_type,
-        "started": u.started.clone().unwrap_or_else(time::now),
+        "started": u.started.unwrap_or_else(Timestamp::now),
         "address": u.address.map(|a| a.to_string()),
         "restarts": u.restarts,
     })
@@ -66,6 +68,13 @@ pub(super) async fn scale(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The process type named in a restart path; one that is not even a valid name is as
+/// unknown to the app as any other.
+fn process_type(name: String) -> Result<ProcessType, ApiError> {
+    ProcessType::new(name.as_str())
+        .map_err(|_| ControllerError::UnknownRestartTarget(UnknownRestartTarget::ProcessType(name)).into())
+}
+
 async fn restart(s: ApiState, user: &deis_core::User, app: &AppName, filter: RestartFilter) -> ApiResult {
     let units = s.controller.restart(user, app, filter).await?;
     Ok(json(StatusCode::OK, units.iter().map(pod).collect::<Vec<_>>()))
@@ -85,7 +94,8 @@ pub(super) async fn restart_type(
     AppPath(app): AppPath,
     Path((_, ptype)): Path<(String, String)>,
 ) -> ApiResult {
-    restart(s, &user, &app, RestartFilter { proc_type: Some(ptype), unit: None }).await
+    let proc_type = Some(process_type(ptype)?);
+    restart(s, &user, &app, RestartFilter { proc_type, unit: None }).await
 }
 
 pub(super) async fn restart_unit(
@@ -94,5 +104,6 @@ pub(super) async fn restart_unit(
     AppPath(app): AppPath,
     Path((_, ptype, name)): Path<(String, String, String)>,
 ) -> ApiResult {
-    restart(s, &user, &app, RestartFilter { proc_type: Some(ptype), unit: Some(name) }).await
+    let proc_type = Some(process_type(ptype)?);
+    restart(s, &user, &app, RestartFilter { proc_type, unit: Some(name) }).await
 }

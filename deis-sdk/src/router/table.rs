@@ -240,6 +240,7 @@ pub(crate) fn normalize_host(host: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deis_core::testing::{app_name, process_type};
     use std::time::Duration;
 
     fn pool() -> PoolSettings {
@@ -255,9 +256,9 @@ mod tests {
         let unit = format!("{app}.{proc_type}.{n}");
         let key = deis_core::store::records::endpoint_key(app, &unit, 1);
         let ep = Endpoint {
-            app: app.into(),
+            app: app_name(app),
             unit,
-            proc_type: proc_type.into(),
+            proc_type: process_type(proc_type),
             release: 1,
             address: SocketAddr::from(([127, 0, 0, 1], port)),
             node: "local".into(),

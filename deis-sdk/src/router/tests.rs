@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use deis_core::store::RedbStore;
 use deis_core::store::records::{self, Endpoint};
+use deis_core::testing::{app_name, process_type};
 use deis_core::{App, Domain, Store};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -192,7 +193,14 @@ async fn add_app(store: &RedbStore, app: &str) {
 async fn add_endpoint(store: &RedbStore, app: &str, n: u32, address: SocketAddr) -> String {
     let unit = format!("{app}.web.{n}");
     let key = records::endpoint_key(app, &unit, 1);
-    let ep = Endpoint { app: app.into(), unit, proc_type: "web".into(), release: 1, address, node: "local".into() };
+    let ep = Endpoint {
+        app: app_name(app),
+        unit,
+        proc_type: process_type("web"),
+        release: 1,
+        address,
+        node: "local".into(),
+    };
     store.put(&key, records::encode(&ep)).await.unwrap();
     key
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use deis_core::AppName;
 use deis_core::logs::{LogLine, LogStore};
 use deis_core::tty::ExitStatus;
 
@@ -18,7 +19,7 @@ pub enum AuditEvent {
         /// Who runs it.
         user: String,
         /// App id.
-        app: String,
+        app: AppName,
         /// argv.
         command: Vec<String>,
         /// With a terminal.
@@ -31,7 +32,7 @@ pub enum AuditEvent {
         /// Who ran it.
         user: String,
         /// App id.
-        app: String,
+        app: AppName,
         /// argv.
         command: Vec<String>,
         /// How the command ended; `None` when it was killed by the broker (client
@@ -92,12 +93,12 @@ impl AuditSink for TracingAudit {
     async fn record(&self, event: &AuditEvent) {
         match event {
             AuditEvent::Started { id, user, app, command, tty } => {
-                tracing::info!(target: "deis::audit", session = %id, user, app, ?command, tty, "tty session started");
+                tracing::info!(target: "deis::audit", session = %id, user, %app, ?command, tty, "tty session started");
             }
             AuditEvent::Ended { id, user, app, command, exit, reason, duration } => {
                 tracing::info!(
                     target: "deis::audit",
-                    session = %id, user, app, ?command,
+                    session = %id, user, %app, ?command,
                     exit_code = exit.map(ExitStatus::code),
                     reason,
                     duration_ms = duration.as_millis() as u64,
@@ -148,6 +149,7 @@ impl AuditSink for LogAudit {
 mod tests {
     use super::*;
     use deis_core::logs::{LogFilter, LogSource, RingLogStore};
+    use deis_core::testing::app_name;
 
     #[tokio::test]
     async fn log_audit_appends_platform_lines_to_the_apps_log() {
@@ -157,7 +159,7 @@ mod tests {
         sink.record(&AuditEvent::Started {
             id: "s9".into(),
             user: "bob".into(),
-            app: "web1".into(),
+            app: app_name("web1"),
             command: cmd.clone(),
             tty: true,
         })
@@ -165,7 +167,7 @@ mod tests {
         sink.record(&AuditEvent::Ended {
             id: "s9".into(),
             user: "bob".into(),
-            app: "web1".into(),
+            app: app_name("web1"),
             command: cmd,
             exit: None,
             reason: "idle timeout".into(),
@@ -188,7 +190,7 @@ mod tests {
         let start = AuditEvent::Started {
             id: "s1".into(),
             user: "alice".into(),
-            app: "a".into(),
+            app: app_name("a"),
             command: cmd.clone(),
             tty: false,
         };
@@ -196,7 +198,7 @@ mod tests {
         let end = AuditEvent::Ended {
             id: "s1".into(),
             user: "alice".into(),
-            app: "a".into(),
+            app: app_name("a"),
             command: cmd,
             exit: Some(ExitStatus::Code(3)),
             reason: "exited".into(),

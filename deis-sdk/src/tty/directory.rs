@@ -85,7 +85,7 @@ impl PendingSessions {
                 return Err(SessionError::TooMany { waiting: entries.len() });
             }
         }
-        entries.insert(id.to_string(), Pending { app: spec.app.clone(), spec: Some(spec), deadline: now + ttl });
+        entries.insert(id.to_string(), Pending { app: spec.app.to_string(), spec: Some(spec), deadline: now + ttl });
         Ok(())
     }
 
@@ -136,7 +136,7 @@ impl SessionDirectory for LocalDirectory {
 
     async fn take(&self, claims: &Claims) -> Result<SessionSpec, SessionError> {
         let mut env = self.env.clone();
-        env.insert("DEIS_APP".into(), claims.app.clone());
+        env.insert("DEIS_APP".into(), claims.app.to_string());
         Ok(SessionSpec {
             app: claims.app.clone(),
             proc_type: claims.proc_type.clone(),
@@ -154,11 +154,12 @@ impl SessionDirectory for LocalDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deis_core::testing::{app_name, process_type};
 
     fn spec(app: &str) -> SessionSpec {
         SessionSpec {
-            app: app.into(),
-            proc_type: "web".into(),
+            app: app_name(app),
+            proc_type: process_type("web"),
             artifact: Artifact::Source { dir: "/tmp".into() },
             release: 1,
             env: BTreeMap::new(),
@@ -172,7 +173,7 @@ mod tests {
     #[tokio::test]
     async fn pending_specs_are_handed_out_once_and_bounded() {
         let pending = PendingSessions::new(2);
-        let claims = Claims::new("alice", "a", vec!["true".into()], false, "web");
+        let claims = Claims::new("alice", app_name("a"), vec!["true".into()], false, process_type("web"));
         pending.insert(&claims.session, spec("a"), Duration::from_secs(60)).unwrap();
         assert_eq!(pending.app_of(&claims.session, None).await.as_deref(), Some("a"));
         assert_eq!(pending.app_of("nope", Some("a")).await, None);
@@ -183,13 +184,13 @@ mod tests {
         assert_eq!(pending.take(&claims).await.unwrap().app, "a");
         assert!(matches!(pending.take(&claims).await, Err(SessionError::AlreadyAttached)));
         assert_eq!(pending.app_of(&claims.session, None).await.as_deref(), Some("a"), "kept for replay detection");
-        let other = Claims::new("alice", "a", vec!["true".into()], false, "web");
+        let other = Claims::new("alice", app_name("a"), vec!["true".into()], false, process_type("web"));
         assert!(matches!(pending.take(&other).await, Err(SessionError::Unknown)));
         // Expired entries make room.
         let pending = PendingSessions::new(2);
         pending.insert("x", spec("b"), Duration::from_secs(60)).unwrap();
         pending.insert("z", spec("c"), Duration::ZERO).unwrap();
-        let mut late = Claims::new("alice", "c", vec!["true".into()], false, "web");
+        let mut late = Claims::new("alice", app_name("c"), vec!["true".into()], false, process_type("web"));
         late.session = "z".into();
         assert!(matches!(pending.take(&late).await, Err(SessionError::Expired)));
         pending.insert("w", spec("c"), Duration::from_secs(60)).unwrap();

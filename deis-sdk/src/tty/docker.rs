@@ -325,8 +325,8 @@ impl DockerTtyBroker {
         spec: &SessionSpec,
     ) -> Result<(Target, LogStream, Pin<Box<dyn AsyncWrite + Send>>), TtyError> {
         let labels = HashMap::from([
-            (LABEL_APP.to_string(), spec.app.clone()),
-            (LABEL_TYPE.to_string(), spec.proc_type.clone()),
+            (LABEL_APP.to_string(), spec.app.to_string()),
+            (LABEL_TYPE.to_string(), spec.proc_type.to_string()),
             (LABEL_RUN.to_string(), "true".to_string()),
         ]);
         let body = ContainerCreateBody {

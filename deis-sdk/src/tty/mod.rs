@@ -207,7 +207,7 @@ impl TtyService {
     /// app and command. Only an [`embedded`](Self::embedded) service creates sessions.
     pub fn create_session(&self, spec: SessionSpec) -> Result<SessionTicket, ServiceError> {
         let pending = self.pending.as_ref().ok_or(ServiceError::NotEmbedded)?;
-        let claims = Claims::new(&spec.user, &spec.app, spec.command.clone(), spec.tty, &spec.proc_type);
+        let claims = Claims::new(&spec.user, spec.app.clone(), spec.command.clone(), spec.tty, spec.proc_type.clone());
         let id = claims.session.clone();
         let ttl = self.config.token_ttl;
         let token = self.signer.issue(claims, ttl);

@@ -214,7 +214,7 @@ async fn run_session<S>(
     let session = match svc.broker.open(spec).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(session = %id, app, error = %e, "tty session could not start");
+            tracing::warn!(session = %id, %app, error = %e, "tty session could not start");
             let status =
                 channel::status_error(channel::REASON_INTERNAL_ERROR, &format!("the session could not start: {e}"));
             let _ = ws.send(Message::Binary(channel::encode(&Frame::Status(status)).into())).await;

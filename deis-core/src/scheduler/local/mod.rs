@@ -62,8 +62,8 @@ use self::process::{OsRuntime, ProcessRuntime};
 pub use self::supervisor::{BACKOFF_MAX, BACKOFF_MIN, BACKOFF_RESET};
 use self::supervisor::{Command, Shared, Supervisor};
 use super::{AppSpec, Artifact, NodeStatus, RestartFilter, Result, Scheduler, SchedulerError, UnitEvent};
-use crate::model::Unit;
 use crate::model::limits::Resources;
+use crate::model::{AppName, Unit};
 use crate::sys::GroupRegistry;
 pub use crate::sys::process::INHERITED_ENV;
 
@@ -84,7 +84,7 @@ pub struct LocalScheduler {
     shared: Arc<Shared>,
     node_name: String,
     capacity: super::Capacity,
-    apps: Mutex<BTreeMap<String, AppHandle>>,
+    apps: Mutex<BTreeMap<AppName, AppHandle>>,
     closed: AtomicBool,
 }
 
@@ -248,7 +248,7 @@ impl Scheduler for LocalScheduler {
     }
 
     /// See [`Scheduler::remove`]. Up units are not drained: they get `SIGTERM` at once.
-    async fn remove(&self, app: &str) -> Result<()> {
+    async fn remove(&self, app: &AppName) -> Result<()> {
         let Some(handle) = self.apps.lock().await.remove(app) else { return Ok(()) };
         let (tx, rx) = oneshot::channel();
         if handle.commands.send(Command::Remove(tx)).await.is_ok() {
@@ -261,7 +261,7 @@ impl Scheduler for LocalScheduler {
     /// See [`Scheduler::units`]. Units that are created, up, crashed or in error are
     /// listed (not those being stopped), sorted by process type, number (so `web.2`
     /// comes before `web.10`) and instance.
-    async fn units(&self, app: &str) -> Result<Vec<Unit>> {
+    async fn units(&self, app: &AppName) -> Result<Vec<Unit>> {
         let Some(commands) = self.commands(app).await else { return Ok(vec![]) };
         let (tx, rx) = oneshot::channel();
         commands.send(Command::Units(tx)).await.map_err(|_| gone())?;
@@ -272,7 +272,7 @@ impl Scheduler for LocalScheduler {
     /// with the units now in their slots; a replacement that does not become ready
     /// within `ready_timeout` ends it with an error (the old unit keeps running). An
     /// unknown unit name is [`SchedulerError::NotFound`].
-    async fn restart(&self, app: &str, filter: RestartFilter) -> Result<Vec<Unit>> {
+    async fn restart(&self, app: &AppName, filter: RestartFilter) -> Result<Vec<Unit>> {
         let Some(commands) = self.commands(app).await else {
             return Err(SchedulerError::NotFound(format!("app {app}")));
         };

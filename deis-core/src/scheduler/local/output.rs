@@ -107,6 +107,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::model::UnitState;
+    use crate::testing::{app_name, process_type};
 
     /// A sink that keeps every line, for tests.
     #[derive(Debug, Default)]
@@ -128,8 +129,8 @@ pub(crate) mod tests {
         Unit {
             name: name.into(),
             instance: 1,
-            app: "a".into(),
-            proc_type: "web".into(),
+            app: app_name("a"),
+            proc_type: process_type("web"),
             number: 1,
             release: 1,
             state: UnitState::Created,

@@ -32,9 +32,10 @@ use super::ports::PortAllocator;
 use super::probe::{ProbeTarget, Readiness, wait_ready};
 use super::process::{ExitInfo, GroupSignal, Launch, ProcessRuntime};
 use crate::model::limits::Resources;
-use crate::model::{Healthcheck, Unit, UnitState};
+use crate::model::{AppName, Healthcheck, ProcessType, Unit, UnitState};
 use crate::scheduler::{AppSpec, Artifact, RestartFilter, Result, SchedulerError, UnitEvent};
 use crate::sys::process::inherited_env;
+use crate::time::Timestamp;
 
 /// First delay before restarting a crashed unit; doubles on each crash.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -96,7 +97,7 @@ struct Template {
 #[derive(Debug)]
 struct Instance {
     id: u64,
-    proc_type: String,
+    proc_type: ProcessType,
     number: u32,
     template: Arc<Template>,
     /// 0 until allocated.
@@ -104,7 +105,7 @@ struct Instance {
     state: UnitState,
     run: u32,
     pid: Option<u32>,
-    started: Option<String>,
+    started: Option<Timestamp>,
     launched_at: Option<Instant>,
     restarts: u32,
     backoff: Duration,
@@ -121,17 +122,17 @@ struct Instance {
 #[derive(Debug)]
 struct RestartWaiter {
     old: BTreeSet<u64>,
-    slots: BTreeSet<(String, u32)>,
+    slots: BTreeSet<(ProcessType, u32)>,
     reply: oneshot::Sender<Result<Vec<Unit>>>,
 }
 
 /// The state of one app. See the module docs.
 #[derive(Debug)]
 pub(crate) struct Supervisor {
-    app: String,
+    app: AppName,
     shared: Arc<Shared>,
     desired: Option<AppSpec>,
-    templates: BTreeMap<String, Arc<Template>>,
+    templates: BTreeMap<ProcessType, Arc<Template>>,
     instances: BTreeMap<u64, Instance>,
     /// Instances a restart asked to replace.
     forced: BTreeSet<u64>,
@@ -147,7 +148,7 @@ pub(crate) struct Supervisor {
 
 impl Supervisor {
     /// Starts the task of `app`; returns its command channel and the task.
-    pub(crate) fn spawn(app: String, shared: Arc<Shared>) -> (mpsc::Sender<Command>, tokio::task::JoinHandle<()>) {
+    pub(crate) fn spawn(app: AppName, shared: Arc<Shared>) -> (mpsc::Sender<Command>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(64);
         let (reports, report_rx) = mpsc::unbounded_channel();
         let sup = Self {
@@ -366,7 +367,7 @@ impl Supervisor {
             return;
         }
         let Some(spec) = &self.desired else { return };
-        let counts: BTreeMap<String, u32> = spec.processes.iter().map(|(t, p)| (t.clone(), p.count)).collect();
+        let counts: BTreeMap<ProcessType, u32> = spec.processes.iter().map(|(t, p)| (t.clone(), p.count)).collect();
         let count = |t: &str| counts.get(t).copied().unwrap_or(0);
 
         // 1. Scale down, highest numbers first.
@@ -420,7 +421,7 @@ impl Supervisor {
         }
 
         // 3. Fill empty slots.
-        let wanted: Vec<(String, u32)> = self.templates.keys().map(|t| (t.clone(), count(t))).collect();
+        let wanted: Vec<(ProcessType, u32)> = self.templates.keys().map(|t| (t.clone(), count(t))).collect();
         for (proc_type, n) in wanted {
             for number in 1..=n {
                 if !self.live().any(|i| i.proc_type == proc_type && i.number == number) {
@@ -453,7 +454,7 @@ impl Supervisor {
         self.templates.get(&inst.proc_type) != Some(&inst.template) || self.forced.contains(&inst.id)
     }
 
-    fn start_new(&mut self, proc_type: String, number: u32, replaces: Option<u64>) {
+    fn start_new(&mut self, proc_type: ProcessType, number: u32, replaces: Option<u64>) {
         let Some(template) = self.templates.get(&proc_type).cloned() else { return };
         let id = self.shared.next_instance.fetch_add(1, Ordering::Relaxed);
         self.instances.insert(
@@ -518,7 +519,7 @@ impl Supervisor {
         let now = Instant::now();
         inst.pid = Some(spawned.pid);
         inst.state = UnitState::Created;
-        inst.started = Some(crate::time::now());
+        inst.started = Some(Timestamp::now());
         inst.launched_at = Some(now);
         let (stop_tx, stop_rx) = oneshot::channel();
         inst.stop = Some(stop_tx);
@@ -605,7 +606,7 @@ impl Supervisor {
             state: inst.state,
             address: (inst.port != 0).then(|| SocketAddr::from((Ipv4Addr::LOCALHOST, inst.port))),
             node: self.shared.node.clone(),
-            started: inst.started.clone(),
+            started: inst.started,
             restarts: inst.restarts,
             pid: inst.pid,
         }

@@ -17,7 +17,9 @@ use super::*;
 use crate::model::limits::Resources;
 use crate::model::{ExecProbe, Healthcheck, ProbeAction, UnitState};
 use crate::scheduler::Capacity;
-use crate::testing::{SAMPLE_WEB as WEB, SAMPLE_WORKER as WORKER, SourceAppHarness as Harness, scheduler_suite};
+use crate::testing::{
+    SAMPLE_WEB as WEB, SAMPLE_WORKER as WORKER, SourceAppHarness as Harness, app_name, scheduler_suite,
+};
 use deis_test_support::http;
 
 fn config(dir: &Path) -> LocalSchedulerConfig {
@@ -31,7 +33,7 @@ fn config(dir: &Path) -> LocalSchedulerConfig {
 async fn wait_units(s: &LocalScheduler, app: &str, ok: impl Fn(&[Unit]) -> bool) -> Vec<Unit> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let units = s.units(app).await.unwrap();
+        let units = s.units(&app_name(app)).await.unwrap();
         if ok(&units) {
             return units;
         }
@@ -86,7 +88,7 @@ async fn killed_unit_is_restarted_and_counted() {
     let s = LocalScheduler::new(config(state.path())).await.unwrap();
     let h = Harness::new();
     let mut events = s.subscribe();
-    s.apply(h.spec("crashy", 1, &[("worker", WORKER, 1)])).await.unwrap();
+    s.apply(h.spec(&app_name("crashy"), 1, &[("worker", WORKER, 1)])).await.unwrap();
     let units = wait_units(&s, "crashy", all_up(1)).await;
     let pid = units[0].pid.unwrap();
     kill(pid);
@@ -121,13 +123,13 @@ async fn stop_reaps_the_whole_group_and_escalates_to_sigkill() {
     let h = Harness::new();
     // A background child in the group, and a leader that ignores SIGTERM.
     let cmd = "sleep 3600 & echo $! > \"child-$DEIS_UNIT\"; trap '' TERM; while :; do sleep 1; done";
-    s.apply(h.spec("stubborn", 1, &[("worker", cmd, 1)])).await.unwrap();
+    s.apply(h.spec(&app_name("stubborn"), 1, &[("worker", cmd, 1)])).await.unwrap();
     let units = wait_units(&s, "stubborn", all_up(1)).await;
     let leader = units[0].pid.unwrap();
     let child: u32 = std::fs::read_to_string(h.dir().join("child-stubborn.worker.1")).unwrap().trim().parse().unwrap();
     assert!(!gone(child));
     let t = Instant::now();
-    s.remove("stubborn").await.unwrap();
+    s.remove(&app_name("stubborn")).await.unwrap();
     assert!(t.elapsed() >= Duration::from_millis(300), "SIGKILL came before stop_timeout");
     assert!(t.elapsed() < Duration::from_secs(3), "stop took {:?}", t.elapsed());
     assert!(gone(leader), "leader not reaped: no zombie may be left");
@@ -139,10 +141,10 @@ async fn rolling_release_brings_the_new_unit_up_before_the_old_goes_down() {
     let state = tempfile::tempdir().unwrap();
     let s = LocalScheduler::new(config(state.path())).await.unwrap();
     let h = Harness::new();
-    s.apply(h.spec("roll", 1, &[("web", WEB, 2)])).await.unwrap();
+    s.apply(h.spec(&app_name("roll"), 1, &[("web", WEB, 2)])).await.unwrap();
     let v1 = wait_units(&s, "roll", all_up(2)).await;
     let mut events = s.subscribe();
-    s.apply(h.spec("roll", 2, &[("web", WEB, 2)])).await.unwrap();
+    s.apply(h.spec(&app_name("roll"), 2, &[("web", WEB, 2)])).await.unwrap();
     let v2 = wait_units(&s, "roll", |u| all_up(2)(u) && u.iter().all(|u| u.release == 2)).await;
     assert_eq!(http::get_async(v2[0].address.unwrap(), "/").await.unwrap().body, "roll.web.1 hello from v2\n");
 
@@ -219,7 +221,7 @@ async fn environment_is_the_config_plus_port_and_deis_vars_only() {
     let state = tempfile::tempdir().unwrap();
     let s = LocalScheduler::new(config(state.path())).await.unwrap();
     let h = Harness::new();
-    s.apply(h.spec("envy", 7, &[("worker", "env > env.out; exec sleep 3600", 1)])).await.unwrap();
+    s.apply(h.spec(&app_name("envy"), 7, &[("worker", "env > env.out; exec sleep 3600", 1)])).await.unwrap();
     let units = wait_units(&s, "envy", all_up(1)).await;
     let env: BTreeMap<String, String> = std::fs::read_to_string(h.dir().join("env.out"))
         .unwrap()
@@ -246,7 +248,7 @@ async fn image_builds_are_refused_and_nothing_changes() {
     let state = tempfile::tempdir().unwrap();
     let s = LocalScheduler::new(config(state.path())).await.unwrap();
     let h = Harness::new();
-    let mut spec = h.spec("img", 4, &[("web", "", 1)]);
+    let mut spec = h.spec(&app_name("img"), 4, &[("web", "", 1)]);
     spec.artifact = Artifact::Image { reference: "nginx:1.27".into() };
     let err = s.apply(spec).await.unwrap_err();
     assert!(matches!(err, SchedulerError::Unsupported(_)), "{err:?}");
@@ -256,7 +258,7 @@ async fn image_builds_are_refused_and_nothing_changes() {
     {
         assert!(msg.contains(part), "{msg:?} lacks {part:?}");
     }
-    assert!(s.units("img").await.unwrap().is_empty());
+    assert!(s.units(&app_name("img")).await.unwrap().is_empty());
     assert_eq!(s.nodes().await.unwrap()[0].allocated, Resources::default());
 }
 
@@ -268,10 +270,10 @@ async fn capacity_refusal_names_the_app_and_what_is_short() {
     cfg.node_name = "box".into();
     let s = LocalScheduler::new(cfg).await.unwrap();
     let h = Harness::new();
-    let mut small = h.spec("small", 1, &[("worker", WORKER, 1)]);
+    let mut small = h.spec(&app_name("small"), 1, &[("worker", WORKER, 1)]);
     small.processes.get_mut("worker").unwrap().resources = Resources { cpu_millis: 600, memory_bytes: 512 << 20 };
     s.apply(small).await.unwrap();
-    let mut big = h.spec("big", 1, &[("worker", WORKER, 2)]);
+    let mut big = h.spec(&app_name("big"), 1, &[("worker", WORKER, 2)]);
     big.processes.get_mut("worker").unwrap().resources = Resources { cpu_millis: 300, memory_bytes: 512 << 20 };
     let err = s.apply(big).await.unwrap_err();
     assert!(matches!(err, SchedulerError::Capacity(_)), "{err:?}");
@@ -281,15 +283,15 @@ async fn capacity_refusal_names_the_app_and_what_is_short() {
     {
         assert!(msg.contains(part), "{msg:?} lacks {part:?}");
     }
-    assert!(s.units("big").await.unwrap().is_empty());
+    assert!(s.units(&app_name("big")).await.unwrap().is_empty());
     let node = &s.nodes().await.unwrap()[0];
     assert_eq!((node.name.as_str(), node.allocated.cpu_millis), ("box", 600));
     // The app's own current spec does not count against its new one.
-    let mut grown = h.spec("small", 2, &[("worker", WORKER, 1)]);
+    let mut grown = h.spec(&app_name("small"), 2, &[("worker", WORKER, 1)]);
     grown.processes.get_mut("worker").unwrap().resources = Resources { cpu_millis: 1000, memory_bytes: 1 << 30 };
     s.apply(grown).await.unwrap();
     s.shutdown().await;
-    assert!(s.apply(h.spec("late", 1, &[])).await.is_err(), "apply after shutdown must be refused");
+    assert!(s.apply(h.spec(&app_name("late"), 1, &[])).await.is_err(), "apply after shutdown must be refused");
 }
 
 #[tokio::test]
@@ -297,13 +299,13 @@ async fn invalid_specs_are_refused() {
     let state = tempfile::tempdir().unwrap();
     let s = LocalScheduler::new(config(state.path())).await.unwrap();
     let h = Harness::new();
-    let err = s.apply(h.spec("nocmd", 1, &[("web", " ", 1)])).await.unwrap_err();
+    let err = s.apply(h.spec(&app_name("nocmd"), 1, &[("web", " ", 1)])).await.unwrap_err();
     assert!(err.to_string().contains("process type web has no command"), "{err}");
-    let mut spec = h.spec("nodir", 1, &[("web", WEB, 1)]);
+    let mut spec = h.spec(&app_name("nodir"), 1, &[("web", WEB, 1)]);
     spec.artifact = Artifact::Source { dir: h.dir().join("missing") };
     let err = s.apply(spec).await.unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
-    let err = s.apply(h.spec("many", 1, &[("web", WEB, 1001)])).await.unwrap_err();
+    let err = s.apply(h.spec(&app_name("many"), 1, &[("web", WEB, 1001)])).await.unwrap_err();
     assert!(matches!(err, SchedulerError::Invalid(_)), "{err}");
 }
 
@@ -315,7 +317,9 @@ async fn output_lines_reach_the_sink() {
     cfg.output = sink.clone();
     let s = LocalScheduler::new(cfg).await.unwrap();
     let h = Harness::new();
-    s.apply(h.spec("talk", 1, &[("worker", "echo hello; echo oops >&2; exec sleep 3600", 1)])).await.unwrap();
+    s.apply(h.spec(&app_name("talk"), 1, &[("worker", "echo hello; echo oops >&2; exec sleep 3600", 1)]))
+        .await
+        .unwrap();
     wait_units(&s, "talk", all_up(1)).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while sink.lines_of("talk.worker.1").len() < 2 {
@@ -333,7 +337,7 @@ async fn healthcheck_decides_readiness() {
     let state = tempfile::tempdir().unwrap();
     let s = LocalScheduler::new(config(state.path())).await.unwrap();
     let h = Harness::new();
-    let mut spec = h.spec("checked", 1, &[("worker", WORKER, 1)]);
+    let mut spec = h.spec(&app_name("checked"), 1, &[("worker", WORKER, 1)]);
     spec.processes.get_mut("worker").unwrap().healthcheck = Some(Healthcheck {
         initial_delay_seconds: 0,
         timeout_seconds: 1,
@@ -344,7 +348,7 @@ async fn healthcheck_decides_readiness() {
     });
     s.apply(spec).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let units = s.units("checked").await.unwrap();
+    let units = s.units(&app_name("checked")).await.unwrap();
     assert_eq!(units[0].state, UnitState::Created, "up before its healthcheck passed");
     std::fs::write(h.dir().join("ready-checked.worker.1"), "").unwrap();
     wait_units(&s, "checked", all_up(1)).await;

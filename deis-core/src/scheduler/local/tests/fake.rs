@@ -15,6 +15,7 @@ use super::super::*;
 use crate::model::limits::Resources;
 use crate::model::{ProbeAction, UnitState};
 use crate::scheduler::ProcessSpec;
+use crate::testing::{app_name, process_type};
 
 /// Processes that exist only in memory. Commands containing `never-ready` never pass a
 /// probe; `ignore-term` ignore SIGTERM; `unstartable` fail to spawn.
@@ -101,12 +102,12 @@ fn spec(release: u64, command: &str, web: u32) -> AppSpec {
 
 fn typed_spec(proc_type: &str, release: u64, command: &str, count: u32) -> AppSpec {
     AppSpec {
-        app: "f".into(),
+        app: app_name("f"),
         release,
         artifact: Artifact::Source { dir: std::env::temp_dir() },
         env: BTreeMap::new(),
         processes: BTreeMap::from([(
-            proc_type.to_string(),
+            process_type(proc_type),
             ProcessSpec { command: command.into(), count, resources: Resources::default(), healthcheck: None },
         )]),
     }
@@ -114,13 +115,13 @@ fn typed_spec(proc_type: &str, release: u64, command: &str, count: u32) -> AppSp
 
 async fn settle(s: &LocalScheduler, ok: impl Fn(&[Unit]) -> bool) -> Vec<Unit> {
     for _ in 0..10_000 {
-        let units = s.units("f").await.unwrap();
+        let units = s.units(&app_name("f")).await.unwrap();
         if ok(&units) {
             return units;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("never settled: {:#?}", s.units("f").await.unwrap());
+    panic!("never settled: {:#?}", s.units(&app_name("f")).await.unwrap());
 }
 
 fn up_at(release: u64, n: usize) -> impl Fn(&[Unit]) -> bool {
@@ -142,7 +143,7 @@ async fn rollout_replaces_one_at_a_time_and_drains() {
     let mut events = vec![];
     let mut max_alive = 0;
     let t0 = Instant::now();
-    while !up_at(2, 3)(&s.units("f").await.unwrap()) || fake.alive().len() > 3 {
+    while !up_at(2, 3)(&s.units(&app_name("f")).await.unwrap()) || fake.alive().len() > 3 {
         max_alive = max_alive.max(fake.alive().len());
         events.extend(drain(&mut rx));
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -173,12 +174,12 @@ async fn a_replacement_that_never_gets_ready_keeps_the_old_units() {
     // The candidate is given up after ready_timeout; no second one is tried.
     settle(&s, |u| u.len() == 2 && Instant::now() - t > Duration::from_secs(61)).await;
     tokio::time::sleep(Duration::from_secs(120)).await;
-    let units = s.units("f").await.unwrap();
+    let units = s.units(&app_name("f")).await.unwrap();
     assert_eq!(units, v1, "the old units must be untouched");
     assert_eq!(fake.spawned_with("never-ready"), 1);
     assert_eq!(fake.alive().len(), 2);
     // Restart reports the failure too.
-    let err = s.restart("f", RestartFilter::default()).await.unwrap_err();
+    let err = s.restart(&app_name("f"), RestartFilter::default()).await.unwrap_err();
     assert!(err.to_string().contains("did not become ready within 60s"), "{err}");
     // The next apply retries.
     s.apply(spec(3, "serve v3", 2)).await.unwrap();
@@ -192,7 +193,7 @@ async fn crashes_restart_with_exponential_backoff() {
     settle(&s, up_at(1, 1)).await;
     let mut delays = vec![];
     for restarts in 1..=4 {
-        let pid = s.units("f").await.unwrap()[0].pid.unwrap();
+        let pid = s.units(&app_name("f")).await.unwrap()[0].pid.unwrap();
         drain(&mut rx);
         fake.end(pid, ExitInfo { code: Some(1), signal: None });
         let crashed_at = loop {
@@ -212,7 +213,7 @@ async fn crashes_restart_with_exponential_backoff() {
     }
     // After 30 s up, the backoff starts over.
     tokio::time::sleep(BACKOFF_RESET).await;
-    let pid = s.units("f").await.unwrap()[0].pid.unwrap();
+    let pid = s.units(&app_name("f")).await.unwrap()[0].pid.unwrap();
     let t = Instant::now();
     fake.end(pid, ExitInfo { code: Some(1), signal: None });
     settle(&s, |u| u[0].restarts == 5 && u[0].state == UnitState::Up).await;
@@ -225,7 +226,7 @@ async fn stop_escalates_after_stop_timeout() {
     s.apply(spec(1, "serve ignore-term", 1)).await.unwrap();
     let pid = settle(&s, up_at(1, 1)).await[0].pid.unwrap();
     let t = Instant::now();
-    s.remove("f").await.unwrap();
+    s.remove(&app_name("f")).await.unwrap();
     assert!(Instant::now() - t >= Duration::from_secs(10));
     assert_eq!(fake.signals(pid), [GroupSignal::Term, GroupSignal::Kill]);
     assert!(fake.alive().is_empty());
