@@ -60,6 +60,9 @@ pub enum ArgError {
     /// Neither a process type nor a unit name.
     #[error("expected a process type (web) or a unit name like hello.web.1, got {0:?}")]
     NotRestartTarget(String),
+    /// `labels:set` got a word without `=`.
+    #[error("expected KEY=VALUE (e.g. team=web), got {0:?}")]
+    NotLabel(String),
     /// `--procfile` is not `type: command` lines.
     #[error("invalid --procfile: {}", .0.message)]
     Procfile(#[source] ValidationError),
@@ -183,6 +186,19 @@ pub fn restart_arg(s: &str) -> Result<RestartArg> {
         return Err(bad());
     }
     Ok(RestartArg::Unit { proc_type, name: s.to_string() })
+}
+
+/// Parses an allow-list entry: an IP address or CIDR range.
+pub fn address_range(s: &str) -> Result<deis_core::AddressRange> {
+    Ok(s.trim().parse()?)
+}
+
+/// Parses `KEY=VALUE` for `labels:set` (the controller checks the characters).
+pub fn label(s: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(ArgError::NotLabel(s.to_string())),
+    }
 }
 
 /// Parses `--procfile` text: `type: command` lines, as in a Procfile.

@@ -316,6 +316,128 @@ pub enum Command {
         command: Vec<String>,
     },
 
+    /// List your SSH keys (for `git push`).
+    #[command(name = "keys:list", visible_alias = "keys")]
+    KeysList,
+    /// Register an SSH public key (default: ~/.ssh/id_ed25519.pub, id_ecdsa.pub or id_rsa.pub).
+    #[command(name = "keys:add")]
+    KeysAdd {
+        /// The public key file.
+        path: Option<PathBuf>,
+        /// Name for the key (default: the key's comment).
+        #[arg(long, value_name = "ID")]
+        id: Option<String>,
+    },
+    /// Remove one of your SSH keys.
+    #[command(name = "keys:remove")]
+    KeysRemove {
+        /// The key's id, as `deis keys:list` shows it.
+        id: String,
+    },
+
+    /// List the app's collaborators (or the platform's administrators with --admin).
+    #[command(name = "perms:list", visible_alias = "perms")]
+    PermsList {
+        /// List administrators instead.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Let a user deploy, configure, scale and run the app (or make them an administrator with --admin).
+    #[command(name = "perms:create")]
+    PermsCreate {
+        /// The user.
+        username: String,
+        /// Make the user an administrator instead.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Take a user's access to the app (or administrator rights with --admin).
+    #[command(name = "perms:delete")]
+    PermsDelete {
+        /// The user.
+        username: String,
+        /// Take administrator rights instead.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List the platform's users (administrators only; * marks administrators).
+    #[command(name = "users:list", visible_alias = "users")]
+    UsersList,
+    /// Let a disabled user log in again (administrators only).
+    #[command(name = "users:enable")]
+    UsersEnable {
+        /// The user.
+        username: String,
+    },
+    /// Stop a user from logging in or using their tokens (administrators only).
+    #[command(name = "users:disable")]
+    UsersDisable {
+        /// The user.
+        username: String,
+    },
+
+    /// Show whether the app is in maintenance mode.
+    #[command(name = "maintenance:info", visible_alias = "maintenance")]
+    MaintenanceInfo,
+    /// Put the app in maintenance mode: the router answers 503 with a maintenance page.
+    #[command(name = "maintenance:on")]
+    MaintenanceOn,
+    /// Take the app out of maintenance mode.
+    #[command(name = "maintenance:off")]
+    MaintenanceOff,
+    /// Show whether the router routes the app.
+    #[command(name = "routing:info", visible_alias = "routing")]
+    RoutingInfo,
+    /// Route the app again.
+    #[command(name = "routing:enable")]
+    RoutingEnable,
+    /// Stop routing the app (its units keep running; `deis run` still works).
+    #[command(name = "routing:disable")]
+    RoutingDisable,
+    /// List the client addresses allowed to reach the app (empty: everyone).
+    #[command(name = "whitelist:list", visible_alias = "whitelist")]
+    WhitelistList,
+    /// Allow client addresses or CIDR ranges (comma-separated); everyone else gets 403.
+    #[command(name = "whitelist:add")]
+    WhitelistAdd {
+        /// Addresses or ranges: 203.0.113.7,10.0.0.0/8.
+        #[arg(value_delimiter = ',', required = true, value_parser = args::address_range)]
+        addresses: Vec<deis_core::AddressRange>,
+    },
+    /// Remove addresses from the allow-list.
+    #[command(name = "whitelist:remove")]
+    WhitelistRemove {
+        /// Addresses or ranges as listed.
+        #[arg(value_delimiter = ',', required = true, value_parser = args::address_range)]
+        addresses: Vec<deis_core::AddressRange>,
+    },
+    /// Show whether HTTPS is enforced for the app.
+    #[command(name = "tls:info", visible_alias = "tls")]
+    TlsInfo,
+    /// Redirect the app's plain HTTP requests to HTTPS (301).
+    #[command(name = "tls:enable")]
+    TlsEnable,
+    /// Stop redirecting HTTP to HTTPS.
+    #[command(name = "tls:disable")]
+    TlsDisable,
+    /// List the app's labels.
+    #[command(name = "labels:list", visible_alias = "labels")]
+    LabelsList,
+    /// Set labels.
+    #[command(name = "labels:set")]
+    LabelsSet {
+        /// KEY=VALUE pairs.
+        #[arg(required = true, value_name = "KEY=VALUE", value_parser = args::label)]
+        labels: Vec<(String, String)>,
+    },
+    /// Remove labels.
+    #[command(name = "labels:unset")]
+    LabelsUnset {
+        /// Label keys.
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
+
     /// Show the client's version (and the controller's with --all).
     Version {
         /// Also ask the controller.

@@ -83,6 +83,15 @@ struct Args {
     /// host (repeatable; e.g. `https://console.example.com`).
     #[arg(long = "tty-allowed-origin", value_name = "ORIGIN")]
     tty_allowed_origins: Vec<String>,
+    /// A load balancer in front of the router (address or CIDR) whose X-Forwarded-For
+    /// is believed when checking app allow-lists (repeatable, or comma-separated).
+    #[arg(
+        long = "router-trusted-proxy",
+        env = "DEIS_ROUTER_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    router_trusted_proxies: Vec<deis_sdk::deis_core::AddressRange>,
     /// On SIGTERM, how long requests in flight get to finish (`30s`).
     #[arg(long, env = "DEIS_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
     shutdown_grace: Duration,
@@ -186,6 +195,7 @@ impl Args {
             .api_limits(limits)
             .log_lines_per_app(self.log_lines_per_app)
             .tty_config(self.tty_config())
+            .trusted_proxies(self.router_trusted_proxies.clone())
             .shutdown_grace(self.shutdown_grace);
         match self.scheduler {
             // The embedded default, with the capacity above.

@@ -85,24 +85,27 @@ impl Controller {
         Err(ControllerError::Concurrent { kind: ResourceKind::App })
     }
 
-    /// The apps `user` may see, sorted by id: their own, or all for admins.
+    /// The apps `user` may see, sorted by id: those they own or collaborate on, or all
+    /// for admins.
     pub async fn list_apps(&self, user: &User) -> Result<Vec<App>> {
         let apps: Vec<App> = records::list_json(&*self.store, "apps/").await?;
-        Ok(apps.into_iter().filter(|a| user.is_superuser || a.owner == user.username).collect())
+        Ok(apps.into_iter().filter(|a| user.is_superuser || a.is_member(&user.username)).collect())
     }
 
-    /// One app (owner or admin); [`ControllerError::NotFound`] if there is none.
+    /// One app (owner, collaborator or admin); [`ControllerError::NotFound`] if there
+    /// is none, [`ControllerError::Forbidden`] for anybody else.
     pub async fn app(&self, user: &User, id: &AppName) -> Result<App> {
         self.app_for(user, id).await.map(|(a, _)| a)
     }
 
     /// Destroys an app: stops its units, then deletes every record of it (configs,
     /// builds, releases, domains, endpoints) in one transaction.
+    /// Owner or admin only.
     pub async fn destroy_app(&self, user: &User, id: &AppName) -> Result<()> {
-        self.app_for(user, id).await?;
+        self.app_managed_by(user, id).await?;
         let guard = self.lock_app(id).await;
         for _ in 0..MAX_ATTEMPTS {
-            let (_, rev) = self.app_for(user, id).await?;
+            let (_, rev) = self.app_managed_by(user, id).await?;
             self.scheduler.remove(id).await?;
             let key = app_key(id);
             let mut txn = Txn::new()
@@ -132,14 +135,16 @@ impl Controller {
 
     /// Gives an app to another user (owner or admin); not found if the user does not exist.
     pub async fn transfer_app(&self, user: &User, id: &AppName, new_owner: &str) -> Result<App> {
-        self.app_for(user, id).await?;
+        self.app_managed_by(user, id).await?;
         let _guard = self.lock_app(id).await;
         for _ in 0..MAX_ATTEMPTS {
-            let (mut app, rev) = self.app_for(user, id).await?;
+            let (mut app, rev) = self.app_managed_by(user, id).await?;
             let Some(owner) = self.store.get(&user_key(new_owner)).await? else {
                 return Err(ControllerError::not_found(ResourceKind::User, new_owner));
             };
             app.owner = new_owner.to_string();
+            // The new owner is no collaborator of their own app.
+            app.collaborators.remove(new_owner);
             app.updated = crate::time::Timestamp::now();
             let txn = Txn::new()
                 .when(app_key(id), rev)
@@ -152,23 +157,5 @@ impl Controller {
             }
         }
         Err(ControllerError::Concurrent { kind: ResourceKind::App })
-    }
-
-    /// The app settings object of `GET /v2/apps/<app>/settings/` (what `deis info`
-    /// reads): maintenance off, routable, no whitelist, autoscale or labels.
-    pub async fn app_settings(&self, user: &User, id: &AppName) -> Result<serde_json::Value> {
-        let app = self.app(user, id).await?;
-        Ok(serde_json::json!({
-            "uuid": app.uuid,
-            "app": app.id,
-            "owner": app.owner,
-            "created": app.created,
-            "updated": app.updated,
-            "maintenance": false,
-            "routable": true,
-            "whitelist": [],
-            "autoscale": {},
-            "label": {},
-        }))
     }
 }

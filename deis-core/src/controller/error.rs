@@ -9,7 +9,7 @@ use std::fmt;
 
 use crate::artifact::ArtifactError;
 use crate::logs::LogError;
-use crate::model::{AppName, ConfigError, ValidationError};
+use crate::model::{AppName, ConfigError, SettingsError, ValidationError};
 use crate::scheduler::SchedulerError;
 use crate::store::StoreError;
 
@@ -30,6 +30,8 @@ pub enum ResourceKind {
     Config,
     /// A log drain of an app.
     Drain,
+    /// An SSH key of a user.
+    Key,
 }
 
 impl ResourceKind {
@@ -43,6 +45,7 @@ impl ResourceKind {
             Self::Build => "Build",
             Self::Config => "Config",
             Self::Drain => "Drain",
+            Self::Key => "Key",
         }
     }
 }
@@ -122,6 +125,9 @@ pub enum ControllerError {
     /// The token is unknown, revoked or malformed.
     #[error("Invalid token.")]
     InvalidToken,
+    /// The user was disabled by an administrator (`deis users:disable`).
+    #[error("User account is disabled.")]
+    AccountDisabled,
     /// The current password given to change it is wrong.
     #[error("Current password does not match")]
     WrongPassword,
@@ -190,6 +196,20 @@ pub enum ControllerError {
     NothingChanged {
         /// Who asked for it.
         user: String,
+    },
+    /// The change would leave the platform without an active administrator.
+    #[error("{username} is the last active administrator; make another user an administrator first")]
+    LastAdmin {
+        /// The administrator who would be demoted, disabled or removed.
+        username: String,
+    },
+    /// A membership that already exists (collaborator, administrator).
+    #[error("{username} is already {role}")]
+    AlreadyMember {
+        /// The user.
+        username: String,
+        /// What they already are (`a collaborator on hello`, `an administrator`).
+        role: String,
     },
     /// The user can't be removed while they own apps.
     #[error("{username} still has applications assigned. Delete or transfer ownership")]
@@ -279,6 +299,15 @@ impl From<SchedulerError> for ControllerError {
 impl From<ArtifactError> for ControllerError {
     fn from(e: ArtifactError) -> Self {
         Self::Artifact(e)
+    }
+}
+
+impl From<SettingsError> for ControllerError {
+    fn from(e: SettingsError) -> Self {
+        match e {
+            SettingsError::Invalid(e) => Self::Validation(e),
+            SettingsError::Missing { key, section } => Self::NotSet { key, section: section.to_string() },
+        }
     }
 }
 

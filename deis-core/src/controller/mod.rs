@@ -41,11 +41,14 @@ mod apps;
 mod builds;
 mod domains;
 mod error;
+mod keys;
 mod logs;
+mod perms;
 mod reconcile;
 mod releases;
 mod run;
 mod scale;
+mod settings;
 mod users;
 
 #[cfg(test)]
@@ -214,11 +217,20 @@ impl Controller {
             .ok_or_else(|| ControllerError::not_found(ResourceKind::App, id))
     }
 
-    /// Reads an app `user` may manage (owner or admin).
+    /// Reads an app `user` may use: owner, collaborator or admin (deploy, configure,
+    /// scale, run, logs, domains).
     async fn app_for(&self, user: &User, id: &AppName) -> Result<(App, u64)> {
+        self.app_with(user, id, Access::Use).await
+    }
+
+    /// Reads an app `user` may manage: owner or admin (destroy, transfer, collaborators).
+    async fn app_managed_by(&self, user: &User, id: &AppName) -> Result<(App, u64)> {
+        self.app_with(user, id, Access::Manage).await
+    }
+
+    async fn app_with(&self, user: &User, id: &AppName, access: Access) -> Result<(App, u64)> {
         let (app, rev) = self.load_app(id).await?;
-        check_access(user, &app)?;
-        Ok((app, rev))
+        if access.allows(user, &app) { Ok((app, rev)) } else { Err(ControllerError::Forbidden) }
     }
 
     /// Commits a transaction; `false` when a compare failed.
@@ -227,7 +239,21 @@ impl Controller {
     }
 }
 
-/// Owner or admin.
-fn check_access(user: &User, app: &App) -> Result<()> {
-    if user.is_superuser || user.username == app.owner { Ok(()) } else { Err(ControllerError::Forbidden) }
+/// What a request does with an app, and so who may do it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Owner, collaborators and admins.
+    Use,
+    /// Owner and admins.
+    Manage,
+}
+
+impl Access {
+    fn allows(self, user: &User, app: &App) -> bool {
+        user.is_superuser
+            || match self {
+                Access::Use => app.is_member(&user.username),
+                Access::Manage => app.owner == user.username,
+            }
+    }
 }

@@ -69,6 +69,7 @@ impl Controller {
             password_hash: hash,
             date_joined: crate::time::Timestamp::now(),
             last_login: None,
+            is_active: true,
         };
         let key = user_key(username);
         if !self.commit(Txn::new().when(&key, 0).put(&key, records::encode(&user))).await? {
@@ -89,6 +90,9 @@ impl Controller {
             let pw = password.to_string();
             let ok = blocking(move || auth::verify_password(&pw, &hash)).await?;
             let Some((mut user, rev)) = found.filter(|_| ok) else { return Err(bad()) };
+            if !user.is_active {
+                return Err(ControllerError::AccountDisabled);
+            }
             user.last_login = Some(crate::time::Timestamp::now());
             let token = auth::new_token();
             let key = user_key(username);
@@ -117,6 +121,7 @@ impl Controller {
         }
         let username = String::from_utf8_lossy(&kv.value).into_owned();
         match records::get_json::<User>(&*self.store, &user_key(&username)).await? {
+            Some((user, _)) if !user.is_active => Err(ControllerError::AccountDisabled),
             Some((user, _)) => Ok(user),
             None => Err(ControllerError::InvalidToken),
         }
@@ -127,7 +132,7 @@ impl Controller {
         self.find_user(&caller.username).await.map(|(u, _)| u)
     }
 
-    async fn find_user(&self, username: &str) -> Result<(User, u64)> {
+    pub(super) async fn find_user(&self, username: &str) -> Result<(User, u64)> {
         records::get_json::<User>(&*self.store, &user_key(username))
             .await?
             .ok_or_else(|| ControllerError::not_found(ResourceKind::User, username))
@@ -175,27 +180,40 @@ impl Controller {
         Err(ControllerError::Concurrent { kind: ResourceKind::User })
     }
 
-    /// Deletes a user (the caller, or `target` for admins) and their tokens.
-    /// [`ControllerError::OwnsApps`] if the user still owns apps.
+    /// Deletes a user (the caller, or `target` for admins), their tokens and SSH keys,
+    /// and their place among apps' collaborators. [`ControllerError::OwnsApps`] if the
+    /// user still owns apps; [`ControllerError::LastAdmin`] for the last active admin.
     pub async fn cancel_user(&self, caller: &User, target: Option<&str>) -> Result<()> {
         let name = target.unwrap_or(&caller.username);
         if name != caller.username && !caller.is_superuser {
             return Err(ControllerError::Forbidden);
         }
         let _guard = self.users_lock.lock().await;
-        let (_, rev) = self.find_user(name).await?;
-        let apps: Vec<App> = records::list_json(&*self.store, "apps/").await?;
-        if apps.iter().any(|a| a.owner == name) {
-            return Err(ControllerError::OwnsApps { username: name.to_string() });
-        }
+        let (user, rev) = self.find_user(name).await?;
         let key = user_key(name);
         let mut txn = Txn::new().when(&key, rev).delete(&key);
-        for app in &apps {
-            // Apps must not gain this owner meanwhile.
-            let (_, app_rev) = self.load_app(&app.id).await?;
-            txn = txn.when(app_key(&app.id), app_rev);
+        for kv in self.store.list("apps/").await?.kvs {
+            let mut app: App = records::decode(&kv)?;
+            if app.owner == name {
+                return Err(ControllerError::OwnsApps { username: name.to_string() });
+            }
+            // Apps must not gain this user meanwhile.
+            txn = txn.when(&kv.key, kv.mod_revision);
+            if app.collaborators.remove(name) {
+                txn = txn.put(app_key(&app.id), records::encode(&app));
+            }
+        }
+        if user.is_superuser && user.is_active {
+            let others = self.admin_records(name).await?;
+            if others.is_empty() {
+                return Err(ControllerError::LastAdmin { username: name.to_string() });
+            }
+            for (admin, admin_rev) in others {
+                txn = txn.when(user_key(&admin.username), admin_rev);
+            }
         }
         let txn = self.token_deletes(Some(name), txn).await?;
+        let txn = self.key_deletes(name, txn).await?;
         if !self.commit(txn).await? {
             return Err(ControllerError::Concurrent { kind: ResourceKind::User });
         }

@@ -1,9 +1,9 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{AppName, ProcessType};
+use super::{AppName, AppSettings, ProcessType};
 use crate::time::Timestamp;
 
 /// An application, as the controller API returns it.
@@ -22,13 +22,34 @@ pub struct App {
     pub created: Timestamp,
     /// Last change.
     pub updated: Timestamp,
+    /// Users who may use the app besides its owner (`deis perms:create`): deploy,
+    /// configure, scale and run, but not destroy, transfer or manage collaborators.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub collaborators: BTreeSet<String>,
+    /// What the router does with the app's traffic, labels, autoscale bounds.
+    #[serde(default)]
+    pub settings: AppSettings,
 }
 
 impl App {
+    /// Whether `username` owns the app or collaborates on it.
+    pub fn is_member(&self, username: &str) -> bool {
+        self.owner == username || self.collaborators.contains(username)
+    }
+
     /// A new app owned by `owner`, with an empty formation.
     pub fn new(id: AppName, owner: &str) -> Self {
         let now = Timestamp::now();
-        Self { uuid: Uuid::new_v4(), id, owner: owner.into(), structure: BTreeMap::new(), created: now, updated: now }
+        Self {
+            uuid: Uuid::new_v4(),
+            id,
+            owner: owner.into(),
+            structure: BTreeMap::new(),
+            created: now,
+            updated: now,
+            collaborators: BTreeSet::new(),
+            settings: AppSettings::default(),
+        }
     }
 }
 

@@ -5,25 +5,31 @@
 //! Every name and value that comes from outside is checked by [`validate`] with an
 //! error that says what is wrong and what would be right.
 
+mod address;
 mod app;
 mod build;
 mod config;
+mod key;
 pub mod limits;
 mod name;
 pub mod procfile;
 mod release;
+mod settings;
 mod unit;
 mod user;
 pub mod validate;
 
+pub use address::AddressRange;
 pub use app::{App, Domain};
 pub use build::{Build, BuildSource};
 pub use config::{
     ChangeSummary, Config, ConfigError, ConfigPatch, ExecProbe, Healthcheck, HttpGetProbe, HttpHeader, Probe,
     ProbeAction, TcpSocketProbe,
 };
+pub use key::{MAX_KEY_ID_LEN, MAX_PUBLIC_KEY_BYTES, PublicKey, SshKey, fingerprint_of_blob, key_id};
 pub use name::{AppName, ProcessType};
 pub use release::Release;
+pub use settings::{AppSettings, Autoscale, MAX_LABELS, MAX_WHITELIST, SettingsError, SettingsPatch};
 pub use unit::{Unit, UnitState};
 pub use user::User;
 pub use validate::ValidationError;

@@ -20,6 +20,13 @@ pub struct User {
     /// Last successful login.
     #[serde(default)]
     pub last_login: Option<Timestamp>,
+    /// A disabled user (`deis users:disable`) can't log in and their tokens are refused.
+    #[serde(default = "active")]
+    pub is_active: bool,
+}
+
+fn active() -> bool {
+    true
 }
 
 impl User {
@@ -32,7 +39,7 @@ impl User {
             "last_name": "",
             "is_superuser": self.is_superuser,
             "is_staff": self.is_superuser,
-            "is_active": true,
+            "is_active": self.is_active,
             "groups": [],
             "user_permissions": [],
             "last_login": self.last_login,

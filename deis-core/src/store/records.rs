@@ -9,6 +9,8 @@
 //! | `builds/<app>/<uuid>` | [`Build`] |
 //! | `releases/<app>/<version, 10 digits>` | [`Release`] |
 //! | `domains/<domain>` | [`Domain`] |
+//! | `keys/<username>/<key id>` | [`SshKey`] |
+//! | `keyprints/<hex sha256 of key blob>` | [`KeyRef`] (who holds a key, for the builder) |
 //! | `endpoints/<app>/<unit>#<instance>` | [`Endpoint`] (leased, written by the publisher) |
 //!
 //! [`User`]: crate::User
@@ -17,6 +19,7 @@
 //! [`Build`]: crate::Build
 //! [`Release`]: crate::Release
 //! [`Domain`]: crate::Domain
+//! [`SshKey`]: crate::SshKey
 
 use std::net::SocketAddr;
 
@@ -58,6 +61,29 @@ pub fn releases_prefix(app: &str) -> String {
 pub fn domain_key(domain: &str) -> String {
     format!("domains/{domain}")
 }
+/// Prefix of a user's SSH keys.
+pub fn ssh_keys_prefix(username: &str) -> String {
+    format!("keys/{username}/")
+}
+/// Key of one SSH key of a user.
+pub fn ssh_key_key(username: &str, id: &str) -> String {
+    format!("keys/{username}/{id}")
+}
+/// Key of the index entry of an SSH key blob (by the hex sha256 of the blob).
+pub fn keyprint_key(blob: &[u8]) -> String {
+    use sha2::Digest;
+    format!("keyprints/{}", hex::encode(sha2::Sha256::digest(blob)))
+}
+
+/// Who registered an SSH key: the value at [`keyprint_key`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct KeyRef {
+    /// The user.
+    pub owner: String,
+    /// The key's id among the user's keys.
+    pub id: String,
+}
+
 /// Prefix of all endpoints.
 pub const ENDPOINTS_PREFIX: &str = "endpoints/";
 /// Key of one unit instance's endpoint.

@@ -148,6 +148,7 @@ pub struct PlatformBuilder {
     tty_secret: Option<Vec<u8>>,
     tty: TtyConfig,
     shutdown_grace: Duration,
+    trusted_proxies: Vec<deis_core::AddressRange>,
 }
 
 impl PlatformBuilder {
@@ -170,6 +171,7 @@ impl PlatformBuilder {
             tty_secret: None,
             tty: TtyConfig::default(),
             shutdown_grace: Duration::from_secs(30),
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -225,6 +227,13 @@ impl PlatformBuilder {
     /// The router listener (default `127.0.0.1:8080`).
     pub fn router(mut self, listen: impl Into<Listen>) -> Self {
         self.router = listen.into();
+        self
+    }
+
+    /// Load balancers in front of the router whose `X-Forwarded-For` is believed for
+    /// app allow-lists (default: none, the TCP peer is the client).
+    pub fn trusted_proxies(mut self, ranges: Vec<deis_core::AddressRange>) -> Self {
+        self.trusted_proxies = ranges;
         self
     }
 
@@ -385,6 +394,7 @@ impl PlatformBuilder {
         // embedded TTY broker): `deis run` sessions come through the routing mesh.
         let mut router_config = RouterConfig::new(self.domain.clone());
         router_config.shutdown_grace = self.shutdown_grace;
+        router_config.trusted_proxies = self.trusted_proxies.clone();
         if let Some(api) = api_addr {
             router_config = router_config.with_platform_backend(listen::reachable(api));
         }

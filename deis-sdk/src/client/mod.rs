@@ -24,6 +24,7 @@
 //! readable message built from the server's JSON error body; response bodies are capped
 //! at [`MAX_RESPONSE_BYTES`].
 
+mod access;
 mod error;
 mod logs;
 mod pack;

@@ -1,4 +1,4 @@
-//! `/v2/apps/` and `/v2/apps/<app>/` (§3.2), app settings (§3.12).
+//! `/v2/apps/` and `/v2/apps/<app>/` (§3.2).
 
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -52,8 +52,4 @@ pub(super) async fn transfer(
 pub(super) async fn destroy(State(s): State<ApiState>, AuthUser(user): AuthUser, AppPath(app): AppPath) -> ApiResult {
     s.controller.destroy_app(&user, &app).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-pub(super) async fn settings(State(s): State<ApiState>, AuthUser(user): AuthUser, AppPath(app): AppPath) -> ApiResult {
-    Ok(json(StatusCode::OK, s.controller.app_settings(&user, &app).await?))
 }

@@ -78,10 +78,10 @@ impl ApiError {
 /// |---|---|---|
 /// | `Validation` | 400 | `{"<field>": ["<message>"]}` |
 /// | `NotFound` | 404 | `"No <Kind> matches the given query."` (a bare JSON string) |
-/// | `InvalidToken`, `WrongPassword` | 401 | `{"detail": ...}` |
+/// | `InvalidToken`, `WrongPassword`, `AccountDisabled` | 401 | `{"detail": ...}` |
 /// | `Forbidden`, `Registration*` | 403 | `{"detail": ...}` |
 /// | `UnknownProcessType` | 404 | `{"detail": ...}` |
-/// | `NothingChanged`, `OwnsApps`, `Concurrent` | 409 | `{"detail": ...}` |
+/// | `NothingChanged`, `OwnsApps`, `Concurrent`, `LastAdmin`, `AlreadyMember` | 409 | `{"detail": ...}` |
 /// | `NotSet`, `Capacity` | 422 | `{"detail": ...}` |
 /// | store, worker and inconsistency failures | 500 | `{"detail": "Server Error: ..."}` |
 /// | other refusals (no build, bad command, rollback, scheduler or archive refusals) | 400 | `{"detail": ...}` |
@@ -92,10 +92,14 @@ pub fn controller_error_response(e: &ControllerError) -> (StatusCode, Value) {
         E::Validation(v) if v.field == "detail" => (StatusCode::BAD_REQUEST, json!({ "detail": v.message })),
         E::Validation(v) => (StatusCode::BAD_REQUEST, json!({ v.field.as_str(): [v.message] })),
         E::NotFound { .. } => (StatusCode::NOT_FOUND, json!(e.to_string())),
-        E::InvalidToken | E::WrongPassword => detail(StatusCode::UNAUTHORIZED),
+        E::InvalidToken | E::WrongPassword | E::AccountDisabled => detail(StatusCode::UNAUTHORIZED),
         E::Forbidden | E::RegistrationDisabled | E::RegistrationAdminOnly => detail(StatusCode::FORBIDDEN),
         E::UnknownProcessType { .. } => detail(StatusCode::NOT_FOUND),
-        E::NothingChanged { .. } | E::OwnsApps { .. } | E::Concurrent { .. } => detail(StatusCode::CONFLICT),
+        E::NothingChanged { .. }
+        | E::OwnsApps { .. }
+        | E::Concurrent { .. }
+        | E::LastAdmin { .. }
+        | E::AlreadyMember { .. } => detail(StatusCode::CONFLICT),
         E::NotSet { .. } | E::Capacity(_) => detail(StatusCode::UNPROCESSABLE_ENTITY),
         E::Required { .. }
         | E::UnknownRestartTarget(_)

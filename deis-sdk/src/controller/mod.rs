@@ -28,9 +28,12 @@ mod domains;
 mod drains;
 mod error;
 mod extract;
+mod keys;
 mod logs;
+mod perms;
 mod ps;
 mod run;
+mod settings;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -85,7 +88,7 @@ fn both(router: Router<ApiState>, path: &str, methods: MethodRouter<ApiState>) -
 
 /// The controller API on `platform`. See the module docs for the conventions.
 pub fn router(controller: Arc<Controller>, limits: ApiLimits) -> Router {
-    use axum::routing::{delete, post};
+    use axum::routing::{delete, patch, post};
     let r = Router::new();
     let r = r
         .route("/healthz", get(health))
@@ -101,10 +104,21 @@ pub fn router(controller: Arc<Controller>, limits: ApiLimits) -> Router {
     let r = both(r, "/v2/auth/passwd", post(auth::passwd));
     let r = both(r, "/v2/auth/tokens", post(auth::tokens));
     let r = both(r, "/v2/users", get(auth::list_users));
+    let r = both(r, "/v2/users/{username}/enable", patch(perms::enable_user).post(perms::enable_user));
+    let r = both(r, "/v2/users/{username}/disable", patch(perms::disable_user).post(perms::disable_user));
+    let r = both(r, "/v2/admin/perms", get(perms::list_admins).post(perms::grant_admin));
+    let r = both(r, "/v2/admin/perms/{username}", delete(perms::revoke_admin));
+    let r = both(r, "/v2/keys", get(keys::list).post(keys::add));
+    let r = both(r, "/v2/keys/{id}", delete(keys::remove));
     // Apps.
     let r = both(r, "/v2/apps", get(apps::list).post(apps::create));
     let r = both(r, "/v2/apps/{app}", get(apps::info).post(apps::transfer).delete(apps::destroy));
-    let r = both(r, "/v2/apps/{app}/settings", get(apps::settings));
+    let r = both(r, "/v2/apps/{app}/settings", get(settings::get).post(settings::update));
+    let r = both(r, "/v2/apps/{app}/tls", get(settings::get_tls).post(settings::set_tls));
+    let r =
+        both(r, "/v2/apps/{app}/whitelist", get(settings::whitelist).post(settings::allow).delete(settings::disallow));
+    let r = both(r, "/v2/apps/{app}/perms", get(perms::list_collaborators).post(perms::add_collaborator));
+    let r = both(r, "/v2/apps/{app}/perms/{username}", delete(perms::remove_collaborator));
     let r = both(r, "/v2/apps/{app}/config", get(config::get_config).post(config::set_config));
     let r = both(r, "/v2/apps/{app}/builds", get(builds::list).post(builds::create));
     let r = both(r, "/v2/apps/{app}/releases", get(config::releases));

@@ -85,9 +85,10 @@ pub(super) async fn run(
     AppPath(app): AppPath,
     JsonBody(body): JsonBody<RunBody>,
 ) -> ApiResult {
-    let Some(Extension(svc)) = ext else { return Ok(no_broker()) };
     let command = command_of(body.command)?;
+    // Permissions first: a stranger learns nothing about the platform's setup.
     let spec = s.controller.session_spec(&user, &app, command, false, None).await?;
+    let Some(Extension(svc)) = ext else { return Ok(no_broker()) };
     match svc.run_batch(spec).await {
         Ok(out) => Ok(json(StatusCode::OK, out)),
         Err(e) => Ok(service_error(e)),
@@ -111,9 +112,9 @@ pub(super) async fn create_session(
     AppPath(app): AppPath,
     JsonBody(body): JsonBody<SessionBody>,
 ) -> ApiResult {
-    let Some(Extension(svc)) = ext else { return Ok(no_broker()) };
     let command = command_of(body.command)?;
     let spec = s.controller.session_spec(&user, &app, command, body.tty, body.proc_type.as_deref()).await?;
+    let Some(Extension(svc)) = ext else { return Ok(no_broker()) };
     match svc.create_session(spec) {
         Ok(ticket) => Ok(json(StatusCode::CREATED, ticket)),
         Err(e) => Ok(service_error(e)),

@@ -48,7 +48,7 @@ async fn start_with(limits: ApiLimits) -> Api {
         artifacts: ArtifactStore::new(dir.path()),
         domain: "example.test".into(),
         registration: RegistrationMode::Enabled,
-        logs: None,
+        logs: Some(Arc::new(deis_core::logs::RingLogStore::new())),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -352,3 +352,5 @@ async fn domains_users_and_permissions() {
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(api.get("/v2/apps/", &new).await.status, StatusCode::UNAUTHORIZED);
 }
+
+mod permissions;

@@ -37,6 +37,7 @@
 mod backend;
 mod body;
 pub mod h1;
+mod policy;
 mod proxy;
 mod server;
 mod table;
@@ -91,6 +92,13 @@ pub struct RouterConfig {
     /// [`RouterConfig::with_platform_backend`]). It wins over any app or custom domain.
     /// `None` (the default): no platform host.
     pub platform_host: Option<(String, SocketAddr)>,
+    /// Proxies (load balancers) in front of the router whose `X-Forwarded-For` is
+    /// believed when checking an app's allow-list. Empty (the default): the TCP peer
+    /// is the client.
+    pub trusted_proxies: Vec<deis_core::AddressRange>,
+    /// The port clients reach HTTPS on, for the redirect of apps that enforce HTTPS
+    /// (default 443).
+    pub https_port: u16,
 }
 
 impl RouterConfig {
@@ -109,6 +117,8 @@ impl RouterConfig {
             backend_idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
             platform_host: None,
+            trusted_proxies: Vec::new(),
+            https_port: 443,
         }
     }
 
@@ -152,6 +162,9 @@ pub struct RouterStats {
     pub retries: u64,
     /// Connections upgraded (WebSocket and other protocols).
     pub upgrades: u64,
+    /// Requests answered by the app's settings instead of a unit: 403 (allow-list),
+    /// 301 (HTTPS enforced) or 503 (maintenance).
+    pub policy_answers: u64,
 }
 
 #[derive(Debug, Default)]
@@ -168,6 +181,8 @@ struct Stats {
     connect_failures: AtomicU64,
     retries: AtomicU64,
     upgrades: AtomicU64,
+    /// Requests answered by an app's policy (allow-list, HTTPS redirect, maintenance).
+    policy_answers: AtomicU64,
 }
 
 /// A counter on a cache line of its own.
@@ -288,6 +303,7 @@ impl Router {
             connect_failures: get(&s.connect_failures),
             retries: get(&s.retries),
             upgrades: get(&s.upgrades),
+            policy_answers: get(&s.policy_answers),
         }
     }
 

@@ -17,6 +17,7 @@ use super::Shared;
 use super::backend::Conn;
 use super::body::{BodyTooLarge, BoxError, RequestBody, ResponseBody};
 use super::h1::{self, Forwarding, ProtocolError, RequestFraming, ResponseHead};
+use super::policy::{self, ClientAddress, Verdict};
 use super::server::{Busy, ResponseDeadline, TrackedBody};
 use super::table::{AppRoute, normalize_host};
 
@@ -29,6 +30,10 @@ pub(crate) struct ConnCtx {
     pub shared: Arc<Shared>,
     /// The client's IP, ready to be appended to `X-Forwarded-For`.
     pub client_ip: HeaderValue,
+    /// The TCP peer's address (for allow-lists).
+    pub peer_ip: std::net::IpAddr,
+    /// Whether the connection is TLS.
+    pub secure: bool,
     /// What the connection's idle/header-timeout watchdog looks at.
     pub activity: super::server::Activity,
 }
@@ -103,6 +108,22 @@ fn prepare(ctx: &ConnCtx, mut req: Request<Incoming>) -> Result<Forward, Respons
             }
         }
     };
+    if let Some(policy) = &route.policy {
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host());
+        let host = normalize_host(host.unwrap_or_default());
+        let request = policy::Request {
+            app: &route.app,
+            host: &host,
+            uri: req.uri(),
+            headers: req.headers(),
+            secure: ctx.secure,
+        };
+        let client = ClientAddress { peer: ctx.peer_ip, trusted: &shared.config.trusted_proxies };
+        if let Verdict::Answer(response) = policy.check(&request, &client, shared.config.https_port) {
+            stats.policy_answers.fetch_add(1, Ordering::Relaxed);
+            return Err(response);
+        }
+    }
     let app = &route.app;
     if route.backends.is_empty() {
         stats.no_backend.fetch_add(1, Ordering::Relaxed);

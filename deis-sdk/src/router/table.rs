@@ -1,7 +1,7 @@
 //! The routing table: host name -> app -> backends, rebuilt from the store's records.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use deis_core::store::records::Endpoint;
 
 use super::backend::{Backend, PoolSettings, worker_index};
+use super::policy::TrafficPolicy;
 
 /// Process types whose endpoints receive HTTP traffic: `web`, and `cmd` (the process
 /// type of image apps without a Procfile).
@@ -27,13 +28,21 @@ pub(crate) struct AppRoute {
     pub app: Box<str>,
     /// The app's routed endpoints, in endpoint key order.
     pub backends: Box<[Arc<Backend>]>,
+    /// What to check before forwarding (`None`: nothing, the common case).
+    pub policy: Option<Arc<TrafficPolicy>>,
     /// Round-robin position of each router worker (like nginx, each worker takes its
     /// own turns; together they spread evenly).
     next: Box<[Cursor]>,
 }
 
 impl AppRoute {
-    fn new(app: &str, backends: Box<[Arc<Backend>]>, workers: usize, previous: Option<&AppRoute>) -> Self {
+    fn new(
+        app: &str,
+        backends: Box<[Arc<Backend>]>,
+        policy: Option<Arc<TrafficPolicy>>,
+        workers: usize,
+        previous: Option<&AppRoute>,
+    ) -> Self {
         // Workers start staggered, so that their first requests go to different
         // backends; a rebuilt route continues where the previous one was.
         let next = (0..workers.max(1))
@@ -43,7 +52,7 @@ impl AppRoute {
                 ))
             })
             .collect();
-        Self { app: app.into(), backends, next }
+        Self { app: app.into(), backends, policy, next }
     }
 
     /// Next round-robin start position of the calling worker.
@@ -62,11 +71,26 @@ impl AppRoute {
     }
 }
 
+/// How an app's traffic is handled, from its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AppTraffic {
+    /// `false` after `deis routing:disable`: none of its hosts is routed.
+    pub routable: bool,
+    /// Checks before forwarding, if any.
+    pub policy: Option<Arc<TrafficPolicy>>,
+}
+
+impl Default for AppTraffic {
+    fn default() -> Self {
+        Self { routable: true, policy: None }
+    }
+}
+
 /// What the router knows from the store: apps, custom domains, endpoints.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct RouteState {
-    /// App ids (from `apps/<app>`).
-    pub apps: BTreeSet<String>,
+    /// App ids (from `apps/<app>`) and how their traffic is handled.
+    pub apps: BTreeMap<String, AppTraffic>,
     /// Domain key suffix -> (domain, app), from `domains/<domain>`.
     pub domains: BTreeMap<String, (String, String)>,
     /// Endpoint key -> endpoint, from `endpoints/...`.
@@ -139,8 +163,9 @@ impl RoutingTable {
                 return r.clone();
             }
             let addrs = by_app.get(app).map(Vec::as_slice).unwrap_or(&[]);
+            let policy = state.apps.get(app).and_then(|t| t.policy.clone());
             let route = match previous.apps.get(app) {
-                Some(prev) if prev.same_backends(addrs) => {
+                Some(prev) if prev.same_backends(addrs) && prev.policy == policy => {
                     for b in prev.backends.iter() {
                         used.insert(b.addr, b.clone());
                     }
@@ -155,7 +180,7 @@ impl RoutingTable {
                             b
                         })
                         .collect();
-                    Arc::new(AppRoute::new(app, list, pool.workers, prev.map(|p| &**p)))
+                    Arc::new(AppRoute::new(app, list, policy, pool.workers, prev.map(|p| &**p)))
                 }
             };
             apps.insert(app.into(), route.clone());
@@ -164,7 +189,11 @@ impl RoutingTable {
 
         let mut exact: HashMap<Box<str>, Arc<AppRoute>> = HashMap::new();
         let mut wildcard: HashMap<Box<str>, Arc<AppRoute>> = HashMap::new();
+        let routable = |app: &str| state.apps.get(app).is_none_or(|t| t.routable);
         for (name, app) in state.domains.values() {
+            if !routable(app) {
+                continue;
+            }
             let name = name.trim_end_matches('.').to_ascii_lowercase();
             if let Some(parent) = name.strip_prefix("*.") {
                 wildcard.insert(parent.into(), route_for(app));
@@ -179,7 +208,7 @@ impl RoutingTable {
         }
         // Default hosts go last so a custom domain can't take over another app's name.
         if !domain.is_empty() {
-            for app in &state.apps {
+            for app in state.apps.keys().filter(|a| routable(a)) {
                 exact.insert(format!("{app}.{domain}").into(), route_for(app));
             }
         }
@@ -189,7 +218,7 @@ impl RoutingTable {
                 Some(prev) if prev.same_backends(std::slice::from_ref(addr)) => prev.clone(),
                 _ => {
                     let b = backends.get(addr).cloned().unwrap_or_else(|| Arc::new(Backend::new(*addr, pool)));
-                    Arc::new(AppRoute::new(PLATFORM_APP, Box::new([b]), pool.workers, None))
+                    Arc::new(AppRoute::new(PLATFORM_APP, Box::new([b]), None, pool.workers, None))
                 }
             };
             used.insert(*addr, route.backends[0].clone());
@@ -268,12 +297,12 @@ mod tests {
 
     fn state() -> RouteState {
         let mut s = RouteState::default();
-        s.apps.extend(["hello".to_string(), "other".to_string()]);
+        s.apps.extend(["hello", "other"].map(|a| (a.to_string(), AppTraffic::default())));
         s.domains.insert("www.example.com".into(), ("www.example.com".into(), "hello".into()));
         s.domains.insert("*.wild.test".into(), ("*.wild.test".into(), "other".into()));
         s.domains.insert("short".into(), ("short".into(), "other".into()));
         s.domains.insert("hijack.deis.test".into(), ("hijack.deis.test".into(), "other".into()));
-        s.apps.insert("hijack".into());
+        s.apps.insert("hijack".into(), AppTraffic::default());
         s.endpoints.extend([ep("hello", 1, "web", 1001), ep("hello", 2, "web", 1002), ep("hello", 1, "worker", 1003)]);
         s.endpoints.extend([ep("other", 1, "cmd", 2001)]);
         s
@@ -336,12 +365,33 @@ mod tests {
     }
 
     #[test]
+    fn unroutable_apps_have_no_hosts_and_policy_changes_rebuild_the_route() {
+        let mut backends = HashMap::new();
+        let mut s = state();
+        let t1 = RoutingTable::build(&s, "deis.test", None, &RoutingTable::default(), &mut backends, pool());
+        let r1 = t1.lookup("hello.deis.test").unwrap().clone();
+        r1.next_start();
+        let policy = Arc::new(TrafficPolicy { maintenance: true, ..TrafficPolicy::default() });
+        s.apps.insert("hello".into(), AppTraffic { routable: true, policy: Some(policy.clone()) });
+        let t2 = RoutingTable::build(&s, "deis.test", None, &t1, &mut backends, pool());
+        let r2 = t2.lookup("www.example.com").unwrap();
+        assert_eq!(r2.policy.as_deref(), Some(&*policy));
+        assert!(Arc::ptr_eq(&r1.backends[0], &r2.backends[0]), "backends and their pools are kept");
+        assert_eq!(r2.position(), 1, "round-robin position is kept");
+
+        s.apps.insert("hello".into(), AppTraffic { routable: false, policy: None });
+        let t3 = RoutingTable::build(&s, "deis.test", None, &t2, &mut backends, pool());
+        assert!(t3.lookup("hello.deis.test").is_none() && t3.lookup("www.example.com").is_none());
+        assert_eq!(t3.lookup("a.wild.test").unwrap().app.as_ref(), "other", "other apps are still routed");
+    }
+
+    #[test]
     fn platform_host_wins_over_apps_and_custom_domains_and_is_kept_across_rebuilds() {
         let mut s = state();
         // Neither a custom domain nor a (legacy, pre-validation) app may take the host.
         s.domains.insert("deis.deis.test".into(), ("deis.deis.test".into(), "hello".into()));
         s.domains.insert("*.deis.test".into(), ("*.deis.test".into(), "hello".into()));
-        s.apps.insert("deis".into());
+        s.apps.insert("deis".into(), AppTraffic::default());
         let controller = SocketAddr::from(([127, 0, 0, 1], 8000));
         let platform = ("Deis.Deis.Test.".to_string(), controller);
         let mut backends = HashMap::new();

@@ -774,3 +774,78 @@ async fn large_bodies_stream_both_ways_intact() {
     drop(table);
     r.stop().await;
 }
+
+/// Rewrites app `app`'s settings in the store, as the controller does.
+async fn set_settings(store: &RedbStore, app: &str, change: impl FnOnce(&mut deis_core::AppSettings)) {
+    let (mut record, _) = records::get_json::<App>(store, &records::app_key(app)).await.unwrap().unwrap();
+    change(&mut record.settings);
+    store.put(&records::app_key(app), records::encode(&record)).await.unwrap();
+}
+
+#[tokio::test]
+async fn app_settings_take_effect_without_a_restart() {
+    let (store, r) = one_backend("hello", "hello-1").await;
+    add_domain(&store, "www.example.com", "hello").await;
+    eventually("the custom domain", async || r.get("www.example.com").await.0 == StatusCode::OK).await;
+
+    // Maintenance: a 503 HTML page on every host of the app.
+    set_settings(&store, "hello", |s| s.maintenance = true).await;
+    eventually("maintenance", async || r.get("www.example.com").await.0 == StatusCode::SERVICE_UNAVAILABLE).await;
+    let (status, body, headers) = r.request("GET", "hello.deis.test", "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("hello is down for maintenance"), "{body}");
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(headers["retry-after"], "60");
+
+    // Routing off: the app's hosts are unknown to the router.
+    set_settings(&store, "hello", |s| (s.maintenance, s.routable) = (false, false)).await;
+    eventually("routing off", async || r.get("hello.deis.test").await.0 == StatusCode::NOT_FOUND).await;
+    assert_eq!(r.get("www.example.com").await.0, StatusCode::NOT_FOUND);
+
+    // HTTPS enforced: a 301 keeping host, path and query.
+    set_settings(&store, "hello", |s| (s.routable, s.https_enforced) = (true, true)).await;
+    eventually("https", async || r.get("hello.deis.test").await.0 == StatusCode::MOVED_PERMANENTLY).await;
+    let (_, _, headers) = r.request("GET", "Hello.Deis.Test:8080", "").await;
+    assert_eq!(headers["location"], "https://hello.deis.test/path?q=1");
+
+    // Allow-list: loopback is not on it, then it is.
+    set_settings(&store, "hello", |s| {
+        s.https_enforced = false;
+        s.whitelist = vec!["192.0.2.0/24".parse().unwrap()];
+    })
+    .await;
+    eventually("allow-list", async || r.get("hello.deis.test").await.0 == StatusCode::FORBIDDEN).await;
+    assert!(r.get("hello.deis.test").await.1.contains("127.0.0.1 is not allowed to reach hello"));
+    set_settings(&store, "hello", |s| s.whitelist.push("127.0.0.1".parse().unwrap())).await;
+    eventually("allowed", async || r.get("hello.deis.test").await == (StatusCode::OK, "hello-1".into())).await;
+    assert!(r.router.stats().policy_answers >= 5, "{:?}", r.router.stats());
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn allow_lists_believe_forwarded_for_only_from_trusted_proxies() {
+    let store = RedbStore::in_memory();
+    add_app(&store, "hello").await;
+    add_endpoint(&store, "hello", 1, backend("hello-1").await).await;
+    set_settings(&store, "hello", |s| s.whitelist = vec!["203.0.113.0/24".parse().unwrap()]).await;
+    let untrusted = TestRouter::start(&store).await;
+    let mut config = RouterConfig::new(DOMAIN);
+    config.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    let behind_proxy = TestRouter::start_with(&store, config).await;
+
+    let get = async |r: &TestRouter, xff: &str| {
+        let req = Request::builder()
+            .uri("/")
+            .header("host", "hello.deis.test")
+            .header("x-forwarded-for", xff)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        Client::connect(r.addr).await.0.send_request(req).await.unwrap().status()
+    };
+    assert_eq!(get(&untrusted, "203.0.113.5").await, StatusCode::FORBIDDEN, "anyone could send that header");
+    assert_eq!(get(&behind_proxy, "203.0.113.5").await, StatusCode::OK);
+    assert_eq!(get(&behind_proxy, "203.0.113.5, 198.51.100.7").await, StatusCode::FORBIDDEN, "the right-most counts");
+    assert_eq!(get(&behind_proxy, "not-an-address").await, StatusCode::FORBIDDEN);
+    untrusted.stop().await;
+    behind_proxy.stop().await;
+}

@@ -5,15 +5,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deis_core::Domain;
 use deis_core::store::records::{self, ENDPOINTS_PREFIX, Endpoint};
 use deis_core::store::{EventKind, Store, StoreError, Watch, WatchEvent};
+use deis_core::{App, Domain};
 use futures_util::FutureExt;
 use tokio::sync::watch;
 
 use super::Shared;
 use super::backend::Backend;
-use super::table::{RouteState, RoutingTable};
+use super::policy::TrafficPolicy;
+use super::table::{AppTraffic, RouteState, RoutingTable};
 
 const APPS_PREFIX: &str = "apps/";
 const DOMAINS_PREFIX: &str = "domains/";
@@ -129,7 +130,17 @@ fn put(state: &mut RouteState, prefix: Prefix, key: &str, kv: &deis_core::store:
     match prefix {
         Prefix::Apps => {
             if let Some(app) = key.strip_prefix(APPS_PREFIX) {
-                state.apps.insert(app.to_string());
+                let traffic = match records::decode::<App>(kv) {
+                    Ok(record) => AppTraffic {
+                        routable: record.settings.routable,
+                        policy: TrafficPolicy::of(&record.settings).map(Arc::new),
+                    },
+                    Err(e) => {
+                        tracing::warn!(app, error = %e, "router: app record unreadable; routing it without settings");
+                        AppTraffic::default()
+                    }
+                };
+                state.apps.insert(app.to_string(), traffic);
             }
         }
         Prefix::Domains => match records::decode::<Domain>(kv) {

@@ -2,6 +2,8 @@
 
 use std::time::Instant;
 
+use serde_json::Value;
+
 use super::{CliError, Ctx, Result};
 use crate::output;
 use crate::prompt;
@@ -75,19 +77,38 @@ pub async fn info(ctx: &Ctx) -> Result {
     }
     if let Some(settings) = settings {
         println!();
+        println!("=== {} Settings", app.id);
+        let flag = |k: &str, default: bool| settings.get(k).and_then(Value::as_bool).unwrap_or(default);
+        let whitelist: Vec<&str> = settings
+            .get("whitelist")
+            .and_then(Value::as_array)
+            .map_or_else(Vec::new, |a| a.iter().filter_map(Value::as_str).collect());
+        print!(
+            "{}",
+            output::fields(&[
+                ("maintenance", on_off(flag("maintenance", false))),
+                ("routable", on_off(flag("routable", true))),
+                ("whitelist", if whitelist.is_empty() { "everyone".into() } else { whitelist.join(", ") }),
+                ("https enforced", on_off(app.settings.https_enforced)),
+                (
+                    "collaborators",
+                    if app.collaborators.is_empty() {
+                        "none".into()
+                    } else {
+                        app.collaborators.iter().cloned().collect::<Vec<_>>().join(", ")
+                    }
+                ),
+            ])
+        );
+        println!();
         println!("=== {} Label", app.id);
-        match settings.get("label").and_then(|l| l.as_object()).filter(|l| !l.is_empty()) {
-            Some(labels) => {
-                let rows: Vec<Vec<String>> = labels
-                    .iter()
-                    .map(|(k, v)| vec![format!("{k}:"), v.as_str().map_or_else(|| v.to_string(), str::to_string)])
-                    .collect();
-                print!("{}", output::table(&rows, " "));
-            }
-            None => println!("No labels found."),
-        }
+        super::settings::print_labels(settings.get("label").unwrap_or(&Value::Null));
     }
     Ok(())
+}
+
+fn on_off(b: bool) -> String {
+    if b { "on".into() } else { "off".into() }
 }
 
 /// `deis apps:destroy [--confirm=APP]`: asks on a terminal, refuses otherwise.

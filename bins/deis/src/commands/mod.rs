@@ -1,5 +1,6 @@
 //! The commands: shared context (profile, client, app, output) and dispatch.
 
+mod access;
 mod apps;
 mod auth;
 mod config;
@@ -10,6 +11,7 @@ mod logs;
 mod ps;
 mod releases;
 mod run;
+mod settings;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -212,6 +214,32 @@ pub async fn run(cli: Cli) -> Result {
         Command::DrainsList => drains::list(&ctx).await,
         Command::DrainsAdd { url } => drains::add(&ctx, &url).await,
         Command::DrainsRemove { drain } => drains::remove(&ctx, &drain).await,
+
+        Command::KeysList => access::keys_list(&ctx).await,
+        Command::KeysAdd { path, id } => access::keys_add(&ctx, path, id).await,
+        Command::KeysRemove { id } => access::keys_remove(&ctx, &id).await,
+        Command::PermsList { admin } => access::perms_list(&ctx, admin).await,
+        Command::PermsCreate { username, admin } => access::perms_create(&ctx, &username, admin).await,
+        Command::PermsDelete { username, admin } => access::perms_delete(&ctx, &username, admin).await,
+        Command::UsersList => access::users_list(&ctx).await,
+        Command::UsersEnable { username } => access::users_set_active(&ctx, &username, true).await,
+        Command::UsersDisable { username } => access::users_set_active(&ctx, &username, false).await,
+
+        Command::MaintenanceInfo => settings::show(&ctx, settings::Switch::Maintenance).await,
+        Command::MaintenanceOn => settings::flip(&ctx, settings::Switch::Maintenance, true).await,
+        Command::MaintenanceOff => settings::flip(&ctx, settings::Switch::Maintenance, false).await,
+        Command::RoutingInfo => settings::show(&ctx, settings::Switch::Routing).await,
+        Command::RoutingEnable => settings::flip(&ctx, settings::Switch::Routing, true).await,
+        Command::RoutingDisable => settings::flip(&ctx, settings::Switch::Routing, false).await,
+        Command::TlsInfo => settings::show(&ctx, settings::Switch::Https).await,
+        Command::TlsEnable => settings::flip(&ctx, settings::Switch::Https, true).await,
+        Command::TlsDisable => settings::flip(&ctx, settings::Switch::Https, false).await,
+        Command::WhitelistList => settings::whitelist_list(&ctx).await,
+        Command::WhitelistAdd { addresses } => settings::whitelist_add(&ctx, &addresses).await,
+        Command::WhitelistRemove { addresses } => settings::whitelist_remove(&ctx, &addresses).await,
+        Command::LabelsList => settings::labels_list(&ctx).await,
+        Command::LabelsSet { labels } => settings::labels_set(&ctx, labels).await,
+        Command::LabelsUnset { keys } => settings::labels_unset(&ctx, keys).await,
     }
 }
 

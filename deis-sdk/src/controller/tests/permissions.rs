@@ -1,0 +1,321 @@
+//! The permission matrix: every endpoint that reads or changes an app or the platform,
+//! called as the owner, a collaborator, an administrator and a stranger.
+//!
+//! | role | app endpoints | owner-only app endpoints | admin endpoints |
+//! |---|---|---|---|
+//! | owner | allowed | allowed | 403 |
+//! | collaborator | allowed | 403 | 403 |
+//! | admin | allowed | allowed | allowed |
+//! | stranger | 403 (never 404) | 403 | 403 |
+
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::{Api, start};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Owner,
+    Collaborator,
+    Admin,
+    Stranger,
+}
+
+const ROLES: [Role; 4] = [Role::Owner, Role::Collaborator, Role::Admin, Role::Stranger];
+
+/// Who an endpoint lets in.
+#[derive(Debug, Clone, Copy)]
+enum Who {
+    /// Owner, collaborators, admins.
+    Members,
+    /// Owner and admins.
+    Managers,
+    /// Admins only.
+    Admins,
+}
+
+impl Who {
+    fn allows(self, role: Role) -> bool {
+        match self {
+            Who::Members => role != Role::Stranger,
+            Who::Managers => matches!(role, Role::Owner | Role::Admin),
+            Who::Admins => role == Role::Admin,
+        }
+    }
+}
+
+/// One endpoint: `{app}` in the path is a fresh app of the owner's, with the
+/// collaborator on it; `status` is what an allowed caller gets.
+struct Case {
+    method: Method,
+    path: &'static str,
+    body: Option<Value>,
+    who: Who,
+    status: u16,
+}
+
+fn case(method: Method, path: &'static str, body: Option<Value>, who: Who, status: u16) -> Case {
+    Case { method, path, body, who, status }
+}
+
+fn cases() -> Vec<Case> {
+    use Method as M;
+    use Who::*;
+    vec![
+        case(M::GET, "/v2/apps/{app}/", None, Members, 200),
+        case(M::POST, "/v2/apps/{app}/", Some(json!({"owner": "carol"})), Managers, 200),
+        case(M::DELETE, "/v2/apps/{app}/", None, Managers, 204),
+        case(M::GET, "/v2/apps/{app}/config/", None, Members, 200),
+        case(M::POST, "/v2/apps/{app}/config/", Some(json!({"values": {"FOO": "1"}})), Members, 201),
+        case(M::GET, "/v2/apps/{app}/builds/", None, Members, 200),
+        case(M::GET, "/v2/apps/{app}/releases/", None, Members, 200),
+        case(M::GET, "/v2/apps/{app}/releases/v1/", None, Members, 200),
+        // v1 is the first release: there is nothing to roll back to.
+        case(M::POST, "/v2/apps/{app}/releases/rollback/", None, Members, 400),
+        // No build yet: nothing to scale or run (refused after the permission check).
+        case(M::POST, "/v2/apps/{app}/scale/", Some(json!({"web": 1})), Members, 400),
+        case(M::POST, "/v2/apps/{app}/run", Some(json!({"command": "true"})), Members, 400),
+        case(M::POST, "/v2/apps/{app}/sessions", Some(json!({"command": ["true"]})), Members, 400),
+        case(M::GET, "/v2/apps/{app}/pods/", None, Members, 200),
+        case(M::POST, "/v2/apps/{app}/pods/restart/", None, Members, 200),
+        case(M::GET, "/v2/apps/{app}/domains/", None, Members, 200),
+        case(M::POST, "/v2/apps/{app}/domains/", Some(json!({"domain": "{app}.example.org"})), Members, 201),
+        case(M::DELETE, "/v2/apps/{app}/domains/{app}", None, Members, 204),
+        case(M::GET, "/v2/apps/{app}/logs", None, Members, 200),
+        case(M::GET, "/v2/apps/{app}/logs/follow", None, Members, 200),
+        case(M::GET, "/v2/apps/{app}/drains/", None, Members, 200),
+        case(M::POST, "/v2/apps/{app}/drains/", Some(json!({"url": "syslog://127.0.0.1:9"})), Members, 201),
+        case(M::GET, "/v2/apps/{app}/settings/", None, Members, 200),
+        case(M::POST, "/v2/apps/{app}/settings/", Some(json!({"maintenance": true})), Members, 201),
+        case(M::GET, "/v2/apps/{app}/tls/", None, Members, 200),
+        case(M::POST, "/v2/apps/{app}/tls/", Some(json!({"https_enforced": true})), Members, 201),
+        case(M::GET, "/v2/apps/{app}/whitelist/", None, Members, 200),
+        case(M::POST, "/v2/apps/{app}/whitelist/", Some(json!({"addresses": ["10.0.0.0/8"]})), Members, 201),
+        case(M::DELETE, "/v2/apps/{app}/whitelist/", Some(json!({"addresses": ["192.0.2.1"]})), Members, 422),
+        case(M::GET, "/v2/apps/{app}/perms/", None, Members, 200),
+        case(M::POST, "/v2/apps/{app}/perms/", Some(json!({"username": "carol"})), Managers, 201),
+        case(M::DELETE, "/v2/apps/{app}/perms/bob", None, Managers, 204),
+        case(M::GET, "/v2/users/", None, Admins, 200),
+        case(M::PATCH, "/v2/users/carol/disable/", None, Admins, 204),
+        case(M::PATCH, "/v2/users/carol/enable/", None, Admins, 204),
+        case(M::GET, "/v2/admin/perms/", None, Admins, 200),
+        case(M::POST, "/v2/admin/perms/", Some(json!({"username": "{app}-admin"})), Admins, 201),
+        case(M::DELETE, "/v2/admin/perms/{app}-demoted", None, Admins, 204),
+    ]
+}
+
+struct Users {
+    owner: String,
+    collaborator: String,
+    admin: String,
+    stranger: String,
+}
+
+impl Users {
+    fn token(&self, role: Role) -> &str {
+        match role {
+            Role::Owner => &self.owner,
+            Role::Collaborator => &self.collaborator,
+            Role::Admin => &self.admin,
+            Role::Stranger => &self.stranger,
+        }
+    }
+}
+
+/// Status of a call (the body is read only when the answer is not a stream).
+async fn status_of(api: &Api, method: Method, path: &str, token: &str, body: Option<Value>) -> (StatusCode, String) {
+    let bytes = body.map(|b| serde_json::to_vec(&b).unwrap()).unwrap_or_default();
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", api.addr))
+        .header("authorization", format!("token {token}"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(axum::body::Bytes::from(bytes)))
+        .unwrap();
+    let resp = api.client.request(req).await.unwrap();
+    let status = resp.status();
+    let body = tokio::time::timeout(Duration::from_millis(500), http_body_util::BodyExt::collect(resp.into_body()))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_else(|| "(streaming)".into());
+    (status, body)
+}
+
+#[tokio::test]
+async fn every_endpoint_lets_in_exactly_whom_it_should() {
+    let api = start().await;
+    let users = Users {
+        admin: api.user("root").await,
+        owner: api.user("alice").await,
+        collaborator: api.user("bob").await,
+        stranger: api.user("eve").await,
+    };
+    api.user("carol").await;
+    let mut failures = Vec::new();
+    for (n, case) in cases().into_iter().enumerate() {
+        for role in ROLES {
+            // A fresh app per call, so destructive calls don't affect the others.
+            let app = format!("app{n}-{}", format!("{role:?}").to_lowercase());
+            let r = api.post("/v2/apps/", &users.owner, json!({"id": app})).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+            let r = api.post(&format!("/v2/apps/{app}/perms/"), &users.owner, json!({"username": "bob"})).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+            // For the admin-demotion case: someone to demote.
+            let demoted = format!("{app}-demoted");
+            if case.path.contains("{app}-demoted") {
+                api.user(&demoted).await;
+                let r = api.post("/v2/admin/perms/", &users.admin, json!({"username": demoted})).await;
+                assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+            }
+            if case.body.as_ref().is_some_and(|b| b.to_string().contains("{app}-admin")) {
+                api.user(&format!("{app}-admin")).await;
+            }
+            let path = case.path.replace("{app}", &app);
+            let body = case.body.as_ref().map(|b| serde_json::from_str(&b.to_string().replace("{app}", &app)).unwrap());
+            let (status, text) = status_of(&api, case.method.clone(), &path, users.token(role), body).await;
+            let expected = if case.who.allows(role) { case.status } else { 403 };
+            if status.as_u16() != expected {
+                failures.push(format!("{} {path} as {role:?}: {status} (expected {expected}): {text}", case.method));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} wrong answers:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[tokio::test]
+async fn collaborators_see_the_app_in_their_list_and_lose_it_when_removed() {
+    let api = start().await;
+    let _root = api.user("root").await;
+    let alice = api.user("alice").await;
+    let bob = api.user("bob").await;
+    assert_eq!(api.post("/v2/apps/", &alice, json!({"id": "shared"})).await.status, StatusCode::CREATED);
+    let listed = |v: Value| v["results"].as_array().unwrap().iter().map(|a| a["id"].clone()).collect::<Vec<_>>();
+    assert!(listed(api.get("/v2/apps/", &bob).await.json()).is_empty());
+    assert_eq!(
+        api.post("/v2/apps/shared/perms/", &alice, json!({"username": "bob"})).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(listed(api.get("/v2/apps/", &bob).await.json()), [json!("shared")]);
+    assert_eq!(api.get("/v2/apps/shared/perms/", &bob).await.json(), json!({"users": ["bob"]}));
+    let again = api.post("/v2/apps/shared/perms/", &alice, json!({"username": "bob"})).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{again:?}");
+    assert_eq!(again.json()["detail"], "bob is already a collaborator on shared");
+    let owner = api.post("/v2/apps/shared/perms/", &alice, json!({"username": "alice"})).await;
+    assert_eq!(owner.status, StatusCode::CONFLICT);
+    let unknown = api.post("/v2/apps/shared/perms/", &alice, json!({"username": "nobody"})).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let r = api.call(Method::DELETE, "/v2/apps/shared/perms/bob", Some(&alice), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(api.get("/v2/apps/shared/", &bob).await.status, StatusCode::FORBIDDEN, "403, not 404");
+    let r = api.call(Method::DELETE, "/v2/apps/shared/perms/bob", Some(&alice), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "not a collaborator any more");
+}
+
+#[tokio::test]
+async fn disabled_users_can_not_log_in_nor_use_their_tokens_until_enabled() {
+    let api = start().await;
+    let root = api.user("root").await;
+    let bob = api.user("bob").await;
+    assert_eq!(api.get("/v2/auth/whoami/", &bob).await.status, StatusCode::OK);
+    let r = api.call(Method::PATCH, "/v2/users/bob/disable/", Some(&root), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
+    let r = api.get("/v2/auth/whoami/", &bob).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json()["detail"], "User account is disabled.");
+    let login = json!({"username": "bob", "password": "pw"});
+    assert_eq!(
+        api.call(Method::POST, "/v2/auth/login/", None, Some(login.clone())).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let users = api.get("/v2/users/", &root).await.json();
+    let bob_row = users["results"].as_array().unwrap().iter().find(|u| u["username"] == "bob").unwrap().clone();
+    assert_eq!(bob_row["is_active"], false);
+    let r = api.call(Method::PATCH, "/v2/users/root/disable/", Some(&root), None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "admins can't lock themselves out: {r:?}");
+    assert_eq!(
+        api.call(Method::PATCH, "/v2/users/bob/enable/", Some(&root), None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(api.get("/v2/auth/whoami/", &bob).await.status, StatusCode::OK, "the old token works again");
+    assert_eq!(api.call(Method::POST, "/v2/auth/login/", None, Some(login)).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_last_administrator_stays_one() {
+    let api = start().await;
+    let root = api.user("root").await;
+    api.user("bob").await;
+    let r = api.call(Method::DELETE, "/v2/admin/perms/root", Some(&root), None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{r:?}");
+    assert!(r.json()["detail"].as_str().unwrap().contains("last active administrator"));
+    let r = api.call(Method::DELETE, "/v2/auth/cancel/", Some(&root), None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "cancelling the last admin is refused too: {r:?}");
+    assert_eq!(api.post("/v2/admin/perms/", &root, json!({"username": "bob"})).await.status, StatusCode::CREATED);
+    let admins = api.get("/v2/admin/perms/", &root).await.json();
+    let names: Vec<&str> =
+        admins["results"].as_array().unwrap().iter().map(|a| a["username"].as_str().unwrap()).collect();
+    assert_eq!(names, ["bob", "root"]);
+    assert_eq!(
+        api.call(Method::DELETE, "/v2/admin/perms/root", Some(&root), None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(api.get("/v2/users/", &root).await.status, StatusCode::FORBIDDEN, "root is no admin any more");
+}
+
+#[tokio::test]
+async fn ssh_keys_belong_to_one_user_each() {
+    let api = start().await;
+    let alice = api.user("alice").await;
+    let bob = api.user("bob").await;
+    let public = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINW5R8RtYHiAX3r5dVVBw3NTlJwrlyHOujxFlgie4Yrw alice@laptop\n";
+    let r = api.post("/v2/keys/", &alice, json!({"id": "alice@laptop", "public": public})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    assert_eq!(r.json()["fingerprint"], "SHA256:IvMPzMYbmjDFo7r/JVt55xtCbiDc96COsF8eGb5XjCg");
+    assert_eq!(r.json()["owner"], "alice");
+    let again = api.post("/v2/keys/", &bob, json!({"id": "mine", "public": public})).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST);
+    assert_eq!(again.json(), json!({"public": ["Public Key is already in use"]}));
+    let bad = api.post("/v2/keys/", &bob, json!({"id": "x", "public": "ssh-ed25519 bm90IGEga2V5"})).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.json()["public"][0].as_str().unwrap().contains("not an SSH public key"), "{bad:?}");
+    let listed = api.get("/v2/keys/", &bob).await.json();
+    assert_eq!(listed["count"], 0, "bob sees only his own keys");
+    let r = api.call(Method::DELETE, "/v2/keys/alice@laptop", Some(&bob), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "nobody removes another user's key");
+    let key = api.platform.user_by_key(&deis_core::PublicKey::parse(public).unwrap().blob).await.unwrap();
+    assert_eq!(key.map(|u| u.username).as_deref(), Some("alice"));
+    let r = api.call(Method::DELETE, "/v2/keys/alice@laptop", Some(&alice), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = api.post("/v2/keys/", &bob, json!({"id": "mine", "public": public})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "a removed key can be registered again: {r:?}");
+}
+
+#[tokio::test]
+async fn settings_change_what_they_say_and_nothing_twice() {
+    let api = start().await;
+    let alice = api.user("alice").await;
+    assert_eq!(api.post("/v2/apps/", &alice, json!({"id": "hello"})).await.status, StatusCode::CREATED);
+    let s = api.get("/v2/apps/hello/settings/", &alice).await.json();
+    assert_eq!((s["maintenance"].clone(), s["routable"].clone()), (json!(false), json!(true)));
+    let r = api.post("/v2/apps/hello/settings/", &alice, json!({"maintenance": true, "label": {"team": "web"}})).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!((r.json()["maintenance"].clone(), r.json()["label"].clone()), (json!(true), json!({"team": "web"})));
+    let r = api.post("/v2/apps/hello/settings/", &alice, json!({"maintenance": true})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.json()["detail"], "alice changed nothing - release stopped");
+    let r = api.post("/v2/apps/hello/whitelist/", &alice, json!({"addresses": ["10.1.2.3/8", "192.0.2.1"]})).await;
+    assert_eq!(r.json(), json!({"addresses": ["10.0.0.0/8", "192.0.2.1"]}));
+    let bad = api.post("/v2/apps/hello/whitelist/", &alice, json!({"addresses": ["10.0.0.0/33"]})).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{bad:?}");
+    let r = api
+        .call(Method::DELETE, "/v2/apps/hello/whitelist/", Some(&alice), Some(json!({"addresses": ["10.0.0.0/8"]})))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(api.get("/v2/apps/hello/whitelist/", &alice).await.json(), json!({"addresses": ["192.0.2.1"]}));
+    let releases = api.get("/v2/apps/hello/releases/", &alice).await.json();
+    assert_eq!(releases["count"], 1, "settings make no release");
+}
