@@ -113,3 +113,43 @@ fn keys_and_admins_from_the_cli() {
     root.run(&["perms:delete", "bob", "--admin"]).ok();
     assert_ne!(bob.run(&["users"]).code, 0);
 }
+
+#[test]
+fn a_unit_failing_its_liveness_check_is_restarted() {
+    let (d, cli) = daemon_with_user(&[]);
+    let _dir = deploy_hello(&d, &cli, "probed");
+    let marker = tempfile::tempdir().unwrap();
+    let sick = marker.path().join("sick");
+    let check = format!("test ! -e {}", sick.display());
+    cli.run(&[
+        "healthchecks:set",
+        "liveness",
+        "exec",
+        "--initial-delay-timeout=0",
+        "--period=1",
+        "--timeout=1",
+        "--failure-threshold=2",
+        "-a",
+        "probed",
+        "--",
+        "sh",
+        "-c",
+        &check,
+    ])
+    .ok();
+    let listed = cli.run(&["healthchecks", "-a", "probed"]).ok();
+    assert!(listed.contains("livenessProbe: exec sh -c test ! -e"), "{listed}");
+    let before = wait_units(&cli, "probed", "web", 1, "v3");
+    assert_eq!(before[0]["restarts"], 0);
+
+    std::fs::write(&sick, "").unwrap();
+    let crashed = wait_for(T, "a restart after failed probes", || {
+        pods(&cli, "probed").into_iter().find(|p| p["restarts"].as_u64().unwrap_or(0) >= 1)
+    });
+    std::fs::remove_file(&sick).unwrap();
+    assert_ne!(crashed["name"], serde_json::Value::Null);
+    wait_units(&cli, "probed", "web", 1, "v3");
+    let logs = cli.run(&["logs", "-a", "probed"]).ok();
+    assert!(logs.contains("liveness probe failed 2 times in a row"), "{logs}");
+    assert_eq!(d.get_app("probed", "/").unwrap().status, 200, "serving again");
+}

@@ -122,6 +122,7 @@ impl Controller {
                     count: app.structure.get(&ty).copied().unwrap_or(0),
                     resources: config.resources(&ty),
                     healthcheck: config.readiness_probe(&ty).cloned(),
+                    liveness: config.liveness_probe(&ty).cloned(),
                 };
                 (ty, spec)
             })

@@ -417,6 +417,15 @@ impl Config {
         })?;
         probes.get("readinessProbe").or_else(|| probes.get("livenessProbe"))
     }
+
+    /// The liveness probe of `proc_type` (`web` and `cmd` also take the CLI's default
+    /// key `web/cmd`): a unit failing it `failureThreshold` times in a row is restarted.
+    pub fn liveness_probe(&self, proc_type: &str) -> Option<&Healthcheck> {
+        let probes = self.healthcheck.get(proc_type).or_else(|| {
+            (proc_type == "web" || proc_type == "cmd").then(|| self.healthcheck.get(DEFAULT_HEALTHCHECK_TYPE)).flatten()
+        })?;
+        probes.get("livenessProbe")
+    }
 }
 
 #[cfg(test)]

@@ -23,8 +23,8 @@ pub use address::AddressRange;
 pub use app::{App, Domain};
 pub use build::{Build, BuildSource};
 pub use config::{
-    ChangeSummary, Config, ConfigError, ConfigPatch, ExecProbe, Healthcheck, HttpGetProbe, HttpHeader, Probe,
-    ProbeAction, TcpSocketProbe,
+    ChangeSummary, Config, ConfigError, ConfigPatch, DEFAULT_HEALTHCHECK_TYPE, ExecProbe, Healthcheck, HttpGetProbe,
+    HttpHeader, Probe, ProbeAction, TcpSocketProbe,
 };
 pub use key::{MAX_KEY_ID_LEN, MAX_PUBLIC_KEY_BYTES, PublicKey, SshKey, fingerprint_of_blob, key_id};
 pub use name::{AppName, ProcessType};

@@ -52,8 +52,11 @@ pub struct ProcessSpec {
     /// What each unit reserves on its node.
     pub resources: Resources,
     /// Readiness probe; without one a unit with a port is ready when the port accepts
-    /// connections.
+    /// connections. New units must pass it before old ones stop (rolling deploys).
     pub healthcheck: Option<Healthcheck>,
+    /// Liveness probe: a running unit that fails it `failureThreshold` times in a row is
+    /// restarted (with the crash backoff).
+    pub liveness: Option<Healthcheck>,
 }
 
 /// Desired state of one app.

@@ -102,6 +102,7 @@ impl SourceAppHarness {
             count,
             resources: Resources { cpu_millis: 10, memory_bytes: 16 << 20 },
             healthcheck: None,
+            liveness: None,
         };
         AppSpec {
             app: app.clone(),

@@ -7,6 +7,7 @@ mod config;
 mod deploy;
 mod domains;
 mod drains;
+mod healthchecks;
 mod logs;
 mod ps;
 mod releases;
@@ -214,6 +215,37 @@ pub async fn run(cli: Cli) -> Result {
         Command::DrainsList => drains::list(&ctx).await,
         Command::DrainsAdd { url } => drains::add(&ctx, &url).await,
         Command::DrainsRemove { drain } => drains::remove(&ctx, &drain).await,
+
+        Command::HealthchecksList { proc_type } => healthchecks::list(&ctx, proc_type).await,
+        Command::HealthchecksSet {
+            kind,
+            probe,
+            args,
+            proc_type,
+            path,
+            headers,
+            initial_delay,
+            timeout,
+            period,
+            success_threshold,
+            failure_threshold,
+        } => {
+            let a = healthchecks::SetArgs {
+                kind,
+                probe,
+                args,
+                proc_type,
+                path,
+                headers,
+                initial_delay,
+                timeout,
+                period,
+                success_threshold,
+                failure_threshold,
+            };
+            healthchecks::set(&ctx, a).await
+        }
+        Command::HealthchecksUnset { kinds, proc_type } => healthchecks::unset(&ctx, kinds, proc_type).await,
 
         Command::KeysList => access::keys_list(&ctx).await,
         Command::KeysAdd { path, id } => access::keys_add(&ctx, path, id).await,

@@ -95,6 +95,26 @@ pub(crate) async fn wait_ready(rt: &dyn ProcessRuntime, target: &ProbeTarget, re
     }
 }
 
+/// Probes a running unit every `periodSeconds` (after `initialDelaySeconds`); returns
+/// once `failureThreshold` attempts in a row failed (never, while the unit is healthy).
+pub(crate) async fn watch_liveness(rt: &dyn ProcessRuntime, target: &ProbeTarget, check: &Healthcheck) -> u32 {
+    tokio::time::sleep(secs(check.initial_delay_seconds, 0)).await;
+    let (timeout, period) = (secs(check.timeout_seconds, 1), secs(check.period_seconds, 1));
+    let threshold = check.failure_threshold.max(1);
+    let mut failures = 0;
+    loop {
+        if rt.probe(target, &check.action, timeout).await {
+            failures = 0;
+        } else {
+            failures += 1;
+            if failures >= threshold {
+                return failures;
+            }
+        }
+        tokio::time::sleep(period).await;
+    }
+}
+
 fn secs(n: u32, min: u32) -> Duration {
     Duration::from_secs(u64::from(n.max(min)))
 }

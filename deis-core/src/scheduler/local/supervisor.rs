@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use super::output::{OutputStream, UnitOutput, pump_lines};
 use super::ports::PortAllocator;
-use super::probe::{ProbeTarget, Readiness, wait_ready};
+use super::probe::{ProbeTarget, Readiness, wait_ready, watch_liveness};
 use super::process::{ExitInfo, GroupSignal, Launch, ProcessRuntime};
 use crate::model::limits::Resources;
 use crate::model::{AppName, Healthcheck, ProcessType, Unit, UnitState};
@@ -78,8 +78,22 @@ pub(crate) enum Command {
 /// Reports from process and probe tasks. `run` tells launches of one instance apart.
 #[derive(Debug)]
 enum Report {
-    Exited { id: u64, run: u32, info: ExitInfo },
-    Ready { id: u64, run: u32, ok: bool },
+    Exited {
+        id: u64,
+        run: u32,
+        info: ExitInfo,
+    },
+    Ready {
+        id: u64,
+        run: u32,
+        ok: bool,
+    },
+    /// The liveness probe failed `failures` times in a row.
+    Unhealthy {
+        id: u64,
+        run: u32,
+        failures: u32,
+    },
 }
 
 /// What a unit runs: the spec without the count. Units with an equal template need no
@@ -92,6 +106,7 @@ struct Template {
     env: BTreeMap<String, String>,
     resources: Resources,
     healthcheck: Option<Healthcheck>,
+    liveness: Option<Healthcheck>,
 }
 
 #[derive(Debug)]
@@ -117,6 +132,8 @@ struct Instance {
     drain_until: Option<Instant>,
     stop: Option<oneshot::Sender<()>>,
     probe: Option<AbortHandle>,
+    /// Why the supervisor stopped a running unit itself (failed liveness probe).
+    kill_reason: Option<String>,
 }
 
 #[derive(Debug)]
@@ -245,6 +262,7 @@ impl Supervisor {
         match report {
             Report::Exited { id, run, info } => self.exited(id, run, info),
             Report::Ready { id, run, ok } => self.ready(id, run, ok),
+            Report::Unhealthy { id, run, failures } => self.unhealthy(id, run, failures),
         }
     }
 
@@ -269,11 +287,15 @@ impl Supervisor {
         if inst.launched_at.is_some_and(|t| now.duration_since(t) >= BACKOFF_RESET) {
             inst.backoff = BACKOFF_MIN;
         }
-        tracing::warn!(unit = %name, status = %info, restart_in = ?inst.backoff, "unit crashed");
+        let reason = match inst.kill_reason.take() {
+            Some(why) => format!("{why} ({info})"),
+            None => info.to_string(),
+        };
+        tracing::warn!(unit = %name, status = %reason, restart_in = ?inst.backoff, "unit crashed");
         inst.state = UnitState::Crashed;
         inst.restart_at = Some(now + inst.backoff);
         inst.backoff = (inst.backoff * 2).min(BACKOFF_MAX);
-        self.emit_because(id, Some(info.to_string()));
+        self.emit_because(id, Some(reason));
     }
 
     fn ready(&mut self, id: u64, run: u32, ok: bool) {
@@ -298,6 +320,18 @@ impl Supervisor {
             self.retire(id, false);
         } else {
             tracing::warn!(unit = %name, timeout = ?self.shared.ready_timeout, "unit is still not ready; still probing");
+        }
+    }
+
+    /// A unit failed its liveness probe: stop it; its exit then counts as a crash
+    /// (restart with backoff), with the probe named as the reason.
+    fn unhealthy(&mut self, id: u64, run: u32, failures: u32) {
+        let Some(inst) = self.instances.get_mut(&id).filter(|i| i.run == run && !i.retiring) else { return };
+        let name = Unit::name_for(&self.app, &inst.proc_type, inst.number);
+        tracing::warn!(unit = %name, failures, "liveness probe failed; restarting the unit");
+        inst.kill_reason = Some(format!("liveness probe failed {failures} times in a row"));
+        if let Some(stop) = inst.stop.take() {
+            let _ = stop.send(());
         }
     }
 
@@ -478,6 +512,7 @@ impl Supervisor {
                 drain_until: None,
                 stop: None,
                 probe: None,
+                kill_reason: None,
             },
         );
         self.launch(id);
@@ -525,6 +560,7 @@ impl Supervisor {
         inst.stop = Some(stop_tx);
         let run = inst.run;
         let readiness = Readiness::for_unit(&inst.proc_type, inst.template.healthcheck.as_ref());
+        let liveness = inst.template.liveness.clone();
         let target = ProbeTarget { port: inst.port, dir: inst.template.dir.clone(), env };
         tracing::info!(unit = %name, pid = spawned.pid, port = inst.port, "unit started");
 
@@ -535,7 +571,7 @@ impl Supervisor {
             }
         }
         tokio::spawn(watch(shared.clone(), spawned.pid, spawned.exited, stop_rx, self.reports.clone(), id, run));
-        let probe = tokio::spawn(probe_until_ready(shared, target, readiness, self.reports.clone(), id, run));
+        let probe = tokio::spawn(probe_until_ready(shared, target, readiness, liveness, self.reports.clone(), id, run));
         self.instances.get_mut(&id).unwrap().probe = Some(probe.abort_handle());
         self.emit(id);
     }
@@ -636,6 +672,7 @@ fn template(spec: &AppSpec, p: &crate::scheduler::ProcessSpec) -> Template {
         env: spec.env.clone(),
         resources: p.resources,
         healthcheck: p.healthcheck.clone(),
+        liveness: p.liveness.clone(),
     }
 }
 
@@ -719,11 +756,13 @@ async fn wait_group_gone(rt: &dyn ProcessRuntime, pgid: u32, deadline: Instant) 
 }
 
 /// Reports readiness: `ok: false` once `ready_timeout` is over, then keeps probing and
-/// reports `ok: true` if the unit becomes ready later.
+/// reports `ok: true` if the unit becomes ready later. Then, with a liveness probe,
+/// watches the unit's health for as long as it runs (the task is aborted when it ends).
 async fn probe_until_ready(
     shared: Arc<Shared>,
     target: ProbeTarget,
     readiness: Readiness,
+    liveness: Option<Healthcheck>,
     reports: mpsc::UnboundedSender<Report>,
     id: u64,
     run: u32,
@@ -734,5 +773,9 @@ async fn probe_until_ready(
     if !in_time {
         wait_ready(rt, &target, &readiness).await;
         let _ = reports.send(Report::Ready { id, run, ok: true });
+    }
+    if let Some(check) = liveness {
+        let failures = watch_liveness(rt, &target, &check).await;
+        let _ = reports.send(Report::Unhealthy { id, run, failures });
     }
 }

@@ -22,10 +22,13 @@ use crate::testing::{app_name, process_type};
 #[derive(Debug, Default)]
 struct Fake {
     procs: Mutex<BTreeMap<u32, FakeProc>>,
+    /// Processes that keep running but fail every probe from now on.
+    sick: Mutex<std::collections::BTreeSet<u32>>,
 }
 
 #[derive(Debug)]
 struct FakeProc {
+    launch_pid: u32,
     launch: Launch,
     exit: Option<oneshot::Sender<ExitInfo>>,
     signals: Vec<GroupSignal>,
@@ -58,7 +61,7 @@ impl ProcessRuntime for Fake {
         let mut procs = self.procs.lock().unwrap();
         let pid = 1000 + procs.len() as u32;
         let (tx, exited) = oneshot::channel();
-        procs.insert(pid, FakeProc { launch: launch.clone(), exit: Some(tx), signals: vec![] });
+        procs.insert(pid, FakeProc { launch_pid: pid, launch: launch.clone(), exit: Some(tx), signals: vec![] });
         Ok(Spawned { pid, stdout: None, stderr: None, exited })
     }
     fn signal_group(&self, pgid: u32, signal: GroupSignal) {
@@ -81,7 +84,8 @@ impl ProcessRuntime for Fake {
         let port = target.port.to_string();
         let p =
             procs.values().find(|p| p.exit.is_some() && p.launch.env.iter().any(|(k, v)| k == "PORT" && *v == port));
-        p.is_some_and(|p| !p.launch.command.contains("never-ready"))
+        let sick = self.sick.lock().unwrap();
+        p.is_some_and(|p| !p.launch.command.contains("never-ready") && !sick.contains(&p.launch_pid))
     }
 }
 
@@ -100,6 +104,17 @@ fn spec(release: u64, command: &str, web: u32) -> AppSpec {
     typed_spec("web", release, command, web)
 }
 
+fn liveness_check(failure_threshold: u32) -> crate::model::Healthcheck {
+    crate::model::Healthcheck {
+        initial_delay_seconds: 5,
+        timeout_seconds: 1,
+        period_seconds: 10,
+        success_threshold: 1,
+        failure_threshold,
+        action: ProbeAction::TcpSocket(crate::model::TcpSocketProbe { port: 0 }),
+    }
+}
+
 fn typed_spec(proc_type: &str, release: u64, command: &str, count: u32) -> AppSpec {
     AppSpec {
         app: app_name("f"),
@@ -108,7 +123,13 @@ fn typed_spec(proc_type: &str, release: u64, command: &str, count: u32) -> AppSp
         env: BTreeMap::new(),
         processes: BTreeMap::from([(
             process_type(proc_type),
-            ProcessSpec { command: command.into(), count, resources: Resources::default(), healthcheck: None },
+            ProcessSpec {
+                command: command.into(),
+                count,
+                resources: Resources::default(),
+                healthcheck: None,
+                liveness: None,
+            },
         )]),
     }
 }
@@ -218,6 +239,41 @@ async fn crashes_restart_with_exponential_backoff() {
     fake.end(pid, ExitInfo { code: Some(1), signal: None });
     settle(&s, |u| u[0].restarts == 5 && u[0].state == UnitState::Up).await;
     assert!(Instant::now() - t < Duration::from_millis(600));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_unit_failing_its_liveness_probe_is_restarted_and_a_healthy_one_is_not() {
+    let (s, fake, mut rx) = setup();
+    let mut with_liveness = spec(1, "serve", 2);
+    with_liveness.processes.get_mut("web").unwrap().liveness = Some(liveness_check(3));
+    s.apply(with_liveness).await.unwrap();
+    let units = settle(&s, up_at(1, 2)).await;
+    // Healthy units are left alone however long they run.
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    let still = s.units(&app_name("f")).await.unwrap();
+    assert_eq!(
+        still.iter().map(|u| (u.pid, u.restarts)).collect::<Vec<_>>(),
+        units.iter().map(|u| (u.pid, 0)).collect::<Vec<_>>()
+    );
+
+    let (sick, healthy) = (units[0].pid.unwrap(), units[1].pid.unwrap());
+    drain(&mut rx);
+    fake.sick.lock().unwrap().insert(sick);
+    let t = Instant::now();
+    let reason = loop {
+        let ev = rx.recv().await.unwrap();
+        if ev.unit.state == UnitState::Crashed {
+            break ev.reason.unwrap_or_default();
+        }
+    };
+    // Three failed probes, 10 s apart: 20 to 30 s after the unit fell sick.
+    let took = Instant::now() - t;
+    assert!((Duration::from_secs(20)..=Duration::from_secs(31)).contains(&took), "{took:?}");
+    assert!(reason.contains("liveness probe failed 3 times in a row"), "{reason}");
+    assert_eq!(fake.signals(sick), [GroupSignal::Term], "stopped like any unit");
+    let after = settle(&s, |u| u.len() == 2 && u.iter().all(|u| u.state == UnitState::Up) && u[0].restarts == 1).await;
+    assert_ne!(after[0].pid, Some(sick), "a new process");
+    assert_eq!((after[1].pid, after[1].restarts), (Some(healthy), 0), "the healthy unit is untouched");
 }
 
 #[tokio::test(start_paused = true)]
