@@ -67,14 +67,6 @@ impl ClientAddress<'_> {
     }
 }
 
-/// What the policy says about one request.
-pub(crate) enum Verdict {
-    /// Forward it.
-    Forward,
-    /// Answer with this instead.
-    Answer(Response<ResponseBody>),
-}
-
 /// A request as the policy sees it.
 pub(crate) struct Request<'a> {
     /// The app.
@@ -91,18 +83,24 @@ pub(crate) struct Request<'a> {
 
 impl TrafficPolicy {
     /// Checks a request: allow-list first, then the HTTPS redirect, then maintenance.
-    pub fn check(&self, req: &Request<'_>, client: &ClientAddress<'_>, https_port: u16) -> Verdict {
+    /// `Some(answer)` instead of forwarding; `None` to forward it.
+    pub fn check(
+        &self,
+        req: &Request<'_>,
+        client: &ClientAddress<'_>,
+        https_port: u16,
+    ) -> Option<Response<ResponseBody>> {
         if !self.allow.is_empty() {
             match client.resolve(req.headers) {
                 Some(ip) if self.allow.iter().any(|r| r.contains(ip)) => {}
                 Some(ip) => {
-                    return Verdict::Answer(page(
+                    return Some(page(
                         StatusCode::FORBIDDEN,
                         format!("Your address {ip} is not allowed to reach {}.\n", req.app),
                     ));
                 }
                 None => {
-                    return Verdict::Answer(page(
+                    return Some(page(
                         StatusCode::FORBIDDEN,
                         "The request's X-Forwarded-For is malformed, so its client can't be checked.\n",
                     ));
@@ -110,12 +108,12 @@ impl TrafficPolicy {
             }
         }
         if self.https_enforced && !req.secure {
-            return Verdict::Answer(redirect(req, https_port));
+            return Some(redirect(req, https_port));
         }
         if self.maintenance {
-            return Verdict::Answer(maintenance_page(req.app));
+            return Some(maintenance_page(req.app));
         }
-        Verdict::Forward
+        None
     }
 }
 
@@ -206,10 +204,7 @@ mod tests {
         let uri: Uri = uri.parse().unwrap();
         let headers = HeaderMap::new();
         let req = Request { app: "hello", host: "hello.deis.test", uri: &uri, headers: &headers, secure };
-        match policy.check(&req, &ClientAddress { peer: peer.parse().unwrap(), trusted: &[] }, 8443) {
-            Verdict::Forward => None,
-            Verdict::Answer(r) => Some(r),
-        }
+        policy.check(&req, &ClientAddress { peer: peer.parse().unwrap(), trusted: &[] }, 8443)
     }
 
     #[test]

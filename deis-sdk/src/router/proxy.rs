@@ -17,7 +17,7 @@ use super::Shared;
 use super::backend::Conn;
 use super::body::{BodyTooLarge, BoxError, RequestBody, ResponseBody};
 use super::h1::{self, Forwarding, ProtocolError, RequestFraming, ResponseHead};
-use super::policy::{self, ClientAddress, Verdict};
+use super::policy::{self, ClientAddress};
 use super::server::{Busy, ResponseDeadline, TrackedBody};
 use super::table::{AppRoute, normalize_host};
 
@@ -119,7 +119,7 @@ fn prepare(ctx: &ConnCtx, mut req: Request<Incoming>) -> Result<Forward, Respons
             secure: ctx.secure,
         };
         let client = ClientAddress { peer: ctx.peer_ip, trusted: &shared.config.trusted_proxies };
-        if let Verdict::Answer(response) = policy.check(&request, &client, shared.config.https_port) {
+        if let Some(response) = policy.check(&request, &client, shared.config.https_port) {
             stats.policy_answers.fetch_add(1, Ordering::Relaxed);
             return Err(response);
         }
