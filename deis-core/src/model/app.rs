@@ -27,7 +27,7 @@ pub struct App {
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub collaborators: BTreeSet<String>,
     /// What the router does with the app's traffic, labels, autoscale bounds.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "AppSettings::is_default")]
     pub settings: AppSettings,
 }
 

@@ -92,6 +92,11 @@ pub enum SettingsError {
 }
 
 impl AppSettings {
+    /// Whether these are the settings of a new app (records then leave them out).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
     /// Applies `patch`, returning the new settings and what changed (empty: nothing did).
     pub fn apply(&self, patch: &SettingsPatch) -> Result<(AppSettings, Vec<String>), SettingsError> {
         let mut next = self.clone();

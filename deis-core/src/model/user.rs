@@ -21,12 +21,16 @@ pub struct User {
     #[serde(default)]
     pub last_login: Option<Timestamp>,
     /// A disabled user (`deis users:disable`) can't log in and their tokens are refused.
-    #[serde(default = "active")]
+    #[serde(default = "active", skip_serializing_if = "is_true")]
     pub is_active: bool,
 }
 
 fn active() -> bool {
     true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl User {
