@@ -151,5 +151,5 @@ fn a_unit_failing_its_liveness_check_is_restarted() {
     wait_units(&cli, "probed", "web", 1, "v3");
     let logs = cli.run(&["logs", "-a", "probed"]).ok();
     assert!(logs.contains("liveness probe failed 2 times in a row"), "{logs}");
-    assert_eq!(d.get_app("probed", "/").unwrap().status, 200, "serving again");
+    wait_for(T, "serving again", || d.get_app("probed", "/").ok().filter(|r| r.status == 200));
 }
