@@ -3,7 +3,7 @@
 //!
 //! | part | forms |
 //! |---|---|
-//! | [`StoreUri`] | `redb:PATH` |
+//! | [`StoreUri`] | `redb:PATH`, `etcd://HOST:PORT[,HOST:PORT…][?…]`, `etcds://…?ca=PATH[…]` (feature `etcd`; see [`EtcdUri`]) |
 //! | [`LogStoreUri`] | `ring`, `redis://HOST[:PORT][/DB]` (feature `redis`) |
 //! | [`SchedulerUri`] | `local` |
 //!
@@ -16,9 +16,11 @@
 //! let store: StoreUri = "redb:/var/lib/deis/store.redb".parse().unwrap();
 //! assert_eq!(store.to_string(), "redb:/var/lib/deis/store.redb");
 //! let err = "mongodb://db".parse::<StoreUri>().unwrap_err();
-//! assert_eq!(err.to_string(), r#"unknown store "mongodb://db": accepted forms are redb:PATH"#);
+//! assert!(err.to_string().starts_with(r#"unknown store "mongodb://db": accepted forms are redb:PATH, etcd://"#));
 //! assert_eq!("ring".parse::<LogStoreUri>().unwrap(), LogStoreUri::Ring);
 //! ```
+
+mod etcd_uri;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -27,6 +29,8 @@ use std::sync::Arc;
 
 use deis_core::logs::{LogError, LogStore, RingConfig, RingLogStore};
 use deis_core::store::{RedbStore, Store, StoreError};
+
+pub use etcd_uri::EtcdUri;
 
 /// A URI that names no known form of its part.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,11 +52,14 @@ pub struct UriError {
 pub enum StoreUri {
     /// `redb:PATH`: the embedded store, one file ([`RedbStore`]).
     Redb(PathBuf),
+    /// `etcd://…` or `etcds://…`: an etcd v3 cluster (`EtcdStore`, feature `etcd`),
+    /// as given and as parsed.
+    Etcd(String, EtcdUri),
 }
 
 impl StoreUri {
     /// The accepted forms, for help texts and errors.
-    pub const ACCEPTED: &'static str = "redb:PATH";
+    pub const ACCEPTED: &'static str = "redb:PATH, etcd://HOST:PORT[,HOST:PORT...][?prefix=NS/&user=NAME&password-file=PATH], etcds://HOST:PORT[,...]?ca=PATH[&cert=PATH&key=PATH][&...]";
 
     /// Opens the store.
     pub async fn open(&self) -> Result<Arc<dyn Store>, StoreError> {
@@ -63,6 +70,10 @@ impl StoreUri {
                 }
                 Ok(RedbStore::open(path).await?)
             }
+            #[cfg(feature = "etcd")]
+            Self::Etcd(_, uri) => Ok(crate::etcd::EtcdStore::connect(uri.config().await?).await?),
+            #[cfg(not(feature = "etcd"))]
+            Self::Etcd(..) => unreachable!("parsing refuses etcd:// without the etcd feature"),
         }
     }
 }
@@ -75,7 +86,13 @@ impl FromStr for StoreUri {
         match s.split_once(':') {
             Some(("redb", "")) => Err(error("incomplete")),
             Some(("redb", path)) => Ok(Self::Redb(PathBuf::from(path))),
-            _ => Err(error("unknown")),
+            _ => match EtcdUri::parse(s) {
+                Some(Ok(_)) if !cfg!(feature = "etcd") => Err(error("unsupported in this build (feature etcd):")),
+                Some(Ok(uri)) => Ok(Self::Etcd(s.to_string(), uri)),
+                Some(Err(etcd_uri::EtcdUriError::Incomplete)) => Err(error("incomplete")),
+                Some(Err(etcd_uri::EtcdUriError::Invalid)) => Err(error("invalid")),
+                None => Err(error("unknown")),
+            },
         }
     }
 }
@@ -84,6 +101,7 @@ impl fmt::Display for StoreUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Redb(path) => write!(f, "redb:{}", path.display()),
+            Self::Etcd(given, _) => f.write_str(given),
         }
     }
 }
@@ -193,8 +211,18 @@ mod tests {
     fn store_forms() {
         assert_eq!("redb:store.redb".parse::<StoreUri>().unwrap(), StoreUri::Redb("store.redb".into()));
         let e = "redb:".parse::<StoreUri>().unwrap_err();
-        assert_eq!(e.to_string(), r#"incomplete store "redb:": accepted forms are redb:PATH"#);
+        assert!(e.to_string().starts_with(r#"incomplete store "redb:": accepted forms are redb:PATH, etcd://"#), "{e}");
         assert_eq!("/var/lib/x".parse::<StoreUri>().unwrap_err().reason, "unknown");
+        let etcd = "etcd://10.0.0.1:2379,10.0.0.2:2379?prefix=deis/".parse::<StoreUri>();
+        if cfg!(feature = "etcd") {
+            let StoreUri::Etcd(_, uri) = etcd.unwrap() else { panic!("an etcd URI") };
+            assert_eq!(uri.endpoints(), ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]);
+            assert_eq!(uri.prefix, "deis/");
+        } else {
+            assert!(etcd.unwrap_err().to_string().contains("feature etcd"));
+        }
+        assert_eq!("etcd://".parse::<StoreUri>().unwrap_err().reason, "incomplete");
+        assert_eq!("etcds://h:1".parse::<StoreUri>().unwrap_err().reason, "invalid");
     }
 
     #[test]

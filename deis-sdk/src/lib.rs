@@ -38,6 +38,8 @@ pub mod client;
 pub mod controller;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod logger;
 pub mod publisher;
 pub mod router;

@@ -25,7 +25,10 @@ struct Args {
     /// Directory holding all platform state (store, builds, scheduler state).
     #[arg(long, env = "DEIS_DATA_DIR", default_value = ".deis/data")]
     data_dir: PathBuf,
-    /// Where records are kept: `redb:PATH` (default: `redb:<data-dir>/store.redb`).
+    /// Where records are kept: `redb:PATH` (default: `redb:<data-dir>/store.redb`), or an
+    /// etcd v3 cluster, `etcd://HOST:PORT,HOST:PORT` (`etcds://…?ca=PATH` for TLS; see
+    /// docs/ETCD.md). On etcd, several deisd may share the store: one leads (runs the
+    /// units), all serve the API and route.
     #[arg(long, env = "DEIS_STORE")]
     store: Option<StoreUri>,
     /// What runs units: local (child processes on this machine).

@@ -68,6 +68,12 @@ pub enum StoreError {
     /// The store is closed.
     #[error("store is closed")]
     Closed,
+    /// The store can't be reached now (a networked store whose servers are down or
+    /// have no quorum). A write that failed this way was not made, unless the failure
+    /// came after the request was sent (a timeout): read before retrying. Retry once the
+    /// store is back; the message says which store and why.
+    #[error("the store is unavailable: {0}; retry when it is back")]
+    Unavailable(String),
 }
 
 impl StoreError {
