@@ -42,6 +42,7 @@ pub mod daemon;
 pub mod etcd;
 pub mod logger;
 pub mod publisher;
+pub mod replica;
 pub mod router;
 pub mod tty;
 

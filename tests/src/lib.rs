@@ -71,6 +71,12 @@ impl Deisd {
 
     /// Starts a fresh daemon with extra flags.
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_prepared(extra, |_| {})
+    }
+
+    /// Starts a fresh daemon with extra flags, after `prepare` ran on its (not yet
+    /// existing) data dir path, e.g. to share another daemon's builds.
+    pub fn start_prepared(extra: &[&str], prepare: impl FnOnce(&Path)) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let data_dir = tmp.path().join("data");
         let log = tmp.path().join("deisd.log");
@@ -84,6 +90,7 @@ impl Deisd {
             log,
             _tmp: Some(tmp),
         };
+        prepare(&d.data_dir);
         d.spawn();
         d
     }

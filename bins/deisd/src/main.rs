@@ -14,6 +14,7 @@ use deis_sdk::controller::RegistrationMode;
 use deis_sdk::daemon::{LogFormat, init_tracing, parse_flags};
 use deis_sdk::deis_core::model::limits;
 use deis_sdk::deis_core::scheduler::Capacity;
+use deis_sdk::replica::ReplicaConfig;
 use deis_sdk::tty::TtyConfig;
 use deis_sdk::{MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, SyslogListen};
 
@@ -95,6 +96,11 @@ struct Args {
         value_delimiter = ','
     )]
     router_trusted_proxies: Vec<deis_sdk::deis_core::AddressRange>,
+    /// This replica's name among the deisd sharing an etcd store (default
+    /// `<hostname>:<api port>`): shown as the scheduler's leader, and the node of the
+    /// endpoints it publishes.
+    #[arg(long, env = "DEIS_REPLICA_ID")]
+    replica_id: Option<String>,
     /// On SIGTERM, how long requests in flight get to finish (`30s`).
     #[arg(long, env = "DEIS_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
     shutdown_grace: Duration,
@@ -161,6 +167,12 @@ impl Args {
         self.store.clone().unwrap_or_else(|| StoreUri::Redb(self.data_dir.join("store.redb")))
     }
 
+    fn replica_id(&self) -> String {
+        self.replica_id.clone().unwrap_or_else(|| {
+            format!("{}:{}", deis_sdk::deis_core::scheduler::local::hostname(), self.api_addr.port())
+        })
+    }
+
     fn log_store(&self) -> Result<LogStoreUri, deis_sdk::adapters::UriError> {
         match &self.log_store {
             LogStoreArg::Uri(uri) => Ok(uri.clone()),
@@ -207,6 +219,10 @@ impl Args {
         }
         if let Some(secret) = &self.tty_secret {
             b = b.tty_secret(secret.as_bytes());
+        }
+        // A shared store may have other deisd on it: one is elected to run the units.
+        if matches!(store_uri, StoreUri::Etcd(..)) {
+            b = b.replica(ReplicaConfig::new(self.replica_id()));
         }
         Ok(b)
     }
@@ -298,7 +314,7 @@ mod tests {
     #[test]
     fn bad_values_name_the_flag_and_the_accepted_forms() {
         for (flag, value, wanted) in [
-            ("--store", "etcd2://x", "accepted forms are redb:PATH"),
+            ("--store", "etcd2://x", "accepted forms are redb:PATH, etcd://"),
             ("--log-store", "kafka://x", "accepted forms are ring, redis://"),
             ("--scheduler", "fleet", "accepted forms are local"),
             ("--registration", "sometimes", "use enabled, admin_only or disabled"),

@@ -28,7 +28,7 @@ pub use local::{LocalScheduler, LocalSchedulerConfig};
 pub use placement::Capacity;
 
 /// What to run for a release.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Artifact {
     /// An unpacked source build: commands run in this directory.
     Source {
@@ -43,7 +43,7 @@ pub enum Artifact {
 }
 
 /// One process type of an app.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcessSpec {
     /// Command (run with `sh -c` by process backends; the image's command if empty).
     pub command: String,
@@ -59,8 +59,9 @@ pub struct ProcessSpec {
     pub liveness: Option<Healthcheck>,
 }
 
-/// Desired state of one app.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Desired state of one app (serialisable, so a replica can hand it to the one that
+/// runs the units).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AppSpec {
     /// The app.
     pub app: AppName,
@@ -86,7 +87,7 @@ impl AppSpec {
 }
 
 /// A node and what is placed on it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeStatus {
     /// Node name.
     pub name: String,
@@ -97,7 +98,7 @@ pub struct NodeStatus {
 }
 
 /// Which units to restart.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RestartFilter {
     /// Only units of this process type.
     pub proc_type: Option<ProcessType>,

@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::model::limits::{Resources, format_memory};
 
 /// What a node offers to units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Capacity {
     /// CPU in millicores.
     pub cpu_millis: u64,

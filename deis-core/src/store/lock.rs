@@ -139,6 +139,12 @@ impl Leadership {
         self.guard.fencing_token()
     }
 
+    /// The lease the leadership key is attached to: keys written under it vanish when
+    /// leadership ends (the leader's unit records, its answers).
+    pub fn lease(&self) -> LeaseId {
+        self.guard.lease()
+    }
+
     /// Steps down now, letting another candidate take over.
     pub async fn resign(self) -> Result<()> {
         self.guard.release().await
@@ -164,6 +170,64 @@ pub async fn leader(store: &dyn Store, name: &str) -> Result<Option<String>> {
             .map(Some)
             .map_err(|e| StoreError::Corrupt { key, message: format!("leader id is not UTF-8: {e}") }),
     }
+}
+
+/// Follows who leads election `name`: the receiver holds the current leader's id
+/// (`None` while nobody leads) and changes with every campaign won, resignation or
+/// lost lease. A background task lists and watches the election key; it lists again
+/// after a watch error (e.g. compaction), and ends when the receiver is dropped.
+pub async fn observe(store: Arc<dyn Store>, name: &str) -> Result<watch::Receiver<Option<String>>> {
+    let key = election_key(name);
+    let (tx, rx) = watch::channel(None);
+    let (first, start) = current_leader(&*store, &key).await?;
+    tx.send_replace(first);
+    tokio::spawn(async move {
+        let mut from = start;
+        loop {
+            let mut w = match store.watch(&key, from).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::debug!(%key, error = %e, "observing an election: watch failed; listing again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    match current_leader(&*store, &key).await {
+                        Ok((leader, next)) => {
+                            tx.send_replace(leader);
+                            from = next;
+                        }
+                        Err(_) if tx.is_closed() => return,
+                        Err(_) => {}
+                    }
+                    continue;
+                }
+            };
+            loop {
+                let event = tokio::select! {
+                    e = w.next() => e,
+                    () = tx.closed() => return,
+                };
+                match event {
+                    Some(Ok(e)) if e.kv.key == key => {
+                        from = e.kv.mod_revision + 1;
+                        let leader = match e.kind {
+                            EventKind::Put => Some(String::from_utf8_lossy(&e.kv.value).into_owned()),
+                            EventKind::Delete => None,
+                        };
+                        tx.send_replace(leader);
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => break,
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// The leader stored at `key` and the revision to watch from.
+async fn current_leader(store: &dyn Store, key: &str) -> Result<(Option<String>, Revision)> {
+    let listing = store.list(key).await?;
+    let leader = listing.kvs.iter().find(|kv| kv.key == key).map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+    Ok((leader, listing.revision + 1))
 }
 
 /// Creates `key` attached to a fresh lease, waiting for it to be deleted if `wait`.

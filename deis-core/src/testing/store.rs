@@ -65,6 +65,7 @@ pub async fn lock_suite(make: impl AsyncFn() -> Arc<dyn Store>) {
             lock_freed_on_lease_expiry,
             lock_names_are_independent,
             election_fails_over,
+            election_can_be_observed,
         ],
         |case| case(make().await).await
     );
@@ -610,4 +611,29 @@ async fn election_fails_over(s: Arc<dyn Store>) {
     })
     .await;
     assert!(none.is_ok(), "a dropped leadership is given up");
+}
+
+async fn election_can_be_observed(s: Arc<dyn Store>) {
+    let mut leader = lock::observe(s.clone(), "observed").await.unwrap();
+    assert_eq!(*leader.borrow(), None, "nobody leads yet");
+    let changed = async |rx: &mut tokio::sync::watch::Receiver<Option<String>>, want: Option<&str>| {
+        tokio::time::timeout(PROMPT, rx.wait_for(|l| l.as_deref() == want))
+            .await
+            .unwrap_or_else(|_| panic!("observer did not see {want:?}"))
+            .unwrap();
+    };
+    let first = lock::elect(s.clone(), "observed", "node-1", TTL * 10).await.unwrap();
+    changed(&mut leader, Some("node-1")).await;
+    let second = tokio::spawn({
+        let s = s.clone();
+        async move { lock::elect(s, "observed", "node-2", TTL * 10).await.unwrap() }
+    });
+    first.resign().await.unwrap();
+    changed(&mut leader, Some("node-2")).await;
+    let second = second.await.unwrap();
+    // A late observer starts from the current leader.
+    let late = lock::observe(s.clone(), "observed").await.unwrap();
+    assert_eq!(late.borrow().as_deref(), Some("node-2"));
+    second.resign().await.unwrap();
+    changed(&mut leader, None).await;
 }

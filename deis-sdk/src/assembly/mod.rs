@@ -65,6 +65,7 @@ use crate::adapters::{LogStoreUri, StoreUri};
 use crate::controller::{self, ApiLimits};
 use crate::logger::{DrainSet, DrainSetConfig, DrainingLogStore, SyslogConfig, SyslogServer, SyslogSockets};
 use crate::publisher::{Publisher, PublisherConfig};
+use crate::replica::{ReplicaConfig, ReplicatedScheduler, run_replica};
 use crate::router::{Router, RouterConfig};
 use crate::tty::{LogAudit, TtyConfig, TtyService, ViaRouter, attach_router};
 
@@ -149,6 +150,7 @@ pub struct PlatformBuilder {
     tty: TtyConfig,
     shutdown_grace: Duration,
     trusted_proxies: Vec<deis_core::AddressRange>,
+    replica: Option<ReplicaConfig>,
 }
 
 impl PlatformBuilder {
@@ -172,7 +174,16 @@ impl PlatformBuilder {
             tty: TtyConfig::default(),
             shutdown_grace: Duration::from_secs(30),
             trusted_proxies: Vec::new(),
+            replica: None,
         }
+    }
+
+    /// Runs this platform as one replica of several on a shared store (etcd): every
+    /// replica serves the API and routes, the elected one runs the units (see
+    /// [`crate::replica`]). Without this, the platform assumes it is alone.
+    pub fn replica(mut self, config: ReplicaConfig) -> Self {
+        self.replica = Some(config);
+        self
     }
 
     /// The store of every record (default: [`RedbStore`](deis_core::store::RedbStore) at
@@ -353,7 +364,17 @@ impl PlatformBuilder {
                 scheduler
             }
         };
-        let node = deis_core::scheduler::local::hostname();
+        // A replica's controller asks the leader; its publisher publishes what runs here.
+        let (units, scheduler, node, mut publisher_config) = match &self.replica {
+            Some(config) => {
+                let replicated = ReplicatedScheduler::new(store.clone(), scheduler.clone(), config.clone());
+                let mut publishing = PublisherConfig::new(config.id.clone());
+                publishing.lease_ttl = config.ttl;
+                publishing.keep_alive_interval = config.ttl / 3;
+                (scheduler, replicated.clone() as Arc<dyn Scheduler>, Some(replicated), publishing)
+            }
+            None => (scheduler.clone(), scheduler, None, PublisherConfig::new(deis_core::scheduler::local::hostname())),
+        };
         let tty_broker: Arc<dyn TtyBroker> = match self.tty_broker {
             Some(broker) => broker,
             None => Arc::new(LocalTtyBroker::new(LocalTtyConfig::with_state_dir(&data)).await?),
@@ -380,7 +401,8 @@ impl PlatformBuilder {
                 let _ = rx.wait_for(|s| *s).await;
             }
         };
-        let publisher = Publisher::start(store.clone(), scheduler.clone(), PublisherConfig::new(node));
+        publisher_config.resync_interval = publisher_config.resync_interval.min(publisher_config.lease_ttl);
+        let publisher = Publisher::start(store.clone(), units, publisher_config);
         let mut servers = Vec::new();
         // Unit events are logged until the units are stopped too (see `shutdown`).
         let (events_stop, events_stopped) = watch::channel(false);
@@ -441,9 +463,16 @@ impl PlatformBuilder {
             }));
         }
 
-        // Converge units on the store's desired state (after a restart, or a crash).
-        let c = controller.clone();
-        tokio::spawn(async move { c.reconcile_all().await });
+        // Converge units on the store's desired state (after a restart, or a crash); a
+        // replica does so when it is elected.
+        let replica = match node {
+            Some(replicated) => Some(run_replica(replicated, controller.clone(), stopped.clone())),
+            None => {
+                let c = controller.clone();
+                tokio::spawn(async move { c.reconcile_all().await });
+                None
+            }
+        };
 
         tracing::info!(
             api = ?api_addr,
@@ -466,6 +495,7 @@ impl PlatformBuilder {
             events: Some((events_stop, events)),
             stop,
             servers,
+            replica,
         })
     }
 }
@@ -546,6 +576,7 @@ pub struct Platform {
     syslog: Option<SyslogServer>,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
+    replica: Option<JoinHandle<()>>,
 }
 
 impl Platform {
@@ -602,6 +633,9 @@ impl Platform {
         let _ = self.stop.send(true);
         for s in self.servers.drain(..) {
             let _ = s.await;
+        }
+        if let Some(r) = self.replica.take() {
+            let _ = r.await; // resigned: another replica takes over
         }
         if let Some(p) = self.publisher.take() {
             p.shutdown().await;

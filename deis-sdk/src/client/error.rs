@@ -125,6 +125,8 @@ impl ClientError {
         let mut message = readable_body(status, &text);
         if status == 401 {
             message = format!("Unauthorized: {}. Log in again with `deis login URL`", message.trim_end_matches('.'));
+        } else if status == 503 {
+            message = format!("the platform is unavailable (503): {message}");
         } else if status >= 500 {
             message = format!("server error ({status}): {message}");
         }
@@ -268,6 +270,10 @@ mod tests {
         assert_eq!(e.status(), Some(401));
         assert_eq!(e.to_string(), "Unauthorized: Invalid token. Log in again with `deis login URL`");
         assert_eq!(msg(500, r#"{"detail":"Server Error"}"#), "server error (500): Server Error");
+        assert_eq!(
+            msg(503, r#"{"detail":"the store is unavailable: etcd down; retry when it is back"}"#),
+            "the platform is unavailable (503): the store is unavailable: etcd down; retry when it is back"
+        );
         assert_eq!(
             msg(403, r#"{"detail":"You do not have permission to perform this action."}"#),
             "You do not have permission to perform this action."

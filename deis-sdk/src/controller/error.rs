@@ -83,6 +83,7 @@ impl ApiError {
 /// | `UnknownProcessType` | 404 | `{"detail": ...}` |
 /// | `NothingChanged`, `OwnsApps`, `Concurrent`, `LastAdmin`, `AlreadyMember` | 409 | `{"detail": ...}` |
 /// | `NotSet`, `Capacity` | 422 | `{"detail": ...}` |
+/// | store unavailable (etcd down or without quorum) | 503 | `{"detail": "the store is unavailable: ...; retry when it is back"}` |
 /// | store, worker and inconsistency failures | 500 | `{"detail": "Server Error: ..."}` |
 /// | other refusals (no build, bad command, rollback, scheduler or archive refusals) | 400 | `{"detail": ...}` |
 pub fn controller_error_response(e: &ControllerError) -> (StatusCode, Value) {
@@ -101,6 +102,8 @@ pub fn controller_error_response(e: &ControllerError) -> (StatusCode, Value) {
         | E::LastAdmin { .. }
         | E::AlreadyMember { .. } => detail(StatusCode::CONFLICT),
         E::NotSet { .. } | E::Capacity(_) => detail(StatusCode::UNPROCESSABLE_ENTITY),
+        // Nothing was written (or the client is told to read first): try again later.
+        E::Store(deis_core::StoreError::Unavailable(_)) => detail(StatusCode::SERVICE_UNAVAILABLE),
         E::Required { .. }
         | E::UnknownRestartTarget(_)
         | E::NoBuild
@@ -212,6 +215,15 @@ mod tests {
             (500, detail("Server Error: Error accessing logs for hello: log store is closed"))
         );
         assert_eq!(shown(StoreError::Closed.into()), (500, detail("Server Error: store is closed")));
+        assert_eq!(
+            shown(StoreError::Unavailable("etcd at http://e1:2379 did not answer a read: timeout".into()).into()),
+            (
+                503,
+                detail(
+                    "the store is unavailable: etcd at http://e1:2379 did not answer a read: timeout; retry when it is back"
+                )
+            )
+        );
     }
 
     #[test]

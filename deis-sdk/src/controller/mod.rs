@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
@@ -157,8 +157,13 @@ async fn version_headers(req: Request, next: Next) -> Response {
     resp
 }
 
-async fn health() -> &'static str {
-    "OK"
+/// `GET /healthz`: `OK` when the store answers a read; 503 with the store's error
+/// otherwise (a load balancer then takes this replica out of rotation).
+async fn health(State(state): State<ApiState>) -> Response {
+    match state.controller.store().get("healthz").await {
+        Ok(_) => "OK".into_response(),
+        Err(e) => json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "detail": e.to_string() })),
+    }
 }
 
 /// `GET /v2/`: 401 without a token (the CLI's connection probe), `{}` with one.

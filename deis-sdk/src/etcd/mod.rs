@@ -17,6 +17,10 @@
 //! Failures to reach the cluster are [`StoreError::Unavailable`], which the controller
 //! API answers with 503.
 //!
+//! One difference with the embedded store: etcd refuses a transaction that touches a
+//! key twice (a put of a key that a delete or prefix delete of the same transaction
+//! also covers); that is [`StoreError::Invalid`] here.
+//!
 //! Values may be as large as [`MAX_VALUE_BYTES`](deis_core::store::MAX_VALUE_BYTES)
 //! (4 MiB); etcd's default request limit is 1.5 MiB, so run etcd with
 //! `--max-request-bytes 8388608` (the tests do) or keep values smaller.
@@ -321,6 +325,11 @@ impl Store for EtcdStore {
             Err(e) if is_lease_not_found(&e) => {
                 let id = self.missing_lease(&leases).await.unwrap_or_default();
                 return Err(StoreError::LeaseNotFound(id));
+            }
+            Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("duplicate key") => {
+                return Err(StoreError::Invalid(
+                    "etcd refuses a transaction that writes one key twice (a put into a range it also deletes); split it".into(),
+                ));
             }
             Err(e) => return Err(self.error(e, "a transaction")),
         };
