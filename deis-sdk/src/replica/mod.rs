@@ -43,12 +43,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deis_core::Unit;
 use deis_core::controller::Controller;
 use deis_core::scheduler::{AppSpec, NodeStatus, RestartFilter, Result, Scheduler, SchedulerError, UnitEvent};
 use deis_core::store::lock::{self, Leadership};
 use deis_core::store::records::{self};
 use deis_core::store::{EventKind, KeyValue, LeaseId, Store, StoreError, Txn};
+use deis_core::{AppName, Unit};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
@@ -94,7 +94,7 @@ pub struct ReplicatedScheduler {
     /// The leadership lease while this replica leads.
     leading: watch::Sender<Option<LeaseId>>,
     /// Apps this replica's real scheduler was given, to stop when leadership is lost.
-    local_apps: Mutex<BTreeSet<String>>,
+    local_apps: Mutex<BTreeSet<AppName>>,
 }
 
 impl ReplicatedScheduler {
@@ -158,10 +158,10 @@ impl ReplicatedScheduler {
         answer?.result.map_err(SchedulerError::from)
     }
 
-    fn remember(&self, app: &str, running: bool) {
+    fn remember(&self, app: &AppName, running: bool) {
         let mut apps = self.local_apps.lock().expect("app set");
         if running {
-            apps.insert(app.to_string());
+            apps.insert(app.clone());
         } else {
             apps.remove(app);
         }
@@ -208,16 +208,16 @@ impl Scheduler for ReplicatedScheduler {
         self.forward(Request::Apply { spec }).await.map(drop)
     }
 
-    async fn remove(&self, app: &str) -> Result<()> {
+    async fn remove(&self, app: &AppName) -> Result<()> {
         if self.is_leader() {
             self.local.remove(app).await?;
             self.remember(app, false);
             return Ok(());
         }
-        self.forward(Request::Remove { app: app.to_string() }).await.map(drop)
+        self.forward(Request::Remove { app: app.clone() }).await.map(drop)
     }
 
-    async fn units(&self, app: &str) -> Result<Vec<Unit>> {
+    async fn units(&self, app: &AppName) -> Result<Vec<Unit>> {
         if self.is_leader() {
             return self.local.units(app).await;
         }
@@ -227,11 +227,11 @@ impl Scheduler for ReplicatedScheduler {
         Ok(units)
     }
 
-    async fn restart(&self, app: &str, filter: RestartFilter) -> Result<Vec<Unit>> {
+    async fn restart(&self, app: &AppName, filter: RestartFilter) -> Result<Vec<Unit>> {
         if self.is_leader() {
             return self.local.restart(app, filter).await;
         }
-        match self.forward(Request::Restart { app: app.to_string(), filter }).await? {
+        match self.forward(Request::Restart { app: app.clone(), filter }).await? {
             Reply::Units(units) => Ok(units),
             other => Err(SchedulerError::Backend(format!("unexpected answer to a restart: {other:?}").into())),
         }
@@ -312,7 +312,9 @@ async fn lead(s: Arc<ReplicatedScheduler>, controller: Arc<Controller>, leadersh
     // What reconcile applied belongs to this replica now.
     if let Ok(apps) = s.store.list("apps/").await {
         for kv in &apps.kvs {
-            s.remember(kv.key.trim_start_matches("apps/"), true);
+            if let Ok(app) = AppName::new(kv.key.trim_start_matches("apps/")) {
+                s.remember(&app, true);
+            }
         }
     }
     tokio::join!(serve_requests(s.clone(), lease), mirror_units(s.clone(), lease, events));
@@ -377,7 +379,7 @@ async fn handle(s: Arc<ReplicatedScheduler>, lease: LeaseId, kv: KeyValue) {
 /// Keeps `scheduler/units/<app>/` equal to the real scheduler's units of each app
 /// that changes, under `lease`.
 async fn mirror_units(s: Arc<ReplicatedScheduler>, lease: LeaseId, mut events: broadcast::Receiver<UnitEvent>) {
-    let apps: Vec<String> = s.local_apps.lock().expect("app set").iter().cloned().collect();
+    let apps: Vec<AppName> = s.local_apps.lock().expect("app set").iter().cloned().collect();
     for app in apps {
         mirror_app(&s, lease, &app).await;
     }
@@ -385,7 +387,7 @@ async fn mirror_units(s: Arc<ReplicatedScheduler>, lease: LeaseId, mut events: b
         match events.recv().await {
             Ok(e) => mirror_app(&s, lease, &e.unit.app).await,
             Err(broadcast::error::RecvError::Lagged(_)) => {
-                let apps: Vec<String> = s.local_apps.lock().expect("app set").iter().cloned().collect();
+                let apps: Vec<AppName> = s.local_apps.lock().expect("app set").iter().cloned().collect();
                 for app in apps {
                     mirror_app(&s, lease, &app).await;
                 }
@@ -395,11 +397,11 @@ async fn mirror_units(s: Arc<ReplicatedScheduler>, lease: LeaseId, mut events: b
     }
 }
 
-async fn mirror_app(s: &ReplicatedScheduler, lease: LeaseId, app: &str) {
+async fn mirror_app(s: &ReplicatedScheduler, lease: LeaseId, app: &AppName) {
     let units = match s.local.units(app).await {
         Ok(u) => u,
         Err(e) => {
-            tracing::debug!(app, error = %e, "reading units to mirror failed");
+            tracing::debug!(%app, error = %e, "reading units to mirror failed");
             return;
         }
     };
@@ -411,7 +413,7 @@ async fn mirror_app(s: &ReplicatedScheduler, lease: LeaseId, app: &str) {
     let existing = match s.store.list(&prefix).await {
         Ok(l) => l.kvs,
         Err(e) => {
-            tracing::warn!(app, error = %e, "reading unit records failed");
+            tracing::warn!(%app, error = %e, "reading unit records failed");
             return;
         }
     };
@@ -423,6 +425,6 @@ async fn mirror_app(s: &ReplicatedScheduler, lease: LeaseId, app: &str) {
         txn = txn.put_leased(key, value, lease);
     }
     if let Err(e) = s.store.txn(txn).await {
-        tracing::warn!(app, error = %e, "mirroring units into the store failed");
+        tracing::warn!(%app, error = %e, "mirroring units into the store failed");
     }
 }

@@ -1,7 +1,7 @@
 //! What replicas write to each other through the store: requests and answers.
 
-use deis_core::Unit;
 use deis_core::scheduler::{AppSpec, NodeStatus, RestartFilter, SchedulerError};
+use deis_core::{AppName, Unit};
 use serde::{Deserialize, Serialize};
 
 /// A follower's request to the leader.
@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "op", rename_all = "snake_case")]
 pub(super) enum Request {
     Apply { spec: AppSpec },
-    Remove { app: String },
-    Restart { app: String, filter: RestartFilter },
+    Remove { app: AppName },
+    Restart { app: AppName, filter: RestartFilter },
     Nodes,
 }
 
