@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use deis_sdk::deis_core::StoreError;
 use deis_sdk::deis_core::artifact::ArtifactStore;
 use deis_sdk::deis_core::controller::{Controller, ControllerConfig, ControllerError, RegistrationMode};
 use deis_sdk::deis_core::model::ConfigPatch;
 use deis_sdk::deis_core::scheduler::{LocalScheduler, LocalSchedulerConfig};
-use deis_sdk::deis_core::StoreError;
 use deis_sdk::etcd::{EtcdConfig, EtcdStore};
 use deis_test_support::etcd::EtcdCluster;
 
