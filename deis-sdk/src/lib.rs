@@ -41,6 +41,7 @@ pub mod daemon;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod logger;
+pub mod migrate;
 pub mod publisher;
 pub mod replica;
 pub mod router;

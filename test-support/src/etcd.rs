@@ -7,6 +7,7 @@
 //! short raft timeouts (heartbeat 50 ms, election 500 ms) so that elections in tests take
 //! about a second.
 
+use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -248,4 +249,49 @@ fn status(addr: SocketAddr) -> Option<(String, String)> {
         Some(rest.chars().take_while(|c| c.is_ascii_digit()).collect())
     };
     Some((field("member_id")?, field("leader")?))
+}
+
+/// A v2 write: `key` = `value` with an optional TTL in seconds.
+fn v2_put(key: &str, value: &str, ttl: Option<u64>) -> http::Request {
+    let mut form = format!("value={}", form_encode(value));
+    if let Some(ttl) = ttl {
+        form.push_str(&format!("&ttl={ttl}"));
+    }
+    http::Request::new("PUT", &format!("/v2/keys{key}"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(form)
+}
+
+fn v2_result(key: &str, r: io::Result<http::Response>) -> io::Result<()> {
+    let r = r?;
+    if matches!(r.status, 200 | 201) {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("v2 PUT {key}: {} {}", r.status, r.body)))
+    }
+}
+
+/// Writes `key` (`/deis/…`) = `value` through etcd's v2 HTTP API (`PUT /v2/keys<key>`),
+/// with a TTL in seconds if given: how a Deis v1 keyspace is seeded. Needs
+/// `--enable-v2`, which these servers have.
+pub fn v2_set(addr: SocketAddr, key: &str, value: &str, ttl: Option<u64>) -> io::Result<()> {
+    v2_result(key, v2_put(key, value, ttl).send(addr))
+}
+
+/// [`v2_set`] without blocking the runtime (to seed many keys concurrently).
+pub async fn v2_set_async(addr: SocketAddr, key: &str, value: &str, ttl: Option<u64>) -> io::Result<()> {
+    v2_result(key, v2_put(key, value, ttl).send_async(addr).await)
+}
+
+/// `application/x-www-form-urlencoded` escaping of a value.
+fn form_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

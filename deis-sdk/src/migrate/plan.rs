@@ -1,0 +1,450 @@
+//! Plans a migration against a snapshot of the target: the writes that make the
+//! target hold the v1 keyspace, and nothing for what it holds already (so a second run
+//! plans nothing).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::TtlMode;
+use super::classify::{Leased, Sourced, V1App, V1Keyspace};
+use super::layout::{self, Certificate, SshKey};
+use super::report::{Outcome, Status};
+use crate::deis_core::model::{App, AppName, Config, ConfigPatch, Domain, Release, User};
+use crate::deis_core::store::records::{self, app_key, config_key, domain_key, endpoint_key, release_key, user_key};
+use crate::deis_core::store::{KeyValue, Revision, Store, StoreError};
+use crate::deis_core::time::Timestamp;
+
+/// The prefixes of the target a plan looks at.
+const PREFIXES: &[&str] = &[
+    "apps/",
+    "releases/",
+    "configs/",
+    "domains/",
+    "users/",
+    "keys/",
+    "certs/",
+    "settings/",
+    "registrations/",
+    "endpoints/",
+];
+
+/// Node name of the endpoints of v1 units.
+pub const V1_NODE: &str = "deis-v1";
+
+/// The target's records under [`PREFIXES`], read once.
+#[derive(Debug, Default)]
+pub struct Snapshot(BTreeMap<String, KeyValue>);
+
+impl Snapshot {
+    /// Reads the target.
+    pub async fn read(store: &dyn Store) -> Result<Self, StoreError> {
+        let mut map = BTreeMap::new();
+        for prefix in PREFIXES {
+            map.extend(store.list(prefix).await?.kvs.into_iter().map(|kv| (kv.key.clone(), kv)));
+        }
+        Ok(Self(map))
+    }
+
+    fn get(&self, key: &str) -> Option<&KeyValue> {
+        self.0.get(key)
+    }
+
+    fn rev(&self, key: &str) -> Revision {
+        self.get(key).map_or(0, |kv| kv.mod_revision)
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        self.get(key).map(records::decode).transpose()
+    }
+
+    fn under<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a KeyValue> {
+        self.0
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(_, kv)| kv)
+    }
+}
+
+/// A put of a plan.
+#[derive(Debug, Clone)]
+pub struct Put {
+    /// Key.
+    pub key: String,
+    /// Value.
+    pub value: Vec<u8>,
+    /// Written under a lease of this TTL.
+    pub ttl: Option<Duration>,
+}
+
+/// One change: puts that go together, on conditions, for some v1 keys.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// The v1 keys it migrates.
+    pub sources: Vec<String>,
+    /// The target records, for the report.
+    pub target: String,
+    /// `(key, mod revision)` that must still hold (0: absent).
+    pub compares: Vec<(String, Revision)>,
+    /// The writes.
+    pub puts: Vec<Put>,
+}
+
+impl Change {
+    fn put(&mut self, key: String, value: Vec<u8>, expected: Revision) {
+        self.compares.push((key.clone(), expected));
+        self.puts.push(Put { key, value, ttl: None });
+    }
+}
+
+/// What a migration will do: changes to write, and keys decided without writing.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Writes.
+    pub changes: Vec<Change>,
+    /// Unchanged, skipped and failed keys.
+    pub decided: Vec<Outcome>,
+}
+
+struct Planner<'a> {
+    snap: &'a Snapshot,
+    owner: &'a str,
+    now: Timestamp,
+    plan: Plan,
+    /// Apps that could not be created: their domains and endpoints fail too.
+    failed_apps: BTreeSet<AppName>,
+    /// Default domains of the apps this plan creates.
+    new_default_domains: BTreeSet<String>,
+}
+
+impl Planner<'_> {
+    fn decide(&mut self, key: &str, status: Status, detail: impl Into<String>) {
+        self.plan.decided.push(Outcome { key: key.to_string(), status, detail: detail.into() });
+    }
+
+    fn app_owner(&self, app: &AppName) -> Result<String, StoreError> {
+        Ok(self.snap.decode::<App>(&app_key(app))?.map_or_else(|| self.owner.to_string(), |a| a.owner))
+    }
+
+    fn app(&mut self, name: &AppName, v1: &V1App) -> Result<(), StoreError> {
+        let values = |c: &Config| -> Vec<(&String, &Sourced<String>)> {
+            v1.config.iter().filter(|(k, v)| c.values.get(*k) != Some(&v.value)).collect()
+        };
+        let describe =
+            |keys: &[(&String, &Sourced<String>)]| keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ");
+        let mut change = Change::default();
+        let (base, version, mut app_record) = match self.snap.decode::<App>(&app_key(name))? {
+            Some(app) => {
+                let Some((config, latest)) = self.current_config(name)? else {
+                    return self.fail_app(
+                        name,
+                        v1,
+                        "it exists on the target without a release; fix or delete it there",
+                    );
+                };
+                change.compares.push((app_key(name), self.snap.rev(&app_key(name))));
+                (config, latest + 1, app)
+            }
+            None => {
+                if let Some(d) = self.snap.decode::<Domain>(&domain_key(name))? {
+                    let why = format!("its default domain {name} belongs to app {} on the target", d.app);
+                    return self.fail_app(name, v1, &why);
+                }
+                let app = App::new(name.clone(), self.owner);
+                let config = Config::initial(name, self.owner);
+                let release = self.release(name, 1, config.uuid, format!("{} created initial release", self.owner));
+                let domain = Domain {
+                    owner: self.owner.to_string(),
+                    created: self.now,
+                    updated: self.now,
+                    app: name.clone(),
+                    domain: name.to_string(),
+                };
+                change.compares.push((app_key(name), 0));
+                change.put(config_key(name, &config.uuid), records::encode(&config), 0);
+                change.put(release_key(name, 1), records::encode(&release), 0);
+                change.put(domain_key(name), records::encode(&domain), 0);
+                change.target = format!("{} (new app, release v1)", app_key(name));
+                self.new_default_domains.insert(name.to_string());
+                (config, 2, app)
+            }
+        };
+        let changed = values(&base);
+        for (k, v) in &v1.config {
+            if !changed.iter().any(|(c, _)| c == &k) {
+                self.decide(&v.source, Status::Unchanged, format!("configs/{name} ({k})"));
+            }
+        }
+        if !changed.is_empty() {
+            let patch = ConfigPatch {
+                values: Some(changed.iter().map(|(k, v)| ((*k).clone(), Some(v.value.clone().into()))).collect()),
+                ..ConfigPatch::default()
+            };
+            let (config, summary) = match base.apply(&patch, self.owner) {
+                Ok(applied) => applied,
+                Err(e) => return self.fail_app(name, v1, &e.to_string()),
+            };
+            let summary = format!("{} (migrated from Deis v1)", summary.describe(self.owner));
+            let release = self.release(name, version, config.uuid, summary);
+            change.put(config_key(name, &config.uuid), records::encode(&config), 0);
+            change.put(release_key(name, version), records::encode(&release), 0);
+            change.sources = changed.iter().map(|(_, v)| v.source.clone()).collect();
+            let target = format!("configs/{name} ({}), release v{version}", describe(&changed));
+            change.target = if change.target.is_empty() { target } else { format!("{}, {target}", change.target) };
+        }
+        if !change.puts.is_empty() {
+            app_record.updated = self.now;
+            let key = app_key(name);
+            change.puts.insert(0, Put { key, value: records::encode(&app_record), ttl: None });
+            self.plan.changes.push(change);
+        }
+        Ok(())
+    }
+
+    fn fail_app(&mut self, name: &AppName, v1: &V1App, why: &str) -> Result<(), StoreError> {
+        self.failed_apps.insert(name.clone());
+        for v in v1.config.values() {
+            self.decide(&v.source, Status::Failed, format!("app {name}: {why}"));
+        }
+        Ok(())
+    }
+
+    fn release(&self, app: &AppName, version: u64, config: Uuid, summary: String) -> Release {
+        Release {
+            uuid: Uuid::new_v4(),
+            app: app.clone(),
+            owner: self.owner.to_string(),
+            version,
+            summary,
+            failed: false,
+            config,
+            build: None,
+            created: self.now,
+            updated: self.now,
+        }
+    }
+
+    /// The config of the app's latest good release, and the latest version.
+    fn current_config(&self, app: &AppName) -> Result<Option<(Config, u64)>, StoreError> {
+        let releases: Vec<Release> =
+            self.snap.under(&records::releases_prefix(app)).map(records::decode).collect::<Result<_, _>>()?;
+        let Some(latest) = releases.last().map(|r| r.version) else { return Ok(None) };
+        let Some(good) = releases.iter().rev().find(|r| !r.failed) else { return Ok(None) };
+        Ok(self.snap.decode::<Config>(&config_key(app, &good.config))?.map(|c| (c, latest)))
+    }
+
+    fn domain(&mut self, domain: &str, app: &Sourced<AppName>) -> Result<(), StoreError> {
+        let key = domain_key(domain);
+        if self.failed_apps.contains(&app.value) {
+            return Ok(self.decide(
+                &app.source,
+                Status::Failed,
+                format!("its app {} could not be migrated", app.value),
+            ));
+        }
+        // A new app's default domain is its name: a v1 domain of that name is the same
+        // record when it names the same app, and taken otherwise.
+        let existing = match self.snap.decode::<Domain>(&key)?.map(|d| d.app) {
+            None if self.new_default_domains.contains(domain) => Some(AppName::new(domain).expect("an app name")),
+            existing => existing,
+        };
+        let planned = self.new_default_domains.contains(domain);
+        match existing {
+            Some(owner_app) if owner_app == app.value && planned => {
+                self.decide(&app.source, Status::Migrated, format!("{key} (the app's default domain)"))
+            }
+            Some(owner_app) if owner_app == app.value => self.decide(&app.source, Status::Unchanged, key),
+            Some(other) => self.decide(
+                &app.source,
+                Status::Failed,
+                format!("{key} belongs to app {other} on the target; remove it there, or leave this domain out"),
+            ),
+            None => {
+                let owner = self.app_owner(&app.value)?;
+                let record = Domain {
+                    owner,
+                    created: self.now,
+                    updated: self.now,
+                    app: app.value.clone(),
+                    domain: domain.to_string(),
+                };
+                let mut change = Change { sources: vec![app.source.clone()], target: key.clone(), ..Change::default() };
+                change.put(key, records::encode(&record), 0);
+                self.plan.changes.push(change);
+            }
+        }
+        Ok(())
+    }
+
+    fn cert(&mut self, domain: &str, cert: &Sourced<String>, key: &Sourced<String>) -> Result<(), StoreError> {
+        let name = layout::cert_name(domain);
+        let record_key = layout::cert_key(&name);
+        let sources = [&cert.source, &key.source];
+        match self.snap.decode::<Certificate>(&record_key)? {
+            Some(c) if c.certificate == cert.value && c.key == key.value => {
+                sources.iter().for_each(|s| self.decide(s, Status::Unchanged, record_key.clone()));
+            }
+            Some(_) => {
+                let why = format!("{record_key} exists with another certificate; remove it there to migrate this one");
+                sources.iter().for_each(|s| self.decide(s, Status::Failed, why.clone()));
+            }
+            None => {
+                let record = Certificate {
+                    name,
+                    common_name: domain.to_string(),
+                    certificate: cert.value.clone(),
+                    key: key.value.clone(),
+                    domains: vec![domain.to_string()],
+                    owner: self.owner.to_string(),
+                    created: self.now,
+                    updated: self.now,
+                };
+                let mut change = Change {
+                    sources: sources.iter().map(|s| s.to_string()).collect(),
+                    target: record_key.clone(),
+                    ..Change::default()
+                };
+                change.put(record_key, records::encode(&record), 0);
+                self.plan.changes.push(change);
+            }
+        }
+        Ok(())
+    }
+
+    fn user(&mut self, username: &str, keys: &BTreeMap<String, Sourced<String>>) -> Result<(), StoreError> {
+        let mut change = Change::default();
+        let mut targets = vec![];
+        if self.snap.get(&user_key(username)).is_none() {
+            let user = User {
+                username: username.to_string(),
+                email: String::new(),
+                is_superuser: false,
+                password_hash: layout::NO_PASSWORD.to_string(),
+                date_joined: self.now,
+                last_login: None,
+            };
+            change.put(user_key(username), records::encode(&user), 0);
+            targets.push(format!("{} (new user, no password)", user_key(username)));
+        }
+        for (fingerprint, public) in keys {
+            let key = layout::ssh_key_key(username, fingerprint);
+            match self.snap.decode::<SshKey>(&key)? {
+                Some(k) if k.public == public.value => self.decide(&public.source, Status::Unchanged, key),
+                Some(_) => self.decide(&public.source, Status::Failed, format!("{key} exists with another public key")),
+                None => {
+                    let record = SshKey {
+                        uuid: Uuid::new_v4(),
+                        id: fingerprint.clone(),
+                        owner: username.to_string(),
+                        public: public.value.clone(),
+                        fingerprint: fingerprint.clone(),
+                        created: self.now,
+                        updated: self.now,
+                    };
+                    change.put(key.clone(), records::encode(&record), 0);
+                    change.sources.push(public.source.clone());
+                    targets.push(key);
+                }
+            }
+        }
+        if !change.sources.is_empty() {
+            change.target = targets.join(", ");
+            self.plan.changes.push(change);
+        }
+        Ok(())
+    }
+
+    /// A plain value (settings, registrations): unchanged if equal, else written.
+    fn value(&mut self, source: &str, key: String, value: &str, ttl: Option<Duration>) {
+        match self.snap.get(&key) {
+            Some(kv) if kv.value == value.as_bytes() => self.decide(source, Status::Unchanged, key),
+            existing => {
+                let expected = existing.map_or(0, |kv| kv.mod_revision);
+                let mut change = Change { sources: vec![source.to_string()], ..Change::default() };
+                change.compares.push((key.clone(), expected));
+                change.puts.push(Put { key: key.clone(), value: value.as_bytes().to_vec(), ttl });
+                change.target = match ttl {
+                    Some(t) => format!("{key} (lease of {} s)", t.as_secs()),
+                    None => key,
+                };
+                self.plan.changes.push(change);
+            }
+        }
+    }
+
+    fn leased<T>(&mut self, mode: TtlMode, r: &Leased<T>, write: impl FnOnce(&mut Self)) {
+        match mode {
+            TtlMode::Skip => {
+                let secs = r.ttl.as_secs();
+                self.decide(
+                    &r.source,
+                    Status::Skipped,
+                    format!(
+                        "a registration with a TTL ({secs} s left), not made permanent; --ttl lease keeps it that long"
+                    ),
+                );
+            }
+            TtlMode::Lease => write(self),
+        }
+    }
+}
+
+/// Plans the migration of `ks` onto the target in `snap`; apps, domains and
+/// certificates the v1 keyspace does not say who owns go to `owner`.
+pub fn plan(ks: &V1Keyspace, snap: &Snapshot, owner: &str, ttl: TtlMode) -> Result<Plan, StoreError> {
+    let mut p = Planner {
+        snap,
+        owner,
+        now: Timestamp::now(),
+        plan: Plan::default(),
+        failed_apps: BTreeSet::new(),
+        new_default_domains: BTreeSet::new(),
+    };
+    p.plan.decided.extend(ks.decided.iter().cloned());
+    for (name, app) in &ks.apps {
+        p.app(name, app)?;
+    }
+    for (domain, app) in &ks.domains {
+        p.domain(domain, app)?;
+    }
+    for (domain, cert) in &ks.certs {
+        match (&cert.cert, &cert.key) {
+            (Some(c), Some(k)) => p.cert(domain, c, k)?,
+            (Some(only), None) | (None, Some(only)) => {
+                p.decide(&only.source, Status::Failed, "a certificate needs both cert and key; the other is missing")
+            }
+            (None, None) => {}
+        }
+    }
+    for (username, keys) in &ks.users {
+        p.user(username, keys)?;
+    }
+    for (path, value) in &ks.settings {
+        p.value(&value.source, layout::setting_key(path), &value.value, None);
+    }
+    for r in &ks.endpoints {
+        let e = &r.value;
+        if p.failed_apps.contains(&e.app) {
+            p.decide(&r.source, Status::Failed, format!("its app {} could not be migrated", e.app));
+            continue;
+        }
+        let endpoint = records::Endpoint {
+            app: e.app.clone(),
+            unit: e.unit.clone(),
+            proc_type: e.proc_type.clone(),
+            release: e.release,
+            address: e.address,
+            node: V1_NODE.to_string(),
+        };
+        let json = String::from_utf8(records::encode(&endpoint)).expect("JSON is UTF-8");
+        let key = endpoint_key(&e.app, &e.unit, 0);
+        p.leased(ttl, r, |p| p.value(&r.source, key, &json, Some(r.ttl)));
+    }
+    for r in &ks.registrations {
+        let (path, value) = &r.value;
+        p.leased(ttl, r, |p| p.value(&r.source, layout::registration_key(path), value, Some(r.ttl)));
+    }
+    Ok(p.plan)
+}
