@@ -262,3 +262,47 @@ mod tests {
         assert_eq!(parse_dump(br#"{"node":{"dir":true}}"#, 100, basis).unwrap(), vec![]);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A v2 node tree as JSON, and how many keys (leaves) it holds.
+    fn tree(depth: u32) -> impl Strategy<Value = (serde_json::Value, usize)> {
+        let leaf =
+            ("[a-z0-9_.:-]{1,12}", ".{0,20}", proptest::option::of(-5i64..100)).prop_map(|(name, value, ttl)| {
+                let mut node = serde_json::json!({"key": format!("/{name}"), "value": value});
+                if let Some(ttl) = ttl {
+                    node["ttl"] = ttl.into();
+                }
+                (node, 1)
+            });
+        leaf.prop_recursive(depth, 64, 8, |inner| {
+            proptest::collection::vec(inner, 0..8).prop_map(|children| {
+                let count = children.iter().map(|(_, n)| n).sum();
+                let nodes: Vec<serde_json::Value> = children.into_iter().map(|(n, _)| n).collect();
+                (serde_json::json!({"key": "/d", "dir": true, "nodes": nodes}), count)
+            })
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn every_leaf_of_a_listing_is_one_key((node, leaves) in tree(5)) {
+            let json = serde_json::to_vec(&serde_json::json!({"action": "get", "node": node})).unwrap();
+            let keys = parse_dump(&json, 1 << 20, TtlBasis::Live).unwrap();
+            prop_assert_eq!(keys.len(), leaves);
+            for k in &keys {
+                prop_assert!(k.key.starts_with('/'));
+                prop_assert!(matches!(k.ttl, None | Some(Ttl::Expired) | Some(Ttl::Remaining(_))));
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_dump(&bytes, 1 << 20, TtlBasis::Dump(SystemTime::UNIX_EPOCH));
+        }
+    }
+}
