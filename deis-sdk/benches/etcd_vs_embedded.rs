@@ -1,9 +1,9 @@
 //! Lock acquire/release per second and controller writes per second on etcd (a private
 //! single-member `etcd` on loopback, its data on disk) vs the embedded store (redb file),
-//! in the same run.
+//! in the same run: alternating rounds, the median of each.
 //!
 //! ```sh
-//! cargo bench -p deis-sdk --features etcd --bench etcd_vs_embedded   # BENCH_OPS=500
+//! cargo bench -p deis-sdk --all-features --bench etcd_vs_embedded   # BENCH_OPS=200 ROUNDS=7
 //! ```
 //!
 //! - **lock**: `Lock::acquire` then `release` of one lock, one after another (each is
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use deis_sdk::deis_core::artifact::ArtifactStore;
 use deis_sdk::deis_core::controller::{Controller, ControllerConfig, RegistrationMode};
-use deis_sdk::deis_core::model::ConfigPatch;
+use deis_sdk::deis_core::model::{AppName, ConfigPatch, User};
 use deis_sdk::deis_core::scheduler::{LocalScheduler, LocalSchedulerConfig};
 use deis_sdk::deis_core::store::lock::Lock;
 use deis_sdk::deis_core::store::{RedbStore, Store};
@@ -26,11 +26,11 @@ use deis_sdk::etcd::{EtcdConfig, EtcdStore};
 use deis_test_support::Service;
 use deis_test_support::etcd::EtcdServer;
 
-fn ops() -> usize {
-    std::env::var("BENCH_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(500)
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-async fn locks(store: Arc<dyn Store>, n: usize) -> f64 {
+async fn locks(store: &Arc<dyn Store>, n: usize) -> f64 {
     let started = Instant::now();
     for _ in 0..n {
         let guard = Lock::acquire(store.clone(), "bench", Duration::from_secs(10)).await.unwrap();
@@ -39,47 +39,76 @@ async fn locks(store: Arc<dyn Store>, n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn controller_writes(store: Arc<dyn Store>, n: usize) -> f64 {
-    let dir = tempfile::tempdir().unwrap();
-    let scheduler = LocalScheduler::new(LocalSchedulerConfig::new(dir.path().join("scheduler"))).await.unwrap();
-    let c = Controller::new(ControllerConfig {
-        store,
-        scheduler,
-        artifacts: ArtifactStore::new(dir.path().join("builds")),
-        domain: "bench.test".into(),
-        registration: RegistrationMode::Enabled,
-        logs: None,
-    });
-    let user = c.register(None, "bench", "bench-password", "b@example.com").await.unwrap();
-    let app = c.create_app(&user, Some("bench".parse().unwrap())).await.unwrap().id;
-    let started = Instant::now();
-    for i in 0..n {
-        let patch = ConfigPatch {
-            values: Some(BTreeMap::from([("N".to_string(), Some(serde_json::json!(i.to_string())))])),
-            ..ConfigPatch::default()
-        };
-        c.set_config(&user, &app, &patch).await.unwrap();
+/// A controller with one user and one app, for `config:set` in a loop.
+struct Writer {
+    c: Arc<Controller>,
+    user: User,
+    app: AppName,
+    next: usize,
+    _dir: tempfile::TempDir,
+}
+
+impl Writer {
+    async fn new(store: Arc<dyn Store>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let scheduler = LocalScheduler::new(LocalSchedulerConfig::new(dir.path().join("scheduler"))).await.unwrap();
+        let c = Controller::new(ControllerConfig {
+            store,
+            scheduler,
+            artifacts: ArtifactStore::new(dir.path().join("builds")),
+            domain: "bench.test".into(),
+            registration: RegistrationMode::Enabled,
+            logs: None,
+        });
+        let user = c.register(None, "bench", "bench-password", "b@example.com").await.unwrap();
+        let app = c.create_app(&user, Some("bench".parse().unwrap())).await.unwrap().id;
+        Self { c, user, app, next: 0, _dir: dir }
     }
-    n as f64 / started.elapsed().as_secs_f64()
+
+    async fn writes(&mut self, n: usize) -> f64 {
+        let started = Instant::now();
+        for _ in 0..n {
+            self.next += 1;
+            let patch = ConfigPatch {
+                values: Some(BTreeMap::from([("N".to_string(), Some(serde_json::json!(self.next.to_string())))])),
+                ..ConfigPatch::default()
+            };
+            self.c.set_config(&self.user, &self.app, &patch).await.unwrap();
+        }
+        n as f64 / started.elapsed().as_secs_f64()
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let Some(etcd) = EtcdServer::start() else { return };
-    let n = ops();
+    let (n, rounds) = (env("BENCH_OPS", 200), env("ROUNDS", 7));
     let dir = tempfile::tempdir().unwrap();
-    let embedded = |name: &str| {
+    let redb = |name: &str| {
         let path = dir.path().join(name);
         async move { RedbStore::open(&path).await.unwrap() as Arc<dyn Store> }
     };
     let remote = EtcdStore::connect(EtcdConfig::new([etcd.endpoint()])).await.unwrap();
+    let (lock_redb_store, lock_etcd_store): (Arc<dyn Store>, Arc<dyn Store>) = (redb("locks.redb").await, remote.scoped("locks/"));
+    let mut writer_redb = Writer::new(redb("controller.redb").await).await;
+    let mut writer_etcd = Writer::new(remote.scoped("controller/")).await;
 
-    let lock_redb = locks(embedded("locks.redb").await, n).await;
-    let lock_etcd = locks(remote.scoped("locks/"), n).await;
-    let writes_redb = controller_writes(embedded("controller.redb").await, n).await;
-    let writes_etcd = controller_writes(remote.scoped("controller/"), n).await;
+    // Alternating rounds, medians: the machine's other load hits both sides alike.
+    let mut results: [Vec<f64>; 4] = Default::default();
+    for _ in 0..rounds {
+        results[0].push(locks(&lock_redb_store, n).await);
+        results[1].push(locks(&lock_etcd_store, n).await);
+        results[2].push(writer_redb.writes(n).await);
+        results[3].push(writer_etcd.writes(n).await);
+    }
+    let [lock_redb, lock_etcd, writes_redb, writes_etcd] = results.map(median);
 
-    println!("{n} operations each\n");
+    println!("{rounds} alternating rounds of {n} operations each; medians\n");
     println!("| operation | embedded (redb) /s | etcd /s | etcd/embedded |");
     println!("|---|---:|---:|---:|");
     println!("| lock acquire + release | {lock_redb:.0} | {lock_etcd:.0} | {:.2}× |", lock_etcd / lock_redb);
