@@ -94,7 +94,8 @@ async fn main() {
         async move { RedbStore::open(&path).await.unwrap() as Arc<dyn Store> }
     };
     let remote = EtcdStore::connect(EtcdConfig::new([etcd.endpoint()])).await.unwrap();
-    let (lock_redb_store, lock_etcd_store): (Arc<dyn Store>, Arc<dyn Store>) = (redb("locks.redb").await, remote.scoped("locks/"));
+    let (lock_redb_store, lock_etcd_store): (Arc<dyn Store>, Arc<dyn Store>) =
+        (redb("locks.redb").await, remote.scoped("locks/"));
     let mut writer_redb = Writer::new(redb("controller.redb").await).await;
     let mut writer_etcd = Writer::new(remote.scoped("controller/")).await;
 

@@ -84,7 +84,8 @@ fn dump(addr: SocketAddr) -> Vec<u8> {
 }
 
 fn etcdctl(endpoint: &str, args: &[&str]) {
-    let out = Command::new("etcdctl").env("ETCDCTL_API", "3").arg("--endpoints").arg(endpoint).args(args).output().unwrap();
+    let out =
+        Command::new("etcdctl").env("ETCDCTL_API", "3").arg("--endpoints").arg(endpoint).args(args).output().unwrap();
     assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -94,7 +95,11 @@ fn deis_migrate(args: &[&str]) -> (f64, String) {
     let out = Command::new(binary("deis-migrate")).args(args).stderr(Stdio::inherit()).output().unwrap();
     let secs = started.elapsed().as_secs_f64();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "deis-migrate {args:?} failed:\n{}", stdout.lines().rev().take(20).collect::<Vec<_>>().join("\n"));
+    assert!(
+        out.status.success(),
+        "deis-migrate {args:?} failed:\n{}",
+        stdout.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
     (secs, stdout.lines().last().unwrap_or_default().to_string())
 }
 
@@ -141,10 +146,20 @@ fn main() {
     let out = Command::new("etcdctl").env("ETCDCTL_API", "3").arg("migrate").arg("--data-dir").arg(&copy).output();
     let secs = started.elapsed().as_secs_f64();
     match out {
-        Ok(out) if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("finished transforming keys") => {
-            rows.push(("ETCDCTL_API=3 etcdctl migrate (offline, data dir)".into(), secs, "dropped (TTL'd keys become permanent)"));
+        Ok(out)
+            if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("finished transforming keys") =>
+        {
+            rows.push((
+                "ETCDCTL_API=3 etcdctl migrate (offline, data dir)".into(),
+                secs,
+                "dropped (TTL'd keys become permanent)",
+            ));
         }
-        Ok(out) => println!("etcdctl migrate failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        Ok(out) => println!(
+            "etcdctl migrate failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
         Err(e) => println!("etcdctl migrate could not run: {e}"),
     }
 

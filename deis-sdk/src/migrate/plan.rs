@@ -238,11 +238,8 @@ impl Planner<'_> {
     fn domain(&mut self, domain: &str, app: &Sourced<AppName>) -> Result<(), StoreError> {
         let key = domain_key(domain);
         if self.failed_apps.contains(&app.value) {
-            return Ok(self.decide(
-                &app.source,
-                Status::Failed,
-                format!("its app {} could not be migrated", app.value),
-            ));
+            self.decide(&app.source, Status::Failed, format!("its app {} could not be migrated", app.value));
+            return Ok(());
         }
         // A new app's default domain is its name: a v1 domain of that name is the same
         // record when it names the same app, and taken otherwise.
