@@ -16,12 +16,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deis_sdk::deis_core::artifact::ArtifactStore;
-use deis_sdk::deis_core::controller::{Controller, ControllerConfig, RegistrationMode};
+use deis_sdk::deis_core::controller::Controller;
 use deis_sdk::deis_core::model::{AppName, ConfigPatch, User};
-use deis_sdk::deis_core::scheduler::{LocalScheduler, LocalSchedulerConfig};
 use deis_sdk::deis_core::store::lock::Lock;
 use deis_sdk::deis_core::store::{RedbStore, Store};
+use deis_sdk::deis_core::testing::controller_with_app;
 use deis_sdk::etcd::{EtcdConfig, EtcdStore};
 use deis_test_support::Service;
 use deis_test_support::etcd::EtcdServer;
@@ -51,17 +50,7 @@ struct Writer {
 impl Writer {
     async fn new(store: Arc<dyn Store>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let scheduler = LocalScheduler::new(LocalSchedulerConfig::new(dir.path().join("scheduler"))).await.unwrap();
-        let c = Controller::new(ControllerConfig {
-            store,
-            scheduler,
-            artifacts: ArtifactStore::new(dir.path().join("builds")),
-            domain: "bench.test".into(),
-            registration: RegistrationMode::Enabled,
-            logs: None,
-        });
-        let user = c.register(None, "bench", "bench-password", "b@example.com").await.unwrap();
-        let app = c.create_app(&user, Some("bench".parse().unwrap())).await.unwrap().id;
+        let (c, user, app) = controller_with_app(store, dir.path(), "bench").await;
         Self { c, user, app, next: 0, _dir: dir }
     }
 

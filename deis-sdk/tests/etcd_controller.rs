@@ -9,10 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use deis_sdk::deis_core::StoreError;
-use deis_sdk::deis_core::artifact::ArtifactStore;
-use deis_sdk::deis_core::controller::{Controller, ControllerConfig, ControllerError, RegistrationMode};
+use deis_sdk::deis_core::controller::ControllerError;
 use deis_sdk::deis_core::model::ConfigPatch;
-use deis_sdk::deis_core::scheduler::{LocalScheduler, LocalSchedulerConfig};
+use deis_sdk::deis_core::testing::controller_with_app;
 use deis_sdk::etcd::{EtcdConfig, EtcdStore};
 use deis_test_support::etcd::EtcdCluster;
 
@@ -23,17 +22,7 @@ async fn acknowledged_controller_writes_survive_killing_the_etcd_leader() {
     let Some(mut cluster) = EtcdCluster::start(3) else { return };
     let store = EtcdStore::connect(EtcdConfig::new(cluster.endpoints())).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let scheduler = LocalScheduler::new(LocalSchedulerConfig::new(dir.path().join("scheduler"))).await.unwrap();
-    let controller = Controller::new(ControllerConfig {
-        store,
-        scheduler,
-        artifacts: ArtifactStore::new(dir.path().join("builds")),
-        domain: "deis.test".into(),
-        registration: RegistrationMode::Enabled,
-        logs: None,
-    });
-    let alice = controller.register(None, "alice", "pw-alice-123", "a@example.com").await.unwrap();
-    let app = controller.create_app(&alice, Some("steady".parse().unwrap())).await.unwrap().id;
+    let (controller, alice, app) = controller_with_app(store, dir.path(), "steady").await;
 
     let acked = Arc::new(AtomicUsize::new(0));
     let writer = {

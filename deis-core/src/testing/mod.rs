@@ -60,6 +60,31 @@ pub fn process_type(name: &str) -> ProcessType {
     ProcessType::new(name).unwrap_or_else(|e| panic!("process type {name:?}: {e}"))
 }
 
+/// A controller on `store` (local scheduler and artifacts under `dir`, registration
+/// open) with user `alice` (password `pw-alice-123`) owning app `app`: for tests and
+/// benchmarks of a [`Store`](crate::Store) under the controller's load.
+#[cfg(feature = "embedded")]
+pub async fn controller_with_app(
+    store: std::sync::Arc<dyn crate::Store>,
+    dir: &std::path::Path,
+    app: &str,
+) -> (std::sync::Arc<crate::controller::Controller>, crate::User, AppName) {
+    use crate::controller::{Controller, ControllerConfig, RegistrationMode};
+    let config = crate::scheduler::LocalSchedulerConfig::new(dir.join("scheduler"));
+    let scheduler = crate::scheduler::LocalScheduler::new(config).await.expect("a local scheduler");
+    let controller = Controller::new(ControllerConfig {
+        store,
+        scheduler,
+        artifacts: crate::artifact::ArtifactStore::new(dir.join("builds")),
+        domain: "deis.test".into(),
+        registration: RegistrationMode::Enabled,
+        logs: None,
+    });
+    let alice = controller.register(None, "alice", "pw-alice-123", "a@example.com").await.expect("registering alice");
+    let app = controller.create_app(&alice, Some(app_name(app))).await.expect("creating the app").id;
+    (controller, alice, app)
+}
+
 /// How long a suite waits for something that should happen now.
 const PROMPT: std::time::Duration = std::time::Duration::from_secs(5);
 pub use logs::*;

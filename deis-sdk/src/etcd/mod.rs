@@ -8,7 +8,7 @@
 //! under a lease by a compare-and-put transaction, waiters watching for its deletion, as
 //! in etcd's own `concurrency` package.
 //!
-//! Watches ([`watch`]) survive the loss of their connection: a background task
+//! Watches survive the loss of their connection: a background task
 //! re-creates the etcd watch on any reachable member from the next revision not yet
 //! delivered, so a reconnect, a member restart or a leader change loses and repeats no
 //! event. History the cluster compacted meanwhile is answered with

@@ -34,7 +34,7 @@ const PREFIXES: &[&str] = &[
 /// Node name of the endpoints of v1 units.
 pub const V1_NODE: &str = "deis-v1";
 
-/// The target's records under [`PREFIXES`], read once.
+/// The target's records under the prefixes a plan looks at, read once.
 #[derive(Debug, Default)]
 pub struct Snapshot(BTreeMap<String, KeyValue>);
 
