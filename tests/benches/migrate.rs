@@ -47,11 +47,33 @@ fn keyspace(apps: usize) -> Vec<V1Key> {
     }
     for u in 0..apps * 9 / 10 {
         for k in 0..2 {
-            let public = format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH{u:08}{k} user{u}@host");
+            let public = ed25519_line(u * 2 + k, &format!("user{u}@host{k}"));
             keys.push((format!("/deis/builder/users/user{u}/{u:02x}:{k:02x}:aa:bb"), public, None));
         }
     }
     keys
+}
+
+/// An OpenSSH ed25519 public key line whose key bytes are derived from `seed`.
+fn ed25519_line(seed: usize, comment: &str) -> String {
+    let mut blob = 11u32.to_be_bytes().to_vec();
+    blob.extend_from_slice(b"ssh-ed25519");
+    blob.extend_from_slice(&32u32.to_be_bytes());
+    blob.extend_from_slice(&(seed as u64).to_be_bytes());
+    blob.extend((8..32).map(|i| (i * 37) as u8));
+    format!("ssh-ed25519 {} {comment}", base64(&blob))
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char } else { '=' });
+        }
+    }
+    out
 }
 
 /// Seeds `keys` through the v2 API, 64 writes in flight.

@@ -12,8 +12,8 @@ use deis_test_support::etcd::{EtcdCluster, v2_set};
 
 const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUW\n-----END CERTIFICATE-----\n";
 const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n";
-const ALICE_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx1Y2t5IGFsaWNlIGtleQ alice@laptop";
-const BOB_KEY: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7Ym9iIHJzYSBrZXk bob@desk";
+const ALICE_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINW5R8RtYHiAX3r5dVVBw3NTlJwrlyHOujxFlgie4Yrw alice@laptop";
+const BOB_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUm bob@desk";
 /// How long the v1 unit's registration has left: long enough to route to it, short
 /// enough to watch it lapse.
 const SERVICE_TTL: u64 = 8;
@@ -158,7 +158,9 @@ fn a_v1_keyspace_migrates_live_and_the_platform_serves_its_apps_config_and_domai
     // Users with their keys, certificates, settings; registrations only under a lease.
     let users: Vec<String> = v3_keys(&etcd, "platform/users/").into_iter().map(|(k, _)| k).collect();
     assert_eq!(users, ["platform/users/admin", "platform/users/alice", "platform/users/bob"]);
-    assert_eq!(v3_keys(&etcd, "platform/keys/alice/"), [("platform/keys/alice/3d:4e:5f:60".to_string(), 0)]);
+    // Keys as `deis keys:add` files them: by their comment, with the builder's index.
+    assert_eq!(v3_keys(&etcd, "platform/keys/alice/"), [("platform/keys/alice/alice@laptop".to_string(), 0)]);
+    assert_eq!(v3_keys(&etcd, "platform/keyprints/").len(), 2);
     assert_eq!(v3_keys(&etcd, "platform/certs/").len(), 1);
     assert_eq!(v3_keys(&etcd, "platform/settings/").len(), 2);
     let registrations = v3_keys(&etcd, "platform/registrations/builder/");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::report::{Outcome, Status};
 use super::source::{Ttl, V1Key};
-use crate::deis_core::model::validate;
+use crate::deis_core::model::{PublicKey, validate};
 use crate::deis_core::store::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use crate::deis_core::{AppName, ProcessType};
 
@@ -148,15 +148,10 @@ impl V1Keyspace {
                 if fingerprint.is_empty() || fingerprint.len() > 128 {
                     return fail("the key's name (its fingerprint) is empty or longer than 128 bytes".into());
                 }
-                let public = k.value.trim();
-                let mut fields = public.split_whitespace();
-                let (kind, data) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
-                if !(kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-"))
-                    || data.len() < 16
-                {
-                    return fail("not an SSH public key line (`ssh-ed25519 AAAA… comment`)".into());
+                if let Err(e) = PublicKey::parse(&k.value) {
+                    return fail(e.message);
                 }
-                let entry = Sourced { source: k.key.clone(), value: format!("{public}\n") };
+                let entry = Sourced { source: k.key.clone(), value: k.value.trim().to_string() };
                 self.users.entry(user.to_string()).or_default().insert(fingerprint.to_string(), entry);
             }
             (["services", app, unit], Some(ttl)) => {
@@ -209,6 +204,10 @@ mod tests {
         V1Key { key: key.into(), value: value.into(), ttl }
     }
 
+    /// A real key line (ssh-keygen output).
+    const ED25519: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINW5R8RtYHiAX3r5dVVBw3NTlJwrlyHOujxFlgie4Yrw alice@laptop\n";
+
     #[test]
     fn sorts_a_v1_keyspace() {
         let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
@@ -216,7 +215,8 @@ mod tests {
             key("/deis/config/hello/database_url", "postgres://db", None),
             key("/deis/domains/www.example.com", "hello", None),
             key("/deis/certs/www.example.com/cert", pem, None),
-            key("/deis/builder/users/alice/ab:cd", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA alice@x", None),
+            key("/deis/builder/users/alice/ab:cd", ED25519, None),
+            key("/deis/builder/users/alice/ee:ff", "ssh-ed25519 AAAA alice@x", None),
             key("/deis/services/hello/hello_v3.web.1", "10.0.0.1:49153", Some(20)),
             key("/deis/services/hello/bogus", "10.0.0.1:1", Some(20)),
             key("/deis/builder/host", "10.0.0.2", Some(30)),
@@ -226,12 +226,12 @@ mod tests {
             key("/deis/config/Bad_App/x", "y", None),
             key("/deis/router/hosts/x", "y", Some(0)),
         ]);
-        assert_eq!(ks.total, 12);
+        assert_eq!(ks.total, 13);
         let hello = AppName::new("hello").unwrap();
         assert_eq!(ks.apps[&hello].config["DATABASE_URL"].value, "postgres://db");
         assert_eq!(ks.domains["www.example.com"].value, hello);
         assert!(ks.certs["www.example.com"].cert.is_some() && ks.certs["www.example.com"].key.is_none());
-        assert_eq!(ks.users["alice"]["ab:cd"].value, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA alice@x\n");
+        assert_eq!(ks.users["alice"]["ab:cd"].value, ED25519.trim());
         assert_eq!(ks.endpoints[0].value.unit, "hello.web.1");
         assert_eq!(ks.endpoints[0].value.release, 3);
         assert_eq!(ks.endpoints[0].ttl, Duration::from_secs(20));
@@ -241,6 +241,7 @@ mod tests {
         assert_eq!(
             decided,
             [
+                ("/deis/builder/users/alice/ee:ff", Status::Failed),
                 ("/deis/services/hello/bogus", Status::Failed),
                 ("/deis/scheduler/foo", Status::Skipped),
                 ("/other", Status::Skipped),

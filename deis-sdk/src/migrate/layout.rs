@@ -1,20 +1,14 @@
 //! Records that the migration writes beyond the controller's (see
-//! [`deis_core::store::records`]): certificates, SSH keys, v1 settings and component
-//! registrations. Certificates and keys follow the Workflow API's Cert and Key objects,
-//! so the controller can serve them as they are once it has those endpoints.
-
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+//! [`deis_core::store::records`]): certificates, v1 settings and component
+//! registrations. Certificates follow the Workflow API's Cert object, so the controller
+//! can serve them as they are once it has that endpoint.
 
 use crate::deis_core::time::Timestamp;
+use serde::{Deserialize, Serialize};
 
 /// Key of a certificate.
 pub fn cert_key(name: &str) -> String {
     format!("certs/{name}")
-}
-/// Key of a user's SSH key.
-pub fn ssh_key_key(username: &str, id: &str) -> String {
-    format!("keys/{username}/{id}")
 }
 /// Key of a Deis v1 setting (`/deis/platform/domain` → `settings/platform/domain`).
 pub fn setting_key(v1_path: &str) -> String {
@@ -47,25 +41,6 @@ pub struct Certificate {
     pub domains: Vec<String>,
     /// Username of whoever added it.
     pub owner: String,
-    /// Creation time.
-    pub created: Timestamp,
-    /// Last change.
-    pub updated: Timestamp,
-}
-
-/// A user's SSH public key (`keys/<username>/<id>`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SshKey {
-    /// Identity.
-    pub uuid: Uuid,
-    /// The key's id (its name in Deis v1: the fingerprint).
-    pub id: String,
-    /// Username.
-    pub owner: String,
-    /// The public key line (`ssh-ed25519 AAAA… comment`).
-    pub public: String,
-    /// The fingerprint Deis v1 filed it under.
-    pub fingerprint: String,
     /// Creation time.
     pub created: Timestamp,
     /// Last change.

@@ -10,7 +10,7 @@
 //! | `/deis/config/<app>/<key>` | the app (created with release v1 if new) with a config and release holding `<KEY>` |
 //! | `/deis/domains/<domain>` = app | `domains/<domain>` |
 //! | `/deis/certs/<domain>/{cert,key}` | `certs/<domain with - for .>` ([`layout::Certificate`]) |
-//! | `/deis/builder/users/<user>/<fingerprint>` | `users/<user>` (no password until an admin sets one) and `keys/<user>/<fingerprint>` |
+//! | `/deis/builder/users/<user>/<fingerprint>` | `users/<user>` (no password until an admin sets one) and its SSH key `keys/<user>/<comment>` with the key's index entry, as `deis keys:add` makes them |
 //! | `/deis/{platform,logs,router}/…` without TTL | `settings/…` |
 //! | `/deis/services/<app>/<app>_v<N>.<type>.<n>` (TTL) | with [`TtlMode::Lease`]: `endpoints/<app>/<app>.<type>.<n>#0` under a lease of the remaining TTL, so the router reaches the v1 units until their registrations lapse |
 //! | other keys with a TTL (component registrations) | with [`TtlMode::Lease`]: `registrations/…` under a lease |

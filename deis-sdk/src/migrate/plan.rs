@@ -10,10 +10,12 @@ use uuid::Uuid;
 
 use super::TtlMode;
 use super::classify::{Leased, Sourced, V1App, V1Keyspace};
-use super::layout::{self, Certificate, SshKey};
+use super::layout::{self, Certificate};
 use super::report::{Outcome, Status};
-use crate::deis_core::model::{App, AppName, Config, ConfigPatch, Domain, Release, User};
-use crate::deis_core::store::records::{self, app_key, config_key, domain_key, endpoint_key, release_key, user_key};
+use crate::deis_core::model::{App, AppName, Config, ConfigPatch, Domain, PublicKey, Release, SshKey, User, key_id};
+use crate::deis_core::store::records::{
+    self, KeyRef, app_key, config_key, domain_key, endpoint_key, keyprint_key, release_key, ssh_key_key, user_key,
+};
 use crate::deis_core::store::{KeyValue, Revision, Store, StoreError};
 use crate::deis_core::time::Timestamp;
 
@@ -25,6 +27,7 @@ const PREFIXES: &[&str] = &[
     "domains/",
     "users/",
     "keys/",
+    "keyprints/",
     "certs/",
     "settings/",
     "registrations/",
@@ -313,38 +316,70 @@ impl Planner<'_> {
     fn user(&mut self, username: &str, keys: &BTreeMap<String, Sourced<String>>) -> Result<(), StoreError> {
         let mut change = Change::default();
         let mut targets = vec![];
-        if self.snap.get(&user_key(username)).is_none() {
-            let user = User {
-                username: username.to_string(),
-                email: String::new(),
-                is_superuser: false,
-                password_hash: layout::NO_PASSWORD.to_string(),
-                date_joined: self.now,
-                last_login: None,
-            };
-            change.put(user_key(username), records::encode(&user), 0);
-            targets.push(format!("{} (new user, no password)", user_key(username)));
-        }
-        for (fingerprint, public) in keys {
-            let key = layout::ssh_key_key(username, fingerprint);
-            match self.snap.decode::<SshKey>(&key)? {
-                Some(k) if k.public == public.value => self.decide(&public.source, Status::Unchanged, key),
-                Some(_) => self.decide(&public.source, Status::Failed, format!("{key} exists with another public key")),
-                None => {
-                    let record = SshKey {
-                        uuid: Uuid::new_v4(),
-                        id: fingerprint.clone(),
-                        owner: username.to_string(),
-                        public: public.value.clone(),
-                        fingerprint: fingerprint.clone(),
-                        created: self.now,
-                        updated: self.now,
-                    };
-                    change.put(key.clone(), records::encode(&record), 0);
-                    change.sources.push(public.source.clone());
-                    targets.push(key);
-                }
+        match self.snap.get(&user_key(username)) {
+            Some(kv) => change.compares.push((kv.key.clone(), kv.mod_revision)),
+            None => {
+                let user = User {
+                    username: username.to_string(),
+                    email: String::new(),
+                    is_superuser: false,
+                    password_hash: layout::NO_PASSWORD.to_string(),
+                    date_joined: self.now,
+                    last_login: None,
+                    is_active: true,
+                };
+                change.put(user_key(username), records::encode(&user), 0);
+                targets.push(format!("{} (new user, no password)", user_key(username)));
             }
+        }
+        let mut ids = BTreeSet::new();
+        for (v1_name, public) in keys {
+            let parsed = match PublicKey::parse(&public.value) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.decide(&public.source, Status::Failed, e.message);
+                    continue;
+                }
+            };
+            // The index entry names who holds a key: the same key under any id is there.
+            let print = keyprint_key(&parsed.blob);
+            match self.snap.decode::<KeyRef>(&print)? {
+                Some(held) if held.owner == username => {
+                    self.decide(&public.source, Status::Unchanged, ssh_key_key(username, &held.id));
+                    continue;
+                }
+                Some(held) => {
+                    let why = format!("the same public key is registered to user {} on the target", held.owner);
+                    self.decide(&public.source, Status::Failed, why);
+                    continue;
+                }
+                None => {}
+            }
+            // Its id: the key's comment as `deis keys:add` takes it, else the v1 name.
+            let free = |id: &str| {
+                key_id(id).is_ok() && !ids.contains(id) && self.snap.get(&ssh_key_key(username, id)).is_none()
+            };
+            let Some(id) = [parsed.comment.as_str(), v1_name.as_str()].into_iter().find(|id| free(id)) else {
+                let why = format!("user {username} has keys named {:?} and {v1_name:?} already", parsed.comment);
+                self.decide(&public.source, Status::Failed, why);
+                continue;
+            };
+            let id = id.to_string();
+            ids.insert(id.clone());
+            let record = SshKey {
+                uuid: Uuid::new_v4(),
+                id: id.clone(),
+                owner: username.to_string(),
+                public: public.value.clone(),
+                fingerprint: parsed.fingerprint(),
+                created: self.now,
+                updated: self.now,
+            };
+            let key = ssh_key_key(username, &id);
+            change.put(key.clone(), records::encode(&record), 0);
+            change.put(print, records::encode(&KeyRef { owner: username.to_string(), id }), 0);
+            change.sources.push(public.source.clone());
+            targets.push(key);
         }
         if !change.sources.is_empty() {
             change.target = targets.join(", ");
