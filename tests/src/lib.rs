@@ -15,6 +15,8 @@ use deis_test_support::proc;
 pub use deis_test_support::{eventually, free_port, wait_for};
 use serde_json::Value;
 
+pub mod git;
+
 /// The directory holding the workspace's binaries (next to the test executable).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -55,6 +57,8 @@ pub struct Deisd {
     pub api: SocketAddr,
     /// Router address.
     pub router: SocketAddr,
+    /// Builder (`git push` over SSH) address.
+    pub builder: SocketAddr,
     /// Platform domain.
     pub domain: String,
     /// Extra arguments passed on every start.
@@ -79,6 +83,7 @@ impl Deisd {
             data_dir,
             api: SocketAddr::from(([127, 0, 0, 1], free_port())),
             router: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            builder: SocketAddr::from(([127, 0, 0, 1], free_port())),
             domain: "deis.test".into(),
             extra_args: with_private_syslog(extra),
             log,
@@ -100,6 +105,8 @@ impl Deisd {
             .arg(self.router.to_string())
             .arg("--domain")
             .arg(&self.domain)
+            .arg("--builder-addr")
+            .arg(self.builder.to_string())
             .args(&self.extra_args)
             .env("RUST_LOG", "info,deis=debug")
             .stdin(Stdio::null())
@@ -210,9 +217,9 @@ impl Cli {
         let mut cmd = Command::new(binary("deis"));
         cmd.args(args).env("DEIS_PROFILE", &self.profile).env("HOME", self.home.path()).stdin(Stdio::null());
         cmd.env_remove("DEIS_APP");
-        if let Some(d) = dir {
-            cmd.current_dir(d);
-        }
+        // Not the test's own directory: that is inside the project's git repository,
+        // which `deis create` would give a remote.
+        cmd.current_dir(dir.unwrap_or(self.home.path()));
         let Output { status, stdout, stderr } = cmd.output().expect("run deis");
         Run {
             code: status.code().unwrap_or(-1),
@@ -226,6 +233,7 @@ impl Cli {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(binary("deis"));
         cmd.args(args).env("DEIS_PROFILE", &self.profile).env("HOME", self.home.path()).env_remove("DEIS_APP");
+        cmd.current_dir(self.home.path());
         cmd
     }
 
