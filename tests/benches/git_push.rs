@@ -45,11 +45,8 @@ impl Sshd {
     fn start(key: &KeyPair) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let host_key = dir.path().join("host_key");
-        let status = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&host_key)
-            .status()
-            .unwrap();
+        let status =
+            Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&host_key).status().unwrap();
         assert!(status.success());
         let authorized = dir.path().join("authorized_keys");
         std::fs::copy(&key.public, &authorized).unwrap();

@@ -38,7 +38,8 @@ fn push(dir: &Path, key: &KeyPair, d: &Deisd, args: &[&str]) -> deis_e2e::git::R
 fn set_greeting(dir: &Path, greeting: &str) {
     let path = dir.join("web.py");
     let text = std::fs::read_to_string(&path).unwrap();
-    let text = text.replace(r#"os.environ.get("GREETING", "Hello")"#, &format!(r#"os.environ.get("GREETING", "{greeting}")"#));
+    let text =
+        text.replace(r#"os.environ.get("GREETING", "Hello")"#, &format!(r#"os.environ.get("GREETING", "{greeting}")"#));
     std::fs::write(path, text).unwrap();
 }
 

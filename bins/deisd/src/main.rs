@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use deis_sdk::adapters::{LogStoreUri, SchedulerUri, StoreUri};
+use deis_sdk::builder::BuilderConfig;
 use deis_sdk::controller::ApiLimits;
 use deis_sdk::controller::RegistrationMode;
 use deis_sdk::daemon::{LogFormat, init_tracing, parse_flags};
 use deis_sdk::deis_core::model::limits;
 use deis_sdk::deis_core::scheduler::Capacity;
 use deis_sdk::tty::TtyConfig;
-use deis_sdk::builder::BuilderConfig;
 use deis_sdk::{Listen, MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, SyslogListen};
 
 /// The Deis platform daemon: controller API, router, scheduler, logs and `deis run` in

@@ -163,18 +163,18 @@ async fn accept_loop(
         let (ssh_config, handshake, mut stopped) = (ssh_config.clone(), config.handshake_timeout, stopped.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            let session = match tokio::time::timeout(handshake, russh::server::run_stream(ssh_config, stream, handler))
-                .await
-            {
-                Ok(Ok(session)) => session,
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "builder: handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "builder: no SSH greeting in time"),
-            };
+            let session =
+                match tokio::time::timeout(handshake, russh::server::run_stream(ssh_config, stream, handler)).await {
+                    Ok(Ok(session)) => session,
+                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "builder: handshake failed"),
+                    Err(_) => return tracing::debug!(%peer, "builder: no SSH greeting in time"),
+                };
             let handle = session.handle();
             let mut session = std::pin::pin!(session);
             let deadline = tokio::time::sleep(handshake);
             tokio::pin!(deadline);
-            loop {
+            let mut deadline_armed = true;
+            let reason = loop {
                 tokio::select! {
                     result = &mut session => {
                         if let Err(e) = result {
@@ -182,17 +182,18 @@ async fn accept_loop(
                         }
                         return;
                     }
-                    () = &mut deadline, if !authenticated.load(std::sync::atomic::Ordering::Acquire) => {
+                    () = &mut deadline, if deadline_armed => {
+                        if authenticated.load(std::sync::atomic::Ordering::Acquire) {
+                            deadline_armed = false;
+                            continue;
+                        }
                         tracing::info!(%peer, "builder: not authenticated in time, disconnecting");
-                        let _ = handle.disconnect(russh::Disconnect::ByApplication, "authentication timed out".into(), String::new()).await;
-                        return;
+                        break "authentication timed out";
                     }
-                    () = async { let _ = stopped.wait_for(|s| *s).await; } => {
-                        let _ = handle.disconnect(russh::Disconnect::ByApplication, "the builder is shutting down".into(), String::new()).await;
-                        return;
-                    }
+                    () = async { let _ = stopped.wait_for(|s| *s).await; } => break "the builder is shutting down",
                 }
-            }
+            };
+            let _ = handle.disconnect(russh::Disconnect::ByApplication, reason.into(), String::new()).await;
         });
     }
 }

@@ -60,10 +60,9 @@ impl Pushes {
                 GitService::ReceivePack => self.receive(user, &command.app, input, output, &mut errors).await,
                 GitService::UploadPack => self.upload(&command.app, input, output, &mut errors).await,
             },
-            Err(ControllerError::NotFound { .. }) => Err(format!(
-                "app {} does not exist: create it with `deis create {}`",
-                command.app, command.app
-            )),
+            Err(ControllerError::NotFound { .. }) => {
+                Err(format!("app {} does not exist: create it with `deis create {}`", command.app, command.app))
+            }
             Err(ControllerError::Forbidden) => Err(format!(
                 "{} may not push to {}: only its owner, collaborators and admins may",
                 user.username, command.app
@@ -157,7 +156,12 @@ impl Pushes {
         }
         let max = self.config.max_push_bytes.to_string();
         for (key, value) in [("receive.maxInputSize", max.as_str()), ("receive.denyDeletes", "true")] {
-            tokio::process::Command::new("git").arg("--git-dir").arg(repo).args(["config", key, value]).status().await?;
+            tokio::process::Command::new("git")
+                .arg("--git-dir")
+                .arg(repo)
+                .args(["config", key, value])
+                .status()
+                .await?;
         }
         let hook = repo.join("hooks").join("pre-receive");
         tokio::fs::create_dir_all(repo.join("hooks")).await?;
@@ -179,9 +183,7 @@ impl Pushes {
     ) -> std::convert::Infallible {
         let mut to_builder = BufReader::new(to_builder);
         let verdict = match hook::read_updates(&mut to_builder).await {
-            Ok(updates) => {
-                self.build(user, app, repo, push_dir, &updates, &mut to_builder, &mut from_builder).await
-            }
+            Ok(updates) => self.build(user, app, repo, push_dir, &updates, &mut to_builder, &mut from_builder).await,
             Err(e) => Err(e),
         };
         let end = match verdict {
@@ -309,10 +311,7 @@ fn choose_update(updates: &[RefUpdate], deployed: &Option<String>, empty: bool) 
     let branch = deployed.strip_prefix("refs/heads/").unwrap_or(deployed);
     let acceptable = |name: &str| name == deployed || (empty && name == "refs/heads/master");
     if let Some(other) = updates.iter().find(|u| !acceptable(&u.name)) {
-        return Err(format!(
-            "{} is not deployed: only {branch} is; push it with `git push deis {branch}`",
-            other.name
-        ));
+        return Err(format!("{} is not deployed: only {branch} is; push it with `git push deis {branch}`", other.name));
     }
     let [update] = updates else {
         return Err(format!("push one branch ({branch}) at a time"));
@@ -441,8 +440,8 @@ mod tests {
         assert!(choose_update(&[update("refs/heads/master", A)], &master, false).is_ok());
         let e = choose_update(&[update("refs/heads/main", A)], &master, false).unwrap_err();
         assert!(e.contains("git push deis master"), "{e}");
-        let e = choose_update(&[update("refs/heads/main", A), update("refs/heads/master", A)], &main, true)
-            .unwrap_err();
+        let e =
+            choose_update(&[update("refs/heads/main", A), update("refs/heads/master", A)], &main, true).unwrap_err();
         assert!(e.contains("one branch"), "{e}");
     }
 }

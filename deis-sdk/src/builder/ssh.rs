@@ -148,9 +148,7 @@ impl russh::server::Handler for Connection {
     async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
         session.channel_success(channel)?;
         let who = self.user.as_ref().map_or("you", |u| u.username.as_str());
-        let message = format!(
-            "hi {who}: this is the Deis builder, no shells here; deploy with `git push deis main`"
-        );
+        let message = format!("hi {who}: this is the Deis builder, no shells here; deploy with `git push deis main`");
         self.refuse(channel, &message, session)
     }
 
@@ -164,7 +162,12 @@ impl russh::server::Handler for Connection {
         self.refuse(channel, &command::CommandError::NotGit.to_string(), session)
     }
 
-    async fn exec_request(&mut self, channel: ChannelId, data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         session.channel_success(channel)?;
         let (Some(user), true) = (self.user.clone(), self.channels.contains_key(&channel)) else {
             return self.refuse(channel, "not authenticated", session);

@@ -114,8 +114,14 @@ mod tests {
 
     #[test]
     fn the_builder_host_follows_the_workflow_cli() {
-        assert_eq!(remote_url("http://deis.example.com", "hello").unwrap(), "ssh://git@deis-builder.example.com:2222/hello.git");
-        assert_eq!(remote_url("https://u@Deis.Example.com:443/x", "a").unwrap(), "ssh://git@deis-builder.example.com:2222/a.git");
+        assert_eq!(
+            remote_url("http://deis.example.com", "hello").unwrap(),
+            "ssh://git@deis-builder.example.com:2222/hello.git"
+        );
+        assert_eq!(
+            remote_url("https://u@Deis.Example.com:443/x", "a").unwrap(),
+            "ssh://git@deis-builder.example.com:2222/a.git"
+        );
         assert_eq!(remote_url("http://127.0.0.1:8000", "a").unwrap(), "ssh://git@127.0.0.1:2222/a.git");
         assert_eq!(remote_url("http://[::1]:8000", "a").unwrap(), "ssh://git@[::1]:2222/a.git");
         assert_eq!(remote_url("localhost:8000", "a").unwrap(), "ssh://git@localhost:2222/a.git");
