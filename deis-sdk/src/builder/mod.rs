@@ -27,6 +27,9 @@ mod hook;
 mod push;
 mod ssh;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;

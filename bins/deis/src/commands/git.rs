@@ -71,17 +71,17 @@ pub fn app_from_remotes(controller: &str) -> Option<String> {
 
 /// Adds remote `name` pointing at `url`; an existing remote with the same URL is fine.
 pub fn add_remote(name: &str, url: &str) -> Result {
-    if let Ok(out) = git(None, &["remote", "get-url", name]) {
-        if out.status.success() {
-            let existing = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if existing == url {
-                return Ok(());
-            }
-            return Err(CliError::Failed(format!(
-                "git remote {name} already exists ({existing}): remove it with `git remote remove {name}` or pick \
-                 another name with --remote"
-            )));
+    if let Ok(out) = git(None, &["remote", "get-url", name])
+        && out.status.success()
+    {
+        let existing = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if existing == url {
+            return Ok(());
         }
+        return Err(CliError::Failed(format!(
+            "git remote {name} already exists ({existing}): remove it with `git remote remove {name}` or pick \
+             another name with --remote"
+        )));
     }
     let out = git(None, &["remote", "add", name, url])
         .map_err(|e| CliError::Failed(format!("running git: {e} (is git installed?)")))?;
