@@ -362,3 +362,65 @@ pub fn daemon_with_user(extra: &[&str]) -> (Deisd, Cli) {
     cli.register(&d, "alice");
     (d, cli)
 }
+
+/// Requests through the router on a few threads until [`Load::finish`]: how many were
+/// served, which failed, and the first word of every body (the greeting) seen.
+#[derive(Debug)]
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failures: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<std::collections::BTreeSet<String>>>,
+}
+
+impl Load {
+    /// Starts `threads` threads sending `GET /` with `Host: host` to `router`.
+    pub fn start(router: SocketAddr, host: &str, threads: usize) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, ok, failures, host) = (stop.clone(), ok.clone(), failures.clone(), host.to_string());
+                std::thread::spawn(move || {
+                    let mut greetings = std::collections::BTreeSet::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        match Request::get("/").host(&host).send(router) {
+                            Ok(r) if r.status == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                greetings.insert(r.body.split_whitespace().next().unwrap_or("").to_string());
+                            }
+                            Ok(r) => failures.lock().unwrap().push(format!("{} {}", r.status, r.body)),
+                            Err(e) => failures.lock().unwrap().push(e.to_string()),
+                        }
+                    }
+                    greetings
+                })
+            })
+            .collect();
+        Load { stop, ok, failures, threads }
+    }
+
+    /// Requests served with 200 so far.
+    pub fn served(&self) -> u64 {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more requests were served (the load goes on after a rollout).
+    pub fn wait_more(&self, n: u64) {
+        let from = self.served();
+        wait_for(T, &format!("{n} more requests served"), || (self.served() >= from + n).then_some(()));
+    }
+
+    /// Stops the threads: (greetings seen, failures).
+    pub fn finish(self) -> (std::collections::BTreeSet<String>, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut greetings = std::collections::BTreeSet::new();
+        for t in self.threads {
+            greetings.extend(t.join().unwrap());
+        }
+        let failures = std::mem::take(&mut *self.failures.lock().unwrap());
+        (greetings, failures)
+    }
+}

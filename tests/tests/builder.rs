@@ -1,9 +1,6 @@
 //! `git push` deploys: real `git` and OpenSSH against the builder of the real `deisd`.
 
-use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use deis_e2e::git::{KeyPair, commit_all, git, init_and_commit, push_url};
 use deis_e2e::*;
@@ -75,42 +72,14 @@ fn git_push_deploys_and_a_new_push_rolls_without_failed_requests() {
     assert!(first.body.contains("Hello from pushed.web.1 (v2)"), "{}", first.body);
 
     // A change, pushed under load: the new release takes over without a failed request.
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let (router, host) = (d.router, format!("pushed.{}", d.domain));
-    let load: Vec<_> = (0..3)
-        .map(|_| {
-            let (stop, ok, failures, host) = (stop.clone(), ok.clone(), failures.clone(), host.clone());
-            std::thread::spawn(move || {
-                let mut greetings = BTreeSet::new();
-                while !stop.load(Ordering::Relaxed) {
-                    match Request::get("/").host(&host).send(router) {
-                        Ok(r) if r.status == 200 => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                            greetings.insert(r.body.split_whitespace().next().unwrap_or("").to_string());
-                        }
-                        Ok(r) => failures.lock().unwrap().push(format!("{} {}", r.status, r.body)),
-                        Err(e) => failures.lock().unwrap().push(e.to_string()),
-                    }
-                }
-                greetings
-            })
-        })
-        .collect();
+    let load = Load::start(d.router, &format!("pushed.{}", d.domain), 3);
     set_greeting(repo.path(), "Howdy");
     commit_all(repo.path(), "howdy");
     let out = push(repo.path(), &key, &d, &["main"]).ok();
     assert!(out.contains("remote: -----> Released v3"), "{out}");
     serves(&d, "pushed", "Howdy from pushed.web.1 (v3)");
-    let served = ok.load(Ordering::Relaxed);
-    wait_for(T, "50 more requests served", || (ok.load(Ordering::Relaxed) >= served + 50).then_some(()));
-    stop.store(true, Ordering::Relaxed);
-    let mut greetings = BTreeSet::new();
-    for t in load {
-        greetings.extend(t.join().unwrap());
-    }
-    let failures = failures.lock().unwrap();
+    load.wait_more(50);
+    let (greetings, failures) = load.finish();
     assert!(failures.is_empty(), "{} failed requests: {:?}", failures.len(), &failures[..failures.len().min(5)]);
     assert!(greetings.contains("Hello") && greetings.contains("Howdy"), "{greetings:?}");
 

@@ -29,6 +29,14 @@ pub(crate) struct Pushes {
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// What the client sends (a channel's data).
+pub(crate) trait Input: AsyncRead + Unpin + Send {}
+impl<T: AsyncRead + Unpin + Send> Input for T {}
+
+/// Where the client reads (a channel's data or its stderr).
+pub(crate) trait Output: AsyncWrite + Unpin + Send {}
+impl<T: AsyncWrite + Unpin + Send> Output for T {}
+
 /// The client's ends of a channel: what it sends, its stdout and its stderr.
 pub(crate) struct ClientIo<R, W, E> {
     pub input: R,
@@ -48,12 +56,12 @@ impl Pushes {
     }
 
     /// Serves `command` for `user` on the channel; returns the exit status.
-    pub(crate) async fn serve<R, W, E>(&self, user: &User, command: &GitCommand, io: ClientIo<R, W, E>) -> u32
-    where
-        R: AsyncRead + Unpin + Send,
-        W: AsyncWrite + Unpin + Send,
-        E: AsyncWrite + Unpin + Send,
-    {
+    pub(crate) async fn serve<R: Input, W: Output, E: Output>(
+        &self,
+        user: &User,
+        command: &GitCommand,
+        io: ClientIo<R, W, E>,
+    ) -> u32 {
         let ClientIo { input, output, mut errors } = io;
         let result = match self.controller.app(user, &command.app).await {
             Ok(_) => match command.service {
@@ -85,12 +93,13 @@ impl Pushes {
     }
 
     /// A fetch: `git upload-pack` on the app's repository.
-    async fn upload<R, W, E>(&self, app: &AppName, input: R, output: W, errors: &mut E) -> Result<u32, String>
-    where
-        R: AsyncRead + Unpin + Send,
-        W: AsyncWrite + Unpin + Send,
-        E: AsyncWrite + Unpin + Send,
-    {
+    async fn upload<R: Input, W: Output, E: Output>(
+        &self,
+        app: &AppName,
+        input: R,
+        output: W,
+        errors: &mut E,
+    ) -> Result<u32, String> {
         let repo = self.repo(app);
         if !repo.join("HEAD").exists() {
             return Err(format!("nothing was pushed to {app} yet"));
@@ -100,19 +109,14 @@ impl Pushes {
     }
 
     /// A push: one at a time per app, into the app's repository, built by the hook.
-    async fn receive<R, W, E>(
+    async fn receive<R: Input, W: Output, E: Output>(
         &self,
         user: &User,
         app: &AppName,
         input: R,
         output: W,
         errors: &mut E,
-    ) -> Result<u32, String>
-    where
-        R: AsyncRead + Unpin + Send,
-        W: AsyncWrite + Unpin + Send,
-        E: AsyncWrite + Unpin + Send,
-    {
+    ) -> Result<u32, String> {
         let lock = self.locks.lock().expect("push locks").entry(app.to_string()).or_default().clone();
         let _turn = match lock.clone().try_lock_owned() {
             Ok(turn) => turn,
@@ -339,17 +343,12 @@ fn git_service(service: GitService, repo: &Path) -> tokio::process::Command {
 }
 
 /// Runs git with the client's channel as its stdin, stdout and stderr; its exit status.
-async fn run_git<R, W, E>(
+async fn run_git<R: Input, W: Output, E: Output>(
     git: &mut tokio::process::Command,
     mut input: R,
     mut output: W,
     errors: &mut E,
-) -> Result<u32, String>
-where
-    R: AsyncRead + Unpin + Send,
-    W: AsyncWrite + Unpin + Send,
-    E: AsyncWrite + Unpin + Send,
-{
+) -> Result<u32, String> {
     let mut child = git.spawn().map_err(|e| format!("starting git: {e} (is git installed on the builder?)"))?;
     let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
