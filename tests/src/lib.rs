@@ -15,6 +15,8 @@ use deis_test_support::proc;
 pub use deis_test_support::{eventually, free_port, wait_for};
 use serde_json::Value;
 
+pub mod git;
+
 /// The directory holding the workspace's binaries (next to the test executable).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -55,6 +57,8 @@ pub struct Deisd {
     pub api: SocketAddr,
     /// Router address.
     pub router: SocketAddr,
+    /// Builder (`git push` over SSH) address.
+    pub builder: SocketAddr,
     /// Platform domain.
     pub domain: String,
     /// Extra arguments passed on every start.
@@ -85,6 +89,7 @@ impl Deisd {
             data_dir,
             api: SocketAddr::from(([127, 0, 0, 1], free_port())),
             router: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            builder: SocketAddr::from(([127, 0, 0, 1], free_port())),
             domain: "deis.test".into(),
             extra_args: with_private_syslog(extra),
             log,
@@ -107,6 +112,8 @@ impl Deisd {
             .arg(self.router.to_string())
             .arg("--domain")
             .arg(&self.domain)
+            .arg("--builder-addr")
+            .arg(self.builder.to_string())
             .args(&self.extra_args)
             .env("RUST_LOG", "info,deis=debug")
             .stdin(Stdio::null())
@@ -217,9 +224,9 @@ impl Cli {
         let mut cmd = Command::new(binary("deis"));
         cmd.args(args).env("DEIS_PROFILE", &self.profile).env("HOME", self.home.path()).stdin(Stdio::null());
         cmd.env_remove("DEIS_APP");
-        if let Some(d) = dir {
-            cmd.current_dir(d);
-        }
+        // Not the test's own directory: that is inside the project's git repository,
+        // which `deis create` would give a remote.
+        cmd.current_dir(dir.unwrap_or(self.home.path()));
         let Output { status, stdout, stderr } = cmd.output().expect("run deis");
         Run {
             code: status.code().unwrap_or(-1),
@@ -233,6 +240,7 @@ impl Cli {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(binary("deis"));
         cmd.args(args).env("DEIS_PROFILE", &self.profile).env("HOME", self.home.path()).env_remove("DEIS_APP");
+        cmd.current_dir(self.home.path());
         cmd
     }
 
@@ -360,4 +368,66 @@ pub fn daemon_with_user(extra: &[&str]) -> (Deisd, Cli) {
     let cli = d.cli();
     cli.register(&d, "alice");
     (d, cli)
+}
+
+/// Requests through the router on a few threads until [`Load::finish`]: how many were
+/// served, which failed, and the first word of every body (the greeting) seen.
+#[derive(Debug)]
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failures: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<std::collections::BTreeSet<String>>>,
+}
+
+impl Load {
+    /// Starts `threads` threads sending `GET /` with `Host: host` to `router`.
+    pub fn start(router: SocketAddr, host: &str, threads: usize) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, ok, failures, host) = (stop.clone(), ok.clone(), failures.clone(), host.to_string());
+                std::thread::spawn(move || {
+                    let mut greetings = std::collections::BTreeSet::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        match Request::get("/").host(&host).send(router) {
+                            Ok(r) if r.status == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                greetings.insert(r.body.split_whitespace().next().unwrap_or("").to_string());
+                            }
+                            Ok(r) => failures.lock().unwrap().push(format!("{} {}", r.status, r.body)),
+                            Err(e) => failures.lock().unwrap().push(e.to_string()),
+                        }
+                    }
+                    greetings
+                })
+            })
+            .collect();
+        Load { stop, ok, failures, threads }
+    }
+
+    /// Requests served with 200 so far.
+    pub fn served(&self) -> u64 {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more requests were served (the load goes on after a rollout).
+    pub fn wait_more(&self, n: u64) {
+        let from = self.served();
+        wait_for(T, &format!("{n} more requests served"), || (self.served() >= from + n).then_some(()));
+    }
+
+    /// Stops the threads: (greetings seen, failures).
+    pub fn finish(self) -> (std::collections::BTreeSet<String>, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut greetings = std::collections::BTreeSet::new();
+        for t in self.threads {
+            greetings.extend(t.join().unwrap());
+        }
+        let failures = std::mem::take(&mut *self.failures.lock().unwrap());
+        (greetings, failures)
+    }
 }

@@ -2,8 +2,6 @@
 //! processes of the hello example app.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use deis_e2e::*;
@@ -258,51 +256,22 @@ fn no_failed_request_while_config_change_rolls_units() {
     cli.run(&["scale", "web=3", "-a", "steadyweb"]).ok();
     wait_units(&cli, "steadyweb", "web", 3, "v2");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let router = d.router;
-    let host = format!("steadyweb.{}", d.domain);
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failures, host) = (stop.clone(), ok.clone(), failures.clone(), host.clone());
-            std::thread::spawn(move || {
-                let mut greetings = BTreeSet::new();
-                while !stop.load(Ordering::Relaxed) {
-                    match Request::get("/").host(&host).send(router) {
-                        Ok(r) if r.status == 200 => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                            greetings.insert(r.body.split_whitespace().next().unwrap_or("").to_string());
-                        }
-                        Ok(r) => failures.lock().unwrap().push(format!("{} {}", r.status, r.body)),
-                        Err(e) => failures.lock().unwrap().push(e.to_string()),
-                    }
-                }
-                greetings
-            })
-        })
-        .collect();
+    let load = Load::start(d.router, &format!("steadyweb.{}", d.domain), 4);
     cli.run(&["config:set", "GREETING=Rolling", "-a", "steadyweb"]).ok();
     wait_units(&cli, "steadyweb", "web", 3, "v3");
     cli.run(&["config:set", "GREETING=Again", "-a", "steadyweb"]).ok();
     wait_units(&cli, "steadyweb", "web", 3, "v4");
     // The load goes on after the rollout too.
-    let served = ok.load(Ordering::Relaxed);
-    wait_for(T, "50 more requests served", || (ok.load(Ordering::Relaxed) >= served + 50).then_some(()));
-    stop.store(true, Ordering::Relaxed);
-    let mut greetings = BTreeSet::new();
-    for t in load {
-        greetings.extend(t.join().unwrap());
-    }
-    let failures = failures.lock().unwrap();
+    load.wait_more(50);
+    let served = load.served();
+    let (greetings, failures) = load.finish();
     assert!(
         failures.is_empty(),
-        "{} failed requests of {}: {:?}",
+        "{} failed requests of {served}: {:?}",
         failures.len(),
-        ok.load(Ordering::Relaxed),
         &failures[..failures.len().min(5)]
     );
-    assert!(ok.load(Ordering::Relaxed) > 100, "the load kept flowing");
+    assert!(served > 100, "the load kept flowing");
     for g in ["Hello", "Rolling", "Again"] {
         assert!(greetings.contains(g), "saw {g}: {greetings:?}");
     }

@@ -111,6 +111,19 @@ pub enum Command {
     AppsCreate {
         /// The app's name: a-z, 0-9 and hyphens, starting with a letter.
         name: Option<String>,
+        /// Don't add the git remote for `git push` (added when run inside a git repository).
+        #[arg(long)]
+        no_remote: bool,
+        /// Name of the git remote to add.
+        #[arg(long, default_value = "deis", value_name = "NAME")]
+        remote: String,
+    },
+    /// Add the git remote of an existing app (`git push deis main` deploys).
+    #[command(name = "git:remote")]
+    GitRemote {
+        /// Name of the git remote.
+        #[arg(long, default_value = "deis", value_name = "NAME")]
+        remote: String,
     },
     /// Show an app: its formation, processes and domains.
     #[command(name = "apps:info", visible_alias = "info")]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use deis_sdk::adapters::{LogStoreUri, SchedulerUri, StoreUri};
+use deis_sdk::builder::BuilderConfig;
 use deis_sdk::controller::ApiLimits;
 use deis_sdk::controller::RegistrationMode;
 use deis_sdk::daemon::{LogFormat, init_tracing, parse_flags};
@@ -16,7 +17,7 @@ use deis_sdk::deis_core::model::limits;
 use deis_sdk::deis_core::scheduler::Capacity;
 use deis_sdk::replica::ReplicaConfig;
 use deis_sdk::tty::TtyConfig;
-use deis_sdk::{MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, SyslogListen};
+use deis_sdk::{Listen, MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, SyslogListen};
 
 /// The Deis platform daemon: controller API, router, scheduler, logs and `deis run` in
 /// one process.
@@ -41,6 +42,9 @@ struct Args {
     /// Router (app traffic) listen address.
     #[arg(long, env = "DEIS_ROUTER_ADDR", default_value = "127.0.0.1:8080")]
     router_addr: SocketAddr,
+    /// `git push` builder (SSH) listen address, or `off`.
+    #[arg(long, env = "DEIS_BUILDER_ADDR", default_value = "127.0.0.1:2222", value_parser = optional_addr)]
+    builder_addr: OptionalAddr,
     /// Platform domain: app `hello` answers at `hello.<domain>`.
     #[arg(long, env = "DEIS_DOMAIN", default_value = "localhost")]
     domain: String,
@@ -60,8 +64,8 @@ struct Args {
     #[arg(long, env = "DEIS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
     /// Where apps' syslog lines are taken, on UDP and TCP (`off` for no listener).
-    #[arg(long, env = "DEIS_SYSLOG_ADDR", default_value = "127.0.0.1:5514", value_parser = syslog_addr)]
-    syslog_addr: SyslogAddr,
+    #[arg(long, env = "DEIS_SYSLOG_ADDR", default_value = "127.0.0.1:5514", value_parser = optional_addr)]
+    syslog_addr: OptionalAddr,
     /// Log lines kept per app.
     #[arg(long, env = "DEIS_LOG_LINES_PER_APP", default_value_t = 1000, value_parser = at_least_one)]
     log_lines_per_app: usize,
@@ -141,14 +145,14 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
-/// `--syslog-addr`: an address, or none for `off`.
+/// `--syslog-addr`, `--builder-addr`: an address, or none for `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct SyslogAddr(Option<SocketAddr>);
+struct OptionalAddr(Option<SocketAddr>);
 
-fn syslog_addr(s: &str) -> Result<SyslogAddr, String> {
+fn optional_addr(s: &str) -> Result<OptionalAddr, String> {
     match s {
-        "off" | "none" | "" => Ok(SyslogAddr(None)),
-        a => a.parse().map(|a| SyslogAddr(Some(a))).map_err(|e| format!("{e} (want IP:PORT, or off)")),
+        "off" | "none" | "" => Ok(OptionalAddr(None)),
+        a => a.parse().map(|a| OptionalAddr(Some(a))).map_err(|e| format!("{e} (want IP:PORT, or off)")),
     }
 }
 
@@ -211,7 +215,8 @@ impl Args {
             .log_lines_per_app(self.log_lines_per_app)
             .tty_config(self.tty_config())
             .trusted_proxies(self.router_trusted_proxies.clone())
-            .shutdown_grace(self.shutdown_grace);
+            .shutdown_grace(self.shutdown_grace)
+            .git_builder(self.builder_addr.0.map_or(Listen::Off, Listen::Addr), BuilderConfig::default());
         match self.scheduler {
             // The embedded default, with the capacity above.
             SchedulerUri::Local => {}
@@ -245,9 +250,10 @@ async fn main() -> ExitCode {
     };
     let show = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_string(), |a| format!("http://{a}"));
     eprintln!(
-        "deisd is up: controller API {}  router {}  (apps at http://<app>.{}:{})",
+        "deisd is up: controller API {}  router {}  builder {}  (apps at http://<app>.{}:{})",
         show(platform.api_addr()),
         show(platform.router_addr()),
+        platform.builder_addr().map_or_else(|| "off".to_string(), |a| format!("ssh://git@{a}")),
         platform.domain(),
         platform.router_addr().map_or(0, |a| a.port())
     );
@@ -295,6 +301,16 @@ mod tests {
         let e = parse(&["--tty-idle-timeout", "soon"]).unwrap_err();
         assert!(e.contains("--tty-idle-timeout") && e.contains("30m"), "{e}");
         assert!(parse(&["--tty-max-session", "0s"]).unwrap_err().contains("more than 0"));
+    }
+
+    #[test]
+    fn the_builder_listens_on_2222_unless_off() {
+        assert_eq!(parse(&[]).unwrap().builder_addr, OptionalAddr(Some("127.0.0.1:2222".parse().unwrap())));
+        assert_eq!(parse(&["--builder-addr", "off"]).unwrap().builder_addr, OptionalAddr(None));
+        let a = parse(&["--builder-addr", "0.0.0.0:22"]).unwrap();
+        assert_eq!(a.builder_addr, OptionalAddr(Some("0.0.0.0:22".parse().unwrap())));
+        let e = parse(&["--builder-addr", "loud"]).unwrap_err();
+        assert!(e.lines().next().unwrap().contains("--builder-addr"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! | [`watchdog`] | [`GroupWatchdog`]: a process that kills a group the moment we die |
 //! | [`pty`] | open a pseudo-terminal of a given size |
 //! | [`term`] | terminal settings: window size, EOF character, echo off |
+//! | [`fifo`] | named pipes (the builder's channel to its git hooks) |
 //! | [`fd`] | [`AsyncFdIo`]: non-blocking descriptors (pipes, terminal masters) on the tokio reactor |
 //! | [`signals`] | [`shutdown_signal`]: the SIGTERM/SIGINT every daemon waits for |
 //!
@@ -21,6 +22,7 @@
 //! [`rustix::process::Signal`], re-exported as [`Signal`].
 
 pub mod fd;
+pub mod fifo;
 pub mod group;
 pub mod process;
 pub mod procfs;

@@ -10,7 +10,8 @@
 //!
 //! Listeners are optional and may be handed in bound ([`Listen`], [`SyslogListen`]):
 //! the controller API (with the embedded TTY broker's attach route and whatever
-//! [`api_routes`](PlatformBuilder::api_routes) adds), the router, and syslog. The
+//! [`api_routes`](PlatformBuilder::api_routes) adds), the router, syslog, and with
+//! feature `builder` the `git push` builder (`git_builder`, off unless set). The
 //! service broker and update channel slots arrive with their traits.
 //!
 //! ```no_run
@@ -116,6 +117,10 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The `git push` builder can't start (its host key can't be read or made).
+    #[cfg(feature = "builder")]
+    #[error("starting the builder: {0}")]
+    Builder(#[source] std::io::Error),
     /// The syslog listener can't start.
     #[error("starting the syslog listener on {addr}: {source}; pick another with --syslog-addr")]
     Syslog {
@@ -140,6 +145,8 @@ pub struct PlatformBuilder {
     api: Listen,
     router: Listen,
     syslog: SyslogListen,
+    #[cfg(feature = "builder")]
+    git_builder: (Listen, crate::builder::BuilderConfig),
     api_routes: Vec<axum::Router>,
     domain: String,
     registration: RegistrationMode,
@@ -164,6 +171,8 @@ impl PlatformBuilder {
             api: Listen::Addr(SocketAddr::from(([127, 0, 0, 1], 8000))),
             router: Listen::Addr(SocketAddr::from(([127, 0, 0, 1], 8080))),
             syslog: SyslogListen::Addr(SocketAddr::from(([127, 0, 0, 1], 5514))),
+            #[cfg(feature = "builder")]
+            git_builder: (Listen::Off, crate::builder::BuilderConfig::default()),
             api_routes: Vec::new(),
             domain: "localhost".into(),
             registration: RegistrationMode::Enabled,
@@ -251,6 +260,15 @@ impl PlatformBuilder {
     /// The syslog listener, UDP and TCP (default `127.0.0.1:5514`).
     pub fn syslog(mut self, listen: impl Into<SyslogListen>) -> Self {
         self.syslog = listen.into();
+        self
+    }
+
+    /// The `git push` builder's SSH listener (default: off; `deisd` listens on
+    /// `127.0.0.1:2222`) and its settings. The router port for the app URL it shows is
+    /// filled in at start.
+    #[cfg(feature = "builder")]
+    pub fn git_builder(mut self, listen: impl Into<Listen>, config: crate::builder::BuilderConfig) -> Self {
+        self.git_builder = (listen.into(), config);
         self
     }
 
@@ -393,6 +411,18 @@ impl PlatformBuilder {
         let api_addr = local_addr(api_listener.as_ref(), "api")?;
         let router_addr = local_addr(router_listener.as_ref(), "router")?;
         let syslog = start_syslog(self.syslog, logs.clone()).await?;
+        #[cfg(feature = "builder")]
+        let git_builder = {
+            let (listen, mut config) = self.git_builder;
+            config.router_port = router_addr.map(|a| a.port());
+            match open(listen, "builder").await? {
+                Some(listener) => Some(
+                    crate::builder::Builder::start(listener, controller.clone(), &data, config)
+                        .map_err(StartError::Builder)?,
+                ),
+                None => None,
+            }
+        };
 
         let (stop, stopped) = watch::channel(false);
         let stop_signal = |rx: &watch::Receiver<bool>| {
@@ -484,6 +514,8 @@ impl PlatformBuilder {
         Ok(Platform {
             api_addr,
             router_addr,
+            #[cfg(feature = "builder")]
+            git_builder,
             domain: self.domain,
             controller,
             scheduler,
@@ -565,6 +597,8 @@ async fn start_syslog(listen: SyslogListen, logs: Arc<dyn LogStore>) -> Result<O
 pub struct Platform {
     api_addr: Option<SocketAddr>,
     router_addr: Option<SocketAddr>,
+    #[cfg(feature = "builder")]
+    git_builder: Option<crate::builder::Builder>,
     domain: String,
     controller: Arc<Controller>,
     scheduler: Arc<dyn Scheduler>,
@@ -594,6 +628,12 @@ impl Platform {
     /// Where the router listens, if it does.
     pub fn router_addr(&self) -> Option<SocketAddr> {
         self.router_addr
+    }
+
+    /// Where the `git push` builder listens, if it does.
+    #[cfg(feature = "builder")]
+    pub fn builder_addr(&self) -> Option<SocketAddr> {
+        self.git_builder.as_ref().map(crate::builder::Builder::addr)
     }
 
     /// The platform domain.
@@ -631,6 +671,10 @@ impl Platform {
     /// down (see [`Scheduler::shutdown`]) and the units' last output reaches the log.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        #[cfg(feature = "builder")]
+        if let Some(b) = self.git_builder.take() {
+            b.shutdown().await;
+        }
         for s in self.servers.drain(..) {
             let _ = s.await;
         }

@@ -25,8 +25,8 @@ pub async fn list(ctx: &Ctx) -> Result {
     Ok(())
 }
 
-/// `deis apps:create [NAME]`.
-pub async fn create(ctx: &Ctx, name: Option<String>) -> Result {
+/// `deis create [NAME]`: the app, and inside a git repository the `remote` for `git push`.
+pub async fn create(ctx: &Ctx, name: Option<String>, remote: Option<&str>) -> Result {
     if let Some(n) = &name {
         super::app_name(n).map_err(|e| CliError::Usage(format!("invalid app name {n:?}: {}", e.message)))?;
     }
@@ -35,6 +35,13 @@ pub async fn create(ctx: &Ctx, name: Option<String>) -> Result {
     let app = client.apps_create(name.as_deref()).await.inspect_err(|_| ctx.say(""))?;
     if !ctx.emit(&app)? {
         println!("done, created {}", app.id);
+    }
+    if let Some(remote) = remote.filter(|_| super::git::in_repository()) {
+        let (_, profile) = ctx.client()?;
+        if let Some(url) = super::git::remote_url(&profile.controller, app.id.as_str()) {
+            super::git::add_remote(remote, &url)?;
+            ctx.say(format!("Git remote {remote} added: {url}"));
+        }
     }
     Ok(())
 }

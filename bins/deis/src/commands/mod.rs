@@ -7,6 +7,7 @@ mod config;
 mod deploy;
 mod domains;
 mod drains;
+mod git;
 mod healthchecks;
 mod logs;
 mod ps;
@@ -130,6 +131,10 @@ impl Ctx {
         if let Some(a) = &self.app_flag {
             return app_name(a).map_err(|e| CliError::Usage(format!("invalid app name {a:?}: {}", e.message)));
         }
+        // Inside a repository with this controller's builder remote: its app.
+        if let Some(a) = self.profile().ok().and_then(|p| git::app_from_remotes(&p.controller)) {
+            return app_name(&a).map_err(|e| CliError::Usage(format!("invalid app name {a:?}: {}", e.message)));
+        }
         let cwd = std::env::current_dir()
             .map_err(|e| CliError::Failed(format!("cannot read the current directory ({e}): pass -a APP")))?;
         app_from_dir(&cwd).map_err(|e| CliError::Usage(e.to_string()))
@@ -180,7 +185,10 @@ pub async fn run(cli: Cli) -> Result {
         Command::Version { all } => auth::version(&ctx, all).await,
 
         Command::AppsList => apps::list(&ctx).await,
-        Command::AppsCreate { name } => apps::create(&ctx, name).await,
+        Command::AppsCreate { name, no_remote, remote } => {
+            apps::create(&ctx, name, (!no_remote).then_some(remote.as_str())).await
+        }
+        Command::GitRemote { remote } => git::remote(&ctx, &remote),
         Command::AppsInfo => apps::info(&ctx).await,
         Command::AppsDestroy { confirm } => apps::destroy(&ctx, confirm).await,
 
