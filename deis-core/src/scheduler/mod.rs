@@ -74,6 +74,10 @@ pub struct AppSpec {
     pub env: BTreeMap<String, String>,
     /// Process types; types absent here have no units.
     pub processes: BTreeMap<ProcessType, ProcessSpec>,
+    /// Node labels every unit's node must carry: the app's tags (`deis tags:set
+    /// KEY=VALUE`). Backends that place units over labelled nodes refuse a spec whose
+    /// labels no node carries; the local backend (one unlabelled node) ignores them.
+    pub selector: BTreeMap<String, String>,
 }
 
 impl AppSpec {
