@@ -45,6 +45,7 @@ pub mod migrate;
 pub mod publisher;
 pub mod replica;
 pub mod router;
+pub mod scheduler;
 pub mod tty;
 
 /// The README's Rust examples compile (`cargo test --doc`).
