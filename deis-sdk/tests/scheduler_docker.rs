@@ -3,19 +3,21 @@
 //! suite, and placement over two engines standing in for two hosts.
 #![cfg(feature = "docker")]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deis_sdk::deis_core::model::limits::Resources;
-use deis_sdk::deis_core::model::{AppName, Unit};
-use deis_sdk::deis_core::scheduler::{AppSpec, Artifact, ProcessSpec, Scheduler};
+use deis_sdk::deis_core::model::{AppName, Unit, UnitState};
+use deis_sdk::deis_core::scheduler::{AppSpec, Artifact, ProcessSpec, Scheduler, SchedulerError};
 use deis_sdk::deis_core::store::RedbStore;
 use deis_sdk::deis_core::testing::{SchedulerHarness, process_type, scheduler_suite};
 use deis_sdk::scheduler::docker::{DockerHost, DockerScheduler, DockerSchedulerConfig, LABEL_UNIT};
 use deis_test_support::Service;
 use deis_test_support::docker::DockerEngine;
+use deis_test_support::eventually;
+use deis_test_support::http::Request;
 
 /// The suite's sample app on busybox: `web` serves `<DEIS_UNIT> <GREETING>` with
 /// busybox httpd on its `PORT`; `worker` sleeps. A crash is a `SIGKILL` through the
@@ -80,4 +82,114 @@ async fn one_engine_passes_the_scheduler_suite() {
     let s: Arc<dyn Scheduler> = scheduler.clone();
     scheduler_suite(async || s.clone(), &harness).await;
     scheduler.shutdown().await;
+}
+
+/// Up units of `app`, as (name, node), once exactly `count` are up and answering.
+async fn up_units(s: &DockerScheduler, app: &str, count: usize) -> Vec<(String, String)> {
+    let app = process_app(app);
+    eventually(Duration::from_secs(60), "units up and answering", || async {
+        let units = s.units(&app).await.map_err(|e| e.to_string())?;
+        let up: Vec<&Unit> = units.iter().filter(|u| u.state == UnitState::Up).collect();
+        if up.len() != count || units.len() != count {
+            return Err(format!("{units:?}"));
+        }
+        for u in &up {
+            let addr = u.address.ok_or("no address")?;
+            let r =
+                Request::get("/").timeout(Duration::from_secs(5)).send_async(addr).await.map_err(|e| e.to_string())?;
+            if !r.body.contains(&u.name) {
+                return Err(format!("{} answered {:?}", u.name, r.body));
+            }
+        }
+        Ok(up.iter().map(|u| (u.name.clone(), u.node.clone())).collect())
+    })
+    .await
+}
+
+fn process_app(app: &str) -> AppName {
+    deis_sdk::deis_core::testing::app_name(app)
+}
+
+/// Two engines stand in for two hosts (each its own socket, data root, exec root and
+/// pidfile), plus a control-plane node: web units spread over the two data nodes and
+/// never reach the control plane; scaling beyond capacity is refused and changes
+/// nothing; tags select nodes and an unknown tag is refused; one engine stopped, its
+/// units come back on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_placement_tags_capacity_and_a_lost_engine() {
+    let Some(e1) = DockerEngine::start_private() else { return };
+    let Some(e2) = DockerEngine::start_private() else { return };
+    let image = e1.busybox_image();
+    assert_eq!(e2.busybox_image(), image);
+    let host = |e: &DockerEngine, opts: &str| format!("{}{opts}", endpoint(e)).parse::<DockerHost>().unwrap();
+    let hosts = vec![
+        host(&e1, ";name=n1;label=zone=a;cpu=1000m;memory=1G"),
+        host(&e2, ";name=n2;label=zone=b;cpu=1000m;memory=1G"),
+        // The first engine once more, as a big control-plane node: it must get nothing.
+        host(&e1, ";name=ctl;cpu=64;memory=64G;planes=control"),
+    ];
+    let mut config = DockerSchedulerConfig::new(hosts);
+    config.supervision.stop_timeout = Duration::from_secs(5);
+    config.supervision.drain_delay = Duration::ZERO;
+    config.health_interval = Duration::from_millis(200);
+    config.down_grace = Duration::from_secs(1);
+    let s = DockerScheduler::connect(config, RedbStore::in_memory()).await.expect("connect to both engines");
+    let harness = BusyboxHarness { image, engines: vec![] };
+    let spec = |web: u32, cpu: u64, tags: &[(&str, &str)]| {
+        let mut spec = harness.sample_app(&process_app("two"), 1);
+        spec.processes.remove("worker");
+        let p = spec.processes.get_mut("web").unwrap();
+        p.count = web;
+        p.resources.cpu_millis = cpu;
+        spec.selector = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        spec
+    };
+
+    // Spread over the data nodes, one each; nothing on the control plane.
+    s.apply(spec(2, 300, &[])).await.unwrap();
+    let units = up_units(&s, "two", 2).await;
+    let nodes: BTreeSet<&str> = units.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(nodes, BTreeSet::from(["n1", "n2"]), "{units:?}");
+
+    // Beyond capacity (2000m of data plane): refused, nothing changes.
+    let before = s.units(&process_app("two")).await.unwrap();
+    match s.apply(spec(7, 300, &[])).await {
+        Err(SchedulerError::Capacity(msg)) => {
+            assert!(msg.contains("needs 300m cpu") && msg.contains("Scale down (deis ps:scale)"), "{msg}")
+        }
+        other => panic!("expected a capacity refusal, got {other:?}"),
+    }
+    assert_eq!(s.units(&process_app("two")).await.unwrap(), before);
+    let allocated: u64 = s.nodes().await.unwrap().iter().map(|n| n.allocated.cpu_millis).sum();
+    assert_eq!(allocated, 600);
+
+    // A tag no node carries is refused clearly; a carried one moves the units there.
+    match s.apply(spec(2, 300, &[("zone", "mars")])).await {
+        Err(SchedulerError::Invalid(msg)) => {
+            assert!(msg.contains("no node carries the label zone=mars") && msg.contains("zone=a, zone=b"), "{msg}")
+        }
+        other => panic!("expected an unknown-tag refusal, got {other:?}"),
+    }
+    s.apply(spec(2, 300, &[("zone", "a")])).await.unwrap();
+    let units = eventually(Duration::from_secs(60), "both units on n1", || async {
+        let units = up_units(&s, "two", 2).await;
+        units.iter().all(|(_, n)| n == "n1").then_some(units.clone()).ok_or(units)
+    })
+    .await;
+    assert_eq!(units.len(), 2);
+
+    // Back to no tags, then n1's engine stops: its units come back on n2.
+    s.apply(spec(2, 300, &[])).await.unwrap();
+    drop(e1);
+    let units = eventually(Duration::from_secs(90), "every unit on n2", || async {
+        let units = up_units(&s, "two", 2).await;
+        units.iter().all(|(_, n)| n == "n2").then_some(units.clone()).ok_or(units)
+    })
+    .await;
+    assert_eq!(units.len(), 2);
+    let nodes = s.nodes().await.unwrap();
+    let ctl = nodes.iter().find(|n| n.name == "ctl").unwrap();
+    assert_eq!(ctl.allocated, Resources::default(), "the control plane got units: {nodes:?}");
+    s.remove(&process_app("two")).await.unwrap();
+    s.shutdown().await;
 }

@@ -7,7 +7,8 @@
 //!    units that were up are marked down first and drained for `drain_delay`);
 //! 2. crashed units are restarted when their backoff is over;
 //! 3. empty slots (`<type>.<n>` up to the count) get a new unit;
-//! 4. units whose template (release, command, environment, resources, healthcheck)
+//! 4. units whose template (release, command, environment, resources, healthcheck,
+//!    node selector)
 //!    differs from the spec, or that a restart asked for, are replaced. One up unit at
 //!    a time: a candidate starts next to it; once the candidate is ready it is marked
 //!    up, the old one down, and after `drain_delay` the old one is stopped; only when
@@ -108,6 +109,8 @@ struct Template {
     resources: Resources,
     healthcheck: Option<Healthcheck>,
     liveness: Option<Healthcheck>,
+    /// The app's node selector: where a runtime places units, a change moves them.
+    selector: BTreeMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -695,6 +698,7 @@ fn template(spec: &AppSpec, p: &crate::scheduler::ProcessSpec) -> Template {
         resources: p.resources,
         healthcheck: p.healthcheck.clone(),
         liveness: p.liveness.clone(),
+        selector: spec.selector.clone(),
     }
 }
 
