@@ -151,7 +151,7 @@ impl fmt::Display for DockerHost {
             write!(f, ";cpu={c}m")?;
         }
         if let Some(m) = self.memory_bytes {
-            write!(f, ";memory={m}")?;
+            write!(f, ";memory={}", limits::format_memory(m))?;
         }
         for (k, v) in &self.labels {
             write!(f, ";label={k}={v}")?;
