@@ -23,7 +23,8 @@
 //! - [`router`]: the HTTP reverse proxy routing `<app>.<domain>` to web units;
 //! - [`publisher`]: writes units' endpoints into the store for routers;
 //! - [`logger`]: syslog listeners, drains, the Redis log store, the logger's HTTP API;
-//! - [`tty`]: `deis run` sessions over WebSockets, client and broker.
+//! - [`tty`]: `deis run` sessions over WebSockets, client and broker;
+//! - [`scheduler`]: [`deis_core::scheduler`] plus the container backends (`docker`).
 //!
 //! Everything of [`deis_core`] (the traits, the model, the embedded defaults and, with
 //! feature `test-util`, the conformance suites) is re-exported here, so one dependency

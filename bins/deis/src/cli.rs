@@ -215,6 +215,10 @@ pub enum Command {
         target: Option<RestartArg>,
     },
 
+    /// List the nodes units run on: capacity, allocation, labels, planes, health (admins).
+    #[command(name = "nodes:list", visible_alias = "nodes")]
+    NodesList,
+
     /// List the app's domains.
     #[command(name = "domains:list", visible_alias = "domains")]
     DomainsList,
@@ -530,6 +534,7 @@ mod tests {
             (&["ps"], &["ps:list"]),
             (&["scale", "web=2"], &["ps:scale", "web=2"]),
             (&["domains"], &["domains:list"]),
+            (&["nodes"], &["nodes:list"]),
             (&["limits"], &["limits:list"]),
             (&["builds"], &["builds:list"]),
         ] {
@@ -647,6 +652,7 @@ mod tests {
             "ps:list",
             "ps:scale",
             "ps:restart",
+            "nodes:list",
             "domains:list",
             "domains:add",
             "domains:remove",

@@ -1,6 +1,8 @@
-//! Container backends of the [`Scheduler`](deis_core::Scheduler) trait, each behind its
-//! feature: [`docker`] (one or more Docker engines, placement by
-//! [`deis_core::scheduler::placement`]).
+//! [`deis_core::scheduler`] (the `Scheduler` trait, the local scheduler, the placement
+//! engine), re-exported, plus the container backends, each behind its feature:
+//! [`docker`] (one or more Docker engines, units placed over them).
+
+pub use deis_core::scheduler::*;
 
 #[cfg(feature = "docker")]
 pub mod docker;

@@ -288,11 +288,11 @@ impl Scheduler for LocalScheduler {
             return nodes;
         }
         let apps = self.apps.lock().await;
-        Ok(vec![NodeStatus {
-            name: self.node_name.clone(),
-            capacity: self.capacity,
-            allocated: sum(apps.values().map(|h| h.spec.total_resources())),
-        }])
+        Ok(vec![NodeStatus::new(
+            self.node_name.clone(),
+            self.capacity,
+            sum(apps.values().map(|h| h.spec.total_resources())),
+        )])
     }
 
     fn subscribe(&self) -> broadcast::Receiver<UnitEvent> {

@@ -67,6 +67,11 @@ impl Planes {
     /// The data plane alone: what a node serves unless told otherwise.
     pub const DATA: Planes = Planes(1 << Plane::Data as u8);
 
+    /// [`Planes::DATA`] (for serde defaults).
+    pub fn data() -> Self {
+        Self::DATA
+    }
+
     /// The set of `planes`.
     pub fn of(planes: impl IntoIterator<Item = Plane>) -> Self {
         Self(planes.into_iter().fold(0, |bits, p| bits | p.bit()))
@@ -137,6 +142,11 @@ pub enum Health {
 }
 
 impl Health {
+    /// [`Health::Up`] (for serde defaults).
+    pub fn up() -> Self {
+        Self::Up
+    }
+
     /// Whether the node is up.
     pub fn is_up(self) -> bool {
         self == Self::Up

@@ -326,7 +326,14 @@ impl ProcessRuntime for DockerRuntime {
             .state()
             .nodes()
             .filter(|(info, _, _)| ours.contains(&info.name.as_str()))
-            .map(|(info, _, allocated)| NodeStatus { name: info.name.clone(), capacity: info.capacity, allocated })
+            .map(|(info, health, allocated)| NodeStatus {
+                name: info.name.clone(),
+                capacity: info.capacity,
+                allocated,
+                labels: info.labels.clone(),
+                planes: info.planes,
+                health,
+            })
             .collect();
         Some(Ok(nodes))
     }
