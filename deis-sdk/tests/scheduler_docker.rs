@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use deis_sdk::deis_core::logs::{LogFilter, LogSource, LogStore, RingLogStore};
 use deis_sdk::deis_core::model::limits::Resources;
 use deis_sdk::deis_core::model::{AppName, Unit, UnitState};
 use deis_sdk::deis_core::scheduler::{AppSpec, Artifact, ProcessSpec, Scheduler, SchedulerError};
 use deis_sdk::deis_core::store::RedbStore;
 use deis_sdk::deis_core::testing::{SchedulerHarness, process_type, scheduler_suite};
+use deis_sdk::logger::{SyslogConfig, SyslogServer};
 use deis_sdk::scheduler::docker::{DockerHost, DockerScheduler, DockerSchedulerConfig, LABEL_UNIT};
 use deis_test_support::Service;
 use deis_test_support::docker::DockerEngine;
@@ -192,4 +194,42 @@ async fn two_engines_placement_tags_capacity_and_a_lost_engine() {
     assert_eq!(ctl.allocated, Resources::default(), "the control plane got units: {nodes:?}");
     s.remove(&process_app("two")).await.unwrap();
     s.shutdown().await;
+}
+
+/// A source build runs on the stack image (here busybox) with the build copied to
+/// /app; with a syslog address, its output reaches the logger through Docker's syslog
+/// driver, tagged with the unit's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_builds_on_the_stack_image_log_through_syslog() {
+    let Some(engine) = DockerEngine::shared() else { return };
+    let logs = RingLogStore::new();
+    let syslog =
+        SyslogConfig { tcp_addr: Some("127.0.0.1:0".parse().unwrap()), udp_addr: None, ..SyslogConfig::default() };
+    let server = SyslogServer::start(syslog, Arc::new(logs.clone())).await.unwrap();
+
+    let build = tempfile::tempdir().unwrap();
+    std::fs::write(build.path().join("web.sh"), format!("echo \"started in $(pwd)\"\n{WEB}\n")).unwrap();
+    let mut config = DockerSchedulerConfig::new(vec![DockerHost::new(endpoint(engine))]);
+    config.stack_image = engine.busybox_image();
+    config.syslog_address = Some(format!("tcp://{}", server.tcp_addr().unwrap()));
+    let s = DockerScheduler::connect(config, RedbStore::in_memory()).await.unwrap();
+    let harness = BusyboxHarness { image: String::new(), engines: vec![] };
+    let mut spec = harness.sample_app(&process_app("src"), 1);
+    spec.processes.remove("worker");
+    spec.processes.get_mut("web").unwrap().command = "exec sh web.sh".into();
+    spec.artifact = Artifact::Source { dir: build.path().to_path_buf() };
+    s.apply(spec).await.unwrap();
+    let units = up_units(&s, "src", 1).await;
+    assert_eq!(units[0].0, "src.web.1");
+
+    let lines = eventually(Duration::from_secs(20), "the unit's first line in the log", || async {
+        let got = logs.tail("src", 10, &LogFilter::default()).await.unwrap();
+        got.into_iter().find(|e| e.line.message.starts_with("started in")).ok_or(())
+    })
+    .await;
+    assert_eq!(lines.line.message, "started in /app");
+    assert_eq!(lines.line.source, LogSource::App { proc_type: "web".into(), number: 1 });
+    s.remove(&process_app("src")).await.unwrap();
+    s.shutdown().await;
+    server.shutdown().await;
 }
