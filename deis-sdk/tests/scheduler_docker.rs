@@ -40,6 +40,7 @@ impl SchedulerHarness for BusyboxHarness {
             count: 1,
             resources: Resources { cpu_millis: 100, memory_bytes: 32 << 20 },
             healthcheck: None,
+            liveness: None,
         };
         AppSpec {
             app: app.clone(),
