@@ -5,7 +5,7 @@
 //! |---|---|
 //! | [`StoreUri`] | `redb:PATH`, `etcd://HOST:PORT[,HOST:PORT…][?…]`, `etcds://…?ca=PATH[…]` (feature `etcd`; see [`EtcdUri`]) |
 //! | [`LogStoreUri`] | `ring`, `redis://HOST[:PORT][/DB]` (feature `redis`) |
-//! | [`SchedulerUri`] | `local` |
+//! | [`SchedulerUri`] | `local`, `docker` (feature `docker`) |
 //!
 //! Parsing checks the form only; [`StoreUri::open`] and [`LogStoreUri::open`] connect.
 //! An unknown form is a [`UriError`] naming the accepted ones:
@@ -176,11 +176,14 @@ pub enum SchedulerUri {
     /// `local`: child processes on this machine ([`LocalScheduler`](deis_core::scheduler::LocalScheduler)).
     #[default]
     Local,
+    /// `docker`: containers on one or more Docker engines, placed over them
+    /// (`scheduler::docker::DockerScheduler`, feature `docker`).
+    Docker,
 }
 
 impl SchedulerUri {
     /// The accepted forms, for help texts and errors.
-    pub const ACCEPTED: &'static str = "local";
+    pub const ACCEPTED: &'static str = "local, docker";
 }
 
 impl FromStr for SchedulerUri {
@@ -189,6 +192,7 @@ impl FromStr for SchedulerUri {
     fn from_str(s: &str) -> Result<Self, UriError> {
         match s {
             "local" => Ok(Self::Local),
+            "docker" => Ok(Self::Docker),
             _ => Err(UriError { part: "scheduler", given: s.to_string(), reason: "unknown", accepted: Self::ACCEPTED }),
         }
     }
@@ -198,6 +202,7 @@ impl fmt::Display for SchedulerUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Local => f.write_str("local"),
+            Self::Docker => f.write_str("docker"),
         }
     }
 }
@@ -247,7 +252,8 @@ mod tests {
     fn scheduler_forms() {
         assert_eq!("local".parse::<SchedulerUri>().unwrap(), SchedulerUri::Local);
         let e = "kubernetes".parse::<SchedulerUri>().unwrap_err();
-        assert_eq!(e.to_string(), r#"unknown scheduler "kubernetes": accepted forms are local"#);
+        assert_eq!(e.to_string(), r#"unknown scheduler "kubernetes": accepted forms are local, docker"#);
+        assert_eq!("docker".parse::<SchedulerUri>().unwrap(), SchedulerUri::Docker);
     }
 
     #[tokio::test]

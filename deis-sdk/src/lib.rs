@@ -25,6 +25,7 @@
 //! - [`logger`]: syslog listeners, drains, the Redis log store, the logger's HTTP API;
 //! - [`tty`]: `deis run` sessions over WebSockets, client and broker;
 //! - `builder` (feature `builder`): `git push` over SSH, built by the controller.
+//! - [`scheduler`]: [`deis_core::scheduler`] plus the container backends (`docker`).
 //!
 //! Everything of [`deis_core`] (the traits, the model, the embedded defaults and, with
 //! feature `test-util`, the conformance suites) is re-exported here, so one dependency
@@ -48,6 +49,7 @@ pub mod migrate;
 pub mod publisher;
 pub mod replica;
 pub mod router;
+pub mod scheduler;
 pub mod tty;
 
 /// The README's Rust examples compile (`cargo test --doc`).

@@ -228,6 +228,10 @@ pub enum Command {
         target: Option<RestartArg>,
     },
 
+    /// List the nodes units run on: capacity, allocation, labels, planes, health (admins).
+    #[command(name = "nodes:list", visible_alias = "nodes")]
+    NodesList,
+
     /// List the app's domains.
     #[command(name = "domains:list", visible_alias = "domains")]
     DomainsList,
@@ -543,6 +547,7 @@ mod tests {
             (&["ps"], &["ps:list"]),
             (&["scale", "web=2"], &["ps:scale", "web=2"]),
             (&["domains"], &["domains:list"]),
+            (&["nodes"], &["nodes:list"]),
             (&["limits"], &["limits:list"]),
             (&["builds"], &["builds:list"]),
         ] {
@@ -660,6 +665,7 @@ mod tests {
             "ps:list",
             "ps:scale",
             "ps:restart",
+            "nodes:list",
             "domains:list",
             "domains:add",
             "domains:remove",

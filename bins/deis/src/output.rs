@@ -38,7 +38,10 @@ pub fn table(rows: &[Vec<String>], sep: &str) -> String {
 /// --- web:
 /// hello.web.1 up (v3) 127.0.0.1:40123
 /// ```
+///
+/// When the units run on more than one node, each line ends with `on <node>`.
 pub fn processes(app: &str, pods: &[Pod]) -> String {
+    let nodes: std::collections::BTreeSet<&str> = pods.iter().map(|p| p.node.as_str()).collect();
     let mut by_type: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
     for p in pods {
         by_type.entry(p.proc_type.as_str()).or_default().push(p);
@@ -52,6 +55,9 @@ pub fn processes(app: &str, pods: &[Pod]) -> String {
             .map(|p| {
                 let mut row = vec![p.name.clone(), p.state.clone(), format!("({})", p.release)];
                 row.push(p.address.clone().unwrap_or_default());
+                if nodes.len() > 1 {
+                    row.push(format!("on {}", p.node));
+                }
                 if p.restarts > 0 {
                     row.push(format!("restarts: {}", p.restarts));
                 }
@@ -112,5 +118,12 @@ mod tests {
         );
         let one = vec![pod("hello.web.1", "up", "v3", Some("127.0.0.1:40123"), 0)];
         assert_eq!(processes("hello", &one), "=== hello Processes\n--- web:\nhello.web.1 up (v3) 127.0.0.1:40123\n");
+        // Units on several nodes say where.
+        let mut two = vec![one[0].clone(), pod("hello.web.2", "up", "v3", Some("10.0.0.2:40124"), 0)];
+        (two[0].node, two[1].node) = ("n1".into(), "n2".into());
+        assert_eq!(
+            processes("hello", &two),
+            "=== hello Processes\n--- web:\nhello.web.1 up (v3) 127.0.0.1:40123 on n1\nhello.web.2 up (v3) 10.0.0.2:40124  on n2\n"
+        );
     }
 }

@@ -15,7 +15,9 @@ use deis_sdk::controller::RegistrationMode;
 use deis_sdk::daemon::{LogFormat, init_tracing, parse_flags};
 use deis_sdk::deis_core::model::limits;
 use deis_sdk::deis_core::scheduler::Capacity;
+use deis_sdk::deis_core::scheduler::placement::Policy;
 use deis_sdk::replica::ReplicaConfig;
+use deis_sdk::scheduler::docker::{DEFAULT_STACK_IMAGE, DockerHost, DockerScheduler, DockerSchedulerConfig};
 use deis_sdk::tty::TtyConfig;
 use deis_sdk::{Listen, MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, SyslogListen};
 
@@ -33,9 +35,23 @@ struct Args {
     /// units), all serve the API and route.
     #[arg(long, env = "DEIS_STORE")]
     store: Option<StoreUri>,
-    /// What runs units: local (child processes on this machine).
+    /// What runs units: local (child processes on this machine) or docker (containers
+    /// on the engines of --docker-host, placed over them).
     #[arg(long, env = "DEIS_SCHEDULER", default_value = "local")]
     scheduler: SchedulerUri,
+    /// A Docker engine units run on, for --scheduler docker (repeatable, one per host):
+    /// `unix:///path/to.sock` or `tcp://host:port`, optionally followed by
+    /// `;name=N;cpu=4;memory=8G;label=KEY=VALUE;planes=data;network=host|bridge`.
+    /// Default: DOCKER_HOST, else the local engine.
+    #[arg(long = "docker-host", value_name = "ENDPOINT[;KEY=VALUE...]")]
+    docker_hosts: Vec<DockerHost>,
+    /// How units are placed over nodes: binpack (fill nodes first) or spread.
+    #[arg(long, env = "DEIS_PLACEMENT", default_value = "binpack")]
+    placement: Policy,
+    /// The image source builds run on with --scheduler docker (build one offline, see
+    /// the docs).
+    #[arg(long, env = "DEIS_STACK_IMAGE", default_value = DEFAULT_STACK_IMAGE)]
+    stack_image: String,
     /// Controller API listen address.
     #[arg(long, env = "DEIS_API_ADDR", default_value = "127.0.0.1:8000")]
     api_addr: SocketAddr,
@@ -192,6 +208,15 @@ impl Args {
         tty
     }
 
+    /// The engines of `--docker-host`; without any, `DOCKER_HOST` or the local engine.
+    fn docker_hosts(&self) -> Result<Vec<DockerHost>, String> {
+        if !self.docker_hosts.is_empty() {
+            return Ok(self.docker_hosts.clone());
+        }
+        let fallback = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        fallback.parse::<DockerHost>().map(|h| vec![h]).map_err(|e| format!("DOCKER_HOST: {e}"))
+    }
+
     /// The platform these flags describe, with its adapters opened.
     async fn builder(&self) -> Result<PlatformBuilder, String> {
         let mut capacity = Capacity::of_this_machine();
@@ -220,6 +245,20 @@ impl Args {
         match self.scheduler {
             // The embedded default, with the capacity above.
             SchedulerUri::Local => {}
+            SchedulerUri::Docker => {
+                let mut config = DockerSchedulerConfig::new(self.docker_hosts()?);
+                config.policy = self.placement;
+                config.stack_image = self.stack_image.clone();
+                // Units' output goes from the engine to our syslog listener.
+                config.syslog_address = self.syslog_addr.0.map(|a| format!("tcp://{a}"));
+                b = b.scheduler_with(move |ctx| async move {
+                    let store = ctx.store.clone();
+                    config.supervision = ctx.local_config();
+                    let scheduler: std::sync::Arc<dyn deis_sdk::deis_core::Scheduler> =
+                        DockerScheduler::connect(config, store).await?;
+                    Ok(scheduler)
+                });
+            }
             other => return Err(format!("--scheduler {other}: not supported by this deisd")),
         }
         if let Some(secret) = &self.tty_secret {
@@ -319,6 +358,20 @@ mod tests {
         assert_eq!(a.store(), StoreUri::Redb("/d/store.redb".into()));
         assert_eq!(a.log_store().unwrap(), LogStoreUri::Ring);
         assert_eq!(a.scheduler, SchedulerUri::Local);
+        let a = parse(&[
+            "--scheduler",
+            "docker",
+            "--docker-host",
+            "unix:///a.sock;name=a",
+            "--docker-host",
+            "tcp://10.0.0.2:2375",
+        ])
+        .unwrap();
+        assert_eq!(a.scheduler, SchedulerUri::Docker);
+        let hosts = a.docker_hosts().unwrap();
+        assert_eq!(hosts.len(), 2);
+        assert_eq!((hosts[0].name.as_deref(), hosts[1].endpoint.as_str()), (Some("a"), "tcp://10.0.0.2:2375"));
+        assert_eq!(a.placement, Policy::Binpack);
         let a = parse(&["--store", "redb:/elsewhere/s.redb", "--log-store", "redis://10.0.0.1:6380/1"]).unwrap();
         assert_eq!(a.store(), StoreUri::Redb("/elsewhere/s.redb".into()));
         assert_eq!(a.log_store().unwrap(), LogStoreUri::Redis("redis://10.0.0.1:6380/1".into()));
@@ -332,7 +385,9 @@ mod tests {
         for (flag, value, wanted) in [
             ("--store", "etcd2://x", "accepted forms are redb:PATH, etcd://"),
             ("--log-store", "kafka://x", "accepted forms are ring, redis://"),
-            ("--scheduler", "fleet", "accepted forms are local"),
+            ("--scheduler", "fleet", "accepted forms are local, docker"),
+            ("--docker-host", "/run/docker.sock", "the endpoint must be unix:///PATH or tcp://HOST:PORT"),
+            ("--placement", "random", "use binpack or spread"),
             ("--registration", "sometimes", "use enabled, admin_only or disabled"),
             ("--syslog-addr", "loud", "want IP:PORT, or off"),
             ("--cpu", "lots", ""),

@@ -127,7 +127,14 @@ impl Controller {
                 (ty, spec)
             })
             .collect();
-        Ok(AppSpec { app: app.id.clone(), release: release.version, artifact, env: config.values.clone(), processes })
+        Ok(AppSpec {
+            app: app.id.clone(),
+            release: release.version,
+            artifact,
+            env: config.values.clone(),
+            processes,
+            selector: config.tags.clone(),
+        })
     }
 
     /// The spec of what runs now; a broken old build is logged and treated as nothing.

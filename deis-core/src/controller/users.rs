@@ -268,4 +268,13 @@ impl Controller {
         }
         Ok(records::list_json(&*self.store, "users/").await?)
     }
+
+    /// The scheduler's nodes with capacity, allocation, labels, planes and health
+    /// (`deis nodes`); admins only.
+    pub async fn nodes(&self, caller: &User) -> Result<Vec<crate::scheduler::NodeStatus>> {
+        if !caller.is_superuser {
+            return Err(ControllerError::Forbidden);
+        }
+        Ok(self.scheduler().nodes().await?)
+    }
 }

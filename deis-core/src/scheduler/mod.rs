@@ -74,6 +74,10 @@ pub struct AppSpec {
     pub env: BTreeMap<String, String>,
     /// Process types; types absent here have no units.
     pub processes: BTreeMap<ProcessType, ProcessSpec>,
+    /// Node labels every unit's node must carry: the app's tags (`deis tags:set
+    /// KEY=VALUE`). Backends that place units over labelled nodes refuse a spec whose
+    /// labels no node carries; the local backend (one unlabelled node) ignores them.
+    pub selector: BTreeMap<String, String>,
 }
 
 impl AppSpec {
@@ -86,7 +90,7 @@ impl AppSpec {
     }
 }
 
-/// A node and what is placed on it.
+/// A node and what is placed on it (`deis nodes`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeStatus {
     /// Node name.
@@ -95,6 +99,29 @@ pub struct NodeStatus {
     pub capacity: Capacity,
     /// What units placed on it reserve.
     pub allocated: Resources,
+    /// Its labels (what `deis tags:set` selects on).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The planes it serves.
+    #[serde(default = "placement::Planes::data")]
+    pub planes: placement::Planes,
+    /// Whether it answers.
+    #[serde(default = "placement::Health::up")]
+    pub health: placement::Health,
+}
+
+impl NodeStatus {
+    /// An unlabelled data-plane node that is up.
+    pub fn new(name: impl Into<String>, capacity: Capacity, allocated: Resources) -> Self {
+        Self {
+            name: name.into(),
+            capacity,
+            allocated,
+            labels: BTreeMap::new(),
+            planes: placement::Planes::DATA,
+            health: placement::Health::Up,
+        }
+    }
 }
 
 /// Which units to restart.

@@ -110,6 +110,7 @@ impl SourceAppHarness {
             artifact: Artifact::Source { dir: PathBuf::from(self.dir()) },
             env: BTreeMap::from([("GREETING".to_string(), format!("hello from v{release}"))]),
             processes: processes.iter().map(|(t, cmd, n)| (ptype(t), process(cmd, *n))).collect(),
+            selector: BTreeMap::new(),
         }
     }
 }

@@ -543,6 +543,11 @@ impl Client {
         self.list(&app_path(app, "domains/")).await
     }
 
+    /// `GET /v2/nodes/` (admins): the scheduler's nodes.
+    pub async fn nodes(&self) -> Result<Vec<deis_core::scheduler::NodeStatus>> {
+        self.list("/v2/nodes/").await
+    }
+
     /// `POST /v2/apps/<app>/domains/` `{"domain": ...}`.
     pub async fn domains_add(&self, app: &str, domain: &str) -> Result<Domain> {
         let body = json_body(&serde_json::json!({"domain": domain}))?;

@@ -56,6 +56,9 @@ pub struct Pod {
     /// How often it was restarted after crashing.
     #[serde(default)]
     pub restarts: u32,
+    /// The node it runs on.
+    #[serde(default)]
+    pub node: String,
     /// Fields this client does not know.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,

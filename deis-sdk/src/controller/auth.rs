@@ -106,3 +106,8 @@ pub(super) async fn list_users(State(s): State<ApiState>, AuthUser(user): AuthUs
     let users = s.controller.list_users(&user).await?;
     Ok(page.render(users.iter().map(|u| u.public()).collect()))
 }
+
+/// `GET /v2/nodes/` (admins): the scheduler's nodes.
+pub(super) async fn list_nodes(State(s): State<ApiState>, AuthUser(user): AuthUser, page: Page) -> ApiResult<Response> {
+    Ok(page.render(s.controller.nodes(&user).await?))
+}

@@ -110,6 +110,7 @@ pub fn router(controller: Arc<Controller>, limits: ApiLimits) -> Router {
     let r = both(r, "/v2/admin/perms/{username}", delete(perms::revoke_admin));
     let r = both(r, "/v2/keys", get(keys::list).post(keys::add));
     let r = both(r, "/v2/keys/{id}", delete(keys::remove));
+    let r = both(r, "/v2/nodes", get(auth::list_nodes));
     // Apps.
     let r = both(r, "/v2/apps", get(apps::list).post(apps::create));
     let r = both(r, "/v2/apps/{app}", get(apps::info).post(apps::transfer).delete(apps::destroy));

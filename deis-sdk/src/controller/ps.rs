@@ -15,7 +15,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{AppPath, AuthUser, JsonBody, Page};
 use super::{ApiState, json};
 
-/// A unit as a Workflow `Pod` plus our `address` and `restarts`.
+/// A unit as a Workflow `Pod` plus our `address`, `node` and `restarts`.
 fn pod(u: &Unit) -> Value {
     json!({
         "name": u.name,
@@ -24,6 +24,7 @@ fn pod(u: &Unit) -> Value {
         "type": u.proc_type,
         "started": u.started.unwrap_or_else(Timestamp::now),
         "address": u.address.map(|a| a.to_string()),
+        "node": u.node,
         "restarts": u.restarts,
     })
 }

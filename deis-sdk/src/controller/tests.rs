@@ -336,6 +336,14 @@ async fn domains_users_and_permissions() {
     assert_eq!(api.get("/v2/users/", &bob).await.status, StatusCode::FORBIDDEN);
     let users = api.get("/v2/users/?limit=100", &alice).await.json();
     assert_eq!(users["count"], 2);
+    // Nodes: admins only; the local scheduler's one node, up, of the data plane.
+    assert_eq!(api.get("/v2/nodes/", &bob).await.status, StatusCode::FORBIDDEN);
+    let nodes = api.get("/v2/nodes/", &alice).await.json();
+    assert_eq!(nodes["count"], 1, "{nodes}");
+    assert_eq!(
+        (nodes["results"][0]["planes"].clone(), nodes["results"][0]["health"].clone()),
+        (json!(["data"]), json!({"state": "up"}))
+    );
     let r = api.call(Method::DELETE, "/v2/auth/cancel/", Some(&alice), None).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert!(r.json()["detail"].as_str().unwrap().contains("still has applications assigned"));

@@ -10,6 +10,7 @@ mod drains;
 mod git;
 mod healthchecks;
 mod logs;
+mod nodes;
 mod ps;
 mod releases;
 mod run;
@@ -211,6 +212,7 @@ pub async fn run(cli: Cli) -> Result {
         Command::PsScale { formation, wait } => ps::scale(&ctx, formation, &wait).await,
         Command::PsRestart { target } => ps::restart(&ctx, target).await,
 
+        Command::NodesList => nodes::list(&ctx).await,
         Command::DomainsList => domains::list(&ctx).await,
         Command::DomainsAdd { domain } => domains::add(&ctx, &domain).await,
         Command::DomainsRemove { domain } => domains::remove(&ctx, &domain).await,

@@ -57,8 +57,9 @@ use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
 pub use self::config::{LocalSchedulerConfig, STATE_FILE, hostname};
 pub use self::output::{MAX_LINE_BYTES, OutputStream, TracingOutput, UnitOutput};
 use self::ports::PortAllocator;
-pub use self::probe::STAY_UP;
-use self::process::{OsRuntime, ProcessRuntime};
+pub use self::probe::{STAY_UP, os_probe};
+use self::process::OsRuntime;
+pub use self::process::{ExitInfo, GroupSignal, Launch, OutputReader, ProbeTarget, ProcessRuntime, Spawned};
 pub use self::supervisor::{BACKOFF_MAX, BACKOFF_MIN, BACKOFF_RESET};
 use self::supervisor::{Command, Shared, Supervisor};
 use super::{AppSpec, Artifact, NodeStatus, RestartFilter, Result, Scheduler, SchedulerError, UnitEvent};
@@ -113,11 +114,14 @@ impl LocalScheduler {
         if killed > 0 {
             tracing::warn!(groups = killed, "killed units left running by a previous run of the scheduler");
         }
-        Ok(Self::with_runtime(config, Arc::new(OsRuntime::new(registry))))
+        Ok(Self::on_runtime(config, Arc::new(OsRuntime::new(registry))))
     }
 
-    /// A scheduler on another process runtime (the tests' fake).
-    fn with_runtime(config: LocalSchedulerConfig, runtime: Arc<dyn ProcessRuntime>) -> Arc<Self> {
+    /// A scheduler whose units run on `runtime` (containers of an engine, the tests'
+    /// fake) instead of as processes here: the same supervision (see the module
+    /// docs), with admission, placement and nodes left to the runtime where it does
+    /// them ([`ProcessRuntime::admit`]). `config.state_dir` is not used.
+    pub fn on_runtime(config: LocalSchedulerConfig, runtime: Arc<dyn ProcessRuntime>) -> Arc<Self> {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let shared = Arc::new(Shared {
             runtime,
@@ -156,6 +160,7 @@ impl LocalScheduler {
         }
         for h in handles {
             let _ = h.task.await;
+            self.shared.runtime.forget(&h.spec.app).await;
         }
     }
 
@@ -164,14 +169,9 @@ impl LocalScheduler {
         if app.is_empty() {
             return Err(SchedulerError::Invalid("the app name is empty".into()));
         }
+        self.shared.runtime.check_artifact(spec)?;
         match &spec.artifact {
-            Artifact::Image { reference } => {
-                return Err(SchedulerError::Unsupported(format!(
-                    "app {app}: release v{} runs image {reference}; the local scheduler runs source builds only \
-                     (deis deploy DIR). Configure a container backend to run images.",
-                    spec.release
-                )));
-            }
+            Artifact::Image { .. } => {}
             Artifact::Source { dir } if !dir.is_dir() => {
                 return Err(SchedulerError::Invalid(format!(
                     "app {app}: release v{}: the build directory {} does not exist; deploy the app again",
@@ -228,7 +228,7 @@ impl Scheduler for LocalScheduler {
         }
         let others = sum(apps.iter().filter(|(a, _)| **a != spec.app).map(|(_, h)| h.spec.total_resources()));
         let request = spec.total_resources();
-        if !self.capacity.fits(others, request) {
+        if !self.shared.runtime.admit(&spec).await? && !self.capacity.fits(others, request) {
             return Err(SchedulerError::Capacity(format!(
                 "app {} on node {}: {}. Scale the app down (deis ps:scale), lower its limits (deis limits:set) \
                  or make room by scaling other apps down.",
@@ -255,6 +255,7 @@ impl Scheduler for LocalScheduler {
             let _ = rx.await;
         }
         let _ = handle.task.await;
+        self.shared.runtime.forget(app).await;
         Ok(())
     }
 
@@ -283,12 +284,15 @@ impl Scheduler for LocalScheduler {
 
     /// One node: this machine, with the requests of all applied specs as allocated.
     async fn nodes(&self) -> Result<Vec<NodeStatus>> {
+        if let Some(nodes) = self.shared.runtime.nodes().await {
+            return nodes;
+        }
         let apps = self.apps.lock().await;
-        Ok(vec![NodeStatus {
-            name: self.node_name.clone(),
-            capacity: self.capacity,
-            allocated: sum(apps.values().map(|h| h.spec.total_resources())),
-        }])
+        Ok(vec![NodeStatus::new(
+            self.node_name.clone(),
+            self.capacity,
+            sum(apps.values().map(|h| h.spec.total_resources())),
+        )])
     }
 
     fn subscribe(&self) -> broadcast::Receiver<UnitEvent> {

@@ -32,7 +32,11 @@ const MAX_STATUS_LINE: usize = 4096;
 
 /// Where a probe looks.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ProbeTarget {
+pub struct ProbeTarget {
+    /// The runtime's handle of the unit ([`Spawned::pid`](super::Spawned::pid)).
+    pub handle: u32,
+    /// Where its `PORT` is reached.
+    pub ip: std::net::IpAddr,
     /// The unit's `PORT`.
     pub port: u16,
     /// The unit's working directory (for `exec`).
@@ -119,14 +123,15 @@ fn secs(n: u32, min: u32) -> Duration {
     Duration::from_secs(u64::from(n.max(min)))
 }
 
-/// One probe attempt on this machine.
-pub(crate) async fn os_probe(target: &ProbeTarget, action: &ProbeAction, timeout: Duration) -> bool {
+/// One probe attempt from this machine: `tcpSocket` and `httpGet` against the
+/// target's address, `exec` as a process here.
+pub async fn os_probe(target: &ProbeTarget, action: &ProbeAction, timeout: Duration) -> bool {
     let attempt = async {
         match action {
-            ProbeAction::TcpSocket(_) => TcpStream::connect(("127.0.0.1", target.port)).await.is_ok(),
+            ProbeAction::TcpSocket(_) => TcpStream::connect((target.ip, target.port)).await.is_ok(),
             ProbeAction::HttpGet(h) => {
                 let headers: Vec<(&str, &str)> = h.http_headers.iter().map(|x| (&*x.name, &*x.value)).collect();
-                http_get(target.port, &h.path, &headers).await.is_some_and(|s| (200..400).contains(&s))
+                http_get(target.ip, target.port, &h.path, &headers).await.is_some_and(|s| (200..400).contains(&s))
             }
             ProbeAction::Exec(e) => exec(target, &e.command).await,
         }
@@ -134,17 +139,19 @@ pub(crate) async fn os_probe(target: &ProbeTarget, action: &ProbeAction, timeout
     tokio::time::timeout(timeout, attempt).await.unwrap_or(false)
 }
 
-/// `GET path` on 127.0.0.1:port; the response status code.
-async fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> Option<u16> {
+/// `GET path` on ip:port; the response status code.
+async fn http_get(ip: std::net::IpAddr, port: u16, path: &str, headers: &[(&str, &str)]) -> Option<u16> {
     let clean = |s: &str| !s.bytes().any(|b| b == b'\r' || b == b'\n');
     let path = if path.starts_with('/') && clean(path) && !path.contains(' ') { path } else { "/" };
-    let mut req =
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: deis-probe\r\nConnection: close\r\n");
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: deis-probe\r\nConnection: close\r\n",
+        std::net::SocketAddr::from((ip, port))
+    );
     for (k, v) in headers.iter().filter(|(k, v)| clean(k) && clean(v) && !k.is_empty()) {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let mut conn = TcpStream::connect((ip, port)).await.ok()?;
     conn.write_all(req.as_bytes()).await.ok()?;
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
@@ -210,7 +217,13 @@ mod tests {
     use tokio::net::TcpListener;
 
     fn target(port: u16) -> ProbeTarget {
-        ProbeTarget { port, dir: std::env::temp_dir(), env: vec![("PATH".into(), "/usr/bin:/bin".into())] }
+        ProbeTarget {
+            handle: 0,
+            ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            port,
+            dir: std::env::temp_dir(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        }
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! The seam at the operating system: starting a unit's process, signalling its process
-//! group, probing it. [`OsRuntime`] is the real Linux implementation; the supervisor's
-//! tests use a fake.
+//! The seam where units run: starting a unit, signalling it, probing it.
+//! [`OsRuntime`] runs processes on this machine (the local scheduler); container
+//! backends (`deis_sdk`'s Docker scheduler) implement [`ProcessRuntime`] over an
+//! engine and reuse the supervisor (rolling replacement, restarts with backoff,
+//! readiness) through [`LocalScheduler::on_runtime`](super::LocalScheduler::on_runtime);
+//! the supervisor's tests use a fake.
 
 use std::fmt::Debug;
 use std::io;
@@ -13,31 +16,57 @@ use async_trait::async_trait;
 use tokio::io::{AsyncRead, Interest};
 use tokio::sync::oneshot;
 
-use super::probe::{self, ProbeTarget};
-use crate::model::ProbeAction;
-pub(crate) use crate::sys::ExitInfo;
+use super::probe;
+pub use super::probe::ProbeTarget;
+use crate::model::limits::Resources;
+use crate::model::{AppName, ProbeAction, ProcessType};
+use crate::scheduler::{AppSpec, Artifact, NodeStatus, SchedulerError};
+pub use crate::sys::ExitInfo;
 use crate::sys::{AsyncFdIo, GroupRegistry, Signal, SpawnSpec, Stdio, TrackedGroup, group};
 
 /// What to start for a unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Launch {
+pub struct Launch {
     /// Unit name (for the state file and messages).
     pub unit: String,
-    /// Shell command, run as `sh -c <command>`.
+    /// The app.
+    pub app: AppName,
+    /// The unit's process type.
+    pub proc_type: ProcessType,
+    /// The `n` of the unit's name.
+    pub number: u32,
+    /// The release it runs.
+    pub release: u64,
+    /// What it runs.
+    pub artifact: Artifact,
+    /// Shell command, run as `sh -c <command>` (empty: an image's own command).
     pub command: String,
-    /// Working directory.
+    /// Working directory (a source build's directory; empty for images).
     pub dir: PathBuf,
     /// The whole environment of the process.
     pub env: Vec<(String, String)>,
+    /// Its `PORT`.
+    pub port: u16,
+    /// What it reserves (a container runtime sets limits from it).
+    pub resources: Resources,
 }
 
 /// An output stream of a started process.
-pub(crate) type OutputReader = Pin<Box<dyn AsyncRead + Send>>;
+pub type OutputReader = Pin<Box<dyn AsyncRead + Send>>;
 
-/// A started process. Its pid is also its process group id.
-pub(crate) struct Spawned {
-    /// Pid of the group leader (= the pgid).
+/// A started unit.
+#[allow(missing_debug_implementations)] // Its output readers are opaque streams.
+pub struct Spawned {
+    /// The runtime's handle of the unit: for processes the pid of the group leader
+    /// (= the pgid); the other methods of [`ProcessRuntime`] take it.
     pub pid: u32,
+    /// The process id units report ([`Unit::pid`](crate::model::Unit::pid)); None where
+    /// there is none to show (a container on another machine).
+    pub process_id: Option<u32>,
+    /// The node it runs on; None: the scheduler's own node name.
+    pub node: Option<String>,
+    /// The address its `PORT` is reached at; None: 127.0.0.1.
+    pub ip: Option<std::net::IpAddr>,
     /// Its standard output.
     pub stdout: Option<OutputReader>,
     /// Its standard error.
@@ -48,18 +77,48 @@ pub(crate) struct Spawned {
 
 /// Signals the supervisor sends to a unit's process group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum GroupSignal {
+pub enum GroupSignal {
     /// `SIGTERM`: please stop.
     Term,
     /// `SIGKILL`.
     Kill,
 }
 
-/// Process operations the supervisor needs.
+/// What the supervisor needs from where units run. See the module docs.
 #[async_trait]
-pub(crate) trait ProcessRuntime: Send + Sync + Debug {
-    /// Starts `launch` as the leader of a new session and process group; the
-    /// implementation reaps it and reports its end on [`Spawned::exited`].
+pub trait ProcessRuntime: Send + Sync + Debug {
+    /// Whether this runtime can run `spec`'s artifact; the error is what `apply`
+    /// returns. The default runs source builds only.
+    fn check_artifact(&self, spec: &AppSpec) -> Result<(), SchedulerError> {
+        match &spec.artifact {
+            Artifact::Image { reference } => Err(SchedulerError::Unsupported(format!(
+                "app {}: release v{} runs image {reference}; the local scheduler runs source builds only \
+                 (deis deploy DIR). Configure a container backend to run images.",
+                spec.app, spec.release
+            ))),
+            Artifact::Source { .. } => Ok(()),
+        }
+    }
+
+    /// Admits `spec` where the runtime places units itself (over several nodes):
+    /// `Ok(true)` once it was placed, the refusal (nothing changed) when it does not
+    /// fit. `Ok(false)` (the default): the scheduler checks its one node's capacity.
+    async fn admit(&self, _spec: &AppSpec) -> Result<bool, SchedulerError> {
+        Ok(false)
+    }
+
+    /// `app` is gone: give back what [`admit`](Self::admit) placed. Called once its
+    /// units are stopped.
+    async fn forget(&self, _app: &AppName) {}
+
+    /// The nodes, where the runtime places units itself; None (the default): the
+    /// scheduler's one node.
+    async fn nodes(&self) -> Option<Result<Vec<NodeStatus>, SchedulerError>> {
+        None
+    }
+
+    /// Starts `launch` (for processes: as the leader of a new session and process
+    /// group); the implementation reports its end on [`Spawned::exited`].
     fn spawn(&self, launch: &Launch) -> io::Result<Spawned>;
     /// Signals every process of group `pgid`.
     fn signal_group(&self, pgid: u32, signal: GroupSignal);
@@ -116,7 +175,7 @@ impl ProcessRuntime for OsRuntime {
             }
         };
         self.tracked.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, tracked);
-        Ok(Spawned { pid, stdout, stderr, exited: child.exited })
+        Ok(Spawned { pid, process_id: Some(pid), node: None, ip: None, stdout, stderr, exited: child.exited })
     }
 
     fn signal_group(&self, pgid: u32, signal: GroupSignal) {

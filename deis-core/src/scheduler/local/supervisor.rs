@@ -7,7 +7,8 @@
 //!    units that were up are marked down first and drained for `drain_delay`);
 //! 2. crashed units are restarted when their backoff is over;
 //! 3. empty slots (`<type>.<n>` up to the count) get a new unit;
-//! 4. units whose template (release, command, environment, resources, healthcheck)
+//! 4. units whose template (release, command, environment, resources, healthcheck,
+//!    node selector)
 //!    differs from the spec, or that a restart asked for, are replaced. One up unit at
 //!    a time: a candidate starts next to it; once the candidate is ready it is marked
 //!    up, the old one down, and after `drain_delay` the old one is stopped; only when
@@ -17,7 +18,7 @@
 //!    until the next `apply` or restart.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,12 +102,15 @@ enum Report {
 #[derive(Debug, PartialEq, Eq)]
 struct Template {
     release: u64,
+    artifact: Artifact,
     dir: PathBuf,
     command: String,
     env: BTreeMap<String, String>,
     resources: Resources,
     healthcheck: Option<Healthcheck>,
     liveness: Option<Healthcheck>,
+    /// The app's node selector: where a runtime places units, a change moves them.
+    selector: BTreeMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -120,6 +124,11 @@ struct Instance {
     state: UnitState,
     run: u32,
     pid: Option<u32>,
+    /// What [`Unit::pid`] shows while `pid` is set.
+    process_id: Option<u32>,
+    /// Where the runtime started it (None: the scheduler's node, 127.0.0.1).
+    node: Option<String>,
+    ip: Option<IpAddr>,
     started: Option<Timestamp>,
     launched_at: Option<Instant>,
     restarts: u32,
@@ -502,6 +511,9 @@ impl Supervisor {
                 state: UnitState::Initialized,
                 run: 0,
                 pid: None,
+                process_id: None,
+                node: None,
+                ip: None,
                 started: None,
                 launched_at: None,
                 restarts: 0,
@@ -539,9 +551,16 @@ impl Supervisor {
         let env = unit_env(&inst.template, &app, &name, inst.port);
         let launch = Launch {
             unit: name.clone(),
+            app: app.clone(),
+            proc_type: inst.proc_type.clone(),
+            number: inst.number,
+            release: inst.template.release,
+            artifact: inst.template.artifact.clone(),
             command: inst.template.command.clone(),
             dir: inst.template.dir.clone(),
             env: env.clone(),
+            port: inst.port,
+            resources: inst.template.resources,
         };
         let spawned = match shared.runtime.spawn(&launch) {
             Ok(s) => s,
@@ -553,6 +572,9 @@ impl Supervisor {
         };
         let now = Instant::now();
         inst.pid = Some(spawned.pid);
+        inst.process_id = spawned.process_id;
+        inst.node = spawned.node;
+        inst.ip = spawned.ip;
         inst.state = UnitState::Created;
         inst.started = Some(Timestamp::now());
         inst.launched_at = Some(now);
@@ -561,7 +583,8 @@ impl Supervisor {
         let run = inst.run;
         let readiness = Readiness::for_unit(&inst.proc_type, inst.template.healthcheck.as_ref());
         let liveness = inst.template.liveness.clone();
-        let target = ProbeTarget { port: inst.port, dir: inst.template.dir.clone(), env };
+        let ip = inst.ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let target = ProbeTarget { handle: spawned.pid, ip, port: inst.port, dir: inst.template.dir.clone(), env };
         tracing::info!(unit = %name, pid = spawned.pid, port = inst.port, "unit started");
 
         let unit = self.unit(&self.instances[&id]);
@@ -640,11 +663,12 @@ impl Supervisor {
             number: inst.number,
             release: inst.template.release,
             state: inst.state,
-            address: (inst.port != 0).then(|| SocketAddr::from((Ipv4Addr::LOCALHOST, inst.port))),
-            node: self.shared.node.clone(),
+            address: (inst.port != 0)
+                .then(|| SocketAddr::from((inst.ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), inst.port))),
+            node: inst.node.clone().unwrap_or_else(|| self.shared.node.clone()),
             started: inst.started,
             restarts: inst.restarts,
-            pid: inst.pid,
+            pid: inst.pid.and(inst.process_id),
         }
     }
 
@@ -667,12 +691,14 @@ fn template(spec: &AppSpec, p: &crate::scheduler::ProcessSpec) -> Template {
     };
     Template {
         release: spec.release,
+        artifact: spec.artifact.clone(),
         dir,
         command: p.command.clone(),
         env: spec.env.clone(),
         resources: p.resources,
         healthcheck: p.healthcheck.clone(),
         liveness: p.liveness.clone(),
+        selector: spec.selector.clone(),
     }
 }
 

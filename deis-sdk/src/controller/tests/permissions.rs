@@ -98,6 +98,7 @@ fn cases() -> Vec<Case> {
         case(M::POST, "/v2/apps/{app}/perms/", Some(json!({"username": "carol"})), Managers, 201),
         case(M::DELETE, "/v2/apps/{app}/perms/bob", None, Managers, 204),
         case(M::GET, "/v2/users/", None, Admins, 200),
+        case(M::GET, "/v2/nodes/", None, Admins, 200),
         case(M::PATCH, "/v2/users/carol/disable/", None, Admins, 204),
         case(M::PATCH, "/v2/users/carol/enable/", None, Admins, 204),
         case(M::GET, "/v2/admin/perms/", None, Admins, 200),

@@ -62,7 +62,7 @@ impl ProcessRuntime for Fake {
         let pid = 1000 + procs.len() as u32;
         let (tx, exited) = oneshot::channel();
         procs.insert(pid, FakeProc { launch_pid: pid, launch: launch.clone(), exit: Some(tx), signals: vec![] });
-        Ok(Spawned { pid, stdout: None, stderr: None, exited })
+        Ok(Spawned { pid, process_id: Some(pid), node: None, ip: None, stdout: None, stderr: None, exited })
     }
     fn signal_group(&self, pgid: u32, signal: GroupSignal) {
         let mut procs = self.procs.lock().unwrap();
@@ -95,7 +95,7 @@ fn setup() -> (Arc<LocalScheduler>, Arc<Fake>, broadcast::Receiver<UnitEvent>) {
     cfg.stop_timeout = Duration::from_secs(10);
     cfg.ready_timeout = Duration::from_secs(60);
     let fake = Arc::new(Fake::default());
-    let s = LocalScheduler::with_runtime(cfg, fake.clone());
+    let s = LocalScheduler::on_runtime(cfg, fake.clone());
     let rx = s.subscribe();
     (s, fake, rx)
 }
@@ -121,6 +121,7 @@ fn typed_spec(proc_type: &str, release: u64, command: &str, count: u32) -> AppSp
         release,
         artifact: Artifact::Source { dir: std::env::temp_dir() },
         env: BTreeMap::new(),
+        selector: BTreeMap::new(),
         processes: BTreeMap::from([(
             process_type(proc_type),
             ProcessSpec {

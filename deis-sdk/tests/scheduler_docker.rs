@@ -1,0 +1,236 @@
+//! [`DockerScheduler`] against real Docker engines (one that answers, or private
+//! dockerds) with a busybox image built offline: the `scheduler_suite` conformance
+//! suite, and placement over two engines standing in for two hosts.
+#![cfg(feature = "docker")]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deis_sdk::deis_core::logs::{LogFilter, LogSource, LogStore, RingLogStore};
+use deis_sdk::deis_core::model::limits::Resources;
+use deis_sdk::deis_core::model::{AppName, Unit, UnitState};
+use deis_sdk::deis_core::scheduler::{AppSpec, Artifact, ProcessSpec, Scheduler, SchedulerError};
+use deis_sdk::deis_core::store::RedbStore;
+use deis_sdk::deis_core::testing::{SchedulerHarness, process_type, scheduler_suite};
+use deis_sdk::logger::{SyslogConfig, SyslogServer};
+use deis_sdk::scheduler::docker::{DockerHost, DockerScheduler, DockerSchedulerConfig, LABEL_UNIT};
+use deis_test_support::Service;
+use deis_test_support::docker::DockerEngine;
+use deis_test_support::eventually;
+use deis_test_support::http::Request;
+
+/// The suite's sample app on busybox: `web` serves `<DEIS_UNIT> <GREETING>` with
+/// busybox httpd on its `PORT`; `worker` sleeps. A crash is a `SIGKILL` through the
+/// engine.
+struct BusyboxHarness {
+    image: String,
+    engines: Vec<&'static DockerEngine>,
+}
+
+const WEB: &str = "mkdir -p /tmp/www && echo \"$DEIS_UNIT $GREETING\" > /tmp/www/index.html \
+    && exec httpd -f -p 127.0.0.1:$PORT -h /tmp/www";
+
+#[async_trait]
+impl SchedulerHarness for BusyboxHarness {
+    fn sample_app(&self, app: &AppName, release: u64) -> AppSpec {
+        let process = |command: &str| ProcessSpec {
+            command: command.into(),
+            count: 1,
+            resources: Resources { cpu_millis: 100, memory_bytes: 32 << 20 },
+            healthcheck: None,
+            liveness: None,
+        };
+        AppSpec {
+            app: app.clone(),
+            release,
+            artifact: Artifact::Image { reference: self.image.clone() },
+            env: BTreeMap::from([("GREETING".to_string(), format!("hello from v{release}"))]),
+            processes: BTreeMap::from([
+                (process_type("web"), process(WEB)),
+                (process_type("worker"), process("exec sleep 3600")),
+            ]),
+            selector: BTreeMap::new(),
+        }
+    }
+
+    async fn crash(&self, unit: &Unit) {
+        for engine in &self.engines {
+            let out = engine
+                .docker()
+                .args(["ps", "-q", "--filter", &format!("label={LABEL_UNIT}={}", unit.name)])
+                .output()
+                .unwrap();
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let status = engine.docker().args(["kill", "-s", "KILL", id]).output().unwrap().status;
+                assert!(status.success(), "docker kill {id}");
+            }
+        }
+    }
+}
+
+fn endpoint(engine: &DockerEngine) -> String {
+    format!("unix://{}", engine.socket_path())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_engine_passes_the_scheduler_suite() {
+    let Some(engine) = DockerEngine::shared() else { return };
+    let harness = BusyboxHarness { image: engine.busybox_image(), engines: vec![engine] };
+    let mut config = DockerSchedulerConfig::new(vec![DockerHost::new(endpoint(engine))]);
+    config.supervision.stop_timeout = Duration::from_secs(5);
+    config.supervision.drain_delay = Duration::from_millis(200);
+    let scheduler = DockerScheduler::connect(config, RedbStore::in_memory()).await.expect("connect to the engine");
+    let s: Arc<dyn Scheduler> = scheduler.clone();
+    scheduler_suite(async || s.clone(), &harness).await;
+    scheduler.shutdown().await;
+}
+
+/// Up units of `app`, as (name, node), once exactly `count` are up and answering.
+async fn up_units(s: &DockerScheduler, app: &str, count: usize) -> Vec<(String, String)> {
+    let app = process_app(app);
+    eventually(Duration::from_secs(60), "units up and answering", || async {
+        let units = s.units(&app).await.map_err(|e| e.to_string())?;
+        let up: Vec<&Unit> = units.iter().filter(|u| u.state == UnitState::Up).collect();
+        if up.len() != count || units.len() != count {
+            return Err(format!("{units:?}"));
+        }
+        for u in &up {
+            let addr = u.address.ok_or("no address")?;
+            let r =
+                Request::get("/").timeout(Duration::from_secs(5)).send_async(addr).await.map_err(|e| e.to_string())?;
+            if !r.body.contains(&u.name) {
+                return Err(format!("{} answered {:?}", u.name, r.body));
+            }
+        }
+        Ok(up.iter().map(|u| (u.name.clone(), u.node.clone())).collect())
+    })
+    .await
+}
+
+fn process_app(app: &str) -> AppName {
+    deis_sdk::deis_core::testing::app_name(app)
+}
+
+/// Two engines stand in for two hosts (each its own socket, data root, exec root and
+/// pidfile), plus a control-plane node: web units spread over the two data nodes and
+/// never reach the control plane; scaling beyond capacity is refused and changes
+/// nothing; tags select nodes and an unknown tag is refused; one engine stopped, its
+/// units come back on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_placement_tags_capacity_and_a_lost_engine() {
+    let Some(e1) = DockerEngine::start_private() else { return };
+    let Some(e2) = DockerEngine::start_private() else { return };
+    let image = e1.busybox_image();
+    assert_eq!(e2.busybox_image(), image);
+    let host = |e: &DockerEngine, opts: &str| format!("{}{opts}", endpoint(e)).parse::<DockerHost>().unwrap();
+    let hosts = vec![
+        host(&e1, ";name=n1;label=zone=a;cpu=1000m;memory=1G"),
+        host(&e2, ";name=n2;label=zone=b;cpu=1000m;memory=1G"),
+        // The first engine once more, as a big control-plane node: it must get nothing.
+        host(&e1, ";name=ctl;cpu=64;memory=64G;planes=control"),
+    ];
+    let mut config = DockerSchedulerConfig::new(hosts);
+    config.supervision.stop_timeout = Duration::from_secs(5);
+    config.supervision.drain_delay = Duration::ZERO;
+    config.health_interval = Duration::from_millis(200);
+    config.down_grace = Duration::from_secs(1);
+    let s = DockerScheduler::connect(config, RedbStore::in_memory()).await.expect("connect to both engines");
+    let harness = BusyboxHarness { image, engines: vec![] };
+    let spec = |web: u32, cpu: u64, tags: &[(&str, &str)]| {
+        let mut spec = harness.sample_app(&process_app("two"), 1);
+        spec.processes.remove("worker");
+        let p = spec.processes.get_mut("web").unwrap();
+        p.count = web;
+        p.resources.cpu_millis = cpu;
+        spec.selector = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        spec
+    };
+
+    // Spread over the data nodes, one each; nothing on the control plane.
+    s.apply(spec(2, 300, &[])).await.unwrap();
+    let units = up_units(&s, "two", 2).await;
+    let nodes: BTreeSet<&str> = units.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(nodes, BTreeSet::from(["n1", "n2"]), "{units:?}");
+
+    // Beyond capacity (2000m of data plane): refused, nothing changes.
+    let before = s.units(&process_app("two")).await.unwrap();
+    match s.apply(spec(7, 300, &[])).await {
+        Err(SchedulerError::Capacity(msg)) => {
+            assert!(msg.contains("needs 300m cpu") && msg.contains("Scale down (deis ps:scale)"), "{msg}")
+        }
+        other => panic!("expected a capacity refusal, got {other:?}"),
+    }
+    assert_eq!(s.units(&process_app("two")).await.unwrap(), before);
+    let allocated: u64 = s.nodes().await.unwrap().iter().map(|n| n.allocated.cpu_millis).sum();
+    assert_eq!(allocated, 600);
+
+    // A tag no node carries is refused clearly; a carried one moves the units there.
+    match s.apply(spec(2, 300, &[("zone", "mars")])).await {
+        Err(SchedulerError::Invalid(msg)) => {
+            assert!(msg.contains("no node carries the label zone=mars") && msg.contains("zone=a, zone=b"), "{msg}")
+        }
+        other => panic!("expected an unknown-tag refusal, got {other:?}"),
+    }
+    s.apply(spec(2, 300, &[("zone", "a")])).await.unwrap();
+    let units = eventually(Duration::from_secs(60), "both units on n1", || async {
+        let units = up_units(&s, "two", 2).await;
+        units.iter().all(|(_, n)| n == "n1").then_some(units.clone()).ok_or(units)
+    })
+    .await;
+    assert_eq!(units.len(), 2);
+
+    // Back to no tags, then n1's engine stops: its units come back on n2.
+    s.apply(spec(2, 300, &[])).await.unwrap();
+    drop(e1);
+    let units = eventually(Duration::from_secs(90), "every unit on n2", || async {
+        let units = up_units(&s, "two", 2).await;
+        units.iter().all(|(_, n)| n == "n2").then_some(units.clone()).ok_or(units)
+    })
+    .await;
+    assert_eq!(units.len(), 2);
+    let nodes = s.nodes().await.unwrap();
+    let ctl = nodes.iter().find(|n| n.name == "ctl").unwrap();
+    assert_eq!(ctl.allocated, Resources::default(), "the control plane got units: {nodes:?}");
+    s.remove(&process_app("two")).await.unwrap();
+    s.shutdown().await;
+}
+
+/// A source build runs on the stack image (here busybox) with the build copied to
+/// /app; with a syslog address, its output reaches the logger through Docker's syslog
+/// driver, tagged with the unit's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_builds_on_the_stack_image_log_through_syslog() {
+    let Some(engine) = DockerEngine::shared() else { return };
+    let logs = RingLogStore::new();
+    let syslog =
+        SyslogConfig { tcp_addr: Some("127.0.0.1:0".parse().unwrap()), udp_addr: None, ..SyslogConfig::default() };
+    let server = SyslogServer::start(syslog, Arc::new(logs.clone())).await.unwrap();
+
+    let build = tempfile::tempdir().unwrap();
+    std::fs::write(build.path().join("web.sh"), format!("echo \"started in $(pwd)\"\n{WEB}\n")).unwrap();
+    let mut config = DockerSchedulerConfig::new(vec![DockerHost::new(endpoint(engine))]);
+    config.stack_image = engine.busybox_image();
+    config.syslog_address = Some(format!("tcp://{}", server.tcp_addr().unwrap()));
+    let s = DockerScheduler::connect(config, RedbStore::in_memory()).await.unwrap();
+    let harness = BusyboxHarness { image: String::new(), engines: vec![] };
+    let mut spec = harness.sample_app(&process_app("src"), 1);
+    spec.processes.remove("worker");
+    spec.processes.get_mut("web").unwrap().command = "exec sh web.sh".into();
+    spec.artifact = Artifact::Source { dir: build.path().to_path_buf() };
+    s.apply(spec).await.unwrap();
+    let units = up_units(&s, "src", 1).await;
+    assert_eq!(units[0].0, "src.web.1");
+
+    let lines = eventually(Duration::from_secs(20), "the unit's first line in the log", || async {
+        let got = logs.tail("src", 10, &LogFilter::default()).await.unwrap();
+        got.into_iter().find(|e| e.line.message.starts_with("started in")).ok_or(())
+    })
+    .await;
+    assert_eq!(lines.line.message, "started in /app");
+    assert_eq!(lines.line.source, LogSource::App { proc_type: "web".into(), number: 1 });
+    s.remove(&process_app("src")).await.unwrap();
+    s.shutdown().await;
+    server.shutdown().await;
+}
