@@ -15,7 +15,7 @@ use deis_sdk::daemon::{LogFormat, init_tracing, parse_flags};
 use deis_sdk::deis_core::model::limits;
 use deis_sdk::deis_core::scheduler::Capacity;
 use deis_sdk::tty::TtyConfig;
-use deis_sdk::{MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, SyslogListen};
+use deis_sdk::{Listen, MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, SyslogListen};
 
 /// The Deis platform daemon: controller API, router, scheduler, logs and `deis run` in
 /// one process.
@@ -37,6 +37,18 @@ struct Args {
     /// Router (app traffic) listen address.
     #[arg(long, env = "DEIS_ROUTER_ADDR", default_value = "127.0.0.1:8080")]
     router_addr: SocketAddr,
+    /// Where the router serves HTTPS (IP:PORT), or `off`. Apps with `deis tls:enable`
+    /// are redirected to this port.
+    #[arg(long, env = "DEIS_ROUTER_TLS_ADDR", default_value = "127.0.0.1:8443", value_parser = optional_addr)]
+    router_tls_addr: OptionalAddr,
+    /// PEM certificate chain of the platform certificate (`*.<domain>`), presented on
+    /// HTTPS to names without a certificate of their own. Without it (and --tls-key)
+    /// a self-signed one is made at the first start and kept in `<data dir>/tls/`.
+    #[arg(long, env = "DEIS_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "DEIS_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Platform domain: app `hello` answers at `hello.<domain>`.
     #[arg(long, env = "DEIS_DOMAIN", default_value = "localhost")]
     domain: String,
@@ -56,8 +68,8 @@ struct Args {
     #[arg(long, env = "DEIS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
     /// Where apps' syslog lines are taken, on UDP and TCP (`off` for no listener).
-    #[arg(long, env = "DEIS_SYSLOG_ADDR", default_value = "127.0.0.1:5514", value_parser = syslog_addr)]
-    syslog_addr: SyslogAddr,
+    #[arg(long, env = "DEIS_SYSLOG_ADDR", default_value = "127.0.0.1:5514", value_parser = optional_addr)]
+    syslog_addr: OptionalAddr,
     /// Log lines kept per app.
     #[arg(long, env = "DEIS_LOG_LINES_PER_APP", default_value_t = 1000, value_parser = at_least_one)]
     log_lines_per_app: usize,
@@ -133,13 +145,14 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 }
 
 /// `--syslog-addr`: an address, or none for `off`.
+/// A listen address that may be turned off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct SyslogAddr(Option<SocketAddr>);
+struct OptionalAddr(Option<SocketAddr>);
 
-fn syslog_addr(s: &str) -> Result<SyslogAddr, String> {
+fn optional_addr(s: &str) -> Result<OptionalAddr, String> {
     match s {
-        "off" | "none" | "" => Ok(SyslogAddr(None)),
-        a => a.parse().map(|a| SyslogAddr(Some(a))).map_err(|e| format!("{e} (want IP:PORT, or off)")),
+        "off" | "none" | "" => Ok(OptionalAddr(None)),
+        a => a.parse().map(|a| OptionalAddr(Some(a))).map_err(|e| format!("{e} (want IP:PORT, or off)")),
     }
 }
 
@@ -188,6 +201,7 @@ impl Args {
             .log_store(logs)
             .api(self.api_addr)
             .router(self.router_addr)
+            .router_tls(self.router_tls_addr.0.map_or(Listen::Off, Listen::Addr))
             .syslog(self.syslog_addr.0.map_or(SyslogListen::Off, SyslogListen::Addr))
             .domain(&self.domain)
             .registration(self.registration)
@@ -201,6 +215,9 @@ impl Args {
             // The embedded default, with the capacity above.
             SchedulerUri::Local => {}
             other => return Err(format!("--scheduler {other}: not supported by this deisd")),
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            b = b.tls_certificate(cert, key);
         }
         if let Some(secret) = &self.tty_secret {
             b = b.tty_secret(secret.as_bytes());
@@ -225,8 +242,9 @@ async fn main() -> ExitCode {
         }
     };
     let show = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_string(), |a| format!("http://{a}"));
+    let https = platform.router_tls_addr().map_or_else(|| "off".to_string(), |a| format!("https://{a}"));
     eprintln!(
-        "deisd is up: controller API {}  router {}  (apps at http://<app>.{}:{})",
+        "deisd is up: controller API {}  router {}  HTTPS {https}  (apps at http://<app>.{}:{})",
         show(platform.api_addr()),
         show(platform.router_addr()),
         platform.domain(),
