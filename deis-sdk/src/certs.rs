@@ -189,10 +189,16 @@ fn generate(dir: &Path, cert: &Path, key: &Path, domain: &str) -> Result<(), Pla
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let domain = if domain.is_empty() { "localhost" } else { domain };
-    let names = vec![format!("*.{domain}"), domain.to_string()];
-    let pair = rcgen::generate_simple_self_signed(names).map_err(|e| PlatformCertError::Generate(e.to_string()))?;
-    write_private(key, pair.signing_key.serialize_pem().as_bytes()).map_err(io(key))?;
-    std::fs::write(cert, pair.cert.pem()).map_err(io(cert))?;
+    let generate_err = |e: rcgen::Error| PlatformCertError::Generate(e.to_string());
+    let mut params =
+        rcgen::CertificateParams::new(vec![format!("*.{domain}"), domain.to_string()]).map_err(generate_err)?;
+    // Named like the names it covers, so `openssl s_client` and browsers show it.
+    params.distinguished_name.push(rcgen::DnType::CommonName, format!("*.{domain}"));
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, "Deis platform (self-signed)");
+    let pair = rcgen::KeyPair::generate().map_err(generate_err)?;
+    let signed = params.self_signed(&pair).map_err(generate_err)?;
+    write_private(key, pair.serialize_pem().as_bytes()).map_err(io(key))?;
+    std::fs::write(cert, signed.pem()).map_err(io(cert))?;
     tracing::info!(cert = %cert.display(), names = %format!("*.{domain}, {domain}"), "generated a self-signed platform certificate");
     Ok(())
 }
@@ -254,6 +260,7 @@ mod tests {
         let source = PlatformCert::SelfSigned { dir: dir.path().join("tls") };
         let first = source.load("deis.test").unwrap();
         assert_eq!(first.info.san, ["*.deis.test", "deis.test"]);
+        assert_eq!(first.info.common_name, "*.deis.test");
         let mode = std::fs::metadata(dir.path().join("tls/platform.key")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let again = source.load("deis.test").unwrap();
