@@ -71,8 +71,14 @@ impl ClientAddress<'_> {
 pub(crate) enum Verdict {
     /// Forward it.
     Forward,
-    /// Answer with this instead.
-    Answer(Response<ResponseBody>),
+    /// Answer with this instead (boxed: `Forward`, the common case, stays small).
+    Answer(Box<Response<ResponseBody>>),
+}
+
+impl Verdict {
+    fn answer(response: Response<ResponseBody>) -> Self {
+        Self::Answer(Box::new(response))
+    }
 }
 
 /// A request as the policy sees it.
@@ -96,13 +102,13 @@ impl TrafficPolicy {
             match client.resolve(req.headers) {
                 Some(ip) if self.allow.iter().any(|r| r.contains(ip)) => {}
                 Some(ip) => {
-                    return Verdict::Answer(page(
+                    return Verdict::answer(page(
                         StatusCode::FORBIDDEN,
                         format!("Your address {ip} is not allowed to reach {}.\n", req.app),
                     ));
                 }
                 None => {
-                    return Verdict::Answer(page(
+                    return Verdict::answer(page(
                         StatusCode::FORBIDDEN,
                         "The request's X-Forwarded-For is malformed, so its client can't be checked.\n",
                     ));
@@ -110,10 +116,10 @@ impl TrafficPolicy {
             }
         }
         if self.https_enforced && !req.secure {
-            return Verdict::Answer(redirect(req, https_port));
+            return Verdict::answer(redirect(req, https_port));
         }
         if self.maintenance {
-            return Verdict::Answer(maintenance_page(req.app));
+            return Verdict::answer(maintenance_page(req.app));
         }
         Verdict::Forward
     }
@@ -208,7 +214,7 @@ mod tests {
         let req = Request { app: "hello", host: "hello.deis.test", uri: &uri, headers: &headers, secure };
         match policy.check(&req, &ClientAddress { peer: peer.parse().unwrap(), trusted: &[] }, 8443) {
             Verdict::Forward => None,
-            Verdict::Answer(r) => Some(r),
+            Verdict::Answer(r) => Some(*r),
         }
     }
 

@@ -121,7 +121,7 @@ fn prepare(ctx: &ConnCtx, mut req: Request<Incoming>) -> Result<Forward, Respons
         let client = ClientAddress { peer: ctx.peer_ip, trusted: &shared.config.trusted_proxies };
         if let Verdict::Answer(response) = policy.check(&request, &client, shared.config.https_port) {
             stats.policy_answers.fetch_add(1, Ordering::Relaxed);
-            return Err(response);
+            return Err(*response);
         }
     }
     let app = &route.app;
