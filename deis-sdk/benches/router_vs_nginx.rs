@@ -19,7 +19,11 @@
 //! Single rounds swing by ±10% with what else the machine does, so the default is
 //! seven rounds; the output also says in how many round pairs the router was ahead.
 //! Environment: `BENCH_SECONDS` (default 8), `BENCH_CONNECTIONS` (64), `ROUNDS` (7),
-//! `BENCH_ONLY` (`router` or `nginx`: load only that one, e.g. while profiling).
+//! `BENCH_ONLY` (`router` or `nginx`: load only that one, e.g. while profiling),
+//! `BENCH_TLS=1`: HTTPS instead, both proxies terminating TLS with the same
+//! certificate and key (ECDSA P-256, made for the run), the router on its TLS listener
+//! exactly as deisd serves it, nginx with `listen ... ssl`; wrk's keep-alive
+//! connections each do one handshake, so this measures encrypted request traffic.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -30,7 +34,7 @@ use deis_sdk::deis_core::App;
 use deis_sdk::deis_core::store::records::{self, Endpoint};
 use deis_sdk::deis_core::store::{RedbStore, Store};
 use deis_sdk::deis_core::testing::{app_name, process_type};
-use deis_sdk::router::{Router, RouterConfig};
+use deis_sdk::router::{Router, RouterConfig, TlsListener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -120,10 +124,15 @@ fn parse_ms(s: &str) -> f64 {
     num.parse::<f64>().unwrap_or(f64::NAN) * mult
 }
 
+/// `https` with `BENCH_TLS=1`, else `http`.
+fn scheme() -> &'static str {
+    if env_num("BENCH_TLS", 0) == 1 { "https" } else { "http" }
+}
+
 fn wrk(port: u16, seconds: u64, conns: u64) -> Wrk {
     let out = Command::new("wrk")
         .args(["-t2", &format!("-c{conns}"), &format!("-d{seconds}s"), "--latency", "-H", &format!("Host: {HOST}")])
-        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg(format!("{}://127.0.0.1:{port}/", scheme()))
         .output()
         .expect("wrk is installed (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -196,15 +205,27 @@ fn nginx_workers(master: u32) -> Vec<u32> {
     })
 }
 
-fn start_nginx(dir: &std::path::Path, port: u16, backends: &[SocketAddr]) -> Child {
+fn start_nginx(dir: &std::path::Path, port: u16, backends: &[SocketAddr], tls: Option<&(String, String)>) -> Child {
     let upstreams: String = backends.iter().map(|b| format!("    server {b};\n")).collect();
+    let listen = match tls {
+        Some((cert, key)) => {
+            std::fs::write(dir.join("bench.crt"), cert).unwrap();
+            std::fs::write(dir.join("bench.key"), key).unwrap();
+            format!(
+                "listen 127.0.0.1:{port} ssl;\n    ssl_certificate {d}/bench.crt;\n    ssl_certificate_key {d}/bench.key;\n\
+                 ssl_protocols TLSv1.2 TLSv1.3;\n    ssl_session_cache shared:SSL:10m;",
+                d = dir.display()
+            )
+        }
+        None => format!("listen 127.0.0.1:{port};"),
+    };
     let conf = format!(
         "worker_processes 2;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
          events {{ worker_connections 4096; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n\
          fastcgi_temp_path {dir}/fcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
          upstream app {{\n{upstreams}    keepalive 256;\n  }}\n\
-         server {{\n    listen 127.0.0.1:{port};\n    server_name {HOST};\n\
+         server {{\n    {listen}\n    server_name {HOST};\n\
          location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\";\
          proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; }}\n  }}\n}}\n",
         dir = dir.display()
@@ -235,6 +256,11 @@ fn main() {
     let conns = env_num("BENCH_CONNECTIONS", 64);
     let rounds = env_num("ROUNDS", 7);
     let (mut backends_proc, backends) = spawn_backends();
+    // One certificate and key for both proxies.
+    let tls = (scheme() == "https").then(|| {
+        let ck = rcgen::generate_simple_self_signed(vec![HOST.to_string()]).unwrap();
+        (ck.cert.pem(), ck.signing_key.serialize_pem())
+    });
 
     // The deis router, fed from the embedded store exactly as deisd feeds it.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -258,7 +284,16 @@ fn main() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let r = router.clone();
-        tokio::spawn(async move { r.serve(listener, std::future::pending()).await });
+        match &tls {
+            Some((cert, key)) => {
+                let key = deis_sdk::certs::inspect(cert, key).unwrap().key;
+                let tls = TlsListener::new(listener, key);
+                tokio::spawn(async move { r.serve_with_tls(None, Some(tls), std::future::pending()).await });
+            }
+            None => {
+                tokio::spawn(async move { r.serve(listener, std::future::pending()).await });
+            }
+        }
         router.synced().await;
         port
     });
@@ -266,7 +301,7 @@ fn main() {
 
     let tmp = tempfile::tempdir().unwrap();
     let nginx_port = deis_test_support::free_port();
-    let mut nginx = start_nginx(tmp.path(), nginx_port, &backends);
+    let mut nginx = start_nginx(tmp.path(), nginx_port, &backends, tls.as_ref());
 
     let mut nginx_procs = nginx_workers(nginx.id());
     nginx_procs.push(nginx.id());
@@ -318,7 +353,8 @@ fn main() {
     }
     println!();
     println!(
-        "wrk -t2 -c{conns} -d{seconds}s, 3 backends, {} cores, medians of {rounds} alternating rounds",
+        "wrk -t2 -c{conns} -d{seconds}s {}, 3 backends, {} cores, medians of {rounds} alternating rounds",
+        scheme(),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("| proxy | requests/s | p50 ms | p99 ms | CPU us/request | errors |");

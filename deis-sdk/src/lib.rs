@@ -20,7 +20,9 @@
 //! - [`controller`]: the controller's REST API (Deis Workflow v2.3 compatible) as an
 //!   axum router over the controller logic ([`deis_core::controller`]);
 //! - [`client`]: a typed client of that API (what the `deis` CLI uses);
-//! - [`router`]: the HTTP reverse proxy routing `<app>.<domain>` to web units;
+//! - [`router`]: the HTTP reverse proxy routing `<app>.<domain>` to web units, over
+//!   plain HTTP and TLS (SNI, per-domain certificates);
+//! - [`certs`]: reading the TLS certificates users add and the platform's own;
 //! - [`publisher`]: writes units' endpoints into the store for routers;
 //! - [`logger`]: syslog listeners, drains, the Redis log store, the logger's HTTP API;
 //! - [`tty`]: `deis run` sessions over WebSockets, client and broker;
@@ -38,6 +40,7 @@ pub mod adapters;
 pub mod assembly;
 #[cfg(feature = "builder")]
 pub mod builder;
+pub mod certs;
 pub mod client;
 pub mod controller;
 #[cfg(feature = "daemon")]

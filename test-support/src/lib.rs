@@ -14,6 +14,8 @@ pub mod net;
 pub mod proc;
 pub mod redis;
 pub mod service;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod wait;
 
 pub use net::{free_addr, free_port};

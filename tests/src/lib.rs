@@ -36,12 +36,14 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
-/// `extra` plus a syslog listener on a free port unless `extra` chooses one: parallel
-/// daemons must not fight over the default port.
-fn with_private_syslog(extra: &[&str]) -> Vec<String> {
+/// `extra` plus syslog and HTTPS listeners on free ports unless `extra` chooses them:
+/// parallel daemons must not fight over the default ports.
+fn with_private_ports(extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    if !extra.contains(&"--syslog-addr") {
-        args.extend(["--syslog-addr".to_string(), format!("127.0.0.1:{}", free_port())]);
+    for flag in ["--syslog-addr", "--router-tls-addr"] {
+        if !extra.contains(&flag) {
+            args.extend([flag.to_string(), format!("127.0.0.1:{}", free_port())]);
+        }
     }
     args
 }
@@ -91,7 +93,7 @@ impl Deisd {
             router: SocketAddr::from(([127, 0, 0, 1], free_port())),
             builder: SocketAddr::from(([127, 0, 0, 1], free_port())),
             domain: "deis.test".into(),
-            extra_args: with_private_syslog(extra),
+            extra_args: with_private_ports(extra),
             log,
             _tmp: Some(tmp),
         };
@@ -126,6 +128,12 @@ impl Deisd {
         wait_for(Duration::from_secs(20), "deisd /healthz", || {
             Request::get("/healthz").send(api).ok().filter(|r| r.status == 200)
         });
+    }
+
+    /// Where the router serves HTTPS (`None` with `--router-tls-addr off`).
+    pub fn router_tls(&self) -> Option<SocketAddr> {
+        let at = self.extra_args.iter().position(|a| a == "--router-tls-addr")?;
+        self.extra_args.get(at + 1)?.parse().ok()
     }
 
     /// The daemon's log so far (for assertion messages).

@@ -333,6 +333,48 @@ pub enum Command {
         command: Vec<String>,
     },
 
+    /// List your TLS certificates (all of them for administrators).
+    #[command(name = "certs:list", visible_alias = "certs")]
+    CertsList,
+    /// Add a TLS certificate: a PEM chain (leaf first) and its PEM private key.
+    #[command(name = "certs:add")]
+    CertsAdd {
+        /// Name for the certificate (a-z, 0-9, hyphens).
+        name: String,
+        /// The PEM certificate chain.
+        cert: PathBuf,
+        /// The PEM private key.
+        key: PathBuf,
+    },
+    /// Show a certificate: names, validity, fingerprint, attached domains.
+    #[command(name = "certs:info")]
+    CertsInfo {
+        /// The certificate's name.
+        name: String,
+    },
+    /// Remove a certificate (its domains fall back to the platform certificate).
+    #[command(name = "certs:remove")]
+    CertsRemove {
+        /// The certificate's name.
+        name: String,
+    },
+    /// Serve a domain of one of your apps with a certificate over HTTPS.
+    #[command(name = "certs:attach")]
+    CertsAttach {
+        /// The certificate's name.
+        name: String,
+        /// The domain (`deis domains:add`); the certificate must be valid for it.
+        domain: String,
+    },
+    /// Stop serving a domain with a certificate.
+    #[command(name = "certs:detach")]
+    CertsDetach {
+        /// The certificate's name.
+        name: String,
+        /// The domain.
+        domain: String,
+    },
+
     /// List your SSH keys (for `git push`).
     #[command(name = "keys:list", visible_alias = "keys")]
     KeysList,

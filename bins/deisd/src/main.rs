@@ -61,6 +61,18 @@ struct Args {
     /// `git push` builder (SSH) listen address, or `off`.
     #[arg(long, env = "DEIS_BUILDER_ADDR", default_value = "127.0.0.1:2222", value_parser = optional_addr)]
     builder_addr: OptionalAddr,
+    /// Where the router serves HTTPS (IP:PORT), or `off`. Apps with `deis tls:enable`
+    /// are redirected to this port.
+    #[arg(long, env = "DEIS_ROUTER_TLS_ADDR", default_value = "127.0.0.1:8443", value_parser = optional_addr)]
+    router_tls_addr: OptionalAddr,
+    /// PEM certificate chain of the platform certificate (`*.<domain>`), presented on
+    /// HTTPS to names without a certificate of their own. Without it (and --tls-key)
+    /// a self-signed one is made at the first start and kept in `<data dir>/tls/`.
+    #[arg(long, env = "DEIS_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "DEIS_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Platform domain: app `hello` answers at `hello.<domain>`.
     #[arg(long, env = "DEIS_DOMAIN", default_value = "localhost")]
     domain: String,
@@ -161,7 +173,7 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
-/// `--syslog-addr`, `--builder-addr`: an address, or none for `off`.
+/// `--syslog-addr`, `--builder-addr`, `--router-tls-addr`: an address, or none for `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct OptionalAddr(Option<SocketAddr>);
 
@@ -232,6 +244,7 @@ impl Args {
             .log_store(logs)
             .api(self.api_addr)
             .router(self.router_addr)
+            .router_tls(self.router_tls_addr.0.map_or(Listen::Off, Listen::Addr))
             .syslog(self.syslog_addr.0.map_or(SyslogListen::Off, SyslogListen::Addr))
             .domain(&self.domain)
             .registration(self.registration)
@@ -261,6 +274,9 @@ impl Args {
             }
             other => return Err(format!("--scheduler {other}: not supported by this deisd")),
         }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            b = b.tls_certificate(cert, key);
+        }
         if let Some(secret) = &self.tty_secret {
             b = b.tty_secret(secret.as_bytes());
         }
@@ -288,8 +304,9 @@ async fn main() -> ExitCode {
         }
     };
     let show = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_string(), |a| format!("http://{a}"));
+    let https = platform.router_tls_addr().map_or_else(|| "off".to_string(), |a| format!("https://{a}"));
     eprintln!(
-        "deisd is up: controller API {}  router {}  builder {}  (apps at http://<app>.{}:{})",
+        "deisd is up: controller API {}  router {}  HTTPS {https}  builder {}  (apps at http://<app>.{}:{})",
         show(platform.api_addr()),
         show(platform.router_addr()),
         platform.builder_addr().map_or_else(|| "off".to_string(), |a| format!("ssh://git@{a}")),

@@ -119,7 +119,10 @@ impl Controller {
             for kv in self.store.list("domains/").await?.kvs {
                 let domain: Domain = records::decode(&kv)?;
                 if domain.app == *id {
-                    txn = txn.when(&kv.key, kv.mod_revision).delete(&kv.key);
+                    txn = txn
+                        .when(&kv.key, kv.mod_revision)
+                        .delete(&kv.key)
+                        .delete(records::cert_domain_key(&domain.domain));
                 }
             }
             if self.commit(txn).await? {

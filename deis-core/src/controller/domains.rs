@@ -3,7 +3,7 @@
 use super::{Controller, ControllerError, ResourceKind, Result};
 use crate::model::{AppName, Domain, User, validate};
 use crate::store::Txn;
-use crate::store::records::{self, app_key, domain_key};
+use crate::store::records::{self, app_key, cert_domain_key, domain_key};
 
 impl Controller {
     /// The app's domains (its id first among them as the default), sorted by name.
@@ -52,7 +52,9 @@ impl Controller {
         let key = domain_key(&domain.to_ascii_lowercase());
         match records::get_json::<Domain>(&*self.store, &key).await? {
             Some((d, rev)) if d.app == *app => {
-                if self.commit(Txn::new().when(&key, rev).delete(&key)).await? {
+                // Its certificate attachment goes with it.
+                let txn = Txn::new().when(&key, rev).delete(&key).delete(cert_domain_key(&d.domain));
+                if self.commit(txn).await? {
                     tracing::info!(app = %app, domain = %d.domain, "domain removed");
                     self.log_event(app, format!("Domain {} removed by {}", d.domain, user.username)).await;
                     Ok(())

@@ -32,6 +32,8 @@ pub enum ResourceKind {
     Drain,
     /// An SSH key of a user.
     Key,
+    /// A TLS certificate.
+    Certificate,
 }
 
 impl ResourceKind {
@@ -46,6 +48,7 @@ impl ResourceKind {
             Self::Config => "Config",
             Self::Drain => "Drain",
             Self::Key => "Key",
+            Self::Certificate => "Certificate",
         }
     }
 }

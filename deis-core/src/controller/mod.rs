@@ -39,6 +39,7 @@
 
 mod apps;
 mod builds;
+mod certs;
 mod domains;
 mod error;
 mod keys;
@@ -66,6 +67,7 @@ use crate::store::Store;
 use crate::store::records::{self, app_key};
 
 pub use builds::{BuildInput, BuildOutcome};
+pub use certs::{MAX_CERTS_PER_USER, NewCertificate};
 pub use error::{CommandError, ControllerError, ResourceKind, Result, RollbackRefusal, UnknownRestartTarget};
 pub use logs::{DRAINS_PREFIX, Drain, MAX_DRAINS_PER_APP, drain_key, drains_prefix, unit_event_message};
 pub use run::{MAX_COMMAND_ARGS, MAX_COMMAND_BYTES, validate_command};

@@ -8,6 +8,7 @@
 mod address;
 mod app;
 mod build;
+mod cert;
 mod config;
 mod key;
 pub mod limits;
@@ -22,6 +23,10 @@ pub mod validate;
 pub use address::AddressRange;
 pub use app::{App, Domain};
 pub use build::{Build, BuildSource};
+pub use cert::{
+    CertAttachment, Certificate, CertificateInfo, CertificateView, MAX_CERT_CHAIN_BYTES, MAX_CERT_CHAIN_LEN,
+    MAX_CERT_KEY_BYTES, MAX_CERT_NAME_LEN, cert_input_sizes, cert_name,
+};
 pub use config::{
     ChangeSummary, Config, ConfigError, ConfigPatch, DEFAULT_HEALTHCHECK_TYPE, ExecProbe, Healthcheck, HttpGetProbe,
     HttpHeader, Probe, ProbeAction, TcpSocketProbe,

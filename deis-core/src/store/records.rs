@@ -11,6 +11,8 @@
 //! | `domains/<domain>` | [`Domain`] |
 //! | `keys/<username>/<key id>` | [`SshKey`] |
 //! | `keyprints/<hex sha256 of key blob>` | [`KeyRef`] (who holds a key, for the builder) |
+//! | `certs/<name>` | [`Certificate`] (PEM chain and key) |
+//! | `certdomains/<domain>` | [`CertAttachment`] (which certificate serves a domain) |
 //! | `endpoints/<app>/<unit>#<instance>` | [`Endpoint`] (leased, written by the publisher) |
 //!
 //! [`User`]: crate::User
@@ -20,6 +22,8 @@
 //! [`Release`]: crate::Release
 //! [`Domain`]: crate::Domain
 //! [`SshKey`]: crate::SshKey
+//! [`Certificate`]: crate::Certificate
+//! [`CertAttachment`]: crate::CertAttachment
 
 use std::net::SocketAddr;
 
@@ -73,6 +77,19 @@ pub fn ssh_key_key(username: &str, id: &str) -> String {
 pub fn keyprint_key(blob: &[u8]) -> String {
     use sha2::Digest;
     format!("keyprints/{}", hex::encode(sha2::Sha256::digest(blob)))
+}
+
+/// Prefix of all certificates.
+pub const CERTS_PREFIX: &str = "certs/";
+/// Key of a certificate.
+pub fn cert_key(name: &str) -> String {
+    format!("{CERTS_PREFIX}{name}")
+}
+/// Prefix of all certificate attachments.
+pub const CERT_DOMAINS_PREFIX: &str = "certdomains/";
+/// Key of the attachment of a certificate to a domain.
+pub fn cert_domain_key(domain: &str) -> String {
+    format!("{CERT_DOMAINS_PREFIX}{domain}")
 }
 
 /// Who registered an SSH key: the value at [`keyprint_key`].

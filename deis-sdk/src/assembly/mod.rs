@@ -10,7 +10,9 @@
 //!
 //! Listeners are optional and may be handed in bound ([`Listen`], [`SyslogListen`]):
 //! the controller API (with the embedded TTY broker's attach route and whatever
-//! [`api_routes`](PlatformBuilder::api_routes) adds), the router, syslog, and with
+//! [`api_routes`](PlatformBuilder::api_routes) adds), the router over HTTP and over
+//! HTTPS ([`router_tls`](PlatformBuilder::router_tls), with the platform certificate
+//! of [`tls_certificate`](PlatformBuilder::tls_certificate)), syslog, and with
 //! feature `builder` the `git push` builder (`git_builder`, off unless set). The
 //! service broker and update channel slots arrive with their traits.
 //!
@@ -63,11 +65,12 @@ use tokio::task::JoinHandle;
 pub use listen::{Listen, SyslogListen};
 
 use crate::adapters::{LogStoreUri, StoreUri};
+use crate::certs::PlatformCert;
 use crate::controller::{self, ApiLimits};
 use crate::logger::{DrainSet, DrainSetConfig, DrainingLogStore, SyslogConfig, SyslogServer, SyslogSockets};
 use crate::publisher::{Publisher, PublisherConfig};
 use crate::replica::{ReplicaConfig, ReplicatedScheduler, run_replica};
-use crate::router::{Router, RouterConfig};
+use crate::router::{Router, RouterConfig, TlsListener};
 use crate::tty::{LogAudit, TtyConfig, TtyService, ViaRouter, attach_router};
 
 /// Fewest bytes of a [`PlatformBuilder::tty_secret`].
@@ -121,6 +124,9 @@ pub enum StartError {
     #[cfg(feature = "builder")]
     #[error("starting the builder: {0}")]
     Builder(#[source] std::io::Error),
+    /// The platform certificate of the HTTPS listener can't be loaded or made.
+    #[error("platform TLS certificate: {0}; give a PEM certificate and its key with --tls-cert and --tls-key")]
+    Tls(#[from] crate::certs::PlatformCertError),
     /// The syslog listener can't start.
     #[error("starting the syslog listener on {addr}: {source}; pick another with --syslog-addr")]
     Syslog {
@@ -144,6 +150,8 @@ pub struct PlatformBuilder {
     tty_broker: Option<Arc<dyn TtyBroker>>,
     api: Listen,
     router: Listen,
+    router_tls: Listen,
+    platform_cert: Option<PlatformCert>,
     syslog: SyslogListen,
     #[cfg(feature = "builder")]
     git_builder: (Listen, crate::builder::BuilderConfig),
@@ -170,6 +178,8 @@ impl PlatformBuilder {
             tty_broker: None,
             api: Listen::Addr(SocketAddr::from(([127, 0, 0, 1], 8000))),
             router: Listen::Addr(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            router_tls: Listen::Off,
+            platform_cert: None,
             syslog: SyslogListen::Addr(SocketAddr::from(([127, 0, 0, 1], 5514))),
             #[cfg(feature = "builder")]
             git_builder: (Listen::Off, crate::builder::BuilderConfig::default()),
@@ -247,6 +257,23 @@ impl PlatformBuilder {
     /// The router listener (default `127.0.0.1:8080`).
     pub fn router(mut self, listen: impl Into<Listen>) -> Self {
         self.router = listen.into();
+        self
+    }
+
+    /// The router's HTTPS listener (default: off; `deisd` binds `127.0.0.1:8443`).
+    /// It terminates TLS with the certificates users attach to their domains and
+    /// the platform certificate ([`tls_certificate`](Self::tls_certificate)) for the
+    /// rest; apps with `deis tls:enable` are redirected to its port.
+    pub fn router_tls(mut self, listen: impl Into<Listen>) -> Self {
+        self.router_tls = listen.into();
+        self
+    }
+
+    /// The platform certificate for `*.<domain>` the HTTPS listener presents to names
+    /// without a certificate of their own: a PEM chain and its PEM key. Default: a
+    /// self-signed one made at the first start and kept in `<data dir>/tls/`.
+    pub fn tls_certificate(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.platform_cert = Some(PlatformCert::Files { cert: cert.into(), key: key.into() });
         self
     }
 
@@ -408,6 +435,20 @@ impl PlatformBuilder {
 
         let api_listener = open(self.api, "api").await?;
         let router_listener = open(self.router, "router").await?;
+        let router_tls_listener = open(self.router_tls, "router-tls").await?;
+        let router_tls_addr = local_addr(router_tls_listener.as_ref(), "router-tls")?;
+        let tls_listener = match router_tls_listener {
+            Some(listener) => {
+                let source =
+                    self.platform_cert.clone().unwrap_or_else(|| PlatformCert::SelfSigned { dir: data.join("tls") });
+                let (domain, source) = (self.domain.clone(), source);
+                let platform = tokio::task::spawn_blocking(move || source.load(&domain))
+                    .await
+                    .map_err(|e| StartError::Setting { setting: "tls_certificate", message: e.to_string() })??;
+                Some(TlsListener::new(listener, platform.key))
+            }
+            None => None,
+        };
         let api_addr = local_addr(api_listener.as_ref(), "api")?;
         let router_addr = local_addr(router_listener.as_ref(), "router")?;
         let syslog = start_syslog(self.syslog, logs.clone()).await?;
@@ -447,15 +488,19 @@ impl PlatformBuilder {
         let mut router_config = RouterConfig::new(self.domain.clone());
         router_config.shutdown_grace = self.shutdown_grace;
         router_config.trusted_proxies = self.trusted_proxies.clone();
+        // `tls:enable` redirects to where HTTPS is served.
+        if let Some(addr) = router_tls_addr {
+            router_config.https_port = addr.port();
+        }
         if let Some(api) = api_addr {
             router_config = router_config.with_platform_backend(listen::reachable(api));
         }
         let platform_host = router_config.platform_host.as_ref().map(|(host, _)| host.clone());
-        if let Some(listener) = router_listener {
+        if router_listener.is_some() || tls_listener.is_some() {
             let router = Arc::new(Router::new(store.clone(), router_config));
             let until = stop_signal(&stopped);
             servers.push(tokio::spawn(async move {
-                if let Err(e) = router.serve(listener, until).await {
+                if let Err(e) = router.serve_with_tls(router_listener, tls_listener, until).await {
                     tracing::error!(error = %e, "router stopped");
                 }
             }));
@@ -507,6 +552,7 @@ impl PlatformBuilder {
         tracing::info!(
             api = ?api_addr,
             router = ?router_addr,
+            router_tls = ?router_tls_addr,
             data_dir = %data.display(),
             domain = %self.domain,
             "platform started"
@@ -516,6 +562,7 @@ impl PlatformBuilder {
             router_addr,
             #[cfg(feature = "builder")]
             git_builder,
+            router_tls_addr,
             domain: self.domain,
             controller,
             scheduler,
@@ -599,6 +646,7 @@ pub struct Platform {
     router_addr: Option<SocketAddr>,
     #[cfg(feature = "builder")]
     git_builder: Option<crate::builder::Builder>,
+    router_tls_addr: Option<SocketAddr>,
     domain: String,
     controller: Arc<Controller>,
     scheduler: Arc<dyn Scheduler>,
@@ -634,6 +682,11 @@ impl Platform {
     #[cfg(feature = "builder")]
     pub fn builder_addr(&self) -> Option<SocketAddr> {
         self.git_builder.as_ref().map(crate::builder::Builder::addr)
+    }
+
+    /// Where the router serves HTTPS, if it does.
+    pub fn router_tls_addr(&self) -> Option<SocketAddr> {
+        self.router_tls_addr
     }
 
     /// The platform domain.

@@ -25,6 +25,7 @@
 //! at [`MAX_RESPONSE_BYTES`].
 
 mod access;
+mod certs;
 mod error;
 mod logs;
 mod pack;

@@ -23,6 +23,7 @@
 mod apps;
 mod auth;
 mod builds;
+mod certs;
 mod config;
 mod domains;
 mod drains;
@@ -111,6 +112,10 @@ pub fn router(controller: Arc<Controller>, limits: ApiLimits) -> Router {
     let r = both(r, "/v2/keys", get(keys::list).post(keys::add));
     let r = both(r, "/v2/keys/{id}", delete(keys::remove));
     let r = both(r, "/v2/nodes", get(auth::list_nodes));
+    let r = both(r, "/v2/certs", get(certs::list).post(certs::add));
+    let r = both(r, "/v2/certs/{name}", get(certs::info).delete(certs::remove));
+    let r = both(r, "/v2/certs/{name}/domain", post(certs::attach));
+    let r = both(r, "/v2/certs/{name}/domain/{domain}", delete(certs::detach));
     // Apps.
     let r = both(r, "/v2/apps", get(apps::list).post(apps::create));
     let r = both(r, "/v2/apps/{app}", get(apps::info).post(apps::transfer).delete(apps::destroy));

@@ -395,11 +395,13 @@ pub struct Forwarding<'a> {
     pub upgrade: Option<&'a HeaderValue>,
     /// The body's framing.
     pub framing: RequestFraming,
+    /// The client connection is TLS: `X-Forwarded-Proto: https` (else `http`).
+    pub secure: bool,
 }
 
 /// Writes the head of `parts` as a request to a backend into `out`: origin-form target,
 /// HTTP/1.1, hop-by-hop fields (and those `Connection` lists) removed, `X-Forwarded-For`
-/// extended with the client's address, `X-Forwarded-Proto: http`, `X-Forwarded-Host`
+/// extended with the client's address, `X-Forwarded-Proto` (`http` or `https`), `X-Forwarded-Host`
 /// set to the `Host` the client asked for (which is forwarded as sent).
 pub fn encode_request_head(out: &mut Vec<u8>, parts: &http::request::Parts, fwd: &Forwarding<'_>) {
     let headers = &parts.headers;
@@ -440,7 +442,7 @@ pub fn encode_request_head(out: &mut Vec<u8>, parts: &http::request::Parts, fwd:
     let mut xff = forwarded_for.unwrap_or_default();
     xff.extend_from_slice(fwd.client_ip.as_bytes());
     field(out, "x-forwarded-for", &xff);
-    field(out, "x-forwarded-proto", b"http");
+    field(out, "x-forwarded-proto", if fwd.secure { b"https" } else { b"http" });
     if let Some(h) = host {
         field(out, "x-forwarded-host", h);
     }
@@ -604,7 +606,7 @@ mod tests {
         encode_request_head(
             &mut out,
             &parts,
-            &Forwarding { client_ip: &ip, upgrade: None, framing: RequestFraming::Length },
+            &Forwarding { client_ip: &ip, upgrade: None, framing: RequestFraming::Length, secure: false },
         );
         let mut fields = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut fields);
@@ -622,11 +624,12 @@ mod tests {
         let up = HeaderValue::from_static("websocket");
         let (parts, ()) = http::Request::builder().uri("/ws").header("host", "a").body(()).unwrap().into_parts();
         let mut out = Vec::new();
-        let fwd = Forwarding { client_ip: &ip, upgrade: Some(&up), framing: RequestFraming::Chunked };
+        let fwd = Forwarding { client_ip: &ip, upgrade: Some(&up), framing: RequestFraming::Chunked, secure: true };
         encode_request_head(&mut out, &parts, &fwd);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("GET /ws HTTP/1.1\r\nhost: a\r\n"), "{text}");
         assert!(text.contains("connection: upgrade\r\nupgrade: websocket\r\n"), "{text}");
+        assert!(text.contains("x-forwarded-proto: https\r\n"), "TLS clients are told apart: {text}");
         assert!(text.ends_with("transfer-encoding: chunked\r\n\r\n"), "{text}");
     }
 

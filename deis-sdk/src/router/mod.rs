@@ -41,6 +41,7 @@ mod policy;
 mod proxy;
 mod server;
 mod table;
+mod tls;
 mod watcher;
 
 #[cfg(test)]
@@ -59,6 +60,8 @@ use tokio::sync::watch;
 
 use backend::PoolSettings;
 use table::RoutingTable;
+use tls::SniTable;
+pub use tls::TlsListener;
 
 /// Settings of a [`Router`].
 #[derive(Debug, Clone)]
@@ -97,8 +100,12 @@ pub struct RouterConfig {
     /// is the client.
     pub trusted_proxies: Vec<deis_core::AddressRange>,
     /// The port clients reach HTTPS on, for the redirect of apps that enforce HTTPS
-    /// (default 443).
+    /// (default 443; the platform assembly sets its TLS listener's port).
     pub https_port: u16,
+    /// Limit on a client's TLS handshake on the HTTPS listener; past it the
+    /// connection is closed. After the handshake the same header/idle timeout as on
+    /// plain HTTP applies.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl RouterConfig {
@@ -119,6 +126,7 @@ impl RouterConfig {
             platform_host: None,
             trusted_proxies: Vec::new(),
             https_port: 443,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 
@@ -219,6 +227,8 @@ struct Shared {
     config: RouterConfig,
     pool: PoolSettings,
     table: ArcSwap<RoutingTable>,
+    /// Certificates by domain, for TLS handshakes.
+    sni: Arc<ArcSwap<SniTable>>,
     stats: Stats,
     synced: watch::Sender<bool>,
 }
@@ -244,6 +254,7 @@ impl Router {
             config,
             pool,
             table: ArcSwap::from_pointee(RoutingTable::default()),
+            sni: Arc::new(ArcSwap::from_pointee(SniTable::default())),
             stats: Stats::new(workers),
             synced: watch::channel(false).0,
         };
@@ -263,6 +274,24 @@ impl Router {
     /// store failures are retried with backoff while serving the last known routes.
     /// Call it once per router.
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> std::io::Result<()> {
+        self.serve_with_tls(Some(listener), None, shutdown).await
+    }
+
+    /// Like [`Router::serve`], on a plain HTTP listener, an HTTPS listener
+    /// ([`TlsListener`]), or both, with the same workers, routes and limits.
+    ///
+    /// On HTTPS the router terminates TLS (1.2 and 1.3, ALPN `http/1.1`) within
+    /// [`RouterConfig::tls_handshake_timeout`], presenting the certificate attached to
+    /// the client's SNI name (`deis certs:attach`; changes apply to new handshakes
+    /// without a restart, open connections keep theirs) or else the listener's
+    /// fallback certificate. Requests over it are forwarded with
+    /// `X-Forwarded-Proto: https` and are not redirected by `tls:enable`.
+    pub async fn serve_with_tls(
+        &self,
+        plain: Option<TcpListener>,
+        tls: Option<TlsListener>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
         let watcher = tokio::spawn(watcher::run(self.store.clone(), self.shared.clone(), self.shared.synced.clone()));
         let _stop_watcher = AbortOnDrop(watcher);
         tokio::pin!(shutdown);
@@ -270,10 +299,17 @@ impl Router {
             () = self.synced() => {}
             () = &mut shutdown => return Ok(()),
         }
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, domain = %self.shared.config.domain, "router: serving");
+        if let Some(addr) = plain.as_ref().and_then(|l| l.local_addr().ok()) {
+            tracing::info!(%addr, domain = %self.shared.config.domain, "router: serving HTTP");
         }
-        server::serve(listener, self.shared.clone(), shutdown).await
+        let tls = tls.map(|t| {
+            if let Ok(addr) = t.listener.local_addr() {
+                tracing::info!(%addr, https_port = self.shared.config.https_port, "router: serving HTTPS");
+            }
+            let config = tls::server_config(self.shared.sni.clone(), t.fallback);
+            (t.listener, tokio_rustls::TlsAcceptor::from(config))
+        });
+        server::serve(plain, tls, self.shared.clone(), shutdown).await
     }
 
     /// Resolves once the routes have been loaded from the store (by a running

@@ -167,7 +167,8 @@ impl Forward {
         let stats = &shared.stats;
         let Self { route, parts, body, upgrade, client_upgrade, framing, replayable } = self;
         let (app, replayable) = (&route.app, *replayable);
-        let fwd = Forwarding { client_ip: &ctx.client_ip, upgrade: upgrade.as_ref(), framing: *framing };
+        let fwd =
+            Forwarding { client_ip: &ctx.client_ip, upgrade: upgrade.as_ref(), framing: *framing, secure: ctx.secure };
         let method = &parts.method;
         let backends = &route.backends;
         let n = backends.len();

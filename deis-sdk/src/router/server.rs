@@ -17,14 +17,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_rustls::TlsAcceptor;
 
 use super::Shared;
 use super::backend::set_worker_index;
 use super::body::{BoxError, ResponseBody};
 use super::proxy::{self, ConnCtx};
 
-/// A connection handed to a worker.
-type Accepted = (std::net::TcpStream, SocketAddr);
+/// A connection handed to a worker, and whether it came in on the TLS listener.
+type Accepted = (std::net::TcpStream, SocketAddr, bool);
 
 /// The workers as seen by the acceptor.
 struct Workers {
@@ -37,7 +38,7 @@ struct Workers {
 impl Workers {
     /// Gives a connection to the worker with the fewest open connections (ties: the
     /// next in turn), so long-lived connections don't pile up on one worker.
-    fn dispatch(&mut self, stream: TcpStream, peer: SocketAddr) {
+    fn dispatch(&mut self, stream: TcpStream, peer: SocketAddr, tls: bool) {
         let n = self.queues.len();
         let start = self.next;
         self.next = (self.next + 1) % n;
@@ -51,18 +52,20 @@ impl Workers {
             }
         };
         self.open[pick].fetch_add(1, Ordering::Relaxed);
-        if self.queues[pick].send((stream, peer)).is_err() {
+        if self.queues[pick].send((stream, peer, tls)).is_err() {
             self.open[pick].fetch_sub(1, Ordering::Relaxed);
             tracing::warn!(worker = pick, "router: worker is gone; connection dropped");
         }
     }
 }
 
-/// Starts the workers, accepts on `listener` and hands each connection to a worker
+/// Starts the workers, accepts on the listeners and hands each connection to a worker
 /// until `shutdown` resolves; then waits for the workers, which give their open
-/// connections the grace period.
+/// connections the grace period. Connections from the `tls` listener are handshaken
+/// on their worker.
 pub(crate) async fn serve(
-    listener: TcpListener,
+    plain: Option<TcpListener>,
+    tls: Option<(TcpListener, TlsAcceptor)>,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
@@ -74,21 +77,23 @@ pub(crate) async fn serve(
         let (tx, rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = oneshot::channel();
         let (shared, open) = (shared.clone(), open.clone());
+        let acceptor = tls.as_ref().map(|(_, a)| a.clone());
         // Dropping `workers` (on return, or if this future is dropped) closes the
         // queues, which tells the workers to finish.
         std::thread::Builder::new().name(format!("deis-router-{index}")).spawn(move || {
-            let _ = done_tx.send(run_worker(index, rx, shared, open));
+            let _ = done_tx.send(run_worker(index, rx, shared, open, acceptor));
         })?;
         workers.queues.push(tx);
         finished.push(done_rx);
     }
     tokio::pin!(shutdown);
+    let tls_listener = tls.as_ref().map(|(l, _)| l);
     loop {
         tokio::select! {
             biased;
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => workers.dispatch(stream, peer),
+            (accepted, secure) = accept_either(plain.as_ref(), tls_listener) => match accepted {
+                Ok((stream, peer)) => workers.dispatch(stream, peer, secure),
                 Err(e) if is_per_connection_error(&e) => {}
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
@@ -98,7 +103,7 @@ pub(crate) async fn serve(
             },
         }
     }
-    drop(listener);
+    drop((plain, tls));
     drop(workers);
     let mut result = Ok(());
     for done in finished {
@@ -111,6 +116,24 @@ pub(crate) async fn serve(
     result
 }
 
+/// The next connection from either listener (`true`: the TLS one). A missing
+/// listener never yields.
+async fn accept_either(
+    plain: Option<&TcpListener>,
+    tls: Option<&TcpListener>,
+) -> (std::io::Result<(TcpStream, SocketAddr)>, bool) {
+    async fn accept_on(l: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+        match l {
+            Some(l) => l.accept().await,
+            None => std::future::pending().await,
+        }
+    }
+    tokio::select! {
+        r = accept_on(plain) => (r, false),
+        r = accept_on(tls) => (r, true),
+    }
+}
+
 /// One worker: a single-threaded runtime serving the connections it is handed until
 /// its queue closes, then giving them the grace period to finish.
 fn run_worker(
@@ -118,6 +141,7 @@ fn run_worker(
     mut queue: mpsc::UnboundedReceiver<Accepted>,
     shared: Arc<Shared>,
     open: Arc<[AtomicUsize]>,
+    acceptor: Option<TlsAcceptor>,
 ) -> std::io::Result<()> {
     set_worker_index(index);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -130,17 +154,31 @@ fn run_worker(
         builder.timer(TokioTimer::new()).keep_alive(true).header_read_timeout(None);
         let builder = Arc::new(builder);
         let (stop_tx, stop_rx) = watch::channel(false);
-        while let Some((stream, peer)) = queue.recv().await {
+        while let Some((stream, peer, secure)) = queue.recv().await {
             let open = OpenGuard { open: open.clone(), index };
-            match TcpStream::from_std(stream) {
-                Ok(stream) => {
-                    let conn = serve_connection(stream, peer, shared.clone(), builder.clone(), stop_rx.clone());
+            match (TcpStream::from_std(stream), acceptor.as_ref().filter(|_| secure)) {
+                (Ok(stream), None) => {
+                    let _ = stream.set_nodelay(true);
+                    let conn = serve_connection(stream, peer, false, shared.clone(), builder.clone(), stop_rx.clone());
                     tokio::spawn(async move {
                         conn.await;
                         drop(open);
                     });
                 }
-                Err(e) => tracing::debug!(client = %peer, error = %e, "router: could not register a connection"),
+                (Ok(stream), Some(acceptor)) => {
+                    let _ = stream.set_nodelay(true);
+                    let handshake = acceptor.accept(stream);
+                    let (shared, builder, stop) = (shared.clone(), builder.clone(), stop_rx.clone());
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(shared.config.tls_handshake_timeout, handshake).await {
+                            Ok(Ok(tls)) => serve_connection(tls, peer, true, shared, builder, stop).await,
+                            Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "router: TLS handshake failed"),
+                            Err(_) => tracing::debug!(client = %peer, "router: no TLS handshake within the timeout"),
+                        }
+                        drop(open);
+                    });
+                }
+                (Err(e), _) => tracing::debug!(client = %peer, error = %e, "router: could not register a connection"),
             }
         }
         drop(stop_rx);
@@ -169,18 +207,20 @@ fn is_per_connection_error(e: &std::io::Error) -> bool {
     matches!(e.kind(), ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted | WouldBlock)
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     peer: SocketAddr,
+    secure: bool,
     shared: Arc<Shared>,
     builder: Arc<http1::Builder>,
     mut stop: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let client_ip = HeaderValue::try_from(peer.ip().to_string()).expect("an IP address is a valid header value");
     let header_read_timeout = shared.config.header_read_timeout;
     let response_timeout = shared.config.response_timeout;
-    let ctx = Arc::new(ConnCtx { shared, client_ip, peer_ip: peer.ip(), secure: false, activity: Activity::default() });
+    let ctx = Arc::new(ConnCtx { shared, client_ip, peer_ip: peer.ip(), secure, activity: Activity::default() });
     let watched = ctx.clone();
     let service = service_fn(move |req| proxy::handle(Busy::start(ctx.clone()), req));
     let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();

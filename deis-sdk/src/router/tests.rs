@@ -21,6 +21,8 @@ use tokio::sync::oneshot;
 
 use super::{Router, RouterConfig};
 
+mod tls;
+
 const DOMAIN: &str = "deis.test";
 
 /// How long the test backend takes to answer `/slow`.

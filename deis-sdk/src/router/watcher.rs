@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deis_core::store::records::{self, ENDPOINTS_PREFIX, Endpoint};
+use deis_core::store::records::{self, CERT_DOMAINS_PREFIX, CERTS_PREFIX, ENDPOINTS_PREFIX, Endpoint};
 use deis_core::store::{EventKind, Store, StoreError, Watch, WatchEvent};
-use deis_core::{App, Domain};
+use deis_core::{App, CertAttachment, Certificate, Domain};
 use futures_util::FutureExt;
 use tokio::sync::watch;
 
@@ -15,6 +15,7 @@ use super::Shared;
 use super::backend::Backend;
 use super::policy::TrafficPolicy;
 use super::table::{AppTraffic, RouteState, RoutingTable};
+use super::tls::CertState;
 
 const APPS_PREFIX: &str = "apps/";
 const DOMAINS_PREFIX: &str = "domains/";
@@ -26,13 +27,33 @@ enum Prefix {
     Apps,
     Domains,
     Endpoints,
+    Certs,
+    CertDomains,
 }
 
-struct Watches {
-    apps: Watch,
-    domains: Watch,
-    endpoints: Watch,
+impl Prefix {
+    const ALL: [Prefix; 5] = [Prefix::Apps, Prefix::Domains, Prefix::Endpoints, Prefix::Certs, Prefix::CertDomains];
+
+    fn path(self) -> &'static str {
+        match self {
+            Prefix::Apps => APPS_PREFIX,
+            Prefix::Domains => DOMAINS_PREFIX,
+            Prefix::Endpoints => ENDPOINTS_PREFIX,
+            Prefix::Certs => CERTS_PREFIX,
+            Prefix::CertDomains => CERT_DOMAINS_PREFIX,
+        }
+    }
 }
+
+/// Routes and certificates, as the records say.
+#[derive(Default)]
+struct State {
+    routes: RouteState,
+    certs: CertState,
+}
+
+/// One watch per [`Prefix`], in [`Prefix::ALL`] order.
+struct Watches([Watch; 5]);
 
 /// Runs forever: loads the table, then applies every change; on a broken watch
 /// (compaction, store restart) it lists again and re-watches, with backoff.
@@ -54,10 +75,13 @@ pub(crate) async fn run(store: Arc<dyn Store>, shared: Arc<Shared>, synced: watc
         synced.send_replace(true);
         let watching_since = Instant::now();
         let err = loop {
+            let [apps, domains, endpoints, certs, cert_domains] = &mut watches.0;
             let (prefix, ev) = tokio::select! {
-                ev = watches.apps.next() => (Prefix::Apps, ev),
-                ev = watches.domains.next() => (Prefix::Domains, ev),
-                ev = watches.endpoints.next() => (Prefix::Endpoints, ev),
+                ev = apps.next() => (Prefix::Apps, ev),
+                ev = domains.next() => (Prefix::Domains, ev),
+                ev = endpoints.next() => (Prefix::Endpoints, ev),
+                ev = certs.next() => (Prefix::Certs, ev),
+                ev = cert_domains.next() => (Prefix::CertDomains, ev),
             };
             if let Err(e) = apply(&mut state, prefix, ev) {
                 break e;
@@ -77,33 +101,23 @@ pub(crate) async fn run(store: Arc<dyn Store>, shared: Arc<Shared>, synced: watc
     }
 }
 
-/// Lists the three prefixes and opens watches from each listing's revision.
-async fn load(store: &dyn Store) -> Result<(RouteState, Watches), StoreError> {
-    let mut state = RouteState::default();
-    let apps = store.list(APPS_PREFIX).await?;
-    for kv in &apps.kvs {
-        put(&mut state, Prefix::Apps, &kv.key, kv);
+/// Lists every prefix and opens watches from each listing's revision.
+async fn load(store: &dyn Store) -> Result<(State, Watches), StoreError> {
+    let mut state = State::default();
+    let mut watches = Vec::with_capacity(Prefix::ALL.len());
+    for prefix in Prefix::ALL {
+        let listing = store.list(prefix.path()).await?;
+        for kv in &listing.kvs {
+            put(&mut state, prefix, &kv.key, kv);
+        }
+        watches.push(store.watch(prefix.path(), listing.revision + 1).await?);
     }
-    let domains = store.list(DOMAINS_PREFIX).await?;
-    for kv in &domains.kvs {
-        put(&mut state, Prefix::Domains, &kv.key, kv);
-    }
-    let endpoints = store.list(ENDPOINTS_PREFIX).await?;
-    for kv in &endpoints.kvs {
-        put(&mut state, Prefix::Endpoints, &kv.key, kv);
-    }
-    let watches = Watches {
-        apps: store.watch(APPS_PREFIX, apps.revision + 1).await?,
-        domains: store.watch(DOMAINS_PREFIX, domains.revision + 1).await?,
-        endpoints: store.watch(ENDPOINTS_PREFIX, endpoints.revision + 1).await?,
-    };
+    let watches = Watches(watches.try_into().unwrap_or_else(|_| unreachable!("one watch per prefix")));
     Ok((state, watches))
 }
 
-fn drain(state: &mut RouteState, w: &mut Watches) -> Result<(), String> {
-    for (prefix, watch) in
-        [(Prefix::Apps, &mut w.apps), (Prefix::Domains, &mut w.domains), (Prefix::Endpoints, &mut w.endpoints)]
-    {
+fn drain(state: &mut State, w: &mut Watches) -> Result<(), String> {
+    for (prefix, watch) in Prefix::ALL.into_iter().zip(w.0.iter_mut()) {
         while let Some(ev) = watch.next().now_or_never() {
             apply(state, prefix, ev)?;
         }
@@ -112,7 +126,7 @@ fn drain(state: &mut RouteState, w: &mut Watches) -> Result<(), String> {
 }
 
 /// Applies one watch result; an error or the end of the stream means "reload".
-fn apply(state: &mut RouteState, prefix: Prefix, ev: Option<Result<WatchEvent, StoreError>>) -> Result<(), String> {
+fn apply(state: &mut State, prefix: Prefix, ev: Option<Result<WatchEvent, StoreError>>) -> Result<(), String> {
     match ev {
         Some(Ok(ev)) => {
             match ev.kind {
@@ -126,7 +140,8 @@ fn apply(state: &mut RouteState, prefix: Prefix, ev: Option<Result<WatchEvent, S
     }
 }
 
-fn put(state: &mut RouteState, prefix: Prefix, key: &str, kv: &deis_core::store::KeyValue) {
+fn put(state: &mut State, prefix: Prefix, key: &str, kv: &deis_core::store::KeyValue) {
+    let (certs, state) = (&mut state.certs, &mut state.routes);
     match prefix {
         Prefix::Apps => {
             if let Some(app) = key.strip_prefix(APPS_PREFIX) {
@@ -159,10 +174,27 @@ fn put(state: &mut RouteState, prefix: Prefix, key: &str, kv: &deis_core::store:
                 state.endpoints.remove(key);
             }
         },
+        Prefix::Certs => {
+            let name = key.strip_prefix(CERTS_PREFIX).unwrap_or(key);
+            certs.put_cert(name, records::decode::<Certificate>(kv).map_err(|e| e.to_string()));
+        }
+        Prefix::CertDomains => {
+            let domain = key.strip_prefix(CERT_DOMAINS_PREFIX).unwrap_or(key);
+            match records::decode::<CertAttachment>(kv) {
+                Ok(a) => {
+                    certs.attachments.insert(domain.to_string(), a);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "router: ignoring a certificate attachment");
+                    certs.attachments.remove(domain);
+                }
+            }
+        }
     }
 }
 
-fn remove(state: &mut RouteState, prefix: Prefix, key: &str) {
+fn remove(state: &mut State, prefix: Prefix, key: &str) {
+    let (certs, state) = (&mut state.certs, &mut state.routes);
     match prefix {
         Prefix::Apps => {
             if let Some(app) = key.strip_prefix(APPS_PREFIX) {
@@ -175,10 +207,21 @@ fn remove(state: &mut RouteState, prefix: Prefix, key: &str) {
         Prefix::Endpoints => {
             state.endpoints.remove(key);
         }
+        Prefix::Certs => {
+            certs.certs.remove(key.strip_prefix(CERTS_PREFIX).unwrap_or(key));
+        }
+        Prefix::CertDomains => {
+            certs.attachments.remove(key.strip_prefix(CERT_DOMAINS_PREFIX).unwrap_or(key));
+        }
     }
 }
 
-fn publish(shared: &Shared, state: &RouteState, backends: &mut HashMap<SocketAddr, Arc<Backend>>) {
+fn publish(shared: &Shared, all: &State, backends: &mut HashMap<SocketAddr, Arc<Backend>>) {
+    let state = &all.routes;
+    // Certificates only for domains that still belong to the app that attached them.
+    let sni = all.certs.table(|domain| state.domains.get(domain).map(|(_, app)| app.as_str()));
+    tracing::debug!(domains = sni.len(), "router: certificates updated");
+    shared.sni.store(Arc::new(sni));
     let previous = shared.table.load();
     let table = RoutingTable::build(
         state,

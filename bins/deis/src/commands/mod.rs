@@ -3,6 +3,7 @@
 mod access;
 mod apps;
 mod auth;
+mod certs;
 mod config;
 mod deploy;
 mod domains;
@@ -257,6 +258,12 @@ pub async fn run(cli: Cli) -> Result {
         }
         Command::HealthchecksUnset { kinds, proc_type } => healthchecks::unset(&ctx, kinds, proc_type).await,
 
+        Command::CertsList => certs::list(&ctx).await,
+        Command::CertsAdd { name, cert, key } => certs::add(&ctx, &name, &cert, &key).await,
+        Command::CertsInfo { name } => certs::info(&ctx, &name).await,
+        Command::CertsRemove { name } => certs::remove(&ctx, &name).await,
+        Command::CertsAttach { name, domain } => certs::attach(&ctx, &name, &domain).await,
+        Command::CertsDetach { name, domain } => certs::detach(&ctx, &name, &domain).await,
         Command::KeysList => access::keys_list(&ctx).await,
         Command::KeysAdd { path, id } => access::keys_add(&ctx, path, id).await,
         Command::KeysRemove { id } => access::keys_remove(&ctx, &id).await,

@@ -7,6 +7,9 @@
 //! | collaborator | allowed | 403 | 403 |
 //! | admin | allowed | allowed | allowed |
 //! | stranger | 403 (never 404) | 403 | 403 |
+//!
+//! Certificates (`/v2/certs/`) belong to the user who added them: the owner's
+//! certificate is "owner-only" for the others, and attaching it needs the app too.
 
 use std::time::Duration;
 
@@ -34,6 +37,8 @@ enum Who {
     Managers,
     /// Admins only.
     Admins,
+    /// Any user.
+    Anyone,
 }
 
 impl Who {
@@ -42,6 +47,7 @@ impl Who {
             Who::Members => role != Role::Stranger,
             Who::Managers => matches!(role, Role::Owner | Role::Admin),
             Who::Admins => role == Role::Admin,
+            Who::Anyone => true,
         }
     }
 }
@@ -104,6 +110,21 @@ fn cases() -> Vec<Case> {
         case(M::GET, "/v2/admin/perms/", None, Admins, 200),
         case(M::POST, "/v2/admin/perms/", Some(json!({"username": "{app}-admin"})), Admins, 201),
         case(M::DELETE, "/v2/admin/perms/{app}-demoted", None, Admins, 204),
+        // Everyone lists (their own) certificates and may add one.
+        case(M::GET, "/v2/certs/", None, Anyone, 200),
+        case(
+            M::POST,
+            "/v2/certs/",
+            Some(json!({"name": "{app}-mine", "certificate": "{pem}", "key": "{key}"})),
+            Anyone,
+            201,
+        ),
+        // The owner's certificate `{app}-cert` (for *.example.org; `{app}.example.org`
+        // is a domain of the app, attached in the detach case).
+        case(M::GET, "/v2/certs/{app}-cert", None, Managers, 200),
+        case(M::DELETE, "/v2/certs/{app}-cert", None, Managers, 204),
+        case(M::POST, "/v2/certs/{app}-cert/domain/", Some(json!({"domain": "{app}.example.org"})), Managers, 201),
+        case(M::DELETE, "/v2/certs/{app}-cert/domain/{app}.example.org", None, Managers, 204),
     ]
 }
 
@@ -156,6 +177,8 @@ async fn every_endpoint_lets_in_exactly_whom_it_should() {
         stranger: api.user("eve").await,
     };
     api.user("carol").await;
+    let wildcard = rcgen::generate_simple_self_signed(vec!["*.example.org".to_string()]).unwrap();
+    let (pem, key) = (wildcard.cert.pem(), wildcard.signing_key.serialize_pem());
     let mut failures = Vec::new();
     for (n, case) in cases().into_iter().enumerate() {
         for role in ROLES {
@@ -175,8 +198,26 @@ async fn every_endpoint_lets_in_exactly_whom_it_should() {
             if case.body.as_ref().is_some_and(|b| b.to_string().contains("{app}-admin")) {
                 api.user(&format!("{app}-admin")).await;
             }
+            if case.path.contains("{app}-cert") {
+                let cert = json!({"name": format!("{app}-cert"), "certificate": pem, "key": key});
+                assert_eq!(api.post("/v2/certs/", &users.owner, cert).await.status, StatusCode::CREATED);
+                let domain = json!({"domain": format!("{app}.example.org")});
+                let r = api.post(&format!("/v2/apps/{app}/domains/"), &users.owner, domain.clone()).await;
+                assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+                if case.method == Method::DELETE && case.path.contains("/domain/") {
+                    let r = api.post(&format!("/v2/certs/{app}-cert/domain/"), &users.owner, domain).await;
+                    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+                }
+            }
             let path = case.path.replace("{app}", &app);
-            let body = case.body.as_ref().map(|b| serde_json::from_str(&b.to_string().replace("{app}", &app)).unwrap());
+            // JSON-escaped PEM: fill in the JSON text, then parse.
+            let body = case.body.as_ref().map(|b| {
+                let text = b.to_string();
+                let escaped = |s: &str| serde_json::to_string(s).unwrap().trim_matches('"').to_string();
+                let text = text.replace("{pem}", &escaped(&pem)).replace("{key}", &escaped(&key));
+                serde_json::from_str(&text.replace("{app}", &app)).unwrap()
+            });
+
             let (status, text) = status_of(&api, case.method.clone(), &path, users.token(role), body).await;
             let expected = if case.who.allows(role) { case.status } else { 403 };
             if status.as_u16() != expected {
@@ -319,4 +360,110 @@ async fn settings_change_what_they_say_and_nothing_twice() {
     assert_eq!(api.get("/v2/apps/hello/whitelist/", &alice).await.json(), json!({"addresses": ["192.0.2.1"]}));
     let releases = api.get("/v2/apps/hello/releases/", &alice).await.json();
     assert_eq!(releases["count"], 1, "settings make no release");
+}
+
+/// A certificate for `names`, valid from `days_from_now` for `days`.
+fn certificate(names: &[&str], days_from_now: i64, days: i64) -> (String, String) {
+    let mut params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let at = |d: i64| rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(((now / 86_400 + d) * 86_400) as u64);
+    params.not_before = at(days_from_now);
+    params.not_after = at(days_from_now + days);
+    params.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
+    let key = rcgen::KeyPair::generate().unwrap();
+    (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn certificates_are_checked_owned_and_attached_only_where_they_fit() {
+    let api = start().await;
+    let root = api.user("root").await;
+    let alice = api.user("alice").await;
+    let bob = api.user("bob").await;
+    let eve = api.user("eve").await;
+    assert_eq!(api.post("/v2/apps/", &alice, json!({"id": "shop"})).await.status, StatusCode::CREATED);
+    assert_eq!(api.post("/v2/apps/shop/perms/", &alice, json!({"username": "bob"})).await.status, StatusCode::CREATED);
+    for d in ["www.shop.example", "api.shop.example"] {
+        let r = api.post("/v2/apps/shop/domains/", &alice, json!({"domain": d})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    }
+    let (pem, key) = certificate(&["www.shop.example"], -1, 90);
+    let (_, other_key) = certificate(&["x.example"], -1, 90);
+
+    let r = api.post("/v2/certs/", &alice, json!({"name": "www", "certificate": "junk", "key": key})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json()["certificate"][0].as_str().unwrap().starts_with("Could not load certificate"), "{r:?}");
+    let r = api.post("/v2/certs/", &alice, json!({"name": "www", "certificate": pem, "key": other_key})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json()["key"][0].as_str().unwrap().contains("does not match"), "{r:?}");
+    let r = api.post("/v2/certs/", &alice, json!({"name": "Bad_Name", "certificate": pem, "key": key})).await;
+    assert_eq!(r.json(), json!({"name": ["Can only contain a-z (lowercase), 0-9 and hyphens"]}));
+
+    let r = api.post("/v2/certs/", &alice, json!({"name": "www", "certificate": pem, "key": key})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let shown = r.json();
+    assert_eq!(
+        (shown["common_name"].clone(), shown["san"].clone()),
+        (json!("www.shop.example"), json!(["www.shop.example"]))
+    );
+    assert_eq!(
+        (shown["owner"].clone(), shown["expired"].clone(), shown["domains"].clone()),
+        (json!("alice"), json!(false), json!([]))
+    );
+    assert!(shown["id"].as_u64().unwrap() > 0);
+    for time in ["expires", "starts", "created"] {
+        shown[time].as_str().unwrap().parse::<deis_core::time::Timestamp>().unwrap();
+    }
+    assert!(shown.get("key").is_none() && !r.body.windows(7).any(|w| w == b"PRIVATE"), "the key never leaves");
+    let again = api.post("/v2/certs/", &alice, json!({"name": "www", "certificate": pem, "key": key})).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST, "names are unique");
+
+    // An expired certificate is accepted and shown as expired.
+    let (old, old_key) = certificate(&["*.shop.example"], -400, 30);
+    let r = api.post("/v2/certs/", &bob, json!({"name": "old", "certificate": old, "key": old_key})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    assert_eq!(r.json()["expired"], true);
+
+    // Owner-scoped lists; admins see all.
+    let names = |v: Value| v["results"].as_array().unwrap().iter().map(|c| c["name"].clone()).collect::<Vec<_>>();
+    assert_eq!(names(api.get("/v2/certs/", &alice).await.json()), [json!("www")]);
+    assert_eq!(names(api.get("/v2/certs/", &bob).await.json()), [json!("old")]);
+    assert_eq!(names(api.get("/v2/certs/", &root).await.json()), [json!("old"), json!("www")]);
+    assert_eq!(api.get("/v2/certs/www", &eve).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(api.get("/v2/certs/nope", &eve).await.status, StatusCode::NOT_FOUND);
+
+    // Attaching: the names must cover the domain, the domain must exist and be usable.
+    let attach = |cert: &str| format!("/v2/certs/{cert}/domain/");
+    let r = api.post(&attach("www"), &alice, json!({"domain": "api.shop.example"})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json()["domain"][0].as_str().unwrap().contains("not valid for api.shop.example"), "{r:?}");
+    assert_eq!(api.post(&attach("www"), &alice, json!({"domain": "nope.example"})).await.status, StatusCode::NOT_FOUND);
+    let r = api.post(&attach("www"), &alice, json!({"domain": "www.shop.example"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    assert_eq!(api.get("/v2/certs/www", &alice).await.json()["domains"], json!(["www.shop.example"]));
+    // The collaborator attaches their own wildcard to the app's other domain; one
+    // certificate per domain.
+    let r = api.post(&attach("old"), &bob, json!({"domain": "www.shop.example"})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json()["domain"][0].as_str().unwrap().contains("already has certificate www"), "{r:?}");
+    assert_eq!(api.post(&attach("old"), &bob, json!({"domain": "api.shop.example"})).await.status, StatusCode::CREATED);
+    // A stranger's certificate can't be attached to someone else's app.
+    let (eve_pem, eve_key) = certificate(&["*.shop.example"], -1, 90);
+    let r = api.post("/v2/certs/", &eve, json!({"name": "eve", "certificate": eve_pem, "key": eve_key})).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(
+        api.post(&attach("eve"), &eve, json!({"domain": "api.shop.example"})).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // Removing the domain drops its attachment; removing a certificate drops its own.
+    let r = api.call(Method::DELETE, "/v2/apps/shop/domains/api.shop.example", Some(&alice), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(api.get("/v2/certs/old", &bob).await.json()["domains"], json!([]));
+    let r = api.call(Method::DELETE, "/v2/certs/www/domain/www.shop.example", Some(&alice), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = api.call(Method::DELETE, "/v2/certs/www/domain/www.shop.example", Some(&alice), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "not attached any more");
+    assert_eq!(api.call(Method::DELETE, "/v2/certs/www", Some(&alice), None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(api.get("/v2/certs/www", &alice).await.status, StatusCode::NOT_FOUND);
 }
