@@ -508,41 +508,7 @@ pub enum Command {
     /// traffic and rolling deploys. `deis healthchecks:set liveness httpGet 8080 --path=/healthz`,
     /// `... readiness tcpSocket 8080`, `... liveness exec -- /bin/check arg`.
     #[command(name = "healthchecks:set")]
-    HealthchecksSet {
-        /// liveness or readiness.
-        #[arg(value_parser = ["liveness", "readiness"])]
-        kind: String,
-        /// httpGet, tcpSocket or exec.
-        #[arg(value_parser = ["httpGet", "tcpSocket", "exec"])]
-        probe: String,
-        /// The port (httpGet, tcpSocket) or the command and its arguments (exec).
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true, value_name = "ARGS")]
-        args: Vec<String>,
-        /// Process type (default `web/cmd`, the web and cmd processes).
-        #[arg(long = "type", value_name = "TYPE", default_value = deis_core::DEFAULT_HEALTHCHECK_TYPE)]
-        proc_type: String,
-        /// Path for httpGet.
-        #[arg(long, default_value = "/")]
-        path: String,
-        /// Headers for httpGet, as NAME:VALUE (repeatable or comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        headers: Vec<String>,
-        /// Seconds after start before the first probe.
-        #[arg(long = "initial-delay-timeout", default_value_t = 50)]
-        initial_delay: u32,
-        /// Seconds one probe may take.
-        #[arg(long, default_value_t = 50)]
-        timeout: u32,
-        /// Seconds between probes.
-        #[arg(long, default_value_t = 10)]
-        period: u32,
-        /// Successes in a row that make a unit healthy again.
-        #[arg(long = "success-threshold", default_value_t = 1)]
-        success_threshold: u32,
-        /// Failures in a row that make a unit unhealthy.
-        #[arg(long = "failure-threshold", default_value_t = 3)]
-        failure_threshold: u32,
-    },
+    HealthchecksSet(crate::commands::healthchecks::SetArgs),
     /// Remove health checks (`liveness`, `readiness`).
     #[command(name = "healthchecks:unset")]
     HealthchecksUnset {

@@ -7,29 +7,40 @@ use deis_core::{ConfigPatch, ExecProbe, Healthcheck, HttpGetProbe, HttpHeader, P
 use super::{CliError, Ctx, Result, done_with, latest_release};
 
 /// What `healthchecks:set` was given.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct SetArgs {
-    /// `liveness` or `readiness`.
+    /// liveness or readiness.
+    #[arg(value_parser = ["liveness", "readiness"])]
     pub kind: String,
-    /// `httpGet`, `tcpSocket` or `exec`.
+    /// httpGet, tcpSocket or exec.
+    #[arg(value_parser = ["httpGet", "tcpSocket", "exec"])]
     pub probe: String,
-    /// Port, or command and arguments.
+    /// The port (httpGet, tcpSocket) or the command and its arguments (exec).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true, value_name = "ARGS")]
     pub args: Vec<String>,
-    /// Process type key.
+    /// Process type (default `web/cmd`, the web and cmd processes).
+    #[arg(long = "type", value_name = "TYPE", default_value = deis_core::DEFAULT_HEALTHCHECK_TYPE)]
     pub proc_type: String,
-    /// httpGet path.
+    /// Path for httpGet.
+    #[arg(long, default_value = "/")]
     pub path: String,
-    /// httpGet headers, `NAME:VALUE`.
+    /// Headers for httpGet, as NAME:VALUE (repeatable or comma-separated).
+    #[arg(long, value_delimiter = ',')]
     pub headers: Vec<String>,
-    /// Timing and thresholds.
+    /// Seconds after start before the first probe.
+    #[arg(long = "initial-delay-timeout", default_value_t = 50)]
     pub initial_delay: u32,
-    /// Seconds per attempt.
+    /// Seconds one probe may take.
+    #[arg(long, default_value_t = 50)]
     pub timeout: u32,
-    /// Seconds between attempts.
+    /// Seconds between probes.
+    #[arg(long, default_value_t = 10)]
     pub period: u32,
-    /// Successes in a row.
+    /// Successes in a row that make a unit healthy again.
+    #[arg(long = "success-threshold", default_value_t = 1)]
     pub success_threshold: u32,
-    /// Failures in a row.
+    /// Failures in a row that make a unit unhealthy.
+    #[arg(long = "failure-threshold", default_value_t = 3)]
     pub failure_threshold: u32,
 }
 

@@ -9,7 +9,7 @@ mod deploy;
 mod domains;
 mod drains;
 mod git;
-mod healthchecks;
+pub mod healthchecks;
 mod logs;
 mod nodes;
 mod ps;
@@ -228,34 +228,7 @@ pub async fn run(cli: Cli) -> Result {
         Command::DrainsRemove { drain } => drains::remove(&ctx, &drain).await,
 
         Command::HealthchecksList { proc_type } => healthchecks::list(&ctx, proc_type).await,
-        Command::HealthchecksSet {
-            kind,
-            probe,
-            args,
-            proc_type,
-            path,
-            headers,
-            initial_delay,
-            timeout,
-            period,
-            success_threshold,
-            failure_threshold,
-        } => {
-            let a = healthchecks::SetArgs {
-                kind,
-                probe,
-                args,
-                proc_type,
-                path,
-                headers,
-                initial_delay,
-                timeout,
-                period,
-                success_threshold,
-                failure_threshold,
-            };
-            healthchecks::set(&ctx, a).await
-        }
+        Command::HealthchecksSet(a) => healthchecks::set(&ctx, a).await,
         Command::HealthchecksUnset { kinds, proc_type } => healthchecks::unset(&ctx, kinds, proc_type).await,
 
         Command::CertsList => certs::list(&ctx).await,
