@@ -105,7 +105,7 @@ impl Controller {
             let (_, rev) = self.app_for(user, id).await?;
             self.scheduler.remove(id).await?;
             let key = app_key(id);
-            let mut txn = Txn::new()
+            let txn = Txn::new()
                 .when(&key, rev)
                 .delete(&key)
                 .delete_prefix(format!("configs/{id}/"))
@@ -113,6 +113,7 @@ impl Controller {
                 .delete_prefix(records::releases_prefix(id))
                 .delete_prefix(format!("{ENDPOINTS_PREFIX}{id}/"))
                 .delete_prefix(super::drains_prefix(id));
+            let mut txn = self.identity_deletes(id, txn).await?;
             for kv in self.store.list("domains/").await?.kvs {
                 let domain: Domain = records::decode(&kv)?;
                 if domain.app == *id {

@@ -244,6 +244,12 @@ pub enum ControllerError {
         /// The app it belongs to.
         app: AppName,
     },
+    /// Every id of the platform's identity range is taken by an app.
+    #[error("no app identity is free in {range}; destroy unused apps or widen the range (deisd --app-uid-range)")]
+    IdentitiesExhausted {
+        /// The range (`FIRST-LAST`).
+        range: String,
+    },
     /// A blocking worker (password hashing, archive checks) panicked or was cancelled.
     #[error("{task} worker failed: {source}")]
     Worker {

@@ -121,12 +121,21 @@ impl Controller {
                     command,
                     count: app.structure.get(&ty).copied().unwrap_or(0),
                     resources: config.resources(&ty),
+                    limits: config.limits(&ty),
                     healthcheck: config.readiness_probe(&ty).cloned(),
                 };
                 (ty, spec)
             })
             .collect();
-        Ok(AppSpec { app: app.id.clone(), release: release.version, artifact, env: config.values.clone(), processes })
+        let identity = self.app_identity(&app.id).await?;
+        Ok(AppSpec {
+            app: app.id.clone(),
+            release: release.version,
+            artifact,
+            env: config.values.clone(),
+            processes,
+            identity,
+        })
     }
 
     /// The spec of what runs now; a broken old build is logged and treated as nothing.

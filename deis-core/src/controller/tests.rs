@@ -96,6 +96,7 @@ fn env_with(s: MockSched, applied: Applied, removed: Arc<Mutex<Vec<String>>>) ->
         domain: "example.test".into(),
         registration: RegistrationMode::Enabled,
         logs: None,
+        policy: Default::default(),
     });
     Env { platform, applied, removed, _dir: dir }
 }

@@ -8,6 +8,7 @@
 mod app;
 mod build;
 mod config;
+mod identity;
 pub mod limits;
 mod name;
 pub mod procfile;
@@ -22,6 +23,7 @@ pub use config::{
     ChangeSummary, Config, ConfigError, ConfigPatch, ExecProbe, Healthcheck, HttpGetProbe, HttpHeader, Probe,
     ProbeAction, TcpSocketProbe,
 };
+pub use identity::{AppIdentity, DEFAULT_IDENTITY_RANGE, IdentityRange, InvalidIdentityRange};
 pub use name::{AppName, ProcessType};
 pub use release::Release;
 pub use unit::{Unit, UnitState};

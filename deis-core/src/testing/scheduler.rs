@@ -101,6 +101,7 @@ impl SourceAppHarness {
             command: command.into(),
             count,
             resources: Resources { cpu_millis: 10, memory_bytes: 16 << 20 },
+            limits: Resources::default(),
             healthcheck: None,
         };
         AppSpec {
@@ -109,6 +110,7 @@ impl SourceAppHarness {
             artifact: Artifact::Source { dir: PathBuf::from(self.dir()) },
             env: BTreeMap::from([("GREETING".to_string(), format!("hello from v{release}"))]),
             processes: processes.iter().map(|(t, cmd, n)| (ptype(t), process(cmd, *n))).collect(),
+            identity: None,
         }
     }
 }

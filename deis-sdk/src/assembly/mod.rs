@@ -356,6 +356,7 @@ impl PlatformBuilder {
             domain: self.domain.clone(),
             registration: self.registration,
             logs: Some(unit_logs.clone()),
+            policy: Default::default(),
         });
 
         let api_listener = open(self.api, "api").await?;

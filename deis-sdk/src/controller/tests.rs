@@ -49,6 +49,7 @@ async fn start_with(limits: ApiLimits) -> Api {
         domain: "example.test".into(),
         registration: RegistrationMode::Enabled,
         logs: None,
+        policy: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

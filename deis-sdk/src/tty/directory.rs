@@ -147,6 +147,8 @@ impl SessionDirectory for LocalDirectory {
             tty: claims.tty,
             size: None,
             user: claims.user.clone(),
+            identity: None,
+            limits: Default::default(),
         })
     }
 }
@@ -167,6 +169,8 @@ mod tests {
             tty: false,
             size: None,
             user: "alice".into(),
+            identity: None,
+            limits: Default::default(),
         }
     }
 

@@ -5,14 +5,14 @@
 //!   `successThreshold` consecutive attempts succeed. `httpGet` and `tcpSocket` probe the
 //!   unit's `PORT` on 127.0.0.1 (their `port` field is ignored: locally the unit listens
 //!   where `PORT` says); `exec` runs the command in the unit's directory and
-//!   environment (a one-element command is run with `sh -c`). `failureThreshold` does
+//!   environment, confined as the unit is (identity, cgroup, mount namespace; a
+//!   one-element command is run with `sh -c`). `failureThreshold` does
 //!   not apply to readiness: the probe keeps trying until the scheduler's
 //!   `ready_timeout`.
 //! - Without one: a `web` unit is ready once its `PORT` accepts TCP connections; other
 //!   types once they have kept running for [`STAY_UP`].
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 
 use super::process::ProcessRuntime;
 use crate::model::{Healthcheck, ProbeAction, TcpSocketProbe};
+use crate::sys::{Signal, SpawnSpec, group};
 
 /// How long a non-web unit without a healthcheck must keep running to count as ready.
 pub const STAY_UP: Duration = Duration::from_millis(300);
@@ -39,6 +40,8 @@ pub(crate) struct ProbeTarget {
     pub dir: PathBuf,
     /// The unit's environment (for `exec`).
     pub env: Vec<(String, String)>,
+    /// The unit's process group (whose confinement `exec` shares).
+    pub pgid: u32,
 }
 
 /// How readiness of a unit is decided.
@@ -99,8 +102,16 @@ fn secs(n: u32, min: u32) -> Duration {
     Duration::from_secs(u64::from(n.max(min)))
 }
 
+/// Confines an exec probe's command as its unit is.
+pub(crate) type Confine<'a> = dyn Fn(SpawnSpec) -> SpawnSpec + Send + Sync + 'a;
+
 /// One probe attempt on this machine.
-pub(crate) async fn os_probe(target: &ProbeTarget, action: &ProbeAction, timeout: Duration) -> bool {
+pub(crate) async fn os_probe(
+    target: &ProbeTarget,
+    action: &ProbeAction,
+    timeout: Duration,
+    confine: &Confine<'_>,
+) -> bool {
     let attempt = async {
         match action {
             ProbeAction::TcpSocket(_) => TcpStream::connect(("127.0.0.1", target.port)).await.is_ok(),
@@ -108,7 +119,7 @@ pub(crate) async fn os_probe(target: &ProbeTarget, action: &ProbeAction, timeout
                 let headers: Vec<(&str, &str)> = h.http_headers.iter().map(|x| (&*x.name, &*x.value)).collect();
                 http_get(target.port, &h.path, &headers).await.is_some_and(|s| (200..400).contains(&s))
             }
-            ProbeAction::Exec(e) => exec(target, &e.command).await,
+            ProbeAction::Exec(e) => exec(target, &e.command, confine).await,
         }
     };
     tokio::time::timeout(timeout, attempt).await.unwrap_or(false)
@@ -153,34 +164,31 @@ fn parse_status(buf: &[u8]) -> Option<u16> {
     code.parse().ok()
 }
 
-async fn exec(target: &ProbeTarget, argv: &[String]) -> bool {
-    let mut cmd = match argv {
-        [] => return false,
-        [one] => {
-            let mut c = tokio::process::Command::new("/bin/sh");
-            c.arg("-c").arg(one);
-            c
-        }
-        [prog, args @ ..] => {
-            let mut c = tokio::process::Command::new(prog);
-            c.args(args);
-            c
-        }
-    };
-    cmd.current_dir(&target.dir)
-        .env_clear()
-        .envs(target.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    match cmd.status().await {
-        Ok(st) => st.success(),
+async fn exec(target: &ProbeTarget, argv: &[String], confine: &Confine<'_>) -> bool {
+    let Some(spec) = SpawnSpec::from_argv(argv) else { return false };
+    let spec = confine(spec.dir(&target.dir).env(target.env.iter().map(|(k, v)| (k, v))));
+    let child = match crate::sys::spawn(spec) {
+        Ok(c) => c,
         Err(e) => {
             tracing::debug!(command = ?argv, error = %e, "exec probe could not run");
-            false
+            return false;
+        }
+    };
+    // A probe that times out is dropped here: its command and what it started go too.
+    struct KillOnDrop(u32, bool);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if self.1 {
+                group::signal_session(self.0, Signal::KILL);
+            }
         }
     }
+    let mut guard = KillOnDrop(child.pid, true);
+    let status = child.exited.await.unwrap_or(crate::sys::ExitInfo::UNKNOWN);
+    // Whatever it left in the background goes with it.
+    group::signal_session(guard.0, Signal::KILL);
+    guard.1 = false;
+    status.code == Some(0)
 }
 
 #[cfg(test)]
@@ -190,7 +198,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     fn target(port: u16) -> ProbeTarget {
-        ProbeTarget { port, dir: std::env::temp_dir(), env: vec![("PATH".into(), "/usr/bin:/bin".into())] }
+        ProbeTarget { port, dir: std::env::temp_dir(), env: vec![("PATH".into(), "/usr/bin:/bin".into())], pgid: 0 }
     }
 
     #[test]
@@ -228,13 +236,13 @@ mod tests {
             http_headers: vec![HttpHeader { name: "X-Check".into(), value: "yes".into() }],
         });
         let (port, req) = answer_once(200).await;
-        assert!(os_probe(&target(port), &probe, Duration::from_secs(2)).await);
+        assert!(os_probe(&target(port), &probe, Duration::from_secs(2), &|s| s).await);
         let req = req.await.unwrap();
         assert!(req.starts_with("GET /healthz HTTP/1.1\r\n"), "{req}");
         assert!(req.contains("X-Check: yes\r\n"), "{req}");
 
         let (port, _req) = answer_once(503).await;
-        assert!(!os_probe(&target(port), &probe, Duration::from_secs(2)).await);
+        assert!(!os_probe(&target(port), &probe, Duration::from_secs(2), &|s| s).await);
     }
 
     #[tokio::test]
@@ -242,15 +250,15 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         let tcp = ProbeAction::TcpSocket(TcpSocketProbe { port: 0 });
-        assert!(os_probe(&target(port), &tcp, Duration::from_secs(1)).await);
+        assert!(os_probe(&target(port), &tcp, Duration::from_secs(1), &|s| s).await);
         drop(l);
-        assert!(!os_probe(&target(port), &tcp, Duration::from_secs(1)).await);
+        assert!(!os_probe(&target(port), &tcp, Duration::from_secs(1), &|s| s).await);
 
         let ok = ProbeAction::Exec(ExecProbe { command: vec!["test \"$PATH\" = /usr/bin:/bin".into()] });
-        assert!(os_probe(&target(port), &ok, Duration::from_secs(5)).await);
+        assert!(os_probe(&target(port), &ok, Duration::from_secs(5), &|s| s).await);
         let argv = ProbeAction::Exec(ExecProbe { command: vec!["false".into(), "x".into()] });
-        assert!(!os_probe(&target(port), &argv, Duration::from_secs(5)).await);
+        assert!(!os_probe(&target(port), &argv, Duration::from_secs(5), &|s| s).await);
         let slow = ProbeAction::Exec(ExecProbe { command: vec!["sleep 5".into()] });
-        assert!(!os_probe(&target(port), &slow, Duration::from_millis(200)).await);
+        assert!(!os_probe(&target(port), &slow, Duration::from_millis(200), &|s| s).await);
     }
 }

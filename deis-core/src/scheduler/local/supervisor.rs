@@ -30,9 +30,9 @@ use tokio::time::Instant;
 use super::output::{OutputStream, UnitOutput, pump_lines};
 use super::ports::PortAllocator;
 use super::probe::{ProbeTarget, Readiness, wait_ready};
-use super::process::{ExitInfo, GroupSignal, Launch, ProcessRuntime};
-use crate::model::limits::Resources;
-use crate::model::{AppName, Healthcheck, ProcessType, Unit, UnitState};
+use super::process::{Ended, ExitInfo, GroupSignal, Launch, ProcessRuntime};
+use crate::model::limits::{Resources, format_memory};
+use crate::model::{AppIdentity, AppName, Healthcheck, ProcessType, Unit, UnitState};
 use crate::scheduler::{AppSpec, Artifact, RestartFilter, Result, SchedulerError, UnitEvent};
 use crate::sys::process::inherited_env;
 use crate::time::Timestamp;
@@ -78,7 +78,7 @@ pub(crate) enum Command {
 /// Reports from process and probe tasks. `run` tells launches of one instance apart.
 #[derive(Debug)]
 enum Report {
-    Exited { id: u64, run: u32, info: ExitInfo },
+    Exited { id: u64, run: u32, info: ExitInfo, ended: Ended },
     Ready { id: u64, run: u32, ok: bool },
 }
 
@@ -91,6 +91,8 @@ struct Template {
     command: String,
     env: BTreeMap<String, String>,
     resources: Resources,
+    limits: Resources,
+    identity: Option<AppIdentity>,
     healthcheck: Option<Healthcheck>,
 }
 
@@ -243,12 +245,12 @@ impl Supervisor {
 
     fn report(&mut self, report: Report) {
         match report {
-            Report::Exited { id, run, info } => self.exited(id, run, info),
+            Report::Exited { id, run, info, ended } => self.exited(id, run, info, ended),
             Report::Ready { id, run, ok } => self.ready(id, run, ok),
         }
     }
 
-    fn exited(&mut self, id: u64, run: u32, info: ExitInfo) {
+    fn exited(&mut self, id: u64, run: u32, info: ExitInfo, ended: Ended) {
         let Some(inst) = self.instances.get_mut(&id).filter(|i| i.run == run) else { return };
         inst.pid = None;
         inst.stop = None;
@@ -260,8 +262,9 @@ impl Supervisor {
             return;
         }
         let name = Unit::name_for(&self.app, &inst.proc_type, inst.number);
+        let why = crash_reason(info, ended, &inst.template);
         if inst.replaces.is_some() {
-            self.fail_rollout(format!("new unit {name} exited ({info}) before it became ready"));
+            self.fail_rollout(format!("new unit {name} exited ({why}) before it became ready"));
             self.destroy(id);
             return;
         }
@@ -269,11 +272,11 @@ impl Supervisor {
         if inst.launched_at.is_some_and(|t| now.duration_since(t) >= BACKOFF_RESET) {
             inst.backoff = BACKOFF_MIN;
         }
-        tracing::warn!(unit = %name, status = %info, restart_in = ?inst.backoff, "unit crashed");
+        tracing::warn!(unit = %name, status = %why, restart_in = ?inst.backoff, "unit crashed");
         inst.state = UnitState::Crashed;
         inst.restart_at = Some(now + inst.backoff);
         inst.backoff = (inst.backoff * 2).min(BACKOFF_MAX);
-        self.emit_because(id, Some(info.to_string()));
+        self.emit_because(id, Some(why));
     }
 
     fn ready(&mut self, id: u64, run: u32, ok: bool) {
@@ -507,6 +510,8 @@ impl Supervisor {
             command: inst.template.command.clone(),
             dir: inst.template.dir.clone(),
             env: env.clone(),
+            identity: inst.template.identity,
+            limits: inst.template.limits,
         };
         let spawned = match shared.runtime.spawn(&launch) {
             Ok(s) => s,
@@ -525,7 +530,7 @@ impl Supervisor {
         inst.stop = Some(stop_tx);
         let run = inst.run;
         let readiness = Readiness::for_unit(&inst.proc_type, inst.template.healthcheck.as_ref());
-        let target = ProbeTarget { port: inst.port, dir: inst.template.dir.clone(), env };
+        let target = ProbeTarget { port: inst.port, dir: inst.template.dir.clone(), env, pgid: spawned.pid };
         tracing::info!(unit = %name, pid = spawned.pid, port = inst.port, "unit started");
 
         let unit = self.unit(&self.instances[&id]);
@@ -635,7 +640,21 @@ fn template(spec: &AppSpec, p: &crate::scheduler::ProcessSpec) -> Template {
         command: p.command.clone(),
         env: spec.env.clone(),
         resources: p.resources,
+        limits: p.limits,
+        identity: spec.identity,
         healthcheck: p.healthcheck.clone(),
+    }
+}
+
+/// Why a unit ended, for its crash line: "out of memory" when the kernel killed it for
+/// going past its memory limit.
+fn crash_reason(info: ExitInfo, ended: Ended, template: &Template) -> String {
+    if !ended.out_of_memory {
+        return info.to_string();
+    }
+    match template.limits.memory_bytes {
+        0 => format!("out of memory: {info}"),
+        limit => format!("out of memory (limit {}): {info}", format_memory(limit)),
     }
 }
 
@@ -701,8 +720,8 @@ async fn watch(
             info
         }
     };
-    rt.released(pgid).await;
-    let _ = reports.send(Report::Exited { id, run, info });
+    let ended = rt.released(pgid).await;
+    let _ = reports.send(Report::Exited { id, run, info, ended });
 }
 
 /// Polls until group `pgid` is empty; false if it still is not at `deadline`.
