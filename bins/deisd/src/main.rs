@@ -86,6 +86,14 @@ struct Args {
     /// On SIGTERM, how long requests in flight get to finish (`30s`).
     #[arg(long, env = "DEIS_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
     shutdown_grace: Duration,
+    /// Uids (and gids) for apps when running as root, one each: `FIRST-LAST`, ids no
+    /// one else on this machine uses (default 200000-299999). Unprivileged, units run
+    /// as deisd's own user.
+    #[arg(long, env = "DEIS_APP_UID_RANGE")]
+    app_uid_range: Option<deis_sdk::deis_core::model::IdentityRange>,
+    /// Most units the apps of one non-admin user may run together.
+    #[arg(long, env = "DEIS_MAX_UNITS_PER_USER", default_value_t = 100)]
+    max_units_per_user: u32,
 }
 
 /// `--log-store`: a log store URI, or `redis` for the server of `--redis-url`.
@@ -186,7 +194,11 @@ impl Args {
             .api_limits(limits)
             .log_lines_per_app(self.log_lines_per_app)
             .tty_config(self.tty_config())
-            .shutdown_grace(self.shutdown_grace);
+            .shutdown_grace(self.shutdown_grace)
+            .max_units_per_user(self.max_units_per_user);
+        if let Some(range) = self.app_uid_range {
+            b = b.app_identities(Some(range));
+        }
         match self.scheduler {
             // The embedded default, with the capacity above.
             SchedulerUri::Local => {}

@@ -165,6 +165,25 @@ pub enum ControllerError {
         /// The most units of one type.
         max: u32,
     },
+    /// Another app holds the domain.
+    #[error("Domain {domain} is already in use by another application")]
+    DomainTaken {
+        /// The domain.
+        domain: String,
+    },
+    /// A scale request would give the apps of one user more units than the platform
+    /// allows a user.
+    #[error(
+        "{owner}'s apps may run at most {max} units together; this would make {asked}: scale other apps down or ask an admin"
+    )]
+    UnitQuota {
+        /// The owner of the app.
+        owner: String,
+        /// The most units of one user's apps.
+        max: u32,
+        /// How many the request would make.
+        asked: u64,
+    },
     /// The command of `deis run` can't be run.
     #[error(transparent)]
     Command(#[from] CommandError),

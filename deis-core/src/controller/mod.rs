@@ -65,6 +65,7 @@ use crate::store::Store;
 use crate::store::records::{self, app_key};
 
 pub use builds::{BuildInput, BuildOutcome};
+pub use domains::check_domain_claim;
 pub use error::{CommandError, ControllerError, ResourceKind, Result, RollbackRefusal, UnknownRestartTarget};
 pub use identity::{identity_key, uid_key};
 pub use logs::{DRAINS_PREFIX, Drain, MAX_DRAINS_PER_APP, drain_key, drains_prefix, unit_event_message};

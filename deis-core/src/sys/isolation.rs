@@ -87,7 +87,7 @@ impl Confinement {
     /// clears cgroups a crashed predecessor with the same tag left, and logs what will
     /// and won't hold. Blocking (it reads `/proc`, may start a probe process).
     pub fn start(isolation: Isolation, tag: &str) -> Self {
-        let root = rustix::process::geteuid().is_root();
+        let root = running_as_root();
         let cgroups = if isolation.cgroups {
             match CgroupRoot::detect(tag) {
                 Ok(cg) => {
@@ -181,6 +181,11 @@ impl Drop for Confinement {
             cg.remove_if_unused();
         }
     }
+}
+
+/// Whether this process runs as root (and so can give units other identities).
+pub fn running_as_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
 
 /// A cgroup tag for the daemon whose state lives at `path`: stable across restarts,

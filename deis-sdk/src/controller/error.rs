@@ -95,13 +95,16 @@ pub fn controller_error_response(e: &ControllerError) -> (StatusCode, Value) {
         E::InvalidToken | E::WrongPassword => detail(StatusCode::UNAUTHORIZED),
         E::Forbidden | E::RegistrationDisabled | E::RegistrationAdminOnly => detail(StatusCode::FORBIDDEN),
         E::UnknownProcessType { .. } => detail(StatusCode::NOT_FOUND),
-        E::NothingChanged { .. } | E::OwnsApps { .. } | E::Concurrent { .. } => detail(StatusCode::CONFLICT),
+        E::NothingChanged { .. } | E::OwnsApps { .. } | E::Concurrent { .. } | E::DomainTaken { .. } => {
+            detail(StatusCode::CONFLICT)
+        }
         E::NotSet { .. } | E::Capacity(_) => detail(StatusCode::UNPROCESSABLE_ENTITY),
         E::Required { .. }
         | E::UnknownRestartTarget(_)
         | E::NoBuild
         | E::NoBuildToRun
         | E::TooManyUnits { .. }
+        | E::UnitQuota { .. }
         | E::Command(_)
         | E::Rollback(_)
         | E::TooManyDrains { .. } => detail(StatusCode::BAD_REQUEST),
