@@ -15,8 +15,13 @@ use deis_test_support::proc;
 pub use deis_test_support::{eventually, free_port, wait_for};
 use serde_json::Value;
 
-/// The directory holding the workspace's binaries (next to the test executable).
+/// The directory holding the workspace's binaries: `DEIS_E2E_BIN_DIR` if set (a copy
+/// that a build in a shared target directory can't replace mid-run), else next to the
+/// test executable.
 pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("DEIS_E2E_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test-binary>
     exe.parent().and_then(Path::parent).expect("target dir layout").to_path_buf()
