@@ -67,7 +67,8 @@ fn interactive_bash_sees_the_app_follows_resizes_and_exits_with_its_status() {
             f(&p).then_some(p)
         })
     };
-    wait_pane("the remote prompt", &|p| p.contains("builds"));
+    // The prompt ends in `$ ` (an app identity) or `# ` (root).
+    wait_pane("the remote prompt", &|p| p.contains("$ ") || p.contains("# "));
     tmux(&sock, &["send-keys", "-t", "t", "echo \"app is <$DEIS_APP>\"", "Enter"]);
     wait_pane("echo $DEIS_APP", &|p| p.contains("app is <ttyapp>"));
     tmux(&sock, &["send-keys", "-t", "t", "echo \"cols=$(tput cols)\"", "Enter"]);
