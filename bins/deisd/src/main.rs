@@ -91,6 +91,11 @@ struct Args {
     /// as deisd's own user.
     #[arg(long, env = "DEIS_APP_UID_RANGE")]
     app_uid_range: Option<deis_sdk::deis_core::model::IdentityRange>,
+    /// A load balancer in front of the router whose X-Forwarded-For, X-Forwarded-Proto
+    /// and X-Real-IP are believed (repeat for several); from anyone else they are
+    /// replaced with what the connection says.
+    #[arg(long = "trusted-proxy", value_name = "IP")]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Most units the apps of one non-admin user may run together.
     #[arg(long, env = "DEIS_MAX_UNITS_PER_USER", default_value_t = 100)]
     max_units_per_user: u32,
@@ -195,7 +200,8 @@ impl Args {
             .log_lines_per_app(self.log_lines_per_app)
             .tty_config(self.tty_config())
             .shutdown_grace(self.shutdown_grace)
-            .max_units_per_user(self.max_units_per_user);
+            .max_units_per_user(self.max_units_per_user)
+            .trusted_proxies(self.trusted_proxies.clone());
         if let Some(range) = self.app_uid_range {
             b = b.app_identities(Some(range));
         }

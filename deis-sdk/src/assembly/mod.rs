@@ -151,6 +151,7 @@ pub struct PlatformBuilder {
     shutdown_grace: Duration,
     app_identities: Option<Option<IdentityRange>>,
     max_units_per_user: Option<u32>,
+    trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl PlatformBuilder {
@@ -175,6 +176,7 @@ impl PlatformBuilder {
             shutdown_grace: Duration::from_secs(30),
             app_identities: None,
             max_units_per_user: None,
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -317,6 +319,13 @@ impl PlatformBuilder {
         self
     }
 
+    /// Peers of the router whose `X-Forwarded-For`, `X-Forwarded-Proto` and
+    /// `X-Real-IP` are believed (load balancers in front of it); default none.
+    pub fn trusted_proxies(mut self, proxies: Vec<std::net::IpAddr>) -> Self {
+        self.trusted_proxies = proxies;
+        self
+    }
+
     /// Checks the settings, opens the parts not supplied, binds the listeners and
     /// starts serving. Units of existing apps are converged on what the store says.
     pub async fn start(self) -> Result<Platform, StartError> {
@@ -430,6 +439,7 @@ impl PlatformBuilder {
         // embedded TTY broker): `deis run` sessions come through the routing mesh.
         let mut router_config = RouterConfig::new(self.domain.clone());
         router_config.shutdown_grace = self.shutdown_grace;
+        router_config.trusted_proxies = self.trusted_proxies.clone();
         if let Some(api) = api_addr {
             router_config = router_config.with_platform_backend(listen::reachable(api));
         }

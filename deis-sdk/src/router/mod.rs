@@ -91,6 +91,10 @@ pub struct RouterConfig {
     /// [`RouterConfig::with_platform_backend`]). It wins over any app or custom domain.
     /// `None` (the default): no platform host.
     pub platform_host: Option<(String, SocketAddr)>,
+    /// Peers whose `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Real-IP` are
+    /// believed (a load balancer in front of the router). From anyone else those
+    /// headers are replaced with what the connection says. Default: none.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl RouterConfig {
@@ -109,6 +113,7 @@ impl RouterConfig {
             backend_idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
             platform_host: None,
+            trusted_proxies: Vec::new(),
         }
     }
 

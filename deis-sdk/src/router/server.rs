@@ -180,7 +180,8 @@ async fn serve_connection(
     let client_ip = HeaderValue::try_from(peer.ip().to_string()).expect("an IP address is a valid header value");
     let header_read_timeout = shared.config.header_read_timeout;
     let response_timeout = shared.config.response_timeout;
-    let ctx = Arc::new(ConnCtx { shared, client_ip, activity: Activity::default() });
+    let trusted = shared.config.trusted_proxies.contains(&peer.ip());
+    let ctx = Arc::new(ConnCtx { shared, client_ip, trusted, activity: Activity::default() });
     let watched = ctx.clone();
     let service = service_fn(move |req| proxy::handle(Busy::start(ctx.clone()), req));
     let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
