@@ -469,18 +469,16 @@ impl PlatformBuilder {
             }
             let app =
                 app.layer(axum::Extension(tty)).layer(axum::Extension(controller::FollowShutdown(stopped.clone())));
-            let (until, grace) = (stop_signal(&stopped), self.shutdown_grace);
+            let (until, grace, limits) = (stop_signal(&stopped), self.shutdown_grace, self.limits);
             let mut cut = stopped.clone();
             servers.push(tokio::spawn(async move {
-                let serve = axum::serve(listener, app).with_graceful_shutdown(until);
+                let serve = controller::serve(listener, app, limits, until);
                 let deadline = async move {
                     let _ = cut.wait_for(|s| *s).await;
                     tokio::time::sleep(grace).await;
                 };
                 tokio::select! {
-                    result = serve => if let Err(e) = result {
-                        tracing::error!(error = %e, "controller API stopped");
-                    },
+                    () = serve => {}
                     () = deadline => tracing::warn!(?grace, "controller API: requests still open after the grace period"),
                 }
             }));
