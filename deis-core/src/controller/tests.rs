@@ -88,6 +88,10 @@ struct Env {
 }
 
 fn env_with(s: MockSched, applied: Applied, removed: Arc<Mutex<Vec<String>>>) -> Env {
+    env_with_policy(s, applied, removed, ControllerPolicy::default())
+}
+
+fn env_with_policy(s: MockSched, applied: Applied, removed: Arc<Mutex<Vec<String>>>, policy: ControllerPolicy) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let platform = Controller::new(ControllerConfig {
         store: RedbStore::in_memory(),
@@ -96,7 +100,7 @@ fn env_with(s: MockSched, applied: Applied, removed: Arc<Mutex<Vec<String>>>) ->
         domain: "example.test".into(),
         registration: RegistrationMode::Enabled,
         logs: None,
-        policy: Default::default(),
+        policy,
     });
     Env { platform, applied, removed, _dir: dir }
 }
@@ -562,18 +566,9 @@ async fn domains_under_the_platform_belong_to_their_app_and_wildcards_to_admins(
 #[tokio::test]
 async fn units_per_user_are_capped() {
     let (s, applied, removed) = recording_scheduler();
-    let dir = tempfile::tempdir().unwrap();
-    let p = Controller::new(ControllerConfig {
-        store: RedbStore::in_memory(),
-        scheduler: Arc::new(s),
-        artifacts: ArtifactStore::new(dir.path()),
-        domain: "example.test".into(),
-        registration: RegistrationMode::Enabled,
-        logs: None,
-        policy: ControllerPolicy::default().with_max_units_per_user(4),
-    });
-    let _ = (applied, removed);
-    let a = alice(&p).await;
+    let e = env_with_policy(s, applied, removed, ControllerPolicy::default().with_max_units_per_user(4));
+    let p = &e.platform;
+    let a = alice(p).await;
     let b = p.register(None, "bob", "pw", "").await.unwrap();
     for app in ["one", "two"] {
         p.create_app(&b, Some(n(app))).await.unwrap();
