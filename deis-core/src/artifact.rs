@@ -6,7 +6,10 @@
 //! inside it, device files, FIFOs and sparse files are refused, and the number of
 //! entries, the unpacked size and the path lengths are bounded. Accepted archives are
 //! stored under their sha256 at `<root>/artifacts/sha256/<hex>.tar.gz` and unpacked
-//! once, on demand, to `<root>/slugs/<hex>/`, the directory units run in.
+//! on demand, once per app, to `<root>/slugs/<app>/<hex>/`, the directory the app's
+//! units run in. Apps never share a build directory, even when they deploy identical
+//! sources: what one app's processes do to theirs can't reach another app. With an
+//! owner (the app's identity), the directory is the owner's and mode 0700.
 //!
 //! Every write goes to a temporary name first and is renamed into place, so a crash
 //! never leaves a half-written artifact or slug behind under its final name, and
@@ -24,7 +27,7 @@ use std::path::{Path, PathBuf};
 use sha2::Digest as _;
 
 use crate::model::validate::ValidationError;
-use crate::model::{ProcessType, procfile};
+use crate::model::{AppName, ProcessType, procfile};
 
 /// Limits on what an archive may contain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -424,9 +427,24 @@ impl ArtifactStore {
         self.root.join("artifacts").join("sha256").join(format!("{}.tar.gz", digest.hex()))
     }
 
-    /// Where the archive with `digest` is (or would be) unpacked.
-    pub fn slug_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("slugs").join(digest.hex())
+    /// Where the archive with `digest` is (or would be) unpacked for `app`.
+    pub fn slug_path(&self, app: &AppName, digest: &Digest) -> PathBuf {
+        self.app_slugs(app).join(digest.hex())
+    }
+
+    /// The directory of `app`'s unpacked builds.
+    fn app_slugs(&self, app: &AppName) -> PathBuf {
+        self.root.join("slugs").join(app.as_str())
+    }
+
+    /// Removes every unpacked build of `app` (it is destroyed; its archives stay, other
+    /// apps may use them).
+    pub fn remove_app(&self, app: &AppName) -> Result<()> {
+        let dir = self.app_slugs(app);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(ArtifactError::Io { path: dir, source: e }),
+            _ => Ok(()),
+        }
     }
 
     /// Checks `bytes` (see [`check_archive`]) and stores them under their digest.
@@ -470,11 +488,12 @@ impl ArtifactStore {
         })
     }
 
-    /// Unpacks the archive once into `<root>/slugs/<hex>/` and returns that directory.
-    /// The archive is checked again while unpacking; a second call returns the existing
-    /// directory.
-    pub fn unpack(&self, digest: &Digest) -> Result<PathBuf> {
-        let dest = self.slug_path(digest);
+    /// Unpacks the archive once for `app` into `<root>/slugs/<app>/<hex>/` and returns
+    /// that directory; with `owner` (uid, gid) every file of it is the owner's and the
+    /// directory is mode 0700. The archive is checked again while unpacking; a second
+    /// call returns the existing directory.
+    pub fn unpack(&self, app: &AppName, digest: &Digest, owner: Option<(u32, u32)>) -> Result<PathBuf> {
+        let dest = self.slug_path(app, digest);
         if dest.is_dir() {
             return Ok(dest);
         }
@@ -483,15 +502,17 @@ impl ArtifactStore {
         fs::create_dir_all(parent).map_err(io_err(parent))?;
         let tmp = parent.join(format!(".tmp-{}-{}", digest.hex(), crate::auth::random_hex(6)));
         fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-        let result = unpack_into(&bytes, &tmp, &self.limits).and_then(|()| match fs::rename(&tmp, &dest) {
-            Ok(()) => Ok(()),
-            // Someone else unpacked it meanwhile: theirs is as good as ours.
-            Err(_) if dest.is_dir() => {
-                let _ = fs::remove_dir_all(&tmp);
-                Ok(())
-            }
-            Err(e) => Err(ArtifactError::Io { path: dest.clone(), source: e }),
-        });
+        let result = unpack_into(&bytes, &tmp, &self.limits)
+            .and_then(|()| hand_over(&tmp, owner).map_err(io_err(&tmp)))
+            .and_then(|()| match fs::rename(&tmp, &dest) {
+                Ok(()) => Ok(()),
+                // Someone else unpacked it meanwhile: theirs is as good as ours.
+                Err(_) if dest.is_dir() => {
+                    let _ = fs::remove_dir_all(&tmp);
+                    Ok(())
+                }
+                Err(e) => Err(ArtifactError::Io { path: dest.clone(), source: e }),
+            });
         if result.is_err() {
             let _ = fs::remove_dir_all(&tmp);
         }
@@ -514,6 +535,24 @@ pub fn parse_procfile(summary: &ArchiveSummary) -> Result<BTreeMap<ProcessType, 
         )
     })?;
     procfile::parse(text).map_err(ArtifactError::InvalidProcfile)
+}
+
+/// Makes `dir` (an unpacked build) `owner`'s, every entry in it too (links
+/// themselves, not what they point to), and mode 0700.
+fn hand_over(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some((uid, gid)) = owner {
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(path) = pending.pop() {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+            if fs::symlink_metadata(&path)?.is_dir() {
+                for entry in fs::read_dir(&path)? {
+                    pending.push(entry?.path());
+                }
+            }
+        }
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
 }
 
 fn unpack_into(bytes: &[u8], dir: &Path, limits: &ArchiveLimits) -> Result<()> {

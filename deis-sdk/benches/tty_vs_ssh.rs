@@ -93,6 +93,8 @@ impl Deis {
             tty,
             size: tty.then_some(SIZE),
             user: "bench".into(),
+            identity: None,
+            limits: Default::default(),
         };
         let ticket = self.service.create_session(spec).expect("create a session");
         let opts = AttachOptions { size: tty.then_some(SIZE), ..AttachOptions::default() };

@@ -68,7 +68,12 @@ impl StoreUri {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     tokio::fs::create_dir_all(dir).await.map_err(StoreError::backend)?;
                 }
-                Ok(RedbStore::open(path).await?)
+                let store = RedbStore::open(path).await?;
+                // Password hashes and tokens: readable by the platform's user only.
+                tokio::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                    .await
+                    .map_err(StoreError::backend)?;
+                Ok(store)
             }
             #[cfg(feature = "etcd")]
             Self::Etcd(_, uri) => Ok(crate::etcd::EtcdStore::connect(uri.config().await?).await?),

@@ -39,6 +39,7 @@ impl SchedulerHarness for BusyboxHarness {
             command: command.into(),
             count: 1,
             resources: Resources { cpu_millis: 100, memory_bytes: 32 << 20 },
+            limits: Resources::default(),
             healthcheck: None,
             liveness: None,
         };
@@ -52,6 +53,7 @@ impl SchedulerHarness for BusyboxHarness {
                 (process_type("worker"), process("exec sleep 3600")),
             ]),
             selector: BTreeMap::new(),
+            identity: None,
         }
     }
 

@@ -59,6 +59,8 @@ impl Broker {
             tty,
             size: None,
             user: "alice".into(),
+            identity: None,
+            limits: Default::default(),
         }
     }
 

@@ -149,3 +149,41 @@ async fn docker_dropped_exec_sessions_are_killed_through_the_engine() {
     let running = engine.docker().args(["inspect", "-f", "{{.State.Running}}", &id]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&running.stdout).trim(), "true", "the unit itself was left alone");
 }
+
+/// Issue 9, the Docker side: a one-off container runs as the app's identity, without
+/// capabilities or new privileges, with the limits of its process type, and read-only
+/// where configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_sessions_are_confined_and_limited() {
+    use deis_sdk::deis_core::model::AppIdentity;
+    use deis_sdk::deis_core::model::limits::Resources;
+    use deis_sdk::tty::docker::DockerConfinement;
+    let Some(engine) = DockerEngine::shared() else { return };
+    let image = engine.busybox_image();
+    let broker = broker(engine).await.with_confinement(DockerConfinement::default().with_read_only_root(true));
+    let mut spec = harness(&image).spec(
+        "confined",
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "id -u; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; cat /sys/fs/cgroup/memory.max \
+             /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids.max /sys/fs/cgroup/pids/pids.max \
+             2>/dev/null; touch /root-fs 2>&1; grep -c ' /tmp tmpfs ' /proc/mounts"
+                .into(),
+        ],
+        false,
+    );
+    spec.identity = Some(AppIdentity::of(200_123));
+    spec.limits = Resources { cpu_millis: 500, memory_bytes: 64 << 20 };
+    let mut session = broker.open(spec).await.expect("a confined one-off session");
+    let (out, err, status) = collect(&mut session).await;
+    assert_eq!(status, ExitStatus::Code(0), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "200123", "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(lines.contains(&"67108864"), "memory limit: {out}");
+    assert!(lines.contains(&"512"), "pids limit: {out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert_eq!(lines.last(), Some(&"1"), "a tmpfs on /tmp: {out}");
+}

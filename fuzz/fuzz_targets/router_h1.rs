@@ -79,7 +79,7 @@ fuzz_target!(|input: &[u8]| {
             let ip = HeaderValue::from_static("10.1.2.3");
             let framing = [RequestFraming::Empty, RequestFraming::Length, RequestFraming::Chunked][usize::from(*seed % 3)];
             let mut out = Vec::new();
-            h1::encode_request_head(&mut out, &parts, &Forwarding { client_ip: &ip, upgrade: None, framing });
+            h1::encode_request_head(&mut out, &parts, &Forwarding { client_ip: &ip, trusted: false, upgrade: None, framing });
             let mut fields = [httparse::EMPTY_HEADER; 64];
             let mut again = httparse::Request::new(&mut fields);
             assert_eq!(again.parse(&out), Ok(httparse::Status::Complete(out.len())), "{:?}", String::from_utf8_lossy(&out));

@@ -17,8 +17,13 @@ use serde_json::Value;
 
 pub mod git;
 
-/// The directory holding the workspace's binaries (next to the test executable).
+/// The directory holding the workspace's binaries: `DEIS_E2E_BIN_DIR` if set (a copy
+/// that a build in a shared target directory can't replace mid-run), else next to the
+/// test executable.
 pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("DEIS_E2E_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test-binary>
     exe.parent().and_then(Path::parent).expect("target dir layout").to_path_buf()

@@ -67,7 +67,8 @@ fn interactive_bash_sees_the_app_follows_resizes_and_exits_with_its_status() {
             f(&p).then_some(p)
         })
     };
-    wait_pane("the remote prompt", &|p| p.contains("builds"));
+    // The prompt ends in `$ ` (an app identity) or `# ` (root).
+    wait_pane("the remote prompt", &|p| p.contains("$ ") || p.contains("# "));
     tmux(&sock, &["send-keys", "-t", "t", "echo \"app is <$DEIS_APP>\"", "Enter"]);
     wait_pane("echo $DEIS_APP", &|p| p.contains("app is <ttyapp>"));
     tmux(&sock, &["send-keys", "-t", "t", "echo \"cols=$(tput cols)\"", "Enter"]);
@@ -282,6 +283,16 @@ fn attach_refuses_reuse_other_apps_and_foreign_origins() {
     let r = bob.run(&["run", "-a", "appa", "true"]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("permission"), "{r:?}");
+
+    // A session created with a token that is then regenerated (leaked, say) attaches
+    // nothing; one created with the new token does.
+    let (_, old_session_token, url) = create_session(&d, &cli.token(), "appa");
+    let r = cli.run(&["auth:regenerate"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let (code, msg) = ws_attach(&d, &url, &old_session_token, None).unwrap_err();
+    assert_eq!(code, 404, "{msg}");
+    let (_, token, url) = create_session(&d, &cli.token(), "appa");
+    ws_attach(&d, &url, &token, None).expect("a session of the new token attaches");
 }
 
 /// Processes whose command line contains `needle`: (pid, state).

@@ -264,6 +264,10 @@ pub enum Command {
         /// Only `app` lines (the processes) or `deis` lines (platform events).
         #[arg(long, value_name = "app|deis", value_parser = ["app", "deis"])]
         source: Option<String>,
+        /// Print lines as they are; by default control characters (terminal escapes)
+        /// are shown escaped, so a log line can't drive your terminal.
+        #[arg(long)]
+        raw: bool,
     },
     /// List the app's log drains.
     #[command(name = "drains:list", visible_alias = "drains")]
@@ -625,8 +629,8 @@ mod tests {
     #[test]
     fn logs_options() {
         match parse(&["logs", "-n", "5", "-f", "--type", "web", "--source", "deis", "-a", "x"]).unwrap().command {
-            Command::Logs { lines, follow, proc_type, source } => {
-                assert_eq!((lines, follow), (Some(5), true));
+            Command::Logs { lines, follow, proc_type, source, raw } => {
+                assert_eq!((lines, follow, raw), (Some(5), true, false));
                 assert_eq!((proc_type.as_deref(), source.as_deref()), (Some("web"), Some("deis")));
             }
             other => panic!("{other:?}"),

@@ -119,8 +119,9 @@ struct Args {
     /// host (repeatable; e.g. `https://console.example.com`).
     #[arg(long = "tty-allowed-origin", value_name = "ORIGIN")]
     tty_allowed_origins: Vec<String>,
-    /// A load balancer in front of the router (address or CIDR) whose X-Forwarded-For
-    /// is believed when checking app allow-lists (repeatable, or comma-separated).
+    /// A load balancer in front of the router (address or CIDR) whose X-Forwarded-For,
+    /// X-Forwarded-Proto and X-Real-IP are believed (repeatable, or comma-separated);
+    /// from anyone else they are replaced with what the connection says.
     #[arg(
         long = "router-trusted-proxy",
         env = "DEIS_ROUTER_TRUSTED_PROXIES",
@@ -136,6 +137,14 @@ struct Args {
     /// On SIGTERM, how long requests in flight get to finish (`30s`).
     #[arg(long, env = "DEIS_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
     shutdown_grace: Duration,
+    /// Uids (and gids) for apps when running as root, one each: `FIRST-LAST`, ids no
+    /// one else on this machine uses (default 200000-299999). Unprivileged, units run
+    /// as deisd's own user.
+    #[arg(long, env = "DEIS_APP_UID_RANGE")]
+    app_uid_range: Option<deis_sdk::deis_core::model::IdentityRange>,
+    /// Most units the apps of one non-admin user may run together.
+    #[arg(long, env = "DEIS_MAX_UNITS_PER_USER", default_value_t = 100)]
+    max_units_per_user: u32,
 }
 
 /// `--log-store`: a log store URI, or `redis` for the server of `--redis-url`.
@@ -254,7 +263,11 @@ impl Args {
             .tty_config(self.tty_config())
             .trusted_proxies(self.router_trusted_proxies.clone())
             .shutdown_grace(self.shutdown_grace)
+            .max_units_per_user(self.max_units_per_user)
             .git_builder(self.builder_addr.0.map_or(Listen::Off, Listen::Addr), BuilderConfig::default());
+        if let Some(range) = self.app_uid_range {
+            b = b.app_identities(Some(range));
+        }
         match self.scheduler {
             // The embedded default, with the capacity above.
             SchedulerUri::Local => {}

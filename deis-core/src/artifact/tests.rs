@@ -3,6 +3,7 @@ use std::io::Write;
 use proptest::prelude::*;
 
 use super::*;
+use crate::testing::app_name;
 
 /// One crafted entry: raw path bytes, type, content or link target.
 struct E<'a> {
@@ -190,17 +191,43 @@ fn unpack_once_with_links_and_modes() {
     let tmp = tempfile::tempdir().unwrap();
     let store = ArtifactStore::new(tmp.path());
     let d = store.put_tarball(&hello()).unwrap();
-    let dir = store.unpack(&d).unwrap();
-    assert_eq!(dir, tmp.path().join("slugs").join(d.hex()));
+    let dir = store.unpack(&app_name("hello"), &d, None).unwrap();
+    assert_eq!(dir, tmp.path().join("slugs/hello").join(d.hex()));
     assert_eq!(fs::read_to_string(dir.join("bin/web.sh")).unwrap(), "#!/bin/sh\necho hi\n");
     assert_eq!(fs::read_link(dir.join("web.sh")).unwrap(), Path::new("bin/web.sh"));
     assert_eq!(fs::read_to_string(dir.join("copy.sh")).unwrap(), "#!/bin/sh\necho hi\n");
     // Unpacking again reuses the directory (a marker file survives).
     fs::write(dir.join("marker"), "x").unwrap();
-    assert_eq!(store.unpack(&d).unwrap(), dir);
+    assert_eq!(store.unpack(&app_name("hello"), &d, None).unwrap(), dir);
     assert!(dir.join("marker").exists());
-    let leftovers: Vec<_> = fs::read_dir(tmp.path().join("slugs")).unwrap().collect();
+    let leftovers: Vec<_> = fs::read_dir(tmp.path().join("slugs/hello")).unwrap().collect();
     assert_eq!(leftovers.len(), 1);
+}
+
+/// Fault "shared build directories": two apps deploying identical sources got one slug
+/// directory, so one app's processes could change the other's code.
+#[test]
+fn apps_never_share_a_build_and_each_owns_its_own() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ArtifactStore::new(tmp.path());
+    let d = store.put_tarball(&hello()).unwrap();
+    let alice = store.unpack(&app_name("shop"), &d, Some((200_001, 200_001))).unwrap();
+    let bob = store.unpack(&app_name("evil"), &d, Some((200_002, 200_002))).unwrap();
+    assert_ne!(alice, bob, "identical sources, separate builds");
+    fs::write(bob.join("bin/web.sh"), "#!/bin/sh\necho pwned\n").unwrap();
+    assert_eq!(fs::read_to_string(alice.join("bin/web.sh")).unwrap(), "#!/bin/sh\necho hi\n");
+    if rustix::process::geteuid().is_root() {
+        for (dir, id) in [(&alice, 200_001), (&bob, 200_002)] {
+            let meta = fs::metadata(dir).unwrap();
+            assert_eq!((meta.uid(), meta.gid(), meta.permissions().mode() & 0o777), (id, id, 0o700));
+            assert_eq!(fs::metadata(dir.join("bin/web.sh")).unwrap().uid(), id);
+            assert_eq!(fs::symlink_metadata(dir.join("web.sh")).unwrap().uid(), id, "links too");
+        }
+    }
+    store.remove_app(&app_name("evil")).unwrap();
+    assert!(!bob.exists() && alice.exists(), "a destroyed app's builds go, others' stay");
+    store.remove_app(&app_name("evil")).unwrap();
 }
 
 #[test]
@@ -208,7 +235,7 @@ fn unpack_of_unknown_digest_is_not_found() {
     let tmp = tempfile::tempdir().unwrap();
     let store = ArtifactStore::new(tmp.path());
     let d = Digest::of(b"nothing");
-    assert!(matches!(store.unpack(&d), Err(ArtifactError::NotFound(_))));
+    assert!(matches!(store.unpack(&app_name("a"), &d, None), Err(ArtifactError::NotFound(_))));
     assert!(Digest::parse("sha256:xyz").is_err());
 }
 
@@ -221,9 +248,9 @@ fn unpack_revalidates_a_tampered_artifact() {
     let path = store.artifact_path(&d);
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(&path, &evil).unwrap();
-    assert!(matches!(store.unpack(&d), Err(ArtifactError::UnsafeEntry { .. })));
-    assert!(!tmp.path().join("slugs/escaped").exists() && !tmp.path().join("escaped").exists());
-    assert!(!store.slug_path(&d).exists());
+    assert!(matches!(store.unpack(&app_name("a"), &d, None), Err(ArtifactError::UnsafeEntry { .. })));
+    assert!(!tmp.path().join("slugs/a/escaped").exists() && !tmp.path().join("escaped").exists());
+    assert!(!store.slug_path(&app_name("a"), &d).exists());
 }
 
 proptest! {

@@ -108,7 +108,7 @@ impl Controller {
             let (_, rev) = self.app_managed_by(user, id).await?;
             self.scheduler.remove(id).await?;
             let key = app_key(id);
-            let mut txn = Txn::new()
+            let txn = Txn::new()
                 .when(&key, rev)
                 .delete(&key)
                 .delete_prefix(format!("configs/{id}/"))
@@ -116,6 +116,7 @@ impl Controller {
                 .delete_prefix(records::releases_prefix(id))
                 .delete_prefix(format!("{ENDPOINTS_PREFIX}{id}/"))
                 .delete_prefix(super::drains_prefix(id));
+            let mut txn = self.identity_deletes(id, txn).await?;
             for kv in self.store.list("domains/").await?.kvs {
                 let domain: Domain = records::decode(&kv)?;
                 if domain.app == *id {
@@ -129,6 +130,13 @@ impl Controller {
                 drop(guard);
                 self.forget_lock(id);
                 self.forget_logs(id).await;
+                // Its builds go with it (the archives stay: other apps may share them).
+                let (artifacts, app) = (self.artifacts.clone(), id.clone());
+                match tokio::task::spawn_blocking(move || artifacts.remove_app(&app)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(app = %id, error = %e, "cannot remove the builds of a destroyed app"),
+                    Err(e) => tracing::warn!(app = %id, error = %e, "removing the builds of a destroyed app failed"),
+                }
                 tracing::info!(app = %id, by = %user.username, "app destroyed");
                 return Ok(());
             }

@@ -13,11 +13,13 @@ impl Controller {
         Ok(all.into_iter().filter(|d| d.app == *app).collect())
     }
 
-    /// Adds a domain; 400 if it is invalid or already used by any app.
+    /// Adds a domain; 400 if it is invalid or not the app's to take (see
+    /// [`check_domain_claim`]), [`ControllerError::DomainTaken`] if another app holds it.
     pub async fn add_domain(&self, user: &User, app: &AppName, domain: &str) -> Result<Domain> {
         let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
         validate::domain(&domain)?;
         let (_, _) = self.app_for(user, app).await?;
+        check_domain_claim(&domain, app, user.is_superuser, &self.settings.domain)?;
         let _guard = self.lock_app(app).await;
         let (_, rev) = self.app_for(user, app).await?;
         let now = crate::time::Timestamp::now();
@@ -40,7 +42,7 @@ impl Controller {
                 "domain",
                 format!("Domain {domain} is already added to this application"),
             )),
-            Some(_) => Err(ControllerError::validation("domain", "Domain is already in use by another application")),
+            Some(_) => Err(ControllerError::DomainTaken { domain }),
             None => Err(ControllerError::Concurrent { kind: ResourceKind::App }),
         }
     }
@@ -65,4 +67,47 @@ impl Controller {
             _ => Err(ControllerError::not_found(ResourceKind::Domain, domain)),
         }
     }
+}
+
+/// Whether `app` may claim `domain` (already valid and lower-case), beyond it being free:
+///
+/// - IP literals and bare single labels (`localhost`, `shop`) are no one's: the router
+///   answers for them on every app's behalf, or they name hosts, not sites;
+/// - a name under the platform domain (`shop.<domain>`, `x.shop.<domain>`) belongs to
+///   the app of that name, even while it does not exist, so nobody waits for an app to
+///   go and takes its traffic; the platform host (`deis.<domain>`) and the platform
+///   domain itself are nobody's;
+/// - wildcards (`*.example.com`) only for admins: one takes every name below it.
+pub fn check_domain_claim(domain: &str, app: &AppName, admin: bool, platform: &str) -> Result<()> {
+    let refuse = |why: String| Err(ControllerError::validation("domain", why));
+    let bare = domain.strip_prefix("*.").unwrap_or(domain);
+    if bare.parse::<std::net::IpAddr>().is_ok() || bare.split('.').all(|l| l.bytes().all(|c| c.is_ascii_digit())) {
+        return refuse(format!("{domain} is an IP address; add a host name that points to the router instead"));
+    }
+    if !bare.contains('.') {
+        return refuse(format!("{domain} is a single label; add a fully qualified name such as www.example.com"));
+    }
+    if domain.starts_with("*.") && !admin {
+        return refuse(format!("{domain} is a wildcard; only an admin may add one"));
+    }
+    let platform = platform.trim_end_matches('.');
+    if domain == platform || bare == platform {
+        return refuse(format!("{domain} is the platform's own domain"));
+    }
+    if let Some(below) = domain.strip_suffix(platform).and_then(|d| d.strip_suffix('.')) {
+        let owner = below.rsplit('.').next().unwrap_or(below);
+        if owner != app.as_str() {
+            return refuse(format!(
+                "{domain} is under the platform domain {platform}: names there belong to the app named {owner}"
+            ));
+        }
+    }
+    // `*.test`-style names under no platform domain but above it: a wildcard over the
+    // platform domain would take every app's name.
+    if let Some(suffix) = domain.strip_prefix("*.")
+        && (platform == suffix || platform.ends_with(&format!(".{suffix}")))
+    {
+        return refuse(format!("{domain} covers the platform domain {platform}"));
+    }
+    Ok(())
 }

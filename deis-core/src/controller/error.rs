@@ -174,6 +174,25 @@ pub enum ControllerError {
         /// The most units of one type.
         max: u32,
     },
+    /// Another app holds the domain.
+    #[error("Domain {domain} is already in use by another application")]
+    DomainTaken {
+        /// The domain.
+        domain: String,
+    },
+    /// A scale request would give the apps of one user more units than the platform
+    /// allows a user.
+    #[error(
+        "{owner}'s apps may run at most {max} units together; this would make {asked}: scale other apps down or ask an admin"
+    )]
+    UnitQuota {
+        /// The owner of the app.
+        owner: String,
+        /// The most units of one user's apps.
+        max: u32,
+        /// How many the request would make.
+        asked: u64,
+    },
     /// The command of `deis run` can't be run.
     #[error(transparent)]
     Command(#[from] CommandError),
@@ -266,6 +285,12 @@ pub enum ControllerError {
         id: String,
         /// The app it belongs to.
         app: AppName,
+    },
+    /// Every id of the platform's identity range is taken by an app.
+    #[error("no app identity is free in {range}; destroy unused apps or widen the range (deisd --app-uid-range)")]
+    IdentitiesExhausted {
+        /// The range (`FIRST-LAST`).
+        range: String,
     },
     /// A blocking worker (password hashing, archive checks) panicked or was cancelled.
     #[error("{task} worker failed: {source}")]

@@ -30,6 +30,7 @@
 //!     domain: "local.deis.cc".into(),
 //!     registration: RegistrationMode::Enabled,
 //!     logs: None,
+//!     policy: Default::default(),
 //! });
 //! platform.reconcile_all().await; // converge units after a restart
 //! let alice = platform.register(None, "alice", "s3cret", "alice@example.com").await?;
@@ -42,6 +43,7 @@ mod builds;
 mod certs;
 mod domains;
 mod error;
+mod identity;
 mod keys;
 mod logs;
 mod perms;
@@ -68,7 +70,9 @@ use crate::store::records::{self, app_key};
 
 pub use builds::{BuildInput, BuildOutcome};
 pub use certs::{MAX_CERTS_PER_USER, NewCertificate};
+pub use domains::check_domain_claim;
 pub use error::{CommandError, ControllerError, ResourceKind, Result, RollbackRefusal, UnknownRestartTarget};
+pub use identity::{identity_key, uid_key};
 pub use logs::{DRAINS_PREFIX, Drain, MAX_DRAINS_PER_APP, drain_key, drains_prefix, unit_event_message};
 pub use run::{MAX_COMMAND_ARGS, MAX_COMMAND_BYTES, validate_command};
 pub use scale::MAX_UNITS_PER_TYPE;
@@ -136,6 +140,35 @@ pub struct ControllerConfig {
     /// Where app logs go (platform events are written there; `deis logs` reads it);
     /// `None`: the platform keeps no logs.
     pub logs: Option<Arc<dyn crate::logs::LogStore>>,
+    /// What apps and users are given and allowed (identities, quotas).
+    pub policy: ControllerPolicy,
+}
+
+/// What the platform gives apps and allows users, beyond the API's own checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ControllerPolicy {
+    /// Give each app its own uid and gid from this range, recorded in the store and
+    /// handed to the scheduler and the TTY broker with every spec (`None`, the default:
+    /// no identities; units run as the backend's default user). deisd sets it when it
+    /// runs as root.
+    pub identities: Option<crate::model::IdentityRange>,
+    /// Most units the apps of one (non-admin) user may run together (`None`: no cap).
+    pub max_units_per_user: Option<u32>,
+}
+
+impl ControllerPolicy {
+    /// Identities from `range`.
+    pub fn with_identities(mut self, range: crate::model::IdentityRange) -> Self {
+        self.identities = Some(range);
+        self
+    }
+
+    /// At most `max` units per user.
+    pub fn with_max_units_per_user(mut self, max: u32) -> Self {
+        self.max_units_per_user = Some(max);
+        self
+    }
 }
 
 /// The platform settings shown to clients.
@@ -160,6 +193,7 @@ pub struct Controller {
     artifacts: ArtifactStore,
     settings: PlatformSettings,
     logs: Option<Arc<dyn crate::logs::LogStore>>,
+    policy: ControllerPolicy,
     /// One lock per existing app, so changes to an app are serialised in this process.
     app_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Serialises registrations (the first user becomes admin) and user removals.
@@ -176,6 +210,7 @@ impl Controller {
             artifacts: config.artifacts,
             settings: PlatformSettings { domain: config.domain, registration: config.registration },
             logs: config.logs,
+            policy: config.policy,
             app_locks: std::sync::Mutex::new(HashMap::new()),
             users_lock: tokio::sync::Mutex::new(()),
         })
@@ -199,6 +234,11 @@ impl Controller {
     /// The platform settings.
     pub fn settings(&self) -> &PlatformSettings {
         &self.settings
+    }
+
+    /// What apps are given and users allowed.
+    pub fn policy(&self) -> &ControllerPolicy {
+        &self.policy
     }
 
     /// Locks `app` for a change. Only called for apps that exist (or are being

@@ -103,12 +103,14 @@ impl Controller {
         config: &Config,
         build: &Build,
     ) -> Result<AppSpec> {
+        let identity = self.app_identity(&app.id).await?;
         let artifact = match build.source() {
             BuildSource::Image(reference) => Artifact::Image { reference: reference.to_string() },
             BuildSource::Source(sha) => {
                 let digest = Digest::parse(sha)?;
-                let artifacts = self.artifacts.clone();
-                let dir = tokio::task::spawn_blocking(move || artifacts.unpack(&digest))
+                let (artifacts, id) = (self.artifacts.clone(), app.id.clone());
+                let owner = identity.map(|i| (i.uid, i.gid));
+                let dir = tokio::task::spawn_blocking(move || artifacts.unpack(&id, &digest, owner))
                     .await
                     .map_err(|source| ControllerError::Worker { task: "unpack", source })??;
                 Artifact::Source { dir }
@@ -121,6 +123,7 @@ impl Controller {
                     command,
                     count: app.structure.get(&ty).copied().unwrap_or(0),
                     resources: config.resources(&ty),
+                    limits: config.limits(&ty),
                     healthcheck: config.readiness_probe(&ty).cloned(),
                     liveness: config.liveness_probe(&ty).cloned(),
                 };
@@ -134,6 +137,7 @@ impl Controller {
             env: config.values.clone(),
             processes,
             selector: config.tags.clone(),
+            identity,
         })
     }
 

@@ -70,6 +70,8 @@ impl Controller {
             },
         };
         let spec = self.spec_with(&ctx.app, &ctx.current, &ctx.config, build).await?;
+        // The session runs as a unit of its process type would: same limits.
+        let limits = spec.processes.get(&proc_type).map(|p| p.limits).unwrap_or_default();
         let mut env = spec.env;
         env.insert("DEIS_APP".into(), ctx.app.id.to_string());
         env.insert("DEIS_RELEASE".into(), format!("v{}", ctx.current.version));
@@ -83,6 +85,8 @@ impl Controller {
             tty,
             size: None,
             user: user.username.clone(),
+            identity: spec.identity,
+            limits,
         })
     }
 }

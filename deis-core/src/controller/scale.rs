@@ -40,6 +40,7 @@ impl Controller {
             if new_app.structure == ctx.app.structure {
                 return Ok(());
             }
+            self.check_unit_quota(user, &new_app).await?;
             new_app.updated = crate::time::Timestamp::now();
             let old_spec = self.current_spec(&ctx).await;
             let new_spec = self.spec_for(&new_app, &ctx.current, &ctx.config, Some(build)).await?;
@@ -61,6 +62,24 @@ impl Controller {
             }
         }
         Err(ControllerError::Concurrent { kind: ResourceKind::App })
+    }
+
+    /// Refuses a formation of `app` that would give its owner's apps more units than
+    /// [`ControllerPolicy::max_units_per_user`](super::ControllerPolicy) (admins
+    /// scaling are not held to it).
+    async fn check_unit_quota(&self, user: &User, app: &crate::model::App) -> Result<()> {
+        let Some(max) = self.policy.max_units_per_user else { return Ok(()) };
+        if user.is_superuser {
+            return Ok(());
+        }
+        let total = |a: &crate::model::App| a.structure.values().map(|c| u64::from(*c)).sum::<u64>();
+        let apps: Vec<crate::model::App> = records::list_json(&*self.store, "apps/").await?;
+        let others: u64 = apps.iter().filter(|a| a.owner == app.owner && a.id != app.id).map(total).sum();
+        let asked = others + total(app);
+        if asked > u64::from(max) {
+            return Err(ControllerError::UnitQuota { owner: app.owner.clone(), max, asked });
+        }
+        Ok(())
     }
 
     /// The app's units as the scheduler reports them (all but destroyed ones).

@@ -88,6 +88,10 @@ struct Env {
 }
 
 fn env_with(s: MockSched, applied: Applied, removed: Arc<Mutex<Vec<String>>>) -> Env {
+    env_with_policy(s, applied, removed, ControllerPolicy::default())
+}
+
+fn env_with_policy(s: MockSched, applied: Applied, removed: Arc<Mutex<Vec<String>>>, policy: ControllerPolicy) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let platform = Controller::new(ControllerConfig {
         store: RedbStore::in_memory(),
@@ -96,6 +100,7 @@ fn env_with(s: MockSched, applied: Applied, removed: Arc<Mutex<Vec<String>>>) ->
         domain: "example.test".into(),
         registration: RegistrationMode::Enabled,
         logs: None,
+        policy,
     });
     Env { platform, applied, removed, _dir: dir }
 }
@@ -492,7 +497,7 @@ async fn domains_are_unique_across_apps() {
     assert_eq!(d.domain, "www.example.com");
     assert_err!(
         p.add_domain(&a, &n("two"), "www.example.com").await,
-        ControllerError::Validation(ValidationError { field, message }) if field == "domain" && message == "Domain is already in use by another application"
+        ControllerError::DomainTaken { domain } if domain == "www.example.com"
     );
     assert_err!(
         p.add_domain(&a, &n("two"), "bad domain").await,
@@ -510,6 +515,73 @@ async fn domains_are_unique_across_apps() {
     );
     p.remove_domain(&a, &n("one"), "www.example.com").await.unwrap();
     p.add_domain(&a, &n("two"), "www.example.com").await.unwrap();
+}
+
+/// Fault "domain takeover": bob could add `shop.<platform domain>` while alice's app
+/// `shop` existed (and get its traffic once it was gone), wildcards over the platform
+/// domain, `localhost`, IP literals.
+#[tokio::test]
+async fn domains_under_the_platform_belong_to_their_app_and_wildcards_to_admins() {
+    let e = env();
+    let p = &e.platform;
+    let a = alice(p).await;
+    let b = p.register(None, "bob", "pw", "").await.unwrap();
+    p.create_app(&a, Some(n("shop"))).await.unwrap();
+    p.create_app(&b, Some(n("evil"))).await.unwrap();
+    for taken in [
+        "shop.example.test",
+        "www.shop.example.test",
+        "*.example.test",
+        "*.test",
+        "example.test",
+        "localhost",
+        "127.0.0.1",
+        "10.0.0.1",
+        "evil",
+        "*.bob.example.org",
+    ] {
+        assert_err!(
+            p.add_domain(&b, &n("evil"), taken).await,
+            ControllerError::Validation(ValidationError { field, .. }) if field == "domain"
+        );
+    }
+    p.destroy_app(&a, &n("shop")).await.unwrap();
+    assert_err!(
+        p.add_domain(&b, &n("evil"), "shop.example.test").await,
+        ControllerError::Validation(ValidationError { field, .. }) if field == "domain"
+    );
+    p.add_domain(&b, &n("evil"), "evil.example.test").await.unwrap();
+    p.add_domain(&b, &n("evil"), "www.evil.example.org").await.unwrap();
+    p.create_app(&a, Some(n("other"))).await.unwrap();
+    assert_err!(p.add_domain(&a, &n("other"), "www.evil.example.org").await, ControllerError::DomainTaken { .. });
+    p.add_domain(&a, &n("evil"), "*.example.org").await.expect("admins may add wildcards");
+    assert_err!(
+        p.add_domain(&a, &n("evil"), "*.test").await,
+        ControllerError::Validation(ValidationError { field, .. }) if field == "domain"
+    );
+}
+
+/// The smaller fault: `scale web=300` started 300 processes; a user's apps now share a
+/// cap (admins are not held to it).
+#[tokio::test]
+async fn units_per_user_are_capped() {
+    let (s, applied, removed) = recording_scheduler();
+    let e = env_with_policy(s, applied, removed, ControllerPolicy::default().with_max_units_per_user(4));
+    let p = &e.platform;
+    let a = alice(p).await;
+    let b = p.register(None, "bob", "pw", "").await.unwrap();
+    for app in ["one", "two"] {
+        p.create_app(&b, Some(n(app))).await.unwrap();
+        p.create_build(&b, &n(app), BuildInput::Source(tarball("web: ./app.sh\n"))).await.unwrap();
+    }
+    p.scale(&b, &n("one"), &BTreeMap::from([(ty("web"), 3)])).await.unwrap();
+    let err = p.scale(&b, &n("two"), &BTreeMap::from([(ty("web"), 2)])).await.unwrap_err();
+    assert!(matches!(err, ControllerError::UnitQuota { max: 4, asked: 5, .. }), "{err:?}");
+    assert!(err.to_string().contains("at most 4 units"), "{err}");
+    assert_eq!(p.app(&b, &n("two")).await.unwrap().structure[&ty("web")], 1, "nothing changed");
+    p.scale(&b, &n("one"), &BTreeMap::from([(ty("web"), 2)])).await.unwrap();
+    p.scale(&b, &n("two"), &BTreeMap::from([(ty("web"), 2)])).await.unwrap();
+    p.scale(&a, &n("two"), &BTreeMap::from([(ty("web"), 10)])).await.expect("an admin may");
 }
 
 #[tokio::test]

@@ -410,6 +410,15 @@ impl Config {
         Resources { cpu_millis: cpu, memory_bytes: mem }
     }
 
+    /// The ceiling of one unit of `proc_type`: the `LIMIT` of `REQUEST/LIMIT` (or the
+    /// single value), zero where none is set. Backends enforce it (a unit that
+    /// allocates past its memory limit is killed; cpu is throttled to it).
+    pub fn limits(&self, proc_type: &str) -> Resources {
+        let cpu = self.cpu.get(proc_type).and_then(|v| limits::parse_cpu(v).ok()).map_or(0, |(_, l)| l);
+        let mem = self.memory.get(proc_type).and_then(|v| limits::parse_memory(v).ok()).map_or(0, |(_, l)| l);
+        Resources { cpu_millis: cpu, memory_bytes: mem }
+    }
+
     /// The readiness probe of `proc_type` (for `web`, also the `web/cmd` key).
     pub fn readiness_probe(&self, proc_type: &str) -> Option<&Healthcheck> {
         let probes = self.healthcheck.get(proc_type).or_else(|| {
@@ -470,6 +479,12 @@ mod tests {
         assert_eq!(s.describe("alice"), "alice changed limits for memory, cpu");
         assert_eq!(c1.resources("web"), Resources { cpu_millis: 250, memory_bytes: 512 << 20 });
         assert_eq!(c1.resources("worker"), Resources::default());
+        assert_eq!(
+            c1.limits("web"),
+            Resources { cpu_millis: 1000, memory_bytes: 512 << 20 },
+            "REQUEST/LIMIT: the limit"
+        );
+        assert_eq!(c1.limits("worker"), Resources::default(), "no limit set: none");
         assert!(c0.apply(&patch(json!({"memory": {"web": "lots"}})), "a").is_err());
     }
 

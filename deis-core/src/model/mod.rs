@@ -10,6 +10,7 @@ mod app;
 mod build;
 mod cert;
 mod config;
+mod identity;
 mod key;
 pub mod limits;
 mod name;
@@ -31,6 +32,7 @@ pub use config::{
     ChangeSummary, Config, ConfigError, ConfigPatch, DEFAULT_HEALTHCHECK_TYPE, ExecProbe, Healthcheck, HttpGetProbe,
     HttpHeader, Probe, ProbeAction, TcpSocketProbe,
 };
+pub use identity::{AppIdentity, DEFAULT_IDENTITY_RANGE, IdentityRange, InvalidIdentityRange};
 pub use key::{MAX_KEY_ID_LEN, MAX_PUBLIC_KEY_BYTES, PublicKey, SshKey, fingerprint_of_blob, key_id};
 pub use name::{AppName, ProcessType};
 pub use release::Release;

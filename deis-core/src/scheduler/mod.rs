@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use crate::model::limits::Resources;
-use crate::model::{AppName, Healthcheck, ProcessType, Unit};
+use crate::model::{AppIdentity, AppName, Healthcheck, ProcessType, Unit};
 
 #[cfg(feature = "embedded")]
 pub use local::{LocalScheduler, LocalSchedulerConfig};
@@ -51,6 +51,9 @@ pub struct ProcessSpec {
     pub count: u32,
     /// What each unit reserves on its node.
     pub resources: Resources,
+    /// What each unit may use at most (zero: no limit of that kind). Backends enforce
+    /// it: memory past it kills the unit, cpu is throttled to it.
+    pub limits: Resources,
     /// Readiness probe; without one a unit with a port is ready when the port accepts
     /// connections. New units must pass it before old ones stop (rolling deploys).
     pub healthcheck: Option<Healthcheck>,
@@ -78,6 +81,9 @@ pub struct AppSpec {
     /// KEY=VALUE`). Backends that place units over labelled nodes refuse a spec whose
     /// labels no node carries; the local backend (one unlabelled node) ignores them.
     pub selector: BTreeMap<String, String>,
+    /// The uid and gid the app's processes run as, when the platform gives apps their
+    /// own (see [`AppIdentity`]); `None`: the backend's default user.
+    pub identity: Option<AppIdentity>,
 }
 
 impl AppSpec {

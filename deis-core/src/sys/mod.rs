@@ -7,6 +7,9 @@
 //! | module | concern |
 //! |---|---|
 //! | [`process`] | start a program as the leader of a new session that dies with us ([`SpawnSpec`], [`spawn`]) |
+//! | [`prexec`] | what a child does between fork and exec: session, cgroups, namespaces, identity, capabilities |
+//! | [`cgroup`] | a cgroup per unit with its memory, cpu and pids limits (v2, or v1) |
+//! | [`isolation`] | [`Isolation`] and [`Confinement`]: what units and sessions are confined with, as this machine allows |
 //! | [`reaper`] | wait for a child on a small thread of its own, so every child is reaped |
 //! | [`procfs`] | read `/proc`: a process's state, group, session and start time; members of a group or session; processes by environment variable |
 //! | [`group`] | signal and end process groups and sessions; [`TrackedGroup`]: registry entry plus watchdog of a running group |
@@ -21,9 +24,12 @@
 //! Process ids are `u32` (as in [`std::process::Child::id`]); signals are
 //! [`rustix::process::Signal`], re-exported as [`Signal`].
 
+pub mod cgroup;
 pub mod fd;
 pub mod fifo;
 pub mod group;
+pub mod isolation;
+pub mod prexec;
 pub mod process;
 pub mod procfs;
 pub mod pty;
@@ -35,6 +41,7 @@ pub mod watchdog;
 
 pub use self::fd::AsyncFdIo;
 pub use self::group::TrackedGroup;
+pub use self::isolation::{Confined, Confinement, Isolation};
 pub use self::process::{Child, ExitInfo, SpawnError, SpawnSpec, Stdio, spawn};
 pub use self::registry::GroupRegistry;
 pub use self::signals::shutdown_signal;

@@ -14,23 +14,29 @@
 //! # What the child does before `exec`
 //!
 //! The spec is turned into an ordered list of steps that the child runs between fork
-//! and exec (`pre_exec`): new session, controlling terminal, parent-death signal. Each
-//! step is one or two raw syscalls: async-signal-safe, no allocation, no locks (the
-//! list is built before the fork). Isolation (an identity per app, a cgroup,
-//! `no_new_privs`, dropped capabilities, a private `/tmp`) is meant to arrive the same
-//! way: a builder method on [`SpawnSpec`] that records it, and a step that applies it,
-//! so callers that don't ask for it don't change.
+//! and exec (`pre_exec`; see [`prexec`](super::prexec) for the order): new session,
+//! controlling terminal, parent-death signal, and the isolation a caller asks for with
+//! a builder method: a cgroup ([`SpawnSpec::cgroup`]), a mount namespace with a
+//! private `/tmp` ([`SpawnSpec::private_tmp`]) and a read-only view of the build
+//! ([`SpawnSpec::app_view`]), dropped capabilities ([`SpawnSpec::drop_capabilities`]),
+//! an identity ([`SpawnSpec::identity`]) and `no_new_privs`
+//! ([`SpawnSpec::no_new_privs`]). Each step is a few raw syscalls: async-signal-safe,
+//! no allocation, no locks (the list, its paths and descriptors are made before the
+//! fork). Callers that ask for none of it get what they always got.
 
 use std::collections::BTreeMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use rustix::process::{Pid, Signal};
+use rustix::fs::{Mode, OFlags};
 use tokio::sync::oneshot;
 
+use super::cgroup::UnitCgroup;
+use super::prexec::{MapLine, Step, locked_flags};
 use super::reaper;
 
 /// Variables a unit or session inherits from our environment (when set); everything
@@ -85,6 +91,21 @@ pub struct SpawnSpec {
     /// terminal.
     terminal: Option<OwnedFd>,
     die_with_parent: bool,
+    /// `cgroup.procs` of each cgroup to join.
+    cgroups: Vec<PathBuf>,
+    identity: Option<(u32, u32)>,
+    no_new_privs: bool,
+    drop_capabilities: bool,
+    private_tmp: bool,
+    view: Option<AppView>,
+}
+
+/// What [`SpawnSpec::app_view`] shows: `build` read-only, in place, with the rest of
+/// `hidden` covered.
+#[derive(Debug, Clone)]
+struct AppView {
+    hidden: PathBuf,
+    build: PathBuf,
 }
 
 impl SpawnSpec {
@@ -100,6 +121,12 @@ impl SpawnSpec {
             stderr: Stdio::Null,
             terminal: None,
             die_with_parent: true,
+            cgroups: vec![],
+            identity: None,
+            no_new_privs: false,
+            drop_capabilities: false,
+            private_tmp: false,
+            view: None,
         }
     }
 
@@ -139,6 +166,14 @@ impl SpawnSpec {
     /// The child's whole environment (nothing of ours is inherited).
     pub fn env(mut self, vars: impl IntoIterator<Item = (impl Into<OsString>, impl Into<OsString>)>) -> Self {
         self.env = vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        self
+    }
+
+    /// Sets one variable of the child's environment (replacing it if set).
+    pub fn var(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        let (key, value) = (key.into(), value.into());
+        self.env.retain(|(k, _)| *k != key);
+        self.env.push((key, value));
         self
     }
 
@@ -190,47 +225,192 @@ impl SpawnSpec {
         }
     }
 
-    /// The steps the child runs before exec, in order.
-    fn steps(&self) -> Vec<Step> {
+    /// Joins `cgroup` before exec: the child and everything it starts are limited by
+    /// it and can't leave it.
+    pub fn cgroup(mut self, cgroup: &UnitCgroup) -> Self {
+        self.cgroups = cgroup.dirs().iter().map(|d| d.join("cgroup.procs")).collect();
+        self
+    }
+
+    /// Runs as `uid` and `gid`, without supplementary groups (needs root).
+    pub fn identity(mut self, uid: u32, gid: u32) -> Self {
+        self.identity = Some((uid, gid));
+        self
+    }
+
+    /// Sets `no_new_privs`: no setuid program or file capability gives the child or its
+    /// descendants more rights than it has.
+    pub fn no_new_privs(mut self) -> Self {
+        self.no_new_privs = true;
+        self
+    }
+
+    /// Drops every capability: the bounding set (where we may), then the effective,
+    /// permitted, inheritable and ambient sets.
+    pub fn drop_capabilities(mut self) -> Self {
+        self.drop_capabilities = true;
+        self
+    }
+
+    /// A mount namespace of its own with an empty `tmpfs` on `/tmp`, so units don't
+    /// share (or see) each other's temporary files. Without root it needs user
+    /// namespaces (see [`namespaces_available`]).
+    pub fn private_tmp(mut self) -> Self {
+        self.private_tmp = true;
+        self
+    }
+
+    /// In a mount namespace of its own, covers `hidden` (the platform's data
+    /// directory) with an empty `tmpfs` (mode 0711) in which only `build` shows, at its
+    /// usual path and read-only; the child starts in it. `build` outside `hidden` is
+    /// just made read-only. See [`private_tmp`](Self::private_tmp) for what it needs.
+    pub fn app_view(mut self, hidden: impl Into<PathBuf>, build: impl Into<PathBuf>) -> Self {
+        self.view = Some(AppView { hidden: hidden.into(), build: build.into() });
+        self
+    }
+
+    /// Whether the child gets a mount namespace.
+    fn needs_mount_namespace(&self) -> bool {
+        self.private_tmp || self.view.is_some()
+    }
+
+    /// The steps the child runs before exec, in order (see [`prexec`](super::prexec)),
+    /// and the descriptors they use, which must stay open until the fork.
+    fn steps(&self) -> io::Result<(Vec<Step>, Vec<OwnedFd>)> {
         let mut steps = vec![Step::NewSession];
+        let mut keep = vec![];
         if self.terminal.is_some() {
             steps.push(Step::ControllingTerminal);
         }
+        for procs in &self.cgroups {
+            let fd = rustix::fs::open(procs, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| {
+                io::Error::new(io::Error::from(e).kind(), format!("cannot join the cgroup {}: {e}", procs.display()))
+            })?;
+            steps.push(Step::JoinCgroup { procs: fd });
+        }
+        if self.needs_mount_namespace() {
+            let (uid, gid) = (rustix::process::geteuid(), rustix::process::getegid());
+            steps.push(if uid.is_root() {
+                Step::NewMountNamespace
+            } else {
+                Step::NewUserNamespace { uid: MapLine::identity(uid.as_raw()), gid: MapLine::identity(gid.as_raw()) }
+            });
+            steps.push(Step::PrivateMounts);
+            self.mount_steps(&mut steps, &mut keep)?;
+        }
+        if self.drop_capabilities {
+            steps.push(Step::DropBoundingSet);
+        }
+        if let Some((uid, gid)) = self.identity {
+            steps.push(Step::Identity { uid, gid });
+        }
+        if self.no_new_privs {
+            steps.push(Step::NoNewPrivs);
+        }
+        if self.drop_capabilities {
+            steps.push(Step::ClearCapabilities);
+        }
+        // Last: changing credentials clears the parent-death signal.
         if self.die_with_parent {
             steps.push(Step::DieWithParent { parent: rustix::process::getpid() });
         }
-        steps
+        Ok((steps, keep))
     }
 }
 
-/// One thing the child does between fork and exec (see the module docs). Each must be
-/// async-signal-safe and must not allocate.
-#[derive(Debug, Clone, Copy)]
-enum Step {
-    /// `setsid`: leader of a new session and process group.
-    NewSession,
-    /// `TIOCSCTTY` on stdin (by now the terminal's slave): the session's controlling
-    /// terminal, so it gets `SIGHUP`, `SIGWINCH` and job control.
-    ControllingTerminal,
-    /// `PR_SET_PDEATHSIG(SIGKILL)`, then fails if `parent` is gone already (it died
-    /// before the request took effect: nobody would kill us).
-    DieWithParent { parent: Pid },
-}
-
-impl Step {
-    fn run(self) -> io::Result<()> {
-        match self {
-            Step::NewSession => rustix::process::setsid().map(drop)?,
-            Step::ControllingTerminal => rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?,
-            Step::DieWithParent { parent } => {
-                rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
-                if rustix::process::getppid() != Some(parent) {
-                    return Err(io::Error::from(rustix::io::Errno::SRCH));
-                }
+impl SpawnSpec {
+    /// The mounts of the child's namespace: a fresh `/tmp`, the data directory covered,
+    /// and the working directory shown again where either covered it (read-only with
+    /// an [`app_view`](Self::app_view)), then entered again by path.
+    fn mount_steps(&self, steps: &mut Vec<Step>, keep: &mut Vec<OwnedFd>) -> io::Result<()> {
+        let tmp = Path::new("/tmp");
+        let under = |dir: &Path, base: &Path| dir.strip_prefix(base).is_ok() && dir != base;
+        let shown = match &self.view {
+            Some(view) => Some((&view.build, true)),
+            // Only a working directory below the fresh `/tmp` needs showing again.
+            None if self.private_tmp && under(&self.dir, tmp) => Some((&self.dir, false)),
+            None => None,
+        };
+        // The directory to show again, opened before the fork (so a missing one is an
+        // error here) and again in the new namespace (a bind mount's source must be in
+        // the caller's namespace) onto the same descriptor, before anything covers it.
+        let mut bind = None;
+        if let Some((build, read_only)) = shown {
+            let dir = rustix::fs::open(build, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(|e| {
+                    io::Error::new(io::Error::from(e).kind(), format!("cannot open {}: {e}", build.display()))
+                })?;
+            let source = c_path(Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())))?;
+            let flags = read_only.then(|| locked_flags(&dir));
+            let target = c_path(build)?;
+            steps.push(Step::Reopen { path: target.clone(), slot: dir.as_raw_fd() });
+            keep.push(dir);
+            bind = Some(Step::Bind { source, target, read_only: flags });
+        }
+        if self.private_tmp {
+            steps.push(Step::Tmpfs { path: c_path(tmp)?, options: c"mode=1777".to_owned() });
+        }
+        if let Some(view) = &self.view {
+            if self.private_tmp && under(&view.hidden, tmp) {
+                mkdir_steps(steps, tmp, &view.hidden)?;
             }
+            if under(&view.build, &view.hidden) {
+                steps.push(Step::Tmpfs { path: c_path(&view.hidden)?, options: c"mode=0711".to_owned() });
+                mkdir_steps(steps, &view.hidden, &view.build)?;
+            } else if self.private_tmp && under(&view.build, tmp) {
+                mkdir_steps(steps, tmp, &view.build)?;
+            }
+        } else if shown.is_some() {
+            mkdir_steps(steps, tmp, &self.dir)?;
+        }
+        if let (Some(bind), Some((build, _))) = (bind, shown) {
+            steps.push(bind);
+            steps.push(Step::Chdir { path: c_path(build)? });
         }
         Ok(())
     }
+}
+
+/// `mkdir` steps for each directory from below `base` down to `dir`.
+fn mkdir_steps(steps: &mut Vec<Step>, base: &Path, dir: &Path) -> io::Result<()> {
+    let mut path = base.to_path_buf();
+    for part in dir.strip_prefix(base).unwrap_or(Path::new("")).components() {
+        path.push(part);
+        steps.push(Step::Mkdir { path: c_path(&path)?, mode: 0o711 });
+    }
+    Ok(())
+}
+
+/// A path as a C string; a NUL byte in it is an error.
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{} contains a NUL byte", path.display())))
+}
+
+/// Whether a child may get a mount namespace: always as root; otherwise only where the
+/// kernel lets unprivileged users make user namespaces. Tried once, with a real child.
+pub fn namespaces_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let tried = (|| -> io::Result<std::process::ExitStatus> {
+            let (steps, _keep) = SpawnSpec::new("/bin/true").private_tmp().steps()?;
+            let mut cmd = std::process::Command::new("/bin/true");
+            cmd.env_clear().stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+            // SAFETY: as in `spawn`: the steps are async-signal-safe syscalls on data
+            // prepared before the fork.
+            unsafe {
+                cmd.pre_exec(move || steps.iter().try_for_each(|s| s.run()));
+            }
+            cmd.status()
+        })();
+        match tried {
+            Ok(status) => status.success(),
+            Err(e) => {
+                tracing::debug!(error = %e, "mount namespaces are not available to us");
+                false
+            }
+        }
+    })
 }
 
 /// How a process ended.
@@ -329,15 +509,18 @@ pub fn spawn(spec: SpawnSpec) -> Result<Child, SpawnError> {
             cmd.stdin(spec.stdin).stdout(spec.stdout).stderr(spec.stderr);
         }
     }
-    let steps = spec.steps();
+    let (steps, keep_open) = spec.steps().map_err(start_error)?;
     // SAFETY: the closure runs in the forked child before exec. It only iterates over a
-    // list built before the fork and runs `Step::run`, whose every step is one or two
-    // raw syscalls (setsid, ioctl, prctl, getppid via rustix): async-signal-safe, no
-    // allocation (an error is a raw OS error code), no locks.
+    // list built before the fork and runs `Step::run`, whose every step is a few raw
+    // syscalls (setsid, ioctl, prctl, write, unshare, mount, mkdir, chdir, setres*id,
+    // capset via rustix) on paths and descriptors prepared beforehand: async-signal-safe,
+    // no allocation (an error is a raw OS error code), no locks.
     unsafe {
         cmd.pre_exec(move || steps.iter().try_for_each(|s| s.run()));
     }
     let spawned = cmd.spawn();
+    // The child has its copies (or failed): ours close now.
+    drop(keep_open);
     // Closes our copies of the terminal's slave (in `cmd` and the spec), so reads of
     // the master end (EIO) once the session's processes are gone.
     drop(cmd);

@@ -79,6 +79,7 @@ pub async fn controller_with_app(
         domain: "deis.test".into(),
         registration: RegistrationMode::Enabled,
         logs: None,
+        policy: Default::default(),
     });
     let alice = controller.register(None, "alice", "pw-alice-123", "a@example.com").await.expect("registering alice");
     let app = controller.create_app(&alice, Some(app_name(app))).await.expect("creating the app").id;

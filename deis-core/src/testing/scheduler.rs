@@ -101,6 +101,7 @@ impl SourceAppHarness {
             command: command.into(),
             count,
             resources: Resources { cpu_millis: 10, memory_bytes: 16 << 20 },
+            limits: Resources::default(),
             healthcheck: None,
             liveness: None,
         };
@@ -111,6 +112,7 @@ impl SourceAppHarness {
             env: BTreeMap::from([("GREETING".to_string(), format!("hello from v{release}"))]),
             processes: processes.iter().map(|(t, cmd, n)| (ptype(t), process(cmd, *n))).collect(),
             selector: BTreeMap::new(),
+            identity: None,
         }
     }
 }

@@ -70,6 +70,8 @@ impl TtyHarness for SpecHarness {
             tty,
             size: None,
             user: "suite".into(),
+            identity: None,
+            limits: Default::default(),
         }
     }
 }

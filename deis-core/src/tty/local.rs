@@ -32,6 +32,12 @@
 //!
 //! Output is read from the process only when the output channel has room, so a caller
 //! that stops reading makes the command block on its writes.
+//!
+//! Sessions are confined like the app's units ([`LocalTtyConfig::isolation`], see
+//! [`crate::sys::isolation`]): as root they run as the app's identity
+//! ([`SessionSpec::identity`]), each in a cgroup with the limits of its process type
+//! ([`SessionSpec::limits`]), with `no_new_privs`, no capabilities, a private `/tmp`
+//! and only the app's build visible (read-only) in the data directory.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -49,7 +55,11 @@ use super::{
     TtyError,
 };
 use crate::scheduler::Artifact;
-use crate::sys::{AsyncFdIo, ExitInfo, GroupRegistry, Signal, SpawnSpec, Stdio, TrackedGroup, group, pty, term};
+use crate::sys::cgroup::UnitCgroup;
+use crate::sys::{
+    AsyncFdIo, Confined, Confinement, ExitInfo, GroupRegistry, Isolation, Signal, SpawnSpec, Stdio, TrackedGroup,
+    group, pty, term,
+};
 
 #[cfg(test)]
 mod tests;
@@ -84,6 +94,9 @@ pub struct LocalTtyConfig {
     pub drain_idle: Duration,
     /// Where to list the process groups of live sessions (see the module docs).
     pub state_file: Option<PathBuf>,
+    /// How sessions are confined (default: everything this machine allows, hiding
+    /// nothing; the platform hides its data directory).
+    pub isolation: Isolation,
 }
 
 impl Default for LocalTtyConfig {
@@ -93,6 +106,7 @@ impl Default for LocalTtyConfig {
             kill_grace: DEFAULT_KILL_GRACE,
             drain_idle: DEFAULT_DRAIN_IDLE,
             state_file: None,
+            isolation: Isolation::default(),
         }
     }
 }
@@ -111,6 +125,8 @@ pub struct LocalTtyBroker {
     config: Arc<LocalTtyConfig>,
     slots: Arc<Semaphore>,
     groups: Option<Arc<GroupRegistry>>,
+    confinement: Arc<Confinement>,
+    next_cgroup: std::sync::atomic::AtomicU64,
 }
 
 impl Default for LocalTtyBroker {
@@ -131,15 +147,27 @@ impl LocalTtyBroker {
         if killed > 0 {
             tracing::info!(killed, path = %path.display(), "killed TTY sessions left running by a previous broker");
         }
-        let mut broker = Self::without_state(config);
+        let tag = crate::sys::isolation::tag_for("tty", &path);
+        let mut broker = tokio::task::spawn_blocking(move || Self::with_tag(config, &tag))
+            .await
+            .map_err(|e| backend_error("cannot start the TTY broker", io::Error::other(e)))?;
         broker.groups = Some(Arc::new(registry));
         Ok(broker)
     }
 
-    /// A broker with `config`, ignoring its state file.
+    /// A broker with `config`, ignoring its state file (and so the cgroups a crashed
+    /// predecessor left: its sessions' cgroups are its own).
     pub fn without_state(config: LocalTtyConfig) -> Self {
+        static ANONYMOUS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = ANONYMOUS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("tty-{}-{n}", std::process::id());
+        Self::with_tag(config, &tag)
+    }
+
+    fn with_tag(config: LocalTtyConfig, tag: &str) -> Self {
         let slots = Arc::new(Semaphore::new(config.max_sessions));
-        Self { config: Arc::new(config), slots, groups: None }
+        let confinement = Arc::new(Confinement::start(config.isolation.clone(), tag));
+        Self { config: Arc::new(config), slots, groups: None, confinement, next_cgroup: Default::default() }
     }
 
     /// The settings.
@@ -168,7 +196,24 @@ impl TtyBroker for LocalTtyBroker {
         };
         validate(&spec, &dir)?;
         let permit = self.slots.clone().try_acquire_owned().map_err(|_| TtyError::Busy(self.running()))?;
-        let started = start(&spec, &dir)?;
+        let n = self.next_cgroup.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cgroup = self
+            .confinement
+            .cgroup(&format!("session-{n}"), spec.limits)
+            .map_err(|e| backend_error("cannot make the session's cgroup", e))?
+            .map(Arc::new);
+        let confine = |command: SpawnSpec| {
+            self.confinement.apply(command, Confined { identity: spec.identity, dir: &dir, cgroup: cgroup.as_deref() })
+        };
+        let started = match start(&spec, &dir, &confine) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(cg) = &cgroup {
+                    cg.remove();
+                }
+                return Err(e);
+            }
+        };
         let pid = started.pid;
         let label = format!("tty session of {} by {}", spec.app, spec.user);
         let tracked = TrackedGroup::start(pid, &label, self.groups.clone());
@@ -180,7 +225,7 @@ impl TtyBroker for LocalTtyBroker {
         tracing::debug!(pid, app = %spec.app, user = %spec.user, tty = spec.tty, "started a TTY session");
         let (input_tx, input_rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (output_tx, output_rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let driver = Driver { pid, config: self.config.clone(), tracked, _permit: permit };
+        let driver = Driver { pid, config: self.config.clone(), tracked, cgroup, _permit: permit };
         tokio::spawn(driver.run(started, input_rx, output_tx));
         Ok(Session { input: input_tx, output: output_rx })
     }
@@ -241,12 +286,13 @@ fn backend_error(what: &str, e: io::Error) -> TtyError {
     TtyError::Backend(Box::new(io::Error::new(e.kind(), format!("{what}: {e}"))))
 }
 
-/// Starts the command of `spec` as the leader of a new session.
-fn start(spec: &SessionSpec, dir: &Path) -> Result<Started, TtyError> {
+/// Starts the command of `spec` as the leader of a new session, confined by `confine`.
+fn start(spec: &SessionSpec, dir: &Path, confine: &dyn Fn(SpawnSpec) -> SpawnSpec) -> Result<Started, TtyError> {
     let command = SpawnSpec::from_argv(&spec.command)
         .ok_or_else(|| TtyError::Invalid("empty command: give the program to run and its arguments".into()))?
         .dir(dir)
         .env(session_env(spec));
+    let command = confine(command);
     let (command, master) = if spec.tty {
         let pty = pty::open(spec.size.unwrap_or(DEFAULT_SIZE))
             .map_err(|e| backend_error("cannot allocate a pseudo-terminal", e))?;
@@ -382,9 +428,20 @@ async fn pump_in(mut sink: Sink, mut rx: mpsc::Receiver<SessionInput>) {
     }
 }
 
-/// Ends every process of session `sid` (see [`group::end_session`]); logs survivors.
-async fn end_tree(sid: u32, grace: Duration) -> bool {
-    let gone = group::end_session(sid, grace, KILL_WAIT).await;
+/// Ends every process of session `sid` (see [`group::end_session`]) and of its cgroup
+/// (processes that left the session); logs survivors.
+async fn end_tree(sid: u32, grace: Duration, cgroup: Option<&Arc<UnitCgroup>>) -> bool {
+    let mut gone = group::end_session(sid, grace, KILL_WAIT).await;
+    if let Some(cg) = cgroup.cloned() {
+        gone &= tokio::task::spawn_blocking(move || {
+            cg.kill_all(KILL_WAIT);
+            let empty = cg.is_empty();
+            cg.remove();
+            empty
+        })
+        .await
+        .unwrap_or(false);
+    }
     if !gone {
         tracing::warn!(sid, "processes of a TTY session survived SIGKILL");
     }
@@ -395,6 +452,7 @@ async fn end_tree(sid: u32, grace: Duration) -> bool {
 /// shutdown).
 struct TreeGuard {
     sid: u32,
+    cgroup: Option<Arc<UnitCgroup>>,
     armed: bool,
 }
 
@@ -402,6 +460,9 @@ impl Drop for TreeGuard {
     fn drop(&mut self) {
         if self.armed {
             group::signal_session(self.sid, Signal::KILL);
+            if let Some(cg) = &self.cgroup {
+                cg.signal_all(Signal::KILL);
+            }
         }
     }
 }
@@ -411,12 +472,13 @@ struct Driver {
     pid: u32,
     config: Arc<LocalTtyConfig>,
     tracked: TrackedGroup,
+    cgroup: Option<Arc<UnitCgroup>>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Driver {
     async fn run(self, started: Started, input: mpsc::Receiver<SessionInput>, output: mpsc::Sender<SessionOutput>) {
-        let mut guard = TreeGuard { sid: self.pid, armed: true };
+        let mut guard = TreeGuard { sid: self.pid, cgroup: self.cgroup.clone(), armed: true };
         let Started { io, mut exited, .. } = started;
         let (drain_tx, drain_rx) = watch::channel(false);
         let idle = self.config.drain_idle;
@@ -441,7 +503,7 @@ impl Driver {
             Some(status) => {
                 // The command ended: end what it left behind, then deliver the rest of
                 // its output (unless the caller goes away), then the exit.
-                let gone = end_tree(self.pid, self.config.kill_grace).await;
+                let gone = end_tree(self.pid, self.config.kill_grace, self.cgroup.as_ref()).await;
                 let _ = drain_tx.send(true);
                 tokio::select! {
                     () = async { while pumps.join_next().await.is_some() {} } => {}
@@ -457,7 +519,7 @@ impl Driver {
                 // The caller went away: kill the session.
                 input.abort();
                 pumps.abort_all();
-                let gone = end_tree(self.pid, self.config.kill_grace).await;
+                let gone = end_tree(self.pid, self.config.kill_grace, self.cgroup.as_ref()).await;
                 let _ = exited.await;
                 tracing::debug!(pid = self.pid, "TTY session dropped by its caller; killed it");
                 gone

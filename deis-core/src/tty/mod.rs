@@ -24,7 +24,8 @@ use std::fmt;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::model::{AppName, ProcessType};
+use crate::model::limits::Resources;
+use crate::model::{AppIdentity, AppName, ProcessType};
 use crate::scheduler::Artifact;
 
 /// Capacity of session channels (messages, each at most [`MAX_CHUNK`] bytes).
@@ -64,6 +65,10 @@ pub struct SessionSpec {
     pub size: Option<TermSize>,
     /// Who runs it (for audit).
     pub user: String,
+    /// The app's identity (what its units run as), if the platform gives it one.
+    pub identity: Option<AppIdentity>,
+    /// The limits of a unit of `proc_type`, which the session gets too.
+    pub limits: Resources,
 }
 
 /// From the caller to the session.

@@ -51,8 +51,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deis_core::artifact::ArtifactStore;
-use deis_core::controller::{Controller, ControllerConfig, RegistrationMode};
+use deis_core::controller::{Controller, ControllerConfig, ControllerPolicy, RegistrationMode};
 use deis_core::logs::{DEFAULT_QUEUE_LINES, LogError, LogStore, UnitLogSink};
+use deis_core::model::{DEFAULT_IDENTITY_RANGE, IdentityRange};
 use deis_core::scheduler::local::UnitOutput;
 use deis_core::scheduler::{Capacity, LocalScheduler, LocalSchedulerConfig, Scheduler, SchedulerError};
 use deis_core::store::{Store, StoreError};
@@ -166,6 +167,8 @@ pub struct PlatformBuilder {
     shutdown_grace: Duration,
     trusted_proxies: Vec<deis_core::AddressRange>,
     replica: Option<ReplicaConfig>,
+    app_identities: Option<Option<IdentityRange>>,
+    max_units_per_user: Option<u32>,
 }
 
 impl PlatformBuilder {
@@ -194,6 +197,8 @@ impl PlatformBuilder {
             shutdown_grace: Duration::from_secs(30),
             trusted_proxies: Vec::new(),
             replica: None,
+            app_identities: None,
+            max_units_per_user: None,
         }
     }
 
@@ -277,8 +282,9 @@ impl PlatformBuilder {
         self
     }
 
-    /// Load balancers in front of the router whose `X-Forwarded-For` is believed for
-    /// app allow-lists (default: none, the TCP peer is the client).
+    /// Load balancers in front of the router whose `X-Forwarded-For`,
+    /// `X-Forwarded-Proto` and `X-Real-IP` are believed (app allow-lists, the client
+    /// address passed on); default none: the TCP peer is the client.
     pub fn trusted_proxies(mut self, ranges: Vec<deis_core::AddressRange>) -> Self {
         self.trusted_proxies = ranges;
         self
@@ -361,6 +367,22 @@ impl PlatformBuilder {
         self
     }
 
+    /// The uids and gids apps get, one each, for their units and `deis run` sessions
+    /// (`None`: none, units run as the platform's user). Default: when the platform
+    /// runs as root, [`DEFAULT_IDENTITY_RANGE`]; otherwise none (an unprivileged
+    /// process can't change identity: units run as its user and can read what it can,
+    /// its data directory included).
+    pub fn app_identities(mut self, range: Option<IdentityRange>) -> Self {
+        self.app_identities = Some(range);
+        self
+    }
+
+    /// Most units the apps of one non-admin user may run together (default: no cap).
+    pub fn max_units_per_user(mut self, max: u32) -> Self {
+        self.max_units_per_user = Some(max);
+        self
+    }
+
     /// Checks the settings, opens the parts not supplied, binds the listeners and
     /// starts serving. Units of existing apps are converged on what the store says.
     pub async fn start(self) -> Result<Platform, StartError> {
@@ -381,7 +403,21 @@ impl PlatformBuilder {
             return Err(StartError::Setting { setting: "log_lines_per_app", message: "must be at least 1".into() });
         }
         let data = self.data_dir.clone();
-        tokio::fs::create_dir_all(&data).await.map_err(|source| StartError::DataDir { path: data.clone(), source })?;
+        let data_err = |source| StartError::DataDir { path: data.clone(), source };
+        tokio::fs::create_dir_all(&data).await.map_err(data_err)?;
+        // The store, builds and scheduler state are nobody else's business (units see
+        // only their own build, through their mount namespace).
+        tokio::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .await
+            .map_err(data_err)?;
+        let root = deis_core::sys::isolation::running_as_root();
+        let identities = self.app_identities.unwrap_or(root.then_some(DEFAULT_IDENTITY_RANGE));
+        if identities.is_some() && !root {
+            return Err(StartError::Setting {
+                setting: "app_identities",
+                message: "an identity per app needs root; run as root or leave identities off".into(),
+            });
+        }
         let store = match self.store {
             Some(store) => store,
             None => StoreUri::Redb(data.join("store.redb")).open().await?,
@@ -422,7 +458,11 @@ impl PlatformBuilder {
         };
         let tty_broker: Arc<dyn TtyBroker> = match self.tty_broker {
             Some(broker) => broker,
-            None => Arc::new(LocalTtyBroker::new(LocalTtyConfig::with_state_dir(&data)).await?),
+            None => {
+                let mut config = LocalTtyConfig::with_state_dir(&data);
+                config.isolation.hidden_dir = Some(data.clone());
+                Arc::new(LocalTtyBroker::new(config).await?)
+            }
         };
         let controller = Controller::new(ControllerConfig {
             store: store.clone(),
@@ -431,6 +471,12 @@ impl PlatformBuilder {
             domain: self.domain.clone(),
             registration: self.registration,
             logs: Some(unit_logs.clone()),
+            policy: {
+                let mut policy = ControllerPolicy::default();
+                policy.identities = identities;
+                policy.max_units_per_user = self.max_units_per_user;
+                policy
+            },
         });
 
         let api_listener = open(self.api, "api").await?;
@@ -521,18 +567,16 @@ impl PlatformBuilder {
             }
             let app =
                 app.layer(axum::Extension(tty)).layer(axum::Extension(controller::FollowShutdown(stopped.clone())));
-            let (until, grace) = (stop_signal(&stopped), self.shutdown_grace);
+            let (until, grace, limits) = (stop_signal(&stopped), self.shutdown_grace, self.limits);
             let mut cut = stopped.clone();
             servers.push(tokio::spawn(async move {
-                let serve = axum::serve(listener, app).with_graceful_shutdown(until);
+                let serve = controller::serve(listener, app, limits, until);
                 let deadline = async move {
                     let _ = cut.wait_for(|s| *s).await;
                     tokio::time::sleep(grace).await;
                 };
                 tokio::select! {
-                    result = serve => if let Err(e) = result {
-                        tracing::error!(error = %e, "controller API stopped");
-                    },
+                    () = serve => {}
                     () = deadline => tracing::warn!(?grace, "controller API: requests still open after the grace period"),
                 }
             }));
@@ -596,11 +640,13 @@ pub struct SchedulerContext {
 
 impl SchedulerContext {
     /// The settings the embedded [`LocalScheduler`] starts with: state in
-    /// `<data dir>/scheduler`, output to the log, the capacity above.
+    /// `<data dir>/scheduler`, output to the log, the capacity above, the data
+    /// directory hidden from units (each sees only its own build in it).
     pub fn local_config(&self) -> LocalSchedulerConfig {
         let mut config = LocalSchedulerConfig::new(self.data_dir.join("scheduler"));
         config.output = self.unit_output.clone();
         config.capacity = self.capacity;
+        config.isolation.hidden_dir = Some(self.data_dir.clone());
         config
     }
 }

@@ -22,6 +22,7 @@ async fn start(dir: &std::path::Path, config: BuilderConfig) -> Builder {
         domain: "example.test".into(),
         registration: RegistrationMode::Enabled,
         logs: None,
+        policy: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     Builder::start(listener, controller, dir, config).unwrap()

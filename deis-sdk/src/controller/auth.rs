@@ -1,5 +1,8 @@
 //! `/v2/auth/*` and `/v2/users/` (§3.1, §3.11).
 
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use deis_core::controller::RegenerateTarget;
@@ -10,6 +13,7 @@ use serde_json::json;
 use super::error::{ApiError, ApiResult};
 use super::extract::{AuthUser, JsonBody, MaybeUser, Page};
 use super::{ApiState, json};
+use crate::tty::TtyService;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct RegisterBody {
@@ -89,6 +93,7 @@ pub(super) struct TokensBody {
 pub(super) async fn tokens(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
+    tty: Option<Extension<Arc<TtyService>>>,
     JsonBody(b): JsonBody<TokensBody>,
 ) -> ApiResult {
     let target = match (b.all, b.username.filter(|u| !u.is_empty())) {
@@ -96,7 +101,17 @@ pub(super) async fn tokens(
         (false, Some(name)) => RegenerateTarget::User(name),
         (false, None) => RegenerateTarget::Own,
     };
-    Ok(match s.controller.regenerate_token(&user, target).await? {
+    let whose = match &target {
+        RegenerateTarget::All => None,
+        RegenerateTarget::User(name) => Some(name.clone()),
+        RegenerateTarget::Own => Some(user.username.clone()),
+    };
+    let regenerated = s.controller.regenerate_token(&user, target).await?;
+    // `deis run` sessions created with the old token must not attach after it.
+    if let Some(Extension(tty)) = tty {
+        tty.revoke_sessions(whose.as_deref());
+    }
+    Ok(match regenerated {
         Some(token) => json(StatusCode::OK, json!({ "token": token })),
         None => json(StatusCode::OK, ""),
     })

@@ -100,7 +100,8 @@ pub fn controller_error_response(e: &ControllerError) -> (StatusCode, Value) {
         | E::OwnsApps { .. }
         | E::Concurrent { .. }
         | E::LastAdmin { .. }
-        | E::AlreadyMember { .. } => detail(StatusCode::CONFLICT),
+        | E::AlreadyMember { .. }
+        | E::DomainTaken { .. } => detail(StatusCode::CONFLICT),
         E::NotSet { .. } | E::Capacity(_) => detail(StatusCode::UNPROCESSABLE_ENTITY),
         // Nothing was written (or the client is told to read first): try again later.
         E::Store(deis_core::StoreError::Unavailable(_)) => detail(StatusCode::SERVICE_UNAVAILABLE),
@@ -109,6 +110,7 @@ pub fn controller_error_response(e: &ControllerError) -> (StatusCode, Value) {
         | E::NoBuild
         | E::NoBuildToRun
         | E::TooManyUnits { .. }
+        | E::UnitQuota { .. }
         | E::Command(_)
         | E::Rollback(_)
         | E::TooManyDrains { .. } => detail(StatusCode::BAD_REQUEST),

@@ -34,9 +34,11 @@ mod logs;
 mod perms;
 mod ps;
 mod run;
+mod serve;
 mod settings;
 
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
 
 use axum::Router;
@@ -51,24 +53,34 @@ pub use drains::sync_drains;
 pub use error::{ApiError, ApiResult, controller_error_response};
 pub use extract::{AppPath, AuthUser, DEFAULT_PAGE, JsonBody, MAX_PAGE, MaybeUser, Page};
 pub use logs::{DEFAULT_LOG_LINES, FollowShutdown, HEARTBEAT, MAX_LOG_LINES, MAX_LOGS_BODY};
+pub use serve::serve;
 
 /// The API version Workflow clients check (`DEIS_API_VERSION`).
 pub const API_VERSION: &str = "2.3";
 /// The platform version reported in `DEIS_PLATFORM_VERSION`.
 pub const PLATFORM_VERSION: &str = "2.3.0";
 
-/// Size limits of request bodies.
+/// Limits of the API: request bodies and connections (see [`serve`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApiLimits {
     /// Largest JSON body (default 1 MiB).
     pub max_json_bytes: usize,
     /// Largest source tarball upload to `POST /v2/apps/<app>/builds/` (default 256 MiB).
     pub max_upload_bytes: usize,
+    /// Time a connection has to send a request head (default 30 s).
+    pub header_read_timeout: Duration,
+    /// Most connections open at once (default 1024).
+    pub max_connections: usize,
 }
 
 impl Default for ApiLimits {
     fn default() -> Self {
-        Self { max_json_bytes: 1 << 20, max_upload_bytes: 256 << 20 }
+        Self {
+            max_json_bytes: 1 << 20,
+            max_upload_bytes: 256 << 20,
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use deis_core::artifact::ArtifactStore;
@@ -49,11 +50,12 @@ async fn start_with(limits: ApiLimits) -> Api {
         domain: "example.test".into(),
         registration: RegistrationMode::Enabled,
         logs: Some(Arc::new(deis_core::logs::RingLogStore::new())),
+        policy: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(platform.clone(), limits);
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(super::serve(listener, app, limits, std::future::pending()));
     let client = Client::builder(TokioExecutor::new()).build_http();
     Api { addr, client, platform, _dir: dir }
 }
@@ -175,7 +177,7 @@ async fn unknown_routes_and_apps_are_404_with_headers() {
 
 #[tokio::test]
 async fn malformed_and_oversized_bodies_change_nothing() {
-    let api = start_with(ApiLimits { max_json_bytes: 1024, max_upload_bytes: 4096 }).await;
+    let api = start_with(ApiLimits { max_json_bytes: 1024, max_upload_bytes: 4096, ..ApiLimits::default() }).await;
     let token = api.user("alice").await;
     assert_eq!(api.post("/v2/apps/", &token, json!({"id": "demo"})).await.status, StatusCode::CREATED);
     let before = api.platform.store().list("").await.unwrap();
@@ -359,6 +361,54 @@ async fn domains_users_and_permissions() {
     let r = api.call(Method::DELETE, "/v2/auth/cancel/", Some(&new), None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(api.get("/v2/apps/", &new).await.status, StatusCode::UNAUTHORIZED);
+}
+
+/// Fault "API slowloris": connections that send half a request head and go quiet were
+/// never closed, until deisd ran out of descriptors. Now each gets the header timeout,
+/// and past the connection cap new ones are closed at once.
+#[tokio::test]
+async fn slow_and_surplus_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let timeout = Duration::from_millis(300);
+    let api = start_with(ApiLimits { header_read_timeout: timeout, max_connections: 3, ..ApiLimits::default() }).await;
+    let closed_after = async |s: &mut tokio::net::TcpStream| {
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 256];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return start.elapsed(),
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("the connection was never closed"),
+            }
+        }
+    };
+    let mut quiet = vec![];
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+        s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        quiet.push(s);
+    }
+    // The cap is reached once the server has taken all three: a fourth is closed
+    // without an answer (retry until the accept loop has seen the three).
+    let surplus = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let mut s = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+            let took = closed_after(&mut s).await;
+            if took < timeout {
+                return took;
+            }
+        }
+    })
+    .await
+    .expect("a connection past the cap is closed at once");
+    assert!(surplus < timeout);
+    for s in &mut quiet {
+        let took = closed_after(s).await;
+        assert!(took < timeout * 4, "a half-sent request head held its connection for {took:?}");
+    }
+    // Their slots are free again.
+    let r = api.send(Method::GET, "/v2/", None, "application/json", vec![]).await;
+    assert_ne!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
 }
 
 mod permissions;

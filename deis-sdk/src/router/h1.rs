@@ -358,6 +358,7 @@ pub const HOP_BY_HOP: [HeaderName; 8] = [
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// The extra header names a message's `Connection` header lists (other than `close`,
 /// `keep-alive` and `upgrade`): hop-by-hop too, so never forwarded.
@@ -391,6 +392,10 @@ pub enum RequestFraming {
 pub struct Forwarding<'a> {
     /// The client's address, appended to `X-Forwarded-For`.
     pub client_ip: &'a HeaderValue,
+    /// Whether the client is a trusted proxy: its `X-Forwarded-For`,
+    /// `X-Forwarded-Proto` and `X-Real-IP` are kept (the address appended to the
+    /// first); from anyone else they are replaced.
+    pub trusted: bool,
     /// The protocol of an upgrade request (`Connection: upgrade` is re-added).
     pub upgrade: Option<&'a HeaderValue>,
     /// The body's framing.
@@ -400,9 +405,12 @@ pub struct Forwarding<'a> {
 }
 
 /// Writes the head of `parts` as a request to a backend into `out`: origin-form target,
-/// HTTP/1.1, hop-by-hop fields (and those `Connection` lists) removed, `X-Forwarded-For`
-/// extended with the client's address, `X-Forwarded-Proto` (`http` or `https`), `X-Forwarded-Host`
-/// set to the `Host` the client asked for (which is forwarded as sent).
+/// HTTP/1.1, hop-by-hop fields (and those `Connection` lists) removed, `X-Forwarded-Host`
+/// set to the `Host` the client asked for (which is forwarded as sent). From a client
+/// that is not a trusted proxy, `X-Forwarded-For` and `X-Real-IP` are its address and
+/// `X-Forwarded-Proto` is the connection's (`http` or `https`), whatever it sent; from
+/// a trusted proxy its `X-Forwarded-For` is extended with its address and its
+/// `X-Forwarded-Proto` and `X-Real-IP` kept (set from the connection where missing).
 pub fn encode_request_head(out: &mut Vec<u8>, parts: &http::request::Parts, fwd: &Forwarding<'_>) {
     let headers = &parts.headers;
     out.extend_from_slice(parts.method.as_str().as_bytes());
@@ -412,9 +420,18 @@ pub fn encode_request_head(out: &mut Vec<u8>, parts: &http::request::Parts, fwd:
 
     let listed = if headers.contains_key(header::CONNECTION) { connection_listed(headers) } else { Vec::new() };
     let mut forwarded_for: Option<Vec<u8>> = None;
+    let connection_proto: &[u8] = if fwd.secure { b"https" } else { b"http" };
+    let (mut proto, mut real_ip) = (connection_proto, fwd.client_ip.as_bytes());
     for (name, value) in headers {
-        if HOP_BY_HOP.contains(name) || listed.contains(name) || *name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST
-        {
+        if HOP_BY_HOP.contains(name) || listed.contains(name) || *name == X_FORWARDED_HOST {
+            continue;
+        }
+        if *name == X_FORWARDED_PROTO || *name == X_REAL_IP || *name == X_FORWARDED_FOR && !fwd.trusted {
+            if fwd.trusted && *name == X_FORWARDED_PROTO {
+                proto = value.as_bytes();
+            } else if fwd.trusted && *name == X_REAL_IP {
+                real_ip = value.as_bytes();
+            }
             continue;
         }
         if *name == X_FORWARDED_FOR {
@@ -442,7 +459,8 @@ pub fn encode_request_head(out: &mut Vec<u8>, parts: &http::request::Parts, fwd:
     let mut xff = forwarded_for.unwrap_or_default();
     xff.extend_from_slice(fwd.client_ip.as_bytes());
     field(out, "x-forwarded-for", &xff);
-    field(out, "x-forwarded-proto", if fwd.secure { b"https" } else { b"http" });
+    field(out, "x-forwarded-proto", proto);
+    field(out, "x-real-ip", real_ip);
     if let Some(h) = host {
         field(out, "x-forwarded-host", h);
     }
@@ -596,6 +614,7 @@ mod tests {
             .header("keep-alive", "timeout=5")
             .header("x-forwarded-for", "10.0.0.1")
             .header("x-forwarded-proto", "https")
+            .header("x-real-ip", "6.6.6.6")
             .header("content-length", "3")
             .header("accept", "*/*")
             .body(())
@@ -606,7 +625,13 @@ mod tests {
         encode_request_head(
             &mut out,
             &parts,
-            &Forwarding { client_ip: &ip, upgrade: None, framing: RequestFraming::Length, secure: false },
+            &Forwarding {
+                client_ip: &ip,
+                trusted: false,
+                upgrade: None,
+                framing: RequestFraming::Length,
+                secure: false,
+            },
         );
         let mut fields = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut fields);
@@ -615,16 +640,45 @@ mod tests {
         let get = |n: &str| req.headers.iter().filter(|h| h.name == n).map(|h| h.value.to_vec()).collect::<Vec<_>>();
         assert!(get("x-secret").is_empty() && get("keep-alive").is_empty() && get("connection").is_empty());
         assert_eq!(get("host"), [b"hello.deis.test".to_vec()]);
-        assert_eq!(get("x-forwarded-for"), [b"10.0.0.1, 127.0.0.1".to_vec()]);
+        // Fault "router headers": a client's own X-Real-IP reached the app unchanged.
+        assert_eq!(get("x-forwarded-for"), [b"127.0.0.1".to_vec()], "a client's claims are replaced");
+        assert_eq!(get("x-real-ip"), [b"127.0.0.1".to_vec()]);
         assert_eq!(get("x-forwarded-proto"), [b"http".to_vec()]);
         assert_eq!(get("x-forwarded-host"), [b"hello.deis.test".to_vec()]);
         assert_eq!(get("content-length"), [b"3".to_vec()]);
         assert_eq!(get("accept"), [b"*/*".to_vec()]);
 
+        // A trusted proxy's view is kept, its own address appended.
+        let mut out = Vec::new();
+        encode_request_head(
+            &mut out,
+            &parts,
+            &Forwarding {
+                client_ip: &ip,
+                trusted: true,
+                upgrade: None,
+                framing: RequestFraming::Length,
+                secure: false,
+            },
+        );
+        let mut fields = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut fields);
+        req.parse(&out).unwrap();
+        let get = |n: &str| req.headers.iter().filter(|h| h.name == n).map(|h| h.value.to_vec()).collect::<Vec<_>>();
+        assert_eq!(get("x-forwarded-for"), [b"10.0.0.1, 127.0.0.1".to_vec()]);
+        assert_eq!(get("x-forwarded-proto"), [b"https".to_vec()]);
+        assert_eq!(get("x-real-ip"), [b"6.6.6.6".to_vec()]);
+
         let up = HeaderValue::from_static("websocket");
         let (parts, ()) = http::Request::builder().uri("/ws").header("host", "a").body(()).unwrap().into_parts();
         let mut out = Vec::new();
-        let fwd = Forwarding { client_ip: &ip, upgrade: Some(&up), framing: RequestFraming::Chunked, secure: true };
+        let fwd = Forwarding {
+            client_ip: &ip,
+            trusted: false,
+            upgrade: Some(&up),
+            framing: RequestFraming::Chunked,
+            secure: true,
+        };
         encode_request_head(&mut out, &parts, &fwd);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("GET /ws HTTP/1.1\r\nhost: a\r\n"), "{text}");

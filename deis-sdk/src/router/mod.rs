@@ -95,9 +95,10 @@ pub struct RouterConfig {
     /// [`RouterConfig::with_platform_backend`]). It wins over any app or custom domain.
     /// `None` (the default): no platform host.
     pub platform_host: Option<(String, SocketAddr)>,
-    /// Proxies (load balancers) in front of the router whose `X-Forwarded-For` is
-    /// believed when checking an app's allow-list. Empty (the default): the TCP peer
-    /// is the client.
+    /// Proxies (load balancers) in front of the router whose `X-Forwarded-For`,
+    /// `X-Forwarded-Proto` and `X-Real-IP` are believed (for an app's allow-list and
+    /// passed on to units). From anyone else those headers are replaced with what the
+    /// connection says. Empty (the default): the TCP peer is the client.
     pub trusted_proxies: Vec<deis_core::AddressRange>,
     /// The port clients reach HTTPS on, for the redirect of apps that enforce HTTPS
     /// (default 443; the platform assembly sets its TLS listener's port).

@@ -34,6 +34,8 @@ pub(crate) struct ConnCtx {
     pub peer_ip: std::net::IpAddr,
     /// Whether the connection is TLS.
     pub secure: bool,
+    /// Whether the peer is a trusted proxy (its forwarding headers are kept).
+    pub trusted: bool,
     /// What the connection's idle/header-timeout watchdog looks at.
     pub activity: super::server::Activity,
 }
@@ -81,9 +83,13 @@ fn prepare(ctx: &ConnCtx, mut req: Request<Incoming>) -> Result<Forward, Respons
     stats.count_request();
 
     let route = {
-        let host = match req.headers().get(header::HOST) {
-            Some(h) => h.to_str().ok(),
-            None => req.uri().host(),
+        // Two `Host` fields make the request invalid (RFC 9110 section 7.2): the
+        // router and the app might each believe another one.
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        let host = match (hosts.next(), hosts.next()) {
+            (Some(_), Some(_)) => None,
+            (Some(h), None) => h.to_str().ok(),
+            (None, _) => req.uri().host(),
         };
         let Some(host) = host else {
             stats.bad_request.fetch_add(1, Ordering::Relaxed);
@@ -167,8 +173,13 @@ impl Forward {
         let stats = &shared.stats;
         let Self { route, parts, body, upgrade, client_upgrade, framing, replayable } = self;
         let (app, replayable) = (&route.app, *replayable);
-        let fwd =
-            Forwarding { client_ip: &ctx.client_ip, upgrade: upgrade.as_ref(), framing: *framing, secure: ctx.secure };
+        let fwd = Forwarding {
+            client_ip: &ctx.client_ip,
+            trusted: ctx.trusted,
+            upgrade: upgrade.as_ref(),
+            framing: *framing,
+            secure: ctx.secure,
+        };
         let method = &parts.method;
         let backends = &route.backends;
         let n = backends.len();

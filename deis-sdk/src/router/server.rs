@@ -220,7 +220,9 @@ async fn serve_connection<S>(
     let client_ip = HeaderValue::try_from(peer.ip().to_string()).expect("an IP address is a valid header value");
     let header_read_timeout = shared.config.header_read_timeout;
     let response_timeout = shared.config.response_timeout;
-    let ctx = Arc::new(ConnCtx { shared, client_ip, peer_ip: peer.ip(), secure, activity: Activity::default() });
+    let trusted = shared.config.trusted_proxies.iter().any(|r| r.contains(peer.ip()));
+    let ctx =
+        Arc::new(ConnCtx { shared, client_ip, peer_ip: peer.ip(), secure, trusted, activity: Activity::default() });
     let watched = ctx.clone();
     let service = service_fn(move |req| proxy::handle(Busy::start(ctx.clone()), req));
     let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();

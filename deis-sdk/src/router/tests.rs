@@ -89,6 +89,7 @@ async fn answer(name: &str, mut req: Request<Incoming>) -> Response<Full<Bytes>>
     let seen = |h: &str| req.headers().get(h).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
     let (xff, xfh, xfp, host) =
         (seen("x-forwarded-for"), seen("x-forwarded-host"), seen("x-forwarded-proto"), seen("host"));
+    let real_ip = seen("x-real-ip");
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let text = if body.is_empty() { name.to_string() } else { format!("{name}:{}", String::from_utf8_lossy(&body)) };
     Response::builder()
@@ -96,6 +97,7 @@ async fn answer(name: &str, mut req: Request<Incoming>) -> Response<Full<Bytes>>
         .header("x-seen-xfh", xfh)
         .header("x-seen-xfp", xfp)
         .header("x-seen-host", host)
+        .header("x-seen-real-ip", real_ip)
         .body(Full::new(Bytes::from(text)))
         .unwrap()
 }
@@ -850,4 +852,35 @@ async fn allow_lists_believe_forwarded_for_only_from_trusted_proxies() {
     assert_eq!(get(&behind_proxy, "not-an-address").await, StatusCode::FORBIDDEN);
     untrusted.stop().await;
     behind_proxy.stop().await;
+}
+
+/// Fault "router headers": a request with two `Host` fields was forwarded (RFC 9110
+/// requires a 400), and a client's `X-Real-IP` reached the app unchanged.
+#[tokio::test]
+async fn two_host_fields_are_refused_and_forwarding_headers_come_from_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_store, r) = one_backend("hello", "b1").await;
+    let send = async |head: &str| {
+        let mut s = TcpStream::connect(r.addr).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).await.unwrap();
+        String::from_utf8_lossy(&reply).into_owned()
+    };
+    let reply =
+        send("GET / HTTP/1.1\r\nHost: hello.deis.test\r\nHost: other.deis.test\r\nConnection: close\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert_eq!(r.router.stats().bad_request, 1);
+    let reply = send(
+        "GET /headers HTTP/1.1\r\nHost: hello.deis.test\r\nX-Real-IP: 6.6.6.6\r\nX-Forwarded-For: 6.6.6.6\r\n\
+         X-Forwarded-Proto: https\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(!reply.contains("6.6.6.6"), "the client's claims reached the app: {reply}");
+    let reply = reply.to_ascii_lowercase();
+    for seen in ["x-seen-real-ip: 127.0.0.1", "x-seen-xff: 127.0.0.1", "x-seen-xfp: http"] {
+        assert!(reply.contains(seen), "{seen}: {reply}");
+    }
+    r.stop().await;
 }

@@ -89,6 +89,16 @@ impl PendingSessions {
         Ok(())
     }
 
+    /// Forgets the sessions of `user` (of everyone: `None`) still waiting to be
+    /// attached, so tokens issued before its API token was regenerated (`deis
+    /// auth:regenerate`) attach nothing. Returns how many were dropped.
+    pub fn revoke(&self, user: Option<&str>) -> usize {
+        let mut entries = self.entries.lock().expect("pending sessions");
+        let before = entries.len();
+        entries.retain(|_, p| user.is_some_and(|u| p.spec.as_ref().is_none_or(|s| s.user != u)));
+        before - entries.len()
+    }
+
     /// Number of sessions waiting (expired ones included until pruned).
     pub fn len(&self) -> usize {
         self.entries.lock().expect("pending sessions").len()
@@ -147,6 +157,8 @@ impl SessionDirectory for LocalDirectory {
             tty: claims.tty,
             size: None,
             user: claims.user.clone(),
+            identity: None,
+            limits: Default::default(),
         })
     }
 }
@@ -167,6 +179,8 @@ mod tests {
             tty: false,
             size: None,
             user: "alice".into(),
+            identity: None,
+            limits: Default::default(),
         }
     }
 

@@ -178,6 +178,65 @@ fn env_list(spec: &SessionSpec) -> Vec<String> {
 #[derive(Clone)]
 pub struct DockerTtyBroker {
     docker: Docker,
+    confinement: DockerConfinement,
+}
+
+/// How one-off containers and execs of sessions are confined. Always: every
+/// capability dropped, `no-new-privileges`, not privileged, the memory and cpu limits
+/// of the session's process type ([`SessionSpec::limits`]), the app's identity as the
+/// user when the platform gave it one ([`SessionSpec::identity`]; otherwise the
+/// image's `USER`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DockerConfinement {
+    /// Most processes and threads in a one-off container (default 512).
+    pub pids_limit: i64,
+    /// Mount the image read-only in one-off containers, with a `tmpfs` on `/tmp`
+    /// (default false: many images write next to their code). The `tmpfs` takes the
+    /// mode of the image's `/tmp`: 1777 in most images, so any user may write there.
+    pub read_only_root: bool,
+}
+
+impl Default for DockerConfinement {
+    fn default() -> Self {
+        Self { pids_limit: 512, read_only_root: false }
+    }
+}
+
+impl DockerConfinement {
+    /// Mounts images read-only (see [`read_only_root`](Self::read_only_root)).
+    pub fn with_read_only_root(mut self, read_only: bool) -> Self {
+        self.read_only_root = read_only;
+        self
+    }
+
+    /// The host settings of a one-off container for `spec`, over `base`.
+    fn host_config(&self, spec: &SessionSpec, base: HostConfig) -> HostConfig {
+        let limits = spec.limits;
+        let memory = (limits.memory_bytes > 0).then(|| i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX));
+        HostConfig {
+            memory,
+            // No swap beyond the limit.
+            memory_swap: memory,
+            nano_cpus: (limits.cpu_millis > 0)
+                .then(|| i64::try_from(limits.cpu_millis.saturating_mul(1_000_000)).unwrap_or(i64::MAX)),
+            pids_limit: Some(self.pids_limit),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            privileged: Some(false),
+            readonly_rootfs: Some(self.read_only_root),
+            // A tmpfs on /tmp (docker gives it the image's /tmp mode, 1777 in most).
+            tmpfs: self
+                .read_only_root
+                .then(|| HashMap::from([("/tmp".to_string(), "rw,nosuid,nodev,size=64m".to_string())])),
+            ..base
+        }
+    }
+}
+
+/// `uid:gid` of the app's identity, the user a session runs as.
+fn session_user(spec: &SessionSpec) -> Option<String> {
+    spec.identity.map(|id| format!("{}:{}", id.uid, id.gid))
 }
 
 impl fmt::Debug for DockerTtyBroker {
@@ -198,7 +257,13 @@ enum Target {
 impl DockerTtyBroker {
     /// A broker on `docker` (already connected).
     pub fn new(docker: Docker) -> Self {
-        Self { docker }
+        Self { docker, confinement: DockerConfinement::default() }
+    }
+
+    /// The same broker confining sessions as `confinement` says.
+    pub fn with_confinement(mut self, confinement: DockerConfinement) -> Self {
+        self.confinement = confinement;
+        self
     }
 
     /// Connects to the engine at the unix socket `path` and negotiates the API version.
@@ -307,6 +372,9 @@ impl DockerTtyBroker {
             console_size: initial_size(spec).map(console_size),
             env: Some(env),
             cmd: Some(session_argv(spec)),
+            // The unit's container is confined already; the exec gets no more rights.
+            privileged: Some(false),
+            user: session_user(spec),
             ..Default::default()
         };
         let exec = self.docker.create_exec(container, opts).await.map_err(engine("creating the exec"))?;
@@ -340,19 +408,23 @@ impl DockerTtyBroker {
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             labels: Some(labels),
+            user: session_user(spec),
             // An init as PID 1, so the command gets signals like anywhere else (a PID 1
             // ignores the ones it has no handler for, even SIGKILL from inside).
-            host_config: Some(HostConfig {
-                network_mode: Some("none".into()),
-                init: Some(true),
-                // Honoured from API 1.42; older engines get the resize after the start.
-                console_size: initial_size(spec).map(console_size),
-                // The session is the output's only reader (attached before the start):
-                // a log driver would copy every line of it (json-file: one JSON record a
-                // line, slower than the session itself and unbounded on disk).
-                log_config: Some(HostConfigLogConfig { typ: Some("none".into()), config: None }),
-                ..Default::default()
-            }),
+            host_config: Some(self.confinement.host_config(
+                spec,
+                HostConfig {
+                    network_mode: Some("none".into()),
+                    init: Some(true),
+                    // Honoured from API 1.42; older engines get the resize after the start.
+                    console_size: initial_size(spec).map(console_size),
+                    // The session is the output's only reader (attached before the start):
+                    // a log driver would copy every line of it (json-file: one JSON record a
+                    // line, slower than the session itself and unbounded on disk).
+                    log_config: Some(HostConfigLogConfig { typ: Some("none".into()), config: None }),
+                    ..Default::default()
+                },
+            )),
             ..Default::default()
         };
         let name = format!("{}-run-{}", spec.app, deis_core::auth::random_hex(6));

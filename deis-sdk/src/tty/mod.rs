@@ -220,6 +220,14 @@ impl TtyService {
         Ok(SessionTicket { url: format!("/v2/sessions/{id}/attach"), id, token, expires, router, host })
     }
 
+    /// Drops the sessions of `user` (everyone's: `None`) created but not attached yet:
+    /// their tokens attach nothing after the user's API token was regenerated.
+    /// A standalone broker keeps no sessions (its tokens carry their spec and live
+    /// [`TtyConfig::token_ttl`]); this returns 0 there.
+    pub fn revoke_sessions(&self, user: Option<&str>) -> usize {
+        self.pending.as_ref().map_or(0, |p| p.revoke(user))
+    }
+
     /// Runs `spec` without a terminal and without stdin, collecting stdout and stderr
     /// (up to [`TtyConfig::batch_output_cap`]) until it exits or
     /// [`TtyConfig::batch_timeout`] passes (then it is killed: exit code 124).

@@ -23,6 +23,8 @@ pub struct LogsArgs {
     pub proc_type: Option<deis_core::ProcessType>,
     /// `--source`.
     pub source: Option<String>,
+    /// `--raw`: control characters as they are.
+    pub raw: bool,
 }
 
 /// `deis logs`.
@@ -41,16 +43,35 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> Result {
         source: args.source.clone(),
     };
     if args.follow {
-        return follow(&client, &app, options).await;
+        return follow(&client, &app, options, args.raw).await;
     }
     let body = client.logs(&app, &options).await?;
     if body.is_empty() {
         eprintln!("There are no log lines for {app} yet.");
         return Ok(());
     }
+    let body = if args.raw { body } else { body.lines().map(|l| escape_controls(l) + "\n").collect() };
     let mut out = std::io::stdout().lock();
     out.write_all(body.as_bytes()).and_then(|()| out.flush()).or_else(ignore_broken_pipe)?;
     Ok(())
+}
+
+/// `line` with every control character but tab shown as an escape (`\x1b`, `\r`,
+/// `\u{9b}`): anyone who can write to an app's log could otherwise move the cursor,
+/// rewrite earlier lines or retitle the reader's terminal.
+pub fn escape_controls(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars() {
+        match c {
+            '\t' => out.push(c),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn ignore_broken_pipe(e: std::io::Error) -> Result {
@@ -70,14 +91,14 @@ fn retryable(e: &ClientError) -> bool {
 }
 
 /// Follows until Ctrl-C (exit 0) or an error the controller means (404, 403 ...).
-async fn follow(client: &Client, app: &str, options: LogOptions) -> Result {
+async fn follow(client: &Client, app: &str, options: LogOptions, raw: bool) -> Result {
     tokio::select! {
-        r = follow_forever(client, app, options) => r,
+        r = follow_forever(client, app, options, raw) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
 
-async fn follow_forever(client: &Client, app: &str, options: LogOptions) -> Result {
+async fn follow_forever(client: &Client, app: &str, options: LogOptions, raw: bool) -> Result {
     let mut last_seq: Option<u64> = None;
     let mut backoff = FIRST_BACKOFF;
     let mut lost = false;
@@ -100,8 +121,10 @@ async fn follow_forever(client: &Client, app: &str, options: LogOptions) -> Resu
             match stream.next().await {
                 Ok(Some(FollowEvent::Line(record))) => {
                     last_seq = Some(record.seq);
+                    let line = record.to_string();
+                    let line = if raw { line } else { escape_controls(&line) };
                     let mut out = std::io::stdout().lock();
-                    writeln!(out, "{record}").and_then(|()| out.flush()).or_else(ignore_broken_pipe)?;
+                    writeln!(out, "{line}").and_then(|()| out.flush()).or_else(ignore_broken_pipe)?;
                 }
                 Ok(Some(FollowEvent::Missed(n))) => eprintln!("-- {n} lines skipped (reader too slow) --"),
                 Ok(Some(FollowEvent::Error(e))) => eprintln!("-- the controller ended the log stream: {e} --"),
@@ -134,5 +157,14 @@ mod tests {
         assert!(!retryable(&ClientError::from_response(404, br#""No App matches the given query.""#)));
         assert!(!retryable(&ClientError::from_response(401, b"{}")));
         assert!(retryable(&ClientError::Timeout { method: "GET".into(), url: "u".into(), secs: 1 }));
+    }
+
+    /// Fault "log spoofing": raw terminal escapes in a log line reached the reader's
+    /// terminal.
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("plain\ttext é"), "plain\ttext é");
+        assert_eq!(escape_controls("\x1b]0;pwned\x07\x1b[2Kx\r"), "\\x1b]0;pwned\\x07\\x1b[2Kx\\r");
+        assert_eq!(escape_controls("a\u{9b}31mb\x7f"), "a\\u{9b}31mb\\x7f");
     }
 }

@@ -220,8 +220,8 @@ pub async fn run(cli: Cli) -> Result {
 
         Command::Run { command, proc_type, no_tty } => run::run(&ctx, command, proc_type, no_tty).await,
 
-        Command::Logs { lines, follow, proc_type, source } => {
-            logs::logs(&ctx, logs::LogsArgs { lines, follow, proc_type, source }).await
+        Command::Logs { lines, follow, proc_type, source, raw } => {
+            logs::logs(&ctx, logs::LogsArgs { lines, follow, proc_type, source, raw }).await
         }
         Command::DrainsList => drains::list(&ctx).await,
         Command::DrainsAdd { url } => drains::add(&ctx, &url).await,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::output::{TracingOutput, UnitOutput};
 use crate::scheduler::Capacity;
+use crate::sys::Isolation;
 
 /// Name of the file in [`LocalSchedulerConfig::state_dir`] listing the process groups of
 /// live units, so that a scheduler started after a crash can kill what the previous one
@@ -35,6 +36,9 @@ pub struct LocalSchedulerConfig {
     pub drain_delay: Duration,
     /// Where units' stdout and stderr lines go (default: [`TracingOutput`]).
     pub output: Arc<dyn UnitOutput>,
+    /// How units are confined (default: everything this machine allows, hiding
+    /// nothing; the platform hides its data directory).
+    pub isolation: Isolation,
 }
 
 impl LocalSchedulerConfig {
@@ -48,6 +52,7 @@ impl LocalSchedulerConfig {
             ready_timeout: Duration::from_secs(60),
             drain_delay: Duration::from_secs(1),
             output: Arc::new(TracingOutput),
+            isolation: Isolation::default(),
         }
     }
 }

@@ -23,9 +23,17 @@
 //! ([`BACKOFF_MIN`] doubling up to [`BACKOFF_MAX`]). stdout and stderr go line by line
 //! to a [`UnitOutput`].
 //!
-//! Resources are admitted, not enforced: `apply` refuses a spec when the requests of
-//! all apps would exceed [`LocalSchedulerConfig::capacity`], but a running unit is not
-//! limited by its cpu/memory setting.
+//! Resources are admitted and enforced: `apply` refuses a spec when the requests of
+//! all apps would exceed [`LocalSchedulerConfig::capacity`], and each unit runs in a
+//! cgroup of its own with its process type's memory and cpu limits and a pids limit
+//! (where cgroups are available to us). A unit the kernel kills for going past its
+//! memory limit crashes with "out of memory" and restarts with backoff.
+//!
+//! Units are confined as [`LocalSchedulerConfig::isolation`] asks and this machine
+//! allows ([`crate::sys::isolation`]): as root, each app's units run as the app's own
+//! uid and gid ([`AppSpec::identity`]); every unit gets `no_new_privs`, no
+//! capabilities, a private `/tmp` and a view of the data directory in which only its
+//! build shows, read-only. Run unprivileged, units run as the scheduler's user.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), deis_core::SchedulerError> {
@@ -59,14 +67,14 @@ pub use self::output::{MAX_LINE_BYTES, OutputStream, TracingOutput, UnitOutput};
 use self::ports::PortAllocator;
 pub use self::probe::{STAY_UP, os_probe};
 use self::process::OsRuntime;
-pub use self::process::{ExitInfo, GroupSignal, Launch, OutputReader, ProbeTarget, ProcessRuntime, Spawned};
+pub use self::process::{Ended, ExitInfo, GroupSignal, Launch, OutputReader, ProbeTarget, ProcessRuntime, Spawned};
 pub use self::supervisor::{BACKOFF_MAX, BACKOFF_MIN, BACKOFF_RESET};
 use self::supervisor::{Command, Shared, Supervisor};
 use super::{AppSpec, Artifact, NodeStatus, RestartFilter, Result, Scheduler, SchedulerError, UnitEvent};
 use crate::model::limits::Resources;
 use crate::model::{AppName, Unit};
-use crate::sys::GroupRegistry;
 pub use crate::sys::process::INHERITED_ENV;
+use crate::sys::{Confinement, GroupRegistry};
 
 /// Most units one app may ask for.
 pub const MAX_UNITS_PER_APP: u64 = 1000;
@@ -114,7 +122,11 @@ impl LocalScheduler {
         if killed > 0 {
             tracing::warn!(groups = killed, "killed units left running by a previous run of the scheduler");
         }
-        Ok(Self::on_runtime(config, Arc::new(OsRuntime::new(registry))))
+        let (isolation, tag) = (config.isolation.clone(), crate::sys::isolation::tag_for("units", dir));
+        let confinement = tokio::task::spawn_blocking(move || Confinement::start(isolation, &tag))
+            .await
+            .map_err(SchedulerError::backend)?;
+        Ok(Self::on_runtime(config, Arc::new(OsRuntime::new(registry, Arc::new(confinement)))))
     }
 
     /// A scheduler whose units run on `runtime` (containers of an engine, the tests'

@@ -5,14 +5,14 @@
 //!   `successThreshold` consecutive attempts succeed. `httpGet` and `tcpSocket` probe the
 //!   unit's `PORT` on 127.0.0.1 (their `port` field is ignored: locally the unit listens
 //!   where `PORT` says); `exec` runs the command in the unit's directory and
-//!   environment (a one-element command is run with `sh -c`). `failureThreshold` does
+//!   environment, confined as the unit is (identity, cgroup, mount namespace; a
+//!   one-element command is run with `sh -c`). `failureThreshold` does
 //!   not apply to readiness: the probe keeps trying until the scheduler's
 //!   `ready_timeout`.
 //! - Without one: a `web` unit is ready once its `PORT` accepts TCP connections; other
 //!   types once they have kept running for [`STAY_UP`].
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 
 use super::process::ProcessRuntime;
 use crate::model::{Healthcheck, ProbeAction, TcpSocketProbe};
+use crate::sys::{Signal, SpawnSpec, group};
 
 /// How long a non-web unit without a healthcheck must keep running to count as ready.
 pub const STAY_UP: Duration = Duration::from_millis(300);
@@ -33,7 +34,8 @@ const MAX_STATUS_LINE: usize = 4096;
 /// Where a probe looks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeTarget {
-    /// The runtime's handle of the unit ([`Spawned::pid`](super::Spawned::pid)).
+    /// The runtime's handle of the unit ([`Spawned::pid`](super::Spawned::pid)): for
+    /// processes, its process group, whose confinement `exec` shares.
     pub handle: u32,
     /// Where its `PORT` is reached.
     pub ip: std::net::IpAddr,
@@ -123,9 +125,23 @@ fn secs(n: u32, min: u32) -> Duration {
     Duration::from_secs(u64::from(n.max(min)))
 }
 
+/// Confines an exec probe's command as its unit is.
+pub(crate) type Confine<'a> = dyn Fn(SpawnSpec) -> SpawnSpec + Send + Sync + 'a;
+
 /// One probe attempt from this machine: `tcpSocket` and `httpGet` against the
-/// target's address, `exec` as a process here.
+/// target's address, `exec` as a process here (unconfined: container runtimes run
+/// their `exec` probes inside the container instead).
 pub async fn os_probe(target: &ProbeTarget, action: &ProbeAction, timeout: Duration) -> bool {
+    os_probe_confined(target, action, timeout, &|spec| spec).await
+}
+
+/// [`os_probe`] with `exec` confined by `confine`.
+pub(crate) async fn os_probe_confined(
+    target: &ProbeTarget,
+    action: &ProbeAction,
+    timeout: Duration,
+    confine: &Confine<'_>,
+) -> bool {
     let attempt = async {
         match action {
             ProbeAction::TcpSocket(_) => TcpStream::connect((target.ip, target.port)).await.is_ok(),
@@ -133,7 +149,7 @@ pub async fn os_probe(target: &ProbeTarget, action: &ProbeAction, timeout: Durat
                 let headers: Vec<(&str, &str)> = h.http_headers.iter().map(|x| (&*x.name, &*x.value)).collect();
                 http_get(target.ip, target.port, &h.path, &headers).await.is_some_and(|s| (200..400).contains(&s))
             }
-            ProbeAction::Exec(e) => exec(target, &e.command).await,
+            ProbeAction::Exec(e) => exec(target, &e.command, confine).await,
         }
     };
     tokio::time::timeout(timeout, attempt).await.unwrap_or(false)
@@ -180,34 +196,31 @@ fn parse_status(buf: &[u8]) -> Option<u16> {
     code.parse().ok()
 }
 
-async fn exec(target: &ProbeTarget, argv: &[String]) -> bool {
-    let mut cmd = match argv {
-        [] => return false,
-        [one] => {
-            let mut c = tokio::process::Command::new("/bin/sh");
-            c.arg("-c").arg(one);
-            c
-        }
-        [prog, args @ ..] => {
-            let mut c = tokio::process::Command::new(prog);
-            c.args(args);
-            c
-        }
-    };
-    cmd.current_dir(&target.dir)
-        .env_clear()
-        .envs(target.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    match cmd.status().await {
-        Ok(st) => st.success(),
+async fn exec(target: &ProbeTarget, argv: &[String], confine: &Confine<'_>) -> bool {
+    let Some(spec) = SpawnSpec::from_argv(argv) else { return false };
+    let spec = confine(spec.dir(&target.dir).env(target.env.iter().map(|(k, v)| (k, v))));
+    let child = match crate::sys::spawn(spec) {
+        Ok(c) => c,
         Err(e) => {
             tracing::debug!(command = ?argv, error = %e, "exec probe could not run");
-            false
+            return false;
+        }
+    };
+    // A probe that times out is dropped here: its command and what it started go too.
+    struct KillOnDrop(u32, bool);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if self.1 {
+                group::signal_session(self.0, Signal::KILL);
+            }
         }
     }
+    let mut guard = KillOnDrop(child.pid, true);
+    let status = child.exited.await.unwrap_or(crate::sys::ExitInfo::UNKNOWN);
+    // Whatever it left in the background goes with it.
+    group::signal_session(guard.0, Signal::KILL);
+    guard.1 = false;
+    status.code == Some(0)
 }
 
 #[cfg(test)]

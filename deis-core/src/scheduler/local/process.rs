@@ -19,10 +19,11 @@ use tokio::sync::oneshot;
 use super::probe;
 pub use super::probe::ProbeTarget;
 use crate::model::limits::Resources;
-use crate::model::{AppName, ProbeAction, ProcessType};
+use crate::model::{AppIdentity, AppName, ProbeAction, ProcessType};
 use crate::scheduler::{AppSpec, Artifact, NodeStatus, SchedulerError};
 pub use crate::sys::ExitInfo;
-use crate::sys::{AsyncFdIo, GroupRegistry, Signal, SpawnSpec, Stdio, TrackedGroup, group};
+use crate::sys::cgroup::UnitCgroup;
+use crate::sys::{AsyncFdIo, Confined, Confinement, GroupRegistry, Signal, SpawnSpec, Stdio, TrackedGroup, group};
 
 /// What to start for a unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +50,10 @@ pub struct Launch {
     pub port: u16,
     /// What it reserves (a container runtime sets limits from it).
     pub resources: Resources,
+    /// The app's identity, if it has one.
+    pub identity: Option<AppIdentity>,
+    /// The unit's limits (zero: none).
+    pub limits: Resources,
 }
 
 /// An output stream of a started process.
@@ -124,10 +129,19 @@ pub trait ProcessRuntime: Send + Sync + Debug {
     fn signal_group(&self, pgid: u32, signal: GroupSignal);
     /// Whether any (non-zombie) process of group `pgid` is left.
     fn group_alive(&self, pgid: u32) -> bool;
-    /// Group `pgid` is gone for good; stop tracking it.
-    async fn released(&self, pgid: u32);
+    /// Group `pgid` is gone for good; stop tracking it. Returns what the runtime saw
+    /// of the unit's end beyond its exit status.
+    async fn released(&self, pgid: u32) -> Ended;
     /// One probe attempt against a unit; true when healthy within `timeout`.
     async fn probe(&self, target: &ProbeTarget, action: &ProbeAction, timeout: Duration) -> bool;
+}
+
+/// What the runtime saw of a unit's end besides its exit status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ended {
+    /// The kernel's OOM killer killed a process of the unit (it went past its memory
+    /// limit).
+    pub out_of_memory: bool,
 }
 
 /// Real processes on this machine.
@@ -136,19 +150,39 @@ pub trait ProcessRuntime: Send + Sync + Debug {
 /// session (so its pid is its process group id), dying with the scheduler's thread that
 /// forked it (tokio worker threads live as long as the runtime), reaped by a thread of
 /// its own. A [`TrackedGroup`] per unit lists it in the state file and kills the rest of
-/// its group at once if this process dies.
+/// its group at once if this process dies. Each unit is confined as the
+/// [`Confinement`] allows: its own cgroup (named after the unit and a sequence number,
+/// so a replacement never shares its predecessor's), the app's identity, a mount
+/// namespace; signals and liveness cover the whole cgroup, so processes that left the
+/// group (`setsid`) are still the unit's.
 #[derive(Debug)]
 pub(crate) struct OsRuntime {
     registry: Arc<GroupRegistry>,
-    /// Per live group: its registry entry and watchdog.
-    tracked: std::sync::Mutex<std::collections::HashMap<u32, TrackedGroup>>,
+    confinement: Arc<Confinement>,
+    /// Per live group: its registry entry, watchdog and cgroup.
+    tracked: std::sync::Mutex<std::collections::HashMap<u32, Tracked>>,
+    next_cgroup: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    group: TrackedGroup,
+    cgroup: Option<Arc<UnitCgroup>>,
+    identity: Option<AppIdentity>,
 }
 
 impl OsRuntime {
-    pub(crate) fn new(registry: GroupRegistry) -> Self {
-        Self { registry: Arc::new(registry), tracked: Default::default() }
+    pub(crate) fn new(registry: GroupRegistry, confinement: Arc<Confinement>) -> Self {
+        Self { registry: Arc::new(registry), confinement, tracked: Default::default(), next_cgroup: Default::default() }
+    }
+
+    fn cgroup_of(&self, pgid: u32) -> Option<Arc<UnitCgroup>> {
+        self.tracked.lock().unwrap_or_else(|e| e.into_inner()).get(&pgid).and_then(|t| t.cgroup.clone())
     }
 }
+
+/// How long the processes of a unit's cgroup get to die once killed.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 
 fn output_reader(fd: Option<std::os::fd::OwnedFd>) -> io::Result<Option<OutputReader>> {
     fd.map(|fd| Ok(Box::pin(AsyncFdIo::with_interest(fd, Interest::READABLE)?) as OutputReader)).transpose()
@@ -157,23 +191,43 @@ fn output_reader(fd: Option<std::os::fd::OwnedFd>) -> io::Result<Option<OutputRe
 #[async_trait]
 impl ProcessRuntime for OsRuntime {
     fn spawn(&self, launch: &Launch) -> io::Result<Spawned> {
+        let n = self.next_cgroup.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cgroup = self.confinement.cgroup(&format!("{}.{n}", launch.unit), launch.limits)?.map(Arc::new);
         let spec = SpawnSpec::shell(&launch.command)
             .dir(&launch.dir)
             .env(launch.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::Piped)
             .stderr(Stdio::Piped);
-        let child = crate::sys::spawn(spec)?;
+        let spec = self
+            .confinement
+            .apply(spec, Confined { identity: launch.identity, dir: &launch.dir, cgroup: cgroup.as_deref() });
+        let child = match crate::sys::spawn(spec) {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(cg) = cgroup {
+                    cg.remove();
+                }
+                return Err(e.into());
+            }
+        };
         let pid = child.pid;
-        let tracked = TrackedGroup::start(pid, &launch.unit, Some(self.registry.clone()));
+        let group = TrackedGroup::start(pid, &launch.unit, Some(self.registry.clone()));
         let (stdout, stderr) = match (output_reader(child.stdout), output_reader(child.stderr)) {
             (Ok(o), Ok(e)) => (o, e),
             (Err(e), _) | (_, Err(e)) => {
                 // The reaper reaps the leader; the group is not ours to track.
                 group::signal_group(pid, Signal::KILL);
-                tokio::spawn(tracked.release());
+                if let Some(cg) = cgroup {
+                    tokio::task::spawn_blocking(move || {
+                        cg.kill_all(KILL_WAIT);
+                        cg.remove();
+                    });
+                }
+                tokio::spawn(group.release());
                 return Err(e);
             }
         };
+        let tracked = Tracked { group, cgroup, identity: launch.identity };
         self.tracked.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, tracked);
         Ok(Spawned { pid, process_id: Some(pid), node: None, ip: None, stdout, stderr, exited: child.exited })
     }
@@ -184,20 +238,39 @@ impl ProcessRuntime for OsRuntime {
             GroupSignal::Kill => Signal::KILL,
         };
         group::signal_group(pgid, signal);
-    }
-
-    fn group_alive(&self, pgid: u32) -> bool {
-        group::group_alive(pgid)
-    }
-
-    async fn released(&self, pgid: u32) {
-        let tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner()).remove(&pgid);
-        if let Some(t) = tracked {
-            t.release().await;
+        if let Some(cg) = self.cgroup_of(pgid) {
+            cg.signal_all(signal);
         }
     }
 
+    fn group_alive(&self, pgid: u32) -> bool {
+        group::group_alive(pgid) || self.cgroup_of(pgid).is_some_and(|cg| !cg.is_empty())
+    }
+
+    async fn released(&self, pgid: u32) -> Ended {
+        let tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner()).remove(&pgid);
+        let Some(t) = tracked else { return Ended::default() };
+        t.group.release().await;
+        let Some(cg) = t.cgroup else { return Ended::default() };
+        let ended = Ended { out_of_memory: cg.oom_kills() > 0 };
+        let _ = tokio::task::spawn_blocking(move || {
+            cg.kill_all(KILL_WAIT);
+            cg.remove();
+        })
+        .await;
+        ended
+    }
+
     async fn probe(&self, target: &ProbeTarget, action: &ProbeAction, timeout: Duration) -> bool {
-        probe::os_probe(target, action, timeout).await
+        // An exec probe runs as the unit does: same identity, cgroup and view.
+        let tracked = {
+            let map = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
+            map.get(&target.handle).map(|t| (t.identity, t.cgroup.clone()))
+        };
+        let (identity, cgroup) = tracked.unwrap_or((None, None));
+        let confine = |spec: SpawnSpec| {
+            self.confinement.apply(spec, Confined { identity, dir: &target.dir, cgroup: cgroup.as_deref() })
+        };
+        probe::os_probe_confined(target, action, timeout, &confine).await
     }
 }

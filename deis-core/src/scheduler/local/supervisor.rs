@@ -31,9 +31,9 @@ use tokio::time::Instant;
 use super::output::{OutputStream, UnitOutput, pump_lines};
 use super::ports::PortAllocator;
 use super::probe::{ProbeTarget, Readiness, wait_ready, watch_liveness};
-use super::process::{ExitInfo, GroupSignal, Launch, ProcessRuntime};
-use crate::model::limits::Resources;
-use crate::model::{AppName, Healthcheck, ProcessType, Unit, UnitState};
+use super::process::{Ended, ExitInfo, GroupSignal, Launch, ProcessRuntime};
+use crate::model::limits::{Resources, format_memory};
+use crate::model::{AppIdentity, AppName, Healthcheck, ProcessType, Unit, UnitState};
 use crate::scheduler::{AppSpec, Artifact, RestartFilter, Result, SchedulerError, UnitEvent};
 use crate::sys::process::inherited_env;
 use crate::time::Timestamp;
@@ -83,6 +83,7 @@ enum Report {
         id: u64,
         run: u32,
         info: ExitInfo,
+        ended: Ended,
     },
     Ready {
         id: u64,
@@ -107,6 +108,8 @@ struct Template {
     command: String,
     env: BTreeMap<String, String>,
     resources: Resources,
+    limits: Resources,
+    identity: Option<AppIdentity>,
     healthcheck: Option<Healthcheck>,
     liveness: Option<Healthcheck>,
     /// The app's node selector: where a runtime places units, a change moves them.
@@ -269,13 +272,13 @@ impl Supervisor {
 
     fn report(&mut self, report: Report) {
         match report {
-            Report::Exited { id, run, info } => self.exited(id, run, info),
+            Report::Exited { id, run, info, ended } => self.exited(id, run, info, ended),
             Report::Ready { id, run, ok } => self.ready(id, run, ok),
             Report::Unhealthy { id, run, failures } => self.unhealthy(id, run, failures),
         }
     }
 
-    fn exited(&mut self, id: u64, run: u32, info: ExitInfo) {
+    fn exited(&mut self, id: u64, run: u32, info: ExitInfo, ended: Ended) {
         let Some(inst) = self.instances.get_mut(&id).filter(|i| i.run == run) else { return };
         inst.pid = None;
         inst.stop = None;
@@ -287,8 +290,12 @@ impl Supervisor {
             return;
         }
         let name = Unit::name_for(&self.app, &inst.proc_type, inst.number);
+        let why = match inst.kill_reason.take() {
+            Some(killed_for) => format!("{killed_for} ({info})"),
+            None => crash_reason(info, ended, &inst.template),
+        };
         if inst.replaces.is_some() {
-            self.fail_rollout(format!("new unit {name} exited ({info}) before it became ready"));
+            self.fail_rollout(format!("new unit {name} exited ({why}) before it became ready"));
             self.destroy(id);
             return;
         }
@@ -296,15 +303,11 @@ impl Supervisor {
         if inst.launched_at.is_some_and(|t| now.duration_since(t) >= BACKOFF_RESET) {
             inst.backoff = BACKOFF_MIN;
         }
-        let reason = match inst.kill_reason.take() {
-            Some(why) => format!("{why} ({info})"),
-            None => info.to_string(),
-        };
-        tracing::warn!(unit = %name, status = %reason, restart_in = ?inst.backoff, "unit crashed");
+        tracing::warn!(unit = %name, status = %why, restart_in = ?inst.backoff, "unit crashed");
         inst.state = UnitState::Crashed;
         inst.restart_at = Some(now + inst.backoff);
         inst.backoff = (inst.backoff * 2).min(BACKOFF_MAX);
-        self.emit_because(id, Some(reason));
+        self.emit_because(id, Some(why));
     }
 
     fn ready(&mut self, id: u64, run: u32, ok: bool) {
@@ -561,6 +564,8 @@ impl Supervisor {
             env: env.clone(),
             port: inst.port,
             resources: inst.template.resources,
+            identity: inst.template.identity,
+            limits: inst.template.limits,
         };
         let spawned = match shared.runtime.spawn(&launch) {
             Ok(s) => s,
@@ -696,9 +701,23 @@ fn template(spec: &AppSpec, p: &crate::scheduler::ProcessSpec) -> Template {
         command: p.command.clone(),
         env: spec.env.clone(),
         resources: p.resources,
+        limits: p.limits,
+        identity: spec.identity,
         healthcheck: p.healthcheck.clone(),
         liveness: p.liveness.clone(),
         selector: spec.selector.clone(),
+    }
+}
+
+/// Why a unit ended, for its crash line: "out of memory" when the kernel killed it for
+/// going past its memory limit.
+fn crash_reason(info: ExitInfo, ended: Ended, template: &Template) -> String {
+    if !ended.out_of_memory {
+        return info.to_string();
+    }
+    match template.limits.memory_bytes {
+        0 => format!("out of memory: {info}"),
+        limit => format!("out of memory (limit {}): {info}", format_memory(limit)),
     }
 }
 
@@ -764,8 +783,8 @@ async fn watch(
             info
         }
     };
-    rt.released(pgid).await;
-    let _ = reports.send(Report::Exited { id, run, info });
+    let ended = rt.released(pgid).await;
+    let _ = reports.send(Report::Exited { id, run, info, ended });
 }
 
 /// Polls until group `pgid` is empty; false if it still is not at `deadline`.

@@ -3,6 +3,7 @@
 //! fake process runtime with paused time.
 
 mod fake;
+mod limits;
 
 use std::collections::BTreeMap;
 use std::path::Path;

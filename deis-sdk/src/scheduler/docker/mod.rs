@@ -14,8 +14,11 @@
 //!   refused as [`SchedulerError::Invalid`], naming the labels nodes do carry.
 //! - **Containers**: one per unit instance, on its slot's node, labelled `deis.app`,
 //!   `deis.type` (so `deis run` finds them, see [`crate::tty::docker`]), `deis.unit`
-//!   and `deis.release`; cpu (`NanoCpus`) and memory limits from the unit's
-//!   requests; an init as PID 1; the release's config plus `PORT`, `DEIS_APP`,
+//!   and `deis.release`; cpu (`NanoCpus`) and memory limits from the unit's limits
+//!   (its requests where no limit is set), a pids limit, no capabilities and
+//!   `no-new-privileges`, optionally a read-only root; the app's own uid and gid
+//!   (when the platform gives apps identities) unless the image names a non-root
+//!   user; an init as PID 1; the release's config plus `PORT`, `DEIS_APP`,
 //!   `DEIS_RELEASE`, `DEIS_UNIT` as environment. Images run as they are (a non-empty
 //!   command runs with `/bin/sh -c`); a source build runs on the
 //!   [stack image](DockerSchedulerConfig::stack_image) with the build copied to
@@ -94,6 +97,12 @@ pub struct DockerSchedulerConfig {
     /// How long an engine may not answer before its units are placed elsewhere
     /// (default 30 s).
     pub down_grace: Duration,
+    /// Most processes in one unit's container (default 1024): a fork bomb stays in
+    /// its unit.
+    pub pids_limit: u32,
+    /// Run containers with a read-only root filesystem and a private writable
+    /// `/tmp` (tmpfs) (default off: many images write where they run).
+    pub read_only_root: bool,
 }
 
 impl DockerSchedulerConfig {
@@ -107,6 +116,8 @@ impl DockerSchedulerConfig {
             supervision: LocalSchedulerConfig::new(std::env::temp_dir()),
             health_interval: Duration::from_secs(5),
             down_grace: Duration::from_secs(30),
+            pids_limit: 1024,
+            read_only_root: false,
         }
     }
 }
@@ -177,6 +188,8 @@ impl DockerScheduler {
         let settings = ContainerSettings {
             stack_image: config.stack_image.clone(),
             syslog_address: config.syslog_address.clone(),
+            pids_limit: i64::from(config.pids_limit),
+            read_only_root: config.read_only_root,
         };
         let runtime = Arc::new(DockerRuntime::new(hosts, placement.clone(), settings));
         runtime.refresh(None).await?;

@@ -20,7 +20,7 @@ use bollard::query_parameters::{
 };
 use deis_core::model::{AppName, ProbeAction};
 use deis_core::scheduler::local::{
-    ExitInfo, GroupSignal, INHERITED_ENV, Launch, ProbeTarget, ProcessRuntime, Spawned, os_probe,
+    Ended, ExitInfo, GroupSignal, INHERITED_ENV, Launch, ProbeTarget, ProcessRuntime, Spawned, os_probe,
 };
 use deis_core::scheduler::placement::{PlacementError, PlacementStore, PlacementStoreError, Slot, UnitRequest};
 use deis_core::scheduler::{AppSpec, Artifact, NodeStatus, SchedulerError};
@@ -68,6 +68,10 @@ struct Container {
 pub(super) struct ContainerSettings {
     pub stack_image: String,
     pub syslog_address: Option<String>,
+    /// Most processes in one container.
+    pub pids_limit: i64,
+    /// Containers get a read-only root filesystem (and a writable `/tmp`).
+    pub read_only_root: bool,
 }
 
 /// See the module docs.
@@ -162,7 +166,12 @@ impl DockerRuntime {
                 ("tag".to_string(), launch.unit.clone()),
             ])),
         });
-        let r = launch.resources;
+        // The ceiling is the limit where one is set, else the request (so a unit never
+        // takes more than placement counted); the request is also the reservation.
+        let (req, lim) = (launch.resources, launch.limits);
+        let cpu = if lim.cpu_millis > 0 { lim.cpu_millis } else { req.cpu_millis };
+        let memory = if lim.memory_bytes > 0 { lim.memory_bytes } else { req.memory_bytes };
+        let read_only = self.settings.read_only_root;
         ContainerCreateBody {
             image: Some(image),
             entrypoint,
@@ -176,8 +185,16 @@ impl DockerRuntime {
                 port_bindings,
                 // An init as PID 1 passes SIGTERM on to the unit's process.
                 init: Some(true),
-                nano_cpus: (r.cpu_millis > 0).then(|| i64::try_from(r.cpu_millis * 1_000_000).unwrap_or(i64::MAX)),
-                memory: (r.memory_bytes > 0).then(|| i64::try_from(r.memory_bytes).unwrap_or(i64::MAX)),
+                nano_cpus: (cpu > 0).then(|| i64::try_from(cpu * 1_000_000).unwrap_or(i64::MAX)),
+                memory: (memory > 0).then(|| i64::try_from(memory).unwrap_or(i64::MAX)),
+                memory_reservation: (req.memory_bytes > 0 && req.memory_bytes < memory)
+                    .then(|| i64::try_from(req.memory_bytes).unwrap_or(i64::MAX)),
+                pids_limit: Some(self.settings.pids_limit),
+                // No privileges: no capabilities, none to gain through set-id binaries.
+                cap_drop: Some(vec!["ALL".into()]),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                readonly_rootfs: Some(read_only),
+                tmpfs: read_only.then(|| HashMap::from([("/tmp".to_string(), "rw,nosuid,nodev,size=64m".to_string())])),
                 // The supervisor restarts crashed units itself (with backoff, and on
                 // another node when theirs is lost); the engine must not race it.
                 restart_policy: Some(RestartPolicy {
@@ -215,6 +232,8 @@ struct Run {
     name: String,
     body: ContainerCreateBody,
     source: Option<std::path::PathBuf>,
+    /// The app's `uid:gid`, used unless the image names a non-root user of its own.
+    run_as: Option<String>,
     handle: u32,
     containers: Arc<std::sync::Mutex<HashMap<u32, Container>>>,
     output: Option<(DuplexStream, DuplexStream)>,
@@ -223,6 +242,16 @@ struct Run {
 impl Run {
     /// Creates, fills and starts the container and waits for its end.
     async fn run(mut self) -> Result<ExitInfo, String> {
+        if let Some(user) = self.run_as.take() {
+            let image = self.body.image.clone().unwrap_or_default();
+            let own = match self.docker.inspect_image(&image).await {
+                Ok(i) => i.config.and_then(|c| c.user).unwrap_or_default(),
+                Err(e) => return Err(format!("inspecting image {image}: {e}")),
+            };
+            if own.is_empty() || own == "root" || own == "0" || own.starts_with("0:") || own.starts_with("root:") {
+                self.body.user = Some(user);
+            }
+        }
         let opts = CreateContainerOptions { name: Some(self.name.clone()), ..Default::default() };
         let created =
             self.docker.create_container(Some(opts), self.body.clone()).await.map_err(|e| format!("create: {e}"))?;
@@ -366,6 +395,7 @@ impl ProcessRuntime for DockerRuntime {
             name: format!("{}-{}", launch.unit, deis_core::auth::random_hex(4)),
             body: self.body(launch, h),
             source,
+            run_as: launch.identity.map(|id| format!("{}:{}", id.uid, id.gid)),
             handle,
             containers: self.containers.clone(),
             output: writers,
@@ -421,10 +451,14 @@ impl ProcessRuntime for DockerRuntime {
         self.containers.lock().unwrap_or_else(|e| e.into_inner()).get(&handle).is_some_and(|c| c.alive)
     }
 
-    async fn released(&self, handle: u32) {
-        let Some((docker, id)) = self.container_of(handle) else { return };
+    async fn released(&self, handle: u32) -> Ended {
+        let Some((docker, id)) = self.container_of(handle) else { return Ended::default() };
         self.containers.lock().unwrap_or_else(|e| e.into_inner()).remove(&handle);
+        let mut ended = Ended::default();
         if let Some(id) = id {
+            if let Ok(c) = docker.inspect_container(&id, None).await {
+                ended.out_of_memory = c.state.and_then(|s| s.oom_killed).unwrap_or(false);
+            }
             let opts = RemoveContainerOptions { force: true, ..Default::default() };
             match tokio::time::timeout(REMOVE_TIMEOUT, docker.remove_container(&id, Some(opts))).await {
                 Ok(Ok(())) => {}
@@ -434,6 +468,7 @@ impl ProcessRuntime for DockerRuntime {
                 Err(_) => tracing::warn!(container = %id, "docker scheduler: removing a unit container timed out"),
             }
         }
+        ended
     }
 
     /// `exec` probes run in the unit's container; the others from here against the

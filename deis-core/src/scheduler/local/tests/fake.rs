@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 
 use super::super::probe::ProbeTarget;
-use super::super::process::{ExitInfo, GroupSignal, Launch, ProcessRuntime, Spawned};
+use super::super::process::{Ended, ExitInfo, GroupSignal, Launch, ProcessRuntime, Spawned};
 use super::super::*;
 use crate::model::limits::Resources;
 use crate::model::{ProbeAction, UnitState};
@@ -18,7 +18,8 @@ use crate::scheduler::ProcessSpec;
 use crate::testing::{app_name, process_type};
 
 /// Processes that exist only in memory. Commands containing `never-ready` never pass a
-/// probe; `ignore-term` ignore SIGTERM; `unstartable` fail to spawn.
+/// probe; `ignore-term` ignore SIGTERM; `unstartable` fail to spawn; `oom` end as the
+/// OOM killer's victims.
 #[derive(Debug, Default)]
 struct Fake {
     procs: Mutex<BTreeMap<u32, FakeProc>>,
@@ -78,7 +79,10 @@ impl ProcessRuntime for Fake {
     fn group_alive(&self, pgid: u32) -> bool {
         self.procs.lock().unwrap().get(&pgid).is_some_and(|p| p.exit.is_some())
     }
-    async fn released(&self, _pgid: u32) {}
+    async fn released(&self, pgid: u32) -> Ended {
+        let procs = self.procs.lock().unwrap();
+        Ended { out_of_memory: procs.get(&pgid).is_some_and(|p| p.launch.command.contains("oom")) }
+    }
     async fn probe(&self, target: &ProbeTarget, _action: &ProbeAction, _timeout: Duration) -> bool {
         let procs = self.procs.lock().unwrap();
         let port = target.port.to_string();
@@ -128,10 +132,12 @@ fn typed_spec(proc_type: &str, release: u64, command: &str, count: u32) -> AppSp
                 command: command.into(),
                 count,
                 resources: Resources::default(),
+                limits: Resources { cpu_millis: 0, memory_bytes: 64 << 20 },
                 healthcheck: None,
                 liveness: None,
             },
         )]),
+        identity: None,
     }
 }
 
