@@ -118,7 +118,10 @@ fn keys_and_admins_from_the_cli() {
 fn a_unit_failing_its_liveness_check_is_restarted() {
     let (d, cli) = daemon_with_user(&[]);
     let _dir = deploy_hello(&d, &cli, "probed");
-    let marker = tempfile::tempdir().unwrap();
+    // Units get a private /tmp and run as the app's own user (as root): the marker
+    // lives where they see it, in a directory they may search.
+    let marker = tempfile::tempdir_in("/var/tmp").unwrap();
+    std::fs::set_permissions(marker.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let sick = marker.path().join("sick");
     let check = format!("test ! -e {}", sick.display());
     cli.run(&[
