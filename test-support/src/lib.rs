@@ -1,6 +1,6 @@
 //! Test support shared by every crate of the Deis workspace: free loopback ports
 //! ([`net`]), starters for the real services tests talk to ([`service`]: [`redis`],
-//! [`docker`], [`etcd`]), polling a condition until a deadline ([`wait_for`],
+//! [`docker`], [`etcd`], [`registry`]), polling a condition until a deadline ([`wait_for`],
 //! [`eventually`]), one raw HTTP/1.1 client ([`http`]) and a look at this machine's
 //! processes ([`proc`]).
 //!
@@ -13,6 +13,7 @@ pub mod http;
 pub mod net;
 pub mod proc;
 pub mod redis;
+pub mod registry;
 pub mod service;
 #[cfg(feature = "tls")]
 pub mod tls;

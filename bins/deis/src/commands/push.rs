@@ -1,0 +1,202 @@
+//! `deis push IMAGE`: an image from this machine to the platform registry, then a
+//! build and a release of it; `registry:list|set|unset`: the app's credentials for a
+//! private registry `deis pull` pulls from.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use deis_core::ProcessType;
+use deis_sdk::client::Client;
+use deis_sdk::registry::image::{Blob, LocalImage};
+use deis_sdk::registry::push::{BlobOutcome, PushProgress, PushTarget, push_image};
+use deis_sdk::registry::{RegistryAddress, RegistryClient, RegistryLogin};
+use futures_util::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde::Deserialize;
+
+use super::{CliError, Ctx, Result, done_with};
+
+/// What `GET /v2/apps/<app>/push/` answers.
+#[derive(Debug, Deserialize)]
+struct Grant {
+    registry: String,
+    repository: String,
+    username: Option<String>,
+    password: Option<String>,
+    #[serde(default)]
+    mount_from: Vec<String>,
+}
+
+/// `deis push IMAGE [--procfile TEXT]`.
+pub async fn push(ctx: &Ctx, image: &str, procfile: Option<BTreeMap<ProcessType, String>>) -> Result {
+    let app = ctx.app()?;
+    let (client, _) = ctx.client()?;
+    let grant: Grant = serde_json::from_value(client.get_json(&format!("/v2/apps/{app}/push/")).await?)
+        .map_err(|e| CliError::Failed(format!("the controller's answer to the push request is not valid: {e}")))?;
+    let local = read_image(image).await?;
+    let address = RegistryAddress::parse(&grant.registry).map_err(CliError::Failed)?;
+    let login = match (grant.username, grant.password) {
+        (Some(username), Some(password)) => Some(RegistryLogin { username, password }),
+        _ => None,
+    };
+    let target = PushTarget {
+        client: RegistryClient::new(address, login),
+        repository: grant.repository,
+        mount_from: grant.mount_from,
+    };
+    let mib = local.size() as f64 / f64::from(1 << 20);
+    ctx.say(format!(
+        "Pushing {image} ({mib:.1} MiB in {} layers) to {}/{}...",
+        local.layers.len(),
+        target.client.host(),
+        target.repository
+    ));
+    let started = std::time::Instant::now();
+    let progress = Arc::new(Bars::new(!ctx.json && std::io::stderr().is_terminal()));
+    let report = push_image(&local, &target, progress).await.map_err(|e| CliError::Failed(e.to_string()))?;
+    let uploaded = report.blobs.iter().filter(|(_, o)| *o == BlobOutcome::Uploaded).count();
+    ctx.say(format!(
+        "Pushed {} in {:.1}s ({uploaded} of {} blobs uploaded)",
+        report.reference,
+        started.elapsed().as_secs_f64(),
+        report.blobs.len()
+    ));
+    ctx.progress("Creating build... ");
+    let mut body = serde_json::json!({ "digest": report.digest });
+    if let Some(p) = procfile.filter(|p| !p.is_empty()) {
+        body["procfile"] = serde_json::to_value(p).map_err(|e| CliError::Failed(e.to_string()))?;
+    }
+    let build = client.post_json(&format!("/v2/apps/{app}/push/"), &body).await.inspect_err(|_| ctx.say(""))?;
+    let version = latest_release(&client, &app).await;
+    ctx.say(done_with(version));
+    if let Some(w) = build.get("warning").and_then(|w| w.as_str()) {
+        ctx.warn(w);
+    }
+    ctx.emit(&build)?;
+    Ok(())
+}
+
+async fn latest_release(client: &Client, app: &str) -> Option<u64> {
+    client.releases_list(app).await.ok()?.iter().map(|r| r.version).max()
+}
+
+/// The image named `image`: an OCI layout directory, a docker-archive file, or an
+/// image of the local Docker engine (exported as `docker save` does).
+async fn read_image(image: &str) -> Result<LocalImage> {
+    let path = Path::new(image).to_path_buf();
+    if path.exists() {
+        let shown = image.to_string();
+        return tokio::task::spawn_blocking(move || LocalImage::open(&path))
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?
+            .map_err(|e| CliError::Failed(format!("{shown}: {e}")));
+    }
+    let docker = bollard::Docker::connect_with_defaults()
+        .map_err(|e| CliError::Failed(format!("{image} is not a file or directory, and the Docker engine: {e}")))?;
+    let spool = tempfile::NamedTempFile::new().map_err(|e| CliError::Failed(format!("a temporary file: {e}")))?;
+    let mut file = tokio::fs::File::from_std(spool.reopen().map_err(|e| CliError::Failed(e.to_string()))?);
+    let mut export = docker.export_image(image);
+    while let Some(chunk) = export.next().await {
+        let chunk = chunk.map_err(|e| {
+            CliError::Failed(format!(
+                "{image} is not a file or directory, and the local Docker engine could not save it: {e}"
+            ))
+        })?;
+        tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await.map_err(|e| CliError::Failed(e.to_string()))?;
+    }
+    tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| CliError::Failed(e.to_string()))?;
+    tokio::task::spawn_blocking(move || LocalImage::from_spooled_archive(spool))
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?
+        .map_err(|e| CliError::Failed(format!("{image} from the Docker engine: {e}")))
+}
+
+/// A bar per blob on a terminal; one line per finished blob otherwise.
+struct Bars {
+    multi: Option<MultiProgress>,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Bars {
+    fn new(terminal: bool) -> Self {
+        Self { multi: terminal.then(MultiProgress::new), bars: Mutex::default() }
+    }
+}
+
+fn short(blob: &Blob) -> String {
+    blob.digest().trim_start_matches("sha256:").chars().take(12).collect()
+}
+
+impl PushProgress for Bars {
+    fn started(&self, blob: &Blob) {
+        let Some(multi) = &self.multi else { return };
+        let style = ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        let bar = multi.add(ProgressBar::new(blob.size()).with_style(style).with_prefix(short(blob)));
+        self.bars.lock().unwrap_or_else(|e| e.into_inner()).insert(blob.digest().to_string(), bar);
+    }
+
+    fn sent(&self, blob: &Blob, bytes: u64) {
+        if let Some(bar) = self.bars.lock().unwrap_or_else(|e| e.into_inner()).get(blob.digest()) {
+            bar.inc(bytes);
+        }
+    }
+
+    fn finished(&self, blob: &Blob, outcome: &BlobOutcome) {
+        let what = match outcome {
+            BlobOutcome::Existed => "already there".to_string(),
+            BlobOutcome::Mounted(from) => format!("mounted from {from}"),
+            BlobOutcome::Uploaded => "pushed".to_string(),
+        };
+        match self.bars.lock().unwrap_or_else(|e| e.into_inner()).get(blob.digest()) {
+            Some(bar) => {
+                bar.set_position(blob.size());
+                bar.finish_with_message(what);
+            }
+            None => eprintln!("{}: {what} ({} bytes)", short(blob), blob.size()),
+        }
+    }
+}
+
+/// `deis registry:list`.
+pub async fn registry_list(ctx: &Ctx) -> Result {
+    let app = ctx.app()?;
+    let (client, _) = ctx.client()?;
+    let config = client.config_get(&app).await?;
+    // The password is not shown.
+    let shown: BTreeMap<&String, &str> =
+        config.registry.iter().map(|(k, v)| (k, if k == "password" { "***" } else { v.as_str() })).collect();
+    if ctx.emit(&shown)? {
+        return Ok(());
+    }
+    println!("=== {app} Registry");
+    for (k, v) in shown {
+        println!("{k:<10} {v}");
+    }
+    Ok(())
+}
+
+/// `deis registry:set key=value...` (`username`, `password`, `hostname`).
+pub async fn registry_set(ctx: &Ctx, pairs: Vec<(String, String)>) -> Result {
+    let map = pairs.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), Some(serde_json::Value::String(v)))).collect();
+    registry_patch(ctx, map, "Applying registry information").await
+}
+
+/// `deis registry:unset key...`.
+pub async fn registry_unset(ctx: &Ctx, keys: Vec<String>) -> Result {
+    let map = keys.into_iter().map(|k| (k.to_ascii_lowercase(), None)).collect();
+    registry_patch(ctx, map, "Unsetting registry information").await
+}
+
+async fn registry_patch(ctx: &Ctx, map: BTreeMap<String, Option<serde_json::Value>>, what: &str) -> Result {
+    let app = ctx.app()?;
+    let (client, _) = ctx.client()?;
+    let patch = deis_core::ConfigPatch { registry: Some(map), ..Default::default() };
+    ctx.progress(format!("{what}... "));
+    client.config_set(&app, &patch).await.inspect_err(|_| ctx.say(""))?;
+    ctx.say(done_with(latest_release(&client, &app).await));
+    Ok(())
+}
