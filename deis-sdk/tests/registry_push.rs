@@ -17,84 +17,23 @@ use deis_sdk::registry::image::{Blob, LocalImage};
 use deis_sdk::registry::push::{BlobOutcome, PushProgress, PushTarget, push_image};
 use deis_sdk::registry::{ImageError, PushError, RegistryAddress, RegistryClient, RegistryLogin};
 use deis_test_support::http::Request;
+use deis_test_support::image::{self as images, layer, sha256};
 use deis_test_support::registry::DockerRegistry;
 use deis_test_support::service::Service;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+
+const CMD: &str = "sleep 1000";
 
 fn sha(data: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+    sha256(data)
 }
 
-/// A tar holding one file `name` with `size` bytes of `fill`.
-fn layer(name: &str, size: usize, fill: u8) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(size as u64);
-    h.set_mode(0o644);
-    h.set_cksum();
-    b.append_data(&mut h, name, vec![fill; size].as_slice()).unwrap();
-    b.into_inner().unwrap()
-}
-
-fn config_of(layers: &[Vec<u8>]) -> Vec<u8> {
-    let diff_ids: Vec<String> = layers.iter().map(|l| sha(l)).collect();
-    serde_json::to_vec(&json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids}
-    }))
-    .unwrap()
-}
-
-/// Writes an OCI image layout of `layers` under `dir`; returns the manifest digest.
 fn oci_layout(dir: &Path, layers: &[Vec<u8>]) -> String {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |data: &[u8]| {
-        let d = sha(data);
-        std::fs::write(blobs.join(d.trim_start_matches("sha256:")), data).unwrap();
-        d
-    };
-    let config = config_of(layers);
-    let descriptors: Vec<Value> = layers
-        .iter()
-        .map(|l| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": put(l), "size": l.len()}))
-        .collect();
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(&config), "size": config.len()},
-        "layers": descriptors
-    }))
-    .unwrap();
-    let digest = put(&manifest);
-    let index = json!({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": manifest.len()}
-    ]});
-    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    digest
+    images::oci_layout(dir, layers, CMD)
 }
 
-/// Writes a docker-archive (`docker save`'s classic layout) of `layers` to `path`.
 fn docker_archive(path: &Path, layers: &[Vec<u8>]) {
-    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
-    let mut add = |name: &str, data: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, name, data).unwrap();
-    };
-    let config = config_of(layers);
-    let names: Vec<String> = (0..layers.len()).map(|i| format!("l{i}/layer.tar")).collect();
-    for (name, l) in names.iter().zip(layers) {
-        add(name, l);
-    }
-    add("c.json", &config);
-    add("manifest.json", json!([{"Config": "c.json", "RepoTags": ["t:1"], "Layers": names}]).to_string().as_bytes());
-    b.into_inner().unwrap();
+    images::docker_archive(path, layers, CMD)
 }
 
 /// Records outcomes; optionally reports when a given number of blobs are finished.

@@ -216,4 +216,17 @@ mod tests {
         assert_eq!(parse_diff_ids(config.as_bytes()).unwrap(), vec![D.to_string()]);
         assert!(parse_diff_ids(br#"{"rootfs":{"type":"layers","diff_ids":["md5:1"]}}"#).is_err());
     }
+
+    proptest::proptest! {
+        /// Arbitrary bytes never panic a parser (the fuzz target `image_documents`
+        /// goes further).
+        #[test]
+        fn any_bytes_are_refused_or_parsed(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            let _ = parse_archive_manifest(&data);
+            let _ = parse_diff_ids(&data);
+            let _ = parse_index(&data);
+            let _ = parse_manifest(&data);
+            let _ = crate::registry::image::index_tar(std::io::Cursor::new(&data), data.len() as u64);
+        }
+    }
 }
