@@ -90,6 +90,14 @@ fn a_pushed_image_runs_on_docker_behind_the_router_and_a_second_push_uploads_not
     assert!(status.success());
     wait_units(&cli, "fromengine", "web", 1, "v2");
     serves(&d, "fromengine", "engine-ok");
+    // Again: the manifest is remembered and the registry has every blob.
+    let out = cli
+        .command(&["push", &busybox, "-a", "fromengine", "--procfile", procfile])
+        .env("DOCKER_HOST", format!("unix://{}", engine.socket_path()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("(0 of 2 blobs uploaded)"), "{stdout}");
 }
 
 #[test]

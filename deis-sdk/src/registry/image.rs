@@ -31,6 +31,9 @@ enum Bytes {
     File { path: PathBuf, offset: u64 },
     /// In memory (configs and manifests).
     Memory(bytes::Bytes),
+    /// Not at hand: known only by its descriptor (an image rebuilt from its manifest);
+    /// pushing it works only where the registry has it or can mount it.
+    Absent,
 }
 
 /// One blob of an image: its descriptor and where to read it.
@@ -73,6 +76,10 @@ impl Blob {
                 f.seek(SeekFrom::Start(*offset))?;
                 Ok(Box::new(f.take(self.descriptor.size)))
             }
+            Bytes::Absent => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("blob {} is not at hand", self.descriptor.digest),
+            )),
         }
     }
 }
@@ -120,6 +127,24 @@ impl LocalImage {
         let mut image = Self::from_docker_archive(spool.path())?;
         image._spool = Some(spool);
         Ok(image)
+    }
+
+    /// An image known only by its manifest (e.g. remembered from an earlier push): its
+    /// blobs are not at hand, so pushing it succeeds only when the registry has them
+    /// all (or can mount them); otherwise the push fails with [`PushError::Read`]
+    /// and the image must be read again.
+    ///
+    /// [`PushError::Read`]: super::PushError::Read
+    pub fn from_manifest(manifest: Vec<u8>, media_type: &str) -> Result<Self, ImageError> {
+        let parsed = manifest::parse_manifest(&manifest)?;
+        let absent = |d: &Descriptor| Blob { descriptor: d.clone(), bytes: Bytes::Absent };
+        Ok(Self {
+            config: absent(&parsed.config),
+            layers: parsed.layers.iter().map(absent).collect(),
+            manifest,
+            media_type: media_type.into(),
+            _spool: None,
+        })
     }
 
     /// Reads an OCI image layout directory: its `index.json` must name one image

@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use deis_core::ProcessType;
 use deis_sdk::client::Client;
 use deis_sdk::registry::image::{Blob, LocalImage};
-use deis_sdk::registry::push::{BlobOutcome, PushProgress, PushTarget, push_image};
-use deis_sdk::registry::{RegistryAddress, RegistryClient, RegistryLogin};
+use deis_sdk::registry::manifest::OCI_MANIFEST;
+use deis_sdk::registry::push::{BlobOutcome, PushProgress, PushReport, PushTarget, push_image};
+use deis_sdk::registry::{PushError, RegistryAddress, RegistryClient, RegistryLogin};
 use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Deserialize;
@@ -35,7 +36,6 @@ pub async fn push(ctx: &Ctx, image: &str, procfile: Option<BTreeMap<ProcessType,
     let (client, _) = ctx.client()?;
     let grant: Grant = serde_json::from_value(client.get_json(&format!("/v2/apps/{app}/push/")).await?)
         .map_err(|e| CliError::Failed(format!("the controller's answer to the push request is not valid: {e}")))?;
-    let local = read_image(image).await?;
     let address = RegistryAddress::parse(&grant.registry).map_err(CliError::Failed)?;
     let login = match (grant.username, grant.password) {
         (Some(username), Some(password)) => Some(RegistryLogin { username, password }),
@@ -46,16 +46,16 @@ pub async fn push(ctx: &Ctx, image: &str, procfile: Option<BTreeMap<ProcessType,
         repository: grant.repository,
         mount_from: grant.mount_from,
     };
-    let mib = local.size() as f64 / f64::from(1 << 20);
-    ctx.say(format!(
-        "Pushing {image} ({mib:.1} MiB in {} layers) to {}/{}...",
-        local.layers.len(),
-        target.client.host(),
-        target.repository
-    ));
     let started = std::time::Instant::now();
-    let progress = Arc::new(Bars::new(!ctx.json && std::io::stderr().is_terminal()));
-    let report = push_image(&local, &target, progress).await.map_err(|e| CliError::Failed(e.to_string()))?;
+    let progress: Arc<dyn PushProgress> = Arc::new(Bars::new(!ctx.json && std::io::stderr().is_terminal()));
+    let path = Path::new(image);
+    let report = if path.exists() {
+        let local = read_path(path).await?;
+        announce(ctx, image, &local, &target);
+        push_image(&local, &target, progress).await.map_err(|e| CliError::Failed(e.to_string()))?
+    } else {
+        push_from_engine(ctx, image, &target, progress).await?
+    };
     let uploaded = report.blobs.iter().filter(|(_, o)| *o == BlobOutcome::Uploaded).count();
     ctx.say(format!(
         "Pushed {} in {:.1}s ({uploaded} of {} blobs uploaded)",
@@ -82,19 +82,75 @@ async fn latest_release(client: &Client, app: &str) -> Option<u64> {
     client.releases_list(app).await.ok()?.iter().map(|r| r.version).max()
 }
 
-/// The image named `image`: an OCI layout directory, a docker-archive file, or an
-/// image of the local Docker engine (exported as `docker save` does).
-async fn read_image(image: &str) -> Result<LocalImage> {
-    let path = Path::new(image).to_path_buf();
-    if path.exists() {
-        let shown = image.to_string();
-        return tokio::task::spawn_blocking(move || LocalImage::open(&path))
-            .await
-            .map_err(|e| CliError::Failed(e.to_string()))?
-            .map_err(|e| CliError::Failed(format!("{shown}: {e}")));
+fn announce(ctx: &Ctx, image: &str, local: &LocalImage, target: &PushTarget) {
+    let mib = local.size() as f64 / f64::from(1 << 20);
+    let (layers, host, repo) = (local.layers.len(), target.client.host(), &target.repository);
+    ctx.say(format!("Pushing {image} ({mib:.1} MiB in {layers} layers) to {host}/{repo}..."));
+}
+
+/// An OCI layout directory or a docker-archive file.
+async fn read_path(path: &Path) -> Result<LocalImage> {
+    let (owned, shown) = (path.to_path_buf(), path.display().to_string());
+    tokio::task::spawn_blocking(move || LocalImage::open(&owned))
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?
+        .map_err(|e| CliError::Failed(format!("{shown}: {e}")))
+}
+
+/// Where the manifests of images pushed from the engine are remembered, by image id
+/// (the digest of the image's config): pushing one of those again needs no export
+/// when the registry has every blob, as `docker push` remembers what it pushed.
+fn manifest_cache(id: &str) -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
+    let hex = id.strip_prefix("sha256:")?;
+    hex.chars().all(|c| c.is_ascii_hexdigit()).then(|| base.join("deis/manifests").join(hex))
+}
+
+/// An image of the local Docker engine (exported as `docker save` does, unless its
+/// manifest is remembered and the registry has all its blobs).
+async fn push_from_engine(
+    ctx: &Ctx,
+    image: &str,
+    target: &PushTarget,
+    progress: Arc<dyn PushProgress>,
+) -> Result<PushReport> {
+    let unreachable = |e: &dyn std::fmt::Display| {
+        CliError::Failed(format!("{image} is not a file or directory, and the local Docker engine: {e}"))
+    };
+    let docker = bollard::Docker::connect_with_defaults().map_err(|e| unreachable(&e))?;
+    let id = docker.inspect_image(image).await.map_err(|e| unreachable(&e))?.id.unwrap_or_default();
+    let cache = manifest_cache(&id);
+    let remembered = cache
+        .as_ref()
+        .and_then(|c| std::fs::read(c).ok())
+        .and_then(|m| LocalImage::from_manifest(m, OCI_MANIFEST).ok());
+    let announced = remembered.is_some();
+    if let Some(known) = remembered {
+        announce(ctx, image, &known, target);
+        match push_image(&known, target, progress.clone()).await {
+            Ok(report) => return Ok(report),
+            // A blob the registry lacks: export the image after all.
+            Err(PushError::Read { .. }) => {}
+            Err(e) => return Err(CliError::Failed(e.to_string())),
+        }
     }
-    let docker = bollard::Docker::connect_with_defaults()
-        .map_err(|e| CliError::Failed(format!("{image} is not a file or directory, and the Docker engine: {e}")))?;
+    let local = export(&docker, image).await?;
+    if !announced {
+        announce(ctx, image, &local, target);
+    }
+    let report = push_image(&local, target, progress).await.map_err(|e| CliError::Failed(e.to_string()))?;
+    if let Some(c) = cache {
+        // Only a cache: a failure to write it costs the next push an export.
+        let _ = std::fs::create_dir_all(c.parent().unwrap_or(Path::new(".")))
+            .and_then(|()| std::fs::write(&c, &local.manifest));
+    }
+    Ok(report)
+}
+
+/// `docker save IMAGE` into a temporary file, read as a docker-archive.
+async fn export(docker: &bollard::Docker, image: &str) -> Result<LocalImage> {
     let spool = tempfile::NamedTempFile::new().map_err(|e| CliError::Failed(format!("a temporary file: {e}")))?;
     let mut file = tokio::fs::File::from_std(spool.reopen().map_err(|e| CliError::Failed(e.to_string()))?);
     let mut export = docker.export_image(image);
