@@ -62,3 +62,47 @@ impl RegistryArgs {
         Ok(Some(OpenRegistry { platform: PlatformRegistry::new(address, self.login()), embedded: None }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Flags {
+        #[command(flatten)]
+        registry: RegistryArgs,
+    }
+
+    fn open(args: &[&str]) -> Result<Option<OpenRegistry>, String> {
+        let flags = Flags::try_parse_from(["deisd"].iter().chain(args)).map_err(|e| e.to_string())?;
+        let dir = tempfile::tempdir().unwrap();
+        tokio::runtime::Runtime::new().unwrap().block_on(flags.registry.open(dir.path()))
+    }
+
+    #[test]
+    fn registry_flags_name_a_registry_and_its_credentials() {
+        assert!(open(&[]).unwrap().is_none(), "no registry by default");
+        let r = open(&[
+            "--registry",
+            "https://registry.example.com",
+            "--registry-username",
+            "u",
+            "--registry-password",
+            "p",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.platform.client.host(), "registry.example.com");
+        assert!(!r.platform.client.address().insecure);
+        assert_eq!(r.platform.login.as_ref().map(|l| l.username.as_str()), Some("u"));
+        assert!(r.embedded.is_none());
+        let e = open(&["--registry", "http://host/path"]).unwrap_err();
+        assert!(e.contains("--registry") && e.contains("not a registry address"), "{e}");
+        let e = open(&["--registry", "embedded", "--registry-username", "u", "--registry-password", "p"]).unwrap_err();
+        assert!(e.contains("without authentication"), "{e}");
+        let e = open(&["--registry", "x:1", "--registry-username", "u"]).unwrap_err();
+        assert!(e.contains("--registry-password"), "{e}");
+    }
+}

@@ -257,7 +257,7 @@ async fn watch_health(runtime: Arc<DockerRuntime>, placement: PlacementStore, ev
 
 #[async_trait]
 impl Scheduler for DockerScheduler {
-    /// Pulls an image build onto every engine first (see [`pull`]): an image that
+    /// Pulls an image build onto every engine first (see the module docs): an image that
     /// cannot be pulled refuses the spec with nothing changed.
     async fn apply(&self, spec: AppSpec) -> Result<()> {
         let engines: Vec<(String, Docker)> =
