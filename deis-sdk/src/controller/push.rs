@@ -18,8 +18,7 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Extension, Router};
-use deis_core::ProcessType;
-use deis_core::controller::{BuildInput, ControllerError};
+use deis_core::controller::BuildInput;
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -103,15 +102,7 @@ async fn build(
             "the platform registry has no image {digest} in repository {app}: push it first (deis push IMAGE -a {app})"
         )));
     }
-    let procfile = body
-        .procfile
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(ty, command)| match ProcessType::new(ty) {
-            Ok(ty) => Ok((ty, command)),
-            Err(e) => Err(ControllerError::validation("procfile", e.message)),
-        })
-        .collect::<Result<_, _>>()?;
+    let procfile = super::builds::procfile_of(body.procfile)?;
     let image = format!("{}/{app}@{digest}", registry.client.host());
     let outcome = s.controller.create_build(&user, &app, BuildInput::Image { image, procfile }).await?;
     let mut body = serde_json::to_value(&outcome.build).unwrap_or_default();
