@@ -2,6 +2,7 @@
 //! on the Docker scheduler (a private dockerd), a real `docker-registry` with and
 //! without htpasswd auth, the real `deis` CLI; images built offline.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -233,10 +234,29 @@ fn deisd_runs_an_embedded_registry_and_stops_it_by_pid() {
     serves(&d, "embedded", &"E".repeat(16));
     let data_dir = d.data_dir.to_string_lossy().into_owned();
     let registry_pids = || {
-        let proc = deis_test_support::proc::pids().into_iter().map(deis_test_support::proc::cmdline);
-        proc.filter(|c| c.contains("docker-registry") && c.contains(&data_dir)).count()
+        let pids = deis_test_support::proc::pids().into_iter();
+        pids.filter(|p| {
+            let c = deis_test_support::proc::cmdline(*p);
+            c.contains("docker-registry") && c.contains(&data_dir)
+        })
+        .collect::<Vec<u32>>()
     };
-    assert_eq!(registry_pids(), 1);
+    let first = registry_pids();
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    // A killed deisd leaves its registry running: the next start stops it by PID.
+    d.kill9();
+    assert_eq!(registry_pids(), first, "the registry went with deisd's kill -9");
+    d.spawn();
+    let second = wait_for(Duration::from_secs(20), "one new embedded registry", || {
+        let pids = registry_pids();
+        (pids.len() == 1 && pids != first).then_some(pids)
+    });
+    cli.run(&["create", "embedded2"]).ok();
+    let out = cli.run(&["push", image.path().to_str().unwrap(), "-a", "embedded2", "--procfile", HTTPD]).ok();
+    assert!(out.contains("blobs uploaded"), "{out}");
+
     d.stop();
-    wait_for(Duration::from_secs(20), "the embedded registry stopped", || (registry_pids() == 0).then_some(()));
+    wait_for(Duration::from_secs(20), "the embedded registry stopped", || registry_pids().is_empty().then_some(()));
+    assert!(!Path::new(&format!("/proc/{}", second[0])).exists());
 }

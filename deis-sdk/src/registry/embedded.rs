@@ -1,6 +1,7 @@
 //! [`EmbeddedRegistry`]: `deisd --registry embedded` runs Debian's `docker-registry`
 //! on loopback, with its own config (`<dir>/config.yml`, never the packaged one) and
-//! data dir (`<dir>/data`), and stops it by PID.
+//! data dir (`<dir>/data`), and stops it by PID (kept in `<dir>/registry.pid`: one a
+//! killed deisd left running is stopped at the next start).
 //!
 //! The port is chosen once and kept in the config: builds name their images by the
 //! registry's address, so it must not change across restarts. It has no
@@ -23,6 +24,36 @@ pub const PROGRAM: &str = "docker-registry";
 const READY_WITHIN: Duration = Duration::from_secs(30);
 /// How long it may take to stop after `SIGTERM`.
 const STOP_WITHIN: Duration = Duration::from_secs(10);
+/// Where its PID is kept, so a deisd that was killed leaves no registry behind the
+/// next start.
+const PID_FILE: &str = "registry.pid";
+
+/// Stops the registry a previous deisd started with `config` and could not stop (it
+/// was killed): the PID of the pidfile, if that process still runs `docker-registry`
+/// with this config.
+async fn stop_leftover(pidfile: &Path, config: &Path) {
+    let Some(pid) = std::fs::read_to_string(pidfile).ok().and_then(|p| p.trim().parse::<i32>().ok()) else { return };
+    let ours = |pid: i32| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        cmdline.contains(PROGRAM) && cmdline.contains(&*config.to_string_lossy())
+    };
+    if pid <= 1 || !ours(pid) {
+        return;
+    }
+    tracing::warn!(pid, "stopping the embedded registry a previous deisd left running");
+    // SAFETY: kill(2) on a PID read from our pidfile whose command line is our
+    // registry's (checked just above); no memory is involved.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = tokio::time::Instant::now() + STOP_WITHIN;
+    while ours(pid) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if ours(pid) {
+        // SAFETY: as above; it did not stop on SIGTERM.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
 
 /// A running `docker-registry` (see the module docs). Stop it with
 /// [`EmbeddedRegistry::stop`]; dropping it kills it.
@@ -44,6 +75,7 @@ impl EmbeddedRegistry {
     pub async fn start(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir.join("data"))?;
         let config = dir.join("config.yml");
+        stop_leftover(&dir.join(PID_FILE), &config).await;
         let addr = match std::fs::read_to_string(&config).ok().as_deref().and_then(configured_addr) {
             Some(a) => a,
             None => TcpListener::bind("127.0.0.1:0")?.local_addr()?,
@@ -72,6 +104,9 @@ impl EmbeddedRegistry {
                     ),
                 )
             })?;
+        if let Some(pid) = child.id() {
+            std::fs::write(dir.join(PID_FILE), pid.to_string())?;
+        }
         let mut me = Self { child, addr, dir: dir.to_path_buf() };
         let deadline = tokio::time::Instant::now() + READY_WITHIN;
         loop {
@@ -115,6 +150,7 @@ impl EmbeddedRegistry {
         if tokio::time::timeout(STOP_WITHIN, self.child.wait()).await.is_err() {
             let _ = self.child.kill().await;
         }
+        let _ = std::fs::remove_file(self.dir.join(PID_FILE));
     }
 }
 
