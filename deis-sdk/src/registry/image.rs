@@ -323,3 +323,6 @@ pub fn index_tar<R: Read + Seek>(reader: R, len: u64) -> Result<HashMap<String, 
     }
     Ok(entries)
 }
+
+#[cfg(test)]
+mod tests;

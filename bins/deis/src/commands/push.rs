@@ -1,6 +1,5 @@
 //! `deis push IMAGE`: an image from this machine to the platform registry, then a
-//! build and a release of it; `registry:list|set|unset`: the app's credentials for a
-//! private registry `deis pull` pulls from.
+//! build and a release of it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
@@ -78,7 +77,7 @@ pub async fn push(ctx: &Ctx, image: &str, procfile: Option<BTreeMap<ProcessType,
     Ok(())
 }
 
-async fn latest_release(client: &Client, app: &str) -> Option<u64> {
+pub(super) async fn latest_release(client: &Client, app: &str) -> Option<u64> {
     client.releases_list(app).await.ok()?.iter().map(|r| r.version).max()
 }
 
@@ -215,44 +214,4 @@ impl PushProgress for Bars {
             None => eprintln!("{}: {what} ({} bytes)", short(blob), blob.size()),
         }
     }
-}
-
-/// `deis registry:list`.
-pub async fn registry_list(ctx: &Ctx) -> Result {
-    let app = ctx.app()?;
-    let (client, _) = ctx.client()?;
-    let config = client.config_get(&app).await?;
-    // The password is not shown.
-    let shown: BTreeMap<&String, &str> =
-        config.registry.iter().map(|(k, v)| (k, if k == "password" { "***" } else { v.as_str() })).collect();
-    if ctx.emit(&shown)? {
-        return Ok(());
-    }
-    println!("=== {app} Registry");
-    for (k, v) in shown {
-        println!("{k:<10} {v}");
-    }
-    Ok(())
-}
-
-/// `deis registry:set key=value...` (`username`, `password`, `hostname`).
-pub async fn registry_set(ctx: &Ctx, pairs: Vec<(String, String)>) -> Result {
-    let map = pairs.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), Some(serde_json::Value::String(v)))).collect();
-    registry_patch(ctx, map, "Applying registry information").await
-}
-
-/// `deis registry:unset key...`.
-pub async fn registry_unset(ctx: &Ctx, keys: Vec<String>) -> Result {
-    let map = keys.into_iter().map(|k| (k.to_ascii_lowercase(), None)).collect();
-    registry_patch(ctx, map, "Unsetting registry information").await
-}
-
-async fn registry_patch(ctx: &Ctx, map: BTreeMap<String, Option<serde_json::Value>>, what: &str) -> Result {
-    let app = ctx.app()?;
-    let (client, _) = ctx.client()?;
-    let patch = deis_core::ConfigPatch { registry: Some(map), ..Default::default() };
-    ctx.progress(format!("{what}... "));
-    client.config_set(&app, &patch).await.inspect_err(|_| ctx.say(""))?;
-    ctx.say(done_with(latest_release(&client, &app).await));
-    Ok(())
 }
