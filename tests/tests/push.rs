@@ -193,6 +193,8 @@ fn deis_pull_of_a_private_image_needs_the_right_credentials_and_a_wrong_one_chan
     let (d, cli) = start(engine, &[]);
     let image = docker_push_private(engine, &private, "team/web:1");
     cli.run(&["create", "private"]).ok();
+    let r = cli.run(&["push", &image, "-a", "private"]);
+    assert!(r.code != 0 && r.stderr.contains("--registry"), "a deisd without a registry: {}", r.stderr);
     let procfile = "web: mkdir -p /tmp/w && echo private-ok > /tmp/w/index.html && httpd -f -p $PORT -h /tmp/w";
 
     let r = cli.run(&["pull", &image, "-a", "private", "--procfile", procfile]);

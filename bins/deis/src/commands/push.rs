@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use deis_core::ProcessType;
-use deis_sdk::client::Client;
+use deis_sdk::client::{Client, ClientError};
 use deis_sdk::registry::image::{Blob, LocalImage};
 use deis_sdk::registry::manifest::OCI_MANIFEST;
 use deis_sdk::registry::push::{BlobOutcome, PushProgress, PushReport, PushTarget, push_image};
@@ -33,7 +33,16 @@ struct Grant {
 pub async fn push(ctx: &Ctx, image: &str, procfile: Option<BTreeMap<ProcessType, String>>) -> Result {
     let app = ctx.app()?;
     let (client, _) = ctx.client()?;
-    let grant: Grant = serde_json::from_value(client.get_json(&format!("/v2/apps/{app}/push/")).await?)
+    let grant = client.get_json(&format!("/v2/apps/{app}/push/")).await.map_err(|e| match e {
+        // The route itself is missing (an unknown app says so in other words).
+        ClientError::Api { status: 404, ref message, .. } if message == "Not found." => CliError::Failed(
+            "this platform takes no pushes: its deisd runs without a registry (start it with --registry URL or \
+             --registry embedded)"
+                .into(),
+        ),
+        other => other.into(),
+    })?;
+    let grant: Grant = serde_json::from_value(grant)
         .map_err(|e| CliError::Failed(format!("the controller's answer to the push request is not valid: {e}")))?;
     let address = RegistryAddress::parse(&grant.registry).map_err(CliError::Failed)?;
     let login = match (grant.username, grant.password) {
