@@ -42,7 +42,8 @@
 //!   engine to the logger through Docker's syslog log driver (RFC 5424, tag = unit
 //!   name).
 //!
-//! - **Images** are pulled onto the engines before a spec is applied, with the
+//! - **Images** are pulled onto the data-plane engines that answer before a spec is
+//!   applied (one that does not answer is being watched as lost, and skipped), with the
 //!   platform registry's credentials ([`DockerSchedulerConfig::registry_logins`]) or
 //!   the app's ([`AppSpec::pull_credentials`]); one that cannot be pulled refuses the
 //!   spec (a clear [`SchedulerError::Invalid`], nothing changed). Images pushed with
@@ -142,6 +143,8 @@ pub struct DockerScheduler {
     runtime: Arc<DockerRuntime>,
     monitor: tokio::task::JoinHandle<()>,
     registry_logins: BTreeMap<String, PullCredentials>,
+    /// The engines of data-plane nodes (the ones units run on), where images are pulled.
+    data_engines: Vec<(String, Docker)>,
 }
 
 fn backend(what: String, e: impl std::fmt::Display) -> SchedulerError {
@@ -205,11 +208,17 @@ impl DockerScheduler {
             pids_limit: i64::from(config.pids_limit),
             read_only_root: config.read_only_root,
         };
+        let data_engines = hosts
+            .iter()
+            .zip(&config.hosts)
+            .filter(|(_, h)| h.planes.contains(deis_core::scheduler::placement::Plane::Data))
+            .map(|(host, _)| (host.name.clone(), host.docker.clone()))
+            .collect();
         let runtime = Arc::new(DockerRuntime::new(hosts, placement.clone(), settings));
         runtime.refresh(None).await?;
         let inner = LocalScheduler::on_runtime(config.supervision.clone(), runtime.clone());
         let monitor = tokio::spawn(watch_health(runtime.clone(), placement, config.health_interval, config.down_grace));
-        Ok(Arc::new(Self { inner, runtime, monitor, registry_logins: config.registry_logins }))
+        Ok(Arc::new(Self { inner, runtime, monitor, registry_logins: config.registry_logins, data_engines }))
     }
 
     /// The runtime (hosts, placements).
@@ -257,12 +266,10 @@ async fn watch_health(runtime: Arc<DockerRuntime>, placement: PlacementStore, ev
 
 #[async_trait]
 impl Scheduler for DockerScheduler {
-    /// Pulls an image build onto every engine first (see the module docs): an image that
-    /// cannot be pulled refuses the spec with nothing changed.
+    /// Pulls an image build onto every data-plane engine that answers first (see the
+    /// module docs): an image that cannot be pulled refuses the spec, nothing changed.
     async fn apply(&self, spec: AppSpec) -> Result<()> {
-        let engines: Vec<(String, Docker)> =
-            self.runtime.hosts().iter().map(|h| (h.name.clone(), h.docker.clone())).collect();
-        pull::ensure_image(&engines, &spec, &self.registry_logins).await?;
+        pull::ensure_image(&self.data_engines, &spec, &self.registry_logins).await?;
         self.inner.apply(spec).await
     }
 

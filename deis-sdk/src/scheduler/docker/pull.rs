@@ -15,6 +15,9 @@ use bollard::query_parameters::CreateImageOptions;
 use deis_core::scheduler::{AppSpec, Artifact, PullCredentials, SchedulerError};
 use futures_util::StreamExt;
 
+/// How long an engine may take to answer before its pull is skipped.
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The registry part of an image reference (`host[:port]`), or `docker.io`.
 pub fn registry_of(image: &str) -> &str {
     match image.split_once('/') {
@@ -33,6 +36,12 @@ pub(super) async fn ensure_image(
     let registry = registry_of(reference);
     let login = logins.get(registry).or(spec.pull_credentials.as_ref());
     for (node, docker) in engines {
+        // A silent engine gets no new units (the health watch marks it down): its
+        // pull must not refuse the deploy on the others.
+        if !matches!(tokio::time::timeout(PING_TIMEOUT, docker.ping()).await, Ok(Ok(_))) {
+            tracing::warn!(%node, image = %reference, "docker scheduler: engine does not answer; image not pulled there");
+            continue;
+        }
         // An image named by digest never changes: one present is the one wanted. A
         // tag present on the engine is used as it is (pull-if-missing, as Docker's
         // own default): name images by digest to get exactly what was pushed.
