@@ -215,6 +215,11 @@ fn deis_pull_of_a_private_image_needs_the_right_credentials_and_a_wrong_one_chan
 
     cli.run(&["registry:set", "password=right", "-a", "private"]).ok();
     cli.run(&["pull", &image, "-a", "private", "--procfile", procfile]).ok();
+    let built = list(&cli, "builds", "private")[0]["image"].as_str().unwrap().to_string();
+    assert!(
+        built.starts_with(&format!("{}/team/web@sha256:", private.addr())),
+        "the tag pinned to its digest: {built}"
+    );
     let v = format!("v{}", before + 2);
     wait_units(&cli, "private", "web", 1, &v);
     serves(&d, "private", "private-ok");

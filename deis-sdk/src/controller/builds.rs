@@ -61,8 +61,9 @@ struct ImageBody {
     procfile: Option<BTreeMap<String, String>>,
 }
 
-/// `POST /v2/apps/<app>/builds/`: `{"image": ...}` as JSON, or a gzipped tar of the
-/// app directory with a gzip content type. 201 Build (plus `warning` when the
+/// `POST /v2/apps/<app>/builds/`: `{"image": ...}` as JSON (a tag pinned to its
+/// digest with feature `registry`, see `pin`), or a gzipped tar of the app directory
+/// with a gzip content type. 201 Build (plus `warning` when the
 /// scheduler can't run it).
 pub(super) async fn create(
     State(s): State<ApiState>,
@@ -80,6 +81,16 @@ pub(super) async fn create(
         let bytes = read_body(body, content_length(&headers), s.limits.max_json_bytes).await?;
         let b: ImageBody = parse_json(&bytes)?;
         let image = b.image.ok_or_else(|| ApiError::required("image"))?;
+        #[cfg(feature = "registry")]
+        let image = {
+            let registry = s.controller.config(&user, &app).await?.registry;
+            super::pin::pin(
+                image.trim().to_string(),
+                app.as_str(),
+                deis_core::scheduler::PullCredentials::from_settings(&registry),
+            )
+            .await?
+        };
         BuildInput::Image { image, procfile: procfile_of(b.procfile)? }
     };
     let outcome = s.controller.create_build(&user, &app, input).await?;

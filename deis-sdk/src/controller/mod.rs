@@ -32,6 +32,8 @@ mod extract;
 mod keys;
 mod logs;
 mod perms;
+#[cfg(feature = "registry")]
+mod pin;
 mod ps;
 #[cfg(feature = "registry")]
 mod push;
