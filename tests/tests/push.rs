@@ -38,6 +38,21 @@ fn web_image(fill: u8, extra: Vec<Vec<u8>>) -> tempfile::TempDir {
     dir
 }
 
+/// The layers of [`web_image`] loaded into the engine (`docker load` of a
+/// docker-archive, as `docker save` writes); returns its tag. Units may run as an
+/// unprivileged user: the image serves what it carries and writes nothing.
+fn load_web_image(engine: &DockerEngine, fill: u8) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("web.tar");
+    docker_archive(&archive, &[busybox_layer(), layer("www/index.html", 16, fill)], "sleep 1000");
+    let out = engine.docker().arg("load").arg("-i").arg(&archive).output().unwrap();
+    assert!(out.status.success(), "docker load: {}", String::from_utf8_lossy(&out.stderr));
+    let tag = format!("deis-test/web-{}:1", fill.to_ascii_lowercase() as char);
+    let out = engine.docker().args(["tag", "t:1", &tag]).output().unwrap();
+    assert!(out.status.success(), "docker tag: {}", String::from_utf8_lossy(&out.stderr));
+    tag
+}
+
 fn list(cli: &Cli, what: &str, app: &str) -> Vec<Value> {
     match cli.run(&[what, "-a", app, "--json"]).json() {
         Value::Array(a) => a,
@@ -81,16 +96,19 @@ fn a_pushed_image_runs_on_docker_behind_the_router_and_a_second_push_uploads_not
 
     // From the local engine (`docker save`): DOCKER_HOST points the CLI at it.
     cli.run(&["create", "fromengine"]).ok();
-    let busybox = engine.busybox_image();
-    let procfile = "web: mkdir -p /tmp/w && echo engine-ok > /tmp/w/index.html && httpd -f -p $PORT -h /tmp/w";
-    let status = cli
+    let busybox = load_web_image(engine, b'G');
+    let procfile = HTTPD;
+    let out = cli
         .command(&["push", &busybox, "-a", "fromengine", "--procfile", procfile])
         .env("DOCKER_HOST", format!("unix://{}", engine.socket_path()))
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The busybox layer is in the repository of the caller's other app: mounted.
+    assert!(stderr.contains("mounted from pushed"), "{stderr}");
     wait_units(&cli, "fromengine", "web", 1, "v2");
-    serves(&d, "fromengine", "engine-ok");
+    serves(&d, "fromengine", &"G".repeat(16));
     // Again: the manifest is remembered and the registry has every blob.
     let out = cli
         .command(&["push", &busybox, "-a", "fromengine", "--procfile", procfile])
@@ -98,7 +116,7 @@ fn a_pushed_image_runs_on_docker_behind_the_router_and_a_second_push_uploads_not
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("(0 of 2 blobs uploaded)"), "{stdout}");
+    assert!(out.status.success() && stdout.contains("(0 of 3 blobs uploaded)"), "{stdout}");
 }
 
 #[test]
@@ -179,7 +197,7 @@ fn docker_push_private(engine: &DockerEngine, registry: &DockerRegistry, repo_ta
     };
     let (user, password) = registry.auth().unwrap();
     let reference = format!("{}/{repo_tag}", registry.addr());
-    docker(&["tag", &engine.busybox_image(), &reference]);
+    docker(&["tag", &load_web_image(engine, b'V'), &reference]);
     docker(&["login", "-u", user, "-p", password, &registry.addr().to_string()]);
     docker(&["push", &reference]);
     docker(&["rmi", &reference]);
@@ -195,7 +213,7 @@ fn deis_pull_of_a_private_image_needs_the_right_credentials_and_a_wrong_one_chan
     cli.run(&["create", "private"]).ok();
     let r = cli.run(&["push", &image, "-a", "private"]);
     assert!(r.code != 0 && r.stderr.contains("--registry"), "a deisd without a registry: {}", r.stderr);
-    let procfile = "web: mkdir -p /tmp/w && echo private-ok > /tmp/w/index.html && httpd -f -p $PORT -h /tmp/w";
+    let procfile = HTTPD;
 
     let r = cli.run(&["pull", &image, "-a", "private", "--procfile", procfile]);
     assert_ne!(r.code, 0, "pulled without credentials: {}", r.stdout);
@@ -222,7 +240,7 @@ fn deis_pull_of_a_private_image_needs_the_right_credentials_and_a_wrong_one_chan
     );
     let v = format!("v{}", before + 2);
     wait_units(&cli, "private", "web", 1, &v);
-    serves(&d, "private", "private-ok");
+    serves(&d, "private", &"V".repeat(16));
 }
 
 #[test]
