@@ -185,6 +185,23 @@ fn bad_images_are_refused_clearly_and_make_no_build() {
 
     assert!(list(&cli, "builds", "bad").is_empty());
     assert_eq!(list(&cli, "releases", "bad").len(), 1, "only the app's first release");
+
+    // On a terminal (`script` gives it one): a progress bar per layer instead of lines.
+    let good = web_image(b'T', vec![]);
+    let deis = binary("deis");
+    let line = format!("{} push {} -a bad --procfile 'web: true'", deis.display(), good.path().display());
+    // The CLI's profile and HOME, on a command run by `script`.
+    let mut script = std::process::Command::new("script");
+    for (k, v) in cli.command(&[]).get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    let out = script.args(["-qec", &line, "/dev/null"]).stdin(Stdio::null()).output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("] ") && shown.contains("==") && !shown.contains(": pushed ("), "{shown}");
 }
 
 /// Pushes busybox to `registry` as `repo:tag` with docker itself (login in a private
