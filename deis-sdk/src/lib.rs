@@ -28,6 +28,8 @@
 //! - [`tty`]: `deis run` sessions over WebSockets, client and broker;
 //! - `builder` (feature `builder`): `git push` over SSH, built by the controller.
 //! - [`scheduler`]: [`deis_core::scheduler`] plus the container backends (`docker`).
+//! - `registry` (feature `registry`): images pushed with `deis push`, the platform
+//!   registry and the embedded `docker-registry`.
 //!
 //! Everything of [`deis_core`] (the traits, the model, the embedded defaults and, with
 //! feature `test-util`, the conformance suites) is re-exported here, so one dependency
@@ -50,6 +52,8 @@ pub mod etcd;
 pub mod logger;
 pub mod migrate;
 pub mod publisher;
+#[cfg(feature = "registry")]
+pub mod registry;
 pub mod replica;
 pub mod router;
 pub mod scheduler;

@@ -54,6 +54,7 @@ impl SchedulerHarness for BusyboxHarness {
             ]),
             selector: BTreeMap::new(),
             identity: None,
+            pull_credentials: None,
         }
     }
 

@@ -182,6 +182,33 @@ pub enum Command {
         #[arg(long, value_name = "PROCFILE", value_parser = args::procfile)]
         procfile: Option<std::collections::BTreeMap<deis_core::ProcessType, String>>,
     },
+    /// Push an image from this machine to the platform registry and deploy it: IMAGE is
+    /// an image of the local Docker engine, a `docker save` tarball or an OCI image
+    /// layout directory.
+    Push {
+        /// Image name (local engine), tarball path or OCI layout directory.
+        image: String,
+        /// Process types, Procfile style ("web: cmd"); default: the image's command.
+        #[arg(long, value_name = "PROCFILE", value_parser = args::procfile)]
+        procfile: Option<std::collections::BTreeMap<deis_core::ProcessType, String>>,
+    },
+    /// Show the app's private registry credentials (the password hidden).
+    #[command(name = "registry:list", visible_alias = "registry")]
+    RegistryList,
+    /// Set the credentials `deis pull` pulls the app's image with: username=… password=….
+    #[command(name = "registry:set")]
+    RegistrySet {
+        /// key=value pairs (username, password).
+        #[arg(required = true, value_name = "KEY=VALUE", value_parser = args::label)]
+        pairs: Vec<(String, String)>,
+    },
+    /// Remove registry credentials.
+    #[command(name = "registry:unset")]
+    RegistryUnset {
+        /// Keys (username, password).
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
     /// List the app's builds.
     #[command(name = "builds:list", visible_alias = "builds")]
     BuildsList,
@@ -670,6 +697,8 @@ mod tests {
             "config:unset",
             "deploy",
             "pull",
+            "push",
+            "registry:set",
             "builds:list",
             "releases:list",
             "releases:info",

@@ -13,8 +13,12 @@ use deis_sdk::builder::BuilderConfig;
 use deis_sdk::controller::ApiLimits;
 use deis_sdk::controller::RegistrationMode;
 use deis_sdk::daemon::{LogFormat, init_tracing, parse_flags};
+
+mod registry;
+use deis_sdk::controller::PlatformRegistry;
 use deis_sdk::deis_core::model::limits;
 use deis_sdk::deis_core::scheduler::Capacity;
+use deis_sdk::deis_core::scheduler::PullCredentials;
 use deis_sdk::deis_core::scheduler::placement::Policy;
 use deis_sdk::replica::ReplicaConfig;
 use deis_sdk::scheduler::docker::{DEFAULT_STACK_IMAGE, DockerHost, DockerScheduler, DockerSchedulerConfig};
@@ -52,6 +56,8 @@ struct Args {
     /// the docs).
     #[arg(long, env = "DEIS_STACK_IMAGE", default_value = DEFAULT_STACK_IMAGE)]
     stack_image: String,
+    #[command(flatten)]
+    registry: registry::RegistryArgs,
     /// Controller API listen address.
     #[arg(long, env = "DEIS_API_ADDR", default_value = "127.0.0.1:8000")]
     api_addr: SocketAddr,
@@ -238,8 +244,9 @@ impl Args {
         fallback.parse::<DockerHost>().map(|h| vec![h]).map_err(|e| format!("DOCKER_HOST: {e}"))
     }
 
-    /// The platform these flags describe, with its adapters opened.
-    async fn builder(&self) -> Result<PlatformBuilder, String> {
+    /// The platform these flags describe, with its adapters opened and `registry` (the
+    /// opened `--registry`) as its platform registry.
+    async fn builder(&self, registry: Option<&PlatformRegistry>) -> Result<PlatformBuilder, String> {
         let mut capacity = Capacity::of_this_machine();
         capacity.cpu_millis = self.cpu.unwrap_or(capacity.cpu_millis);
         capacity.memory_bytes = self.memory.unwrap_or(capacity.memory_bytes);
@@ -277,6 +284,11 @@ impl Args {
                 config.stack_image = self.stack_image.clone();
                 // Units' output goes from the engine to our syslog listener.
                 config.syslog_address = self.syslog_addr.0.map(|a| format!("tcp://{a}"));
+                if let Some(login) = registry.and_then(|r| r.login.clone()) {
+                    let host = registry.map(|r| r.client.host().to_string()).unwrap_or_default();
+                    let login = PullCredentials { username: login.username, password: login.password };
+                    config.registry_logins.insert(host, login);
+                }
                 b = b.scheduler_with(move |ctx| async move {
                     let store = ctx.store.clone();
                     config.supervision = ctx.local_config();
@@ -286,6 +298,9 @@ impl Args {
                 });
             }
             other => return Err(format!("--scheduler {other}: not supported by this deisd")),
+        }
+        if let Some(registry) = registry {
+            b = b.registry(registry.clone());
         }
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             b = b.tls_certificate(cert, key);
@@ -305,7 +320,14 @@ impl Args {
 async fn main() -> ExitCode {
     let args: Args = parse_flags("deisd");
     init_tracing(args.log_format);
-    let platform = match args.builder().await {
+    let registry = match args.registry.open(&args.data_dir).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("deisd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let platform = match args.builder(registry.as_ref().map(|r| &r.platform)).await {
         Ok(builder) => builder.start().await.map_err(|e| e.to_string()),
         Err(e) => Err(e),
     };
@@ -328,6 +350,9 @@ async fn main() -> ExitCode {
     );
     deis_sdk::shutdown_signal().await;
     platform.shutdown().await;
+    if let Some(mut embedded) = registry.and_then(|r| r.embedded) {
+        embedded.stop().await;
+    }
     ExitCode::SUCCESS
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::{Controller, ControllerError, Result};
 use crate::artifact::Digest;
 use crate::model::{App, AppName, Build, BuildSource, Config, ProcessType, Release};
-use crate::scheduler::{AppSpec, Artifact, ProcessSpec, SchedulerError};
+use crate::scheduler::{AppSpec, Artifact, ProcessSpec, PullCredentials, SchedulerError};
 use crate::store::records::{self, releases_prefix};
 
 /// The process type image builds without a Procfile run as (the image's command).
@@ -138,6 +138,7 @@ impl Controller {
             processes,
             selector: config.tags.clone(),
             identity,
+            pull_credentials: PullCredentials::from_settings(&config.registry),
         })
     }
 

@@ -84,6 +84,34 @@ pub struct AppSpec {
     /// The uid and gid the app's processes run as, when the platform gives apps their
     /// own (see [`AppIdentity`]); `None`: the backend's default user.
     pub identity: Option<AppIdentity>,
+    /// Credentials for pulling an image build from a private registry (the app's
+    /// `deis registry:set username=… password=…`); image backends use them for
+    /// registries other than the platform's own.
+    #[serde(default)]
+    pub pull_credentials: Option<PullCredentials>,
+}
+
+/// Credentials for a private image registry. Debug output hides the password.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PullCredentials {
+    /// Username.
+    pub username: String,
+    /// Password or token.
+    pub password: String,
+}
+
+impl PullCredentials {
+    /// The credentials of an app's registry settings (`username` and `password`), if
+    /// both are set.
+    pub fn from_settings(registry: &BTreeMap<String, String>) -> Option<Self> {
+        Some(Self { username: registry.get("username")?.clone(), password: registry.get("password")?.clone() })
+    }
+}
+
+impl std::fmt::Debug for PullCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullCredentials").field("username", &self.username).field("password", &"<hidden>").finish()
+    }
 }
 
 impl AppSpec {

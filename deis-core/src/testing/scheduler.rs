@@ -113,6 +113,7 @@ impl SourceAppHarness {
             processes: processes.iter().map(|(t, cmd, n)| (ptype(t), process(cmd, *n))).collect(),
             selector: BTreeMap::new(),
             identity: None,
+            pull_credentials: None,
         }
     }
 }

@@ -157,6 +157,8 @@ pub struct PlatformBuilder {
     #[cfg(feature = "builder")]
     git_builder: (Listen, crate::builder::BuilderConfig),
     api_routes: Vec<axum::Router>,
+    #[cfg(feature = "registry")]
+    registry: Option<crate::controller::PlatformRegistry>,
     domain: String,
     registration: RegistrationMode,
     capacity: Option<Capacity>,
@@ -187,6 +189,8 @@ impl PlatformBuilder {
             #[cfg(feature = "builder")]
             git_builder: (Listen::Off, crate::builder::BuilderConfig::default()),
             api_routes: Vec::new(),
+            #[cfg(feature = "registry")]
+            registry: None,
             domain: "localhost".into(),
             registration: RegistrationMode::Enabled,
             capacity: None,
@@ -309,6 +313,14 @@ impl PlatformBuilder {
     /// controller's; a path both define is a panic at [`start`](Self::start).
     pub fn api_routes(mut self, routes: axum::Router) -> Self {
         self.api_routes.push(routes);
+        self
+    }
+
+    /// The platform registry `deis push` pushes to (feature `registry`): serves
+    /// `GET`/`POST /v2/apps/<app>/push/` (see [`crate::controller::push_routes`]).
+    #[cfg(feature = "registry")]
+    pub fn registry(mut self, registry: crate::controller::PlatformRegistry) -> Self {
+        self.registry = Some(registry);
         self
     }
 
@@ -564,6 +576,10 @@ impl PlatformBuilder {
             let mut app = controller::router(controller.clone(), self.limits).merge(attach_router(tty.clone()));
             for routes in self.api_routes {
                 app = app.merge(routes);
+            }
+            #[cfg(feature = "registry")]
+            if let Some(registry) = self.registry {
+                app = app.merge(controller::push_routes(controller.clone(), self.limits, registry));
             }
             let app =
                 app.layer(axum::Extension(tty)).layer(axum::Extension(controller::FollowShutdown(stopped.clone())));

@@ -22,6 +22,20 @@ fn is_tarball(headers: &HeaderMap) -> bool {
     GZIP_TYPES.iter().any(|t| essence.eq_ignore_ascii_case(t))
 }
 
+/// The `procfile` field of an image build: process type → command.
+pub(super) fn procfile_of(
+    procfile: Option<BTreeMap<String, String>>,
+) -> Result<BTreeMap<ProcessType, String>, ControllerError> {
+    procfile
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(ty, command)| match ProcessType::new(ty) {
+            Ok(ty) => Ok((ty, command)),
+            Err(e) => Err(ControllerError::validation("procfile", e.message)),
+        })
+        .collect()
+}
+
 pub(super) async fn list(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
@@ -47,8 +61,9 @@ struct ImageBody {
     procfile: Option<BTreeMap<String, String>>,
 }
 
-/// `POST /v2/apps/<app>/builds/`: `{"image": ...}` as JSON, or a gzipped tar of the
-/// app directory with a gzip content type. 201 Build (plus `warning` when the
+/// `POST /v2/apps/<app>/builds/`: `{"image": ...}` as JSON (a tag pinned to its
+/// digest with feature `registry`, see `pin`), or a gzipped tar of the app directory
+/// with a gzip content type. 201 Build (plus `warning` when the
 /// scheduler can't run it).
 pub(super) async fn create(
     State(s): State<ApiState>,
@@ -66,16 +81,17 @@ pub(super) async fn create(
         let bytes = read_body(body, content_length(&headers), s.limits.max_json_bytes).await?;
         let b: ImageBody = parse_json(&bytes)?;
         let image = b.image.ok_or_else(|| ApiError::required("image"))?;
-        let procfile = b
-            .procfile
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(ty, command)| match ProcessType::new(ty) {
-                Ok(ty) => Ok((ty, command)),
-                Err(e) => Err(ControllerError::validation("procfile", e.message)),
-            })
-            .collect::<Result<_, _>>()?;
-        BuildInput::Image { image, procfile }
+        #[cfg(feature = "registry")]
+        let image = {
+            let registry = s.controller.config(&user, &app).await?.registry;
+            super::pin::pin(
+                image.trim().to_string(),
+                app.as_str(),
+                deis_core::scheduler::PullCredentials::from_settings(&registry),
+            )
+            .await?
+        };
+        BuildInput::Image { image, procfile: procfile_of(b.procfile)? }
     };
     let outcome = s.controller.create_build(&user, &app, input).await?;
     let mut body = build_json(&outcome.build);

@@ -32,7 +32,11 @@ mod extract;
 mod keys;
 mod logs;
 mod perms;
+#[cfg(feature = "registry")]
+mod pin;
 mod ps;
+#[cfg(feature = "registry")]
+mod push;
 mod run;
 mod serve;
 mod settings;
@@ -53,6 +57,8 @@ pub use drains::sync_drains;
 pub use error::{ApiError, ApiResult, controller_error_response};
 pub use extract::{AppPath, AuthUser, DEFAULT_PAGE, JsonBody, MAX_PAGE, MaybeUser, Page};
 pub use logs::{DEFAULT_LOG_LINES, FollowShutdown, HEARTBEAT, MAX_LOG_LINES, MAX_LOGS_BODY};
+#[cfg(feature = "registry")]
+pub use push::{PlatformRegistry, push_routes};
 pub use serve::serve;
 
 /// The API version Workflow clients check (`DEIS_API_VERSION`).

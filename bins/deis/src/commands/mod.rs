@@ -13,6 +13,8 @@ pub mod healthchecks;
 mod logs;
 mod nodes;
 mod ps;
+mod push;
+mod registry;
 mod releases;
 mod run;
 mod settings;
@@ -203,6 +205,10 @@ pub async fn run(cli: Cli) -> Result {
 
         Command::Deploy { dir, wait } => deploy::deploy(&ctx, &dir, &wait).await,
         Command::Pull { image, procfile } => deploy::pull(&ctx, &image, procfile).await,
+        Command::Push { image, procfile } => push::push(&ctx, &image, procfile).await,
+        Command::RegistryList => registry::registry_list(&ctx).await,
+        Command::RegistrySet { pairs } => registry::registry_set(&ctx, pairs).await,
+        Command::RegistryUnset { keys } => registry::registry_unset(&ctx, keys).await,
         Command::BuildsList => deploy::builds_list(&ctx).await,
 
         Command::ReleasesList => releases::list(&ctx).await,

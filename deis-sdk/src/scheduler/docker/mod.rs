@@ -42,14 +42,23 @@
 //!   engine to the logger through Docker's syslog log driver (RFC 5424, tag = unit
 //!   name).
 //!
+//! - **Images** are pulled onto the data-plane engines that answer before a spec is
+//!   applied (one that does not answer is being watched as lost, and skipped), with the
+//!   platform registry's credentials ([`DockerSchedulerConfig::registry_logins`]) or
+//!   the app's ([`AppSpec::pull_credentials`]); one that cannot be pulled refuses the
+//!   spec (a clear [`SchedulerError::Invalid`], nothing changed). Images pushed with
+//!   `deis push` are named by digest.
+//!
 //! Not done yet: containers do not outlive deisd (shutdown stops them; a restarted
 //! deisd starts fresh ones instead of adopting), and ports are allocated on the
 //! machine deisd runs on, which is right for engines on this machine and a guess for
 //! remote ones.
 
 mod host;
+mod pull;
 mod runtime;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,12 +69,13 @@ use deis_core::model::{AppName, Unit};
 use deis_core::scheduler::local::{LocalScheduler, LocalSchedulerConfig};
 use deis_core::scheduler::placement::{Health, NodeInfo, PlacementStore, Policy};
 use deis_core::scheduler::{
-    AppSpec, Capacity, NodeStatus, RestartFilter, Result, Scheduler, SchedulerError, UnitEvent,
+    AppSpec, Capacity, NodeStatus, PullCredentials, RestartFilter, Result, Scheduler, SchedulerError, UnitEvent,
 };
 use deis_core::time::Timestamp;
 use tokio::sync::broadcast;
 
 pub use self::host::{DockerHost, DockerHostError, Networking};
+pub use self::pull::registry_of;
 pub use self::runtime::{APP_DIR, DockerRuntime, LABEL_RELEASE, LABEL_UNIT};
 use self::runtime::{ContainerSettings, Host};
 
@@ -103,6 +113,9 @@ pub struct DockerSchedulerConfig {
     /// Run containers with a read-only root filesystem and a private writable
     /// `/tmp` (tmpfs) (default off: many images write where they run).
     pub read_only_root: bool,
+    /// Credentials the engines pull with, by registry (`host[:port]`): the platform
+    /// registry's. Other registries get the app's (`deis registry:set`).
+    pub registry_logins: BTreeMap<String, PullCredentials>,
 }
 
 impl DockerSchedulerConfig {
@@ -118,6 +131,7 @@ impl DockerSchedulerConfig {
             down_grace: Duration::from_secs(30),
             pids_limit: 1024,
             read_only_root: false,
+            registry_logins: BTreeMap::new(),
         }
     }
 }
@@ -128,6 +142,9 @@ pub struct DockerScheduler {
     inner: Arc<LocalScheduler>,
     runtime: Arc<DockerRuntime>,
     monitor: tokio::task::JoinHandle<()>,
+    registry_logins: BTreeMap<String, PullCredentials>,
+    /// The engines of data-plane nodes (the ones units run on), where images are pulled.
+    data_engines: Vec<(String, Docker)>,
 }
 
 fn backend(what: String, e: impl std::fmt::Display) -> SchedulerError {
@@ -191,11 +208,17 @@ impl DockerScheduler {
             pids_limit: i64::from(config.pids_limit),
             read_only_root: config.read_only_root,
         };
+        let data_engines = hosts
+            .iter()
+            .zip(&config.hosts)
+            .filter(|(_, h)| h.planes.contains(deis_core::scheduler::placement::Plane::Data))
+            .map(|(host, _)| (host.name.clone(), host.docker.clone()))
+            .collect();
         let runtime = Arc::new(DockerRuntime::new(hosts, placement.clone(), settings));
         runtime.refresh(None).await?;
         let inner = LocalScheduler::on_runtime(config.supervision.clone(), runtime.clone());
         let monitor = tokio::spawn(watch_health(runtime.clone(), placement, config.health_interval, config.down_grace));
-        Ok(Arc::new(Self { inner, runtime, monitor }))
+        Ok(Arc::new(Self { inner, runtime, monitor, registry_logins: config.registry_logins, data_engines }))
     }
 
     /// The runtime (hosts, placements).
@@ -243,7 +266,10 @@ async fn watch_health(runtime: Arc<DockerRuntime>, placement: PlacementStore, ev
 
 #[async_trait]
 impl Scheduler for DockerScheduler {
+    /// Pulls an image build onto every data-plane engine that answers first (see the
+    /// module docs): an image that cannot be pulled refuses the spec, nothing changed.
     async fn apply(&self, spec: AppSpec) -> Result<()> {
+        pull::ensure_image(&self.data_engines, &spec, &self.registry_logins).await?;
         self.inner.apply(spec).await
     }
 

@@ -126,6 +126,7 @@ fn typed_spec(proc_type: &str, release: u64, command: &str, count: u32) -> AppSp
         artifact: Artifact::Source { dir: std::env::temp_dir() },
         env: BTreeMap::new(),
         selector: BTreeMap::new(),
+        pull_credentials: None,
         processes: BTreeMap::from([(
             process_type(proc_type),
             ProcessSpec {

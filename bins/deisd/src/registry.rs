@@ -1,0 +1,108 @@
+//! The platform registry flags: where `deis push` pushes and engines pull from.
+
+use std::path::Path;
+
+use clap::Args;
+use deis_sdk::controller::PlatformRegistry;
+use deis_sdk::registry::embedded::EmbeddedRegistry;
+use deis_sdk::registry::{RegistryAddress, RegistryLogin};
+
+/// `--registry` and its credentials.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// The platform registry `deis push` pushes to and engines pull from: a Docker
+    /// Registry v2 / OCI distribution registry (`http://HOST:PORT`, `https://HOST`), or
+    /// `embedded` to run Debian's docker-registry on loopback with its config and data
+    /// in `<data dir>/registry/`. Default: none (`deis push` is refused).
+    #[arg(long, env = "DEIS_REGISTRY", value_name = "URL|embedded")]
+    pub registry: Option<String>,
+    /// Username on the platform registry (htpasswd basic auth or a token service).
+    #[arg(long, env = "DEIS_REGISTRY_USERNAME", requires = "registry_password")]
+    pub registry_username: Option<String>,
+    /// Password of --registry-username.
+    #[arg(long, env = "DEIS_REGISTRY_PASSWORD", hide_env_values = true, requires = "registry_username")]
+    pub registry_password: Option<String>,
+}
+
+/// The platform registry, and the embedded one if deisd runs it.
+#[derive(Debug)]
+pub struct OpenRegistry {
+    /// What the controller and the schedulers use.
+    pub platform: PlatformRegistry,
+    /// The `docker-registry` deisd started (stopped by PID at shutdown).
+    pub embedded: Option<EmbeddedRegistry>,
+}
+
+impl RegistryArgs {
+    fn login(&self) -> Option<RegistryLogin> {
+        match (&self.registry_username, &self.registry_password) {
+            (Some(u), Some(p)) => Some(RegistryLogin { username: u.clone(), password: p.clone() }),
+            _ => None,
+        }
+    }
+
+    /// Starts the embedded registry or checks the URL; None without `--registry`.
+    pub async fn open(&self, data_dir: &Path) -> Result<Option<OpenRegistry>, String> {
+        let Some(registry) = self.registry.as_deref().map(str::trim).filter(|r| !r.is_empty()) else {
+            return Ok(None);
+        };
+        if registry == "embedded" {
+            if self.login().is_some() {
+                return Err("--registry embedded runs without authentication on loopback: drop --registry-username \
+                            and --registry-password, or give the URL of your own registry"
+                    .into());
+            }
+            let embedded = EmbeddedRegistry::start(&data_dir.join("registry"))
+                .await
+                .map_err(|e| format!("--registry embedded: {e}"))?;
+            let platform = PlatformRegistry::new(embedded.address(), None);
+            return Ok(Some(OpenRegistry { platform, embedded: Some(embedded) }));
+        }
+        let address = RegistryAddress::parse(registry).map_err(|e| format!("--registry: {e}"))?;
+        Ok(Some(OpenRegistry { platform: PlatformRegistry::new(address, self.login()), embedded: None }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Flags {
+        #[command(flatten)]
+        registry: RegistryArgs,
+    }
+
+    fn open(args: &[&str]) -> Result<Option<OpenRegistry>, String> {
+        let flags = Flags::try_parse_from(["deisd"].iter().chain(args)).map_err(|e| e.to_string())?;
+        let dir = tempfile::tempdir().unwrap();
+        tokio::runtime::Runtime::new().unwrap().block_on(flags.registry.open(dir.path()))
+    }
+
+    #[test]
+    fn registry_flags_name_a_registry_and_its_credentials() {
+        assert!(open(&[]).unwrap().is_none(), "no registry by default");
+        let r = open(&[
+            "--registry",
+            "https://registry.example.com",
+            "--registry-username",
+            "u",
+            "--registry-password",
+            "p",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.platform.client.host(), "registry.example.com");
+        assert!(!r.platform.client.address().insecure);
+        assert_eq!(r.platform.login.as_ref().map(|l| l.username.as_str()), Some("u"));
+        assert!(r.embedded.is_none());
+        let e = open(&["--registry", "http://host/path"]).unwrap_err();
+        assert!(e.contains("--registry") && e.contains("not a registry address"), "{e}");
+        let e = open(&["--registry", "embedded", "--registry-username", "u", "--registry-password", "p"]).unwrap_err();
+        assert!(e.contains("without authentication"), "{e}");
+        let e = open(&["--registry", "x:1", "--registry-username", "u"]).unwrap_err();
+        assert!(e.contains("--registry-password"), "{e}");
+    }
+}
