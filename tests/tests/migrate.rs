@@ -207,7 +207,10 @@ fn a_v1_keyspace_migrates_live_and_the_platform_serves_its_apps_certificates_and
     assert!(line(&report, "/deis/config/hello/database_url").contains("DATABASE_URL"), "{report}");
     assert!(line(&report, "/deis/config/hello/deis_whitelist").contains("settings.whitelist"), "{report}");
     let cert_line = line(&report, "/deis/certs/www.example.com/cert");
-    assert!(cert_line.contains("certs/www-example-com") && cert_line.contains("certdomains/www.example.com"), "{report}");
+    assert!(
+        cert_line.contains("certs/www-example-com") && cert_line.contains("certdomains/www.example.com"),
+        "{report}"
+    );
     assert!(line(&report, "/deis/router/enforceHTTPS").contains("HTTPS enforced for hello, shop"), "{report}");
     assert!(line(&report, "/deis/platform/domain").contains("deisd.env"), "{report}");
     assert!(line(&report, "/deis/router/sslKey").contains("deisd.env"), "{report}");
