@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use deis_e2e::git::{KeyPair, git, init_and_commit, push_url};
+use deis_e2e::tls::{curl, subject};
 use deis_e2e::*;
 use deis_test_support::etcd::{EtcdCluster, v2_set};
 use deis_test_support::tls::{Issued, TestCa};
@@ -102,34 +103,6 @@ fn seed_v1(etcd: SocketAddr, unit: SocketAddr, v1: &V1Secrets) {
 fn env_file(path: &Path) -> std::collections::BTreeMap<String, String> {
     let text = std::fs::read_to_string(path).unwrap();
     text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
-/// `curl` over HTTPS to `name` at the router's TLS port, trusting `ca`: status and body.
-fn curl(ca: &Path, port: u16, name: &str) -> Option<(u16, String)> {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--cacert"])
-        .arg(ca)
-        .args(["--resolve", &format!("{name}:{port}:127.0.0.1"), "-w", "\n%{http_code}"])
-        .arg(format!("https://{name}:{port}/"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n')?;
-    out.status.success().then(|| (code.trim().parse().unwrap(), body.to_string()))
-}
-
-/// The subject of the certificate `openssl s_client` gets for SNI `name`, verified
-/// against `ca`.
-fn subject(ca: &Path, port: u16, name: &str) -> String {
-    let out = Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", name, "-CAfile"])
-        .arg(ca)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
-    text.lines().find_map(|l| l.strip_prefix("subject=")).unwrap_or_default().to_string()
 }
 
 /// Runs deis-migrate; returns its exit code and stdout.
