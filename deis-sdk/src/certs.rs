@@ -204,7 +204,7 @@ fn generate(dir: &Path, cert: &Path, key: &Path, domain: &str) -> Result<(), Pla
 }
 
 /// Writes a file only its owner can read (created with mode 0600, never wider).
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;

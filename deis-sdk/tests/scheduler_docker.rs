@@ -1,6 +1,7 @@
 //! [`DockerScheduler`] against real Docker engines (one that answers, or private
 //! dockerds) with a busybox image built offline: the `scheduler_suite` conformance
-//! suite, and placement over two engines standing in for two hosts.
+//! suite, placement over two engines standing in for two hosts, and liveness probes
+//! run inside the containers.
 #![cfg(feature = "docker")]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deis_sdk::deis_core::logs::{LogFilter, LogSource, LogStore, RingLogStore};
 use deis_sdk::deis_core::model::limits::Resources;
-use deis_sdk::deis_core::model::{AppName, Unit, UnitState};
+use deis_sdk::deis_core::model::{AppName, ExecProbe, Healthcheck, ProbeAction, Unit, UnitState};
 use deis_sdk::deis_core::scheduler::{AppSpec, Artifact, ProcessSpec, Scheduler, SchedulerError};
 use deis_sdk::deis_core::store::RedbStore;
 use deis_sdk::deis_core::testing::{SchedulerHarness, process_type, scheduler_suite};
@@ -236,4 +237,72 @@ async fn source_builds_on_the_stack_image_log_through_syslog() {
     s.remove(&process_app("src")).await.unwrap();
     s.shutdown().await;
     server.shutdown().await;
+}
+
+/// A liveness probe (`exec`, run in the unit's container through the engine) that
+/// starts failing gets the unit restarted in a fresh container, with the reason; the
+/// healthy unit of the same app is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_failing_its_liveness_probe_is_restarted_in_a_new_container() {
+    let Some(engine) = DockerEngine::shared() else { return };
+    let mut config = DockerSchedulerConfig::new(vec![DockerHost::new(endpoint(engine))]);
+    config.supervision.stop_timeout = Duration::from_secs(5);
+    let s = DockerScheduler::connect(config, RedbStore::in_memory()).await.unwrap();
+    let harness = BusyboxHarness { image: engine.busybox_image(), engines: vec![engine] };
+    let app = process_app("alive");
+    let mut spec = harness.sample_app(&app, 1);
+    spec.processes.remove("worker");
+    let web = spec.processes.get_mut("web").unwrap();
+    web.count = 2;
+    web.liveness = Some(Healthcheck {
+        initial_delay_seconds: 0,
+        timeout_seconds: 5,
+        period_seconds: 1,
+        success_threshold: 1,
+        failure_threshold: 2,
+        action: ProbeAction::Exec(ExecProbe { command: vec!["test ! -e /tmp/sick".into()] }),
+    });
+    let mut events = s.subscribe();
+    s.apply(spec).await.unwrap();
+    let units = up_units(&s, "alive", 2).await;
+    let container = |unit: &str| {
+        let out =
+            engine.docker().args(["ps", "-q", "--filter", &format!("label={LABEL_UNIT}={unit}")]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (sick, healthy) = (units[0].0.clone(), units[1].0.clone());
+    let (sick_container, healthy_container) = (container(&sick), container(&healthy));
+    assert!(!sick_container.is_empty() && !healthy_container.is_empty());
+
+    let touched = engine.docker().args(["exec", &sick_container, "touch", "/tmp/sick"]).status().unwrap();
+    assert!(touched.success());
+    let crashed = async {
+        loop {
+            match events.recv().await {
+                Ok(ev) if ev.unit.name == sick && ev.unit.state == UnitState::Crashed => {
+                    return ev.reason.unwrap_or_default();
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("scheduler events: {e}"),
+            }
+        }
+    };
+    let reason = tokio::time::timeout(Duration::from_secs(60), crashed).await.expect("the sick unit crashed in 60 s");
+    assert!(reason.contains("liveness probe failed 2 times in a row"), "{reason}");
+    let after = eventually(Duration::from_secs(60), "the sick unit restarted, the healthy one untouched", || async {
+        let units = s.units(&app).await.map_err(|e| e.to_string())?;
+        let by_name = |n: &str| units.iter().find(|u| u.name == n).cloned().ok_or(format!("no {n}: {units:?}"));
+        let (restarted, kept) = (by_name(&sick)?, by_name(&healthy)?);
+        if restarted.state != UnitState::Up || restarted.restarts != 1 {
+            return Err(format!("{restarted:?}"));
+        }
+        Ok((restarted, kept))
+    })
+    .await;
+    assert_eq!((after.1.restarts, after.1.state), (0, UnitState::Up), "the healthy unit is untouched");
+    let new_container = container(&sick);
+    assert!(!new_container.is_empty() && new_container != sick_container, "a fresh container");
+    assert_eq!(container(&healthy), healthy_container);
+    s.remove(&app).await.unwrap();
+    s.shutdown().await;
 }

@@ -26,8 +26,8 @@ type V1Key = (String, String, Option<u64>);
 
 fn keyspace(apps: usize) -> Vec<V1Key> {
     let mut keys = Vec::new();
-    let cert = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUW\n-----END CERTIFICATE-----\n";
-    let key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n";
+    // Real certificates (the migration checks each as `deis certs:add` does).
+    let ca = deis_test_support::tls::TestCa::new("Deis v1 bench CA");
     for i in 0..apps {
         let app = format!("app{i:04}");
         for j in 0..90 {
@@ -41,8 +41,9 @@ fn keyspace(apps: usize) -> Vec<V1Key> {
             keys.push((format!("/deis/services/{app}/{app}_v7.web.{j}"), addr, Some(3600)));
         }
         if i % 10 == 0 {
-            keys.push((format!("/deis/certs/d0.{app}.example.com/cert"), cert.to_string(), None));
-            keys.push((format!("/deis/certs/d0.{app}.example.com/key"), key.to_string(), None));
+            let issued = ca.issue(&[&format!("d0.{app}.example.com")]);
+            keys.push((format!("/deis/certs/d0.{app}.example.com/cert"), issued.cert, None));
+            keys.push((format!("/deis/certs/d0.{app}.example.com/key"), issued.key, None));
         }
     }
     for u in 0..apps * 9 / 10 {

@@ -16,6 +16,7 @@ pub use deis_test_support::{eventually, free_port, wait_for};
 use serde_json::Value;
 
 pub mod git;
+pub mod tls;
 
 /// The directory holding the workspace's binaries: `DEIS_E2E_BIN_DIR` if set (a copy
 /// that a build in a shared target directory can't replace mid-run), else next to the

@@ -17,8 +17,8 @@ use deis_sdk::migrate::source::{self, DEFAULT_MAX_DUMP_BYTES};
 use deis_sdk::migrate::{MigrateError, Migration, Status, TtlBasis, TtlMode, V1Key};
 
 /// Migrates a Deis v1 etcd keyspace (config, domains, certificates, users and their
-/// SSH keys, settings, registrations) onto this platform's store. A second run changes
-/// nothing.
+/// SSH keys, allow-lists, settings, registrations) onto this platform's store and
+/// deisd's settings. A second run changes nothing.
 #[derive(Debug, Parser)]
 #[command(name = "deis-migrate", version, about)]
 struct Args {
@@ -40,6 +40,14 @@ struct Args {
     /// kept owners elsewhere); register it on the platform first.
     #[arg(long, default_value = "admin", value_name = "USERNAME")]
     owner: String,
+    /// Write the settings deisd takes from its environment (`/deis/platform/domain`,
+    /// `/deis/controller/registrationMode`, the platform certificate
+    /// `/deis/router/sslCert` and `sslKey`) to DIR/deisd.env, DIR/platform.crt and
+    /// DIR/platform.key; start deisd with that environment (systemd
+    /// `EnvironmentFile=DIR/deisd.env`, or `set -a; . DIR/deisd.env`). Without it those
+    /// keys are skipped.
+    #[arg(long, value_name = "DIR")]
+    deisd_env_dir: Option<PathBuf>,
     /// Print what would be written; write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -68,7 +76,12 @@ async fn read_source(args: &Args) -> Result<Vec<V1Key>, MigrateError> {
 async fn run(args: Args) -> Result<bool, MigrateError> {
     let keys = read_source(&args).await?;
     let store = args.to.open().await?;
-    let migration = Migration { owner: args.owner.clone(), ttl: args.ttl, dry_run: args.dry_run };
+    let migration = Migration {
+        owner: args.owner.clone(),
+        ttl: args.ttl,
+        dry_run: args.dry_run,
+        deisd_env_dir: args.deisd_env_dir.clone(),
+    };
     let report = migration.run(keys.clone(), &*store).await?;
     let mut out = std::io::stdout().lock();
     // A closed stdout (`| head`) is no reason to fail the migration that happened.

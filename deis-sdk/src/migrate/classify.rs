@@ -6,12 +6,24 @@ use std::time::Duration;
 
 use super::report::{Outcome, Status};
 use super::source::{Ttl, V1Key};
-use crate::deis_core::model::{PublicKey, validate};
+use crate::deis_core::controller::RegistrationMode;
+use crate::deis_core::model::{AddressRange, PublicKey, validate};
 use crate::deis_core::store::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use crate::deis_core::{AppName, ProcessType};
 
-/// Settings the platform keeps (without a TTL); `/deis/<section>/…`.
-const SETTING_SECTIONS: &[&str] = &["platform", "logs", "router"];
+/// Sections of v1 settings (keys without a TTL): `/deis/<section>/…`.
+const SETTING_SECTIONS: &[&str] = &["platform", "controller", "logs", "router"];
+
+/// The v1 config key the controller kept an app's allow-list in (`deis config:set
+/// DEIS_WHITELIST=…`): it becomes the app's [`AppSettings::whitelist`].
+///
+/// [`AppSettings::whitelist`]: crate::deis_core::AppSettings::whitelist
+pub const V1_WHITELIST_KEY: &str = "deis_whitelist";
+
+/// A v1 setting `deisd` takes from its environment (or the matching flag): the v1
+/// path below `/deis/` and the variable.
+const DEISD_SETTINGS: &[(&str, &str)] =
+    &[("platform/domain", "DEIS_DOMAIN"), ("controller/registrationMode", "DEIS_REGISTRATION")];
 
 /// The v1 keyspace sorted by target. Each entry keeps the v1 key it came from.
 #[derive(Debug, Default)]
@@ -24,8 +36,13 @@ pub struct V1Keyspace {
     pub certs: BTreeMap<String, V1Cert>,
     /// Username → fingerprint → public key.
     pub users: BTreeMap<String, BTreeMap<String, Sourced<String>>>,
-    /// v1 path below `/deis/` → value.
-    pub settings: BTreeMap<String, Sourced<String>>,
+    /// Settings `deisd` takes from its environment: variable (`DEIS_DOMAIN`) → value.
+    pub deisd_env: BTreeMap<&'static str, Sourced<String>>,
+    /// `/deis/router/sslCert` and `/deis/router/sslKey`: the platform certificate
+    /// (`deisd --tls-cert/--tls-key`).
+    pub platform_cert: V1Cert,
+    /// `/deis/router/enforceHTTPS`: the router redirected every app's HTTP to HTTPS.
+    pub enforce_https: Option<Sourced<bool>>,
     /// Service registrations (`/deis/services/…`), as endpoints.
     pub endpoints: Vec<Leased<V1Endpoint>>,
     /// Component registrations (`/deis/<component>/…` with a TTL): path below `/deis/`
@@ -57,20 +74,38 @@ pub struct Leased<T> {
     pub ttl: Duration,
 }
 
-/// An app's config: upper-cased key → value.
+/// An app's config: upper-cased key → value, and its allow-list.
 #[derive(Debug, Default)]
 pub struct V1App {
     /// Config values.
     pub config: BTreeMap<String, Sourced<String>>,
+    /// `/deis/config/<app>/deis_whitelist`, parsed.
+    pub whitelist: Option<Sourced<Vec<AddressRange>>>,
 }
 
 /// A certificate's two keys.
 #[derive(Debug, Default)]
 pub struct V1Cert {
-    /// `/deis/certs/<domain>/cert`.
+    /// `/deis/certs/<domain>/cert` (`/deis/router/sslCert`).
     pub cert: Option<Sourced<String>>,
-    /// `/deis/certs/<domain>/key`.
+    /// `/deis/certs/<domain>/key` (`/deis/router/sslKey`).
     pub key: Option<Sourced<String>>,
+}
+
+impl V1Cert {
+    fn set(&mut self, part: &str, source: &str, value: &str) -> Result<(), (Status, String)> {
+        let (marker, what) = if part == "cert" { ("CERTIFICATE", "certificate") } else { ("PRIVATE KEY", "key") };
+        if !value.contains("-----BEGIN") || !value.contains(marker) {
+            return Err((Status::Failed, format!("not a PEM {what}")));
+        }
+        let entry = Some(Sourced { source: source.to_string(), value: value.to_string() });
+        if part == "cert" {
+            self.cert = entry
+        } else {
+            self.key = entry
+        }
+        Ok(())
+    }
 }
 
 /// A unit that the v1 publisher registered.
@@ -116,6 +151,11 @@ impl V1Keyspace {
             Some(Ttl::Remaining(d)) => Some(d),
         };
         match (parts.as_slice(), ttl) {
+            (["config", app, var], None) if var.eq_ignore_ascii_case(V1_WHITELIST_KEY) => {
+                let ranges = whitelist(&k.value).map_err(|r| (Status::Failed, r))?;
+                let entry = Sourced { source: k.key.clone(), value: ranges };
+                self.apps.entry(app_name(app)?).or_default().whitelist = Some(entry);
+            }
             (["config", app, var], None) => {
                 let app = app_name(app)?;
                 let var = var.to_ascii_uppercase();
@@ -134,14 +174,7 @@ impl V1Keyspace {
             (["certs", domain, part @ ("cert" | "key")], None) => {
                 let domain = domain.to_ascii_lowercase();
                 validate::domain(&domain).or_else(|e| fail(e.message))?;
-                let (marker, what) =
-                    if *part == "cert" { ("CERTIFICATE", "certificate") } else { ("PRIVATE KEY", "key") };
-                if !k.value.contains("-----BEGIN") || !k.value.contains(marker) {
-                    return fail(format!("not a PEM {what}"));
-                }
-                let entry = Some(Sourced { source: k.key.clone(), value: k.value.clone() });
-                let cert = self.certs.entry(domain).or_default();
-                if *part == "cert" { cert.cert = entry } else { cert.key = entry }
+                self.certs.entry(domain).or_default().set(part, &k.key, &k.value)?;
             }
             (["builder", "users", user, fingerprint], None) => {
                 validate::username(user).or_else(|e| fail(e.message))?;
@@ -159,9 +192,7 @@ impl V1Keyspace {
                 self.apps.entry(endpoint.app.clone()).or_default();
                 self.endpoints.push(Leased { source: k.key.clone(), value: endpoint, ttl });
             }
-            ([section, ..], None) if SETTING_SECTIONS.contains(section) => {
-                self.settings.insert(path.to_string(), Sourced { source: k.key.clone(), value: k.value.clone() });
-            }
+            ([section, ..], None) if SETTING_SECTIONS.contains(section) => self.setting(path, k)?,
             ([_, ..], Some(ttl)) => {
                 self.registrations.push(Leased {
                     source: k.key.clone(),
@@ -173,6 +204,69 @@ impl V1Keyspace {
         }
         Ok(())
     }
+}
+
+impl V1Keyspace {
+    /// A v1 setting: what `deisd` or the apps read now, else skipped with the reason.
+    fn setting(&mut self, path: &str, k: &V1Key) -> Result<(), (Status, String)> {
+        let fail = |r: String| Err((Status::Failed, r));
+        let value = k.value.trim();
+        let sourced = |value: String| Sourced { source: k.key.clone(), value };
+        if let Some((_, var)) = DEISD_SETTINGS.iter().find(|(p, _)| *p == path) {
+            let checked = match *var {
+                "DEIS_DOMAIN" => validate::domain(value).map_err(|e| e.message),
+                _ => value.parse::<RegistrationMode>().map(|_| ()).map_err(|e| e.to_string()),
+            };
+            checked.or_else(fail)?;
+            self.deisd_env.insert(var, sourced(value.to_string()));
+            return Ok(());
+        }
+        match path {
+            "router/sslCert" => self.platform_cert.set("cert", &k.key, &k.value),
+            "router/sslKey" => self.platform_cert.set("key", &k.key, &k.value),
+            "router/enforceHTTPS" => {
+                let on = match value.to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => true,
+                    "false" | "0" | "no" | "off" | "" => false,
+                    _ => return fail(format!("{value:?} is not true or false")),
+                };
+                self.enforce_https = Some(Sourced { source: k.key.clone(), value: on });
+                Ok(())
+            }
+            "logs/drain" => Err((
+                Status::Skipped,
+                "a platform-wide log drain; drains are per app now: deis drains:add URL -a APP".into(),
+            )),
+            _ => Err((
+                Status::Skipped,
+                format!("a Deis v1 {} tuning with no counterpart in this platform", section(path)),
+            )),
+        }
+    }
+}
+
+/// What a settings section configured, for the reason it is skipped.
+fn section(path: &str) -> &'static str {
+    match path.split('/').next() {
+        Some("router") => "router (nginx)",
+        Some("controller") => "controller",
+        Some("logs") => "logger",
+        _ => "platform",
+    }
+}
+
+/// A v1 allow-list: `IP_or_CIDR[:label],…` (the labels are dropped).
+fn whitelist(value: &str) -> Result<Vec<AddressRange>, String> {
+    let mut out = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        // An IPv6 address has colons of its own: try the whole entry first.
+        let parsed = entry.parse::<AddressRange>().or_else(|e| match entry.rsplit_once(':') {
+            Some((addr, _label)) => addr.parse::<AddressRange>(),
+            None => Err(e),
+        });
+        out.push(parsed.map_err(|e| format!("DEIS_WHITELIST entry {entry:?}: {}", e.message))?);
+    }
+    Ok(out)
 }
 
 fn app_name(name: &str) -> Result<AppName, (Status, String)> {
@@ -221,12 +315,18 @@ mod tests {
             key("/deis/services/hello/bogus", "10.0.0.1:1", Some(20)),
             key("/deis/builder/host", "10.0.0.2", Some(30)),
             key("/deis/platform/domain", "example.com", None),
+            key("/deis/controller/registrationMode", "admin_only", None),
+            key("/deis/controller/registrationMode2", "x", None),
+            key("/deis/router/enforceHTTPS", "true", None),
+            key("/deis/router/bodySize", "1m", None),
+            key("/deis/config/hello/deis_whitelist", "10.0.1.0/24:office,192.0.2.7:home, 2001:db8::1", None),
+            key("/deis/config/shop/deis_whitelist", "10.0.1.0/33", None),
             key("/deis/scheduler/foo", "x", None),
             key("/other", "x", None),
             key("/deis/config/Bad_App/x", "y", None),
             key("/deis/router/hosts/x", "y", Some(0)),
         ]);
-        assert_eq!(ks.total, 13);
+        assert_eq!(ks.total, 19);
         let hello = AppName::new("hello").unwrap();
         assert_eq!(ks.apps[&hello].config["DATABASE_URL"].value, "postgres://db");
         assert_eq!(ks.domains["www.example.com"].value, hello);
@@ -236,13 +336,22 @@ mod tests {
         assert_eq!(ks.endpoints[0].value.release, 3);
         assert_eq!(ks.endpoints[0].ttl, Duration::from_secs(20));
         assert_eq!(ks.registrations[0].value, ("builder/host".to_string(), "10.0.0.2".to_string()));
-        assert_eq!(ks.settings["platform/domain"].value, "example.com");
+        assert_eq!(ks.deisd_env["DEIS_DOMAIN"].value, "example.com");
+        assert_eq!(ks.deisd_env["DEIS_REGISTRATION"].value, "admin_only");
+        assert_eq!(ks.enforce_https.as_ref().map(|s| s.value), Some(true));
+        let whitelist: Vec<String> =
+            ks.apps[&hello].whitelist.as_ref().unwrap().value.iter().map(ToString::to_string).collect();
+        assert_eq!(whitelist, ["10.0.1.0/24", "192.0.2.7", "2001:db8::1"]);
+        assert!(!ks.apps[&hello].config.contains_key("DEIS_WHITELIST"), "an allow-list, not config");
         let decided: Vec<(&str, Status)> = ks.decided.iter().map(|o| (o.key.as_str(), o.status)).collect();
         assert_eq!(
             decided,
             [
                 ("/deis/builder/users/alice/ee:ff", Status::Failed),
                 ("/deis/services/hello/bogus", Status::Failed),
+                ("/deis/controller/registrationMode2", Status::Skipped),
+                ("/deis/router/bodySize", Status::Skipped),
+                ("/deis/config/shop/deis_whitelist", Status::Failed),
                 ("/deis/scheduler/foo", Status::Skipped),
                 ("/other", Status::Skipped),
                 ("/deis/config/Bad_App/x", Status::Failed),

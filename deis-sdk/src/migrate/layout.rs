@@ -1,52 +1,54 @@
-//! Records that the migration writes beyond the controller's (see
-//! [`deis_core::store::records`]): certificates, v1 settings and component
-//! registrations. Certificates follow the Workflow API's Cert object, so the controller
-//! can serve them as they are once it has that endpoint.
+//! Names the migration gives what Deis v1 kept without one, and the one record it
+//! writes beyond the controller's (see [`deis_core::store::records`]): component
+//! registrations, always under a lease.
+//!
+//! [`deis_core::store::records`]: crate::deis_core::store::records
 
-use crate::deis_core::time::Timestamp;
-use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-/// Key of a certificate.
-pub fn cert_key(name: &str) -> String {
-    format!("certs/{name}")
-}
-/// Key of a Deis v1 setting (`/deis/platform/domain` → `settings/platform/domain`).
-pub fn setting_key(v1_path: &str) -> String {
-    format!("settings/{v1_path}")
-}
+use crate::deis_core::model::MAX_CERT_NAME_LEN;
+
 /// Key of a Deis v1 component registration (`/deis/builder/host` →
 /// `registrations/builder/host`), always under a lease.
 pub fn registration_key(v1_path: &str) -> String {
     format!("registrations/{v1_path}")
 }
 
-/// The name a certificate of `domain` gets: `www.example.com` → `www-example-com`,
-/// `*.example.com` → `wildcard-example-com` (Workflow names are DNS labels).
+/// The name a certificate of `domain` gets, a valid `deis certs` name:
+/// `www.example.com` → `www-example-com`, `*.example.com` → `wildcard-example-com`;
+/// past 63 characters, cut with a hash of the domain at the end to stay unique.
 pub fn cert_name(domain: &str) -> String {
-    domain.replace('*', "wildcard").replace('.', "-")
-}
-
-/// A TLS certificate with its key (`certs/<name>`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Certificate {
-    /// Name (a DNS label).
-    pub name: String,
-    /// The domain it was issued for.
-    pub common_name: String,
-    /// PEM certificate (chain).
-    pub certificate: String,
-    /// PEM private key.
-    pub key: String,
-    /// Domains it is attached to.
-    pub domains: Vec<String>,
-    /// Username of whoever added it.
-    pub owner: String,
-    /// Creation time.
-    pub created: Timestamp,
-    /// Last change.
-    pub updated: Timestamp,
+    let name: String = domain
+        .to_ascii_lowercase()
+        .replace('*', "wildcard")
+        .chars()
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
+        .collect();
+    if name.len() <= MAX_CERT_NAME_LEN {
+        return name;
+    }
+    let hash = hex::encode(&Sha256::digest(domain.as_bytes())[..4]);
+    format!("{}-{hash}", &name[..MAX_CERT_NAME_LEN - hash.len() - 1])
 }
 
 /// The password hash of a user the migration creates: no password matches it (it is
 /// not a PHC string), so the user logs in only after an admin sets a password.
 pub const NO_PASSWORD: &str = "!migrated-from-deis-v1";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deis_core::model::cert_name as valid_cert_name;
+
+    #[test]
+    fn certificate_names_are_valid_and_distinct() {
+        assert_eq!(cert_name("www.example.com"), "www-example-com");
+        assert_eq!(cert_name("*.example.com"), "wildcard-example-com");
+        let long = format!("{}.example.com", "a".repeat(70));
+        let other = format!("{}.example.org", "a".repeat(70));
+        for domain in [&long, &other] {
+            valid_cert_name(&cert_name(domain)).unwrap();
+        }
+        assert_ne!(cert_name(&long), cert_name(&other));
+    }
+}

@@ -2,6 +2,8 @@
 //! target hold the v1 keyspace, and nothing for what it holds already (so a second run
 //! plans nothing).
 
+mod certs;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::time::Duration;
@@ -10,9 +12,12 @@ use uuid::Uuid;
 
 use super::TtlMode;
 use super::classify::{Leased, Sourced, V1App, V1Keyspace};
-use super::layout::{self, Certificate};
+use super::deisd_env::{self, FileChange};
+use super::layout;
 use super::report::{Outcome, Status};
-use crate::deis_core::model::{App, AppName, Config, ConfigPatch, Domain, PublicKey, Release, SshKey, User, key_id};
+use crate::deis_core::model::{
+    App, AppName, AppSettings, Config, ConfigPatch, Domain, PublicKey, Release, SshKey, User, key_id,
+};
 use crate::deis_core::store::records::{
     self, KeyRef, app_key, config_key, domain_key, endpoint_key, keyprint_key, release_key, ssh_key_key, user_key,
 };
@@ -29,7 +34,7 @@ const PREFIXES: &[&str] = &[
     "keys/",
     "keyprints/",
     "certs/",
-    "settings/",
+    "certdomains/",
     "registrations/",
     "endpoints/",
 ];
@@ -107,6 +112,8 @@ impl Change {
 pub struct Plan {
     /// Writes.
     pub changes: Vec<Change>,
+    /// Files for `deisd` (its environment and the platform certificate).
+    pub files: Option<FileChange>,
     /// Unchanged, skipped and failed keys.
     pub decided: Vec<Outcome>,
 }
@@ -120,6 +127,13 @@ struct Planner<'a> {
     failed_apps: BTreeSet<AppName>,
     /// Default domains of the apps this plan creates.
     new_default_domains: BTreeSet<String>,
+    /// The v1 domains the target will hold, with their apps (certificates are
+    /// attached to them).
+    domain_apps: BTreeMap<String, AppName>,
+    /// `/deis/router/enforceHTTPS` was on: every migrated app redirects to HTTPS.
+    enforce_https: bool,
+    /// Apps whose redirect to HTTPS this plan turns on.
+    https_apps: Vec<AppName>,
 }
 
 impl Planner<'_> {
@@ -197,7 +211,8 @@ impl Planner<'_> {
             let target = format!("configs/{name} ({}), release v{version}", describe(&changed));
             change.target = if change.target.is_empty() { target } else { format!("{}, {target}", change.target) };
         }
-        if !change.puts.is_empty() {
+        let settings_changed = self.app_settings(name, v1, &mut app_record.settings, &mut change);
+        if !change.puts.is_empty() || settings_changed {
             app_record.updated = self.now;
             let key = app_key(name);
             change.puts.insert(0, Put { key, value: records::encode(&app_record), ttl: None });
@@ -206,10 +221,41 @@ impl Planner<'_> {
         Ok(())
     }
 
+    /// Carries the app's v1 allow-list (`deis_whitelist`) and the platform's HTTPS
+    /// redirect into `settings`; says whether they changed.
+    fn app_settings(&mut self, name: &AppName, v1: &V1App, settings: &mut AppSettings, change: &mut Change) -> bool {
+        let mut what = vec![];
+        if let Some(w) = &v1.whitelist {
+            let mut wanted = AppSettings::default();
+            match wanted.allow(&w.value) {
+                Err(e) => self.decide(&w.source, Status::Failed, format!("app {name}: {e}")),
+                Ok(_) if wanted.whitelist == settings.whitelist => {
+                    self.decide(&w.source, Status::Unchanged, format!("{} (settings.whitelist)", app_key(name)))
+                }
+                Ok(_) => {
+                    settings.whitelist = wanted.whitelist;
+                    change.sources.push(w.source.clone());
+                    what.push(format!("settings.whitelist ({} entries)", settings.whitelist.len()));
+                }
+            }
+        }
+        if self.enforce_https && !settings.https_enforced {
+            settings.https_enforced = true;
+            self.https_apps.push(name.clone());
+            what.push("settings.https_enforced".to_string());
+        }
+        if what.is_empty() {
+            return false;
+        }
+        let target = format!("{} ({})", app_key(name), what.join(", "));
+        change.target = if change.target.is_empty() { target } else { format!("{}, {target}", change.target) };
+        true
+    }
+
     fn fail_app(&mut self, name: &AppName, v1: &V1App, why: &str) -> Result<(), StoreError> {
         self.failed_apps.insert(name.clone());
-        for v in v1.config.values() {
-            self.decide(&v.source, Status::Failed, format!("app {name}: {why}"));
+        for source in v1.config.values().map(|v| &v.source).chain(v1.whitelist.as_ref().map(|w| &w.source)) {
+            self.decide(source, Status::Failed, format!("app {name}: {why}"));
         }
         Ok(())
     }
@@ -253,9 +299,13 @@ impl Planner<'_> {
         let planned = self.new_default_domains.contains(domain);
         match existing {
             Some(owner_app) if owner_app == app.value && planned => {
+                self.domain_apps.insert(domain.to_string(), owner_app);
                 self.decide(&app.source, Status::Migrated, format!("{key} (the app's default domain)"))
             }
-            Some(owner_app) if owner_app == app.value => self.decide(&app.source, Status::Unchanged, key),
+            Some(owner_app) if owner_app == app.value => {
+                self.domain_apps.insert(domain.to_string(), owner_app);
+                self.decide(&app.source, Status::Unchanged, key)
+            }
             Some(other) => self.decide(
                 &app.source,
                 Status::Failed,
@@ -273,41 +323,7 @@ impl Planner<'_> {
                 let mut change = Change { sources: vec![app.source.clone()], target: key.clone(), ..Change::default() };
                 change.put(key, records::encode(&record), 0);
                 self.plan.changes.push(change);
-            }
-        }
-        Ok(())
-    }
-
-    fn cert(&mut self, domain: &str, cert: &Sourced<String>, key: &Sourced<String>) -> Result<(), StoreError> {
-        let name = layout::cert_name(domain);
-        let record_key = layout::cert_key(&name);
-        let sources = [&cert.source, &key.source];
-        match self.snap.decode::<Certificate>(&record_key)? {
-            Some(c) if c.certificate == cert.value && c.key == key.value => {
-                sources.iter().for_each(|s| self.decide(s, Status::Unchanged, record_key.clone()));
-            }
-            Some(_) => {
-                let why = format!("{record_key} exists with another certificate; remove it there to migrate this one");
-                sources.iter().for_each(|s| self.decide(s, Status::Failed, why.clone()));
-            }
-            None => {
-                let record = Certificate {
-                    name,
-                    common_name: domain.to_string(),
-                    certificate: cert.value.clone(),
-                    key: key.value.clone(),
-                    domains: vec![domain.to_string()],
-                    owner: self.owner.to_string(),
-                    created: self.now,
-                    updated: self.now,
-                };
-                let mut change = Change {
-                    sources: sources.iter().map(|s| s.to_string()).collect(),
-                    target: record_key.clone(),
-                    ..Change::default()
-                };
-                change.put(record_key, records::encode(&record), 0);
-                self.plan.changes.push(change);
+                self.domain_apps.insert(domain.to_string(), app.value.clone());
             }
         }
         Ok(())
@@ -406,6 +422,26 @@ impl Planner<'_> {
         }
     }
 
+    /// What became of `/deis/router/enforceHTTPS`: carried by the first app change
+    /// that turns an app's redirect on, unchanged when every app has it already.
+    fn enforce_https_outcome(&mut self, setting: &Sourced<bool>) {
+        if !setting.value {
+            let why = "off in Deis v1: apps redirect to HTTPS once their owners run deis tls:enable";
+            return self.decide(&setting.source, Status::Skipped, why);
+        }
+        let Some(first) = self.https_apps.first().cloned() else {
+            let detail = "settings.https_enforced of every migrated app";
+            return self.decide(&setting.source, Status::Unchanged, detail);
+        };
+        let apps: Vec<String> = self.https_apps.iter().map(ToString::to_string).collect();
+        let first_key = app_key(&first);
+        if let Some(change) = self.plan.changes.iter_mut().find(|c| c.puts.first().is_some_and(|p| p.key == first_key))
+        {
+            change.sources.push(setting.source.clone());
+            change.target = format!("{} (HTTPS enforced for {})", change.target, apps.join(", "));
+        }
+    }
+
     fn leased<T>(&mut self, mode: TtlMode, r: &Leased<T>, write: impl FnOnce(&mut Self)) {
         match mode {
             TtlMode::Skip => {
@@ -424,8 +460,16 @@ impl Planner<'_> {
 }
 
 /// Plans the migration of `ks` onto the target in `snap`; apps, domains and
-/// certificates the v1 keyspace does not say who owns go to `owner`.
-pub fn plan(ks: &V1Keyspace, snap: &Snapshot, owner: &str, ttl: TtlMode) -> Result<Plan, StoreError> {
+/// certificates the v1 keyspace does not say who owns go to `owner`. Settings for
+/// `deisd` go to files in `deisd_env_dir` (see [`deisd_env`]).
+pub fn plan(
+    ks: &V1Keyspace,
+    snap: &Snapshot,
+    owner: &str,
+    ttl: TtlMode,
+    deisd_env_dir: Option<&std::path::Path>,
+) -> Result<Plan, StoreError> {
+    let enforce_https = ks.enforce_https.as_ref().is_some_and(|s| s.value);
     let mut p = Planner {
         snap,
         owner,
@@ -433,29 +477,27 @@ pub fn plan(ks: &V1Keyspace, snap: &Snapshot, owner: &str, ttl: TtlMode) -> Resu
         plan: Plan::default(),
         failed_apps: BTreeSet::new(),
         new_default_domains: BTreeSet::new(),
+        domain_apps: BTreeMap::new(),
+        enforce_https,
+        https_apps: Vec::new(),
     };
     p.plan.decided.extend(ks.decided.iter().cloned());
     for (name, app) in &ks.apps {
         p.app(name, app)?;
     }
+    if let Some(s) = &ks.enforce_https {
+        p.enforce_https_outcome(s);
+    }
     for (domain, app) in &ks.domains {
         p.domain(domain, app)?;
     }
     for (domain, cert) in &ks.certs {
-        match (&cert.cert, &cert.key) {
-            (Some(c), Some(k)) => p.cert(domain, c, k)?,
-            (Some(only), None) | (None, Some(only)) => {
-                p.decide(&only.source, Status::Failed, "a certificate needs both cert and key; the other is missing")
-            }
-            (None, None) => {}
-        }
+        p.cert(domain, cert, &ks.certs)?;
     }
     for (username, keys) in &ks.users {
         p.user(username, keys)?;
     }
-    for (path, value) in &ks.settings {
-        p.value(&value.source, layout::setting_key(path), &value.value, None);
-    }
+    p.plan.files = deisd_env::plan(ks, deisd_env_dir, &mut p.plan.decided);
     for r in &ks.endpoints {
         let e = &r.value;
         if p.failed_apps.contains(&e.app) {
