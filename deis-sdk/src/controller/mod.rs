@@ -105,6 +105,14 @@ pub struct ApiState {
     pub uploads: Arc<tokio::sync::Semaphore>,
 }
 
+impl ApiState {
+    /// The state of routes on `controller` with `limits` (and upload permits of their own).
+    pub fn new(controller: Arc<Controller>, limits: ApiLimits) -> Self {
+        let uploads = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_uploads.max(1)));
+        Self { controller, limits, uploads }
+    }
+}
+
 /// Adds `path` and `path/` (the API accepts both everywhere, and never redirects).
 fn both(router: Router<ApiState>, path: &str, methods: MethodRouter<ApiState>) -> Router<ApiState> {
     let trimmed = path.trim_end_matches('/');
@@ -170,11 +178,7 @@ pub fn router(controller: Arc<Controller>, limits: ApiLimits) -> Router {
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(version_headers))
-        .with_state(ApiState {
-            controller,
-            limits,
-            uploads: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_uploads.max(1))),
-        })
+        .with_state(ApiState::new(controller, limits))
 }
 
 static API_VERSION_HEADER: HeaderName = HeaderName::from_static("deis_api_version");
