@@ -314,8 +314,9 @@ impl<'l> Checker<'l> {
                 self.summary.unpacked_bytes = self.summary.unpacked_bytes.saturating_add(entry.size());
                 if self.summary.unpacked_bytes > self.limits.max_unpacked_bytes {
                     return Err(ArtifactError::TooLarge(format!(
-                        "more than {} bytes once unpacked",
-                        self.limits.max_unpacked_bytes
+                        "more than {} MiB once unpacked (the platform's build size limit); leave large \
+                         files out of the app directory (.gitignore, .slugignore) or ask the operator",
+                        self.limits.max_unpacked_bytes >> 20
                     )));
                 }
                 self.files.insert(path.clone());
@@ -447,6 +448,47 @@ impl ArtifactStore {
         }
     }
 
+    /// Deletes every stored archive whose digest is not in `keep` (no release of any
+    /// app references it any more); returns how many were deleted. Temporary files of
+    /// writes in progress are left alone.
+    pub fn retain_artifacts(&self, keep: &HashSet<Digest>) -> Result<usize> {
+        let dir = self.root.join("artifacts").join("sha256");
+        let mut removed = 0;
+        for name in list_dir(&dir)? {
+            let Some(hex) = name.strip_suffix(".tar.gz") else { continue };
+            match Digest::parse(&format!("sha256:{hex}")) {
+                Ok(d) if keep.contains(&d) => {}
+                Ok(_) => {
+                    let path = dir.join(&name);
+                    fs::remove_file(&path).map_err(io_err(&path))?;
+                    removed += 1;
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes `app`'s unpacked builds except those in `keep` (builds of releases no
+    /// longer current: [`unpack`](Self::unpack) makes them again on a rollback);
+    /// returns how many were removed.
+    pub fn retain_slugs(&self, app: &AppName, keep: &HashSet<Digest>) -> Result<usize> {
+        let dir = self.app_slugs(app);
+        let mut removed = 0;
+        for name in list_dir(&dir)? {
+            match Digest::parse(&format!("sha256:{name}")) {
+                Ok(d) if keep.contains(&d) => {}
+                Ok(_) => {
+                    let path = dir.join(&name);
+                    fs::remove_dir_all(&path).map_err(io_err(&path))?;
+                    removed += 1;
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(removed)
+    }
+
     /// Checks `bytes` (see [`check_archive`]) and stores them under their digest.
     /// Storing the same bytes again returns the same digest and writes nothing.
     pub fn put_tarball(&self, bytes: &[u8]) -> Result<Digest> {
@@ -553,6 +595,21 @@ fn hand_over(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
         }
     }
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+/// The names in `dir`; none if it does not exist.
+fn list_dir(dir: &Path) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ArtifactError::Io { path: dir.to_path_buf(), source: e }),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err(dir))?;
+        names.extend(entry.file_name().to_str().map(str::to_string));
+    }
+    Ok(names)
 }
 
 fn unpack_into(bytes: &[u8], dir: &Path, limits: &ArchiveLimits) -> Result<()> {

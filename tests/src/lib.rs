@@ -71,6 +71,8 @@ pub struct Deisd {
     pub domain: String,
     /// Extra arguments passed on every start.
     pub extra_args: Vec<String>,
+    /// The user deisd runs as (through `setpriv`), if not this process's.
+    pub run_as: Option<String>,
     log: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -89,7 +91,20 @@ impl Deisd {
     /// Starts a fresh daemon with extra flags, after `prepare` ran on its (not yet
     /// existing) data dir path, e.g. to share another daemon's builds.
     pub fn start_prepared(extra: &[&str], prepare: impl FnOnce(&Path)) -> Self {
+        Self::start_as(None, extra, prepare)
+    }
+
+    /// Starts a fresh daemon as `user` (this process must be root), with extra flags,
+    /// after `prepare` ran on its data dir path. Its temporary directory is the user's.
+    pub fn start_as(user: Option<&str>, extra: &[&str], prepare: impl FnOnce(&Path)) -> Self {
         let tmp = tempfile::tempdir().unwrap();
+        if let Some(user) = user {
+            let id = |flag: &str| -> u32 {
+                let out = Command::new("id").args([flag, user]).output().unwrap();
+                String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|_| panic!("no user {user}"))
+            };
+            std::os::unix::fs::chown(tmp.path(), Some(id("-u")), Some(id("-g"))).unwrap();
+        }
         let data_dir = tmp.path().join("data");
         let log = tmp.path().join("deisd.log");
         let mut d = Deisd {
@@ -100,6 +115,7 @@ impl Deisd {
             builder: SocketAddr::from(([127, 0, 0, 1], free_port())),
             domain: "deis.test".into(),
             extra_args: with_private_ports(extra),
+            run_as: user.map(str::to_string),
             log,
             _tmp: Some(tmp),
         };
@@ -111,7 +127,15 @@ impl Deisd {
     /// Starts the daemon process on the same data dir and ports.
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(binary("deisd"))
+        let mut command = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid", user, "--regid", user, "--init-groups", "--"]).arg(binary("deisd"));
+                c
+            }
+            None => Command::new(binary("deisd")),
+        };
+        let child = command
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--api-addr")

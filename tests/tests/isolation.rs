@@ -4,7 +4,9 @@
 //! with real commands), its own build is read-only and its `/tmp` private. The probe
 //! of issue 9 (`id; ls -la <data dir>; cat /proc/self/cgroup`) no longer leaks.
 
-use deis_e2e::{Cli, Deisd, daemon_with_user, deploy_hello, unit_processes};
+use std::process::Command;
+
+use deis_e2e::{Cli, Deisd, T, daemon_with_user, deploy_hello, unit_processes, wait_for, wait_units};
 
 fn root() -> bool {
     // SAFETY-free check: the uid of this test process, from /proc.
@@ -99,4 +101,54 @@ fn deis_run_gets_the_limits_of_its_process_type() {
     let (code, out) = shell(&alice, "limited", "python3 -c 'b = bytearray(512 << 20); print(\"survived\")'");
     assert_ne!(code, 0, "{out}");
     assert!(!out.contains("survived"), "{out}");
+}
+
+/// A system user of our own for deisd to run as (created on first use).
+fn unprivileged_user() -> &'static str {
+    const NAME: &str = "deis-e2e";
+    let exists = Command::new("id").arg(NAME).output().is_ok_and(|o| o.status.success());
+    if !exists {
+        let made = Command::new("useradd")
+            .args(["--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", NAME])
+            .status()
+            .unwrap();
+        // Another test may have made it meanwhile (exit 9: exists).
+        assert!(made.success() || made.code() == Some(9), "useradd {NAME}: {made}");
+    }
+    NAME
+}
+
+#[test]
+fn everything_still_works_when_deisd_runs_unprivileged() {
+    if !root() {
+        return;
+    }
+    let user = unprivileged_user();
+    let d = Deisd::start_as(Some(user), &[], |_| {});
+    let alice = d.cli();
+    alice.register(&d, "alice");
+    // At start it says what is not enforced, and what is.
+    let log = d.log();
+    assert!(log.contains("running unprivileged: units run as this user"), "{log}");
+    assert!(log.contains("limits hold") || log.contains("limits are NOT enforced"), "{log}");
+
+    // Deploy: the unit runs as deisd's user.
+    let _dir = deploy_hello(&d, &alice, "plain");
+    let uid = String::from_utf8(Command::new("id").args(["-u", user]).output().unwrap().stdout).unwrap();
+    let pid = unit_processes("plain").first().expect("plain's web unit runs").0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let unit_uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap().split_whitespace().next().unwrap();
+    assert_eq!(unit_uid, uid.trim(), "the unit runs as deisd's user");
+
+    // Scale, logs, deis run.
+    alice.run(&["scale", "web=2", "-a", "plain"]).ok();
+    wait_units(&alice, "plain", "web", 2, "v2");
+    d.get_app("plain", "/unprivileged").unwrap();
+    wait_for(T, "the request in the app's log", || {
+        let out = alice.run(&["logs", "-n", "1000", "-a", "plain"]).ok();
+        (out.contains("GET /unprivileged") && out.contains("plain.web.2 up")).then_some(())
+    });
+    let (code, out) = shell(&alice, "plain", "id -un; echo ran in $DEIS_APP");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(user) && out.contains("ran in plain"), "{out}");
 }

@@ -113,6 +113,7 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(ca) = &args.drain_ca {
         drain_config.tls_roots = Some(load_root_certs(ca).map_err(|e| format!("--drain-ca: {e}"))?);
     }
+    let origin = drain_config.origin.clone();
     let drain_set = Arc::new(DrainSet::new(drain_config));
     let mut by_app: std::collections::BTreeMap<String, Vec<DrainUrl>> = Default::default();
     for (app, url) in drains {
@@ -128,6 +129,7 @@ async fn run(args: Args) -> Result<(), String> {
         tcp_addr: tcp,
         max_message_bytes: args.max_message_bytes,
         max_tcp_connections: args.max_connections,
+        own_origin: Some(origin),
         ..SyslogConfig::default()
     };
     if let (Some(addr), Some(cert), Some(key)) = (args.syslog_tls_addr, &args.tls_cert, &args.tls_key) {

@@ -94,6 +94,13 @@ struct Args {
     /// Largest source upload accepted by `deis deploy`, in MiB.
     #[arg(long, env = "DEIS_MAX_UPLOAD_MB", default_value_t = 256)]
     max_upload_mb: usize,
+    /// Largest source build once unpacked, in MiB (per build; an app keeps its two
+    /// newest builds unpacked).
+    #[arg(long, env = "DEIS_MAX_BUILD_MB", default_value_t = 500)]
+    max_build_mb: u64,
+    /// Most source uploads processed at once; more are answered 503 with Retry-After.
+    #[arg(long, env = "DEIS_MAX_CONCURRENT_UPLOADS", default_value_t = 4)]
+    max_concurrent_uploads: usize,
     /// Log format of deisd itself: text or json.
     #[arg(long, env = "DEIS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -250,7 +257,11 @@ impl Args {
         let mut capacity = Capacity::of_this_machine();
         capacity.cpu_millis = self.cpu.unwrap_or(capacity.cpu_millis);
         capacity.memory_bytes = self.memory.unwrap_or(capacity.memory_bytes);
-        let limits = ApiLimits { max_upload_bytes: self.max_upload_mb.saturating_mul(1 << 20), ..ApiLimits::default() };
+        let limits = ApiLimits {
+            max_upload_bytes: self.max_upload_mb.saturating_mul(1 << 20),
+            max_concurrent_uploads: self.max_concurrent_uploads,
+            ..ApiLimits::default()
+        };
         let store_uri = self.store();
         let store = store_uri.open().await.map_err(|e| format!("--store {store_uri}: {e}"))?;
         let log_uri = self.log_store().map_err(|e| format!("--redis-url: {e}"))?;
@@ -271,6 +282,7 @@ impl Args {
             .trusted_proxies(self.router_trusted_proxies.clone())
             .shutdown_grace(self.shutdown_grace)
             .max_units_per_user(self.max_units_per_user)
+            .max_build_bytes(self.max_build_mb.saturating_mul(1 << 20))
             .git_builder(self.builder_addr.0.map_or(Listen::Off, Listen::Addr), BuilderConfig::default());
         if let Some(range) = self.app_uid_range {
             b = b.app_identities(Some(range));

@@ -130,13 +130,14 @@ impl Controller {
                 drop(guard);
                 self.forget_lock(id);
                 self.forget_logs(id).await;
-                // Its builds go with it (the archives stay: other apps may share them).
+                // Its builds go with it, and the archives no other app's build uses.
                 let (artifacts, app) = (self.artifacts.clone(), id.clone());
                 match tokio::task::spawn_blocking(move || artifacts.remove_app(&app)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::warn!(app = %id, error = %e, "cannot remove the builds of a destroyed app"),
                     Err(e) => tracing::warn!(app = %id, error = %e, "removing the builds of a destroyed app failed"),
                 }
+                self.collect_builds(None).await;
                 tracing::info!(app = %id, by = %user.username, "app destroyed");
                 return Ok(());
             }

@@ -49,6 +49,9 @@ impl Controller {
     pub async fn create_build(&self, user: &User, app: &AppName, input: BuildInput) -> Result<BuildOutcome> {
         self.app_for(user, app).await?;
         let now = Timestamp::now();
+        let source = matches!(input, BuildInput::Source(_));
+        // A stored archive is no garbage until its build is recorded.
+        let uploading = self.build_gc.read().await;
         let (build, summary) = match input {
             BuildInput::Image { image, procfile } => {
                 let image = image.trim().to_string();
@@ -114,6 +117,10 @@ impl Controller {
                 })
             })
             .await?;
+        drop(uploading);
+        if source {
+            self.collect_builds(Some(app)).await;
+        }
         Ok(BuildOutcome { build, release: made.release, warning: made.warning })
     }
 

@@ -43,6 +43,7 @@ mod builds;
 mod certs;
 mod domains;
 mod error;
+mod gc;
 mod identity;
 mod keys;
 mod logs;
@@ -198,6 +199,8 @@ pub struct Controller {
     app_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Serialises registrations (the first user becomes admin) and user removals.
     users_lock: tokio::sync::Mutex<()>,
+    /// Uploads (read) until their build is recorded, against build cleanup (write).
+    build_gc: tokio::sync::RwLock<()>,
 }
 
 impl Controller {
@@ -213,6 +216,7 @@ impl Controller {
             policy: config.policy,
             app_locks: std::sync::Mutex::new(HashMap::new()),
             users_lock: tokio::sync::Mutex::new(()),
+            build_gc: tokio::sync::RwLock::new(()),
         })
     }
 

@@ -129,6 +129,15 @@ pub struct LogLine {
     /// The message was cut at [`MAX_MESSAGE_BYTES`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// Log drains the line already went through (from the `hop` parameter drains
+    /// write, see [`syslog::DRAIN_SD_ID`]); a drain sends it on with one more, and the
+    /// syslog listener drops lines at [`syslog::MAX_DRAIN_HOPS`], so drain loops end.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hops: u8,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 impl LogLine {
@@ -145,7 +154,7 @@ impl LogLine {
     /// A line stamped now; the message is cut to [`MAX_MESSAGE_BYTES`].
     pub fn new(app: &str, source: LogSource, stream: LogStream, message: &str) -> Self {
         let (message, truncated) = truncate(message);
-        Self { time: SystemTime::now(), app: app.into(), source, stream, message, raw: false, truncated }
+        Self { time: SystemTime::now(), app: app.into(), source, stream, message, raw: false, truncated, hops: 0 }
     }
 
     /// Bytes this line accounts for in a store's byte budget.

@@ -136,6 +136,7 @@ impl Stored {
                 message: self.message.to_string(),
                 raw: self.raw,
                 truncated: self.truncated,
+                hops: 0,
             },
         }
     }

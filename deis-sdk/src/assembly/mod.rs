@@ -50,7 +50,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deis_core::artifact::ArtifactStore;
+use deis_core::artifact::{ArchiveLimits, ArtifactStore};
 use deis_core::controller::{Controller, ControllerConfig, ControllerPolicy, RegistrationMode};
 use deis_core::logs::{DEFAULT_QUEUE_LINES, LogError, LogStore, UnitLogSink};
 use deis_core::model::{DEFAULT_IDENTITY_RANGE, IdentityRange};
@@ -76,6 +76,9 @@ use crate::tty::{LogAudit, TtyConfig, TtyService, ViaRouter, attach_router};
 
 /// Fewest bytes of a [`PlatformBuilder::tty_secret`].
 pub const MIN_TTY_SECRET_BYTES: usize = 32;
+
+/// Default largest source build once unpacked: 500 MiB, Heroku's slug size limit.
+pub const DEFAULT_MAX_BUILD_BYTES: u64 = 500 << 20;
 
 /// Errors starting a [`Platform`]. Each says which part failed and why.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +174,7 @@ pub struct PlatformBuilder {
     replica: Option<ReplicaConfig>,
     app_identities: Option<Option<IdentityRange>>,
     max_units_per_user: Option<u32>,
+    max_build_bytes: u64,
 }
 
 impl PlatformBuilder {
@@ -203,6 +207,7 @@ impl PlatformBuilder {
             replica: None,
             app_identities: None,
             max_units_per_user: None,
+            max_build_bytes: DEFAULT_MAX_BUILD_BYTES,
         }
     }
 
@@ -395,6 +400,14 @@ impl PlatformBuilder {
         self
     }
 
+    /// Largest size of a source build once unpacked (default
+    /// [`DEFAULT_MAX_BUILD_BYTES`], like Heroku's slug limit): larger uploads are refused
+    /// with a 400 before anything is written.
+    pub fn max_build_bytes(mut self, max: u64) -> Self {
+        self.max_build_bytes = max;
+        self
+    }
+
     /// Checks the settings, opens the parts not supplied, binds the listeners and
     /// starts serving. Units of existing apps are converged on what the store says.
     pub async fn start(self) -> Result<Platform, StartError> {
@@ -440,7 +453,9 @@ impl PlatformBuilder {
             Some(logs) => logs,
             None => LogStoreUri::Ring.open(self.log_lines_per_app).await?,
         };
-        let drains = Arc::new(DrainSet::new(DrainSetConfig::default()));
+        let drain_config = DrainSetConfig::default();
+        let origin = drain_config.origin.clone();
+        let drains = Arc::new(DrainSet::new(drain_config));
         let logs: Arc<dyn LogStore> = Arc::new(DrainingLogStore::new(base_logs, drains.clone()));
         let unit_logs = UnitLogSink::start(logs.clone(), DEFAULT_QUEUE_LINES);
 
@@ -479,7 +494,8 @@ impl PlatformBuilder {
         let controller = Controller::new(ControllerConfig {
             store: store.clone(),
             scheduler: scheduler.clone(),
-            artifacts: ArtifactStore::new(data.join("builds")),
+            artifacts: ArtifactStore::new(data.join("builds"))
+                .with_limits(ArchiveLimits { max_unpacked_bytes: self.max_build_bytes, ..ArchiveLimits::default() }),
             domain: self.domain.clone(),
             registration: self.registration,
             logs: Some(unit_logs.clone()),
@@ -509,7 +525,7 @@ impl PlatformBuilder {
         };
         let api_addr = local_addr(api_listener.as_ref(), "api")?;
         let router_addr = local_addr(router_listener.as_ref(), "router")?;
-        let syslog = start_syslog(self.syslog, logs.clone()).await?;
+        let syslog = start_syslog(self.syslog, logs.clone(), origin).await?;
         #[cfg(feature = "builder")]
         let git_builder = {
             let (listen, mut config) = self.git_builder;
@@ -581,8 +597,20 @@ impl PlatformBuilder {
             if let Some(registry) = self.registry {
                 app = app.merge(controller::push_routes(controller.clone(), self.limits, registry));
             }
-            let app =
-                app.layer(axum::Extension(tty)).layer(axum::Extension(controller::FollowShutdown(stopped.clone())));
+            // Drains may not point back at any listener of ours.
+            #[cfg(feature = "builder")]
+            let builder_addr = git_builder.as_ref().map(crate::builder::Builder::addr);
+            #[cfg(not(feature = "builder"))]
+            let builder_addr = None;
+            let own = [api_addr, router_addr, router_tls_addr, builder_addr]
+                .into_iter()
+                .chain(syslog.iter().flat_map(|s| [s.udp_addr(), s.tcp_addr(), s.tls_addr()]))
+                .flatten()
+                .collect();
+            let app = app
+                .layer(axum::Extension(tty))
+                .layer(axum::Extension(controller::FollowShutdown(stopped.clone())))
+                .layer(axum::Extension(controller::PlatformListeners(own)));
             let (until, grace, limits) = (stop_signal(&stopped), self.shutdown_grace, self.limits);
             let mut cut = stopped.clone();
             servers.push(tokio::spawn(async move {
@@ -687,15 +715,21 @@ fn local_addr(listener: Option<&TcpListener>, what: &'static str) -> Result<Opti
     listener.map(|l| l.local_addr().map_err(|source| StartError::Listen { what, addr: "?".into(), source })).transpose()
 }
 
-async fn start_syslog(listen: SyslogListen, logs: Arc<dyn LogStore>) -> Result<Option<SyslogServer>, StartError> {
+/// Starts the syslog listener, dropping lines our own drains (`origin`) sent back.
+async fn start_syslog(
+    listen: SyslogListen,
+    logs: Arc<dyn LogStore>,
+    origin: String,
+) -> Result<Option<SyslogServer>, StartError> {
     let addr = listen.describe().map_or_else(|| "?".to_string(), |a| a.to_string());
-    let (config, sockets) = match listen {
+    let (mut config, sockets) = match listen {
         SyslogListen::Off => return Ok(None),
         SyslogListen::Addr(a) => {
             (SyslogConfig { udp_addr: Some(a), tcp_addr: Some(a), ..SyslogConfig::default() }, SyslogSockets::default())
         }
         SyslogListen::Bound { udp, tcp } => (SyslogConfig::default(), SyslogSockets { udp, tcp }),
     };
+    config.own_origin = Some(origin);
     let server = SyslogServer::start_on(config, sockets, logs).await;
     server.map(Some).map_err(|source| StartError::Syslog { addr, source })
 }

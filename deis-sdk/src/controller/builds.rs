@@ -13,6 +13,9 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{AppPath, AuthUser, Page, content_length, parse_json, read_body};
 use super::{ApiState, json};
 
+/// `Retry-After` of an upload refused because enough are in progress.
+const UPLOAD_RETRY_AFTER_SECS: u64 = 5;
+
 /// Content types of a source tarball upload.
 const GZIP_TYPES: &[&str] = &["application/gzip", "application/x-gzip", "application/x-tar+gzip"];
 
@@ -74,7 +77,17 @@ pub(super) async fn create(
 ) -> ApiResult {
     // Unknown apps and foreign apps are refused before a large upload is read.
     s.controller.app(&user, &app).await?;
+    // Held until the build is recorded: reading, checking and unpacking.
+    let mut _upload = None;
     let input = if is_tarball(&headers) {
+        let permit = s.uploads.clone().try_acquire_owned().map_err(|_| ApiError::Busy {
+            message: format!(
+                "{} source uploads are being processed already; try again in a few seconds",
+                s.limits.max_concurrent_uploads
+            ),
+            retry_after_secs: UPLOAD_RETRY_AFTER_SECS,
+        })?;
+        _upload = Some(permit);
         let bytes = read_body(body, content_length(&headers), s.limits.max_upload_bytes).await?;
         BuildInput::Source(bytes.to_vec())
     } else {

@@ -12,9 +12,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::{IpAddr, SocketAddr};
+
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
-use deis_core::controller::{DRAINS_PREFIX, Drain, drains_prefix};
+use deis_core::controller::{ControllerError, DRAINS_PREFIX, Drain, drains_prefix};
 use deis_core::store::records;
 use deis_core::store::{Store, StoreError, Watch};
 use http::StatusCode;
@@ -39,15 +42,69 @@ pub(super) struct AddBody {
     url: Option<String>,
 }
 
+/// The addresses the platform itself listens on (syslog, API, router, builder):
+/// drains may not point at them, or every line would come back and be forwarded again.
+/// Add it to the API as an `axum::Extension`; without it only the check of the URL's
+/// form is made.
+#[derive(Debug, Clone, Default)]
+pub struct PlatformListeners(pub Vec<SocketAddr>);
+
+/// Longest a drain's host name may take to resolve when it is added.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl PlatformListeners {
+    /// Whether `target` reaches one of the listeners: same port, and an address of
+    /// this host (loopback, unspecified, or one a socket can be bound to here).
+    /// A listener bound to one address is taken to answer on all of the host's, which
+    /// errs on the safe side.
+    fn reaches(&self, target: SocketAddr) -> bool {
+        let local = |ip: IpAddr| {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || ip.to_canonical().is_loopback()
+                || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+        };
+        self.0.iter().any(|l| l.port() == target.port()) && local(target.ip())
+    }
+
+    /// Refuses (400) a drain whose host is, or resolves to, one of our listeners.
+    async fn check(&self, url: &DrainUrl) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let refuse = |why: String| ApiError::from(ControllerError::validation("url", why));
+        let authority = url.authority();
+        // A name that does not resolve (yet) is accepted, as on Heroku: if it later
+        // resolves to us, the hop marker drops the lines that come back.
+        let targets: Vec<SocketAddr> =
+            match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(&authority)).await {
+                Ok(Ok(addrs)) => addrs.collect(),
+                Ok(Err(_)) | Err(_) => return Ok(()),
+            };
+        match targets.into_iter().find(|t| self.reaches(*t)) {
+            Some(t) => Err(refuse(format!(
+                "{url} reaches the platform's own listener on {t}: its lines would come back in an endless loop; \
+                 drain to a log service outside the platform"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 pub(super) async fn add(
     State(s): State<ApiState>,
     AuthUser(user): AuthUser,
     AppPath(app): AppPath,
+    listeners: Option<Extension<PlatformListeners>>,
     JsonBody(b): JsonBody<AddBody>,
 ) -> ApiResult {
     let url = b.url.filter(|u| !u.trim().is_empty()).ok_or_else(|| ApiError::required("url"))?;
-    let url = DrainUrl::parse(&url)
-        .map_err(|e| ApiError::from(deis_core::controller::ControllerError::validation("url", e.to_string())))?;
+    let url = DrainUrl::parse(&url).map_err(|e| ApiError::from(ControllerError::validation("url", e.to_string())))?;
+    // Permission first: strangers learn nothing about our listeners.
+    s.controller.drains(&user, &app).await?;
+    if let Some(Extension(listeners)) = listeners {
+        listeners.check(&url).await?;
+    }
     Ok(json(StatusCode::CREATED, s.controller.add_drain(&user, &app, &url.to_string()).await?))
 }
 
@@ -182,6 +239,18 @@ pub async fn sync_drains(store: Arc<dyn Store>, set: Arc<DrainSet>, shutdown: im
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listeners_are_reached_through_any_local_address() {
+        let ours = PlatformListeners(vec!["127.0.0.1:5514".parse().unwrap(), "0.0.0.0:8000".parse().unwrap()]);
+        for hit in ["127.0.0.1:5514", "127.1.2.3:5514", "0.0.0.0:5514", "[::1]:5514", "[::ffff:127.0.0.1]:8000"] {
+            assert!(ours.reaches(hit.parse().unwrap()), "{hit}");
+        }
+        // Another port, or a host elsewhere (TEST-NET-3, never an address of ours).
+        for miss in ["127.0.0.1:5515", "203.0.113.9:5514"] {
+            assert!(!ours.reaches(miss.parse().unwrap()), "{miss}");
+        }
+    }
 
     #[test]
     fn drain_keys_name_their_app() {

@@ -35,6 +35,15 @@ pub enum ApiError {
     /// 405: the path exists but not with this method.
     #[error("Method \"{0}\" not allowed.")]
     MethodNotAllowed(String),
+    /// 503 `{"detail": ...}` with `Retry-After`: enough requests of this kind are in
+    /// progress; the message says what to do.
+    #[error("{message}")]
+    Busy {
+        /// What is busy and what to do.
+        message: String,
+        /// Seconds to wait before trying again.
+        retry_after_secs: u64,
+    },
     /// 500 `{"detail": "Server Error: ..."}`: a backend the controller uses failed.
     #[error("{0}")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -67,6 +76,7 @@ impl ApiError {
             Self::NoRoute => detail(StatusCode::NOT_FOUND),
             Self::TooLarge(_) => detail(StatusCode::PAYLOAD_TOO_LARGE),
             Self::MethodNotAllowed(_) => detail(StatusCode::METHOD_NOT_ALLOWED),
+            Self::Busy { .. } => detail(StatusCode::SERVICE_UNAVAILABLE),
             Self::Internal(e) => server_error(e.as_ref()),
         }
     }
@@ -146,6 +156,9 @@ impl IntoResponse for ApiError {
         let mut resp = (status, axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Token"));
+        }
+        if let Self::Busy { retry_after_secs, .. } = self {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         resp
     }

@@ -53,7 +53,7 @@ use axum::routing::{MethodRouter, get};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
 pub use deis_core::controller::*;
-pub use drains::sync_drains;
+pub use drains::{PlatformListeners, sync_drains};
 pub use error::{ApiError, ApiResult, controller_error_response};
 pub use extract::{AppPath, AuthUser, DEFAULT_PAGE, JsonBody, MAX_PAGE, MaybeUser, Page};
 pub use logs::{DEFAULT_LOG_LINES, FollowShutdown, HEARTBEAT, MAX_LOG_LINES, MAX_LOGS_BODY};
@@ -77,6 +77,9 @@ pub struct ApiLimits {
     pub header_read_timeout: Duration,
     /// Most connections open at once (default 1024).
     pub max_connections: usize,
+    /// Most source uploads read and unpacked at once (default 4); more get a 503 with
+    /// `Retry-After`, so uploads can't fill the memory and disk together.
+    pub max_concurrent_uploads: usize,
 }
 
 impl Default for ApiLimits {
@@ -86,6 +89,7 @@ impl Default for ApiLimits {
             max_upload_bytes: 256 << 20,
             header_read_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            max_concurrent_uploads: 4,
         }
     }
 }
@@ -97,6 +101,16 @@ pub struct ApiState {
     pub controller: Arc<Controller>,
     /// Body limits.
     pub limits: ApiLimits,
+    /// Permits for source uploads ([`ApiLimits::max_concurrent_uploads`]).
+    pub uploads: Arc<tokio::sync::Semaphore>,
+}
+
+impl ApiState {
+    /// The state of routes on `controller` with `limits` (and upload permits of their own).
+    pub fn new(controller: Arc<Controller>, limits: ApiLimits) -> Self {
+        let uploads = Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_uploads.max(1)));
+        Self { controller, limits, uploads }
+    }
 }
 
 /// Adds `path` and `path/` (the API accepts both everywhere, and never redirects).
@@ -164,7 +178,7 @@ pub fn router(controller: Arc<Controller>, limits: ApiLimits) -> Router {
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(version_headers))
-        .with_state(ApiState { controller, limits })
+        .with_state(ApiState::new(controller, limits))
 }
 
 static API_VERSION_HEADER: HeaderName = HeaderName::from_static("deis_api_version");

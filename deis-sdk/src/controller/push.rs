@@ -49,7 +49,7 @@ impl PlatformRegistry {
 /// [`crate::Platform`]'s `api_routes`).
 pub fn push_routes(controller: std::sync::Arc<Controller>, limits: ApiLimits, registry: PlatformRegistry) -> Router {
     let r = both(Router::new(), "/v2/apps/{app}/push", get(grant).post(build));
-    r.layer(Extension(registry)).with_state(ApiState { controller, limits })
+    r.layer(Extension(registry)).with_state(ApiState::new(controller, limits))
 }
 
 async fn grant(

@@ -54,7 +54,8 @@ async fn start_with(limits: ApiLimits) -> Api {
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = router(platform.clone(), limits);
+    // Its own address is a listener of the platform, as in a `Platform`.
+    let app = router(platform.clone(), limits).layer(axum::Extension(super::PlatformListeners(vec![addr])));
     tokio::spawn(super::serve(listener, app, limits, std::future::pending()));
     let client = Client::builder(TokioExecutor::new()).build_http();
     Api { addr, client, platform, _dir: dir }

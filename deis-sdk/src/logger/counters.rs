@@ -25,6 +25,10 @@ pub struct IngestCounters {
     pub dropped_store_error: AtomicU64,
     /// TLS connections closed because the handshake failed or timed out.
     pub dropped_tls_handshake: AtomicU64,
+    /// Messages dropped because a drain sent them back to us (our own `origin`) or
+    /// they went through [`MAX_DRAIN_HOPS`](deis_core::logs::syslog::MAX_DRAIN_HOPS)
+    /// drains: a drain loop.
+    pub dropped_loop: AtomicU64,
     /// TCP/TLS connections accepted.
     pub connections_accepted: AtomicU64,
     /// TCP/TLS connections open now.
@@ -45,6 +49,7 @@ pub struct CounterSnapshot {
     pub dropped_framing_error: u64,
     pub dropped_store_error: u64,
     pub dropped_tls_handshake: u64,
+    pub dropped_loop: u64,
     pub connections_accepted: u64,
     pub connections_open: u64,
     pub bytes_received: u64,
@@ -63,6 +68,7 @@ impl IngestCounters {
             dropped_framing_error: r(&self.dropped_framing_error),
             dropped_store_error: r(&self.dropped_store_error),
             dropped_tls_handshake: r(&self.dropped_tls_handshake),
+            dropped_loop: r(&self.dropped_loop),
             connections_accepted: r(&self.connections_accepted),
             connections_open: r(&self.connections_open),
             bytes_received: r(&self.bytes_received),
@@ -105,7 +111,11 @@ impl IngestCounters {
             "deis_logger_messages_dropped_total",
             "counter",
             "Syslog messages dropped, by reason.",
-            &[("{reason=\"oversized\"}", s.dropped_oversized), ("{reason=\"store_error\"}", s.dropped_store_error)],
+            &[
+                ("{reason=\"oversized\"}", s.dropped_oversized),
+                ("{reason=\"store_error\"}", s.dropped_store_error),
+                ("{reason=\"loop\"}", s.dropped_loop),
+            ],
         );
         family(
             "deis_logger_connections_dropped_total",

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use deis_core::logs::syslog::{FrameDecoder, FrameError, parse, to_log_line};
+use deis_core::logs::syslog::{FrameDecoder, FrameError, MAX_DRAIN_HOPS, parse, to_log_line};
 use deis_core::logs::{LogLine, LogStore};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -63,6 +63,12 @@ pub struct SyslogConfig {
     pub udp_workers: usize,
     /// Kernel receive buffer asked for the UDP socket (default 8 MiB), to absorb bursts.
     pub udp_recv_buffer_bytes: usize,
+    /// The `origin` this platform's drains write
+    /// ([`DrainSetConfig::origin`](super::DrainSetConfig::origin)): lines carrying it
+    /// came back through a drain pointed at us and are dropped (counted as
+    /// `dropped_loop`), as are lines that went through
+    /// [`MAX_DRAIN_HOPS`] drains whatever their origin.
+    pub own_origin: Option<String>,
 }
 
 impl Default for SyslogConfig {
@@ -77,6 +83,7 @@ impl Default for SyslogConfig {
             idle_timeout: Some(Duration::from_secs(3600)),
             udp_workers: std::thread::available_parallelism().map_or(1, |n| n.get()).min(4),
             udp_recv_buffer_bytes: 8 << 20,
+            own_origin: None,
         }
     }
 }
@@ -120,6 +127,7 @@ struct Ctx {
     counters: Arc<IngestCounters>,
     max_message: usize,
     idle_timeout: Option<Duration>,
+    own_origin: Option<String>,
     /// Unix seconds of the last store-error warning (rate limit).
     last_warning: AtomicU64,
 }
@@ -138,7 +146,13 @@ impl Ctx {
         }
         let msg = parse(frame, received);
         IngestCounters::add(if msg.raw { &c.unparsed } else { &c.parsed }, 1);
-        Some(to_log_line(&msg))
+        let line = to_log_line(&msg);
+        let ours = || self.own_origin.is_some() && msg.deis_params().origin == self.own_origin;
+        if line.hops >= MAX_DRAIN_HOPS || (line.hops > 0 && ours()) {
+            IngestCounters::add(&c.dropped_loop, 1);
+            return None;
+        }
+        Some(line)
     }
 
     fn frame_error(&self, e: &FrameError, peer: SocketAddr) {
@@ -205,6 +219,7 @@ impl SyslogServer {
             counters: counters.clone(),
             max_message: config.max_message_bytes.max(1),
             idle_timeout: config.idle_timeout,
+            own_origin: config.own_origin.clone(),
             last_warning: AtomicU64::new(0),
         });
         let (stop, _) = watch::channel(false);

@@ -26,6 +26,19 @@ pub const UNROUTED_APP: &str = "_unrouted";
 /// Facility used by [`format_rfc5424`]: 1, user-level messages.
 pub const DRAIN_FACILITY: u8 = 1;
 
+/// SD-ID of the platform's structured-data element, `[deis@32473 ...]` (32473 is the
+/// enterprise number RFC 5612 sets aside for examples; nobody else sends it). Drains
+/// write `hop` (drains passed, counting this one) and `origin` (the sending
+/// platform's id); senders may put the app's ingest `token` in it.
+pub const DRAIN_SD_ID: &str = "deis@32473";
+
+/// A line that went through this many drains is dropped by the syslog listener: a
+/// drain loop through other platforms ends after this many copies.
+pub const MAX_DRAIN_HOPS: u8 = 3;
+
+/// Longest ingest token taken from a message.
+const MAX_TOKEN_PARAM: usize = 128;
+
 /// Which syntax a message was parsed as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SyslogFormat {
@@ -181,6 +194,71 @@ fn parse_5424(b: &[u8], msg: &mut SyslogMessage) -> bool {
     msg.raw = false;
     msg.format = SyslogFormat::Rfc5424;
     true
+}
+
+/// The platform's parameters of a message: what its `[deis@32473 ...]` element says,
+/// and an ingest token given as the last `/` part of the APP-NAME/tag
+/// (`hello.web.1/TOKEN`, which is how Docker's `tag` log option can carry it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeisParams {
+    /// Drains the line went through (`hop`; 0 if absent or not a number).
+    pub hop: u8,
+    /// The platform a drain sent it from (`origin`).
+    pub origin: Option<String>,
+    /// The app's ingest token (`token`, else the tag suffix).
+    pub token: Option<String>,
+}
+
+impl SyslogMessage {
+    /// The platform's parameters of this message (see [`DeisParams`]).
+    pub fn deis_params(&self) -> DeisParams {
+        let sd = self.structured_data.as_deref().unwrap_or("");
+        let param = |name| sd_param(sd, DRAIN_SD_ID, name).filter(|v| v.len() <= MAX_TOKEN_PARAM);
+        let hop = param("hop").and_then(|h| h.parse::<u8>().ok()).unwrap_or(0);
+        let tag_token = || {
+            let tag = self.app_name.as_deref()?.trim_start_matches('/');
+            let (_, token) = tag.rsplit_once('/')?;
+            (!token.is_empty() && token.len() <= MAX_TOKEN_PARAM).then_some(token)
+        };
+        DeisParams {
+            hop,
+            origin: param("origin").map(str::to_string),
+            token: param("token").or_else(tag_token).map(str::to_string),
+        }
+    }
+}
+
+/// The value (escapes kept) of parameter `name` of element `id` in well-formed
+/// STRUCTURED-DATA `sd`; `None` if absent or `sd` is malformed.
+pub fn sd_param<'a>(sd: &'a str, id: &str, name: &str) -> Option<&'a str> {
+    let b = sd.as_bytes();
+    if sd_len(b) != Some(b.len()) {
+        return None;
+    }
+    let ident = |i: usize| b[i..].iter().take_while(|c| !matches!(c, b' ' | b']' | b'=')).count();
+    let mut i = 0;
+    // Well-formed (checked above): `[ID( NAME="VALUE")*]` repeated.
+    while i < b.len() {
+        i += 1;
+        let n = ident(i);
+        let this_element = &sd[i..i + n] == id;
+        i += n;
+        while b[i] == b' ' {
+            let n = ident(i + 1);
+            let param = &sd[i + 1..i + 1 + n];
+            let start = i + n + 3;
+            let mut j = start;
+            while b[j] != b'"' {
+                j += if b[j] == b'\\' { 2 } else { 1 };
+            }
+            if this_element && param == name {
+                return Some(&sd[start..j]);
+            }
+            i = j + 1;
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Length of the STRUCTURED-DATA elements at the start of `b` (which starts with `[`).
@@ -451,6 +529,7 @@ pub fn to_log_line(msg: &SyslogMessage) -> LogLine {
         message,
         raw: msg.raw,
         truncated,
+        hops: if msg.raw { 0 } else { msg.deis_params().hop },
     }
 }
 
@@ -466,8 +545,11 @@ pub fn severity(stream: LogStream) -> u8 {
 /// A line as RFC 5424, as drains send it: `<PRI>1 TIMESTAMP HOST APP PROCID MSGID - MSG`
 /// with facility user, microsecond UTC timestamp, APP-NAME the app id, PROCID the
 /// unit (`web.1`), `deis` for platform lines or the source name, MSGID the platform
-/// component or `-`. No framing; see [`octet_frame`].
-pub fn format_rfc5424(line: &LogLine, hostname: &str) -> Vec<u8> {
+/// component or `-`. The structured data is the platform's element
+/// `[deis@32473 hop="N" origin="ORIGIN"]`, N the line's [`LogLine::hops`] plus one, so
+/// whoever receives it can tell a line that went around in a loop. No framing; see
+/// [`octet_frame`].
+pub fn format_rfc5424(line: &LogLine, hostname: &str, origin: &str) -> Vec<u8> {
     let tok = |s: &str| -> String {
         let t: String = s.chars().filter(|c| c.is_ascii_graphic()).take(MAX_TOKEN).collect();
         if t.is_empty() || t == "-" { "-".into() } else { t }
@@ -477,14 +559,17 @@ pub fn format_rfc5424(line: &LogLine, hostname: &str) -> Vec<u8> {
         LogSource::Deis { component } => ("deis".to_string(), tok(component)),
         LogSource::Other { name } => (tok(name), "-".to_string()),
     };
+    // PARAM-VALUE escapes `"`, `\\` and `]`; an origin is an id, so just drop them.
+    let origin: String = origin.chars().filter(|c| !matches!(c, '"' | '\\' | ']')).take(MAX_TOKEN_PARAM).collect();
     let mut out = format!(
-        "<{}>1 {} {} {} {} {} -",
+        "<{}>1 {} {} {} {} {} [{DRAIN_SD_ID} hop=\"{}\" origin=\"{origin}\"]",
         u32::from(DRAIN_FACILITY) * 8 + u32::from(severity(line.stream)),
         civil::format_rfc3339(line.time, 6, false),
         tok(hostname),
         tok(&line.app),
         procid,
         msgid,
+        line.hops.saturating_add(1),
     )
     .into_bytes();
     push_msg(&mut out, &line.message);

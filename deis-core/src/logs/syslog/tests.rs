@@ -238,20 +238,24 @@ fn routing() {
 fn drain_format() {
     let mut line = LogLine::from_unit("hello", "web", 1, LogStream::Stderr, "boom\n");
     line.time = UNIX_EPOCH + Duration::from_micros(1_764_082_041_123_456);
-    let out = format_rfc5424(&line, "deis host");
+    let out = format_rfc5424(&line, "deis host", "p1");
     assert_eq!(
         String::from_utf8(out.clone()).unwrap(),
-        "<11>1 2025-11-25T14:47:21.123456Z deishost hello web.1 - - boom"
+        "<11>1 2025-11-25T14:47:21.123456Z deishost hello web.1 - [deis@32473 hop=\"1\" origin=\"p1\"] boom"
     );
-    assert_eq!(octet_frame(&out)[..4], *b"63 <");
+    assert_eq!(octet_frame(&out)[..4], *b"94 <");
     let back = to_log_line(&parse(&out, received()));
     assert_eq!(
         (back.app.as_str(), &back.source, back.time, back.message.as_str()),
         ("hello", &line.source, line.time, "boom")
     );
     let p = LogLine::platform("hello", "controller", "release v2 created");
-    let out = String::from_utf8(format_rfc5424(&p, "h")).unwrap();
-    assert!(out.starts_with("<14>1 ") && out.ends_with(" h hello deis controller - release v2 created"), "{out}");
+    let out = String::from_utf8(format_rfc5424(&p, "h", "p1")).unwrap();
+    assert!(
+        out.starts_with("<14>1 ")
+            && out.ends_with(" h hello deis controller [deis@32473 hop=\"1\" origin=\"p1\"] release v2 created"),
+        "{out}"
+    );
     // Platform lines are never forged from syslog.
     assert_eq!(to_log_line(&parse(out.as_bytes(), received())).source, LogSource::Other { name: "syslog".into() });
 }
@@ -376,4 +380,33 @@ proptest! {
             prop_assert_eq!(oks, expect);
         }
     }
+}
+
+#[test]
+fn drains_count_hops_so_loops_end() {
+    let line = LogLine::from_unit("hello", "web", 1, LogStream::Stdout, "hi");
+    let once = parse(&format_rfc5424(&line, "h", "p1"), received());
+    assert_eq!(once.deis_params(), DeisParams { hop: 1, origin: Some("p1".into()), token: None });
+    let relayed = to_log_line(&once);
+    assert_eq!(relayed.hops, 1);
+    let twice = parse(&format_rfc5424(&relayed, "h", "p2\"]"), received());
+    assert_eq!(twice.deis_params().hop, 2);
+    assert_eq!(twice.deis_params().origin.as_deref(), Some("p2"));
+    // Other elements and unknown parameters are passed over; a bad hop counts as none.
+    let m = parse(br#"<14>1 - h hello web.1 - [a@1 hop="9" x="\"]"][deis@32473 n="]" hop="x"] hi"#, received());
+    assert_eq!(m.deis_params(), DeisParams::default());
+    assert_eq!(sd_param(r#"[a@1 x="\"]" y="2"]"#, "a@1", "y"), Some("2"));
+    assert_eq!(sd_param(r#"[a@1 x="1"#, "a@1", "x"), None);
+}
+
+#[test]
+fn ingest_tokens_come_from_structured_data_or_the_tag() {
+    let m = parse(br#"<14>1 - h hello.web.1 - - [deis@32473 token="t0k"] hi"#, received());
+    assert_eq!(m.deis_params().token.as_deref(), Some("t0k"));
+    assert_eq!(to_log_line(&m).app, "hello");
+    let m = parse(b"<14>Nov 25 16:23:40 vm hello.web.1/s3cret[7]: hi", received());
+    assert_eq!(m.deis_params().token.as_deref(), Some("s3cret"));
+    assert_eq!(to_log_line(&m).source, LogSource::App { proc_type: "web".into(), number: 1 });
+    let m = parse(b"<14>1 - h hello.web.1 - - - hi", received());
+    assert_eq!(m.deis_params().token, None);
 }

@@ -93,6 +93,8 @@ fn cases() -> Vec<Case> {
         case(M::GET, "/v2/apps/{app}/logs/follow", None, Members, 200),
         case(M::GET, "/v2/apps/{app}/drains/", None, Members, 200),
         case(M::POST, "/v2/apps/{app}/drains/", Some(json!({"url": "syslog://127.0.0.1:9"})), Members, 201),
+        // A drain back to the platform: refused, but only after the permission check.
+        case(M::POST, "/v2/apps/{app}/drains/", Some(json!({"url": "syslog://localhost:{api_port}"})), Members, 400),
         case(M::GET, "/v2/apps/{app}/settings/", None, Members, 200),
         case(M::POST, "/v2/apps/{app}/settings/", Some(json!({"maintenance": true})), Members, 201),
         case(M::GET, "/v2/apps/{app}/tls/", None, Members, 200),
@@ -215,6 +217,7 @@ async fn every_endpoint_lets_in_exactly_whom_it_should() {
                 let text = b.to_string();
                 let escaped = |s: &str| serde_json::to_string(s).unwrap().trim_matches('"').to_string();
                 let text = text.replace("{pem}", &escaped(&pem)).replace("{key}", &escaped(&key));
+                let text = text.replace("{api_port}", &api.addr.port().to_string());
                 serde_json::from_str(&text.replace("{app}", &app)).unwrap()
             });
 
@@ -466,4 +469,25 @@ async fn certificates_are_checked_owned_and_attached_only_where_they_fit() {
     assert_eq!(r.status, StatusCode::NOT_FOUND, "not attached any more");
     assert_eq!(api.call(Method::DELETE, "/v2/certs/www", Some(&alice), None).await.status, StatusCode::NO_CONTENT);
     assert_eq!(api.get("/v2/certs/www", &alice).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn source_uploads_are_for_members_and_never_take_a_strangers_turn() {
+    // One upload at a time: a stranger's refused upload must not hold the slot.
+    let api = super::start_with(super::ApiLimits { max_concurrent_uploads: 1, ..Default::default() }).await;
+    let users = Users {
+        admin: api.user("root").await,
+        owner: api.user("alice").await,
+        collaborator: api.user("bob").await,
+        stranger: api.user("eve").await,
+    };
+    assert_eq!(api.post("/v2/apps/", &users.owner, json!({"id": "up"})).await.status, StatusCode::CREATED);
+    let r = api.post("/v2/apps/up/perms/", &users.owner, json!({"username": "bob"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    for role in [Role::Stranger, Role::Owner, Role::Stranger, Role::Collaborator, Role::Admin] {
+        let body = super::tarball("web: true\n");
+        let r = api.send(Method::POST, "/v2/apps/up/builds/", Some(users.token(role)), "application/gzip", body).await;
+        let expected = if role == Role::Stranger { StatusCode::FORBIDDEN } else { StatusCode::CREATED };
+        assert_eq!(r.status, expected, "{role:?}: {r:?}");
+    }
 }

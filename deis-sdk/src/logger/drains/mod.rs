@@ -46,6 +46,11 @@ pub struct DrainSetConfig {
     pub max_backoff: Duration,
     /// HOSTNAME field of the RFC 5424 lines sent (default `deis`).
     pub hostname: String,
+    /// This platform's id, sent as `origin` in every line's `[deis@32473 ...]` element
+    /// (default: random). Give the syslog listener the same id
+    /// ([`SyslogConfig::own_origin`](super::SyslogConfig::own_origin)) so that lines a
+    /// drain sends back to it are dropped rather than looping.
+    pub origin: String,
 }
 
 impl Default for DrainSetConfig {
@@ -57,6 +62,7 @@ impl Default for DrainSetConfig {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
             hostname: "deis".into(),
+            origin: uuid::Uuid::new_v4().simple().to_string(),
         }
     }
 }
@@ -332,12 +338,13 @@ async fn connect(url: &DrainUrl, config: &DrainSetConfig, tls: Option<&Arc<Clien
         .unwrap_or_else(|_| Err(format!("connecting to {authority}: timed out after {:?}", config.connect_timeout)))
 }
 
-async fn send(conn: &mut Conn, lines: &[LogLine], hostname: &str, buf: &mut Vec<u8>) -> std::io::Result<()> {
+async fn send(conn: &mut Conn, lines: &[LogLine], config: &DrainSetConfig, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let (hostname, origin) = (config.hostname.as_str(), config.origin.as_str());
     match conn {
         Conn::Stream(s) => {
             buf.clear();
             for line in lines {
-                let msg = format_rfc5424(line, hostname);
+                let msg = format_rfc5424(line, hostname, origin);
                 let _ = write!(DisplayBuf(buf), "{} ", msg.len());
                 buf.extend_from_slice(&msg);
             }
@@ -346,7 +353,7 @@ async fn send(conn: &mut Conn, lines: &[LogLine], hostname: &str, buf: &mut Vec<
         }
         Conn::Datagram(sock) => {
             for line in lines {
-                let msg = format_rfc5424(line, hostname);
+                let msg = format_rfc5424(line, hostname, origin);
                 sock.send(&msg).await?;
             }
             Ok(())
@@ -395,7 +402,7 @@ async fn run_drain(drain: Arc<Drain>, config: DrainSetConfig, tls: Option<Arc<Cl
                 drain.notify.notified().await;
                 continue;
             }
-            match send(&mut conn, &batch, &config.hostname, &mut buf).await {
+            match send(&mut conn, &batch, &config, &mut buf).await {
                 Ok(()) => {
                     drain.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 }
