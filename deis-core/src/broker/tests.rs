@@ -1,0 +1,191 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::*;
+use crate::Store;
+use crate::store::RedbStore;
+use crate::testing::{PlanHarness, broker_suite};
+
+fn user_provided_harness() -> PlanHarness {
+    let mut parameters = Object::new();
+    parameters.insert("url".into(), Value::String("postgres://u:p@db.example.com/app".into()));
+    PlanHarness {
+        service_id: USER_PROVIDED_SERVICE_ID.into(),
+        plan_id: USER_PROVIDED_PLAN_ID.into(),
+        parameters: Some(parameters),
+        distinct_credentials: false,
+    }
+}
+
+#[tokio::test]
+async fn user_provided_passes_the_suite() {
+    let store = RedbStore::in_memory();
+    let make = async || {
+        Arc::new(ManagedBroker::start(store.clone(), "brokers/user-provided/", Arc::new(UserProvided)).await.unwrap())
+            as Arc<dyn ServiceBroker>
+    };
+    broker_suite(make, &user_provided_harness()).await;
+}
+
+/// A backend whose provisions and bindings are asynchronous and, while `hold` is set,
+/// never finish (as if the broker died mid-operation).
+#[derive(Debug, Default)]
+struct SlowBackend {
+    hold: AtomicBool,
+    counter: AtomicUsize,
+}
+
+#[async_trait]
+impl Backend for SlowBackend {
+    fn catalog(&self) -> Catalog {
+        let mut catalog = UserProvided.catalog();
+        catalog.services[0].name = "slow".into();
+        catalog.services[0].id = "slow".into();
+        catalog.services[0].plans[0].id = "slow-plan".into();
+        catalog
+    }
+    fn asynchronous(&self, _plan_id: &str, kind: OperationKind) -> bool {
+        matches!(kind, OperationKind::Provision | OperationKind::Bind | OperationKind::Deprovision)
+    }
+    async fn create_instance(&self, _id: &str, _spec: &InstanceSpec) -> Result<Created> {
+        while self.hold.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        Ok(Created::default())
+    }
+    async fn delete_instance(&self, _instance: &InstanceRecord) -> Result<()> {
+        Ok(())
+    }
+    async fn create_binding(&self, _instance: &InstanceRecord, id: &str, _spec: &BindingSpec) -> Result<Bound> {
+        let n = self.counter.fetch_add(1, Ordering::SeqCst);
+        let mut credentials = Object::new();
+        credentials.insert("uri".into(), Value::String(format!("slow://{id}/{n}")));
+        Ok(Bound { credentials, data: Value::Null })
+    }
+    async fn delete_binding(&self, _instance: &InstanceRecord, _binding: &BindingRecord) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn slow_harness() -> PlanHarness {
+    PlanHarness { service_id: "slow".into(), plan_id: "slow-plan".into(), parameters: None, distinct_credentials: true }
+}
+
+#[tokio::test]
+async fn asynchronous_backend_passes_the_suite() {
+    let store = RedbStore::in_memory();
+    let make = async || {
+        Arc::new(ManagedBroker::start(store.clone(), "brokers/slow/", Arc::new(SlowBackend::default())).await.unwrap())
+            as Arc<dyn ServiceBroker>
+    };
+    broker_suite(make, &slow_harness()).await;
+}
+
+#[tokio::test]
+async fn a_provision_in_progress_resumes_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn crate::Store> = RedbStore::open(&dir.path().join("store.redb")).await.unwrap();
+    let held = Arc::new(SlowBackend { hold: AtomicBool::new(true), ..Default::default() });
+    let first = ManagedBroker::start(store.clone(), "b/", held).await.unwrap();
+    let request = ProvisionRequest {
+        service_id: "slow".into(),
+        plan_id: "slow-plan".into(),
+        organization_guid: "o".into(),
+        space_guid: "s".into(),
+        ..Default::default()
+    };
+    let ctx = RequestContext::on_behalf_of(OriginatingIdentity::deis_user("alice"));
+    let reply = first.provision(&ctx, "i-1", request.clone(), true).await.unwrap();
+    assert_eq!(reply.status, Status::Accepted);
+    let operation = reply.body.operation.clone();
+    assert!(operation.is_some());
+    // Who asked is recorded with the instance.
+    let record = first.instance_record("i-1").await.unwrap().unwrap();
+    assert_eq!(record.requested_by.as_deref(), Some(r#"deis {"user_id":"alice"}"#));
+    // An identical repeat while in progress: 202 with the same operation.
+    let again = first.provision(&ctx, "i-1", request.clone(), true).await.unwrap();
+    assert_eq!((again.status, again.body.operation.clone()), (Status::Accepted, operation.clone()));
+    first.stop();
+    drop(first);
+
+    let second = ManagedBroker::start(store, "b/", Arc::new(SlowBackend::default())).await.unwrap();
+    let poll = PollRequest { operation, ..Default::default() };
+    deis_test_support::eventually(std::time::Duration::from_secs(10), "the resumed provision", || {
+        let (broker, ctx, poll) = (second.clone(), ctx.clone(), poll.clone());
+        async move {
+            let state = broker.last_operation(&ctx, "i-1", poll).await.unwrap().state;
+            (state == OperationState::Succeeded).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(second.provision(&ctx, "i-1", request, true).await.unwrap().status, Status::Ok);
+}
+
+#[tokio::test]
+async fn ids_with_slashes_do_not_reach_other_keys() {
+    let store = RedbStore::in_memory();
+    let broker = ManagedBroker::start(store.clone(), "b/", Arc::new(UserProvided)).await.unwrap();
+    let ctx = RequestContext::default();
+    let mut parameters = Object::new();
+    parameters.insert("url".into(), Value::String("x://".into()));
+    let request = ProvisionRequest {
+        service_id: USER_PROVIDED_SERVICE_ID.into(),
+        plan_id: USER_PROVIDED_PLAN_ID.into(),
+        organization_guid: "o".into(),
+        space_guid: "s".into(),
+        parameters: Some(parameters),
+        ..Default::default()
+    };
+    broker.provision(&ctx, "a/b", request.clone(), false).await.unwrap();
+    broker.provision(&ctx, "a", request, false).await.unwrap();
+    let keys: Vec<String> = store.list("b/").await.unwrap().kvs.into_iter().map(|kv| kv.key).collect();
+    assert_eq!(keys, ["b/instances/a", "b/instances/a%2Fb"]);
+}
+
+#[test]
+fn error_bodies_carry_the_spec_codes_verbatim() {
+    let body = BrokerError::AsyncRequired.body();
+    assert_eq!(body.error.as_deref(), Some("AsyncRequired"));
+    assert_eq!(
+        body.description.as_deref(),
+        Some("This service plan requires client support for asynchronous service operations.")
+    );
+    assert_eq!(
+        BrokerError::ConcurrencyError.body().description.as_deref(),
+        Some("The Service Broker does not support concurrent requests that mutate the same resource.")
+    );
+    assert_eq!(
+        BrokerError::RequiresApp.body().description.as_deref(),
+        Some("This service supports generation of credentials through binding an application only.")
+    );
+    for e in [BrokerError::AsyncRequired, BrokerError::ConcurrencyError, BrokerError::RequiresApp] {
+        let back = BrokerError::from_remote(e.status(), e.body());
+        assert_eq!((back.status(), back.code()), (e.status(), e.code()));
+    }
+}
+
+#[test]
+fn originating_identity_round_trips_and_rejects_garbage() {
+    let id = OriginatingIdentity::deis_user("alice");
+    assert_eq!(OriginatingIdentity::parse(&id.to_header()).unwrap(), id);
+    let cf = "cloudfoundry eyANCiAgInVzZXJfaWQiOiAiNjgzZWE3NDgtMzA5Mi00ZmY0LWI2NTYtMzljYWNjNGQ1MzYwIg0KfQ==";
+    let parsed = OriginatingIdentity::parse(cf).unwrap();
+    assert_eq!(parsed.value["user_id"], "683ea748-3092-4ff4-b656-39cacc4d5360");
+    for bad in ["", "deis", " eyJ9", "deis !!!", "deis WzFd"] {
+        assert!(OriginatingIdentity::parse(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn bodies_ignore_unknown_fields() {
+    let request: BindRequest = serde_json::from_str(
+        r#"{"service_id":"s","plan_id":"p","bind_resource":{"app_guid":"a","x-extra":1},"x-vendor":{"k":[1]}}"#,
+    )
+    .unwrap();
+    assert_eq!(request.app(), Some("a"));
+    let op: LastOperation = serde_json::from_str(r#"{"state":"in progress","x":1}"#).unwrap();
+    assert_eq!(op.state, OperationState::InProgress);
+}
