@@ -51,6 +51,7 @@ pub mod daemon;
 pub mod etcd;
 pub mod logger;
 pub mod migrate;
+pub mod osb;
 pub mod publisher;
 #[cfg(feature = "registry")]
 pub mod registry;

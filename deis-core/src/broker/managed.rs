@@ -505,6 +505,7 @@ fn last_operation(op: &OperationRecord) -> LastOperation {
         description: op.description.clone(),
         instance_usable: (failed_delete && op.kind != OperationKind::Unbind).then_some(true),
         update_repeatable: (op.state == OperationState::Failed && op.kind == OperationKind::Update).then_some(true),
+        retry_after: None,
     }
 }
 

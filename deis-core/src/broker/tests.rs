@@ -1,13 +1,12 @@
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 
-use async_trait::async_trait;
 use serde_json::Value;
 
 use super::*;
 use crate::Store;
 use crate::store::RedbStore;
-use crate::testing::{PlanHarness, broker_suite};
+use crate::testing::{MemoryBackend, PlanHarness, broker_suite};
 
 fn user_provided_harness() -> PlanHarness {
     let mut parameters = Object::new();
@@ -30,69 +29,27 @@ async fn user_provided_passes_the_suite() {
     broker_suite(make, &user_provided_harness()).await;
 }
 
-/// A backend whose provisions and bindings are asynchronous and, while `hold` is set,
-/// never finish (as if the broker died mid-operation).
-#[derive(Debug, Default)]
-struct SlowBackend {
-    hold: AtomicBool,
-    counter: AtomicUsize,
-}
-
-#[async_trait]
-impl Backend for SlowBackend {
-    fn catalog(&self) -> Catalog {
-        let mut catalog = UserProvided.catalog();
-        catalog.services[0].name = "slow".into();
-        catalog.services[0].id = "slow".into();
-        catalog.services[0].plans[0].id = "slow-plan".into();
-        catalog
-    }
-    fn asynchronous(&self, _plan_id: &str, kind: OperationKind) -> bool {
-        matches!(kind, OperationKind::Provision | OperationKind::Bind | OperationKind::Deprovision)
-    }
-    async fn create_instance(&self, _id: &str, _spec: &InstanceSpec) -> Result<Created> {
-        while self.hold.load(Ordering::SeqCst) {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        Ok(Created::default())
-    }
-    async fn delete_instance(&self, _instance: &InstanceRecord) -> Result<()> {
-        Ok(())
-    }
-    async fn create_binding(&self, _instance: &InstanceRecord, id: &str, _spec: &BindingSpec) -> Result<Bound> {
-        let n = self.counter.fetch_add(1, Ordering::SeqCst);
-        let mut credentials = Object::new();
-        credentials.insert("uri".into(), Value::String(format!("slow://{id}/{n}")));
-        Ok(Bound { credentials, data: Value::Null })
-    }
-    async fn delete_binding(&self, _instance: &InstanceRecord, _binding: &BindingRecord) -> Result<()> {
-        Ok(())
-    }
-}
-
-fn slow_harness() -> PlanHarness {
-    PlanHarness { service_id: "slow".into(), plan_id: "slow-plan".into(), parameters: None, distinct_credentials: true }
-}
-
 #[tokio::test]
 async fn asynchronous_backend_passes_the_suite() {
     let store = RedbStore::in_memory();
     let make = async || {
-        Arc::new(ManagedBroker::start(store.clone(), "brokers/slow/", Arc::new(SlowBackend::default())).await.unwrap())
-            as Arc<dyn ServiceBroker>
+        Arc::new(
+            ManagedBroker::start(store.clone(), "brokers/memory/", Arc::new(MemoryBackend::default())).await.unwrap(),
+        ) as Arc<dyn ServiceBroker>
     };
-    broker_suite(make, &slow_harness()).await;
+    broker_suite(make, &MemoryBackend::harness(MemoryBackend::ASYNC_PLAN_ID)).await;
+    broker_suite(make, &MemoryBackend::harness(MemoryBackend::SYNC_PLAN_ID)).await;
 }
 
 #[tokio::test]
 async fn a_provision_in_progress_resumes_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn crate::Store> = RedbStore::open(&dir.path().join("store.redb")).await.unwrap();
-    let held = Arc::new(SlowBackend { hold: AtomicBool::new(true), ..Default::default() });
+    let held = Arc::new(MemoryBackend { hold: AtomicBool::new(true), ..Default::default() });
     let first = ManagedBroker::start(store.clone(), "b/", held).await.unwrap();
     let request = ProvisionRequest {
-        service_id: "slow".into(),
-        plan_id: "slow-plan".into(),
+        service_id: MemoryBackend::SERVICE_ID.into(),
+        plan_id: MemoryBackend::ASYNC_PLAN_ID.into(),
         organization_guid: "o".into(),
         space_guid: "s".into(),
         ..Default::default()
@@ -111,7 +68,7 @@ async fn a_provision_in_progress_resumes_after_a_restart() {
     first.stop();
     drop(first);
 
-    let second = ManagedBroker::start(store, "b/", Arc::new(SlowBackend::default())).await.unwrap();
+    let second = ManagedBroker::start(store, "b/", Arc::new(MemoryBackend::default())).await.unwrap();
     let poll = PollRequest { operation, ..Default::default() };
     deis_test_support::eventually(std::time::Duration::from_secs(10), "the resumed provision", || {
         let (broker, ctx, poll) = (second.clone(), ctx.clone(), poll.clone());

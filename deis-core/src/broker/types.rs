@@ -318,6 +318,16 @@ pub struct LastOperation {
     /// After a failed update: whether repeating it may succeed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_repeatable: Option<bool>,
+    /// How long to wait before polling again (the `Retry-After` header, not the body).
+    #[serde(skip)]
+    pub retry_after: Option<std::time::Duration>,
+}
+
+impl LastOperation {
+    /// An operation in `state` with nothing else said.
+    pub fn new(state: OperationState) -> Self {
+        Self { state, description: None, instance_usable: None, update_repeatable: None, retry_after: None }
+    }
 }
 
 /// The query of `DELETE` of an instance or binding.

@@ -176,12 +176,7 @@ async fn unbind(b: &dyn ServiceBroker, h: &dyn BrokerHarness, instance: &str, bi
     if reply.status == Status::Accepted {
         let poll = PollRequest { operation: reply.body.operation, ..PollRequest::default() };
         let done = async || match b.binding_last_operation(&ctx(), instance, binding, poll.clone()).await {
-            Err(BrokerError::Gone(_)) => Ok(LastOperation {
-                state: OperationState::Succeeded,
-                description: None,
-                instance_usable: None,
-                update_repeatable: None,
-            }),
+            Err(BrokerError::Gone(_)) => Ok(LastOperation::new(OperationState::Succeeded)),
             other => other,
         };
         assert_eq!(wait_done("unbind", done).await.state, OperationState::Succeeded);
@@ -390,4 +385,112 @@ async fn bindings_are_separate(b: Arc<dyn ServiceBroker>, h: &dyn BrokerHarness)
     // Deprovision with a binding left deletes it too.
     deprovision(&*b, h, &instance).await;
     assert_ne!(h.credentials_work(&second).await, Some(true), "credentials work after deprovision");
+}
+
+/// A [`Backend`](crate::broker::Backend) in memory for tests of what drives brokers
+/// (servers, clients, the platform): service `memory` with plans `sync` (everything
+/// synchronous) and `async` (provision, bind and deprovision asynchronous). Each binding
+/// gets credentials of its own (`{"uri": "memory://<binding>/<n>"}`); while
+/// [`hold`](Self::hold) is set, asynchronous provisions never finish; while
+/// [`fail`](Self::fail) is set, provisions fail.
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    /// Provisions wait while set (as if the broker were stuck or killed).
+    pub hold: std::sync::atomic::AtomicBool,
+    /// Provisions fail while set.
+    pub fail: std::sync::atomic::AtomicBool,
+    /// How many instances were deleted.
+    pub deleted_instances: std::sync::atomic::AtomicUsize,
+    /// How many bindings were deleted.
+    pub deleted_bindings: std::sync::atomic::AtomicUsize,
+    counter: std::sync::atomic::AtomicUsize,
+}
+
+impl MemoryBackend {
+    /// The service id.
+    pub const SERVICE_ID: &str = "memory-service";
+    /// The id of plan `sync`.
+    pub const SYNC_PLAN_ID: &str = "memory-plan-sync";
+    /// The id of plan `async`.
+    pub const ASYNC_PLAN_ID: &str = "memory-plan-async";
+
+    /// A harness for one of its plans.
+    pub fn harness(plan_id: &str) -> PlanHarness {
+        PlanHarness {
+            service_id: Self::SERVICE_ID.into(),
+            plan_id: plan_id.into(),
+            parameters: None,
+            distinct_credentials: true,
+        }
+    }
+}
+
+#[async_trait]
+impl crate::broker::Backend for MemoryBackend {
+    fn catalog(&self) -> crate::broker::Catalog {
+        use crate::broker::{ServiceOffering, ServicePlan};
+        let plan = |id: &str, name: &str| ServicePlan {
+            id: id.into(),
+            name: name.into(),
+            description: format!("in memory, {name}"),
+            maximum_polling_duration: Some(60),
+            ..ServicePlan::default()
+        };
+        crate::broker::Catalog {
+            services: vec![ServiceOffering {
+                name: "memory".into(),
+                id: Self::SERVICE_ID.into(),
+                description: "Nothing real: for tests".into(),
+                bindable: true,
+                plans: vec![plan(Self::SYNC_PLAN_ID, "sync"), plan(Self::ASYNC_PLAN_ID, "async")],
+                ..ServiceOffering::default()
+            }],
+        }
+    }
+
+    fn asynchronous(&self, plan_id: &str, kind: crate::broker::OperationKind) -> bool {
+        use crate::broker::OperationKind::*;
+        plan_id == Self::ASYNC_PLAN_ID && matches!(kind, Provision | Bind | Deprovision)
+    }
+
+    async fn create_instance(
+        &self,
+        _id: &str,
+        _spec: &crate::broker::InstanceSpec,
+    ) -> crate::broker::Result<crate::broker::Created> {
+        use std::sync::atomic::Ordering::SeqCst;
+        while self.hold.load(SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if self.fail.load(SeqCst) {
+            return Err(BrokerError::Backend("the memory backend was told to fail".into()));
+        }
+        Ok(crate::broker::Created::default())
+    }
+
+    async fn delete_instance(&self, _instance: &crate::broker::InstanceRecord) -> crate::broker::Result<()> {
+        self.deleted_instances.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn create_binding(
+        &self,
+        _instance: &crate::broker::InstanceRecord,
+        id: &str,
+        _spec: &crate::broker::BindingSpec,
+    ) -> crate::broker::Result<crate::broker::Bound> {
+        let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut credentials = Object::new();
+        credentials.insert("uri".into(), serde_json::Value::String(format!("memory://{id}/{n}")));
+        Ok(crate::broker::Bound { credentials, data: serde_json::Value::Null })
+    }
+
+    async fn delete_binding(
+        &self,
+        _instance: &crate::broker::InstanceRecord,
+        _binding: &crate::broker::BindingRecord,
+    ) -> crate::broker::Result<()> {
+        self.deleted_bindings.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
 }
