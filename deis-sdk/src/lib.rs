@@ -39,6 +39,7 @@ pub use deis_core;
 pub use deis_core::*;
 
 pub mod adapters;
+pub mod addons;
 pub mod assembly;
 #[cfg(feature = "builder")]
 pub mod builder;

@@ -21,6 +21,8 @@
 
 pub mod client;
 pub mod platform;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod request;
 pub mod server;
 

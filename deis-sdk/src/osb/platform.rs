@@ -82,14 +82,20 @@ impl OsbDriver {
     /// deadline, after which the operation counts as failed ([`BrokerError::Timeout`]).
     async fn wait(
         &self,
+        ctx: &RequestContext,
+        target: Target<'_>,
+        poll: PollRequest,
         max_polling: Option<Duration>,
         deleting: bool,
-        mut poll: impl AsyncFnMut() -> Result<LastOperation>,
     ) -> Result<LastOperation> {
         let limit = max_polling.map_or(self.policy.max_duration, |m| m.min(self.policy.max_duration));
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let wait = match poll().await {
+            let answer = match target {
+                Target::Instance(i) => self.broker.last_operation(ctx, i, poll.clone()).await,
+                Target::Binding(i, b) => self.broker.binding_last_operation(ctx, i, b, poll.clone()).await,
+            };
+            let wait = match answer {
                 Ok(op) if op.state != OperationState::InProgress => return Ok(op),
                 Ok(op) => op.retry_after.map_or(self.policy.interval, |r| r.min(self.policy.max_retry_after)),
                 Err(BrokerError::Gone(_)) if deleting => return Ok(LastOperation::new(OperationState::Succeeded)),
@@ -125,9 +131,7 @@ impl OsbDriver {
                 plan_id: Some(request.plan_id.clone()),
                 operation: reply.body.operation.clone(),
             };
-            let op = self
-                .wait(max_polling, false, async || self.broker.last_operation(ctx, instance_id, poll.clone()).await)
-                .await?;
+            let op = self.wait(ctx, Target::Instance(instance_id), poll, max_polling, false).await?;
             match op.state {
                 OperationState::Succeeded => Ok(reply.body),
                 _ => Err(failed("provisioning", &op)),
@@ -166,11 +170,7 @@ impl OsbDriver {
                 plan_id: Some(request.plan_id.clone()),
                 operation: reply.body.operation.clone(),
             };
-            let op = self
-                .wait(max_polling, false, async || {
-                    self.broker.binding_last_operation(ctx, instance_id, binding_id, poll.clone()).await
-                })
-                .await?;
+            let op = self.wait(ctx, Target::Binding(instance_id, binding_id), poll, max_polling, false).await?;
             match op.state {
                 OperationState::Succeeded => self.broker.binding(ctx, instance_id, binding_id).await,
                 _ => Err(failed("binding", &op)),
@@ -199,18 +199,7 @@ impl OsbDriver {
         request: DeleteRequest,
         max_polling: Option<Duration>,
     ) -> Result<()> {
-        self.delete(
-            max_polling,
-            async || {
-                let reply = self.broker.unbind(ctx, instance_id, binding_id, request.clone(), true).await?;
-                Ok((reply.status, reply.body.operation))
-            },
-            async |operation: Option<String>| {
-                let poll = PollRequest { operation, ..PollRequest::default() };
-                self.broker.binding_last_operation(ctx, instance_id, binding_id, poll).await
-            },
-        )
-        .await
+        self.delete(ctx, Target::Binding(instance_id, binding_id), request, max_polling).await
     }
 
     /// Deprovisions and waits; an instance that is already gone counts as deleted.
@@ -222,32 +211,31 @@ impl OsbDriver {
         request: DeleteRequest,
         max_polling: Option<Duration>,
     ) -> Result<()> {
-        self.delete(
-            max_polling,
-            async || {
-                let reply = self.broker.deprovision(ctx, instance_id, request.clone(), true).await?;
-                Ok((reply.status, reply.body.operation))
-            },
-            async |operation: Option<String>| {
-                let poll = PollRequest { operation, ..PollRequest::default() };
-                self.broker.last_operation(ctx, instance_id, poll).await
-            },
-        )
-        .await
+        self.delete(ctx, Target::Instance(instance_id), request, max_polling).await
     }
 
     async fn delete(
         &self,
+        ctx: &RequestContext,
+        target: Target<'_>,
+        request: DeleteRequest,
         max_polling: Option<Duration>,
-        mut send: impl AsyncFnMut() -> Result<(Status, Option<String>)>,
-        mut poll: impl AsyncFnMut(Option<String>) -> Result<LastOperation>,
     ) -> Result<()> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome = match send().await {
-                Ok((Status::Accepted, operation)) => {
-                    match self.wait(max_polling, true, async || poll(operation.clone()).await).await {
+            let sent = match target {
+                Target::Instance(i) => self.broker.deprovision(ctx, i, request.clone(), true).await,
+                Target::Binding(i, b) => self.broker.unbind(ctx, i, b, request.clone(), true).await,
+            };
+            let outcome = match sent {
+                Ok(reply) if reply.status == Status::Accepted => {
+                    let poll = PollRequest {
+                        service_id: Some(request.service_id.clone()),
+                        plan_id: Some(request.plan_id.clone()),
+                        operation: reply.body.operation,
+                    };
+                    match self.wait(ctx, target, poll, max_polling, true).await {
                         Ok(op) if op.state == OperationState::Succeeded => Ok(()),
                         Ok(op) => Err(failed("deleting", &op)),
                         Err(e) => Err(e),
@@ -266,4 +254,11 @@ impl OsbDriver {
             }
         }
     }
+}
+
+/// What an operation is on.
+#[derive(Debug, Clone, Copy)]
+enum Target<'a> {
+    Instance(&'a str),
+    Binding(&'a str, &'a str),
 }
