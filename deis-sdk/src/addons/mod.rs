@@ -78,7 +78,7 @@ impl From<deis_core::StoreError> for AddonError {
 pub type Result<T, E = AddonError> = std::result::Result<T, E>;
 
 /// One service of the merged catalog (`deis services`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ServiceListing {
     /// The broker offering it.
     pub broker: String,

@@ -1,6 +1,7 @@
 //! The commands: shared context (profile, client, app, output) and dispatch.
 
 mod access;
+pub mod addons;
 mod apps;
 mod auth;
 mod certs;
@@ -236,6 +237,22 @@ pub async fn run(cli: Cli) -> Result {
         Command::HealthchecksList { proc_type } => healthchecks::list(&ctx, proc_type).await,
         Command::HealthchecksSet(a) => healthchecks::set(&ctx, a).await,
         Command::HealthchecksUnset { kinds, proc_type } => healthchecks::unset(&ctx, kinds, proc_type).await,
+
+        Command::Services => addons::services(&ctx).await,
+        Command::BrokersAdd { name, url, username, password } => {
+            addons::brokers_add(&ctx, &name, &url, &username, &password).await
+        }
+        Command::BrokersList => addons::brokers_list(&ctx).await,
+        Command::BrokersRemove { name } => addons::brokers_remove(&ctx, &name).await,
+        Command::AddonsCreate { service, alias, parameters, wait } => {
+            addons::create(&ctx, &service, alias.as_deref(), parameters, wait).await
+        }
+        Command::AddonsList => addons::list(&ctx).await,
+        Command::AddonsInfo { name } => addons::info(&ctx, &name).await,
+        Command::AddonsAttach { name, alias } => addons::attach(&ctx, &name, alias.as_deref()).await,
+        Command::AddonsDetach { name } => addons::detach(&ctx, &name).await,
+        Command::AddonsDestroy { name, confirm } => addons::destroy(&ctx, &name, confirm).await,
+        Command::AddonsWait { name, timeout } => addons::wait(&ctx, &name, timeout).await,
 
         Command::CertsList => certs::list(&ctx).await,
         Command::CertsAdd { name, cert, key } => certs::add(&ctx, &name, &cert, &key).await,
