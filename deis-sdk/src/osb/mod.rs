@@ -23,6 +23,8 @@ pub mod client;
 pub mod platform;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod request;
 pub mod server;
 

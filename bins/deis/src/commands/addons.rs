@@ -89,7 +89,13 @@ fn check_failed(a: &Addon) -> Result {
 }
 
 /// `deis addons:create SERVICE:PLAN [--as NAME] [-p KEY=VALUE]... [--wait]`.
-pub async fn create(ctx: &Ctx, service: &str, alias: Option<&str>, parameters: Vec<(String, String)>, wait: bool) -> Result {
+pub async fn create(
+    ctx: &Ctx,
+    service: &str,
+    alias: Option<&str>,
+    parameters: Vec<(String, String)>,
+    wait: bool,
+) -> Result {
     let app = ctx.app()?;
     let (client, _) = ctx.client()?;
     let parameters: Object = parameters.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
@@ -196,7 +202,10 @@ pub async fn destroy(ctx: &Ctx, name: &str, confirm: Option<String>) -> Result {
             eprintln!(" !    To proceed, type \"{name}\" or re-run this command with --confirm={name}");
             let answer = prompt::ask("> ").map_err(|e| CliError::Failed(format!("cannot read the answer: {e}")))?;
             if answer.trim() != name {
-                return Err(CliError::Failed(format!("{:?} does not match {name}: nothing was destroyed", answer.trim())));
+                return Err(CliError::Failed(format!(
+                    "{:?} does not match {name}: nothing was destroyed",
+                    answer.trim()
+                )));
             }
         }
         None => {
