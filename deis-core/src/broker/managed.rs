@@ -225,7 +225,7 @@ struct Inner {
 }
 
 /// Escapes an id for a key segment.
-fn esc(id: &str) -> String {
+pub(super) fn esc(id: &str) -> String {
     id.replace('%', "%25").replace('/', "%2F")
 }
 
@@ -236,6 +236,13 @@ fn new_operation(kind: OperationKind, asynchronous: bool) -> OperationRecord {
 
 fn identity(ctx: &RequestContext) -> Option<String> {
     ctx.originating_identity.as_ref().map(|i| format!("{} {}", i.platform, i.value))
+}
+
+/// Ids that can't name anything answer as absent (404 on reads, 410 on deletes).
+fn absent_if_invalid(instance_id: &str, binding_id: Option<&str>, absent: fn(String) -> BrokerError) -> Result<()> {
+    let valid =
+        check_id("instance_id", instance_id).is_ok() && binding_id.is_none_or(|b| check_id("binding_id", b).is_ok());
+    if valid { Ok(()) } else { Err(absent("no such instance or binding".into())) }
 }
 
 fn required(field: &str, value: &str) -> Result<()> {
@@ -674,7 +681,7 @@ impl ServiceBroker for ManagedBroker {
         request: DeleteRequest,
         accepts_incomplete: bool,
     ) -> Result<Reply<AsyncResponse>> {
-        check_id("instance_id", instance_id)?;
+        absent_if_invalid(instance_id, None, BrokerError::Gone)?;
         required("service_id", &request.service_id)?;
         required("plan_id", &request.plan_id)?;
         let key = self.instance_key(instance_id);
@@ -720,7 +727,7 @@ impl ServiceBroker for ManagedBroker {
     }
 
     async fn instance(&self, _ctx: &RequestContext, instance_id: &str) -> Result<InstanceResponse> {
-        check_id("instance_id", instance_id)?;
+        absent_if_invalid(instance_id, None, BrokerError::NotFound)?;
         let record = self.instance_record(instance_id).await?;
         match record {
             Some(r) if matches!(r.state, ResourceState::Ready | ResourceState::Deleting) => Ok(InstanceResponse {
@@ -742,7 +749,7 @@ impl ServiceBroker for ManagedBroker {
         instance_id: &str,
         _request: PollRequest,
     ) -> Result<LastOperation> {
-        check_id("instance_id", instance_id)?;
+        absent_if_invalid(instance_id, None, BrokerError::NotFound)?;
         match self.instance_record(instance_id).await? {
             Some(r) => Ok(last_operation(&r.operation)),
             None => {
@@ -846,8 +853,7 @@ impl ServiceBroker for ManagedBroker {
         request: DeleteRequest,
         accepts_incomplete: bool,
     ) -> Result<Reply<AsyncResponse>> {
-        check_id("instance_id", instance_id)?;
-        check_id("binding_id", binding_id)?;
+        absent_if_invalid(instance_id, Some(binding_id), BrokerError::Gone)?;
         required("service_id", &request.service_id)?;
         required("plan_id", &request.plan_id)?;
         let key = self.binding_key(instance_id, binding_id);
@@ -888,8 +894,7 @@ impl ServiceBroker for ManagedBroker {
     }
 
     async fn binding(&self, _ctx: &RequestContext, instance_id: &str, binding_id: &str) -> Result<BindingResponse> {
-        check_id("instance_id", instance_id)?;
-        check_id("binding_id", binding_id)?;
+        absent_if_invalid(instance_id, Some(binding_id), BrokerError::NotFound)?;
         match self.binding_record(instance_id, binding_id).await? {
             Some(r) if matches!(r.state, ResourceState::Ready | ResourceState::Deleting) => Ok(BindingResponse {
                 credentials: Some(r.credentials),
@@ -907,8 +912,7 @@ impl ServiceBroker for ManagedBroker {
         binding_id: &str,
         _request: PollRequest,
     ) -> Result<LastOperation> {
-        check_id("instance_id", instance_id)?;
-        check_id("binding_id", binding_id)?;
+        absent_if_invalid(instance_id, Some(binding_id), BrokerError::NotFound)?;
         match self.binding_record(instance_id, binding_id).await? {
             Some(r) => Ok(last_operation(&r.operation)),
             None => {

@@ -146,3 +146,17 @@ fn bodies_ignore_unknown_fields() {
     let op: LastOperation = serde_json::from_str(r#"{"state":"in progress","x":1}"#).unwrap();
     assert_eq!(op.state, OperationState::InProgress);
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Distinct ids never share a key (escaping is injective and keeps `/` out).
+        #[test]
+        fn escaped_ids_are_distinct_and_slash_free(a in "\\PC{1,30}", b in "\\PC{1,30}") {
+            let (ea, eb) = (super::super::managed::esc(&a), super::super::managed::esc(&b));
+            prop_assert!(!ea.contains('/'));
+            prop_assert_eq!(a == b, ea == eb);
+        }
+    }
+}

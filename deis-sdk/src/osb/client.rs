@@ -164,7 +164,7 @@ fn malformed(code: u16, what: &str) -> BrokerError {
     }
 }
 
-fn query(accepts_incomplete: bool, pairs: &[(&str, Option<&str>)]) -> String {
+pub(crate) fn query(accepts_incomplete: bool, pairs: &[(&str, Option<&str>)]) -> String {
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     if accepts_incomplete {
         q.append_pair("accepts_incomplete", "true");

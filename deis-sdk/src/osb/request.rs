@@ -14,8 +14,6 @@ pub const MAX_QUERY_BYTES: usize = 16 * 1024;
 pub enum HeaderRefusal {
     /// 412: the API version is missing or not one this server speaks.
     Version(String),
-    /// 400: a header is malformed.
-    Malformed(String),
 }
 
 /// Checks `X-Broker-API-Version`: `2.17` or a later 2.x (minor versions only add).
@@ -40,12 +38,17 @@ pub fn check_version(header: Option<&str>) -> Result<(), HeaderRefusal> {
     }
 }
 
-/// The request context from the identity headers.
-pub fn context(originating: Option<&str>, request_identity: Option<&str>) -> Result<RequestContext, HeaderRefusal> {
-    let originating_identity =
-        originating.map(OriginatingIdentity::parse).transpose().map_err(HeaderRefusal::Malformed)?;
+/// The request context from the identity headers. A malformed originating identity is
+/// left out (and logged): the header is optional, and refusing the request for it would
+/// answer statuses the spec does not give those routes.
+pub fn context(originating: Option<&str>, request_identity: Option<&str>) -> RequestContext {
+    let originating_identity = originating.and_then(|h| {
+        OriginatingIdentity::parse(h)
+            .inspect_err(|e| tracing::warn!(error = %e, "ignoring the originating identity"))
+            .ok()
+    });
     let request_identity = request_identity.map(|r| r.chars().take(256).collect());
-    Ok(RequestContext { originating_identity, request_identity })
+    RequestContext { originating_identity, request_identity }
 }
 
 /// A JSON body as `T` (unknown fields ignored); a 400 naming what is wrong otherwise.
@@ -145,10 +148,52 @@ pub fn fuzz_one(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = query(Some(text));
         let _ = check_version(Some(text));
-        if let Ok(ctx) = context(Some(text), Some(text))
-            && let Some(identity) = ctx.originating_identity
-        {
+        if let Some(identity) = context(Some(text), Some(text)).originating_identity {
             assert_eq!(OriginatingIdentity::parse(&identity.to_header()).expect("re-parses"), identity);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// What the client's query builder writes, the server's parser reads back.
+        #[test]
+        fn queries_round_trip(accepts in any::<bool>(), service in "\\PC{1,40}", plan in "\\PC{1,40}", op in proptest::option::of("\\PC{1,40}")) {
+            let raw = crate::osb::client::query(accepts, &[("service_id", Some(&service)), ("plan_id", Some(&plan)), ("operation", op.as_deref())]);
+            let q = query(Some(raw.trim_start_matches('?'))).unwrap();
+            prop_assert_eq!(q.accepts_incomplete, accepts);
+            prop_assert_eq!(q.service_id.as_deref(), Some(service.as_str()));
+            prop_assert_eq!(q.plan_id.as_deref(), Some(plan.as_str()));
+            prop_assert_eq!(q.operation, op);
+        }
+
+        /// Any identity a platform sends parses back to itself.
+        #[test]
+        fn identities_round_trip(platform in "[a-z][a-z0-9-]{0,20}", user in "\\PC{0,40}", n in any::<i64>()) {
+            let identity = OriginatingIdentity { platform, value: serde_json::json!({ "user_id": user, "n": n }) };
+            prop_assert_eq!(OriginatingIdentity::parse(&identity.to_header()).unwrap(), identity);
+        }
+
+        /// Bytes never panic the parsers.
+        #[test]
+        fn arbitrary_bytes_are_refused_or_parsed(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            fuzz_one(&data);
+        }
+    }
+
+    #[test]
+    fn versions_below_2_17_and_garbage_are_refused() {
+        for ok in ["2.17", "2.18", " 2.99 "] {
+            assert!(check_version(Some(ok)).is_ok(), "{ok}");
+        }
+        for bad in ["2.16", "1.17", "3.0", "2", "", "2.x", "2.17.1"] {
+            assert!(matches!(check_version(Some(bad)), Err(HeaderRefusal::Version(_))), "{bad}");
+        }
+        assert!(matches!(check_version(None), Err(HeaderRefusal::Version(_))));
     }
 }

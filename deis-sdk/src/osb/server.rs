@@ -2,8 +2,8 @@
 //!
 //! Every request is checked in this order: basic auth (401; credentials compared in
 //! constant time), `X-Broker-API-Version` (412 when missing or not 2.17+),
-//! `X-Broker-API-Originating-Identity` (400 when malformed; passed to the broker, which
-//! records it), the query (`accepts_incomplete`, `service_id`, `plan_id`, `operation`)
+//! `X-Broker-API-Originating-Identity` (passed to the broker, which records it; left
+//! out when malformed), the query (`accepts_incomplete`, `service_id`, `plan_id`, `operation`)
 //! and the JSON body (400 when invalid, 413 past the limit). Errors are the spec's body
 //! `{"error": ..., "description": ...}` with the status [`BrokerError::status`] gives.
 //! `X-Broker-API-Request-Identity` is echoed on the response.
@@ -152,17 +152,13 @@ async fn check_headers(State(state): Shared, mut request: Request, next: Next) -
         response.headers_mut().insert("www-authenticate", HeaderValue::from_static("Basic realm=\"broker\""));
         return response;
     }
-    let refused = request::check_version(header(headers, "x-broker-api-version")).and_then(|()| {
-        request::context(
-            header(headers, "x-broker-api-originating-identity"),
-            header(headers, "x-broker-api-request-identity"),
-        )
-    });
-    let ctx = match refused {
-        Ok(ctx) => ctx,
-        Err(HeaderRefusal::Version(m)) => return error_response(StatusCode::PRECONDITION_FAILED, None, m),
-        Err(HeaderRefusal::Malformed(m)) => return error_response(StatusCode::BAD_REQUEST, None, m),
-    };
+    if let Err(HeaderRefusal::Version(m)) = request::check_version(header(headers, "x-broker-api-version")) {
+        return error_response(StatusCode::PRECONDITION_FAILED, None, m);
+    }
+    let ctx = request::context(
+        header(headers, "x-broker-api-originating-identity"),
+        header(headers, "x-broker-api-request-identity"),
+    );
     let echo = ctx.request_identity.clone().and_then(|r| HeaderValue::from_str(&r).ok());
     request.extensions_mut().insert(ctx);
     let mut response = next.run(request).await;
