@@ -1,5 +1,4 @@
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use serde_json::Value;
 
@@ -45,7 +44,7 @@ async fn asynchronous_backend_passes_the_suite() {
 async fn a_provision_in_progress_resumes_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn crate::Store> = RedbStore::open(&dir.path().join("store.redb")).await.unwrap();
-    let held = Arc::new(MemoryBackend { hold: AtomicBool::new(true), ..Default::default() });
+    let held = Arc::new(MemoryBackend::holding());
     let first = ManagedBroker::start(store.clone(), "b/", held).await.unwrap();
     let request = ProvisionRequest {
         service_id: MemoryBackend::SERVICE_ID.into(),

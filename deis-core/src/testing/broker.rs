@@ -414,6 +414,13 @@ impl MemoryBackend {
     /// The id of plan `async`.
     pub const ASYNC_PLAN_ID: &str = "memory-plan-async";
 
+    /// A backend whose provisions wait until [`hold`](Self::hold) is cleared.
+    pub fn holding() -> Self {
+        let backend = Self::default();
+        backend.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+        backend
+    }
+
     /// A harness for one of its plans.
     pub fn harness(plan_id: &str) -> PlanHarness {
         PlanHarness {

@@ -168,14 +168,18 @@ async fn check_headers(State(state): Shared, mut request: Request, next: Next) -
     response
 }
 
+/// A refusal before the broker is called (boxed: responses are large).
+type Refused = Box<Response>;
+
 /// Reads the body up to the limit: 413 past it.
-async fn read_body(body: Body, max: usize) -> Result<Bytes, Response> {
+async fn read_body(body: Body, max: usize) -> Result<Bytes, Refused> {
+    let refused = |status, message| Box::new(error_response(status, None, message));
     match http_body_util::Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(error_response(StatusCode::PAYLOAD_TOO_LARGE, None, format!("the body is larger than {max} bytes")))
+            Err(refused(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {max} bytes")))
         }
-        Err(e) => Err(error_response(StatusCode::BAD_REQUEST, None, format!("reading the body: {e}"))),
+        Err(e) => Err(refused(StatusCode::BAD_REQUEST, format!("reading the body: {e}"))),
     }
 }
 
@@ -189,16 +193,16 @@ async fn parts<T: serde::de::DeserializeOwned>(
     state: &ServerState,
     query: Option<&str>,
     request: Request,
-) -> Result<(RequestContext, request::Query, T), Response> {
+) -> Result<(RequestContext, request::Query, T), Refused> {
     let ctx = ctx(&request);
-    let query = request::query(query).map_err(failure)?;
+    let query = query_only(query)?;
     let bytes = read_body(request.into_body(), state.config.max_body_bytes).await?;
-    let body = request::body(&bytes, state.config.max_body_bytes).map_err(failure)?;
+    let body = request::body(&bytes, state.config.max_body_bytes).map_err(|e| Box::new(failure(e)))?;
     Ok((ctx, query, body))
 }
 
-fn query_only(query: Option<&str>) -> Result<request::Query, Response> {
-    request::query(query).map_err(failure)
+fn query_only(query: Option<&str>) -> Result<request::Query, Refused> {
+    request::query(query).map_err(|e| Box::new(failure(e)))
 }
 
 async fn catalog(State(state): Shared, request: Request) -> Response {
@@ -213,7 +217,7 @@ async fn provision(
 ) -> Response {
     match parts::<ProvisionRequest>(&state, query.as_deref(), request).await {
         Ok((ctx, q, body)) => reply(state.broker.provision(&ctx, &instance_id, body, q.accepts_incomplete).await),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -225,7 +229,7 @@ async fn update(
 ) -> Response {
     match parts::<UpdateRequest>(&state, query.as_deref(), request).await {
         Ok((ctx, q, body)) => reply(state.broker.update(&ctx, &instance_id, body, q.accepts_incomplete).await),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -237,7 +241,7 @@ async fn deprovision(
 ) -> Response {
     let q = match query_only(query.as_deref()) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match q.delete_request() {
         Ok(d) => reply(state.broker.deprovision(&ctx(&request), &instance_id, d, q.accepts_incomplete).await),
@@ -257,7 +261,7 @@ async fn last_operation(
 ) -> Response {
     match query_only(query.as_deref()) {
         Ok(q) => ok(state.broker.last_operation(&ctx(&request), &instance_id, q.poll_request()).await),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -271,7 +275,7 @@ async fn bind(
         Ok((ctx, q, body)) => {
             reply(state.broker.bind(&ctx, &instance_id, &binding_id, body, q.accepts_incomplete).await)
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -283,7 +287,7 @@ async fn unbind(
 ) -> Response {
     let q = match query_only(query.as_deref()) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match q.delete_request() {
         Ok(d) => reply(state.broker.unbind(&ctx(&request), &instance_id, &binding_id, d, q.accepts_incomplete).await),
@@ -309,6 +313,6 @@ async fn binding_last_operation(
         Ok(q) => {
             ok(state.broker.binding_last_operation(&ctx(&request), &instance_id, &binding_id, q.poll_request()).await)
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
