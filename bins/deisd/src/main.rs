@@ -156,7 +156,7 @@ struct Args {
     #[arg(long, env = "DEIS_BROKER_POSTGRES_URL", hide_env_values = true)]
     broker_postgres: Option<String>,
     /// Embed the Redis service broker (service `redis`, plans `prefix` and `db`) for the
-    /// server at this URL (redis://[user:password@]host:port).
+    /// server at this URL (`redis://[user:password@]host:port`).
     #[arg(long, env = "DEIS_BROKER_REDIS_URL", hide_env_values = true)]
     broker_redis: Option<String>,
 }

@@ -11,7 +11,7 @@ use deis_sdk::osb::redis::RedisBackend;
 #[derive(Debug, clap::Parser)]
 #[command(name = "deis-broker-redis", version, about)]
 struct Args {
-    /// The managed server, as a user allowed ACL and CLIENT KILL: redis://[user:password@]host:port.
+    /// The managed server, as a user allowed ACL and CLIENT KILL: `redis://[user:password@]host:port`.
     #[arg(long, env = "DEIS_BROKER_ADMIN_URL", hide_env_values = true)]
     admin_url: String,
     /// The server's number of logical databases (plan `db` hands out 1 to N-1).
