@@ -145,3 +145,24 @@ pub fn check_id(what: &str, id: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+/// A random password for credentials a backend creates: 32 hex characters (128 bits;
+/// safe inside SQL string literals and URLs).
+pub fn random_password() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| BrokerError::Backend(format!("no randomness: {e}")))?;
+    Ok(hex::encode(bytes))
+}
+
+/// A name for what a backend creates from instance and binding ids: `prefix` and 24 hex
+/// characters of their hash, so any id maps to a safe identifier, the same one again
+/// after a restart.
+pub fn hashed_name(prefix: &str, ids: &[&str]) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for id in ids {
+        hash.update(id.as_bytes());
+        hash.update([0]);
+    }
+    format!("{prefix}{}", &hex::encode(hash.finalize())[..24])
+}

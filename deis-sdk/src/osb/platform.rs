@@ -126,11 +126,7 @@ impl OsbDriver {
             if reply.status != Status::Accepted {
                 return Ok(reply.body);
             }
-            let poll = PollRequest {
-                service_id: Some(request.service_id.clone()),
-                plan_id: Some(request.plan_id.clone()),
-                operation: reply.body.operation.clone(),
-            };
+            let poll = poll_request(&request.service_id, &request.plan_id, reply.body.operation.clone());
             let op = self.wait(ctx, Target::Instance(instance_id), poll, max_polling, false).await?;
             match op.state {
                 OperationState::Succeeded => Ok(reply.body),
@@ -165,11 +161,7 @@ impl OsbDriver {
             if reply.status != Status::Accepted {
                 return Ok(reply.body);
             }
-            let poll = PollRequest {
-                service_id: Some(request.service_id.clone()),
-                plan_id: Some(request.plan_id.clone()),
-                operation: reply.body.operation.clone(),
-            };
+            let poll = poll_request(&request.service_id, &request.plan_id, reply.body.operation.clone());
             let op = self.wait(ctx, Target::Binding(instance_id, binding_id), poll, max_polling, false).await?;
             match op.state {
                 OperationState::Succeeded => self.broker.binding(ctx, instance_id, binding_id).await,
@@ -230,11 +222,7 @@ impl OsbDriver {
             };
             let outcome = match sent {
                 Ok(reply) if reply.status == Status::Accepted => {
-                    let poll = PollRequest {
-                        service_id: Some(request.service_id.clone()),
-                        plan_id: Some(request.plan_id.clone()),
-                        operation: reply.body.operation,
-                    };
+                    let poll = poll_request(&request.service_id, &request.plan_id, reply.body.operation);
                     match self.wait(ctx, target, poll, max_polling, true).await {
                         Ok(op) if op.state == OperationState::Succeeded => Ok(()),
                         Ok(op) => Err(failed("deleting", &op)),
@@ -254,6 +242,11 @@ impl OsbDriver {
             }
         }
     }
+}
+
+/// The poll of an operation on a resource of `service_id` and `plan_id`.
+fn poll_request(service_id: &str, plan_id: &str, operation: Option<String>) -> PollRequest {
+    PollRequest { service_id: Some(service_id.into()), plan_id: Some(plan_id.into()), operation }
 }
 
 /// What an operation is on.

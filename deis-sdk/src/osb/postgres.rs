@@ -19,10 +19,9 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use deis_core::broker::{
     Backend, BindingRecord, BindingSpec, Bound, BrokerError, Catalog, Created, InstanceRecord, InstanceSpec, Object,
-    OperationKind, Result, ServiceOffering, ServicePlan,
+    OperationKind, Result, ServiceOffering, ServicePlan, hashed_name, random_password,
 };
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, Config, NoTls};
 
 /// The service id of `postgresql`.
@@ -46,23 +45,6 @@ fn backend_error(what: &str) -> impl Fn(tokio_postgres::Error) -> BrokerError + 
             e.as_db_error().map_or(e.to_string(), |d| d.message().to_string())
         ))
     }
-}
-
-/// A random password: 32 hex characters (safe inside a SQL string literal).
-fn password() -> Result<String> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| BrokerError::Backend(format!("no randomness: {e}")))?;
-    Ok(hex::encode(bytes))
-}
-
-/// A SQL identifier from ids: a prefix and 24 hex characters of their hash.
-fn name(prefix: &str, ids: &[&str]) -> String {
-    let mut hash = Sha256::new();
-    for id in ids {
-        hash.update(id.as_bytes());
-        hash.update([0]);
-    }
-    format!("{prefix}{}", &hex::encode(hash.finalize())[..24])
 }
 
 impl PostgresBackend {
@@ -166,8 +148,8 @@ impl Backend for PostgresBackend {
     }
 
     async fn create_instance(&self, id: &str, _spec: &InstanceSpec) -> Result<Created> {
-        let (database, owner) = (name("deis_", &[id]), name("deis_owner_", &[id]));
-        let owner_password = password()?;
+        let (database, owner) = (hashed_name("deis_", &[id]), hashed_name("deis_owner_", &[id]));
+        let owner_password = random_password()?;
         let client = self.admin().await?;
         Self::ensure_role(&client, &owner, &owner_password).await?;
         if !Self::exists(&client, "SELECT 1 FROM pg_database WHERE datname = $1", &database).await? {
@@ -205,8 +187,8 @@ impl Backend for PostgresBackend {
 
     async fn create_binding(&self, instance: &InstanceRecord, id: &str, _spec: &BindingSpec) -> Result<Bound> {
         let (database, owner) = (Self::field(&instance.data, "database")?, Self::field(&instance.data, "owner")?);
-        let role = name("deis_app_", &[&instance.id, id]);
-        let pw = password()?;
+        let role = hashed_name("deis_app_", &[&instance.id, id]);
+        let pw = random_password()?;
         let client = self.admin().await?;
         Self::ensure_role(&client, &role, &pw).await?;
         // Sessions act as the owner, so what one app creates every binding can use.
@@ -229,7 +211,7 @@ impl Backend for PostgresBackend {
 
     async fn delete_binding(&self, instance: &InstanceRecord, binding: &BindingRecord) -> Result<()> {
         let (database, owner) = (Self::field(&instance.data, "database")?, Self::field(&instance.data, "owner")?);
-        let role = name("deis_app_", &[&instance.id, &binding.id]);
+        let role = hashed_name("deis_app_", &[&instance.id, &binding.id]);
         let client = self.admin().await?;
         if !Self::role_exists(&client, &role).await? {
             return Ok(());

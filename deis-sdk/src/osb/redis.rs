@@ -16,11 +16,10 @@
 use async_trait::async_trait;
 use deis_core::broker::{
     Backend, BindingRecord, BindingSpec, Bound, BrokerError, Catalog, Created, InstanceRecord, InstanceSpec, Object,
-    Result, ServiceOffering, ServicePlan,
+    Result, ServiceOffering, ServicePlan, hashed_name, random_password,
 };
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 /// The service id of `redis`.
 pub const REDIS_SERVICE_ID: &str = "8c2e7b10-51d4-4f0e-9b6a-deis-redis";
@@ -43,21 +42,6 @@ pub struct RedisBackend {
 
 fn backend_error(what: &str) -> impl Fn(redis::RedisError) -> BrokerError + '_ {
     move |e| BrokerError::Backend(format!("Redis: {what}: {e}"))
-}
-
-fn hash(ids: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for id in ids {
-        h.update(id.as_bytes());
-        h.update([0]);
-    }
-    hex::encode(h.finalize())[..24].to_string()
-}
-
-fn password() -> Result<String> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| BrokerError::Backend(format!("no randomness: {e}")))?;
-    Ok(hex::encode(bytes))
 }
 
 impl RedisBackend {
@@ -150,7 +134,7 @@ impl Backend for RedisBackend {
             let db = self.database_of(&mut con, id).await?;
             return Ok(Created { data: json!({ "db": db }), dashboard_url: None });
         }
-        Ok(Created { data: json!({ "prefix": format!("deis:{}:", hash(&[id])) }), dashboard_url: None })
+        Ok(Created { data: json!({ "prefix": hashed_name("deis:", &[id]) + ":" }), dashboard_url: None })
     }
 
     async fn delete_instance(&self, instance: &InstanceRecord) -> Result<()> {
@@ -194,8 +178,8 @@ impl Backend for RedisBackend {
     }
 
     async fn create_binding(&self, instance: &InstanceRecord, id: &str, _spec: &BindingSpec) -> Result<Bound> {
-        let user = format!("deis-{}", hash(&[&instance.id, id]));
-        let pw = password()?;
+        let user = hashed_name("deis-", &[&instance.id, id]);
+        let pw = random_password()?;
         let mut acl = redis::cmd("ACL");
         acl.arg("SETUSER").arg(&user).arg("reset").arg("on").arg(format!(">{pw}"));
         let (path, prefix) = match (instance.data["db"].as_i64(), instance.data["prefix"].as_str()) {
@@ -226,7 +210,7 @@ impl Backend for RedisBackend {
     }
 
     async fn delete_binding(&self, instance: &InstanceRecord, binding: &BindingRecord) -> Result<()> {
-        let user = format!("deis-{}", hash(&[&instance.id, &binding.id]));
+        let user = hashed_name("deis-", &[&instance.id, &binding.id]);
         let mut con = self.connection().await?;
         // Off first, so nothing logs in between the kill and the delete.
         redis::cmd("ACL")

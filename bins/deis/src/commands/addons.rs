@@ -5,7 +5,7 @@ use deis_core::broker::Object;
 use deis_sdk::addons::{Addon, AddonState};
 
 use super::{CliError, Ctx, Result};
-use crate::{output, prompt};
+use crate::output;
 
 /// Parses `-p KEY=VALUE` (split at the first `=`, the key non-empty).
 pub fn parameter(s: &str) -> std::result::Result<(String, String), String> {
@@ -190,30 +190,7 @@ pub async fn detach(ctx: &Ctx, name: &str) -> Result {
 
 /// `deis addons:destroy NAME [--confirm NAME]`: asks on a terminal, refuses otherwise.
 pub async fn destroy(ctx: &Ctx, name: &str, confirm: Option<String>) -> Result {
-    match confirm {
-        Some(c) if c == name => {}
-        Some(c) => {
-            return Err(CliError::Usage(format!(
-                "--confirm={c} does not match the add-on {name}: nothing was destroyed (use --confirm={name})"
-            )));
-        }
-        None if prompt::interactive() => {
-            eprintln!(" !    WARNING: Destructive Action: the add-on {name} and its data will be destroyed");
-            eprintln!(" !    To proceed, type \"{name}\" or re-run this command with --confirm={name}");
-            let answer = prompt::ask("> ").map_err(|e| CliError::Failed(format!("cannot read the answer: {e}")))?;
-            if answer.trim() != name {
-                return Err(CliError::Failed(format!(
-                    "{:?} does not match {name}: nothing was destroyed",
-                    answer.trim()
-                )));
-            }
-        }
-        None => {
-            return Err(CliError::Usage(format!(
-                "refusing to destroy {name} without confirmation: re-run with --confirm={name}"
-            )));
-        }
-    }
+    super::confirm_destroy("add-on", "the add-on and its data", name, confirm)?;
     let (client, _) = ctx.client()?;
     ctx.progress(format!("Destroying {name}... "));
     client.addons_destroy(name).await.inspect_err(|_| ctx.say(""))?;
