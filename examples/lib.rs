@@ -4,7 +4,8 @@
 //!
 //! - [`MemoryStore`]: a `Store` keeping every record in memory;
 //! - [`TinyLogStore`]: the smallest `LogStore` that keeps the trait's promises;
-//! - [`AuditingScheduler`]: a `Scheduler` decorator that audits every change request.
+//! - [`AuditingScheduler`]: a `Scheduler` decorator that audits every change request;
+//! - [`ApiKeyBroker`]: a service broker `Backend` handing out API keys.
 //!
 //! The programs (`[[example]]` targets, run by `tests/examples.rs`):
 //!
@@ -13,10 +14,12 @@
 //! - `cargo run -p deis-examples --example custom_scheduler`: the scheduler proven by
 //!   the conformance suite.
 
+mod api_key_broker;
 mod auditing_scheduler;
 mod memory_store;
 mod tiny_log_store;
 
+pub use api_key_broker::ApiKeyBroker;
 pub use auditing_scheduler::AuditingScheduler;
 pub use memory_store::MemoryStore;
 pub use tiny_log_store::TinyLogStore;

@@ -28,6 +28,7 @@
 #[cfg(feature = "embedded")]
 pub mod artifact;
 pub mod auth;
+pub mod broker;
 #[cfg(feature = "embedded")]
 pub mod controller;
 pub mod logs;
@@ -41,6 +42,7 @@ pub mod testing;
 pub mod time;
 pub mod tty;
 
+pub use broker::{BrokerError, ServiceBroker};
 pub use logs::{LogError, LogStore};
 pub use model::*;
 pub use scheduler::{Scheduler, SchedulerError};

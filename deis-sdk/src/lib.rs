@@ -39,6 +39,7 @@ pub use deis_core;
 pub use deis_core::*;
 
 pub mod adapters;
+pub mod addons;
 pub mod assembly;
 #[cfg(feature = "builder")]
 pub mod builder;
@@ -51,6 +52,7 @@ pub mod daemon;
 pub mod etcd;
 pub mod logger;
 pub mod migrate;
+pub mod osb;
 pub mod publisher;
 #[cfg(feature = "registry")]
 pub mod registry;

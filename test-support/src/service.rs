@@ -89,7 +89,7 @@ pub fn shared<S: Service>() -> Option<&'static S> {
 /// A program a starter runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Program {
-    /// The executable (on `PATH`).
+    /// The executable (on `PATH`, or a path).
     pub bin: &'static str,
     /// The Debian package that has it (named when it is missing).
     pub package: &'static str,
@@ -119,10 +119,12 @@ impl ServiceProcess {
         mut command: impl FnMut(SocketAddr, &Path) -> Command,
         mut ready: impl FnMut(&ServiceProcess) -> bool,
     ) -> Option<Self> {
-        let Program { bin: name, package, ready_within: timeout } = *program;
-        if skip_without(name, package) {
+        let Program { bin, package, ready_within: timeout } = *program;
+        if skip_without(bin, package) {
             return None;
         }
+        // A program given by path logs to `<file name>.log`.
+        let name = bin.rsplit('/').next().unwrap_or(bin);
         let mut last_log = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let dir = tempfile::Builder::new().prefix(&format!("deis-{name}-")).tempdir().expect("a temp dir");

@@ -364,6 +364,90 @@ pub enum Command {
         command: Vec<String>,
     },
 
+    /// List the services the platform's brokers offer, with their plans.
+    Services,
+    /// Register a third-party service broker (administrators).
+    #[command(name = "brokers:add")]
+    BrokersAdd {
+        /// Name for the broker on this platform.
+        name: String,
+        /// The broker's URL, e.g. http://127.0.0.1:9000.
+        url: String,
+        /// Basic-auth user.
+        #[arg(long, default_value = "")]
+        username: String,
+        /// Basic-auth password.
+        #[arg(long, default_value = "")]
+        password: String,
+    },
+    /// List the service brokers (administrators).
+    #[command(name = "brokers:list", visible_alias = "brokers")]
+    BrokersList,
+    /// Remove a registered service broker (administrators; no add-on may use it).
+    #[command(name = "brokers:remove")]
+    BrokersRemove {
+        /// The broker's name.
+        name: String,
+    },
+    /// Create an add-on for the app: provision SERVICE:PLAN, then put its URL in the
+    /// app's config (DATABASE_URL, REDIS_URL, or <NAME>_URL with --as) as a new release.
+    #[command(name = "addons:create")]
+    AddonsCreate {
+        /// SERVICE:PLAN, e.g. postgresql:shared (see `deis services`).
+        service: String,
+        /// Name the add-on; the app gets <NAME>_URL.
+        #[arg(long = "as", value_name = "NAME")]
+        alias: Option<String>,
+        /// Provision parameters (user-provided services: the credentials, e.g. -p url=...).
+        #[arg(short = 'p', long = "parameter", value_name = "KEY=VALUE", value_parser = crate::commands::addons::parameter)]
+        parameters: Vec<(String, String)>,
+        /// Wait until the add-on is ready.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List the app's add-ons.
+    #[command(name = "addons:list", visible_alias = "addons")]
+    AddonsList,
+    /// Show an add-on: service, plan, state, attached apps.
+    #[command(name = "addons:info")]
+    AddonsInfo {
+        /// The add-on's name.
+        name: String,
+    },
+    /// Attach an add-on to the app (-a): credentials of its own in the app's config.
+    #[command(name = "addons:attach")]
+    AddonsAttach {
+        /// The add-on's name.
+        name: String,
+        /// The app gets <NAME>_URL instead of the service's default variable.
+        #[arg(long = "as", value_name = "NAME")]
+        alias: Option<String>,
+    },
+    /// Detach an add-on from the app (-a): its variable goes, its credentials stop working.
+    #[command(name = "addons:detach")]
+    AddonsDetach {
+        /// The add-on's name.
+        name: String,
+    },
+    /// Destroy an add-on and its data.
+    #[command(name = "addons:destroy")]
+    AddonsDestroy {
+        /// The add-on's name.
+        name: String,
+        /// The add-on's name again, to skip the prompt.
+        #[arg(long)]
+        confirm: Option<String>,
+    },
+    /// Wait until an add-on is provisioned.
+    #[command(name = "addons:wait")]
+    AddonsWait {
+        /// The add-on's name.
+        name: String,
+        /// Seconds to wait.
+        #[arg(long, value_name = "SECS", default_value_t = 300)]
+        timeout: u64,
+    },
+
     /// List your TLS certificates (all of them for administrators).
     #[command(name = "certs:list", visible_alias = "certs")]
     CertsList,

@@ -158,6 +158,14 @@ struct Args {
     /// Most units the apps of one non-admin user may run together.
     #[arg(long, env = "DEIS_MAX_UNITS_PER_USER", default_value_t = 100)]
     max_units_per_user: u32,
+    /// Embed the PostgreSQL service broker (service `postgresql`, plan `shared`) for the
+    /// server at this superuser URL (postgres://user:password@host:port/postgres).
+    #[arg(long, env = "DEIS_BROKER_POSTGRES_URL", hide_env_values = true)]
+    broker_postgres: Option<String>,
+    /// Embed the Redis service broker (service `redis`, plans `prefix` and `db`) for the
+    /// server at this URL (`redis://[user:password@]host:port`).
+    #[arg(long, env = "DEIS_BROKER_REDIS_URL", hide_env_values = true)]
+    broker_redis: Option<String>,
 }
 
 /// `--log-store`: a log store URI, or `redis` for the server of `--redis-url`.
@@ -267,7 +275,7 @@ impl Args {
         let log_uri = self.log_store().map_err(|e| format!("--redis-url: {e}"))?;
         let logs = log_uri.open(self.log_lines_per_app).await.map_err(|e| format!("--log-store {log_uri}: {e}"))?;
         let mut b = Platform::builder(&self.data_dir)
-            .store(store)
+            .store(store.clone())
             .log_store(logs)
             .api(self.api_addr)
             .router(self.router_addr)
@@ -320,11 +328,44 @@ impl Args {
         if let Some(secret) = &self.tty_secret {
             b = b.tty_secret(secret.as_bytes());
         }
+        for (name, broker) in self.service_brokers(&store).await? {
+            b = b.service_broker(name, broker);
+        }
         // A shared store may have other deisd on it: one is elected to run the units.
         if matches!(store_uri, StoreUri::Etcd(..)) {
             b = b.replica(ReplicaConfig::new(self.replica_id()));
         }
         Ok(b)
+    }
+}
+
+impl Args {
+    /// The embedded service brokers `--broker-postgres` and `--broker-redis` ask for,
+    /// their state in the platform's store.
+    async fn service_brokers(
+        &self,
+        store: &std::sync::Arc<dyn deis_sdk::deis_core::Store>,
+    ) -> Result<Vec<(&'static str, std::sync::Arc<dyn deis_sdk::deis_core::ServiceBroker>)>, String> {
+        use deis_sdk::deis_core::broker::{Backend, ManagedBroker};
+        let mut backends: Vec<(&'static str, std::sync::Arc<dyn Backend>)> = Vec::new();
+        if let Some(url) = &self.broker_postgres {
+            let backend =
+                deis_sdk::osb::postgres::PostgresBackend::new(url).map_err(|e| format!("--broker-postgres: {e}"))?;
+            backends.push(("postgresql", std::sync::Arc::new(backend)));
+        }
+        if let Some(url) = &self.broker_redis {
+            let backend =
+                deis_sdk::osb::redis::RedisBackend::new(url, 16).map_err(|e| format!("--broker-redis: {e}"))?;
+            backends.push(("redis", std::sync::Arc::new(backend)));
+        }
+        let mut brokers = Vec::new();
+        for (name, backend) in backends {
+            let broker = ManagedBroker::start(store.clone(), format!("brokers/{name}/"), backend)
+                .await
+                .map_err(|e| format!("the {name} broker: {e}"))?;
+            brokers.push((name, std::sync::Arc::new(broker) as std::sync::Arc<dyn deis_sdk::deis_core::ServiceBroker>));
+        }
+        Ok(brokers)
     }
 }
 

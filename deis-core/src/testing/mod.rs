@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | [`Store`](crate::Store) | [`store_suite`], [`lock_suite`] | — |
 //! | [`LogStore`](crate::LogStore) | [`logstore_suite`] | — |
+//! | [`ServiceBroker`](crate::ServiceBroker) | [`broker_suite`] | [`BrokerHarness`] ([`PlanHarness`]) |
 //! | [`Scheduler`](crate::Scheduler) | [`scheduler_suite`] | [`SchedulerHarness`] ([`SourceAppHarness`] for source builds) |
 //! | [`TtyBroker`](crate::TtyBroker) | [`tty_suite`] | [`TtyHarness`] ([`SpecHarness`]) |
 //!
@@ -39,6 +40,7 @@
 //! The helpers the suites use to look at processes and to talk HTTP come from the
 //! `deis-test-support` crate, which adapter authors may use for their own tests too.
 
+mod broker;
 mod logs;
 mod scheduler;
 mod store;
@@ -88,6 +90,7 @@ pub async fn controller_with_app(
 
 /// How long a suite waits for something that should happen now.
 const PROMPT: std::time::Duration = std::time::Duration::from_secs(5);
+pub use broker::*;
 pub use logs::*;
 pub use scheduler::*;
 pub use store::*;

@@ -13,8 +13,9 @@
 //! [`api_routes`](PlatformBuilder::api_routes) adds), the router over HTTP and over
 //! HTTPS ([`router_tls`](PlatformBuilder::router_tls), with the platform certificate
 //! of [`tls_certificate`](PlatformBuilder::tls_certificate)), syslog, and with
-//! feature `builder` the `git push` builder (`git_builder`, off unless set). The
-//! service broker and update channel slots arrive with their traits.
+//! feature `builder` the `git push` builder (`git_builder`, off unless set). Embedded
+//! service brokers for add-ons go in [`service_broker`](PlatformBuilder::service_broker)
+//! (by name; the user-provided broker is always there).
 //!
 //! ```no_run
 //! # async fn demo(my_store: std::sync::Arc<dyn deis_core::Store>) -> Result<(), Box<dyn std::error::Error>> {
@@ -162,6 +163,7 @@ pub struct PlatformBuilder {
     api_routes: Vec<axum::Router>,
     #[cfg(feature = "registry")]
     registry: Option<crate::controller::PlatformRegistry>,
+    service_brokers: std::collections::BTreeMap<String, Arc<dyn deis_core::ServiceBroker>>,
     domain: String,
     registration: RegistrationMode,
     capacity: Option<Capacity>,
@@ -195,6 +197,7 @@ impl PlatformBuilder {
             api_routes: Vec::new(),
             #[cfg(feature = "registry")]
             registry: None,
+            service_brokers: std::collections::BTreeMap::new(),
             domain: "localhost".into(),
             registration: RegistrationMode::Enabled,
             capacity: None,
@@ -311,6 +314,15 @@ impl PlatformBuilder {
     #[cfg(feature = "builder")]
     pub fn git_builder(mut self, listen: impl Into<Listen>, config: crate::builder::BuilderConfig) -> Self {
         self.git_builder = (listen.into(), config);
+        self
+    }
+
+    /// An embedded service broker for add-ons (`deis addons:create`), by name: the
+    /// PostgreSQL or Redis broker in-process, or a client of a remote one. The
+    /// user-provided broker is always there; brokers an admin registers by URL
+    /// (`deis brokers:add`) come on top.
+    pub fn service_broker(mut self, name: impl Into<String>, broker: Arc<dyn deis_core::ServiceBroker>) -> Self {
+        self.service_brokers.insert(name.into(), broker);
         self
     }
 
@@ -507,6 +519,13 @@ impl PlatformBuilder {
             },
         });
 
+        let addons = crate::addons::Addons::new(controller.clone(), self.service_brokers)
+            .await
+            .map_err(|e| StartError::Setting { setting: "service_broker", message: e.to_string() })?;
+        if let Err(e) = addons.resume().await {
+            tracing::error!(error = %e, "resuming add-on provisioning");
+        }
+
         let api_listener = open(self.api, "api").await?;
         let router_listener = open(self.router, "router").await?;
         let router_tls_listener = open(self.router_tls, "router-tls").await?;
@@ -589,7 +608,9 @@ impl PlatformBuilder {
             TtyService::embedded(tty_broker, signer, tty_config).with_audit(Arc::new(LogAudit::new(logs.clone()))),
         );
         if let Some(listener) = api_listener {
-            let mut app = controller::router(controller.clone(), self.limits).merge(attach_router(tty.clone()));
+            let mut app = controller::router(controller.clone(), self.limits)
+                .merge(attach_router(tty.clone()))
+                .merge(controller::addons_router(controller.clone(), self.limits, addons));
             for routes in self.api_routes {
                 app = app.merge(routes);
             }

@@ -25,6 +25,7 @@
 //! at [`MAX_RESPONSE_BYTES`].
 
 mod access;
+mod addons;
 mod certs;
 mod error;
 mod logs;

@@ -20,6 +20,7 @@
 //! limited to [`ApiLimits::max_json_bytes`] (413 beyond); errors are JSON as in §1.6.
 //! Each request is logged at debug level with method, path, status and duration.
 
+mod addons;
 mod apps;
 mod auth;
 mod builds;
@@ -52,6 +53,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 
+pub use addons::{MAX_WAIT as MAX_ADDON_WAIT, addons_router};
 pub use deis_core::controller::*;
 pub use drains::{PlatformListeners, sync_drains};
 pub use error::{ApiError, ApiResult, controller_error_response};

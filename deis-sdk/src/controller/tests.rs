@@ -54,8 +54,27 @@ async fn start_with(limits: ApiLimits) -> Api {
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // Add-ons with an in-memory broker (`memory:sync`, `memory:async`) besides the
+    // user-provided one.
+    let memory = deis_core::broker::ManagedBroker::start(
+        platform.store().clone(),
+        "broker-state/memory/",
+        Arc::new(deis_core::testing::MemoryBackend::default()),
+    )
+    .await
+    .unwrap();
+    let brokers = std::collections::BTreeMap::from([(
+        "memory".to_string(),
+        Arc::new(memory) as Arc<dyn deis_core::ServiceBroker>,
+    )]);
+    let addons = crate::addons::Addons::new(platform.clone(), brokers)
+        .await
+        .unwrap()
+        .with_policy(crate::osb::PollPolicy { interval: std::time::Duration::from_millis(20), ..Default::default() });
     // Its own address is a listener of the platform, as in a `Platform`.
-    let app = router(platform.clone(), limits).layer(axum::Extension(super::PlatformListeners(vec![addr])));
+    let app = router(platform.clone(), limits)
+        .merge(super::addons_router(platform.clone(), limits, addons))
+        .layer(axum::Extension(super::PlatformListeners(vec![addr])));
     tokio::spawn(super::serve(listener, app, limits, std::future::pending()));
     let client = Client::builder(TokioExecutor::new()).build_http();
     Api { addr, client, platform, _dir: dir }
@@ -412,4 +431,5 @@ async fn slow_and_surplus_connections_are_closed() {
     assert_ne!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
 }
 
+mod addons;
 mod permissions;

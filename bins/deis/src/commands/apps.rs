@@ -6,7 +6,6 @@ use serde_json::Value;
 
 use super::{CliError, Ctx, Result};
 use crate::output;
-use crate::prompt;
 
 /// `deis apps:list`.
 pub async fn list(ctx: &Ctx) -> Result {
@@ -126,32 +125,7 @@ pub async fn destroy(ctx: &Ctx, confirm: Option<String>) -> Result {
         }
         _ => ctx.app()?,
     };
-    match confirm {
-        Some(c) if app == c => {}
-        Some(c) => {
-            return Err(CliError::Usage(format!(
-                "--confirm={c} does not match the app {app}: nothing was destroyed (use --confirm={app})"
-            )));
-        }
-        None if prompt::interactive() => {
-            eprintln!(" !    WARNING: Potentially Destructive Action");
-            eprintln!(" !    This command will destroy the application: {app}");
-            eprintln!(" !    To proceed, type \"{app}\" or re-run this command with --confirm={app}");
-            eprintln!();
-            let answer = prompt::ask("> ").map_err(|e| CliError::Failed(format!("cannot read the answer: {e}")))?;
-            if app != answer.trim() {
-                return Err(CliError::Failed(format!(
-                    "{:?} does not match {app}: nothing was destroyed",
-                    answer.trim()
-                )));
-            }
-        }
-        None => {
-            return Err(CliError::Usage(format!(
-                "refusing to destroy {app} without confirmation: re-run with --confirm={app}"
-            )));
-        }
-    }
+    super::confirm_destroy("app", "the application", app.as_str(), confirm)?;
     let (client, _) = ctx.client()?;
     let start = Instant::now();
     ctx.progress(format!("Destroying {app}...\n"));

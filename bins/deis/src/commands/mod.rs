@@ -1,6 +1,7 @@
 //! The commands: shared context (profile, client, app, output) and dispatch.
 
 mod access;
+pub mod addons;
 mod apps;
 mod auth;
 mod certs;
@@ -28,6 +29,7 @@ use serde::Serialize;
 
 use crate::cli::{Cli, Command};
 use crate::profile::{self, Profile, ProfileError};
+use crate::prompt;
 
 /// Why a command failed; `Usage` exits 2, everything else 1.
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +239,22 @@ pub async fn run(cli: Cli) -> Result {
         Command::HealthchecksSet(a) => healthchecks::set(&ctx, a).await,
         Command::HealthchecksUnset { kinds, proc_type } => healthchecks::unset(&ctx, kinds, proc_type).await,
 
+        Command::Services => addons::services(&ctx).await,
+        Command::BrokersAdd { name, url, username, password } => {
+            addons::brokers_add(&ctx, &name, &url, &username, &password).await
+        }
+        Command::BrokersList => addons::brokers_list(&ctx).await,
+        Command::BrokersRemove { name } => addons::brokers_remove(&ctx, &name).await,
+        Command::AddonsCreate { service, alias, parameters, wait } => {
+            addons::create(&ctx, &service, alias.as_deref(), parameters, wait).await
+        }
+        Command::AddonsList => addons::list(&ctx).await,
+        Command::AddonsInfo { name } => addons::info(&ctx, &name).await,
+        Command::AddonsAttach { name, alias } => addons::attach(&ctx, &name, alias.as_deref()).await,
+        Command::AddonsDetach { name } => addons::detach(&ctx, &name).await,
+        Command::AddonsDestroy { name, confirm } => addons::destroy(&ctx, &name, confirm).await,
+        Command::AddonsWait { name, timeout } => addons::wait(&ctx, &name, timeout).await,
+
         Command::CertsList => certs::list(&ctx).await,
         Command::CertsAdd { name, cert, key } => certs::add(&ctx, &name, &cert, &key).await,
         Command::CertsInfo { name } => certs::info(&ctx, &name).await,
@@ -279,6 +297,32 @@ async fn latest_release(client: &Client, app: &str) -> Option<u64> {
 /// `done, vN` or `done`.
 fn done_with(version: Option<u64>) -> String {
     version.map_or_else(|| "done".to_string(), |v| format!("done, v{v}"))
+}
+
+/// Asks before destroying `name` (a `noun`, `long` in the warning): `--confirm` must
+/// name it; without it a terminal is asked, anything else is refused.
+fn confirm_destroy(noun: &str, long: &str, name: &str, confirm: Option<String>) -> Result {
+    match confirm {
+        Some(c) if c == name => Ok(()),
+        Some(c) => Err(CliError::Usage(format!(
+            "--confirm={c} does not match the {noun} {name}: nothing was destroyed (use --confirm={name})"
+        ))),
+        None if prompt::interactive() => {
+            eprintln!(" !    WARNING: Potentially Destructive Action");
+            eprintln!(" !    This command will destroy {long}: {name}");
+            eprintln!(" !    To proceed, type \"{name}\" or re-run this command with --confirm={name}");
+            eprintln!();
+            let answer = prompt::ask("> ").map_err(|e| CliError::Failed(format!("cannot read the answer: {e}")))?;
+            if answer.trim() == name {
+                Ok(())
+            } else {
+                Err(CliError::Failed(format!("{:?} does not match {name}: nothing was destroyed", answer.trim())))
+            }
+        }
+        None => Err(CliError::Usage(format!(
+            "refusing to destroy {name} without confirmation: re-run with --confirm={name}"
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -127,6 +127,20 @@ fn cases() -> Vec<Case> {
         case(M::DELETE, "/v2/certs/{app}-cert", None, Managers, 204),
         case(M::POST, "/v2/certs/{app}-cert/domain/", Some(json!({"domain": "{app}.example.org"})), Managers, 201),
         case(M::DELETE, "/v2/certs/{app}-cert/domain/{app}.example.org", None, Managers, 204),
+        // Add-ons (`{app}-db` is a ready add-on of the app; `{app}-other` another app of
+        // the owner's with the collaborator on it) and the broker registry.
+        case(M::GET, "/v2/services/", None, Anyone, 200),
+        case(M::GET, "/v2/brokers/", None, Admins, 200),
+        // Nothing answers on port 9: the admin's request reaches the broker and fails.
+        case(M::POST, "/v2/brokers/", Some(json!({"name": "{app}-b", "url": "http://127.0.0.1:9"})), Admins, 502),
+        case(M::DELETE, "/v2/brokers/{app}-none", None, Admins, 404),
+        case(M::GET, "/v2/apps/{app}/addons/", None, Members, 200),
+        case(M::POST, "/v2/apps/{app}/addons/", Some(json!({"service": "memory:sync"})), Members, 201),
+        case(M::GET, "/v2/addons/{app}-db/", None, Members, 200),
+        case(M::GET, "/v2/addons/{app}-db/wait?timeout=1", None, Members, 200),
+        case(M::POST, "/v2/addons/{app}-db/attachments/", Some(json!({"app": "{app}-other"})), Members, 201),
+        case(M::DELETE, "/v2/addons/{app}-db/attachments/{app}", None, Members, 200),
+        case(M::DELETE, "/v2/addons/{app}-db/", None, Members, 204),
     ]
 }
 
@@ -167,6 +181,15 @@ async fn status_of(api: &Api, method: Method, path: &str, token: &str, body: Opt
         .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
         .unwrap_or_else(|| "(streaming)".into());
     (status, body)
+}
+
+/// Creates add-on `<app>-db` (plan `memory:sync`) for `app` and waits until it is ready.
+async fn add_ready_addon(api: &Api, owner: &str, app: &str) {
+    let body = json!({"service": "memory:sync", "as": format!("{app}-db")});
+    let r = api.post(&format!("/v2/apps/{app}/addons/"), owner, body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let r = api.get(&format!("/v2/addons/{app}-db/wait?timeout=10"), owner).await;
+    assert_eq!(r.json()["state"], "ready", "{r:?}");
 }
 
 #[tokio::test]
@@ -210,6 +233,18 @@ async fn every_endpoint_lets_in_exactly_whom_it_should() {
                     let r = api.post(&format!("/v2/certs/{app}-cert/domain/"), &users.owner, domain).await;
                     assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
                 }
+            }
+            if case.path.contains("{app}-db") {
+                add_ready_addon(&api, &users.owner, &app).await;
+            }
+            if case.body.as_ref().is_some_and(|b| b.to_string().contains("{app}-other")) {
+                let other = format!("{app}-other");
+                assert_eq!(api.post("/v2/apps/", &users.owner, json!({"id": other})).await.status, StatusCode::CREATED);
+                let bob = json!({"username": "bob"});
+                assert_eq!(
+                    api.post(&format!("/v2/apps/{other}/perms/"), &users.owner, bob).await.status,
+                    StatusCode::CREATED
+                );
             }
             let path = case.path.replace("{app}", &app);
             // JSON-escaped PEM: fill in the JSON text, then parse.
