@@ -72,6 +72,7 @@ use crate::logger::{DrainSet, DrainSetConfig, DrainingLogStore, SyslogConfig, Sy
 use crate::publisher::{Publisher, PublisherConfig};
 use crate::replica::{ReplicaConfig, ReplicatedScheduler, run_replica};
 use crate::router::{Router, RouterConfig, TlsListener};
+use crate::telemetry::{MeteredStore, Telemetry, TelemetrySettings};
 use crate::tty::{LogAudit, TtyConfig, TtyService, ViaRouter, attach_router};
 
 /// Fewest bytes of a [`PlatformBuilder::tty_secret`].
@@ -171,6 +172,7 @@ pub struct PlatformBuilder {
     replica: Option<ReplicaConfig>,
     app_identities: Option<Option<IdentityRange>>,
     max_units_per_user: Option<u32>,
+    telemetry: TelemetrySettings,
 }
 
 impl PlatformBuilder {
@@ -203,7 +205,16 @@ impl PlatformBuilder {
             replica: None,
             app_identities: None,
             max_units_per_user: None,
+            telemetry: TelemetrySettings::default(),
         }
+    }
+
+    /// Telemetry: the interval, the sinks snapshots are pushed to, whether the router
+    /// counts traffic, autoscaling (default: 10 s, no sink, counting, autoscaling on).
+    /// `GET /metrics`, the app metrics and the dashboard are served on the API listener.
+    pub fn telemetry(mut self, settings: TelemetrySettings) -> Self {
+        self.telemetry = settings;
+        self
     }
 
     /// Runs this platform as one replica of several on a shared store (etcd): every
@@ -434,6 +445,8 @@ impl PlatformBuilder {
             Some(store) => store,
             None => StoreUri::Redb(data.join("store.redb")).open().await?,
         };
+        let telemetry = Arc::new(Telemetry::new(true));
+        let store = MeteredStore::wrap(store, telemetry.store.clone());
 
         // Logs: the store, drains forwarding from it, and units' output into it.
         let base_logs = match self.log_store {
@@ -553,6 +566,7 @@ impl PlatformBuilder {
         if let Some(api) = api_addr {
             router_config = router_config.with_platform_backend(listen::reachable(api));
         }
+        router_config.metrics = self.telemetry.router_metrics.then(|| telemetry.router.clone());
         let platform_host = router_config.platform_host.as_ref().map(|(host, _)| host.clone());
         if router_listener.is_some() || tls_listener.is_some() {
             let router = Arc::new(Router::new(store.clone(), router_config));
@@ -574,6 +588,8 @@ impl PlatformBuilder {
         );
         if let Some(listener) = api_listener {
             let mut app = controller::router(controller.clone(), self.limits).merge(attach_router(tty.clone()));
+            let api_state = controller::ApiState { controller: controller.clone(), limits: self.limits };
+            app = app.merge(crate::telemetry::http::routes(api_state, telemetry.clone()));
             for routes in self.api_routes {
                 app = app.merge(routes);
             }
@@ -581,8 +597,14 @@ impl PlatformBuilder {
             if let Some(registry) = self.registry {
                 app = app.merge(controller::push_routes(controller.clone(), self.limits, registry));
             }
-            let app =
-                app.layer(axum::Extension(tty)).layer(axum::Extension(controller::FollowShutdown(stopped.clone())));
+            let metrics = telemetry.api.clone();
+            let app = app.layer(axum::middleware::from_fn(move |req, next| {
+                crate::telemetry::metered::count_api_requests(metrics.clone(), req, next)
+            }));
+            let app = app
+                .layer(axum::Extension(tty))
+                .layer(axum::Extension(telemetry.clone()))
+                .layer(axum::Extension(controller::FollowShutdown(stopped.clone())));
             let (until, grace, limits) = (stop_signal(&stopped), self.shutdown_grace, self.limits);
             let mut cut = stopped.clone();
             servers.push(tokio::spawn(async move {
@@ -597,6 +619,15 @@ impl PlatformBuilder {
                 }
             }));
         }
+
+        telemetry.set_health("api", api_addr.is_some());
+        telemetry.set_health("router", router_addr.is_some() || router_tls_addr.is_some());
+        if let Some(s) = &syslog {
+            let counters = s.counters().clone();
+            telemetry.add_source(Arc::new(move || crate::telemetry::logger_families(&counters)));
+            telemetry.set_health("logger", true);
+        }
+        servers.extend(crate::telemetry::start_platform_tasks(&telemetry, &self.telemetry, &controller, stopped.clone()));
 
         // Converge units on the store's desired state (after a restart, or a crash); a
         // replica does so when it is elected.
@@ -635,6 +666,7 @@ impl PlatformBuilder {
             stop,
             servers,
             replica,
+            telemetry,
         })
     }
 }
@@ -721,9 +753,15 @@ pub struct Platform {
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     replica: Option<JoinHandle<()>>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Platform {
+    /// The platform's collectors (what `/metrics` and the sinks read).
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
     /// A builder with state kept in `data_dir` (the embedded store, scheduler state,
     /// builds) and every other setting at its default.
     pub fn builder(data_dir: impl AsRef<Path>) -> PlatformBuilder {
