@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -29,20 +29,44 @@ impl prometheus_client::collector::Collector for Snapshot {
             };
             let mut metric = encoder.encode_descriptor(&family.name, &family.help, None, kind)?;
             for sample in &family.samples {
-                let mut m = metric.encode_family(&sample.labels)?;
-                match (&sample.value, family.kind) {
-                    (Value::Number(v), Kind::Counter) => m.encode_counter::<NoLabelSet, _, f64>(v, None)?,
-                    (Value::Number(v), _) => m.encode_gauge(v)?,
-                    (Value::Histogram(h), _) => {
-                        let buckets: Vec<(f64, u64)> =
-                            h.buckets.iter().map(|&(b, n)| (if b.is_infinite() { f64::MAX } else { b }, n)).collect();
-                        m.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)?;
-                    }
+                if sample.labels.is_empty() {
+                    encode_value(&mut metric, &sample.value, family.kind)?;
+                } else {
+                    // prometheus-client writes label values as given: escape them here.
+                    let labels: Vec<(&str, String)> =
+                        sample.labels.iter().map(|(k, v)| (k.as_str(), escape_label(v))).collect();
+                    encode_value(&mut metric.encode_family(&labels)?, &sample.value, family.kind)?;
                 }
             }
         }
         Ok(())
     }
+}
+
+fn encode_value(m: &mut MetricEncoder<'_>, value: &Value, kind: Kind) -> Result<(), std::fmt::Error> {
+    match (value, kind) {
+        (Value::Number(v), Kind::Counter) => m.encode_counter::<NoLabelSet, _, f64>(v, None),
+        (Value::Number(v), _) => m.encode_gauge(v),
+        (Value::Histogram(h), _) => {
+            let buckets: Vec<(f64, u64)> =
+                h.buckets.iter().map(|&(b, n)| (if b.is_infinite() { f64::MAX } else { b }, n)).collect();
+            m.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)
+        }
+    }
+}
+
+/// A label value as the exposition formats want it: backslash, quote and newline escaped.
+fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Whether an `Accept` header asks for OpenMetrics.
@@ -112,8 +136,8 @@ mod tests {
         assert!(om.contains("# TYPE deis_router_requests counter\n"), "{om}");
         assert!(om.contains("deis_router_requests_total{app=\"hello\",class=\"2xx\"} 3"), "{om}");
         assert!(om.contains("app=\"we\\\"ird\""), "label values are escaped: {om}");
-        assert!(om.contains("deis_router_request_duration_seconds_bucket{app=\"hello\",le=\"0.005\"} 1"), "{om}");
-        assert!(om.contains("deis_router_request_duration_seconds_bucket{app=\"hello\",le=\"+Inf\"} 1"), "{om}");
+        assert!(om.contains("deis_router_request_duration_seconds_bucket{le=\"0.005\",app=\"hello\"} 1"), "{om}");
+        assert!(om.contains("deis_router_request_duration_seconds_bucket{le=\"+Inf\",app=\"hello\"} 1"), "{om}");
 
         let (ct, text) = render(families(), None);
         assert_eq!(ct, TEXT_004);

@@ -85,6 +85,54 @@ pub fn parse_pid_stat(text: &str) -> Option<(u64, u64)> {
     Some((at(14)?.checked_add(at(15)?)?, at(24)?))
 }
 
+/// The value of `DEIS_UNIT` in an `environ` file's bytes.
+pub fn unit_from_environ(environ: &[u8]) -> Option<String> {
+    environ.split(|&b| b == 0).find_map(|kv| std::str::from_utf8(kv.strip_prefix(b"DEIS_UNIT=")?).ok().map(String::from))
+}
+
+/// Units running on this machine: process group leaders carrying `DEIS_UNIT=<app>.<type>.<n>`.
+pub fn discover_units(proc_root: &Path) -> Vec<Unit> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(proc_root).into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        // Group leaders only: a unit's group is led by its first process.
+        let leader = read_capped(&entry.path().join("stat"))
+            .as_deref()
+            .and_then(deis_core::sys::procfs::parse_stat)
+            .is_some_and(|st| st.pgrp == pid && st.is_live());
+        if !leader {
+            continue;
+        }
+        let mut environ = Vec::new();
+        let Ok(file) = std::fs::File::open(entry.path().join("environ")) else { continue };
+        if file.take(256 * 1024).read_to_end(&mut environ).is_err() {
+            continue;
+        }
+        let Some(name) = unit_from_environ(&environ) else { continue };
+        let mut parts = name.rsplitn(3, '.');
+        let (Some(n), Some(ty), Some(app)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let (Ok(app), Ok(proc_type), Ok(number)) = (AppName::new(app), deis_core::ProcessType::new(ty), n.parse()) else {
+            continue;
+        };
+        out.push(Unit {
+            name: name.clone(),
+            instance: 0,
+            app,
+            proc_type,
+            number,
+            release: 0,
+            state: deis_core::UnitState::Up,
+            address: None,
+            node: String::new(),
+            started: None,
+            restarts: 0,
+            pid: Some(pid),
+        });
+    }
+    out
+}
+
 /// Reads local units' usage from cgroups and `/proc`.
 #[derive(Debug, Clone)]
 pub struct LocalUnitStats {
@@ -181,10 +229,19 @@ impl UnitStatsSource for LocalUnitStats {
 /// [`UnitCollector::refresh`] (the telemetry loop calls it each interval).
 #[derive(Debug)]
 pub struct UnitCollector {
-    store: Arc<dyn Store>,
-    scheduler: Arc<dyn Scheduler>,
+    units: UnitList,
     source: Arc<dyn UnitStatsSource>,
     state: Mutex<UnitState>,
+}
+
+/// Where the units come from.
+#[derive(Debug)]
+enum UnitList {
+    /// The apps of the store, the units the scheduler runs for them.
+    Platform { store: Arc<dyn Store>, scheduler: Arc<dyn Scheduler> },
+    /// The processes of this machine that carry `DEIS_UNIT` (group leaders): what the
+    /// `deis-telemetry` agent sees on a host without deisd.
+    LocalProcesses { proc_root: PathBuf },
 }
 
 #[derive(Debug, Default)]
@@ -196,11 +253,21 @@ struct UnitState {
 impl UnitCollector {
     /// A collector of the units `scheduler` runs for the apps of `store`.
     pub fn new(store: Arc<dyn Store>, scheduler: Arc<dyn Scheduler>, source: Arc<dyn UnitStatsSource>) -> Self {
-        Self { store, scheduler, source, state: Mutex::default() }
+        Self { units: UnitList::Platform { store, scheduler }, source, state: Mutex::default() }
     }
 
-    async fn apps(&self) -> Vec<AppName> {
-        let listing = match self.store.list("apps/").await {
+    /// A collector of the units running on this machine, found in `/proc` by their
+    /// `DEIS_UNIT` variable (for hosts that run units but no deisd).
+    pub fn local_processes(proc_root: impl Into<PathBuf>) -> Self {
+        Self {
+            units: UnitList::LocalProcesses { proc_root: proc_root.into() },
+            source: Arc::new(LocalUnitStats::default()),
+            state: Mutex::default(),
+        }
+    }
+
+    async fn apps(store: &Arc<dyn Store>) -> Vec<AppName> {
+        let listing = match store.list("apps/").await {
             Ok(l) => l,
             Err(e) => {
                 tracing::debug!(error = %e, "telemetry: listing apps failed");
@@ -212,12 +279,21 @@ impl UnitCollector {
 
     /// Reads every unit's usage now.
     pub async fn refresh(&self) {
-        let mut units = Vec::new();
-        for app in self.apps().await {
-            if let Ok(u) = self.scheduler.units(&app).await {
-                units.extend(u);
+        let units = match &self.units {
+            UnitList::Platform { store, scheduler } => {
+                let mut units = Vec::new();
+                for app in Self::apps(store).await {
+                    if let Ok(u) = scheduler.units(&app).await {
+                        units.extend(u);
+                    }
+                }
+                units
             }
-        }
+            UnitList::LocalProcesses { proc_root } => {
+                let root = proc_root.clone();
+                tokio::task::spawn_blocking(move || discover_units(&root)).await.unwrap_or_default()
+            }
+        };
         let usage = self.source.usage(&units).await;
         let now = Instant::now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
