@@ -88,8 +88,9 @@ fn collectors_reach_prometheus_influxdb_statsd_a_webhook_and_the_cli() {
     let _dir = deploy_hello(&d, &cli, "hello");
 
     // Load through the router: the counters move.
-    let before = sample(&metrics_text(&d, &token, None).body, "deis_router_requests_total{app=\"hello\",class=\"2xx\"}")
-        .unwrap_or(0.0);
+    let before =
+        sample(&metrics_text(&d, &token, None).body, "deis_router_requests_total{app=\"hello\",class=\"2xx\"}")
+            .unwrap_or(0.0);
     let load = Load::start(d.router, &format!("hello.{}", d.domain), 2);
     load.wait_more(200);
     let (_, failures) = load.finish();
@@ -143,7 +144,8 @@ fn collectors_reach_prometheus_influxdb_statsd_a_webhook_and_the_cli() {
     assert!(ps.contains("hello.web.1") && ps.contains("cpu "), "{ps}");
 
     // Prometheus scrapes deisd with an admin token; PromQL finds our series.
-    let Some(prom) = PrometheusServer::scraping(&[Target { job: "deisd".into(), addr: d.api, token: Some(token.clone()) }])
+    let Some(prom) =
+        PrometheusServer::scraping(&[Target { job: "deisd".into(), addr: d.api, token: Some(token.clone()) }])
     else {
         return;
     };
@@ -205,11 +207,7 @@ fn telemetry_endpoints_follow_the_api_permissions() {
     }
     assert_eq!(status("/v2/events/", None), 401);
     let events = |who: &str| {
-        Request::get("/v2/events/")
-            .header("Authorization", &format!("token {}", token(who)))
-            .send(d.api)
-            .unwrap()
-            .body
+        Request::get("/v2/events/").header("Authorization", &format!("token {}", token(who))).send(d.api).unwrap().body
     };
     wait_for(T, "the app_created event", || events("owner").contains("\"app_created\"").then_some(()));
     assert!(events("collab").contains("\"shop\""));

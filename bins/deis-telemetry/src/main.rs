@@ -84,7 +84,8 @@ async fn metrics(State(agent): State<Agent>, headers: HeaderMap) -> Response {
     if let Some(token) = &agent.token
         && !authorized(&headers, token)
     {
-        return (StatusCode::UNAUTHORIZED, "Give the agent's --metrics-token: Authorization: token <t>\n").into_response();
+        return (StatusCode::UNAUTHORIZED, "Give the agent's --metrics-token: Authorization: token <t>\n")
+            .into_response();
     }
     prometheus_response(&agent.telemetry, &headers)
 }
@@ -118,11 +119,14 @@ async fn main() -> ExitCode {
         let _ = rx.wait_for(|s| *s).await;
     }));
     let agent = Agent { telemetry, token: args.metrics_token.as_deref().map(Arc::from) };
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(agent);
-    eprintln!("deis-telemetry is up: http://{}/metrics, {} sink(s), every {:?}", args.listen, config.sinks.len(), config.interval);
+    let app =
+        Router::new().route("/metrics", get(metrics)).route("/healthz", get(|| async { "ok\n" })).with_state(agent);
+    eprintln!(
+        "deis-telemetry is up: http://{}/metrics, {} sink(s), every {:?}",
+        args.listen,
+        config.sinks.len(),
+        config.interval
+    );
     let serve = axum::serve(listener, app).with_graceful_shutdown(async {
         deis_sdk::shutdown_signal().await;
     });
@@ -152,8 +156,14 @@ mod tests {
 
     #[test]
     fn flags_and_file_make_the_config() {
-        let a = Args::try_parse_from(["deis-telemetry", "--telemetry-sink", "statsd://127.0.0.1:8125", "--telemetry-interval", "2s"])
-            .unwrap();
+        let a = Args::try_parse_from([
+            "deis-telemetry",
+            "--telemetry-sink",
+            "statsd://127.0.0.1:8125",
+            "--telemetry-interval",
+            "2s",
+        ])
+        .unwrap();
         let c = a.config().unwrap();
         assert_eq!((c.interval, c.sinks.len()), (Duration::from_secs(2), 1));
         let e = Args::try_parse_from(["deis-telemetry", "--telemetry-sink", "x://y"]).unwrap_err().to_string();

@@ -166,10 +166,10 @@ struct Args {
     #[arg(long, env = "DEIS_TELEMETRY_CONFIG")]
     telemetry_config: Option<PathBuf>,
     /// Whether the router counts per-app traffic: on or off.
-    #[arg(long, env = "DEIS_ROUTER_METRICS", default_value = "on", value_parser = on_off)]
+    #[arg(long, env = "DEIS_ROUTER_METRICS", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
     router_metrics: bool,
     /// Whether process types with `deis autoscale:set` bounds are scaled on their cpu: on or off.
-    #[arg(long, env = "DEIS_AUTOSCALE", default_value = "on", value_parser = on_off)]
+    #[arg(long, env = "DEIS_AUTOSCALE", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
     autoscale: bool,
 }
 

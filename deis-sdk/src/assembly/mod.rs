@@ -627,7 +627,12 @@ impl PlatformBuilder {
             telemetry.add_source(Arc::new(move || crate::telemetry::logger_families(&counters)));
             telemetry.set_health("logger", true);
         }
-        servers.extend(crate::telemetry::start_platform_tasks(&telemetry, &self.telemetry, &controller, stopped.clone()));
+        servers.extend(crate::telemetry::start_platform_tasks(
+            &telemetry,
+            &self.telemetry,
+            &controller,
+            stopped.clone(),
+        ));
 
         // Converge units on the store's desired state (after a restart, or a crash); a
         // replica does so when it is elected.

@@ -30,7 +30,11 @@ pub struct AutoscaleConfig {
 
 impl Default for AutoscaleConfig {
     fn default() -> Self {
-        Self { interval: Duration::from_secs(10), up_window: Duration::from_secs(30), down_window: Duration::from_secs(180) }
+        Self {
+            interval: Duration::from_secs(10),
+            up_window: Duration::from_secs(30),
+            down_window: Duration::from_secs(180),
+        }
     }
 }
 

@@ -17,7 +17,8 @@ use tokio::sync::broadcast;
 use super::family::{AtomicHistogram, Kind, MetricFamily};
 
 /// Kinds of [`PlatformEvent`], in counter order.
-pub const EVENT_KINDS: [&str; 7] = ["app_created", "app_destroyed", "build", "release", "scaled", "crashed", "deploy_failed"];
+pub const EVENT_KINDS: [&str; 7] =
+    ["app_created", "app_destroyed", "build", "release", "scaled", "crashed", "deploy_failed"];
 
 /// One thing that happened to an app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -90,8 +91,11 @@ impl EventMetrics {
 
     /// The figures as metric families.
     pub fn families(&self) -> Vec<MetricFamily> {
-        let mut events =
-            MetricFamily::new("deis_controller_events", "Controller events, by kind (app_created, release, ...).", Kind::Counter);
+        let mut events = MetricFamily::new(
+            "deis_controller_events",
+            "Controller events, by kind (app_created, release, ...).",
+            Kind::Counter,
+        );
         for (kind, n) in EVENT_KINDS.iter().zip(&self.counts) {
             events.push(&[("kind", kind)], n.load(Ordering::Relaxed) as f64);
         }
@@ -156,10 +160,18 @@ impl EventMetrics {
     }
 
     /// Watches `apps/`, `builds/` and `releases/` from now on.
-    async fn follow_store(&self, store: &Arc<dyn Store>, scheduler: &Arc<dyn Scheduler>) -> deis_core::store::Result<()> {
+    async fn follow_store(
+        &self,
+        store: &Arc<dyn Store>,
+        scheduler: &Arc<dyn Scheduler>,
+    ) -> deis_core::store::Result<()> {
         let listing = store.list("apps/").await?;
-        let mut structures: HashMap<String, App> =
-            listing.kvs.iter().filter_map(|kv| serde_json::from_slice::<App>(&kv.value).ok()).map(|a| (a.id.to_string(), a)).collect();
+        let mut structures: HashMap<String, App> = listing
+            .kvs
+            .iter()
+            .filter_map(|kv| serde_json::from_slice::<App>(&kv.value).ok())
+            .map(|a| (a.id.to_string(), a))
+            .collect();
         // One watch of everything from the listing on; endpoint and token churn is skipped.
         let mut watch = store.watch("", listing.revision + 1).await?;
         while let Some(event) = watch.next().await {

@@ -89,8 +89,11 @@ impl HostCollector {
         let mut out = Vec::new();
         let proc = |f: &str| read_capped(&self.proc_root.join(f));
         if let Some(stat) = proc("stat") {
-            let mut cpu =
-                MetricFamily::new("deis_host_cpu_seconds", "Cpu time of all cores, by mode, since boot.", Kind::Counter);
+            let mut cpu = MetricFamily::new(
+                "deis_host_cpu_seconds",
+                "Cpu time of all cores, by mode, since boot.",
+                Kind::Counter,
+            );
             let tick = seconds_per_tick();
             for (mode, ticks) in parse_cpu_ticks(&stat) {
                 cpu.push(&[("mode", mode)], ticks as f64 * tick);
@@ -112,9 +115,13 @@ impl HostCollector {
             out.push(MetricFamily::single("deis_host_load1", "Load average over one minute.", Kind::Gauge, load));
         }
         if let Some(dev) = proc("net/dev") {
-            let mut rx = MetricFamily::new("deis_host_network_receive_bytes", "Bytes received, by interface.", Kind::Counter);
-            let mut tx =
-                MetricFamily::new("deis_host_network_transmit_bytes", "Bytes transmitted, by interface.", Kind::Counter);
+            let mut rx =
+                MetricFamily::new("deis_host_network_receive_bytes", "Bytes received, by interface.", Kind::Counter);
+            let mut tx = MetricFamily::new(
+                "deis_host_network_transmit_bytes",
+                "Bytes transmitted, by interface.",
+                Kind::Counter,
+            );
             for (name, r, t) in parse_net_dev(&dev) {
                 rx.push(&[("device", &name)], r as f64);
                 tx.push(&[("device", &name)], t as f64);
@@ -123,7 +130,8 @@ impl HostCollector {
         }
         if let Some(stats) = proc("diskstats") {
             let mut read = MetricFamily::new("deis_host_disk_read_bytes", "Bytes read, by disk.", Kind::Counter);
-            let mut written = MetricFamily::new("deis_host_disk_written_bytes", "Bytes written, by disk.", Kind::Counter);
+            let mut written =
+                MetricFamily::new("deis_host_disk_written_bytes", "Bytes written, by disk.", Kind::Counter);
             // Whole disks only (partitions would count twice): those /sys/block lists.
             let disks = self.sys_root.join("block");
             for (name, r, w) in parse_diskstats(&stats) {
@@ -149,7 +157,16 @@ mod tests {
         let stat = "cpu  10 2 30 400 5 0 1 0 0 0\ncpu0 5 1 15 200 2 0 0 0 0 0\nintr 1\n";
         assert_eq!(
             parse_cpu_ticks(stat),
-            [("user", 10), ("nice", 2), ("system", 30), ("idle", 400), ("iowait", 5), ("irq", 0), ("softirq", 1), ("steal", 0)]
+            [
+                ("user", 10),
+                ("nice", 2),
+                ("system", 30),
+                ("idle", 400),
+                ("iowait", 5),
+                ("irq", 0),
+                ("softirq", 1),
+                ("steal", 0)
+            ]
         );
         let meminfo = "MemTotal:       16318684 kB\nMemFree:  1 kB\nMemAvailable:   8000000 kB\n";
         assert_eq!(parse_meminfo(meminfo), Some((16318684 * 1024, 8000000 * 1024)));

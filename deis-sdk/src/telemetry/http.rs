@@ -181,7 +181,10 @@ async fn dashboard() -> Response {
         [
             (header::CACHE_CONTROL, "no-store"),
             // The page's own script and styles only.
-            (header::CONTENT_SECURITY_POLICY, "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'",
+            ),
         ],
         Html(DASHBOARD_HTML),
     )

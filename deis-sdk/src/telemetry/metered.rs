@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use deis_core::store::{LeaseId, Listing, KeyValue, Revision, Store, Txn, TxnResult, Watch};
+use deis_core::store::{KeyValue, LeaseId, Listing, Revision, Store, Txn, TxnResult, Watch};
 
 use super::family::{AtomicHistogram, Kind, MetricFamily};
 use super::traffic::{RouterMetrics, STATUS_CLASSES};
@@ -62,7 +62,8 @@ impl ApiMetrics {
 pub async fn count_api_requests(metrics: Arc<ApiMetrics>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let route =
+        req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let response = next.run(req).await;
     metrics.record(method.as_str(), &route, response.status().as_u16(), started.elapsed());
     response

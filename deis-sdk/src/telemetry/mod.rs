@@ -48,6 +48,9 @@ pub type FamilySource = Arc<dyn Fn() -> Vec<MetricFamily> + Send + Sync>;
 /// How long per-app traffic history is kept for [`Telemetry::app_window`].
 pub const HISTORY: Duration = Duration::from_secs(15 * 60);
 
+/// Every app's router traffic at one time.
+type TrafficSample = (Instant, Vec<(String, AppTraffic)>);
+
 /// Every collector of one daemon, and its sinks.
 pub struct Telemetry {
     /// Router traffic per app.
@@ -62,7 +65,7 @@ pub struct Telemetry {
     units: OnceLock<Arc<UnitCollector>>,
     sources: Mutex<Vec<FamilySource>>,
     health: Mutex<BTreeMap<String, bool>>,
-    history: Mutex<VecDeque<(Instant, Vec<(String, AppTraffic)>)>>,
+    history: Mutex<VecDeque<TrafficSample>>,
     sinks: Mutex<Vec<SinkHandle>>,
 }
 
@@ -304,7 +307,8 @@ pub fn start_platform_tasks(
     tasks.push(tokio::spawn(async move {
         tokio::pin!(health_stop);
         loop {
-            let store_ok = tokio::time::timeout(Duration::from_secs(5), store.get("apps/")).await.is_ok_and(|r| r.is_ok());
+            let store_ok =
+                tokio::time::timeout(Duration::from_secs(5), store.get("apps/")).await.is_ok_and(|r| r.is_ok());
             let sched_ok =
                 tokio::time::timeout(Duration::from_secs(5), scheduler.nodes()).await.is_ok_and(|r| r.is_ok());
             t.set_health("store", store_ok);

@@ -111,8 +111,11 @@ impl RouterMetrics {
             "Requests the router forwarded to an app, by app and response status class.",
             Kind::Counter,
         );
-        let mut bytes =
-            MetricFamily::new("deis_router_response_bytes", "Response body bytes sent to clients, by app.", Kind::Counter);
+        let mut bytes = MetricFamily::new(
+            "deis_router_response_bytes",
+            "Response body bytes sent to clients, by app.",
+            Kind::Counter,
+        );
         let mut latency = MetricFamily::new(
             "deis_router_request_duration_seconds",
             "Time from a request to its response head, by app.",

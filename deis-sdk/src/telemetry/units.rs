@@ -87,7 +87,9 @@ pub fn parse_pid_stat(text: &str) -> Option<(u64, u64)> {
 
 /// The value of `DEIS_UNIT` in an `environ` file's bytes.
 pub fn unit_from_environ(environ: &[u8]) -> Option<String> {
-    environ.split(|&b| b == 0).find_map(|kv| std::str::from_utf8(kv.strip_prefix(b"DEIS_UNIT=")?).ok().map(String::from))
+    environ
+        .split(|&b| b == 0)
+        .find_map(|kv| std::str::from_utf8(kv.strip_prefix(b"DEIS_UNIT=")?).ok().map(String::from))
 }
 
 /// Units running on this machine: process group leaders carrying `DEIS_UNIT=<app>.<type>.<n>`.
@@ -112,7 +114,8 @@ pub fn discover_units(proc_root: &Path) -> Vec<Unit> {
         let Some(name) = unit_from_environ(&environ) else { continue };
         let mut parts = name.rsplitn(3, '.');
         let (Some(n), Some(ty), Some(app)) = (parts.next(), parts.next(), parts.next()) else { continue };
-        let (Ok(app), Ok(proc_type), Ok(number)) = (AppName::new(app), deis_core::ProcessType::new(ty), n.parse()) else {
+        let (Ok(app), Ok(proc_type), Ok(number)) = (AppName::new(app), deis_core::ProcessType::new(ty), n.parse())
+        else {
             continue;
         };
         out.push(Unit {
@@ -160,7 +163,7 @@ impl LocalUnitStats {
         read_capped(path)?.trim().parse().ok()
     }
 
-    fn from_cgroup(&self, pid: u32, unit: &str) -> Option<RawUsage> {
+    fn read_cgroup(&self, pid: u32, unit: &str) -> Option<RawUsage> {
         let text = read_capped(&self.proc_root.join(pid.to_string()).join("cgroup"))?;
         let (v2, cpu, mem) = parse_proc_cgroup(&text);
         if let (Some(cpu), Some(mem)) = (&cpu, &mem)
@@ -171,7 +174,8 @@ impl LocalUnitStats {
             let cpu_ns = ["cpuacct", "cpu,cpuacct"]
                 .iter()
                 .find_map(|d| self.read_u64(&self.cgroup_root.join(d).join(rel(cpu)).join("cpuacct.usage")))?;
-            let memory = self.read_u64(&self.cgroup_root.join("memory").join(rel(mem)).join("memory.usage_in_bytes"))?;
+            let memory =
+                self.read_u64(&self.cgroup_root.join("memory").join(rel(mem)).join("memory.usage_in_bytes"))?;
             return Some(RawUsage { cpu_seconds: cpu_ns as f64 / 1e9, memory_bytes: memory });
         }
         let v2 = v2.filter(|p| owned_by(p, unit))?;
@@ -184,11 +188,12 @@ impl LocalUnitStats {
         Some(RawUsage { cpu_seconds: cpu, memory_bytes: self.read_u64(&dir.join("memory.current"))? })
     }
 
-    fn from_proc(&self, pgid: u32) -> Option<RawUsage> {
+    fn read_proc_group(&self, pgid: u32) -> Option<RawUsage> {
         // SAFETY: sysconf reads a constant of the system and has no preconditions.
         let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         let tick = seconds_per_tick();
-        let mut members: Vec<u32> = deis_core::sys::procfs::group_members(pgid).into_iter().map(|(pid, _)| pid).collect();
+        let mut members: Vec<u32> =
+            deis_core::sys::procfs::group_members(pgid).into_iter().map(|(pid, _)| pid).collect();
         if members.is_empty() {
             members.push(pgid);
         }
@@ -216,7 +221,7 @@ impl UnitStatsSource for LocalUnitStats {
             wanted
                 .into_iter()
                 .filter_map(|(name, pid)| {
-                    let usage = this.from_cgroup(pid, &name).or_else(|| this.from_proc(pid))?;
+                    let usage = this.read_cgroup(pid, &name).or_else(|| this.read_proc_group(pid))?;
                     Some((name, usage))
                 })
                 .collect()
@@ -358,12 +363,16 @@ mod tests {
     fn parses_cgroup_and_stat_files() {
         let v1 = "12:memory:/deis/hello.web.1.3\n4:cpu,cpuacct:/deis/hello.web.1.3\n1:name=systemd:/\n0::/\n";
         let (v2, cpu, mem) = parse_proc_cgroup(v1);
-        assert_eq!((v2.as_deref(), cpu.as_deref(), mem.as_deref()), (Some("/"), Some("/deis/hello.web.1.3"), Some("/deis/hello.web.1.3")));
+        assert_eq!(
+            (v2.as_deref(), cpu.as_deref(), mem.as_deref()),
+            (Some("/"), Some("/deis/hello.web.1.3"), Some("/deis/hello.web.1.3"))
+        );
         assert!(owned_by("/deis/hello.web.1.3", "hello.web.1"));
         assert!(!owned_by("/deis/hello.web.10.3", "hello.web.1"));
         assert!(!owned_by("/", "hello.web.1"));
         assert_eq!(parse_cpu_stat("usage_usec 2500000\nuser_usec 1\n"), Some(2.5));
-        let stat = "42 (my (odd) app) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 100 1000000 250 18446744073709551615";
+        let stat =
+            "42 (my (odd) app) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 100 1000000 250 18446744073709551615";
         assert_eq!(parse_pid_stat(stat), Some((10, 250)));
         assert_eq!(parse_pid_stat("42 (x) S 1"), None);
     }

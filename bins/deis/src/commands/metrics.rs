@@ -72,7 +72,13 @@ mod tests {
             }],
         };
         let out = view(&m);
-        for want in ["request rate: 2.00/s", "error rate:   5.00% (6 5xx)", "latency p50:  1.2 ms", "latency p99:  40.0 ms", "hello.web.1 cpu 12.5% mem 50.0M"] {
+        for want in [
+            "request rate: 2.00/s",
+            "error rate:   5.00% (6 5xx)",
+            "latency p50:  1.2 ms",
+            "latency p99:  40.0 ms",
+            "hello.web.1 cpu 12.5% mem 50.0M",
+        ] {
             assert!(out.contains(want), "{want:?} in\n{out}");
         }
     }

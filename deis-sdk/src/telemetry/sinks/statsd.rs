@@ -111,7 +111,10 @@ mod tests {
         let mut got = Vec::new();
         let mut buf = [0u8; 2048];
         for _ in 0..2 {
-            let n = tokio::time::timeout(std::time::Duration::from_secs(5), receiver.recv(&mut buf)).await.unwrap().unwrap();
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), receiver.recv(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
             got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
         assert_eq!(got[0], "deis.deis_router_requests.hello.2xx:5|c\ndeis.deis_host_load1:0.5|g");
