@@ -27,6 +27,8 @@
 //! - [`logger`]: syslog listeners, drains, the Redis log store, the logger's HTTP API;
 //! - [`tty`]: `deis run` sessions over WebSockets, client and broker;
 //! - `builder` (feature `builder`): `git push` over SSH, built by the controller.
+//! - [`telemetry`]: collectors, Prometheus `/metrics`, StatsD/InfluxDB/webhook sinks,
+//!   the dashboard and autoscaling;
 //! - [`scheduler`]: [`deis_core::scheduler`] plus the container backends (`docker`).
 //! - `registry` (feature `registry`): images pushed with `deis push`, the platform
 //!   registry and the embedded `docker-registry`.
@@ -59,6 +61,7 @@ pub mod registry;
 pub mod replica;
 pub mod router;
 pub mod scheduler;
+pub mod telemetry;
 pub mod tty;
 
 /// The README's Rust examples compile (`cargo test --doc`).

@@ -11,6 +11,7 @@ pub mod docker;
 pub mod etcd;
 pub mod http;
 pub mod image;
+pub mod metrics;
 pub mod net;
 pub mod postgres;
 pub mod proc;

@@ -255,6 +255,15 @@ pub enum Command {
         target: Option<RestartArg>,
     },
 
+    /// Request rate, error rate and p50/p99 latency of the app over the last minutes,
+    /// and each unit's cpu and memory.
+    #[command(name = "metrics")]
+    Metrics {
+        /// Minutes to look back (1 to 15).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=15))]
+        minutes: u64,
+    },
+
     /// List the nodes units run on: capacity, allocation, labels, planes, health (admins).
     #[command(name = "nodes:list", visible_alias = "nodes")]
     NodesList,

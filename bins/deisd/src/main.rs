@@ -22,6 +22,8 @@ use deis_sdk::deis_core::scheduler::PullCredentials;
 use deis_sdk::deis_core::scheduler::placement::Policy;
 use deis_sdk::replica::ReplicaConfig;
 use deis_sdk::scheduler::docker::{DEFAULT_STACK_IMAGE, DockerHost, DockerScheduler, DockerSchedulerConfig};
+use deis_sdk::telemetry::TelemetrySettings;
+use deis_sdk::telemetry::config::{SinkUri, TelemetryConfig};
 use deis_sdk::tty::TtyConfig;
 use deis_sdk::{Listen, MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, SyslogListen};
 
@@ -166,6 +168,32 @@ struct Args {
     /// server at this URL (`redis://[user:password@]host:port`).
     #[arg(long, env = "DEIS_BROKER_REDIS_URL", hide_env_values = true)]
     broker_redis: Option<String>,
+    /// Where telemetry snapshots are pushed (repeatable): `statsd://HOST:PORT`,
+    /// `influxdb://HOST:PORT/DB`, `webhook+http://HOST:PORT/PATH`. Prometheus scrapes
+    /// `GET /metrics` on the API address (with an admin's token) instead.
+    #[arg(long = "telemetry-sink", value_name = "URI")]
+    telemetry_sinks: Vec<SinkUri>,
+    /// How often units are read and snapshots pushed (`10s`).
+    #[arg(long, env = "DEIS_TELEMETRY_INTERVAL", value_parser = duration)]
+    telemetry_interval: Option<Duration>,
+    /// A telemetry config file (`interval = 10s`, `queue = 8`, `sink = URI` lines);
+    /// flags add to it.
+    #[arg(long, env = "DEIS_TELEMETRY_CONFIG")]
+    telemetry_config: Option<PathBuf>,
+    /// Whether the router counts per-app traffic: on or off.
+    #[arg(long, env = "DEIS_ROUTER_METRICS", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    router_metrics: bool,
+    /// Whether process types with `deis autoscale:set` bounds are scaled on their cpu: on or off.
+    #[arg(long, env = "DEIS_AUTOSCALE", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    autoscale: bool,
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err("use on or off".into()),
+    }
 }
 
 /// `--log-store`: a log store URI, or `redis` for the server of `--redis-url`.
@@ -225,6 +253,25 @@ fn tty_secret(s: &str) -> Result<String, String> {
 }
 
 impl Args {
+    /// Telemetry from the config file, then the flags.
+    fn telemetry(&self) -> Result<TelemetrySettings, String> {
+        let mut config = TelemetryConfig::default();
+        if let Some(path) = &self.telemetry_config {
+            config = config.merge_path(path).map_err(|e| format!("--telemetry-config {e}"))?;
+        }
+        config.sinks.extend(self.telemetry_sinks.iter().cloned());
+        if let Some(i) = self.telemetry_interval {
+            config.interval = i;
+        }
+        let mut settings = TelemetrySettings::default();
+        settings.config = config;
+        settings.router_metrics = self.router_metrics;
+        if !self.autoscale {
+            settings.autoscale = None;
+        }
+        Ok(settings)
+    }
+
     fn store(&self) -> StoreUri {
         self.store.clone().unwrap_or_else(|| StoreUri::Redb(self.data_dir.join("store.redb")))
     }
@@ -291,6 +338,7 @@ impl Args {
             .shutdown_grace(self.shutdown_grace)
             .max_units_per_user(self.max_units_per_user)
             .max_build_bytes(self.max_build_mb.saturating_mul(1 << 20))
+            .telemetry(self.telemetry()?)
             .git_builder(self.builder_addr.0.map_or(Listen::Off, Listen::Addr), BuilderConfig::default());
         if let Some(range) = self.app_uid_range {
             b = b.app_identities(Some(range));
@@ -461,6 +509,33 @@ mod tests {
     }
 
     #[test]
+    fn telemetry_comes_from_the_file_then_the_flags() {
+        let dir = std::env::temp_dir().join(format!("deisd-telemetry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("telemetry.conf");
+        std::fs::write(&file, "interval = 30s\nsink = statsd://127.0.0.1:8125\n").unwrap();
+        let a = parse(&[
+            "--telemetry-config",
+            file.to_str().unwrap(),
+            "--telemetry-sink",
+            "influxdb://127.0.0.1:8086/deis",
+            "--telemetry-interval",
+            "5s",
+            "--router-metrics",
+            "off",
+        ])
+        .unwrap();
+        let t = a.telemetry().unwrap();
+        assert_eq!(t.config.interval, Duration::from_secs(5), "the flag wins");
+        assert_eq!(t.config.sinks.len(), 2);
+        assert!(!t.router_metrics && t.autoscale.is_some());
+        std::fs::write(&file, "sink = nowhere\n").unwrap();
+        let e = parse(&["--telemetry-config", file.to_str().unwrap()]).unwrap().telemetry().unwrap_err();
+        assert!(e.starts_with("--telemetry-config") && e.contains("line 1"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn adapters_are_picked_by_uri() {
         let a = parse(&["--data-dir", "/d"]).unwrap();
         assert_eq!(a.store(), StoreUri::Redb("/d/store.redb".into()));
@@ -501,6 +576,8 @@ mod tests {
             ("--cpu", "lots", ""),
             ("--log-lines-per-app", "0", "at least 1"),
             ("--log-format", "xml", "use text or json"),
+            ("--telemetry-sink", "kafka://x", "accepted forms are statsd://"),
+            ("--router-metrics", "maybe", "use on or off"),
         ] {
             let e = parse(&[flag, value]).unwrap_err();
             let first = e.lines().next().unwrap();

@@ -73,6 +73,7 @@ use crate::logger::{DrainSet, DrainSetConfig, DrainingLogStore, SyslogConfig, Sy
 use crate::publisher::{Publisher, PublisherConfig};
 use crate::replica::{ReplicaConfig, ReplicatedScheduler, run_replica};
 use crate::router::{Router, RouterConfig, TlsListener};
+use crate::telemetry::{MeteredStore, Telemetry, TelemetrySettings};
 use crate::tty::{LogAudit, TtyConfig, TtyService, ViaRouter, attach_router};
 
 /// Fewest bytes of a [`PlatformBuilder::tty_secret`].
@@ -177,6 +178,7 @@ pub struct PlatformBuilder {
     app_identities: Option<Option<IdentityRange>>,
     max_units_per_user: Option<u32>,
     max_build_bytes: u64,
+    telemetry: TelemetrySettings,
 }
 
 impl PlatformBuilder {
@@ -211,7 +213,16 @@ impl PlatformBuilder {
             app_identities: None,
             max_units_per_user: None,
             max_build_bytes: DEFAULT_MAX_BUILD_BYTES,
+            telemetry: TelemetrySettings::default(),
         }
+    }
+
+    /// Telemetry: the interval, the sinks snapshots are pushed to, whether the router
+    /// counts traffic, autoscaling (default: 10 s, no sink, counting, autoscaling on).
+    /// `GET /metrics`, the app metrics and the dashboard are served on the API listener.
+    pub fn telemetry(mut self, settings: TelemetrySettings) -> Self {
+        self.telemetry = settings;
+        self
     }
 
     /// Runs this platform as one replica of several on a shared store (etcd): every
@@ -459,6 +470,8 @@ impl PlatformBuilder {
             Some(store) => store,
             None => StoreUri::Redb(data.join("store.redb")).open().await?,
         };
+        let telemetry = Arc::new(Telemetry::new(true));
+        let store = MeteredStore::wrap(store, telemetry.store.clone());
 
         // Logs: the store, drains forwarding from it, and units' output into it.
         let base_logs = match self.log_store {
@@ -588,6 +601,7 @@ impl PlatformBuilder {
         if let Some(api) = api_addr {
             router_config = router_config.with_platform_backend(listen::reachable(api));
         }
+        router_config.metrics = self.telemetry.router_metrics.then(|| telemetry.router.clone());
         let platform_host = router_config.platform_host.as_ref().map(|(host, _)| host.clone());
         if router_listener.is_some() || tls_listener.is_some() {
             let router = Arc::new(Router::new(store.clone(), router_config));
@@ -611,6 +625,8 @@ impl PlatformBuilder {
             let mut app = controller::router(controller.clone(), self.limits)
                 .merge(attach_router(tty.clone()))
                 .merge(controller::addons_router(controller.clone(), self.limits, addons));
+            let api_state = controller::ApiState::new(controller.clone(), self.limits);
+            app = app.merge(crate::telemetry::http::routes(api_state, telemetry.clone()));
             for routes in self.api_routes {
                 app = app.merge(routes);
             }
@@ -628,8 +644,13 @@ impl PlatformBuilder {
                 .chain(syslog.iter().flat_map(|s| [s.udp_addr(), s.tcp_addr(), s.tls_addr()]))
                 .flatten()
                 .collect();
+            let metrics = telemetry.api.clone();
+            let app = app.layer(axum::middleware::from_fn(move |req, next| {
+                crate::telemetry::metered::count_api_requests(metrics.clone(), req, next)
+            }));
             let app = app
                 .layer(axum::Extension(tty))
+                .layer(axum::Extension(telemetry.clone()))
                 .layer(axum::Extension(controller::FollowShutdown(stopped.clone())))
                 .layer(axum::Extension(controller::PlatformListeners(own)));
             let (until, grace, limits) = (stop_signal(&stopped), self.shutdown_grace, self.limits);
@@ -646,6 +667,20 @@ impl PlatformBuilder {
                 }
             }));
         }
+
+        telemetry.set_health("api", api_addr.is_some());
+        telemetry.set_health("router", router_addr.is_some() || router_tls_addr.is_some());
+        if let Some(s) = &syslog {
+            let counters = s.counters().clone();
+            telemetry.add_source(Arc::new(move || crate::telemetry::logger_families(&counters)));
+            telemetry.set_health("logger", true);
+        }
+        servers.extend(crate::telemetry::start_platform_tasks(
+            &telemetry,
+            &self.telemetry,
+            &controller,
+            stopped.clone(),
+        ));
 
         // Converge units on the store's desired state (after a restart, or a crash); a
         // replica does so when it is elected.
@@ -684,6 +719,7 @@ impl PlatformBuilder {
             stop,
             servers,
             replica,
+            telemetry,
         })
     }
 }
@@ -776,9 +812,15 @@ pub struct Platform {
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     replica: Option<JoinHandle<()>>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Platform {
+    /// The platform's collectors (what `/metrics` and the sinks read).
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
     /// A builder with state kept in `data_dir` (the embedded store, scheduler state,
     /// builds) and every other setting at its default.
     pub fn builder(data_dir: impl AsRef<Path>) -> PlatformBuilder {

@@ -434,6 +434,11 @@ impl Client {
         self.list("/v2/apps/").await
     }
 
+    /// `GET /v2/apps/<app>/metrics/?minutes=N`: request rate, error rate, latency and unit usage.
+    pub async fn app_metrics(&self, app: &str, minutes: u64) -> Result<crate::telemetry::http::AppMetrics> {
+        self.call_json(Method::GET, &app_path(app, &format!("metrics/?minutes={minutes}")), Body::Empty).await
+    }
+
     /// `GET /v2/apps/<app>/`: one app, with its formation in `structure`.
     pub async fn app_info(&self, app: &str) -> Result<App> {
         self.call_json(Method::GET, &app_path(app, ""), Body::Empty).await

@@ -65,7 +65,7 @@ pub fn addons_router(controller: Arc<Controller>, limits: ApiLimits, addons: Arc
     let r = both(r, "/v2/addons/{name}/wait", get(wait));
     let r = both(r, "/v2/addons/{name}/attachments", post(attach));
     let r = both(r, "/v2/addons/{name}/attachments/{app}", delete(detach));
-    r.layer(Extension(addons)).with_state(ApiState { controller, limits })
+    r.layer(Extension(addons)).with_state(ApiState::new(controller, limits))
 }
 
 type Service = Extension<Arc<Addons>>;

@@ -15,9 +15,11 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{AppPath, AuthUser, JsonBody, Page};
 use super::{ApiState, json};
 
-/// A unit as a Workflow `Pod` plus our `address`, `node` and `restarts`.
-fn pod(u: &Unit) -> Value {
-    json!({
+/// A unit as a Workflow `Pod` plus our `address`, `node` and `restarts`, and its
+/// latest `cpu_percent` and `memory_bytes` where telemetry reads them.
+fn pod(u: &Unit, telemetry: Option<&crate::telemetry::Telemetry>) -> Value {
+    let usage = telemetry.and_then(|t| t.units()?.usage(&u.name));
+    let mut pod = json!({
         "name": u.name,
         "state": u.state.to_string(),
         "release": format!("v{}", u.release),
@@ -26,7 +28,12 @@ fn pod(u: &Unit) -> Value {
         "address": u.address.map(|a| a.to_string()),
         "node": u.node,
         "restarts": u.restarts,
-    })
+    });
+    if let Some(usage) = usage {
+        pod["cpu_percent"] = json!(usage.cpu_percent);
+        pod["memory_bytes"] = json!(usage.memory_bytes);
+    }
+    pod
 }
 
 pub(super) async fn list(
@@ -34,9 +41,11 @@ pub(super) async fn list(
     AuthUser(user): AuthUser,
     AppPath(app): AppPath,
     page: Page,
+    telemetry: Option<axum::Extension<std::sync::Arc<crate::telemetry::Telemetry>>>,
 ) -> ApiResult {
     let units = s.controller.units(&user, &app).await?;
-    Ok(page.render(units.iter().map(pod).collect()))
+    let telemetry = telemetry.as_ref().map(|t| &*t.0);
+    Ok(page.render(units.iter().map(|u| pod(u, telemetry)).collect()))
 }
 
 /// Parses `{"web": 3, "worker": "1"}`.
@@ -78,7 +87,7 @@ fn process_type(name: String) -> Result<ProcessType, ApiError> {
 
 async fn restart(s: ApiState, user: &deis_core::User, app: &AppName, filter: RestartFilter) -> ApiResult {
     let units = s.controller.restart(user, app, filter).await?;
-    Ok(json(StatusCode::OK, units.iter().map(pod).collect::<Vec<_>>()))
+    Ok(json(StatusCode::OK, units.iter().map(|u| pod(u, None)).collect::<Vec<_>>()))
 }
 
 pub(super) async fn restart_all(

@@ -107,6 +107,9 @@ pub struct RouterConfig {
     /// connection is closed. After the handshake the same header/idle timeout as on
     /// plain HTTP applies.
     pub tls_handshake_timeout: Duration,
+    /// Where per-app traffic (requests by status class, latency, bytes) is counted
+    /// (`None`, the default: not counted). Counting is a few atomic adds per request.
+    pub metrics: Option<Arc<crate::telemetry::RouterMetrics>>,
 }
 
 impl RouterConfig {
@@ -128,6 +131,7 @@ impl RouterConfig {
             trusted_proxies: Vec::new(),
             https_port: 443,
             tls_handshake_timeout: Duration::from_secs(10),
+            metrics: None,
         }
     }
 

@@ -48,14 +48,23 @@ pub(crate) fn handle(
     busy: Busy,
     req: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<TrackedBody>, Infallible>> + Send {
+    let metrics = busy.ctx().shared.config.metrics.as_deref();
+    let started = metrics.map(|_| std::time::Instant::now());
     let mut prepared = prepare(busy.ctx(), req);
+    let traffic = match (&prepared, metrics) {
+        (Ok(forward), Some(m)) => Some(forward.route.traffic(m).clone()),
+        _ => None,
+    };
     async move {
         let response = match prepared {
             Ok(ref mut forward) => forward.run(busy.ctx()).await,
             Err(response) => response,
         };
+        if let (Some(t), Some(started)) = (&traffic, started) {
+            t.record(response.status().as_u16(), started.elapsed());
+        }
         // The request counts as in progress until its response body is done.
-        Ok(response.map(|body| TrackedBody::new(body, busy)))
+        Ok(response.map(|body| TrackedBody::new(body, busy, traffic)))
     }
 }
 

@@ -327,11 +327,17 @@ impl Drop for Busy {
 pub(crate) struct TrackedBody {
     body: ResponseBody,
     _busy: Busy,
+    /// Where the body's bytes are counted, if traffic is.
+    traffic: Option<Arc<crate::telemetry::traffic::AppTrafficCounters>>,
 }
 
 impl TrackedBody {
-    pub(crate) fn new(body: ResponseBody, busy: Busy) -> Self {
-        Self { body, _busy: busy }
+    pub(crate) fn new(
+        body: ResponseBody,
+        busy: Busy,
+        traffic: Option<Arc<crate::telemetry::traffic::AppTrafficCounters>>,
+    ) -> Self {
+        Self { body, _busy: busy, traffic }
     }
 }
 
@@ -340,7 +346,14 @@ impl Body for TrackedBody {
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, BoxError>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let (Some(t), Poll::Ready(Some(Ok(frame)))) = (&this.traffic, &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            t.add_bytes(data.len() as u64);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -33,6 +33,8 @@ pub(crate) struct AppRoute {
     /// Round-robin position of each router worker (like nginx, each worker takes its
     /// own turns; together they spread evenly).
     next: Box<[Cursor]>,
+    /// The app's traffic counters, found at its first counted request.
+    traffic: std::sync::OnceLock<Arc<crate::telemetry::traffic::AppTrafficCounters>>,
 }
 
 impl AppRoute {
@@ -52,7 +54,15 @@ impl AppRoute {
                 ))
             })
             .collect();
-        Self { app: app.into(), backends, policy, next }
+        Self { app: app.into(), backends, policy, next, traffic: std::sync::OnceLock::new() }
+    }
+
+    /// The app's traffic counters in `metrics` (looked up once per route).
+    pub fn traffic(
+        &self,
+        metrics: &crate::telemetry::RouterMetrics,
+    ) -> &Arc<crate::telemetry::traffic::AppTrafficCounters> {
+        self.traffic.get_or_init(|| metrics.app(&self.app))
     }
 
     /// Next round-robin start position of the calling worker.

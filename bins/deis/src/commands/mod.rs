@@ -12,6 +12,7 @@ mod drains;
 mod git;
 pub mod healthchecks;
 mod logs;
+mod metrics;
 mod nodes;
 mod ps;
 mod push;
@@ -222,6 +223,7 @@ pub async fn run(cli: Cli) -> Result {
         Command::PsRestart { target } => ps::restart(&ctx, target).await,
 
         Command::NodesList => nodes::list(&ctx).await,
+        Command::Metrics { minutes } => metrics::show(&ctx, minutes).await,
         Command::DomainsList => domains::list(&ctx).await,
         Command::DomainsAdd { domain } => domains::add(&ctx, &domain).await,
         Command::DomainsRemove { domain } => domains::remove(&ctx, &domain).await,
