@@ -297,6 +297,7 @@ impl SlotBackend for MarathonBackend {
                 continue;
             };
             let mut reason = None;
+            let mut failed_current = false;
             if let Some(f) = &a.last_task_failure {
                 let failed_instance = self.version_of(&a, &f.version).await.map(|v| v.1);
                 if let Ok(mut seen) = self.seen.lock() {
@@ -310,6 +311,7 @@ impl SlotBackend for MarathonBackend {
                         }
                     }
                 }
+                failed_current = failed_instance.is_some() && failed_instance == label(&a, LABEL_INSTANCE);
                 reason = Some(if f.message.is_empty() { f.state.clone() } else { f.message.clone() });
             }
             let checked = !a.health_checks.is_empty();
@@ -327,6 +329,28 @@ impl SlotBackend for MarathonBackend {
                     address: address(t),
                     node: t.host.clone(),
                     started: t.started_at.as_deref().and_then(|s| s.parse().ok()),
+                    restarts,
+                    pid: None,
+                };
+                out.push(Observed { unit, reason: reason.clone() });
+            }
+            // A slot whose task failed and is not replaced yet: its unit crashed.
+            if failed_current
+                && (a.tasks.len() as u32) < a.instances
+                && let (Some(release), Some(instance)) = (label(&a, LABEL_RELEASE), label::<u64>(&a, LABEL_INSTANCE))
+            {
+                let restarts = self.seen.lock().ok().and_then(|s| s.get(&a.id)?.failures.get(&instance).copied()).unwrap_or(0);
+                let unit = Unit {
+                    name: Unit::name_for(app, &proc_type, number),
+                    instance,
+                    app: app.clone(),
+                    proc_type: proc_type.clone(),
+                    number,
+                    release,
+                    state: UnitState::Crashed,
+                    address: None,
+                    node: String::new(),
+                    started: None,
                     restarts,
                     pid: None,
                 };
