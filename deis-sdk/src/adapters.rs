@@ -5,7 +5,7 @@
 //! |---|---|
 //! | [`StoreUri`] | `redb:PATH`, `etcd://HOST:PORT[,HOST:PORT…][?…]`, `etcds://…?ca=PATH[…]` (feature `etcd`; see [`EtcdUri`]) |
 //! | [`LogStoreUri`] | `ring`, `redis://HOST[:PORT][/DB]` (feature `redis`) |
-//! | [`SchedulerUri`] | `local`, `docker` (feature `docker`) |
+//! | [`SchedulerUri`] | `local`, `docker` (feature `docker`), `kubernetes` and `marathon` (previews, features of the same names) |
 //!
 //! Parsing checks the form only; [`StoreUri::open`] and [`LogStoreUri::open`] connect.
 //! An unknown form is a [`UriError`] naming the accepted ones:
@@ -184,11 +184,17 @@ pub enum SchedulerUri {
     /// `docker`: containers on one or more Docker engines, placed over them
     /// (`scheduler::docker::DockerScheduler`, feature `docker`).
     Docker,
+    /// `kubernetes`: pods of a Kubernetes cluster (preview; `scheduler::kubernetes`,
+    /// feature `kubernetes`).
+    Kubernetes,
+    /// `marathon`: tasks of Marathon apps (preview; `scheduler::marathon`, feature
+    /// `marathon`).
+    Marathon,
 }
 
 impl SchedulerUri {
     /// The accepted forms, for help texts and errors.
-    pub const ACCEPTED: &'static str = "local, docker";
+    pub const ACCEPTED: &'static str = "local, docker, kubernetes, marathon";
 }
 
 impl FromStr for SchedulerUri {
@@ -198,6 +204,8 @@ impl FromStr for SchedulerUri {
         match s {
             "local" => Ok(Self::Local),
             "docker" => Ok(Self::Docker),
+            "kubernetes" => Ok(Self::Kubernetes),
+            "marathon" => Ok(Self::Marathon),
             _ => Err(UriError { part: "scheduler", given: s.to_string(), reason: "unknown", accepted: Self::ACCEPTED }),
         }
     }
@@ -208,6 +216,8 @@ impl fmt::Display for SchedulerUri {
         match self {
             Self::Local => f.write_str("local"),
             Self::Docker => f.write_str("docker"),
+            Self::Kubernetes => f.write_str("kubernetes"),
+            Self::Marathon => f.write_str("marathon"),
         }
     }
 }
@@ -259,6 +269,9 @@ mod tests {
         let e = "kubernetes".parse::<SchedulerUri>().unwrap_err();
         assert_eq!(e.to_string(), r#"unknown scheduler "kubernetes": accepted forms are local, docker"#);
         assert_eq!("docker".parse::<SchedulerUri>().unwrap(), SchedulerUri::Docker);
+        for form in ["kubernetes", "marathon"] {
+            assert_eq!(form.parse::<SchedulerUri>().unwrap().to_string(), form);
+        }
     }
 
     #[tokio::test]

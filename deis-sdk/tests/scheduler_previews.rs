@@ -121,7 +121,11 @@ async fn marathon_scheduler_passes_the_conformance_suite() {
     )
     .await;
     let requests = fake.requests();
-    for wanted in ["PUT /v2/apps/deis/suite-a/web-1?force=true", "DELETE /v2/apps/deis/suite-a/web-3?force=true", "GET /v2/apps?id="] {
+    for wanted in [
+        "PUT /v2/apps/deis/suite-a/web-1?force=true",
+        "DELETE /v2/apps/deis/suite-a/web-3?force=true",
+        "GET /v2/apps?id=",
+    ] {
         assert!(requests.iter().any(|r| r.starts_with(wanted)), "no {wanted}... among {} requests", requests.len());
     }
     let def = fake.definition("/deis/suite-roll/web-1").expect("kept definitions");

@@ -22,6 +22,8 @@ use deis_sdk::deis_core::scheduler::PullCredentials;
 use deis_sdk::deis_core::scheduler::placement::Policy;
 use deis_sdk::replica::ReplicaConfig;
 use deis_sdk::scheduler::docker::{DEFAULT_STACK_IMAGE, DockerHost, DockerScheduler, DockerSchedulerConfig};
+use deis_sdk::scheduler::kubernetes::{KubernetesScheduler, KubernetesSchedulerConfig};
+use deis_sdk::scheduler::marathon::{MarathonScheduler, MarathonSchedulerConfig};
 use deis_sdk::telemetry::TelemetrySettings;
 use deis_sdk::telemetry::config::{SinkUri, TelemetryConfig};
 use deis_sdk::tty::TtyConfig;
@@ -41,8 +43,9 @@ struct Args {
     /// units), all serve the API and route.
     #[arg(long, env = "DEIS_STORE")]
     store: Option<StoreUri>,
-    /// What runs units: local (child processes on this machine) or docker (containers
-    /// on the engines of --docker-host, placed over them).
+    /// What runs units: local (child processes on this machine), docker (containers
+    /// on the engines of --docker-host, placed over them), or the previews kubernetes
+    /// (pods of the cluster of --kubeconfig) and marathon (tasks of --marathon-url).
     #[arg(long, env = "DEIS_SCHEDULER", default_value = "local")]
     scheduler: SchedulerUri,
     /// A Docker engine units run on, for --scheduler docker (repeatable, one per host):
@@ -51,6 +54,14 @@ struct Args {
     /// Default: DOCKER_HOST, else the local engine.
     #[arg(long = "docker-host", value_name = "ENDPOINT[;KEY=VALUE...]")]
     docker_hosts: Vec<DockerHost>,
+    /// Kubeconfig of the cluster for --scheduler kubernetes (a `KUBECONFIG`-style list
+    /// `a:b` is merged). Default: KUBECONFIG, else ~/.kube/config, else in-cluster.
+    #[arg(long, env = "KUBECONFIG", value_name = "PATH")]
+    kubeconfig: Option<String>,
+    /// Marathon's URL for --scheduler marathon (`http://host:8080`); --cpu and
+    /// --memory give what the cluster offers deis.
+    #[arg(long, env = "DEIS_MARATHON_URL", value_name = "URL")]
+    marathon_url: Option<String>,
     /// How units are placed over nodes: binpack (fill nodes first) or spread.
     #[arg(long, env = "DEIS_PLACEMENT", default_value = "binpack")]
     placement: Policy,
@@ -365,6 +376,27 @@ impl Args {
                     Ok(scheduler)
                 });
             }
+            SchedulerUri::Kubernetes => {
+                let paths = self.kubeconfig.as_deref().map(KubernetesSchedulerConfig::paths).unwrap_or_default();
+                let mut config = KubernetesSchedulerConfig::new(paths);
+                config.policy = self.placement;
+                config.stack_image = self.stack_image.clone();
+                b = b.scheduler_with(move |_| async move {
+                    let scheduler: std::sync::Arc<dyn deis_sdk::deis_core::Scheduler> =
+                        KubernetesScheduler::connect(config).await?;
+                    Ok(scheduler)
+                });
+            }
+            SchedulerUri::Marathon => {
+                let url =
+                    self.marathon_url.clone().ok_or("--scheduler marathon needs --marathon-url http://HOST:PORT")?;
+                let config = MarathonSchedulerConfig::new(url, capacity);
+                b = b.scheduler_with(move |_| async move {
+                    let scheduler: std::sync::Arc<dyn deis_sdk::deis_core::Scheduler> =
+                        MarathonScheduler::connect(config).await?;
+                    Ok(scheduler)
+                });
+            }
             other => return Err(format!("--scheduler {other}: not supported by this deisd")),
         }
         if let Some(registry) = registry {
@@ -568,7 +600,7 @@ mod tests {
         for (flag, value, wanted) in [
             ("--store", "etcd2://x", "accepted forms are redb:PATH, etcd://"),
             ("--log-store", "kafka://x", "accepted forms are ring, redis://"),
-            ("--scheduler", "fleet", "accepted forms are local, docker"),
+            ("--scheduler", "fleet", "accepted forms are local, docker, kubernetes, marathon"),
             ("--docker-host", "/run/docker.sock", "the endpoint must be unix:///PATH or tcp://HOST:PORT"),
             ("--placement", "random", "use binpack or spread"),
             ("--registration", "sometimes", "use enabled, admin_only or disabled"),

@@ -83,7 +83,13 @@ const ROLL_POLL: Duration = Duration::from_millis(50);
 /// Hash of what a unit of type `proc_type` runs with: a change rolls its slots.
 pub(crate) fn spec_hash(spec: &AppSpec, proc_type: &ProcessType) -> String {
     let process = spec.processes.get(proc_type);
-    let what = (spec.release, &spec.artifact, &spec.env, process.map(|p| (&p.command, p.resources, &p.healthcheck, &p.liveness)), &spec.selector);
+    let what = (
+        spec.release,
+        &spec.artifact,
+        &spec.env,
+        process.map(|p| (&p.command, p.resources, &p.healthcheck, &p.liveness)),
+        &spec.selector,
+    );
     let json = serde_json::to_vec(&what).unwrap_or_default();
     hex::encode(&sha2::Sha256::digest(&json)[..8])
 }
@@ -202,7 +208,10 @@ impl<B: SlotBackend> SlotScheduler<B> {
     /// Sets the app's desired state and starts rolling the slots that change.
     pub async fn apply(&self, spec: AppSpec) -> Result<()> {
         for (t, p) in &spec.processes {
-            if p.count > 0 && p.command.trim().is_empty() && matches!(spec.artifact, deis_core::scheduler::Artifact::Source { .. }) {
+            if p.count > 0
+                && p.command.trim().is_empty()
+                && matches!(spec.artifact, deis_core::scheduler::Artifact::Source { .. })
+            {
                 return Err(SchedulerError::Invalid(format!("process type {t} has no command")));
             }
         }
@@ -272,7 +281,8 @@ impl<B: SlotBackend> SlotScheduler<B> {
     /// Units of `app`, sorted by name.
     pub async fn units(&self, app: &AppName) -> Result<Vec<Unit>> {
         // What callers see has been announced: an event never lags a listing.
-        let mut units: Vec<Unit> = self.observer.observe(&*self.backend, app).await?.into_iter().map(|o| o.unit).collect();
+        let mut units: Vec<Unit> =
+            self.observer.observe(&*self.backend, app).await?.into_iter().map(|o| o.unit).collect();
         units.sort_by(|a, b| (&a.name, a.instance).cmp(&(&b.name, b.instance)));
         Ok(units)
     }
@@ -287,9 +297,7 @@ impl<B: SlotBackend> SlotScheduler<B> {
         let matching: Vec<SlotKey> = current
             .keys()
             .filter(|k| filter.proc_type.as_ref().is_none_or(|t| *t == k.proc_type))
-            .filter(|k| {
-                filter.unit.as_ref().is_none_or(|u| *u == Unit::name_for(app, &k.proc_type, k.number))
-            })
+            .filter(|k| filter.unit.as_ref().is_none_or(|u| *u == Unit::name_for(app, &k.proc_type, k.number)))
             .cloned()
             .collect();
         if let (Some(unit), true) = (&filter.unit, matching.is_empty()) {
@@ -344,7 +352,12 @@ fn settled(units: &[Observed], key: &SlotKey, instance: Option<u64>) -> bool {
 }
 
 /// Polls the units of `app` until `ok` holds (true) or `timeout` passed (false).
-async fn wait_for<B: SlotBackend>(backend: &B, app: &AppName, timeout: Duration, ok: impl Fn(&[Observed]) -> bool) -> bool {
+async fn wait_for<B: SlotBackend>(
+    backend: &B,
+    app: &AppName,
+    timeout: Duration,
+    ok: impl Fn(&[Observed]) -> bool,
+) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         match backend.units(app).await {
@@ -391,6 +404,9 @@ async fn roll<B: SlotBackend>(
     }
 }
 
+/// Units by name and instance.
+type Listing = HashMap<(String, u64), Unit>;
+
 /// Turns listings of units into events: new units, state changes, and crashes (a
 /// restart count that went up is announced as `crashed` first, should the listing have
 /// missed the crashed state).
@@ -398,7 +414,7 @@ async fn roll<B: SlotBackend>(
 struct Observer {
     /// The last listing of each app; held across a listing so that listings are
     /// compared in the order they were taken.
-    last: Mutex<HashMap<AppName, HashMap<(String, u64), Unit>>>,
+    last: Mutex<HashMap<AppName, Listing>>,
     events: broadcast::Sender<UnitEvent>,
 }
 

@@ -19,9 +19,8 @@ use axum::routing::get;
 use deis_sdk::scheduler::kubernetes::quantity;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, Namespace, NamespaceStatus, Node, NodeCondition, NodeStatus, Pod, PodCondition, PodStatus,
-    Service,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
+    Namespace, NamespaceStatus, Node, NodeCondition, NodeStatus, Pod, PodCondition, PodStatus, Service,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -64,6 +63,9 @@ impl World {
     }
 }
 
+/// A node: name, allocatable cpu and memory, labels.
+pub type FakeNode<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)]);
+
 /// The fake server.
 #[derive(Clone)]
 pub struct FakeKube {
@@ -98,7 +100,9 @@ fn list(kind: &str, version: u64, items: Vec<Value>) -> Response {
 fn selects(selector: Option<&String>, labels: Option<&BTreeMap<String, String>>) -> bool {
     let Some(sel) = selector.filter(|s| !s.is_empty()) else { return true };
     sel.split(',').all(|term| match term.split_once('=') {
-        Some((k, v)) => labels.and_then(|l| l.get(k.trim_end_matches('='))) == Some(&v.trim_start_matches('=').to_string()),
+        Some((k, v)) => {
+            labels.and_then(|l| l.get(k.trim_end_matches('='))) == Some(&v.trim_start_matches('=').to_string())
+        }
         None => labels.is_some_and(|l| l.contains_key(term)),
     })
 }
@@ -121,18 +125,30 @@ fn to_value<T: serde::Serialize>(t: &T) -> Value {
 impl FakeKube {
     /// Starts the server with `nodes` (name, cpu, memory, labels) and the images it can
     /// run.
-    pub async fn start(nodes: &[(&str, &str, &str, &[(&str, &str)])], images: HashMap<String, PathBuf>) -> Self {
+    pub async fn start(nodes: &[FakeNode<'_>], images: HashMap<String, PathBuf>) -> Self {
         let mut world = World::default();
         for (name, cpu, memory, labels) in nodes {
             let mut l: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             l.insert("kubernetes.io/hostname".into(), name.to_string());
-            let alloc = BTreeMap::from([("cpu".to_string(), Quantity(cpu.to_string())), ("memory".to_string(), Quantity(memory.to_string()))]);
+            let alloc = BTreeMap::from([
+                ("cpu".to_string(), Quantity(cpu.to_string())),
+                ("memory".to_string(), Quantity(memory.to_string())),
+            ]);
             world.nodes.push(Node {
-                metadata: ObjectMeta { name: Some(name.to_string()), labels: Some(l), resource_version: Some("1".into()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(name.to_string()),
+                    labels: Some(l),
+                    resource_version: Some("1".into()),
+                    ..Default::default()
+                },
                 status: Some(NodeStatus {
                     allocatable: Some(alloc.clone()),
                     capacity: Some(alloc),
-                    conditions: Some(vec![NodeCondition { type_: "Ready".into(), status: "True".into(), ..Default::default() }]),
+                    conditions: Some(vec![NodeCondition {
+                        type_: "Ready".into(),
+                        status: "True".into(),
+                        ..Default::default()
+                    }]),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -155,7 +171,13 @@ impl FakeKube {
                 "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
                 get(deployment_get).put(deployment_replace).delete(deployment_delete),
             )
-            .fallback(|uri: axum::http::Uri| async move { status(StatusCode::NOT_FOUND, "NotFound", format!("the server could not find the requested resource ({uri})")) })
+            .fallback(|uri: axum::http::Uri| async move {
+                status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("the server could not find the requested resource ({uri})"),
+                )
+            })
             .layer(axum::middleware::from_fn_with_state(fake.clone(), record))
             .with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -316,35 +338,52 @@ fn template_hash(d: &Deployment) -> String {
 }
 
 /// Checks what a real API server would refuse.
-fn validate(d: &Deployment) -> Result<(), Response> {
+fn validate(d: &Deployment) -> Result<(), Box<Response>> {
     let Some(spec) = &d.spec else {
-        return Err(status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", "spec: Required value".into()));
+        return Err(Box::new(status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", "spec: Required value".into())));
     };
     let selector = spec.selector.match_labels.clone().unwrap_or_default();
     let labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
     if selector.is_empty() || !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-        return Err(status(
+        return Err(Box::new(status(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid",
             "spec.template.metadata.labels: Invalid value: `selector` does not match template `labels`".into(),
-        ));
+        )));
     }
-    if spec.template.spec.as_ref().is_none_or(|s| s.containers.is_empty() || s.containers.iter().any(|c| c.image.is_none())) {
-        return Err(status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", "spec.template.spec.containers: image: Required value".into()));
+    if spec
+        .template
+        .spec
+        .as_ref()
+        .is_none_or(|s| s.containers.is_empty() || s.containers.iter().any(|c| c.image.is_none()))
+    {
+        return Err(Box::new(status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "spec.template.spec.containers: image: Required value".into(),
+        )));
     }
     Ok(())
 }
 
-async fn deployment_create(State(f): State<FakeKube>, Path(ns): Path<String>, Json(mut d): Json<Deployment>) -> Response {
+async fn deployment_create(
+    State(f): State<FakeKube>,
+    Path(ns): Path<String>,
+    Json(mut d): Json<Deployment>,
+) -> Response {
     if let Err(r) = validate(&d) {
-        return r;
+        return *r;
     }
     let mut w = f.world.lock().unwrap();
     if !w.namespaces.contains_key(&ns) {
         return not_found("namespaces", &ns);
     }
     if terminating(&w, &ns) {
-        return status(StatusCode::FORBIDDEN, "Forbidden", format!("unable to create new content in namespace {ns} because it is being terminated"));
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("unable to create new content in namespace {ns} because it is being terminated"),
+        );
     }
     let name = d.metadata.name.clone().unwrap_or_default();
     if w.deployments.contains_key(&(ns.clone(), name.clone())) {
@@ -372,7 +411,7 @@ async fn deployment_replace(
     Json(mut d): Json<Deployment>,
 ) -> Response {
     if let Err(r) = validate(&d) {
-        return r;
+        return *r;
     }
     let mut w = f.world.lock().unwrap();
     let key = (ns.clone(), name.clone());
@@ -381,7 +420,9 @@ async fn deployment_replace(
         return status(
             StatusCode::CONFLICT,
             "Conflict",
-            format!("Operation cannot be fulfilled on deployments.apps \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+            format!(
+                "Operation cannot be fulfilled on deployments.apps \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+            ),
         );
     }
     let changed = to_value(&d.spec) != to_value(&current.spec);
@@ -478,7 +519,10 @@ async fn controllers(f: FakeKube) {
                     let version = w.bump();
                     let pod = new_pod(d, &hash, version);
                     let name = pod.metadata.name.clone().unwrap();
-                    w.pods.insert((key.0.clone(), name), FakePod { pod, owner: key.clone(), template_hash: hash.clone(), stop: None, ready: false });
+                    w.pods.insert(
+                        (key.0.clone(), name),
+                        FakePod { pod, owner: key.clone(), template_hash: hash.clone(), stop: None, ready: false },
+                    );
                 }
                 let ready_new = new.iter().filter(|p| p.2).count();
                 let ready_old = old.iter().filter(|p| p.2).count();
@@ -556,7 +600,10 @@ async fn controllers(f: FakeKube) {
             let unscheduled: Vec<(String, String)> = w
                 .pods
                 .iter()
-                .filter(|(_, p)| p.pod.spec.as_ref().is_some_and(|s| s.node_name.is_none()) && p.pod.metadata.deletion_timestamp.is_none())
+                .filter(|(_, p)| {
+                    p.pod.spec.as_ref().is_some_and(|s| s.node_name.is_none())
+                        && p.pod.metadata.deletion_timestamp.is_none()
+                })
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in unscheduled {
@@ -564,7 +611,10 @@ async fn controllers(f: FakeKube) {
                 let selector = w.pods[&k].pod.spec.as_ref().and_then(|s| s.node_selector.clone()).unwrap_or_default();
                 let fits = w.nodes.iter().find(|n| {
                     let alloc = n.status.as_ref().and_then(|s| s.allocatable.clone()).unwrap_or_default();
-                    let cap = quantity::resources(alloc.get("cpu").map(|q| q.0.as_str()), alloc.get("memory").map(|q| q.0.as_str()));
+                    let cap = quantity::resources(
+                        alloc.get("cpu").map(|q| q.0.as_str()),
+                        alloc.get("memory").map(|q| q.0.as_str()),
+                    );
                     let name = n.metadata.name.clone().unwrap_or_default();
                     let u = used.get(&name).copied().unwrap_or_default();
                     let labels = n.metadata.labels.clone().unwrap_or_default();
@@ -580,7 +630,9 @@ async fn controllers(f: FakeKube) {
                             type_: "PodScheduled".into(),
                             status: "False".into(),
                             reason: Some("Unschedulable".into()),
-                            message: Some("0/2 nodes are available: insufficient resources or node selector mismatch".into()),
+                            message: Some(
+                                "0/2 nodes are available: insufficient resources or node selector mismatch".into(),
+                            ),
                             ..Default::default()
                         }]),
                         ..Default::default()
@@ -611,7 +663,10 @@ async fn controllers(f: FakeKube) {
                         name: p.pod.spec.as_ref().unwrap().containers[0].name.clone(),
                         image: p.pod.spec.as_ref().unwrap().containers[0].image.clone().unwrap_or_default(),
                         state: Some(ContainerState {
-                            waiting: Some(ContainerStateWaiting { reason: Some("ContainerCreating".into()), ..Default::default() }),
+                            waiting: Some(ContainerStateWaiting {
+                                reason: Some("ContainerCreating".into()),
+                                ..Default::default()
+                            }),
                             ..Default::default()
                         }),
                         ..Default::default()
@@ -640,7 +695,11 @@ fn new_pod(d: &Deployment, hash: &str, version: String) -> Pod {
     meta.resource_version = Some(version);
     meta.creation_timestamp = Some(now());
     meta.labels.get_or_insert_default().insert("pod-template-hash".into(), hash.to_string());
-    Pod { metadata: meta, spec: template.spec, status: Some(PodStatus { phase: Some("Pending".into()), ..Default::default() }) }
+    Pod {
+        metadata: meta,
+        spec: template.spec,
+        status: Some(PodStatus { phase: Some("Pending".into()), ..Default::default() }),
+    }
 }
 
 fn probe_of(p: &k8s_openapi::api::core::v1::Probe, ip: IpAddr) -> Option<Probe> {
@@ -714,7 +773,10 @@ fn start_kubelet(f: &FakeKube, key: (String, String), pod: Pod, stopped: watch::
         let cs = &mut status.container_statuses.get_or_insert_default()[0];
         match event {
             Event::Started { .. } => {
-                cs.state = Some(ContainerState { running: Some(ContainerStateRunning { started_at: Some(now()) }), ..Default::default() });
+                cs.state = Some(ContainerState {
+                    running: Some(ContainerStateRunning { started_at: Some(now()) }),
+                    ..Default::default()
+                });
                 cs.started = Some(true);
                 status.phase = Some("Running".into());
             }
@@ -743,14 +805,20 @@ fn start_kubelet(f: &FakeKube, key: (String, String), pod: Pod, stopped: watch::
                 cs.last_state = cs.state.take();
                 cs.restart_count += 1;
                 cs.state = Some(ContainerState {
-                    waiting: Some(ContainerStateWaiting { reason: Some("CrashLoopBackOff".into()), ..Default::default() }),
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some("CrashLoopBackOff".into()),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 });
             }
             Event::Stopped => p.stop = None,
             Event::Failed(msg) => {
                 cs.state = Some(ContainerState {
-                    waiting: Some(ContainerStateWaiting { reason: Some("CreateContainerError".into()), message: Some(msg) }),
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some("CreateContainerError".into()),
+                        message: Some(msg),
+                    }),
                     ..Default::default()
                 });
                 // Nothing runs: nothing to stop.

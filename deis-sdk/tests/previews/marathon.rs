@@ -108,7 +108,10 @@ impl FakeMarathon {
             addr,
         };
         let app = axum::Router::new()
-            .route("/v2/info", get(|| async { Json(json!({"name": "marathon", "version": "1.11.24", "frameworkId": "fake"})) }))
+            .route(
+                "/v2/info",
+                get(|| async { Json(json!({"name": "marathon", "version": "1.11.24", "frameworkId": "fake"})) }),
+            )
             .route("/v2/apps", get(apps_list))
             .route("/v2/deployments", get(deployments))
             .route("/v2/apps/{*id}", get(app_get).put(app_put).delete(app_delete))
@@ -131,7 +134,11 @@ impl FakeMarathon {
     }
 }
 
-async fn record(State(fake): State<FakeMarathon>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn record(
+    State(fake): State<FakeMarathon>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     fake.world.lock().unwrap().requests.push(format!("{} {}", req.method(), req.uri()));
     next.run(req).await
 }
@@ -141,12 +148,9 @@ fn embeds(query: &Option<String>, what: &str) -> bool {
 }
 
 async fn apps_list(State(f): State<FakeMarathon>, RawQuery(query): RawQuery) -> Response {
-    let filter = query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("id="))
-        .map(|v| url::form_urlencoded::parse(format!("v={v}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default());
+    let filter = query.as_deref().unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("id=")).map(|v| {
+        url::form_urlencoded::parse(format!("v={v}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+    });
     let w = f.world.lock().unwrap();
     let apps: Vec<Value> = w
         .apps
@@ -162,7 +166,9 @@ async fn deployments(State(f): State<FakeMarathon>) -> Response {
     let list: Vec<Value> = w
         .apps
         .iter()
-        .filter_map(|(id, a)| a.deployment.as_ref().map(|d| json!({"id": d, "version": a.version, "affectedApps": [id]})))
+        .filter_map(|(id, a)| {
+            a.deployment.as_ref().map(|d| json!({"id": d, "version": a.version, "affectedApps": [id]}))
+        })
         .collect();
     Json(json!(list)).into_response()
 }
@@ -183,7 +189,9 @@ async fn app_get(State(f): State<FakeMarathon>, Path(id): Path<String>, RawQuery
     if let Some(app) = id.strip_suffix("/tasks") {
         let app = format!("/{app}");
         return match w.apps.get(&app).filter(|a| !a.deleted) {
-            Some(a) => Json(json!({"tasks": a.tasks.iter().map(|t| task_json(a, t)).collect::<Vec<_>>()})).into_response(),
+            Some(a) => {
+                Json(json!({"tasks": a.tasks.iter().map(|t| task_json(a, t)).collect::<Vec<_>>()})).into_response()
+            }
             None => error(StatusCode::NOT_FOUND, format!("App '{app}' does not exist")),
         };
     }
@@ -204,14 +212,17 @@ async fn app_put(State(f): State<FakeMarathon>, Path(id): Path<String>, Json(bod
         return error(StatusCode::UNPROCESSABLE_ENTITY, format!("App id {} does not match the path {id}", def.id));
     }
     if def.cmd.is_none() && def.container.is_none() {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, "AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'".into());
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'".into(),
+        );
     }
     def.version = None;
     let mut w = f.world.lock().unwrap();
     w.received.insert(id.clone(), body);
     let version = w.version();
     let deployment = uuid::Uuid::new_v4().to_string();
-    let created = !w.apps.get(&id).is_some_and(|a| !a.deleted);
+    let created = w.apps.get(&id).is_none_or(|a| a.deleted);
     let entry = w.apps.entry(id).or_insert_with(|| FakeApp {
         def: def.clone(),
         version: version.clone(),
@@ -283,7 +294,7 @@ async fn controller(f: FakeMarathon) {
                     a.tasks.iter_mut().filter(|t| !t.killing && t.task.version != version).collect();
                 old.sort_by_key(|t| t.healthy);
                 for t in old {
-                    if !t.healthy || healthy > min_healthy.saturating_sub(0) && healthy - 1 >= min_healthy {
+                    if !t.healthy || healthy > min_healthy {
                         healthy -= usize::from(t.healthy);
                         kill(t);
                     }

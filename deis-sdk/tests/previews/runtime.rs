@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deis_core::sys::group::{group_alive, signal_group};
 use deis_core::sys::Signal;
+use deis_core::sys::group::{group_alive, signal_group};
 use tokio::sync::watch;
 
 /// Images the fakes know: reference -> directory the container runs in.

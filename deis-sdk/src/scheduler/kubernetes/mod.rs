@@ -44,8 +44,8 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub use self::objects::{
-    ANNOTATION_HASH, ANNOTATION_INSTANCE, APP_DIR, CONTAINER, LABEL_APP, LABEL_MANAGED_BY, LABEL_NUMBER,
-    LABEL_RELEASE, LABEL_TYPE, MANAGER, namespace_of,
+    ANNOTATION_HASH, ANNOTATION_INSTANCE, APP_DIR, CONTAINER, LABEL_APP, LABEL_MANAGED_BY, LABEL_NUMBER, LABEL_RELEASE,
+    LABEL_TYPE, MANAGER, namespace_of,
 };
 use self::objects::{Shape, deployment_name, managed_selector};
 use crate::scheduler::slots::{Observed, SlotBackend, SlotKey, SlotRecord, SlotScheduler, slot_scheduler};
@@ -144,7 +144,8 @@ pub async fn client(config: &KubernetesSchedulerConfig) -> Result<kube::Client> 
     } else {
         let mut merged: Option<Kubeconfig> = None;
         for path in &config.kubeconfig {
-            let one = Kubeconfig::read_from(path).map_err(|e| config_error(&format!("reading {}", path.display()), e))?;
+            let one =
+                Kubeconfig::read_from(path).map_err(|e| config_error(&format!("reading {}", path.display()), e))?;
             merged = Some(match merged {
                 None => one,
                 Some(m) => m.merge(one).map_err(|e| config_error("merging kubeconfig files", e))?,
@@ -155,7 +156,8 @@ pub async fn client(config: &KubernetesSchedulerConfig) -> Result<kube::Client> 
             .await
             .map_err(|e| config_error("reading the kubeconfig", e))?
     };
-    let builder = kube::client::ClientBuilder::try_from(kube_config).map_err(|e| config_error("building a client", e))?;
+    let builder =
+        kube::client::ClientBuilder::try_from(kube_config).map_err(|e| config_error("building a client", e))?;
     let limit = tower::util::MapResponseLayer::new(|r: http::Response<Box<kube::client::DynBody>>| {
         r.map(|b| http_body_util::Limited::new(b, MAX_RESPONSE_BYTES))
     });
@@ -277,7 +279,10 @@ impl SlotBackend for Kube {
         // Only a namespace deis made is deleted.
         match namespaces.get_opt(&ns).await.map_err(api_error(format!("reading namespace {ns}")))? {
             None => return Ok(()),
-            Some(n) if n.metadata.labels.as_ref().and_then(|l| l.get(LABEL_MANAGED_BY)).map(String::as_str) != Some(MANAGER) => {
+            Some(n)
+                if n.metadata.labels.as_ref().and_then(|l| l.get(LABEL_MANAGED_BY)).map(String::as_str)
+                    != Some(MANAGER) =>
+            {
                 return Err(SchedulerError::Invalid(format!(
                     "namespace {ns} was not made by deis (no {LABEL_MANAGED_BY}={MANAGER} label); delete it yourself"
                 )));
@@ -296,7 +301,9 @@ impl SlotBackend for Kube {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(SchedulerError::Backend(format!("kubernetes: namespace {ns} still terminating after {REMOVE_TIMEOUT:?}").into()))
+        Err(SchedulerError::Backend(
+            format!("kubernetes: namespace {ns} still terminating after {REMOVE_TIMEOUT:?}").into(),
+        ))
     }
 
     async fn nodes(&self) -> Result<Vec<NodeStatus>> {
@@ -327,8 +334,12 @@ impl SlotBackend for Kube {
                 let name = n.metadata.name.clone().unwrap_or_default();
                 let status = n.status.clone().unwrap_or_default();
                 let alloc = status.allocatable.unwrap_or_default();
-                let capacity = quantity::resources(alloc.get("cpu").map(|q| q.0.as_str()), alloc.get("memory").map(|q| q.0.as_str()));
-                let ready = status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True");
+                let capacity = quantity::resources(
+                    alloc.get("cpu").map(|q| q.0.as_str()),
+                    alloc.get("memory").map(|q| q.0.as_str()),
+                );
+                let ready =
+                    status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True");
                 let unschedulable = n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
                 let mut node = NodeStatus::new(
                     name.clone(),

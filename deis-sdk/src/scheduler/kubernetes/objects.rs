@@ -8,8 +8,8 @@ use deis_core::model::{AppName, Healthcheck, ProbeAction, ProcessType, Unit, Uni
 use deis_core::scheduler::{AppSpec, Artifact};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, HTTPHeader, HostPathVolumeSource, Namespace,
-    ObjectFieldSelector, Pod, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service, ServicePort,
+    Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, HTTPHeader, HostPathVolumeSource,
+    Namespace, ObjectFieldSelector, Pod, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service, ServicePort,
     ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -304,10 +304,7 @@ pub fn unit_of(pod: &Pod, app: &AppName, port: u16) -> Option<Observed> {
     let instance = pod.metadata.annotations.as_ref()?.get(ANNOTATION_INSTANCE)?.parse().ok()?;
     let status = pod.status.clone().unwrap_or_default();
     let container = status.container_statuses.as_ref().and_then(|c| c.iter().find(|c| c.name == CONTAINER)).cloned();
-    let ready = status
-        .conditions
-        .as_ref()
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let ready = status.conditions.as_ref().is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     let state = container.as_ref().and_then(|c| c.state.clone()).unwrap_or_default();
     let last = container.as_ref().and_then(|c| c.last_state.as_ref()).and_then(|s| s.terminated.as_ref());
     let reason = state.terminated.as_ref().or(last).map(|t| match t.reason.as_deref() {

@@ -74,14 +74,8 @@ pub fn format_bytes(bytes: u64) -> String {
 }
 
 /// `cpu` and `memory` of a Kubernetes resource list (unknown or bad values count 0).
-pub fn resources<'a>(
-    cpu: Option<&'a str>,
-    memory: Option<&'a str>,
-) -> Resources {
-    Resources {
-        cpu_millis: cpu.and_then(cpu_millis).unwrap_or(0),
-        memory_bytes: memory.and_then(bytes).unwrap_or(0),
-    }
+pub fn resources<'a>(cpu: Option<&'a str>, memory: Option<&'a str>) -> Resources {
+    Resources { cpu_millis: cpu.and_then(cpu_millis).unwrap_or(0), memory_bytes: memory.and_then(bytes).unwrap_or(0) }
 }
 
 #[cfg(test)]

@@ -281,7 +281,9 @@ impl Marathon {
         let res = tokio::time::timeout(std::time::Duration::from_secs(30), self.http.request(req))
             .await
             .map_err(|_| SchedulerError::Backend(format!("{what}: no answer within 30 s").into()))?
-            .map_err(|e| SchedulerError::Backend(format!("{what}: {e}; is Marathon running at {}?", self.base).into()))?;
+            .map_err(|e| {
+                SchedulerError::Backend(format!("{what}: {e}; is Marathon running at {}?", self.base).into())
+            })?;
         let status = res.status();
         let bytes = read_limited(res.into_body(), MAX_RESPONSE_BYTES, &what).await?;
         if status == http::StatusCode::NOT_FOUND {
@@ -304,7 +306,8 @@ impl Marathon {
     /// `GET /v2/info`: whether Marathon answers.
     pub async fn info(&self) -> Result<serde_json::Value> {
         let body = self.call(http::Method::GET, "/v2/info", None).await?;
-        let body = body.ok_or_else(|| SchedulerError::Backend("marathon: /v2/info not found: is this Marathon?".into()))?;
+        let body =
+            body.ok_or_else(|| SchedulerError::Backend("marathon: /v2/info not found: is this Marathon?".into()))?;
         Self::parse(&body, "/v2/info")
     }
 
@@ -331,7 +334,8 @@ impl Marathon {
         let body = serde_json::to_vec(app).map_err(|e| SchedulerError::Backend(Box::new(e)))?;
         let path = format!("/v2/apps{}?force=true", app.id);
         let answer = self.call(http::Method::PUT, &path, Some(body)).await?;
-        let answer = answer.ok_or_else(|| SchedulerError::Backend(format!("marathon: PUT {path}: not found").into()))?;
+        let answer =
+            answer.ok_or_else(|| SchedulerError::Backend(format!("marathon: PUT {path}: not found").into()))?;
         Self::parse(&answer, "PUT app")
     }
 

@@ -39,7 +39,9 @@ use deis_core::model::{AppName, Healthcheck, ProbeAction, ProcessType, Unit, Uni
 use deis_core::scheduler::placement::Policy;
 use deis_core::scheduler::{AppSpec, Artifact, Capacity, NodeStatus, Result, SchedulerError};
 
-use self::api::{App, CheckCommand, Container, DockerImage, HealthCheck, Marathon, PortDefinition, Task, UpgradeStrategy};
+use self::api::{
+    App, CheckCommand, Container, DockerImage, HealthCheck, Marathon, PortDefinition, Task, UpgradeStrategy,
+};
 use crate::scheduler::slots::{Observed, SlotBackend, SlotKey, SlotRecord, SlotScheduler, slot_scheduler};
 
 /// Label holding the app.
@@ -172,10 +174,9 @@ pub(crate) fn definition(spec: &AppSpec, key: &SlotKey, record: &SlotRecord) -> 
     ]);
     let command = p.map(|p| p.command.trim().to_string()).filter(|c| !c.is_empty());
     let (cmd, container) = match &spec.artifact {
-        Artifact::Image { reference } => (
-            command,
-            Some(Container { kind: "DOCKER".into(), docker: DockerImage { image: reference.clone() } }),
-        ),
+        Artifact::Image { reference } => {
+            (command, Some(Container { kind: "DOCKER".into(), docker: DockerImage { image: reference.clone() } }))
+        }
         Artifact::Source { dir } => {
             let dir = dir.display().to_string().replace('\'', r"'\''");
             (Some(format!("cd '{dir}' && {}", command.unwrap_or_default())), None)
@@ -219,7 +220,10 @@ pub(crate) fn definition(spec: &AppSpec, key: &SlotKey, record: &SlotRecord) -> 
 /// The state of a unit whose task is in `state`.
 fn unit_state(task: &Task, checked: bool) -> UnitState {
     match task.state.as_str() {
-        "TASK_RUNNING" if !checked || task.health_check_results.iter().all(|r| r.alive) && !task.health_check_results.is_empty() => {
+        "TASK_RUNNING"
+            if !checked
+                || task.health_check_results.iter().all(|r| r.alive) && !task.health_check_results.is_empty() =>
+        {
             UnitState::Up
         }
         "TASK_RUNNING" => UnitState::Created,
@@ -232,7 +236,8 @@ fn unit_state(task: &Task, checked: bool) -> UnitState {
 
 fn address(task: &Task) -> Option<SocketAddr> {
     let port = *task.ports.first()?;
-    let ip: IpAddr = task.ip_addresses.iter().find_map(|a| a.ip_address.parse().ok()).or_else(|| task.host.parse().ok())?;
+    let ip: IpAddr =
+        task.ip_addresses.iter().find_map(|a| a.ip_address.parse().ok()).or_else(|| task.host.parse().ok())?;
     Some(SocketAddr::new(ip, port))
 }
 
@@ -292,7 +297,8 @@ impl SlotBackend for MarathonBackend {
     async fn units(&self, app: &AppName) -> Result<Vec<Observed>> {
         let mut out = vec![];
         for a in self.client.apps(&prefix(app)).await? {
-            let (Some(proc_type), Some(number)) = (label::<ProcessType>(&a, LABEL_TYPE), label::<u32>(&a, LABEL_NUMBER))
+            let (Some(proc_type), Some(number)) =
+                (label::<ProcessType>(&a, LABEL_TYPE), label::<u32>(&a, LABEL_NUMBER))
             else {
                 continue;
             };
@@ -317,7 +323,8 @@ impl SlotBackend for MarathonBackend {
             let checked = !a.health_checks.is_empty();
             for t in &a.tasks {
                 let Some((release, instance)) = self.version_of(&a, &t.version).await else { continue };
-                let restarts = self.seen.lock().ok().and_then(|s| s.get(&a.id)?.failures.get(&instance).copied()).unwrap_or(0);
+                let restarts =
+                    self.seen.lock().ok().and_then(|s| s.get(&a.id)?.failures.get(&instance).copied()).unwrap_or(0);
                 let unit = Unit {
                     name: Unit::name_for(app, &proc_type, number),
                     instance,
@@ -339,7 +346,8 @@ impl SlotBackend for MarathonBackend {
                 && (a.tasks.len() as u32) < a.instances
                 && let (Some(release), Some(instance)) = (label(&a, LABEL_RELEASE), label::<u64>(&a, LABEL_INSTANCE))
             {
-                let restarts = self.seen.lock().ok().and_then(|s| s.get(&a.id)?.failures.get(&instance).copied()).unwrap_or(0);
+                let restarts =
+                    self.seen.lock().ok().and_then(|s| s.get(&a.id)?.failures.get(&instance).copied()).unwrap_or(0);
                 let unit = Unit {
                     name: Unit::name_for(app, &proc_type, number),
                     instance,
