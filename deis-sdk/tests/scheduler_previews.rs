@@ -12,29 +12,21 @@ mod runtime;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use deis_core::testing::{SourceAppHarness, scheduler_suite};
+use deis_core::testing::{SourceAppHarness, SpecHarness, scheduler_suite, tty_suite};
 use deis_sdk::scheduler::Scheduler;
 use deis_sdk::scheduler::kubernetes::{KubernetesScheduler, KubernetesSchedulerConfig};
 use deis_sdk::scheduler::marathon::{MarathonScheduler, MarathonSchedulerConfig};
 use deis_sdk::scheduler::{Capacity, DEFAULT_STACK_IMAGE};
 
-/// The suite's sample web app, binding the pod's own address: pods share loopback here,
-/// each with an address of its own, all on port 5000.
-const POD_WEB_PY: &str = r#"
-import http.server, os
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        if self.path == "/crash":
-            os._exit(3)
-        body = (os.environ["DEIS_UNIT"] + " " + os.environ.get("GREETING", "") + "\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer((os.environ["POD_IP"], int(os.environ["PORT"])), H).serve_forever()
-"#;
+/// Makes the suite's sample web app bind the pod's own address: pods share loopback
+/// here, each with an address of its own, all on port 5000.
+fn bind_pod_ip(harness: &SourceAppHarness) {
+    let path = harness.dir().join("web.py");
+    let web = std::fs::read_to_string(&path).unwrap();
+    let bound = web.replace(r#"(("127.0.0.1","#, r#"((os.environ["POD_IP"],"#);
+    assert_ne!(bound, web, "the sample app binds 127.0.0.1 no more: update this test");
+    std::fs::write(path, bound).unwrap();
+}
 
 fn stack_images() -> HashMap<String, std::path::PathBuf> {
     HashMap::from([(DEFAULT_STACK_IMAGE.to_string(), std::env::temp_dir())])
@@ -50,7 +42,7 @@ async fn kubernetes_scheduler_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = fake.kubeconfig(dir.path());
     let harness = SourceAppHarness::new();
-    std::fs::write(harness.dir().join("web.py"), POD_WEB_PY).unwrap();
+    bind_pod_ip(&harness);
     scheduler_suite(
         async || {
             let mut config = KubernetesSchedulerConfig::new(vec![kubeconfig.clone()]);
@@ -133,4 +125,59 @@ async fn marathon_scheduler_passes_the_conformance_suite() {
     assert_eq!(def["healthChecks"][0]["protocol"], "MESOS_TCP");
     assert_eq!(def["cpus"], 0.01);
     assert_eq!(def["mem"], 16.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubernetes_exec_passes_the_tty_conformance_suite() {
+    let fake = fake_kube::FakeKube::start(&[("node-1", "4", "8Gi", &[])], stack_images()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = KubernetesSchedulerConfig::new(vec![fake.kubeconfig(dir.path())]);
+    let scheduler = KubernetesScheduler::connect(config.clone()).await.unwrap();
+    // A running web unit of every app the suite opens sessions in.
+    let harness = SourceAppHarness::new();
+    let apps = [
+        "suite-env",
+        "suite-exit",
+        "suite-signal",
+        "suite-cat",
+        "suite-streams",
+        "suite-tty",
+        "suite-resize",
+        "suite-eof",
+        "suite-drop",
+        "suite-many",
+        "suite-slow",
+    ];
+    for app in apps {
+        let spec = harness.spec(&deis_core::testing::app_name(app), 1, &[("web", "exec sleep 3600", 1)]);
+        scheduler.apply(spec).await.unwrap();
+    }
+    for app in apps {
+        deis_test_support::eventually(std::time::Duration::from_secs(30), "a running unit", || {
+            let s = scheduler.clone();
+            async move {
+                let units = s.units(&deis_core::testing::app_name(app)).await.unwrap();
+                // Running; not ready, as `sleep` opens no port.
+                units.iter().any(|u| u.state == deis_core::model::UnitState::Created).then_some(())
+            }
+        })
+        .await;
+    }
+    let client = deis_sdk::scheduler::kubernetes::client(&config).await.unwrap();
+    let sessions = SpecHarness::new(deis_sdk::scheduler::Artifact::Source { dir: harness.dir().to_path_buf() });
+    tty_suite(
+        async || {
+            Arc::new(deis_sdk::tty::kubernetes::KubernetesTtyBroker::new(client.clone()))
+                as Arc<dyn deis_core::tty::TtyBroker>
+        },
+        &sessions,
+    )
+    .await;
+    assert!(
+        fake.requests().iter().any(|r| r.starts_with("GET /api/v1/namespaces/suite-cat/pods/web-1-")),
+        "exec went to a unit pod"
+    );
+    for app in apps {
+        scheduler.remove(&deis_core::testing::app_name(app)).await.unwrap();
+    }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -72,6 +72,8 @@ pub struct FakeKube {
     world: Arc<Mutex<World>>,
     images: Images,
     ip_base: Ipv4Addr,
+    /// Runs what `exec` asks, in a pod's directory.
+    exec: Arc<deis_core::tty::LocalTtyBroker>,
     /// Its address.
     pub addr: SocketAddr,
 }
@@ -158,13 +160,20 @@ impl FakeKube {
         let ip_base = Ipv4Addr::new(127, 100 + (std::process::id() % 100) as u8, 0, 0);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let fake = Self { world: Arc::new(Mutex::new(world)), images: Arc::new(images), ip_base, addr };
+        let fake = Self {
+            world: Arc::new(Mutex::new(world)),
+            images: Arc::new(images),
+            ip_base,
+            exec: Arc::new(deis_core::tty::LocalTtyBroker::default()),
+            addr,
+        };
         let app = axum::Router::new()
             .route("/api/v1/nodes", get(nodes_list))
             .route("/api/v1/pods", get(pods_all))
             .route("/api/v1/namespaces", axum::routing::post(namespace_create))
             .route("/api/v1/namespaces/{ns}", get(namespace_get).delete(namespace_delete))
             .route("/api/v1/namespaces/{ns}/pods", get(pods_list))
+            .route("/api/v1/namespaces/{ns}/pods/{name}/exec", get(pod_exec))
             .route("/api/v1/namespaces/{ns}/services", get(services_list).post(service_create))
             .route("/apis/apps/v1/namespaces/{ns}/deployments", get(deployments_list).post(deployment_create))
             .route(
@@ -839,4 +848,125 @@ fn start_kubelet(f: &FakeKube, key: (String, String), pod: Pod, stopped: watch::
             Err(msg) => update(Event::Failed(msg)),
         }
     });
+}
+
+/// `GET .../pods/{name}/exec?command=...&stdin=true&tty=true` upgraded to a WebSocket
+/// speaking the channel protocol the client offers (v5 preferred, v4). As a kubelet,
+/// the command keeps running when the connection ends (only a TTY's hang-up would end
+/// it): killing it is the client's business.
+async fn pod_exec(
+    State(f): State<FakeKube>,
+    Path((ns, name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    mut req: axum::extract::Request,
+) -> Response {
+    use deis_core::tty::channel::{Frame, decode, encode, negotiate, status_exit};
+    use deis_core::tty::{SessionInput, SessionOutput, SessionSpec, TtyBroker};
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
+    let flag = |k: &str| params.iter().any(|(key, v)| key == k && v == "true");
+    let command: Vec<String> = params.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
+    let headers = req.headers();
+    let offered: Vec<String> = headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+        .collect();
+    let Some(protocol) = negotiate(offered.iter().map(String::as_str)) else {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "no supported channel protocol offered".into());
+    };
+    let Some(key) = headers.get("sec-websocket-key").map(|k| k.as_bytes().to_vec()) else {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "Upgrade request required".into());
+    };
+    let spec = {
+        let w = f.world.lock().unwrap();
+        let Some(p) = w.pods.get(&(ns.clone(), name.clone())) else { return not_found("pods", &name) };
+        if p.pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running") {
+            return status(StatusCode::BAD_REQUEST, "BadRequest", format!("pod {name} is not running"));
+        }
+        match container_spec(&f, &p.pod, &p.pod.spec.as_ref().unwrap().containers[0]) {
+            Ok(c) => c,
+            Err(e) => return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e),
+        }
+    };
+    if command.is_empty() {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "you must specify at least 1 command".into());
+    }
+    // A single argument is a program here, not a shell line.
+    let argv = if command.len() == 1 { vec!["/usr/bin/env".into(), command[0].clone()] } else { command };
+    let session_spec = SessionSpec {
+        app: deis_core::testing::app_name(&ns),
+        proc_type: deis_core::testing::process_type("exec"),
+        artifact: deis_sdk::scheduler::Artifact::Source { dir: spec.cwd.clone() },
+        release: 0,
+        env: spec.env.clone(),
+        command: argv,
+        tty: flag("tty"),
+        // A runtime's exec terminal starts at 0x0, until the client's first resize.
+        size: flag("tty").then_some(deis_core::tty::TermSize { cols: 0, rows: 0 }),
+        user: "kubelet".into(),
+        identity: None,
+        limits: Default::default(),
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    let session = match f.exec.open(session_spec).await {
+        Ok(s) => s,
+        Err(e) => return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
+    };
+    let with_stdin = flag("stdin");
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let io = hyper_util::rt::TokioIo::new(upgraded);
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            io,
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            None,
+        )
+        .await;
+        let (mut sink, mut stream) = ws.split();
+        let deis_core::tty::Session { input, mut output } = session;
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                let Message::Binary(bytes) = msg else { continue };
+                let sent = match decode(&bytes, protocol) {
+                    Ok(Frame::Stdin(b)) if with_stdin => input.send(SessionInput::Stdin(b)).await,
+                    Ok(Frame::Resize(size)) => input.send(SessionInput::Resize(size)).await,
+                    Ok(Frame::Close(0)) => input.send(SessionInput::Eof).await,
+                    _ => Ok(()),
+                };
+                if sent.is_err() {
+                    break;
+                }
+            }
+            // The connection ended: the command goes on (as with a kubelet).
+            std::future::pending::<()>().await;
+            drop(input);
+        });
+        let mut connected = true;
+        while let Some(out) = output.recv().await {
+            let frame = match out {
+                SessionOutput::Stdout(b) => Frame::Stdout(b),
+                SessionOutput::Stderr(b) => Frame::Stderr(b),
+                SessionOutput::Exit(e) => Frame::Status(status_exit(e)),
+            };
+            if connected && sink.send(Message::Binary(encode(&frame).into())).await.is_err() {
+                connected = false;
+            }
+        }
+        let _ = sink.close().await;
+        reader.abort();
+    });
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", accept)
+        .header("sec-websocket-protocol", protocol.name())
+        .body(axum::body::Body::empty())
+        .unwrap()
 }

@@ -321,23 +321,31 @@ impl SlotBackend for MarathonBackend {
                 reason = Some(if f.message.is_empty() { f.state.clone() } else { f.message.clone() });
             }
             let checked = !a.health_checks.is_empty();
+            let restarts_of = |instance: u64| {
+                self.seen.lock().ok().and_then(|s| s.get(&a.id)?.failures.get(&instance).copied()).unwrap_or(0)
+            };
+            // The unit of this slot at `release`/`instance`, in `state`, without a task.
+            let unit_of = |release: u64, instance: u64, state: UnitState| Unit {
+                name: Unit::name_for(app, &proc_type, number),
+                instance,
+                app: app.clone(),
+                proc_type: proc_type.clone(),
+                number,
+                release,
+                state,
+                address: None,
+                node: String::new(),
+                started: None,
+                restarts: restarts_of(instance),
+                pid: None,
+            };
             for t in &a.tasks {
                 let Some((release, instance)) = self.version_of(&a, &t.version).await else { continue };
-                let restarts =
-                    self.seen.lock().ok().and_then(|s| s.get(&a.id)?.failures.get(&instance).copied()).unwrap_or(0);
                 let unit = Unit {
-                    name: Unit::name_for(app, &proc_type, number),
-                    instance,
-                    app: app.clone(),
-                    proc_type: proc_type.clone(),
-                    number,
-                    release,
-                    state: unit_state(t, checked),
                     address: address(t),
                     node: t.host.clone(),
                     started: t.started_at.as_deref().and_then(|s| s.parse().ok()),
-                    restarts,
-                    pid: None,
+                    ..unit_of(release, instance, unit_state(t, checked))
                 };
                 out.push(Observed { unit, reason: reason.clone() });
             }
@@ -346,23 +354,7 @@ impl SlotBackend for MarathonBackend {
                 && (a.tasks.len() as u32) < a.instances
                 && let (Some(release), Some(instance)) = (label(&a, LABEL_RELEASE), label::<u64>(&a, LABEL_INSTANCE))
             {
-                let restarts =
-                    self.seen.lock().ok().and_then(|s| s.get(&a.id)?.failures.get(&instance).copied()).unwrap_or(0);
-                let unit = Unit {
-                    name: Unit::name_for(app, &proc_type, number),
-                    instance,
-                    app: app.clone(),
-                    proc_type: proc_type.clone(),
-                    number,
-                    release,
-                    state: UnitState::Crashed,
-                    address: None,
-                    node: String::new(),
-                    started: None,
-                    restarts,
-                    pid: None,
-                };
-                out.push(Observed { unit, reason: reason.clone() });
+                out.push(Observed { unit: unit_of(release, instance, UnitState::Crashed), reason: reason.clone() });
             }
         }
         Ok(out)
