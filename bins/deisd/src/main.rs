@@ -22,11 +22,12 @@ use deis_sdk::deis_core::scheduler::PullCredentials;
 use deis_sdk::deis_core::scheduler::placement::Policy;
 use deis_sdk::replica::ReplicaConfig;
 use deis_sdk::scheduler::docker::{DEFAULT_STACK_IMAGE, DockerHost, DockerScheduler, DockerSchedulerConfig};
-use deis_sdk::scheduler::kubernetes::{KubernetesScheduler, KubernetesSchedulerConfig};
+use deis_sdk::scheduler::kubernetes::{self, KubernetesScheduler, KubernetesSchedulerConfig};
 use deis_sdk::scheduler::marathon::{MarathonScheduler, MarathonSchedulerConfig};
 use deis_sdk::telemetry::TelemetrySettings;
 use deis_sdk::telemetry::config::{SinkUri, TelemetryConfig};
 use deis_sdk::tty::TtyConfig;
+use deis_sdk::tty::kubernetes::KubernetesTtyBroker;
 use deis_sdk::{Listen, MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, SyslogListen};
 
 /// The Deis platform daemon: controller API, router, scheduler, logs and `deis run` in
@@ -381,6 +382,9 @@ impl Args {
                 let mut config = KubernetesSchedulerConfig::new(paths);
                 config.policy = self.placement;
                 config.stack_image = self.stack_image.clone();
+                // `deis run` execs in the app's pods.
+                let client = kubernetes::client(&config).await.map_err(|e| format!("--kubeconfig: {e}"))?;
+                b = b.tty_broker(std::sync::Arc::new(KubernetesTtyBroker::new(client)));
                 b = b.scheduler_with(move |_| async move {
                     let scheduler: std::sync::Arc<dyn deis_sdk::deis_core::Scheduler> =
                         KubernetesScheduler::connect(config).await?;
@@ -593,6 +597,23 @@ mod tests {
         // The older spelling: `redis` plus --redis-url.
         let a = parse(&["--log-store", "redis", "--redis-url", "redis://10.0.0.2"]).unwrap();
         assert_eq!(a.log_store().unwrap(), LogStoreUri::Redis("redis://10.0.0.2".into()));
+        // The previews: a kubeconfig (a KUBECONFIG-style list), Marathon's URL.
+        let a = parse(&["--scheduler", "kubernetes", "--kubeconfig", "/a/config:/b/config"]).unwrap();
+        assert_eq!(a.scheduler, SchedulerUri::Kubernetes);
+        let paths = KubernetesSchedulerConfig::paths(a.kubeconfig.as_deref().unwrap());
+        assert_eq!(paths, [std::path::PathBuf::from("/a/config"), "/b/config".into()]);
+        let a = parse(&["--scheduler", "marathon", "--marathon-url", "http://10.0.0.3:8080"]).unwrap();
+        assert_eq!((a.scheduler, a.marathon_url.as_deref()), (SchedulerUri::Marathon, Some("http://10.0.0.3:8080")));
+    }
+
+    #[tokio::test]
+    async fn marathon_needs_its_url() {
+        let dir = std::env::temp_dir().join(format!("deisd-marathon-{}", std::process::id()));
+        let data = dir.to_str().unwrap();
+        let a = parse(&["--scheduler", "marathon", "--data-dir", data, "--builder-addr", "off"]).unwrap();
+        let err = a.builder().await.err().expect("refused");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(err.contains("--marathon-url"), "{err}");
     }
 
     #[test]

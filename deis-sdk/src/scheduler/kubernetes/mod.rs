@@ -23,7 +23,8 @@
 //!   **source build** runs on the [stack image](KubernetesSchedulerConfig::stack_image)
 //!   with its directory mounted from the node (`hostPath`) at `/app`: it must exist at
 //!   the same path on the nodes (a one-node cluster on this machine, or shared storage).
-//! - `deis run`: [`crate::tty::kubernetes`] execs in a unit pod.
+//! - `deis run`: [`crate::tty::kubernetes`] execs in a unit pod (deisd wires it with
+//!   `--scheduler kubernetes`).
 //!
 //! Every answer of the API server is read up to [`MAX_RESPONSE_BYTES`].
 
