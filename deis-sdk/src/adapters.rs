@@ -266,8 +266,8 @@ mod tests {
     #[test]
     fn scheduler_forms() {
         assert_eq!("local".parse::<SchedulerUri>().unwrap(), SchedulerUri::Local);
-        let e = "kubernetes".parse::<SchedulerUri>().unwrap_err();
-        assert_eq!(e.to_string(), r#"unknown scheduler "kubernetes": accepted forms are local, docker"#);
+        let e = "fleet".parse::<SchedulerUri>().unwrap_err();
+        assert_eq!(e.to_string(), r#"unknown scheduler "fleet": accepted forms are local, docker, kubernetes, marathon"#);
         assert_eq!("docker".parse::<SchedulerUri>().unwrap(), SchedulerUri::Docker);
         for form in ["kubernetes", "marathon"] {
             assert_eq!(form.parse::<SchedulerUri>().unwrap().to_string(), form);
