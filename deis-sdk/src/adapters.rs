@@ -267,7 +267,10 @@ mod tests {
     fn scheduler_forms() {
         assert_eq!("local".parse::<SchedulerUri>().unwrap(), SchedulerUri::Local);
         let e = "fleet".parse::<SchedulerUri>().unwrap_err();
-        assert_eq!(e.to_string(), r#"unknown scheduler "fleet": accepted forms are local, docker, kubernetes, marathon"#);
+        assert_eq!(
+            e.to_string(),
+            r#"unknown scheduler "fleet": accepted forms are local, docker, kubernetes, marathon"#
+        );
         assert_eq!("docker".parse::<SchedulerUri>().unwrap(), SchedulerUri::Docker);
         for form in ["kubernetes", "marathon"] {
             assert_eq!(form.parse::<SchedulerUri>().unwrap().to_string(), form);

@@ -36,8 +36,8 @@
 //!
 //! Everything of [`deis_core`] (the traits, the model, the embedded defaults and, with
 //! feature `test-util`, the conformance suites) is re-exported here, so one dependency
-//! is enough. Production adapters come behind cargo features (`redis`, `docker`, `etcd`, and the
-//! `kubernetes` and `marathon` previews).
+//! is enough. Production adapters come behind cargo features (`redis`, `docker`,
+//! `etcd`, and the `kubernetes` and `marathon` previews).
 
 pub use deis_core;
 pub use deis_core::*;
