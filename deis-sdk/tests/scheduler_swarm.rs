@@ -35,6 +35,7 @@ impl SchedulerHarness for BusyboxHarness<'_> {
             command: command.into(),
             count: 1,
             resources: Resources { cpu_millis: 100, memory_bytes: 32 << 20 },
+            limits: Resources::default(),
             healthcheck: None,
             liveness: None,
         };
@@ -48,6 +49,8 @@ impl SchedulerHarness for BusyboxHarness<'_> {
                 (process_type("worker"), process("exec sleep 3600")),
             ]),
             selector: BTreeMap::new(),
+            identity: None,
+            pull_credentials: None,
         }
     }
 
@@ -94,7 +97,8 @@ async fn up_units(s: &SwarmScheduler, app: &str, count: usize) -> Vec<(String, S
         }
         for u in up.iter().filter(|u| u.proc_type == "web") {
             let addr = u.address.ok_or("no address")?;
-            let r = Request::get("/").timeout(Duration::from_secs(5)).send_async(addr).await.map_err(|e| e.to_string())?;
+            let r =
+                Request::get("/").timeout(Duration::from_secs(5)).send_async(addr).await.map_err(|e| e.to_string())?;
             if !r.body.contains(&u.name) {
                 return Err(format!("{} answered {:?}", u.name, r.body));
             }

@@ -232,7 +232,16 @@ impl ProcessRuntime for OsRuntime {
         };
         let tracked = Tracked { group, cgroup, identity: launch.identity };
         self.tracked.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, tracked);
-        Ok(Spawned { pid, process_id: Some(pid), node: None, ip: None, port: None, stdout, stderr, exited: child.exited })
+        Ok(Spawned {
+            pid,
+            process_id: Some(pid),
+            node: None,
+            ip: None,
+            port: None,
+            stdout,
+            stderr,
+            exited: child.exited,
+        })
     }
 
     fn signal_group(&self, pgid: u32, signal: GroupSignal) {

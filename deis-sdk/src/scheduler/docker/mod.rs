@@ -83,8 +83,8 @@ use tokio::sync::broadcast;
 
 pub use self::host::{DockerHost, DockerHostError, Networking};
 pub use self::pull::registry_of;
-pub use self::runtime::{APP_DIR, DockerRuntime, LABEL_CONFIG, LABEL_PORT, LABEL_RELEASE, LABEL_UNIT};
 pub(crate) use self::runtime::tar_of;
+pub use self::runtime::{APP_DIR, DockerRuntime, LABEL_CONFIG, LABEL_PORT, LABEL_RELEASE, LABEL_UNIT};
 use self::runtime::{ContainerSettings, Host};
 
 /// The stack image source builds run on unless configured otherwise (built offline as

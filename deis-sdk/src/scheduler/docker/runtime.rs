@@ -11,13 +11,13 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::ContainerSummaryStateEnum;
 use bollard::models::{
     ContainerCreateBody, ExecConfig, HostConfig, HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
-use bollard::models::ContainerSummaryStateEnum;
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, KillContainerOptions, LogsOptions, RemoveContainerOptions, UploadToContainerOptions,
-    WaitContainerOptions,
+    CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
+    UploadToContainerOptions, WaitContainerOptions,
 };
 use deis_core::model::{AppName, ProbeAction};
 use deis_core::scheduler::local::{
@@ -525,10 +525,10 @@ impl ProcessRuntime for DockerRuntime {
         let h = &self.hosts[host];
         let adopt = self.adoptable(launch, host);
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.containers.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            handle,
-            Container { host, id: adopt.as_ref().map(|o| o.id.clone()), alive: true, pending: None },
-        );
+        self.containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(handle, Container { host, id: adopt.as_ref().map(|o| o.id.clone()), alive: true, pending: None });
         let (exited_tx, exited) = oneshot::channel();
         let streams = self.settings.syslog_address.is_none().then(|| {
             let (out_w, out_r) = tokio::io::duplex(OUTPUT_BUFFER);

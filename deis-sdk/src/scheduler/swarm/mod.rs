@@ -2,7 +2,7 @@
 //!
 //! - **Services**: one per app process type (`<app>_<type>`), replicated with the
 //!   type's count, labelled `deis.app`, `deis.type`, `deis.release`; cpu and memory
-//!   reservations and limits from the unit's requests; restart policy `any` (a crashed
+//!   reservations from the unit's requests, limits from its limits; restart policy `any` (a crashed
 //!   unit's task is replaced in its slot); rolling updates one task at a time,
 //!   **start-first**, gated on the container healthcheck (the readiness probe, else the
 //!   liveness probe, else for `web` an open `PORT`).
@@ -230,7 +230,8 @@ impl SwarmScheduler {
                     known.units.keys().filter(|k| k.0 == app && !now.contains_key(*k)).cloned().collect();
                 for key in gone {
                     if let Some(u) = known.units.remove(&key) {
-                        let _ = self.events.send(UnitEvent::new(Unit { state: UnitState::Destroyed, address: None, ..u }));
+                        let _ =
+                            self.events.send(UnitEvent::new(Unit { state: UnitState::Destroyed, address: None, ..u }));
                     }
                 }
                 known.units.extend(now);
@@ -314,11 +315,19 @@ impl SwarmScheduler {
         let block = self.blocks.next_free(label(s, LABEL_PORT_BLOCK).and_then(|b| b.parse().ok()), used)?;
         used.push(block);
         let (g, b) = (generation.to_string(), block.to_string());
-        for labels in [spec.labels.as_mut(), spec.task_template.as_mut().and_then(|t| t.container_spec.as_mut()).and_then(|c| c.labels.as_mut())].into_iter().flatten() {
+        for labels in [
+            spec.labels.as_mut(),
+            spec.task_template.as_mut().and_then(|t| t.container_spec.as_mut()).and_then(|c| c.labels.as_mut()),
+        ]
+        .into_iter()
+        .flatten()
+        {
             labels.insert(LABEL_GENERATION.into(), g.clone());
             labels.insert(LABEL_PORT_BLOCK.into(), b.clone());
         }
-        if let Some(env) = spec.task_template.as_mut().and_then(|t| t.container_spec.as_mut()).and_then(|c| c.env.as_mut()) {
+        if let Some(env) =
+            spec.task_template.as_mut().and_then(|t| t.container_spec.as_mut()).and_then(|c| c.env.as_mut())
+        {
             let old = label(s, LABEL_PORT_BLOCK).unwrap_or_default().to_string();
             for v in env.iter_mut().filter(|v| v.starts_with("PORT=")) {
                 *v = v.replacen(&format!("PORT={old}"), &format!("PORT={block}"), 1);
@@ -350,8 +359,11 @@ async fn watch(scheduler: std::sync::Weak<SwarmScheduler>, every: Duration) {
         let Some(s) = scheduler.upgrade() else { return };
         match s.view().await {
             Ok(view) => {
-                let apps: BTreeSet<AppName> =
-                    view.services.iter().filter_map(|svc| label(svc, LABEL_APP).and_then(|a| AppName::new(a).ok())).collect();
+                let apps: BTreeSet<AppName> = view
+                    .services
+                    .iter()
+                    .filter_map(|svc| label(svc, LABEL_APP).and_then(|a| AppName::new(a).ok()))
+                    .collect();
                 s.observe(&view, apps);
             }
             Err(e) => tracing::debug!(error = %e, "swarm scheduler: reading tasks"),
@@ -380,10 +392,8 @@ impl Scheduler for SwarmScheduler {
         let view = self.view().await?;
         view.admit(&spec, self.config.policy)?;
         let image = self.image_of(&spec).await?;
-        let existing: HashMap<String, &Service> = view
-            .services_of(&spec.app)
-            .filter_map(|s| label(s, LABEL_TYPE).map(|t| (t.to_string(), s)))
-            .collect();
+        let existing: HashMap<String, &Service> =
+            view.services_of(&spec.app).filter_map(|s| label(s, LABEL_TYPE).map(|t| (t.to_string(), s))).collect();
         let mut used = view.used_blocks();
         for (proc_type, p) in &spec.processes {
             let digest = spec_digest(&spec, p);
@@ -473,8 +483,18 @@ impl Scheduler for SwarmScheduler {
         for s in services {
             let generation = self.regenerate(s, &mut used).await?;
             let name = s.spec.as_ref().and_then(|s| s.name.clone()).unwrap_or_default();
-            for u in units.iter().filter(|u| Some(u.proc_type.as_str()) == label(s, LABEL_TYPE) && u.state != UnitState::Down) {
-                let epoch = self.history.lock().unwrap_or_else(|e| e.into_inner()).epochs.get(&(name.clone(), u.number)).copied().unwrap_or(0);
+            for u in units
+                .iter()
+                .filter(|u| Some(u.proc_type.as_str()) == label(s, LABEL_TYPE) && u.state != UnitState::Down)
+            {
+                let epoch = self
+                    .history
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .epochs
+                    .get(&(name.clone(), u.number))
+                    .copied()
+                    .unwrap_or(0);
                 restarted.push(Unit {
                     instance: view::instance(&name, generation, u.number, epoch),
                     state: UnitState::Initialized,
@@ -510,7 +530,8 @@ impl SwarmScheduler {
     /// Restarts one unit by stopping its container (swarm starts the next task of its
     /// slot); it must run on the manager's own engine.
     async fn restart_one(&self, view: &View, unit: &Unit) -> Result<Vec<Unit>> {
-        let task = view::running_task(view, unit).ok_or_else(|| SchedulerError::NotFound(format!("unit {}", unit.name)))?;
+        let task =
+            view::running_task(view, unit).ok_or_else(|| SchedulerError::NotFound(format!("unit {}", unit.name)))?;
         if task.node_id.as_deref() != Some(self.node_id.as_str()) {
             return Err(SchedulerError::Unsupported(format!(
                 "{} runs on another node than the manager deisd talks to: restart its process type instead \
@@ -518,8 +539,11 @@ impl SwarmScheduler {
                 unit.name, unit.proc_type
             )));
         }
-        let container = task.status.as_ref().and_then(|s| s.container_status.as_ref()).and_then(|c| c.container_id.clone());
-        let Some(container) = container else { return Err(SchedulerError::NotFound(format!("the container of {}", unit.name))) };
+        let container =
+            task.status.as_ref().and_then(|s| s.container_status.as_ref()).and_then(|c| c.container_id.clone());
+        let Some(container) = container else {
+            return Err(SchedulerError::NotFound(format!("the container of {}", unit.name)));
+        };
         let service = view.services_of(&unit.app).find(|s| label(s, LABEL_TYPE) == Some(unit.proc_type.as_str()));
         let name = service.and_then(|s| s.spec.as_ref()?.name.clone()).unwrap_or_default();
         let epoch = {

@@ -12,6 +12,7 @@ use bollard::models::{
     ServiceSpecUpdateConfigOrderEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecLogDriver, TaskSpecPlacement,
     TaskSpecResources, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
 };
+use deis_core::model::limits::Resources;
 use deis_core::model::{AppName, Healthcheck, ProbeAction, ProcessType};
 use deis_core::scheduler::placement::{Plane, Planes};
 use deis_core::scheduler::{AppSpec, Artifact, ProcessSpec, SchedulerError};
@@ -57,6 +58,7 @@ pub fn spec_digest(spec: &AppSpec, p: &ProcessSpec) -> String {
         "env": spec.env,
         "command": p.command,
         "resources": p.resources,
+        "limits": p.limits,
         "healthcheck": p.healthcheck,
         "liveness": p.liveness,
         "selector": spec.selector,
@@ -91,15 +93,14 @@ impl PortBlocks {
         let (first, last) = (*self.0.start(), *self.0.end());
         let start = current.map_or(first, |c| if c >= last || c < first { first } else { c + 1 });
         let n = last - first + 1;
-        (0..n)
-            .map(|i| first + (start - first + i) % n)
-            .find(|b| !used.contains(b) && Some(*b) != current)
-            .ok_or_else(|| {
+        (0..n).map(|i| first + (start - first + i) % n).find(|b| !used.contains(b) && Some(*b) != current).ok_or_else(
+            || {
                 SchedulerError::Capacity(format!(
                     "every port block of the swarm port range ({}00-{}99) is in use: widen the range or remove apps",
                     first, last
                 ))
-            })
+            },
+        )
     }
 
     /// The port of slot `slot` in block `block`.
@@ -232,9 +233,9 @@ pub fn service_spec(spec: &AppSpec, proc_type: &ProcessType, image: &str, digest
     let mut service_labels = labels.clone();
     service_labels.insert(LABEL_SPEC.to_string(), digest.to_string());
     let command = (!p.command.trim().is_empty()).then(|| vec!["/bin/sh".to_string(), "-c".into(), p.command.clone()]);
-    let r = p.resources;
-    let cpu = (r.cpu_millis > 0).then(|| i64::try_from(r.cpu_millis * 1_000_000).unwrap_or(i64::MAX));
-    let memory = (r.memory_bytes > 0).then(|| i64::try_from(r.memory_bytes).unwrap_or(i64::MAX));
+    let cpu = |r: Resources| (r.cpu_millis > 0).then(|| i64::try_from(r.cpu_millis * 1_000_000).unwrap_or(i64::MAX));
+    let memory = |r: Resources| (r.memory_bytes > 0).then(|| i64::try_from(r.memory_bytes).unwrap_or(i64::MAX));
+    let (requests, limits) = (p.resources, p.limits);
     let dir = matches!(spec.artifact, Artifact::Source { .. }).then(|| super::APP_DIR.to_string());
     let log_driver = t.syslog_address.as_ref().map(|addr| TaskSpecLogDriver {
         name: Some("syslog".into()),
@@ -262,8 +263,12 @@ pub fn service_spec(spec: &AppSpec, proc_type: &ProcessType, image: &str, digest
                 ..Default::default()
             }),
             resources: Some(TaskSpecResources {
-                limits: Some(Limit { nano_cpus: cpu, memory_bytes: memory, pids: None }),
-                reservations: Some(ResourceObject { nano_cpus: cpu, memory_bytes: memory, generic_resources: None }),
+                limits: Some(Limit { nano_cpus: cpu(limits), memory_bytes: memory(limits), pids: None }),
+                reservations: Some(ResourceObject {
+                    nano_cpus: cpu(requests),
+                    memory_bytes: memory(requests),
+                    generic_resources: None,
+                }),
                 ..Default::default()
             }),
             restart_policy: Some(TaskSpecRestartPolicy {
@@ -298,7 +303,6 @@ pub fn service_spec(spec: &AppSpec, proc_type: &ProcessType, image: &str, digest
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deis_core::model::limits::Resources;
     use std::collections::BTreeMap;
 
     fn spec() -> AppSpec {
@@ -306,6 +310,7 @@ mod tests {
             command: "exec python3 web.py".into(),
             count: 2,
             resources: Resources { cpu_millis: 250, memory_bytes: 64 << 20 },
+            limits: Resources { cpu_millis: 500, memory_bytes: 64 << 20 },
             healthcheck: None,
             liveness: None,
         };
@@ -316,6 +321,8 @@ mod tests {
             env: BTreeMap::from([("GREETING".to_string(), "hi".to_string())]),
             processes: BTreeMap::from([(ProcessType::new("web").unwrap(), web)]),
             selector: BTreeMap::from([("disk".to_string(), "ssd".to_string())]),
+            identity: None,
+            pull_credentials: None,
         }
     }
 

@@ -141,14 +141,18 @@ impl View {
 
     /// The deis services of `app`.
     pub fn services_of<'a>(&'a self, app: &'a str) -> impl Iterator<Item = &'a Service> + 'a {
-        self.services.iter().filter(move |s| label(s.spec.as_ref().and_then(|s| s.labels.as_ref()), LABEL_APP) == Some(app))
+        self.services
+            .iter()
+            .filter(move |s| label(s.spec.as_ref().and_then(|s| s.labels.as_ref()), LABEL_APP) == Some(app))
     }
 
     /// The port blocks in use: deis services' templates and their live tasks'.
     pub fn used_blocks(&self) -> Vec<u16> {
         let mut used = Vec::new();
         for s in &self.services {
-            if let Some(b) = label(s.spec.as_ref().and_then(|s| s.labels.as_ref()), LABEL_PORT_BLOCK).and_then(|b| b.parse().ok()) {
+            if let Some(b) =
+                label(s.spec.as_ref().and_then(|s| s.labels.as_ref()), LABEL_PORT_BLOCK).and_then(|b| b.parse().ok())
+            {
                 used.push(b);
             }
         }
@@ -243,7 +247,8 @@ impl View {
                     // Swarm has not begun replacing units with the new template: show the
                     // first replacement as wanted, so the type is not taken as converged.
                     let epoch = history.epochs.get(&(service_name.clone(), slot)).copied().unwrap_or(0);
-                    let release = label(labels, LABEL_RELEASE).and_then(|r| r.strip_prefix('v')).and_then(|r| r.parse().ok());
+                    let release =
+                        label(labels, LABEL_RELEASE).and_then(|r| r.strip_prefix('v')).and_then(|r| r.parse().ok());
                     pending = Some(Unit {
                         instance: instance(&service_name, wanted, slot, epoch),
                         release: release.unwrap_or(live[0].release),
@@ -336,7 +341,9 @@ fn slot_units(
             }
         };
         let node = view.node(t.node_id.as_deref());
-        let port = label(task_labels(t), LABEL_PORT_BLOCK).and_then(|b| b.parse().ok()).and_then(|b| PortBlocks::port(b, slot));
+        let port = label(task_labels(t), LABEL_PORT_BLOCK)
+            .and_then(|b| b.parse().ok())
+            .and_then(|b| PortBlocks::port(b, slot));
         let release = label(task_labels(t), LABEL_RELEASE)
             .and_then(|r| r.strip_prefix('v'))
             .and_then(|r| r.parse().ok())
