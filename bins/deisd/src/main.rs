@@ -318,6 +318,7 @@ impl Args {
                     Ok(scheduler)
                 });
             }
+            other => return Err(format!("--scheduler {other}: not supported by this deisd")),
         }
         if let Some(registry) = registry {
             b = b.registry(registry.clone());

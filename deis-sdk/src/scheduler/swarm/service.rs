@@ -384,7 +384,7 @@ mod tests {
         assert_eq!(PortBlocks::port(123, 7), Some(12307));
         assert_eq!(PortBlocks::port(123, 100), None);
         assert!(PortBlocks::new(10000..=10150).is_err());
-        let names = service_name(&AppName::new(&"a".repeat(60)).unwrap(), &ProcessType::new("web").unwrap());
+        let names = service_name(&AppName::new("a".repeat(60)).unwrap(), &ProcessType::new("web").unwrap());
         assert!(names.starts_with("deis_") && names.len() <= 63);
     }
 }
