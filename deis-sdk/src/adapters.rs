@@ -5,7 +5,7 @@
 //! |---|---|
 //! | [`StoreUri`] | `redb:PATH`, `etcd://HOST:PORT[,HOST:PORT…][?…]`, `etcds://…?ca=PATH[…]` (feature `etcd`; see [`EtcdUri`]) |
 //! | [`LogStoreUri`] | `ring`, `redis://HOST[:PORT][/DB]` (feature `redis`) |
-//! | [`SchedulerUri`] | `local`, `docker` (feature `docker`) |
+//! | [`SchedulerUri`] | `local`, `docker` (feature `docker`), `swarm` (feature `swarm`) |
 //!
 //! Parsing checks the form only; [`StoreUri::open`] and [`LogStoreUri::open`] connect.
 //! An unknown form is a [`UriError`] naming the accepted ones:
@@ -184,11 +184,14 @@ pub enum SchedulerUri {
     /// `docker`: containers on one or more Docker engines, placed over them
     /// (`scheduler::docker::DockerScheduler`, feature `docker`).
     Docker,
+    /// `swarm`: the services of a Docker Swarm, through a manager
+    /// (`scheduler::swarm::SwarmScheduler`, feature `swarm`).
+    Swarm,
 }
 
 impl SchedulerUri {
     /// The accepted forms, for help texts and errors.
-    pub const ACCEPTED: &'static str = "local, docker";
+    pub const ACCEPTED: &'static str = "local, docker, swarm";
 }
 
 impl FromStr for SchedulerUri {
@@ -198,6 +201,7 @@ impl FromStr for SchedulerUri {
         match s {
             "local" => Ok(Self::Local),
             "docker" => Ok(Self::Docker),
+            "swarm" => Ok(Self::Swarm),
             _ => Err(UriError { part: "scheduler", given: s.to_string(), reason: "unknown", accepted: Self::ACCEPTED }),
         }
     }
@@ -208,6 +212,7 @@ impl fmt::Display for SchedulerUri {
         match self {
             Self::Local => f.write_str("local"),
             Self::Docker => f.write_str("docker"),
+            Self::Swarm => f.write_str("swarm"),
         }
     }
 }
@@ -257,7 +262,7 @@ mod tests {
     fn scheduler_forms() {
         assert_eq!("local".parse::<SchedulerUri>().unwrap(), SchedulerUri::Local);
         let e = "kubernetes".parse::<SchedulerUri>().unwrap_err();
-        assert_eq!(e.to_string(), r#"unknown scheduler "kubernetes": accepted forms are local, docker"#);
+        assert_eq!(e.to_string(), r#"unknown scheduler "kubernetes": accepted forms are local, docker, swarm"#);
         assert_eq!("docker".parse::<SchedulerUri>().unwrap(), SchedulerUri::Docker);
     }
 

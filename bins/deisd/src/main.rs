@@ -24,6 +24,7 @@ use deis_sdk::replica::ReplicaConfig;
 use deis_sdk::scheduler::docker::{DEFAULT_STACK_IMAGE, DockerHost, DockerScheduler, DockerSchedulerConfig};
 use deis_sdk::telemetry::TelemetrySettings;
 use deis_sdk::telemetry::config::{SinkUri, TelemetryConfig};
+use deis_sdk::scheduler::swarm::{SwarmScheduler, SwarmSchedulerConfig};
 use deis_sdk::tty::TtyConfig;
 use deis_sdk::{Listen, MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, SyslogListen};
 
@@ -41,11 +42,13 @@ struct Args {
     /// units), all serve the API and route.
     #[arg(long, env = "DEIS_STORE")]
     store: Option<StoreUri>,
-    /// What runs units: local (child processes on this machine) or docker (containers
-    /// on the engines of --docker-host, placed over them).
+    /// What runs units: local (child processes on this machine), docker (containers
+    /// on the engines of --docker-host, placed over them) or swarm (the services of the
+    /// Docker Swarm whose manager is --docker-host).
     #[arg(long, env = "DEIS_SCHEDULER", default_value = "local")]
     scheduler: SchedulerUri,
-    /// A Docker engine units run on, for --scheduler docker (repeatable, one per host):
+    /// A Docker engine units run on, for --scheduler docker (repeatable, one per host),
+    /// or the swarm manager for --scheduler swarm (once, endpoint only):
     /// `unix:///path/to.sock` or `tcp://host:port`, optionally followed by
     /// `;name=N;cpu=4;memory=8G;label=KEY=VALUE;planes=data;network=host|bridge`.
     /// Default: DOCKER_HOST, else the local engine.
@@ -365,6 +368,24 @@ impl Args {
                     Ok(scheduler)
                 });
             }
+            SchedulerUri::Swarm => {
+                let hosts = self.docker_hosts()?;
+                let [manager] = hosts.as_slice() else {
+                    return Err("--scheduler swarm takes one --docker-host: a manager of the swarm".into());
+                };
+                let mut config = SwarmSchedulerConfig::new(manager.endpoint.clone());
+                config.address = manager.address;
+                config.policy = self.placement;
+                config.stack_image = self.stack_image.clone();
+                b = b.scheduler_with(move |ctx| async move {
+                    let local = ctx.local_config();
+                    config.stop_timeout = local.stop_timeout;
+                    config.ready_timeout = local.ready_timeout;
+                    let scheduler: std::sync::Arc<dyn deis_sdk::deis_core::Scheduler> =
+                        SwarmScheduler::connect(config).await?;
+                    Ok(scheduler)
+                });
+            }
             other => return Err(format!("--scheduler {other}: not supported by this deisd")),
         }
         if let Some(registry) = registry {
@@ -568,7 +589,7 @@ mod tests {
         for (flag, value, wanted) in [
             ("--store", "etcd2://x", "accepted forms are redb:PATH, etcd://"),
             ("--log-store", "kafka://x", "accepted forms are ring, redis://"),
-            ("--scheduler", "fleet", "accepted forms are local, docker"),
+            ("--scheduler", "fleet", "accepted forms are local, docker, swarm"),
             ("--docker-host", "/run/docker.sock", "the endpoint must be unix:///PATH or tcp://HOST:PORT"),
             ("--placement", "random", "use binpack or spread"),
             ("--registration", "sometimes", "use enabled, admin_only or disabled"),
