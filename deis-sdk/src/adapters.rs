@@ -5,7 +5,7 @@
 //! |---|---|
 //! | [`StoreUri`] | `redb:PATH`, `etcd://HOST:PORT[,HOST:PORT…][?…]`, `etcds://…?ca=PATH[…]` (feature `etcd`; see [`EtcdUri`]) |
 //! | [`LogStoreUri`] | `ring`, `redis://HOST[:PORT][/DB]` (feature `redis`) |
-//! | [`SchedulerUri`] | `local`, `docker` (feature `docker`), `kubernetes` and `marathon` (previews, features of the same names) |
+//! | [`SchedulerUri`] | `local`, `docker` (feature `docker`), `swarm` (feature `swarm`), `kubernetes` and `marathon` (previews, features of the same names) |
 //!
 //! Parsing checks the form only; [`StoreUri::open`] and [`LogStoreUri::open`] connect.
 //! An unknown form is a [`UriError`] naming the accepted ones:
@@ -184,6 +184,9 @@ pub enum SchedulerUri {
     /// `docker`: containers on one or more Docker engines, placed over them
     /// (`scheduler::docker::DockerScheduler`, feature `docker`).
     Docker,
+    /// `swarm`: the services of a Docker Swarm, through a manager
+    /// (`scheduler::swarm::SwarmScheduler`, feature `swarm`).
+    Swarm,
     /// `kubernetes`: pods of a Kubernetes cluster (preview; `scheduler::kubernetes`,
     /// feature `kubernetes`).
     Kubernetes,
@@ -194,7 +197,7 @@ pub enum SchedulerUri {
 
 impl SchedulerUri {
     /// The accepted forms, for help texts and errors.
-    pub const ACCEPTED: &'static str = "local, docker, kubernetes, marathon";
+    pub const ACCEPTED: &'static str = "local, docker, swarm, kubernetes, marathon";
 }
 
 impl FromStr for SchedulerUri {
@@ -204,6 +207,7 @@ impl FromStr for SchedulerUri {
         match s {
             "local" => Ok(Self::Local),
             "docker" => Ok(Self::Docker),
+            "swarm" => Ok(Self::Swarm),
             "kubernetes" => Ok(Self::Kubernetes),
             "marathon" => Ok(Self::Marathon),
             _ => Err(UriError { part: "scheduler", given: s.to_string(), reason: "unknown", accepted: Self::ACCEPTED }),
@@ -216,6 +220,7 @@ impl fmt::Display for SchedulerUri {
         match self {
             Self::Local => f.write_str("local"),
             Self::Docker => f.write_str("docker"),
+            Self::Swarm => f.write_str("swarm"),
             Self::Kubernetes => f.write_str("kubernetes"),
             Self::Marathon => f.write_str("marathon"),
         }
@@ -269,10 +274,10 @@ mod tests {
         let e = "fleet".parse::<SchedulerUri>().unwrap_err();
         assert_eq!(
             e.to_string(),
-            r#"unknown scheduler "fleet": accepted forms are local, docker, kubernetes, marathon"#
+            r#"unknown scheduler "fleet": accepted forms are local, docker, swarm, kubernetes, marathon"#
         );
         assert_eq!("docker".parse::<SchedulerUri>().unwrap(), SchedulerUri::Docker);
-        for form in ["kubernetes", "marathon"] {
+        for form in ["swarm", "kubernetes", "marathon"] {
             assert_eq!(form.parse::<SchedulerUri>().unwrap().to_string(), form);
         }
     }

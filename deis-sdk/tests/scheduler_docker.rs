@@ -306,3 +306,63 @@ async fn a_unit_failing_its_liveness_probe_is_restarted_in_a_new_container() {
     s.remove(&app).await.unwrap();
     s.shutdown().await;
 }
+
+/// The ids of the running unit containers of `app` on `engine`.
+fn containers(engine: &DockerEngine, app: &str) -> BTreeSet<String> {
+    let filter = format!("label=deis.app={app}");
+    let out = engine.docker().args(["ps", "-q", "--no-trunc", "--filter", &filter]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect()
+}
+
+/// A scheduler that shuts down leaves its unit containers running; the next one (same
+/// store, as a restarted deisd) adopts them for the same spec (same containers, same
+/// addresses, nothing duplicated), and replaces them for a changed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_scheduler_adopts_its_running_containers() {
+    let Some(engine) = DockerEngine::shared() else { return };
+    let store = RedbStore::in_memory();
+    let harness = BusyboxHarness { image: engine.busybox_image(), engines: vec![] };
+    let connect = || async {
+        let mut config = DockerSchedulerConfig::new(vec![DockerHost::new(endpoint(engine))]);
+        config.supervision.stop_timeout = Duration::from_secs(5);
+        DockerScheduler::connect(config, store.clone()).await.unwrap()
+    };
+    let mut spec = harness.sample_app(&process_app("adopt"), 1);
+    spec.processes.remove("worker");
+    spec.processes.get_mut("web").unwrap().count = 2;
+
+    let first = connect().await;
+    first.apply(spec.clone()).await.unwrap();
+    up_units(&first, "adopt", 2).await;
+    let before = first.units(&process_app("adopt")).await.unwrap();
+    let ids = containers(engine, "adopt");
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    first.shutdown().await;
+    drop(first);
+    assert_eq!(containers(engine, "adopt"), ids, "shutdown must leave the unit containers running");
+
+    let second = connect().await;
+    second.apply(spec.clone()).await.unwrap();
+    up_units(&second, "adopt", 2).await;
+    let after = second.units(&process_app("adopt")).await.unwrap();
+    let addrs = |us: &[Unit]| us.iter().map(|u| (u.name.clone(), u.address)).collect::<Vec<_>>();
+    assert_eq!(addrs(&after), addrs(&before), "adopted units keep their addresses");
+    assert_eq!(containers(engine, "adopt"), ids, "the running containers were adopted, not duplicated");
+    second.shutdown().await;
+    drop(second);
+
+    // A changed spec while no scheduler ran: the old containers are replaced.
+    let third = connect().await;
+    spec.release = 2;
+    third.apply(spec.clone()).await.unwrap();
+    up_units(&third, "adopt", 2).await;
+    let now = eventually(Duration::from_secs(30), "only the new containers left", || async {
+        let now = containers(engine, "adopt");
+        (now.len() == 2 && now.is_disjoint(&ids)).then_some(now.clone()).ok_or(now)
+    })
+    .await;
+    assert_eq!(now.len(), 2);
+    third.remove(&process_app("adopt")).await.unwrap();
+    assert!(containers(engine, "adopt").is_empty());
+    third.shutdown().await;
+}

@@ -156,3 +156,76 @@ fn build_rootfs(busybox: &Path, root: &Path) {
         }
     }
 }
+
+/// A one-node Docker Swarm for tests: a private dockerd (see
+/// [`DockerEngine::start_private`]) made a manager with `docker swarm init
+/// --advertise-addr 127.0.0.1`, on a listen port, data path port and `docker_gwbridge`
+/// (its own Linux bridge name and subnet) of its own, so swarms of parallel test
+/// processes stay apart. On drop it leaves the swarm, stops the engine and deletes its
+/// bridge. Start one per test binary: swarm takes seconds to come up.
+#[derive(Debug)]
+pub struct DockerSwarm {
+    engine: Option<DockerEngine>,
+    bridge: String,
+}
+
+impl DockerSwarm {
+    /// Starts the engine and the swarm; None when dockerd is missing.
+    pub fn start() -> Option<Self> {
+        let engine = DockerEngine::start_private()?;
+        let id = std::process::id();
+        // Unique per process: bridge names are machine-wide, and so are subnets.
+        let bridge = format!("dgw{:08x}", id ^ 0x5eed_0000);
+        let subnet = format!("10.{}.{}.0/24", 200 + (id / 256) % 50, id % 256);
+        let swarm = Self { engine: Some(engine), bridge };
+        let engine = swarm.engine();
+        let gwbridge = engine
+            .docker()
+            .args(["network", "create", "--subnet", &subnet])
+            .args(["--opt", &format!("com.docker.network.bridge.name={}", swarm.bridge)])
+            .args(["--opt", "com.docker.network.bridge.enable_icc=false"])
+            .args(["--opt", "com.docker.network.bridge.enable_ip_masquerade=false", "docker_gwbridge"])
+            .output()
+            .expect("docker network create");
+        assert!(gwbridge.status.success(), "docker_gwbridge: {}", String::from_utf8_lossy(&gwbridge.stderr));
+        let listen = format!("127.0.0.1:{}", crate::net::free_port());
+        let data_port = (40000 + id % 9000).to_string();
+        let init = engine
+            .docker()
+            .args(["swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", &listen])
+            .args(["--data-path-port", &data_port])
+            .output()
+            .expect("docker swarm init");
+        assert!(init.status.success(), "docker swarm init: {}", String::from_utf8_lossy(&init.stderr));
+        Some(swarm)
+    }
+
+    /// The manager's engine.
+    pub fn engine(&self) -> &DockerEngine {
+        self.engine.as_ref().expect("the engine runs until drop")
+    }
+
+    /// The manager's API endpoint (`unix:///…`).
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.engine().socket_path())
+    }
+}
+
+impl Drop for DockerSwarm {
+    fn drop(&mut self) {
+        let Some(engine) = self.engine.take() else { return };
+        let _ = engine.docker().args(["swarm", "leave", "--force"]).output();
+        let dir = engine.process.as_ref().map(|p| p.dir().to_path_buf());
+        drop(engine);
+        // The engine's network namespaces stay mounted in its exec root.
+        if let Some(dir) = dir
+            && let Ok(entries) = std::fs::read_dir(dir.join("exec").join("netns"))
+        {
+            for e in entries.flatten() {
+                let _ = Command::new("umount").arg(e.path()).output();
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+    }
+}

@@ -2,7 +2,7 @@
 //! build size limit is refused, builds go when nothing uses them (old unpacked builds
 //! after a deploy, everything of an app when it is destroyed), and uploads are bounded.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 
@@ -125,16 +125,26 @@ fn uploads_beyond_the_limit_wait_their_turn() {
     let (d, alice) = daemon_with_user(&["--max-concurrent-uploads", "1"]);
     alice.run(&["create", "busy"]).ok();
     // An upload that holds its slot: the head and a first byte of a long body.
-    let mut held = TcpStream::connect(d.api).unwrap();
-    let head = format!(
-        "POST /v2/apps/busy/builds/ HTTP/1.1\r\nHost: {}\r\nAuthorization: token {}\r\n\
-         Content-Type: application/gzip\r\nContent-Length: 1000000\r\n\r\n\x1f",
-        d.api,
-        alice.token()
-    );
-    held.write_all(head.as_bytes()).unwrap();
+    let hold = || {
+        let mut held = TcpStream::connect(d.api).unwrap();
+        let head = format!(
+            "POST /v2/apps/busy/builds/ HTTP/1.1\r\nHost: {}\r\nAuthorization: token {}\r\n\
+             Content-Type: application/gzip\r\nContent-Length: 1000000\r\n\r\n\x1f",
+            d.api,
+            alice.token()
+        );
+        held.write_all(head.as_bytes()).unwrap();
+        held.set_read_timeout(Some(std::time::Duration::from_millis(10))).unwrap();
+        held
+    };
+    let mut held = hold();
     let tarball = deis_e2e::raw_tarball(&[("Procfile", b"web: python3 web.py\n")]);
     let refused = wait_for(T, "a second upload to be refused", || {
+        // The held upload itself was answered (it came while a probe had the slot):
+        // hold again.
+        if held.read(&mut [0u8; 64]).is_ok() {
+            held = hold();
+        }
         Some(upload(&d, &alice, "busy", tarball.clone())).filter(|r| r.status == 503)
     });
     assert_eq!(refused.headers.get("retry-after").map(String::as_str), Some("5"), "{refused:?}");

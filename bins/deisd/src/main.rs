@@ -24,6 +24,7 @@ use deis_sdk::replica::ReplicaConfig;
 use deis_sdk::scheduler::docker::{DEFAULT_STACK_IMAGE, DockerHost, DockerScheduler, DockerSchedulerConfig};
 use deis_sdk::scheduler::kubernetes::{self, KubernetesScheduler, KubernetesSchedulerConfig};
 use deis_sdk::scheduler::marathon::{MarathonScheduler, MarathonSchedulerConfig};
+use deis_sdk::scheduler::swarm::{SwarmScheduler, SwarmSchedulerConfig};
 use deis_sdk::telemetry::TelemetrySettings;
 use deis_sdk::telemetry::config::{SinkUri, TelemetryConfig};
 use deis_sdk::tty::TtyConfig;
@@ -45,11 +46,13 @@ struct Args {
     #[arg(long, env = "DEIS_STORE")]
     store: Option<StoreUri>,
     /// What runs units: local (child processes on this machine), docker (containers
-    /// on the engines of --docker-host, placed over them), or the previews kubernetes
-    /// (pods of the cluster of --kubeconfig) and marathon (tasks of --marathon-url).
+    /// on the engines of --docker-host, placed over them), swarm (the services of the
+    /// Docker Swarm whose manager is --docker-host), or the previews kubernetes (pods of
+    /// the cluster of --kubeconfig) and marathon (tasks of --marathon-url).
     #[arg(long, env = "DEIS_SCHEDULER", default_value = "local")]
     scheduler: SchedulerUri,
-    /// A Docker engine units run on, for --scheduler docker (repeatable, one per host):
+    /// A Docker engine units run on, for --scheduler docker (repeatable, one per host),
+    /// or the swarm manager for --scheduler swarm (once, endpoint only):
     /// `unix:///path/to.sock` or `tcp://host:port`, optionally followed by
     /// `;name=N;cpu=4;memory=8G;label=KEY=VALUE;planes=data;network=host|bridge`.
     /// Default: DOCKER_HOST, else the local engine.
@@ -377,6 +380,24 @@ impl Args {
                     Ok(scheduler)
                 });
             }
+            SchedulerUri::Swarm => {
+                let hosts = self.docker_hosts()?;
+                let [manager] = hosts.as_slice() else {
+                    return Err("--scheduler swarm takes one --docker-host: a manager of the swarm".into());
+                };
+                let mut config = SwarmSchedulerConfig::new(manager.endpoint.clone());
+                config.address = manager.address;
+                config.policy = self.placement;
+                config.stack_image = self.stack_image.clone();
+                b = b.scheduler_with(move |ctx| async move {
+                    let local = ctx.local_config();
+                    config.stop_timeout = local.stop_timeout;
+                    config.ready_timeout = local.ready_timeout;
+                    let scheduler: std::sync::Arc<dyn deis_sdk::deis_core::Scheduler> =
+                        SwarmScheduler::connect(config).await?;
+                    Ok(scheduler)
+                });
+            }
             SchedulerUri::Kubernetes => {
                 let paths = self.kubeconfig.as_deref().map(KubernetesSchedulerConfig::paths).unwrap_or_default();
                 let mut config = KubernetesSchedulerConfig::new(paths);
@@ -621,7 +642,7 @@ mod tests {
         for (flag, value, wanted) in [
             ("--store", "etcd2://x", "accepted forms are redb:PATH, etcd://"),
             ("--log-store", "kafka://x", "accepted forms are ring, redis://"),
-            ("--scheduler", "fleet", "accepted forms are local, docker, kubernetes, marathon"),
+            ("--scheduler", "fleet", "accepted forms are local, docker, swarm, kubernetes, marathon"),
             ("--docker-host", "/run/docker.sock", "the endpoint must be unix:///PATH or tcp://HOST:PORT"),
             ("--placement", "random", "use binpack or spread"),
             ("--registration", "sometimes", "use enabled, admin_only or disabled"),

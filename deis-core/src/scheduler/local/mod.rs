@@ -155,6 +155,18 @@ impl LocalScheduler {
         })
     }
 
+    /// Stops supervising without stopping any unit: for runtimes whose units outlive
+    /// this process (containers an engine keeps), so the next scheduler adopts them.
+    /// Afterwards `apply` is refused.
+    pub async fn detach(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let handles: Vec<AppHandle> = std::mem::take(&mut *self.apps.lock().await).into_values().collect();
+        for h in handles {
+            h.task.abort();
+            let _ = h.task.await;
+        }
+    }
+
     /// Stops every unit of every app gracefully (as [`Scheduler::remove`] does) and
     /// returns when all their processes are gone. Afterwards `apply` is refused.
     pub async fn shutdown(&self) {

@@ -31,6 +31,11 @@ impl PortAllocator {
         Err(io::Error::other(format!("no free loopback port found in {ATTEMPTS} attempts")))
     }
 
+    /// Reserves `port`, found in use by a unit already (an adopted container).
+    pub(crate) fn hold(&self, port: u16) {
+        self.taken.lock().unwrap().insert(port);
+    }
+
     /// Makes `port` available again.
     pub(crate) fn release(&self, port: u16) {
         self.taken.lock().unwrap().remove(&port);

@@ -72,6 +72,9 @@ pub struct Spawned {
     pub node: Option<String>,
     /// The address its `PORT` is reached at; None: 127.0.0.1.
     pub ip: Option<std::net::IpAddr>,
+    /// The port it listens on when the runtime found it running already (a container
+    /// a previous scheduler left, adopted); None: the launch's `PORT`.
+    pub port: Option<u16>,
     /// Its standard output.
     pub stdout: Option<OutputReader>,
     /// Its standard error.
@@ -229,7 +232,16 @@ impl ProcessRuntime for OsRuntime {
         };
         let tracked = Tracked { group, cgroup, identity: launch.identity };
         self.tracked.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, tracked);
-        Ok(Spawned { pid, process_id: Some(pid), node: None, ip: None, stdout, stderr, exited: child.exited })
+        Ok(Spawned {
+            pid,
+            process_id: Some(pid),
+            node: None,
+            ip: None,
+            port: None,
+            stdout,
+            stderr,
+            exited: child.exited,
+        })
     }
 
     fn signal_group(&self, pgid: u32, signal: GroupSignal) {

@@ -575,6 +575,12 @@ impl Supervisor {
                 return;
             }
         };
+        if let Some(port) = spawned.port.filter(|p| *p != inst.port) {
+            // An adopted unit keeps the port it was started with.
+            shared.ports.release(inst.port);
+            shared.ports.hold(port);
+            inst.port = port;
+        }
         let now = Instant::now();
         inst.pid = Some(spawned.pid);
         inst.process_id = spawned.process_id;

@@ -49,10 +49,17 @@
 //!   spec (a clear [`SchedulerError::Invalid`], nothing changed). Images pushed with
 //!   `deis push` are named by digest.
 //!
-//! Not done yet: containers do not outlive deisd (shutdown stops them; a restarted
-//! deisd starts fresh ones instead of adopting), and ports are allocated on the
-//! machine deisd runs on, which is right for engines on this machine and a guess for
-//! remote ones.
+//! - **Restarts of deisd**: unit containers outlive deisd (shutdown leaves them
+//!   running, and so does a crash). At start the scheduler lists the running unit
+//!   containers (labels `deis.unit`, [`LABEL_CONFIG`], [`LABEL_PORT`]); a unit it starts
+//!   adopts the container of its name on its node when the config digest matches (the
+//!   same artifact, command, environment, resources and networking), keeping its port;
+//!   others are removed: at once when the app's spec has no such slot or a different
+//!   config, after [`adopt_grace`](DockerSchedulerConfig::adopt_grace) for apps that
+//!   are never applied again. Stopped unit containers are removed at start.
+//!
+//! Not done yet: ports are allocated on the machine deisd runs on, which is right for
+//! engines on this machine and a guess for remote ones.
 
 mod host;
 mod pull;
@@ -76,7 +83,8 @@ use tokio::sync::broadcast;
 
 pub use self::host::{DockerHost, DockerHostError, Networking};
 pub use self::pull::registry_of;
-pub use self::runtime::{APP_DIR, DockerRuntime, LABEL_RELEASE, LABEL_UNIT};
+pub(crate) use self::runtime::tar_of;
+pub use self::runtime::{APP_DIR, DockerRuntime, LABEL_CONFIG, LABEL_PORT, LABEL_RELEASE, LABEL_UNIT};
 use self::runtime::{ContainerSettings, Host};
 
 pub use super::DEFAULT_STACK_IMAGE;
@@ -114,6 +122,9 @@ pub struct DockerSchedulerConfig {
     /// Credentials the engines pull with, by registry (`host[:port]`): the platform
     /// registry's. Other registries get the app's (`deis registry:set`).
     pub registry_logins: BTreeMap<String, PullCredentials>,
+    /// How long unit containers a previous run left wait to be adopted by their apps
+    /// before they are removed (default 5 min).
+    pub adopt_grace: Duration,
 }
 
 impl DockerSchedulerConfig {
@@ -130,6 +141,7 @@ impl DockerSchedulerConfig {
             pids_limit: 1024,
             read_only_root: false,
             registry_logins: BTreeMap::new(),
+            adopt_grace: Duration::from_secs(300),
         }
     }
 }
@@ -214,6 +226,17 @@ impl DockerScheduler {
             .collect();
         let runtime = Arc::new(DockerRuntime::new(hosts, placement.clone(), settings));
         runtime.refresh(None).await?;
+        let orphans = runtime.find_orphans().await?;
+        if orphans > 0 {
+            tracing::info!(orphans, "docker scheduler: unit containers of a previous run found, to adopt");
+            // Apps applied again adopt theirs; what is left after the grace belongs to
+            // apps that are gone.
+            let (runtime, grace) = (runtime.clone(), config.adopt_grace);
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                runtime.remove_orphans(None).await;
+            });
+        }
         let inner = LocalScheduler::on_runtime(config.supervision.clone(), runtime.clone());
         let monitor = tokio::spawn(watch_health(runtime.clone(), placement, config.health_interval, config.down_grace));
         Ok(Arc::new(Self { inner, runtime, monitor, registry_logins: config.registry_logins, data_engines }))
@@ -291,11 +314,12 @@ impl Scheduler for DockerScheduler {
         self.inner.subscribe()
     }
 
-    /// Stops every unit container and gives back their placements (see the module
-    /// docs: containers are not adopted across restarts yet).
+    /// Stops supervising; the unit containers keep running, for the next start to
+    /// adopt (see the module docs).
     async fn shutdown(&self) {
         self.monitor.abort();
-        self.inner.shutdown().await;
+        self.runtime.detach();
+        self.inner.detach().await;
     }
 }
 

@@ -11,12 +11,13 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::ContainerSummaryStateEnum;
 use bollard::models::{
     ContainerCreateBody, ExecConfig, HostConfig, HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, KillContainerOptions, LogsOptions, RemoveContainerOptions, UploadToContainerOptions,
-    WaitContainerOptions,
+    CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
+    UploadToContainerOptions, WaitContainerOptions,
 };
 use deis_core::model::{AppName, ProbeAction};
 use deis_core::scheduler::local::{
@@ -35,6 +36,12 @@ use crate::tty::docker::{LABEL_APP, LABEL_TYPE};
 pub const LABEL_UNIT: &str = "deis.unit";
 /// Label holding the release a unit container runs (`v<N>`).
 pub const LABEL_RELEASE: &str = "deis.release";
+/// Label holding a digest of what a unit container runs (artifact, command,
+/// environment without `PORT`, resources, networking): a restarted scheduler adopts a
+/// running container whose digest matches the unit it starts.
+pub const LABEL_CONFIG: &str = "deis.config";
+/// Label holding the port a unit container listens on.
+pub const LABEL_PORT: &str = "deis.port";
 /// Where a source build is copied in a stack container, and its working directory.
 pub const APP_DIR: &str = "/app";
 /// Buffer of a unit's output stream between the engine and the supervisor.
@@ -84,6 +91,19 @@ pub struct DockerRuntime {
     slots: std::sync::Mutex<HashMap<Slot, String>>,
     containers: Arc<std::sync::Mutex<HashMap<u32, Container>>>,
     next_handle: AtomicU32,
+    /// Unit containers found running at start, by unit name, until adopted or removed.
+    orphans: std::sync::Mutex<HashMap<String, Orphan>>,
+    /// Set at shutdown: units outlive the scheduler, so stop signals are ignored.
+    detached: std::sync::atomic::AtomicBool,
+}
+
+/// A unit container a previous scheduler left running.
+#[derive(Debug, Clone)]
+struct Orphan {
+    host: usize,
+    id: String,
+    config: String,
+    port: u16,
 }
 
 fn backend(what: &str, e: impl std::fmt::Display) -> SchedulerError {
@@ -99,7 +119,75 @@ impl DockerRuntime {
             slots: Default::default(),
             containers: Default::default(),
             next_handle: AtomicU32::new(1),
+            orphans: Default::default(),
+            detached: Default::default(),
         }
+    }
+
+    /// Finds the unit containers a previous scheduler left: running ones wait to be
+    /// adopted by the unit of their name ([`DockerRuntime::spawn`]), the others are
+    /// removed. Returns how many wait.
+    pub(super) async fn find_orphans(&self) -> Result<usize, SchedulerError> {
+        let mut found = HashMap::new();
+        for (i, h) in self.hosts.iter().enumerate() {
+            let opts = ListContainersOptions {
+                all: true,
+                filters: Some(HashMap::from([("label".to_string(), vec![LABEL_UNIT.to_string()])])),
+                ..Default::default()
+            };
+            let list = h.docker.list_containers(Some(opts)).await.map_err(|e| backend("listing containers", e))?;
+            for c in list {
+                let (Some(id), Some(labels)) = (c.id, c.labels) else { continue };
+                let running = c.state == Some(ContainerSummaryStateEnum::RUNNING);
+                let orphan = labels.get(LABEL_UNIT).zip(labels.get(LABEL_CONFIG)).zip(labels.get(LABEL_PORT));
+                match orphan.and_then(|((u, cfg), p)| Some((u, cfg, p.parse::<u16>().ok()?))) {
+                    // Two engines may be one (two nodes on one engine): keep the first.
+                    Some((unit, config, port)) if running && !found.contains_key(unit) => {
+                        found.insert(unit.clone(), Orphan { host: i, id, config: config.clone(), port });
+                    }
+                    _ if running && found.values().any(|o: &Orphan| o.id == id) => {}
+                    _ => remove_container(&h.docker, &id).await,
+                }
+            }
+        }
+        let n = found.len();
+        *self.orphans.lock().unwrap_or_else(|e| e.into_inner()) = found;
+        Ok(n)
+    }
+
+    /// Removes the orphans no unit adopted (their apps are gone, scaled down or
+    /// changed).
+    pub(super) async fn remove_orphans(&self, app: Option<&AppName>) {
+        let prefix = app.map(|a| format!("{a}."));
+        let gone: Vec<Orphan> = {
+            let mut orphans = self.orphans.lock().unwrap_or_else(|e| e.into_inner());
+            let keys: Vec<String> =
+                orphans.keys().filter(|u| prefix.as_ref().is_none_or(|p| u.starts_with(p.as_str()))).cloned().collect();
+            keys.into_iter().filter_map(|k| orphans.remove(&k)).collect()
+        };
+        for o in gone {
+            tracing::info!(container = %o.id, "docker scheduler: removing a unit container no unit adopted");
+            remove_container(&self.hosts[o.host].docker, &o.id).await;
+        }
+    }
+
+    /// The orphan `launch` adopts: the running container of its unit on its node, with
+    /// the same config digest. An orphan of the unit that differs is removed (the unit
+    /// starts anew).
+    fn adoptable(&self, launch: &Launch, host: usize) -> Option<Orphan> {
+        let orphan = self.orphans.lock().unwrap_or_else(|e| e.into_inner()).remove(&launch.unit)?;
+        let h = &self.hosts[host];
+        if orphan.host == host && orphan.config == config_digest(launch, h.networking) {
+            return Some(orphan);
+        }
+        let docker = self.hosts[orphan.host].docker.clone();
+        tokio::spawn(async move { remove_container(&docker, &orphan.id).await });
+        None
+    }
+
+    /// Units outlive the scheduler from now on: stop signals are ignored.
+    pub(super) fn detach(&self) {
+        self.detached.store(true, Ordering::SeqCst);
     }
 
     /// The hosts, by name.
@@ -145,6 +233,8 @@ impl DockerRuntime {
             (LABEL_TYPE.to_string(), launch.proc_type.to_string()),
             (LABEL_UNIT.to_string(), launch.unit.clone()),
             (LABEL_RELEASE.to_string(), format!("v{}", launch.release)),
+            (LABEL_CONFIG.to_string(), config_digest(launch, host.networking)),
+            (LABEL_PORT.to_string(), launch.port.to_string()),
         ]);
         let port = format!("{}/tcp", launch.port);
         let (network_mode, port_bindings, exposed_ports) = match host.networking {
@@ -218,8 +308,34 @@ fn container_env(env: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
+/// The digest of what `launch` runs, but its port (see [`LABEL_CONFIG`]).
+fn config_digest(launch: &Launch, networking: Networking) -> String {
+    use sha2::Digest;
+    let env: Vec<&(String, String)> = launch.env.iter().filter(|(k, _)| k != "PORT").collect();
+    let inputs = serde_json::json!({
+        "artifact": launch.artifact,
+        "release": launch.release,
+        "command": launch.command,
+        "env": env,
+        "cpu": launch.resources.cpu_millis,
+        "memory": launch.resources.memory_bytes,
+        "bridge": networking == Networking::Bridge,
+    });
+    hex::encode(&sha2::Sha256::digest(inputs.to_string().as_bytes())[..16])
+}
+
+/// Removes a container, stopping it first if need be.
+async fn remove_container(docker: &Docker, id: &str) {
+    let opts = RemoveContainerOptions { force: true, ..Default::default() };
+    match tokio::time::timeout(REMOVE_TIMEOUT, docker.remove_container(id, Some(opts))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(container = %id, error = %e, "docker scheduler: cannot remove a unit container"),
+        Err(_) => tracing::warn!(container = %id, "docker scheduler: removing a unit container timed out"),
+    }
+}
+
 /// A source build's directory as a tar of `app/...`.
-fn tar_of(dir: &std::path::Path) -> std::io::Result<Vec<u8>> {
+pub(crate) fn tar_of(dir: &std::path::Path) -> std::io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     tar.follow_symlinks(false);
     tar.append_dir_all(APP_DIR.trim_start_matches('/'), dir)?;
@@ -237,11 +353,41 @@ struct Run {
     handle: u32,
     containers: Arc<std::sync::Mutex<HashMap<u32, Container>>>,
     output: Option<(DuplexStream, DuplexStream)>,
+    /// A running container to adopt instead of creating one.
+    adopt: Option<String>,
 }
 
 impl Run {
-    /// Creates, fills and starts the container and waits for its end.
+    /// Creates, fills and starts the container (or adopts a running one) and waits for
+    /// its end.
     async fn run(mut self) -> Result<ExitInfo, String> {
+        let adopted = self.adopt.is_some();
+        let id = match self.adopt.take() {
+            Some(id) => id,
+            None => match self.create_and_start().await? {
+                Some(id) => id,
+                // Stopped before it started.
+                None => return Ok(ExitInfo { code: None, signal: Some(15) }),
+            },
+        };
+        if let Some((out, err)) = self.output.take() {
+            // An adopted container's earlier output was shown by the previous scheduler.
+            let since = if adopted { deis_core::time::Timestamp::now().unix_seconds() as i64 } else { 0 };
+            tokio::spawn(pump_logs(self.docker.clone(), id.clone(), out, err, since));
+        }
+        let mut wait = self.docker.wait_container(&id, None::<WaitContainerOptions>);
+        let code = match wait.next().await {
+            Some(Ok(r)) => r.status_code,
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            Some(Err(e)) => return Err(format!("wait: {e}")),
+            None => return Err("wait: no status".into()),
+        };
+        Ok(ExitInfo { code: Some(i32::try_from(code).unwrap_or(-1)), signal: None })
+    }
+
+    /// Creates, fills and starts the container; its id, or None when the unit was
+    /// stopped before it started.
+    async fn create_and_start(&mut self) -> Result<Option<String>, String> {
         if let Some(user) = self.run_as.take() {
             let image = self.body.image.clone().unwrap_or_default();
             let own = match self.docker.inspect_image(&image).await {
@@ -263,7 +409,7 @@ impl Run {
             c.pending
         };
         if pending.is_some() {
-            return Ok(ExitInfo { code: None, signal: Some(15) });
+            return Ok(None);
         }
         if let Some(dir) = self.source.take() {
             let tar = tokio::task::spawn_blocking(move || tar_of(&dir))
@@ -277,23 +423,14 @@ impl Run {
                 .map_err(|e| format!("copying the build in: {e}"))?;
         }
         self.docker.start_container(&id, None).await.map_err(|e| format!("start: {e}"))?;
-        if let Some((out, err)) = self.output.take() {
-            tokio::spawn(pump_logs(self.docker.clone(), id.clone(), out, err));
-        }
-        let mut wait = self.docker.wait_container(&id, None::<WaitContainerOptions>);
-        let code = match wait.next().await {
-            Some(Ok(r)) => r.status_code,
-            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-            Some(Err(e)) => return Err(format!("wait: {e}")),
-            None => return Err("wait: no status".into()),
-        };
-        Ok(ExitInfo { code: Some(i32::try_from(code).unwrap_or(-1)), signal: None })
+        Ok(Some(id))
     }
 }
 
 /// Copies the container's output to the supervisor's line pumps.
-async fn pump_logs(docker: Docker, id: String, mut out: DuplexStream, mut err: DuplexStream) {
-    let opts = LogsOptions { follow: true, stdout: true, stderr: true, ..Default::default() };
+async fn pump_logs(docker: Docker, id: String, mut out: DuplexStream, mut err: DuplexStream, since: i64) {
+    let since = i32::try_from(since).unwrap_or(i32::MAX);
+    let opts = LogsOptions { follow: true, stdout: true, stderr: true, since, ..Default::default() };
     let mut logs = docker.logs(&id, Some(opts));
     while let Some(Ok(chunk)) = logs.next().await {
         let ok = match chunk {
@@ -335,6 +472,18 @@ impl ProcessRuntime for DockerRuntime {
         }
         self.placement.place_app(&spec.app, &want).await.map_err(refusal)?;
         self.refresh(Some(&spec.app)).await?;
+        // Orphans of slots the spec no longer has: nothing will adopt them.
+        let slots: Vec<String> = want.iter().map(|w| w.slot.to_string()).collect();
+        let stale: Vec<Orphan> = {
+            let mut orphans = self.orphans.lock().unwrap_or_else(|e| e.into_inner());
+            let prefix = format!("{}.", spec.app);
+            let keys: Vec<String> =
+                orphans.keys().filter(|u| u.starts_with(&prefix) && !slots.contains(u)).cloned().collect();
+            keys.into_iter().filter_map(|k| orphans.remove(&k)).collect()
+        };
+        for o in stale {
+            remove_container(&self.hosts[o.host].docker, &o.id).await;
+        }
         Ok(true)
     }
 
@@ -374,11 +523,12 @@ impl ProcessRuntime for DockerRuntime {
             return Err(std::io::Error::other(format!("{slot} is not placed on any node of this scheduler")));
         };
         let h = &self.hosts[host];
+        let adopt = self.adoptable(launch, host);
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.containers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(handle, Container { host, id: None, alive: true, pending: None });
+            .insert(handle, Container { host, id: adopt.as_ref().map(|o| o.id.clone()), alive: true, pending: None });
         let (exited_tx, exited) = oneshot::channel();
         let streams = self.settings.syslog_address.is_none().then(|| {
             let (out_w, out_r) = tokio::io::duplex(OUTPUT_BUFFER);
@@ -399,7 +549,11 @@ impl ProcessRuntime for DockerRuntime {
             handle,
             containers: self.containers.clone(),
             output: writers,
+            adopt: adopt.as_ref().map(|o| o.id.clone()),
         };
+        if let Some(o) = &adopt {
+            tracing::info!(unit = %launch.unit, container = %o.id, port = o.port, "docker scheduler: adopted a running unit");
+        }
         let containers = self.containers.clone();
         let unit = launch.unit.clone();
         tokio::spawn(async move {
@@ -421,6 +575,7 @@ impl ProcessRuntime for DockerRuntime {
             process_id: None,
             node: Some(h.name.clone()),
             ip: Some(h.ip),
+            port: adopt.map(|o| o.port),
             stdout,
             stderr,
             exited,
@@ -428,6 +583,9 @@ impl ProcessRuntime for DockerRuntime {
     }
 
     fn signal_group(&self, handle: u32, signal: GroupSignal) {
+        if self.detached.load(Ordering::SeqCst) {
+            return;
+        }
         let mut containers = self.containers.lock().unwrap_or_else(|e| e.into_inner());
         let Some(c) = containers.get_mut(&handle) else { return };
         let Some(id) = c.id.clone() else {
@@ -452,6 +610,9 @@ impl ProcessRuntime for DockerRuntime {
     }
 
     async fn released(&self, handle: u32) -> Ended {
+        if self.detached.load(Ordering::SeqCst) {
+            return Ended::default();
+        }
         let Some((docker, id)) = self.container_of(handle) else { return Ended::default() };
         self.containers.lock().unwrap_or_else(|e| e.into_inner()).remove(&handle);
         let mut ended = Ended::default();
@@ -459,14 +620,7 @@ impl ProcessRuntime for DockerRuntime {
             if let Ok(c) = docker.inspect_container(&id, None).await {
                 ended.out_of_memory = c.state.and_then(|s| s.oom_killed).unwrap_or(false);
             }
-            let opts = RemoveContainerOptions { force: true, ..Default::default() };
-            match tokio::time::timeout(REMOVE_TIMEOUT, docker.remove_container(&id, Some(opts))).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(container = %id, error = %e, "docker scheduler: cannot remove a unit container")
-                }
-                Err(_) => tracing::warn!(container = %id, "docker scheduler: removing a unit container timed out"),
-            }
+            remove_container(&docker, &id).await;
         }
         ended
     }

@@ -63,7 +63,7 @@ impl ProcessRuntime for Fake {
         let pid = 1000 + procs.len() as u32;
         let (tx, exited) = oneshot::channel();
         procs.insert(pid, FakeProc { launch_pid: pid, launch: launch.clone(), exit: Some(tx), signals: vec![] });
-        Ok(Spawned { pid, process_id: Some(pid), node: None, ip: None, stdout: None, stderr: None, exited })
+        Ok(Spawned { pid, process_id: Some(pid), node: None, ip: None, port: None, stdout: None, stderr: None, exited })
     }
     fn signal_group(&self, pgid: u32, signal: GroupSignal) {
         let mut procs = self.procs.lock().unwrap();

@@ -1,0 +1,169 @@
+//! [`SwarmScheduler`] on a real one-node swarm (a private dockerd, `docker swarm init`
+//! on loopback) with a busybox image built offline: the `scheduler_suite` conformance
+//! suite, then placement constraints (node labels, planes) and capacity. One test, so
+//! the binary starts one swarm.
+#![cfg(feature = "swarm")]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deis_sdk::deis_core::model::limits::Resources;
+use deis_sdk::deis_core::model::{AppName, Unit, UnitState};
+use deis_sdk::deis_core::scheduler::{AppSpec, Artifact, ProcessSpec, Scheduler, SchedulerError};
+use deis_sdk::deis_core::testing::{SchedulerHarness, app_name, process_type, scheduler_suite};
+use deis_sdk::scheduler::swarm::{SwarmScheduler, SwarmSchedulerConfig, service_name};
+use deis_test_support::docker::DockerSwarm;
+use deis_test_support::eventually;
+use deis_test_support::http::Request;
+
+/// The suite's sample app on busybox: `web` serves `<DEIS_UNIT> <GREETING>` with busybox
+/// httpd on its `PORT`; `worker` sleeps. A crash is a `SIGKILL` through the engine.
+struct BusyboxHarness<'a> {
+    image: String,
+    swarm: &'a DockerSwarm,
+}
+
+const WEB: &str = "mkdir -p /tmp/www && echo \"$DEIS_UNIT $GREETING\" > /tmp/www/index.html \
+    && exec httpd -f -p 127.0.0.1:$PORT -h /tmp/www";
+
+#[async_trait]
+impl SchedulerHarness for BusyboxHarness<'_> {
+    fn sample_app(&self, app: &AppName, release: u64) -> AppSpec {
+        let process = |command: &str| ProcessSpec {
+            command: command.into(),
+            count: 1,
+            resources: Resources { cpu_millis: 100, memory_bytes: 32 << 20 },
+            limits: Resources::default(),
+            healthcheck: None,
+            liveness: None,
+        };
+        AppSpec {
+            app: app.clone(),
+            release,
+            artifact: Artifact::Image { reference: self.image.clone() },
+            env: BTreeMap::from([("GREETING".to_string(), format!("hello from v{release}"))]),
+            processes: BTreeMap::from([
+                (process_type("web"), process(WEB)),
+                (process_type("worker"), process("exec sleep 3600")),
+            ]),
+            selector: BTreeMap::new(),
+            identity: None,
+            pull_credentials: None,
+        }
+    }
+
+    async fn crash(&self, unit: &Unit) {
+        // Swarm names a task's container `<service>.<slot>.<task id>`.
+        let prefix = format!("{}.{}.", service_name(&unit.app, &unit.proc_type), unit.number);
+        let out = self.swarm.engine().docker().args(["ps", "--format", "{{.ID}} {{.Names}}"]).output().unwrap();
+        let mut killed = 0;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let (id, name) = line.split_once(' ').unwrap();
+            if name.starts_with(&prefix) {
+                let status = self.swarm.engine().docker().args(["kill", "-s", "KILL", id]).output().unwrap().status;
+                assert!(status.success(), "docker kill {id}");
+                killed += 1;
+            }
+        }
+        assert_eq!(killed, 1, "one container of {} expected", unit.name);
+    }
+
+    fn converge_timeout(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+}
+
+/// Ports of this process's units: apart from other test processes' swarms.
+fn config(swarm: &DockerSwarm) -> SwarmSchedulerConfig {
+    let mut config = SwarmSchedulerConfig::new(swarm.endpoint());
+    let base = 10000 + (std::process::id() % 100) as u16 * 200;
+    config.ports = base..=base + 1999;
+    config.stop_timeout = Duration::from_secs(5);
+    config.restart_delay = Duration::from_millis(200);
+    config.poll_interval = Duration::from_millis(100);
+    config
+}
+
+/// Up units of `app` as (name, node) once exactly `count` are up and answer.
+async fn up_units(s: &SwarmScheduler, app: &str, count: usize) -> Vec<(String, String)> {
+    let app = app_name(app);
+    eventually(Duration::from_secs(60), "units up and answering", || async {
+        let units = s.units(&app).await.map_err(|e| e.to_string())?;
+        let up: Vec<&Unit> = units.iter().filter(|u| u.state == UnitState::Up).collect();
+        if up.len() != count || units.len() != count {
+            return Err(format!("{units:?}"));
+        }
+        for u in up.iter().filter(|u| u.proc_type == "web") {
+            let addr = u.address.ok_or("no address")?;
+            let r =
+                Request::get("/").timeout(Duration::from_secs(5)).send_async(addr).await.map_err(|e| e.to_string())?;
+            if !r.body.contains(&u.name) {
+                return Err(format!("{} answered {:?}", u.name, r.body));
+            }
+        }
+        Ok(up.iter().map(|u| (u.name.clone(), u.node.clone())).collect())
+    })
+    .await
+}
+
+fn node_label(swarm: &DockerSwarm, args: &[&str]) {
+    let node = swarm.engine().docker().args(["info", "--format", "{{.Swarm.NodeID}}"]).output().unwrap();
+    let node = String::from_utf8_lossy(&node.stdout).trim().to_string();
+    let out = swarm.engine().docker().args(["node", "update"]).args(args).arg(&node).output().unwrap();
+    assert!(out.status.success(), "docker node update {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known failure (issue 11): the suite's second rolling step sees 2 web units replaced at once on swarm"]
+async fn a_swarm_passes_the_scheduler_suite_and_keeps_to_labels_planes_and_capacity() {
+    let Some(swarm) = DockerSwarm::start() else { return };
+    let harness = BusyboxHarness { image: swarm.engine().busybox_image(), swarm: &swarm };
+    let scheduler = SwarmScheduler::connect(config(&swarm)).await.expect("connect to the manager");
+    let s: Arc<dyn Scheduler> = scheduler.clone();
+    scheduler_suite(async || s.clone(), &harness).await;
+
+    // Tags select nodes by label; one no node carries is refused, naming what exists.
+    node_label(&swarm, &["--label-add", "zone=a"]);
+    let spec = |web: u32, cpu: u64, tags: &[(&str, &str)]| {
+        let mut spec = harness.sample_app(&app_name("tags"), 1);
+        spec.processes.remove("worker");
+        let p = spec.processes.get_mut("web").unwrap();
+        p.count = web;
+        p.resources.cpu_millis = cpu;
+        spec.selector = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        spec
+    };
+    match scheduler.apply(spec(1, 100, &[("zone", "mars")])).await {
+        Err(SchedulerError::Invalid(msg)) => assert!(msg.contains("no node carries the label zone=mars"), "{msg}"),
+        other => panic!("expected an unknown-tag refusal, got {other:?}"),
+    }
+    scheduler.apply(spec(2, 100, &[("zone", "a")])).await.unwrap();
+    let units = up_units(&scheduler, "tags", 2).await;
+    assert_eq!(units.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["tags.web.1", "tags.web.2"]);
+
+    // Beyond the node's capacity: refused, nothing changes.
+    let before = scheduler.units(&app_name("tags")).await.unwrap();
+    let cpus = scheduler.nodes().await.unwrap()[0].capacity.cpu_millis;
+    match scheduler.apply(spec(3, cpus / 2, &[("zone", "a")])).await {
+        Err(SchedulerError::Capacity(msg)) => assert!(msg.contains("cpu"), "{msg}"),
+        other => panic!("expected a capacity refusal, got {other:?}"),
+    }
+    assert_eq!(scheduler.units(&app_name("tags")).await.unwrap(), before);
+
+    // A control-plane node never receives app units: the only node made one, a new
+    // app is refused and the running units are left where they are.
+    node_label(&swarm, &["--label-add", "deis.planes=control"]);
+    match scheduler.apply(spec(1, 100, &[])).await {
+        Err(e) => assert!(e.to_string().contains("data"), "{e}"),
+        Ok(()) => panic!("units placed with no data-plane node"),
+    }
+    let mut other = spec(1, 100, &[]);
+    other.app = app_name("ctl");
+    assert!(scheduler.apply(other).await.is_err(), "a control-plane node got units");
+    node_label(&swarm, &["--label-rm", "deis.planes"]);
+    scheduler.remove(&app_name("tags")).await.unwrap();
+    assert!(scheduler.units(&app_name("tags")).await.unwrap().is_empty());
+    scheduler.shutdown().await;
+}
