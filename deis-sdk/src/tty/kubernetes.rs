@@ -10,6 +10,11 @@
 //!   ([`SESSION_MARKER_VAR`](super::exec::SESSION_MARKER_VAR)) so that a dropped session's
 //!   processes are killed by a second exec ([`KILL_MARKED`](super::exec::KILL_MARKED)):
 //!   the API server does not kill them when the connection ends.
+//! - The channel protocol is spoken here ([`deis_core::tty::channel`]) over kube's
+//!   WebSocket connection, not through kube's `AttachedProcess`: one writer sends the
+//!   session's input in the order it came (a resize before the keystrokes that follow
+//!   it; kube's loop picks among ready channels at random), and the status frame is
+//!   read in its turn after the output.
 //! - TTY sessions get their size through the resize channel; one opened with a size
 //!   waits (at most about 5 s) until its terminal has it, as with Docker. End of stdin
 //!   half-closes stdin (v5) or types `^D` (TTY); the exit status comes from the status
@@ -18,18 +23,24 @@
 use std::fmt;
 
 use async_trait::async_trait;
+use deis_core::tty::channel::{Frame, Protocol, RemoteStatus, STDIN, decode, encode, parse_status};
 use deis_core::tty::{
     CHANNEL_CAPACITY, ExitStatus, MAX_CHUNK, Session, SessionInput, SessionOutput, SessionSpec, TtyBroker, TtyError,
 };
-use futures_util::SinkExt;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
-use kube::api::{Api, AttachParams, ListParams, TerminalSize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use kube::Resource;
+use kube::api::{Api, AttachParams, ListParams};
 use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::exec::{KILL_MARKED, SESSION_MARKER_VAR, env_list, initial_size, session_argv, status_of};
 use crate::scheduler::kubernetes::{CONTAINER, LABEL_APP, LABEL_TYPE, namespace_of};
+
+/// kube's upgraded exec connection.
+type ExecSocket = WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
 
 fn backend(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> TtyError {
     TtyError::Backend(format!("kubernetes: {what}: {e}").into())
@@ -47,34 +58,103 @@ impl fmt::Debug for KubernetesTtyBroker {
     }
 }
 
-/// The exit status in an exec's final `Status`.
-fn exit_of(status: Option<Status>) -> ExitStatus {
-    let Some(s) = status else { return ExitStatus::Code(255) };
-    if s.status.as_deref() == Some("Success") {
-        return ExitStatus::Code(0);
+/// The exit status a status frame's JSON says, or why it says none.
+fn exit_of(json: &[u8]) -> Result<ExitStatus, String> {
+    match parse_status(json) {
+        // Kubernetes reports only a code: 128 + N reads as signal N.
+        Ok(RemoteStatus::Exited(ExitStatus::Code(code))) => Ok(status_of(code.into())),
+        Ok(RemoteStatus::Exited(signal)) => Ok(signal),
+        Ok(RemoteStatus::Failed { reason, message }) => Err(format!("{reason}: {message}")),
+        Err(e) => Err(e.to_string()),
     }
-    let code = s
-        .details
-        .iter()
-        .flat_map(|d| d.causes.iter().flatten())
-        .find(|c| c.reason.as_deref() == Some("ExitCode"))
-        .and_then(|c| c.message.as_deref()?.parse::<i64>().ok());
-    code.map_or(ExitStatus::Code(255), status_of)
 }
 
-async fn pump(
-    mut reader: impl AsyncRead + Unpin,
-    out: mpsc::Sender<SessionOutput>,
-    wrap: fn(Vec<u8>) -> SessionOutput,
-) -> bool {
-    let mut buf = vec![0u8; MAX_CHUNK];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => return true,
-            Ok(n) => {
-                if out.send(wrap(buf[..n].to_vec())).await.is_err() {
-                    return false;
+fn binary(frame: &Frame) -> Message {
+    Message::Binary(encode(frame).into())
+}
+
+/// Sends the session's input to the exec in the order it comes. The caller dropping
+/// its input ends stdin, as the other brokers do.
+async fn write_input(
+    mut sink: SplitSink<ExecSocket, Message>,
+    mut input: mpsc::Receiver<SessionInput>,
+    protocol: Protocol,
+    tty: bool,
+) {
+    let mut stdin_open = true;
+    while let Some(input) = input.recv().await {
+        let frame = match input {
+            SessionInput::Stdin(bytes) if bytes.is_empty() || !stdin_open => continue,
+            SessionInput::Stdin(bytes) => Frame::Stdin(bytes),
+            SessionInput::Resize(size) if tty => Frame::Resize(size),
+            SessionInput::Resize(_) => continue,
+            SessionInput::Eof if tty => Frame::Stdin(b"\x04".to_vec()),
+            SessionInput::Eof if !stdin_open => continue,
+            SessionInput::Eof => {
+                stdin_open = false;
+                if !protocol.has_close() {
+                    // v4 has no half-close: ending the connection is all there is
+                    // (kube does the same); output not yet sent is lost.
+                    let _ = sink.close().await;
+                    return;
                 }
+                Frame::Close(STDIN)
+            }
+        };
+        if sink.send(binary(&frame)).await.is_err() {
+            return;
+        }
+    }
+    if stdin_open && protocol.has_close() {
+        let _ = sink.send(binary(&Frame::Close(STDIN))).await;
+    }
+    // Keeps the connection's write half until the reader is done with it.
+    std::future::pending::<()>().await;
+}
+
+/// How the output side of a session ended.
+enum Ended {
+    /// The status frame came: the command ended so.
+    Exited(ExitStatus),
+    /// The connection ended without a usable status (why).
+    Broken(String),
+    /// The caller stopped reading (dropped the session).
+    Dropped,
+}
+
+/// Forwards stdout and stderr frames to `out` (waiting while the caller does not read:
+/// the connection then stops being read, which stops the command) until the status.
+async fn read_output(
+    mut stream: SplitStream<ExecSocket>,
+    out: &mpsc::Sender<SessionOutput>,
+    protocol: Protocol,
+) -> Ended {
+    loop {
+        let msg = tokio::select! {
+            msg = stream.next() => msg,
+            // The caller dropped the session while the command is quiet.
+            () = out.closed() => return Ended::Dropped,
+        };
+        let frame = match msg {
+            None => return Ended::Broken("the connection closed without a status".into()),
+            Some(Err(e)) => return Ended::Broken(e.to_string()),
+            Some(Ok(Message::Binary(bytes))) => decode(&bytes, protocol),
+            Some(Ok(_)) => continue,
+        };
+        let (data, stderr) = match frame {
+            Ok(Frame::Stdout(data)) => (data, false),
+            Ok(Frame::Stderr(data)) => (data, true),
+            Ok(Frame::Status(json)) => {
+                return exit_of(&json).map_or_else(Ended::Broken, Ended::Exited);
+            }
+            // Nothing else travels from the server (and a bare channel byte opens one).
+            _ => continue,
+        };
+        for chunk in data.chunks(MAX_CHUNK) {
+            let chunk = chunk.to_vec();
+            let output = if stderr { SessionOutput::Stderr(chunk) } else { SessionOutput::Stdout(chunk) };
+            if out.send(output).await.is_err() {
+                return Ended::Dropped;
             }
         }
     }
@@ -138,85 +218,41 @@ impl TtyBroker for KubernetesTtyBroker {
         argv.extend(env_list(&spec));
         argv.push(marker.clone());
         argv.extend(session_argv(&spec));
-        let params = AttachParams::default()
-            .container(CONTAINER)
-            .stdin(true)
-            .stdout(true)
-            .stderr(!spec.tty)
-            .tty(spec.tty)
-            .max_stdin_buf_size(MAX_CHUNK)
-            .max_stdout_buf_size(MAX_CHUNK)
-            .max_stderr_buf_size(MAX_CHUNK);
-        let mut process = api.exec(&pod, argv, &params).await.map_err(|e| backend("exec", e))?;
-        let mut resize = process.terminal_size();
-        if let (Some(size), Some(tx)) = (initial_size(&spec), resize.as_mut()) {
-            let _ = tx.send(TerminalSize { width: size.cols, height: size.rows }).await;
+        let params =
+            AttachParams::default().container(CONTAINER).stdin(true).stdout(true).stderr(!spec.tty).tty(spec.tty);
+        let mut request = kube::core::Request::new(Pod::url_path(&(), Some(&namespace_of(&spec.app))))
+            .exec(&pod, argv, &params)
+            .map_err(|e| backend("exec", e))?;
+        // What kube's `Api::exec` marks its requests with (the name of their trace spans).
+        request.extensions_mut().insert("exec");
+        let connection = self.client.connect(request).await.map_err(|e| backend("exec", e))?;
+        let protocol = if connection.supports_stream_close() { Protocol::V5 } else { Protocol::V4 };
+        let (mut sink, stream) = connection.into_stream().split();
+        if let Some(size) = initial_size(&spec)
+            && let Err(e) = sink.send(binary(&Frame::Resize(size))).await
+        {
+            kill_marked(&api, &pod, &marker).await;
+            return Err(backend("exec: sizing the terminal", e));
         }
-        let mut stdin = process.stdin();
-        let stdout = process.stdout();
-        let stderr = process.stderr();
-        let status = process.take_status();
-        let (in_tx, mut in_rx) = mpsc::channel::<SessionInput>(CHANNEL_CAPACITY);
+        let (in_tx, in_rx) = mpsc::channel::<SessionInput>(CHANNEL_CAPACITY);
         let (out_tx, out_rx) = mpsc::channel::<SessionOutput>(CHANNEL_CAPACITY);
-        let tty = spec.tty;
+        let writer = tokio::spawn(write_input(sink, in_rx, protocol, spec.tty));
         tokio::spawn(async move {
-            while let Some(input) = in_rx.recv().await {
-                match input {
-                    SessionInput::Stdin(bytes) => {
-                        let Some(w) = stdin.as_mut() else { continue };
-                        if w.write_all(&bytes).await.is_err() {
-                            break;
-                        }
-                    }
-                    SessionInput::Eof if tty => {
-                        if let Some(w) = stdin.as_mut() {
-                            let _ = w.write_all(b"\x04").await;
-                        }
-                    }
-                    // Dropping the writer half-closes stdin (v5).
-                    SessionInput::Eof => stdin = None,
-                    SessionInput::Resize(size) => {
-                        if let Some(tx) = resize.as_mut() {
-                            let _ = tx.send(TerminalSize { width: size.cols, height: size.rows }).await;
-                        }
-                    }
+            let ended = read_output(stream, &out_tx, protocol).await;
+            // Both halves dropped: the connection closes.
+            writer.abort();
+            let delivered = match ended {
+                Ended::Exited(exit) => out_tx.send(SessionOutput::Exit(exit)).await.is_ok(),
+                Ended::Broken(why) => {
+                    tracing::warn!(%pod, error = %why, "kubernetes tty: exec ended without an exit status");
+                    out_tx.send(SessionOutput::Exit(ExitStatus::Code(255))).await.is_ok()
                 }
-            }
-        });
-        tokio::spawn(async move {
-            let out = out_tx.clone();
-            let err = out_tx.clone();
-            let outputs = async {
-                let a = async {
-                    match stdout {
-                        Some(r) => pump(r, out, SessionOutput::Stdout).await,
-                        None => true,
-                    }
-                };
-                let b = async {
-                    match stderr {
-                        Some(r) => pump(r, err, SessionOutput::Stderr).await,
-                        None => true,
-                    }
-                };
-                let (a, b) = tokio::join!(a, b);
-                a && b
+                Ended::Dropped => false,
             };
-            let watch = out_tx.clone();
-            let read_all = tokio::select! {
-                all = outputs => all,
-                // The caller dropped the session while the command is quiet.
-                () = watch.closed() => false,
-            };
-            let exit = match status {
-                Some(s) if read_all => exit_of(s.await),
-                _ => ExitStatus::Code(255),
-            };
-            if !read_all || out_tx.send(SessionOutput::Exit(exit)).await.is_err() {
+            if !delivered {
                 // The caller went away before the end: kill what runs.
                 kill_marked(&api, &pod, &marker).await;
             }
-            drop(process);
         });
         Ok(Session { input: in_tx, output: out_rx })
     }

@@ -929,9 +929,15 @@ async fn pod_exec(
         .await;
         let (mut sink, mut stream) = ws.split();
         let deis_core::tty::Session { input, mut output } = session;
+        let (hung_up, client_gone) = tokio::sync::oneshot::channel::<()>();
         let reader = tokio::spawn(async move {
+            // Reads to the end of the connection, also once the command is over: a
+            // socket closed with bytes unread (say the client's end of stdin, sent as
+            // the command exits) makes the kernel send a reset, which can destroy the
+            // status frame before the client reads it (its exit is then lost).
+            let mut to_command = Some(input);
             while let Some(Ok(msg)) = stream.next().await {
-                let Message::Binary(bytes) = msg else { continue };
+                let (Message::Binary(bytes), Some(input)) = (msg, to_command.as_ref()) else { continue };
                 let sent = match decode(&bytes, protocol) {
                     Ok(Frame::Stdin(b)) if with_stdin => input.send(SessionInput::Stdin(b)).await,
                     Ok(Frame::Resize(size)) => input.send(SessionInput::Resize(size)).await,
@@ -939,12 +945,14 @@ async fn pod_exec(
                     _ => Ok(()),
                 };
                 if sent.is_err() {
-                    break;
+                    // The command is over: what else comes is read and dropped.
+                    to_command = None;
                 }
             }
+            let _ = hung_up.send(());
             // The connection ended: the command goes on (as with a kubelet).
             std::future::pending::<()>().await;
-            drop(input);
+            drop(to_command);
         });
         let mut connected = true;
         while let Some(out) = output.recv().await {
@@ -958,6 +966,10 @@ async fn pod_exec(
             }
         }
         let _ = sink.close().await;
+        // Closes as RFC 6455 asks: the socket is dropped once the client has hung up
+        // (the kube client does after the status, without a close frame), never with
+        // its last frames unread (see the reader).
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), client_gone).await;
         reader.abort();
     });
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
