@@ -23,7 +23,7 @@ const HTTPD: &str = "web: httpd -f -p $PORT -h /www";
 fn show(name: &str, v: &mut [Duration]) {
     v.sort();
     println!(
-        "{name:<46} min {:>7.1} ms  median {:>7.1} ms  max {:>7.1} ms  (n={})",
+        "{name:<52} min {:>7.1} ms  median {:>7.1} ms  max {:>7.1} ms  (n={})",
         v[0].as_secs_f64() * 1e3,
         v[v.len() / 2].as_secs_f64() * 1e3,
         v[v.len() - 1].as_secs_f64() * 1e3,
@@ -46,8 +46,8 @@ fn measure(d: &Deisd, cli: &Cli, runs: usize, prefix: &str, what: &str, deploy: 
         upload.push(t1 - t0);
         first.push(t2 - t0);
     }
-    show(&format!("{what} (upload+release)"), &mut upload);
-    show(&format!("{what} -> first 200 via router"), &mut first);
+    show(&format!("{what}: upload+release"), &mut upload);
+    show(&format!("{what}: to first 200 via router"), &mut first);
 }
 
 /// An image serving a 16-byte page, loaded into `engine`; returns its tag.
@@ -70,7 +70,7 @@ fn main() {
         let d = Deisd::start();
         let cli = d.cli();
         cli.register(&d, "bench");
-        measure(&d, &cli, runs, "bench", "local: deis deploy --no-wait", |app| {
+        measure(&d, &cli, runs, "bench", "local, deis deploy --no-wait (source)", |app| {
             cli.run_in(&["deploy", "--no-wait", "-a", app], Some(dir.path())).ok();
         });
     }
@@ -80,7 +80,7 @@ fn main() {
     let d = Deisd::start_with(&["--scheduler", "docker", "--docker-host", &host]);
     let cli = d.cli();
     cli.register(&d, "bench");
-    measure(&d, &cli, runs, "img", "docker: deis pull (image app)", |app| {
+    measure(&d, &cli, runs, "img", "docker, deis pull (image app)", |app| {
         cli.run(&["pull", &image, "-a", app, "--procfile", HTTPD]).ok();
     });
 }
