@@ -7,9 +7,9 @@
 //!   is refused ([`TtyError::Unsupported`]): scale the type up first.
 //! - The exec API takes no environment, so the command runs behind `env K=V ...` (the
 //!   image needs `env`, as busybox and every distribution have), with a random marker
-//!   ([`SESSION_MARKER_VAR`](super::exec::SESSION_MARKER_VAR)) so that a dropped session's
-//!   processes are killed by a second exec ([`KILL_MARKED`](super::exec::KILL_MARKED)):
-//!   the API server does not kill them when the connection ends.
+//!   ([`SESSION_MARKER_VAR`]) so that a dropped session's processes are killed by a
+//!   second exec ([`KILL_MARKED`]): the API server does not kill them when the
+//!   connection ends.
 //! - The channel protocol is spoken here ([`deis_core::tty::channel`]) over kube's
 //!   WebSocket connection, not through kube's `AttachedProcess`: one writer sends the
 //!   session's input in the order it came (a resize before the keystrokes that follow
