@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use deis_sdk::adapters::{LogStoreUri, SchedulerUri, StoreUri};
-use deis_sdk::builder::BuilderConfig;
+use deis_sdk::builder::{BuilderConfig, DockerfileBuilds};
 use deis_sdk::controller::ApiLimits;
 use deis_sdk::controller::RegistrationMode;
 use deis_sdk::daemon::{LogFormat, init_tracing, parse_flags};
@@ -341,8 +341,8 @@ impl Args {
             .shutdown_grace(self.shutdown_grace)
             .max_units_per_user(self.max_units_per_user)
             .max_build_bytes(self.max_build_mb.saturating_mul(1 << 20))
-            .telemetry(self.telemetry()?)
-            .git_builder(self.builder_addr.0.map_or(Listen::Off, Listen::Addr), BuilderConfig::default());
+            .telemetry(self.telemetry()?);
+        let mut builder_config = BuilderConfig::default();
         if let Some(range) = self.app_uid_range {
             b = b.app_identities(Some(range));
         }
@@ -388,6 +388,12 @@ impl Args {
             }
             other => return Err(format!("--scheduler {other}: not supported by this deisd")),
         }
+        // Image schedulers with a registry build pushed Dockerfiles on the (first) engine.
+        if let (SchedulerUri::Docker | SchedulerUri::Swarm, Some(registry)) = (&self.scheduler, registry) {
+            let endpoint = self.docker_hosts()?.first().map(|h| h.endpoint.clone()).unwrap_or_default();
+            builder_config.dockerfile_builds = Some(DockerfileBuilds::connect(&endpoint, registry.clone())?);
+        }
+        b = b.git_builder(self.builder_addr.0.map_or(Listen::Off, Listen::Addr), builder_config);
         if let Some(registry) = registry {
             b = b.registry(registry.clone());
         }
@@ -442,7 +448,7 @@ impl Args {
 async fn main() -> ExitCode {
     let args: Args = parse_flags("deisd");
     init_tracing(args.log_format);
-    let registry = match args.registry.open(&args.data_dir).await {
+    let registry = match args.registry.open(&args.data_dir, args.api_addr).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("deisd: {e}");
