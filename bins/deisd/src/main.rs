@@ -375,6 +375,10 @@ impl Args {
                 };
                 let mut config = SwarmSchedulerConfig::new(manager.endpoint.clone());
                 config.address = manager.address;
+                if let Some((registry, login)) = registry.and_then(|r| Some((r, r.login.clone()?))) {
+                    let login = PullCredentials { username: login.username, password: login.password };
+                    config.registry_logins.insert(registry.client.host().to_string(), login);
+                }
                 config.policy = self.placement;
                 config.stack_image = self.stack_image.clone();
                 b = b.scheduler_with(move |ctx| async move {

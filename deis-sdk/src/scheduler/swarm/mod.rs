@@ -52,7 +52,7 @@ use bollard::query_parameters::{
 use deis_core::model::{AppName, Unit, UnitState};
 use deis_core::scheduler::placement::Policy;
 use deis_core::scheduler::{
-    AppSpec, Artifact, NodeStatus, RestartFilter, Result, Scheduler, SchedulerError, UnitEvent,
+    AppSpec, Artifact, NodeStatus, PullCredentials, RestartFilter, Result, Scheduler, SchedulerError, UnitEvent,
 };
 use sha2::Digest;
 use tokio::sync::broadcast;
@@ -94,6 +94,9 @@ pub struct SwarmSchedulerConfig {
     pub restart_delay: Duration,
     /// How often tasks are read for unit events (default 500 ms).
     pub poll_interval: Duration,
+    /// Credentials for registries, by `host[:port]` (the platform registry's): sent
+    /// with every service change, so nodes can pull images from there.
+    pub registry_logins: BTreeMap<String, PullCredentials>,
 }
 
 impl SwarmSchedulerConfig {
@@ -110,6 +113,7 @@ impl SwarmSchedulerConfig {
             ready_timeout: Duration::from_secs(60),
             restart_delay: Duration::from_secs(1),
             poll_interval: Duration::from_millis(500),
+            registry_logins: BTreeMap::new(),
         }
     }
 }
@@ -241,6 +245,19 @@ impl SwarmScheduler {
         out
     }
 
+    /// The credentials for the registry of the image `spec` runs, if deisd has some.
+    fn credentials(&self, spec: &bollard::models::ServiceSpec) -> Option<bollard::auth::DockerCredentials> {
+        let image = spec.task_template.as_ref()?.container_spec.as_ref()?.image.as_deref()?;
+        let registry = super::docker::registry_of(image);
+        let login = self.config.registry_logins.get(registry)?;
+        Some(bollard::auth::DockerCredentials {
+            username: Some(login.username.clone()),
+            password: Some(login.password.clone()),
+            serveraddress: Some(registry.to_string()),
+            ..Default::default()
+        })
+    }
+
     /// The image a spec runs: its own, or for a source build the stack image with the
     /// build in [`APP_DIR`], committed on the manager's engine.
     async fn image_of(&self, spec: &AppSpec) -> Result<String> {
@@ -303,7 +320,8 @@ impl SwarmScheduler {
         let id = s.id.as_deref().unwrap_or_default();
         let version = s.version.as_ref().and_then(|v| v.index).unwrap_or(0);
         let opts = UpdateServiceOptions { version: i32::try_from(version).unwrap_or(i32::MAX), ..Default::default() };
-        self.docker.update_service(id, spec, opts, None).await.map_err(|e| backend("updating a service", e))?;
+        let credentials = self.credentials(&spec);
+        self.docker.update_service(id, spec, opts, credentials).await.map_err(|e| backend("updating a service", e))?;
         Ok(())
     }
 
@@ -401,7 +419,8 @@ impl Scheduler for SwarmScheduler {
                 let block = self.blocks.next_free(used.iter().max().copied(), &used)?;
                 used.push(block);
                 let new = service_spec(&spec, proc_type, &image, &digest, &self.template(1, block));
-                self.docker.create_service(new, None).await.map_err(|e| backend("creating a service", e))?;
+                let credentials = self.credentials(&new);
+                self.docker.create_service(new, credentials).await.map_err(|e| backend("creating a service", e))?;
                 continue;
             };
             let current = s.spec.clone().unwrap_or_default();
