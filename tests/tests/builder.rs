@@ -202,23 +202,31 @@ fn a_pushed_dockerfile_is_built_into_the_registry_and_served_by_digest() {
     let (d, cli) = daemon_with_user(&["--scheduler", "docker", "--docker-host", &host, "--registry", &registry.url()]);
     let keys = tempfile::tempdir().unwrap();
     let key = registered_key(&cli, keys.path(), "alice");
-    // The image's own command (no Procfile): process type cmd, routed like web.
-    let dockerfile = format!("FROM {base}\nCOPY index.html /www/index.html\nCMD httpd -f -p $PORT -h /www\n");
+    // The image's own command (no Procfile): process type cmd, routed like web. The
+    // whole tree is copied, less what .dockerignore names.
+    let dockerfile = format!("FROM {base}\nCOPY . /www/\nCMD httpd -f -p $PORT -h /www\n");
     let repo = dockerfile_repo(
         &d,
         &cli,
         "docked",
-        &[("Dockerfile", &dockerfile), ("index.html", "built from a Dockerfile\n"), ("README", "x\n")],
+        &[
+            ("Dockerfile", &dockerfile),
+            ("index.html", "built from a Dockerfile\n"),
+            ("secret.txt", "not for the image\n"),
+            (".dockerignore", "# kept out\nsecret*\n"),
+        ],
     );
 
     let out = push(repo.path(), &key, &d, &["main"]).ok();
     assert!(out.contains("remote: -----> Building the Dockerfile of docked at"), "{out}");
     assert!(out.contains("remote:        Step 1/3 : FROM deis-test/busybox"), "the build's output: {out}");
+    assert!(out.contains("remote:        Successfully built"), "{out}");
     assert!(out.contains(&format!("remote: -----> Pushing the image to {}/docked", registry.addr())), "{out}");
     assert!(out.contains("remote: -----> Released v2"), "{out}");
     assert!(out.contains("remote: -----> docked deployed to"), "{out}");
     let page = d.get_app("docked", "/index.html").unwrap();
     assert_eq!((page.status, page.body.as_str()), (200, "built from a Dockerfile\n"), "served through the router");
+    assert_eq!(d.get_app("docked", "/secret.txt").unwrap().status, 404, ".dockerignore kept it out");
     let builds = cli.run(&["builds", "-a", "docked", "--json"]).json();
     let builds = builds.get("results").cloned().unwrap_or(builds);
     let image = builds[0]["image"].as_str().unwrap().to_string();

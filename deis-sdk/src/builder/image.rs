@@ -4,7 +4,8 @@
 //! registry under the app's repository, and deployed by its digest, which schedulers
 //! pull, never a moving tag.
 //!
-//! The build's output goes to the pusher as `remote:` lines; a failed build is an
+//! Entries the tree's `.dockerignore` names stay out of the context
+//! ([`dockerignore`](super::dockerignore)). The build's output goes to the pusher as `remote:` lines; a failed build is an
 //! error before anything is recorded, so the push is rejected and nothing changes.
 
 use std::sync::Arc;
@@ -56,6 +57,9 @@ impl DockerfileBuilds {
         context: Vec<u8>,
         out: &mut W,
     ) -> Result<String, String> {
+        let context = tokio::task::spawn_blocking(move || honour_dockerignore(context))
+            .await
+            .map_err(|e| format!("preparing the build context: {e}"))??;
         let local = format!("deis-build/{app}:{tag}");
         let options =
             BuildImageOptionsBuilder::default().dockerfile("Dockerfile").t(&local).rm(true).forcerm(true).build();
@@ -91,6 +95,16 @@ impl DockerfileBuilds {
         let uploaded = report.blobs.iter().filter(|(_, o)| *o == BlobOutcome::Uploaded).count();
         say(out, &format!("       {} ({uploaded} of {} blobs uploaded)", report.reference, report.blobs.len())).await?;
         Ok(report.reference)
+    }
+}
+
+/// `context` without what its `.dockerignore` excludes.
+fn honour_dockerignore(context: Vec<u8>) -> Result<Vec<u8>, String> {
+    match super::dockerignore::read_from_archive(&context)? {
+        Some(ignore) if !ignore.is_empty() => {
+            ignore.filter_archive(&context).map_err(|e| format!("applying .dockerignore: {e}"))
+        }
+        _ => Ok(context),
     }
 }
 

@@ -25,6 +25,8 @@
 //! ```
 
 mod command;
+#[cfg(all(feature = "docker", feature = "registry"))]
+pub mod dockerignore;
 mod hook;
 #[cfg(all(feature = "docker", feature = "registry"))]
 mod image;
