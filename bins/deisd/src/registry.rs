@@ -61,8 +61,8 @@ impl RegistryArgs {
         };
         if registry == "embedded" {
             if self.login().is_some() {
-                return Err("--registry embedded runs without authentication on loopback: drop --registry-username \
-                            and --registry-password, or give the URL of your own registry"
+                return Err("--registry embedded makes its own credentials (it takes deisd's tokens): drop \
+                            --registry-username and --registry-password, or give the URL of your own registry"
                     .into());
             }
             if api.port() == 0 {
@@ -146,7 +146,7 @@ mod tests {
         let e = open(&["--registry", "http://host/path"]).unwrap_err();
         assert!(e.contains("--registry") && e.contains("not a registry address"), "{e}");
         let e = open(&["--registry", "embedded", "--registry-username", "u", "--registry-password", "p"]).unwrap_err();
-        assert!(e.contains("without authentication"), "{e}");
+        assert!(e.contains("makes its own credentials"), "{e}");
         let e = open(&["--registry", "x:1", "--registry-username", "u"]).unwrap_err();
         assert!(e.contains("--registry-password"), "{e}");
     }

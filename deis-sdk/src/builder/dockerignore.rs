@@ -182,39 +182,53 @@ fn tokens(segment: &str) -> Vec<Token> {
     out
 }
 
-/// Whether `segments` match all of `parts` (`**` any number of them), by dynamic
-/// programming: time bounded by their product.
+/// Whether `segments` match all of `parts` (`**` any number of them).
 fn matches_path(segments: &[Segment], parts: &[&str]) -> bool {
-    // can[i][j]: segments[i..] match parts[j..].
-    let (n, m) = (segments.len(), parts.len());
-    let mut can = vec![vec![false; m + 1]; n + 1];
-    can[n][m] = true;
-    for i in (0..n).rev() {
-        for j in (0..=m).rev() {
-            can[i][j] = match &segments[i] {
-                Segment::Any => can[i + 1][j] || (j < m && can[i][j + 1]),
-                Segment::Glob(tokens) => j < m && can[i + 1][j + 1] && matches_segment(tokens, parts[j]),
-            };
-        }
-    }
-    can[0][0]
+    matches_sequence(
+        segments,
+        parts,
+        |s| matches!(s, Segment::Any),
+        |s, part| match s {
+            Segment::Glob(tokens) => matches_segment(tokens, part),
+            Segment::Any => true,
+        },
+    )
 }
 
 /// Whether `tokens` match all of `text` (one path segment).
 fn matches_segment(tokens: &[Token], text: &str) -> bool {
     let chars: Vec<char> = text.chars().collect();
-    let (n, m) = (tokens.len(), chars.len());
+    matches_sequence(
+        tokens,
+        &chars,
+        |t| *t == Token::Many,
+        |t, c| match t {
+            Token::Literal(l) => l == c,
+            Token::Class(ranges, negated) => ranges.iter().any(|(a, b)| (*a..=*b).contains(c)) != *negated,
+            Token::One | Token::Many => true,
+        },
+    )
+}
+
+/// Whether `pattern` matches all of `text`, where an item that `is_run` matches any
+/// number of text items and any other matches exactly one it `accepts`. Dynamic
+/// programming: time bounded by the product of the lengths, whatever the pattern.
+fn matches_sequence<P, T>(
+    pattern: &[P],
+    text: &[T],
+    is_run: impl Fn(&P) -> bool,
+    accepts: impl Fn(&P, &T) -> bool,
+) -> bool {
+    // can[i][j]: pattern[i..] matches text[j..].
+    let (n, m) = (pattern.len(), text.len());
     let mut can = vec![vec![false; m + 1]; n + 1];
     can[n][m] = true;
     for i in (0..n).rev() {
         for j in (0..=m).rev() {
-            can[i][j] = match &tokens[i] {
-                Token::Many => can[i + 1][j] || (j < m && can[i][j + 1]),
-                Token::One => j < m && can[i + 1][j + 1],
-                Token::Literal(c) => j < m && chars[j] == *c && can[i + 1][j + 1],
-                Token::Class(ranges, negated) => {
-                    j < m && ranges.iter().any(|(a, b)| (*a..=*b).contains(&chars[j])) != *negated && can[i + 1][j + 1]
-                }
+            can[i][j] = if is_run(&pattern[i]) {
+                can[i + 1][j] || (j < m && can[i][j + 1])
+            } else {
+                j < m && can[i + 1][j + 1] && accepts(&pattern[i], &text[j])
             };
         }
     }
