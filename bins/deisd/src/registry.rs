@@ -95,10 +95,10 @@ fn platform_password(dir: &Path) -> std::io::Result<String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("platform-password");
-    if let Ok(kept) = std::fs::read_to_string(&path) {
-        if kept.trim().len() >= 32 {
-            return Ok(kept.trim().to_string());
-        }
+    if let Ok(kept) = std::fs::read_to_string(&path)
+        && kept.trim().len() >= 32
+    {
+        return Ok(kept.trim().to_string());
     }
     let password = deis_sdk::deis_core::auth::random_hex(32);
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deis_core::artifact::{check_archive_with, parse_procfile};
+use deis_core::artifact::check_archive_with;
 use deis_core::controller::{BuildInput, Controller, ControllerError};
 use deis_core::model::UnitState;
 use deis_core::{AppName, User};
@@ -241,9 +241,10 @@ impl Pushes {
         }
         let types: Vec<String> = outcome.build.procfile.keys().map(ToString::to_string).collect();
         let version = outcome.release.version;
-        let declared = match types.is_empty() {
-            true => "       No Procfile: process type cmd runs the image's command".to_string(),
-            false => format!("       Procfile declares types -> {}", types.join(", ")),
+        let declared = if types.is_empty() {
+            "       No Procfile: process type cmd runs the image's command".to_string()
+        } else {
+            format!("       Procfile declares types -> {}", types.join(", "))
         };
         send(from_builder, &say(declared)).await?;
         send(from_builder, &say(format!("-----> Released v{version}, launching..."))).await?;
@@ -286,7 +287,7 @@ impl Pushes {
         #[cfg(all(feature = "docker", feature = "registry"))]
         if let Some(images) = &self.config.dockerfile_builds {
             let procfile = match summary.procfile {
-                Some(_) => parse_procfile(&summary).map_err(|e| format!("build failed: {e}"))?,
+                Some(_) => deis_core::artifact::parse_procfile(&summary).map_err(|e| format!("build failed: {e}"))?,
                 None => Default::default(),
             };
             send(from_builder, &hook::say(&format!("-----> Building the Dockerfile of {app} at {short}"))).await?;
