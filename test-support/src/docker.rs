@@ -215,17 +215,8 @@ impl Drop for DockerSwarm {
     fn drop(&mut self) {
         let Some(engine) = self.engine.take() else { return };
         let _ = engine.docker().args(["swarm", "leave", "--force"]).output();
-        let dir = engine.process.as_ref().map(|p| p.dir().to_path_buf());
+        // Dropping the engine stops it and unmounts its network namespaces.
         drop(engine);
-        // The engine's network namespaces stay mounted in its exec root.
-        if let Some(dir) = dir
-            && let Ok(entries) = std::fs::read_dir(dir.join("exec").join("netns"))
-        {
-            for e in entries.flatten() {
-                let _ = Command::new("umount").arg(e.path()).output();
-            }
-            let _ = std::fs::remove_dir_all(&dir);
-        }
         let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
     }
 }
