@@ -29,6 +29,10 @@ pub const LABEL_SPEC: &str = "deis.spec";
 /// Label of a service and its containers: the generation of its task template, bumped
 /// by every change that replaces units (a new spec digest, a restart).
 pub const LABEL_GENERATION: &str = "deis.generation";
+/// Service label: the JSON of the units' container healthcheck. The engine reports it
+/// under `Healthcheck` while bollard reads `HealthCheck`, so a spec read back lacks it;
+/// [`restore_healthcheck`] puts it back before the spec is sent again.
+pub const LABEL_HEALTHCHECK: &str = "deis.healthcheck";
 /// Label of a service and its containers: the port block its units listen in.
 pub const LABEL_PORT_BLOCK: &str = "deis.port-block";
 /// Node label naming the planes a node serves (`control`, `data`, `router`, joined with
@@ -213,6 +217,20 @@ pub fn node_planes(labels: &HashMap<String, String>) -> Planes {
     labels.get(LABEL_PLANES).and_then(|v| v.replace('+', ",").parse().ok()).unwrap_or(Planes::DATA)
 }
 
+/// Puts back into `spec`, a spec read from the engine, what reading it loses: the
+/// healthcheck (from [`LABEL_HEALTHCHECK`]) and an unset DNS config (read back as an
+/// empty one). Sent again as read, the task template would differ from the running
+/// tasks' and swarm would replace them all.
+pub fn restore_healthcheck(spec: &mut ServiceSpec) {
+    let saved = spec.labels.as_ref().and_then(|l| l.get(LABEL_HEALTHCHECK)).and_then(|h| serde_json::from_str(h).ok());
+    if let Some(c) = spec.task_template.as_mut().and_then(|t| t.container_spec.as_mut()) {
+        c.health_check = saved;
+        if c.dns_config.as_ref().is_some_and(|d| d.nameservers.is_none() && d.search.is_none() && d.options.is_none()) {
+            c.dns_config = None;
+        }
+    }
+}
+
 /// The service spec of `proc_type` of `spec`, on image `image`.
 pub fn service_spec(spec: &AppSpec, proc_type: &ProcessType, image: &str, digest: &str, t: &Template) -> ServiceSpec {
     let p = &spec.processes[proc_type];
@@ -232,6 +250,10 @@ pub fn service_spec(spec: &AppSpec, proc_type: &ProcessType, image: &str, digest
     ]);
     let mut service_labels = labels.clone();
     service_labels.insert(LABEL_SPEC.to_string(), digest.to_string());
+    let health_check = healthcheck(proc_type, p, t.ready_timeout);
+    if let Some(h) = &health_check {
+        service_labels.insert(LABEL_HEALTHCHECK.to_string(), serde_json::to_string(h).unwrap_or_default());
+    }
     let command = (!p.command.trim().is_empty()).then(|| vec!["/bin/sh".to_string(), "-c".into(), p.command.clone()]);
     let cpu = |r: Resources| (r.cpu_millis > 0).then(|| i64::try_from(r.cpu_millis * 1_000_000).unwrap_or(i64::MAX));
     let memory = |r: Resources| (r.memory_bytes > 0).then(|| i64::try_from(r.memory_bytes).unwrap_or(i64::MAX));
@@ -259,7 +281,7 @@ pub fn service_spec(spec: &AppSpec, proc_type: &ProcessType, image: &str, digest
                 // An init as PID 1 passes SIGTERM on to the unit's process.
                 init: Some(true),
                 stop_grace_period: Some(nanos(t.stop_timeout)),
-                health_check: healthcheck(proc_type, p, t.ready_timeout),
+                health_check,
                 ..Default::default()
             }),
             resources: Some(TaskSpecResources {
