@@ -33,6 +33,8 @@ pub struct DockerEngine {
     /// Our own dockerd, if we started one.
     process: Option<ServiceProcess>,
     image_built: Mutex<bool>,
+    /// The Linux bridge made for [`DockerEngine::start_private_bridged`], deleted on drop.
+    bridge: Option<String>,
 }
 
 impl Service for DockerEngine {
@@ -49,7 +51,7 @@ impl Service for DockerEngine {
             .status()
             .is_ok_and(|s| s.success());
         if reuse {
-            return Some(Self { host: None, process: None, image_built: Mutex::new(false) });
+            return Some(Self { host: None, process: None, image_built: Mutex::new(false), bridge: None });
         }
         Self::start_private()
     }
@@ -72,19 +74,53 @@ impl DockerEngine {
     /// Starts a private dockerd (listening on a unix socket in its temp dir, not on the
     /// loopback port) and waits until `docker info` answers; None if dockerd is missing.
     pub fn start_private() -> Option<Self> {
-        let command = |_addr: SocketAddr, dir: &Path| {
+        Self::start_engine(None)
+    }
+
+    /// A private dockerd (as [`DockerEngine::start_private`]) whose default bridge is a
+    /// Linux bridge of its own (name and subnet unique to this process, deleted on
+    /// drop), for containers with published ports: `docker-proxy` forwards them, the
+    /// host's firewall is left alone (`--iptables=false`). One per test process.
+    pub fn start_private_bridged() -> Option<Self> {
+        if skip_without("ip", "iproute2") {
+            return None;
+        }
+        let id = std::process::id();
+        let bridge = format!("dbr{:08x}", id ^ 0x0b1d_0000);
+        let address = format!("10.{}.{}.1/24", 150 + (id / 256) % 50, id % 256);
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        for args in [
+            vec!["link", "add", "name", &bridge, "type", "bridge"],
+            vec!["addr", "add", &address, "dev", &bridge],
+            vec!["link", "set", &bridge, "up"],
+        ] {
+            let out = Command::new("ip").args(&args).output().expect("ip");
+            assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
+        let engine = Self::start_engine(Some(bridge.clone()));
+        if engine.is_none() {
+            let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        }
+        engine
+    }
+
+    fn start_engine(bridge: Option<String>) -> Option<Self> {
+        let network = bridge.clone();
+        let command = move |_addr: SocketAddr, dir: &Path| {
             let mut c = Command::new(DOCKERD.bin);
             c.arg("--host").arg(socket(dir));
             c.arg("--data-root").arg(dir.join("data"));
             c.arg("--exec-root").arg(dir.join("exec"));
             c.arg("--pidfile").arg(dir.join("docker.pid"));
-            // Leave the host's network alone; tests run containers with --network none.
-            c.args(["--iptables=false", "--ip6tables=false", "--bridge=none"]);
+            // Leave the host's network alone; tests run containers with --network none
+            // (or on the bridge made for this engine).
+            c.args(["--iptables=false", "--ip6tables=false"]);
+            c.arg(format!("--bridge={}", network.as_deref().unwrap_or("none")));
             c
         };
         let process = ServiceProcess::start(&DOCKERD, command, |p| info_answers(&socket(p.dir())))?;
         let host = socket(process.dir());
-        Some(Self { host: Some(host), process: Some(process), image_built: Mutex::new(false) })
+        Some(Self { host: Some(host), process: Some(process), image_built: Mutex::new(false), bridge })
     }
 
     /// The `-H` address of the engine (None: the default one).
@@ -208,6 +244,16 @@ impl DockerSwarm {
     /// The manager's API endpoint (`unix:///…`).
     pub fn endpoint(&self) -> String {
         format!("unix://{}", self.engine().socket_path())
+    }
+}
+
+impl Drop for DockerEngine {
+    fn drop(&mut self) {
+        // The engine first: its containers hold ports on the bridge.
+        drop(self.process.take());
+        if let Some(bridge) = &self.bridge {
+            let _ = Command::new("ip").args(["link", "del", bridge]).output();
+        }
     }
 }
 

@@ -1,0 +1,152 @@
+//! End-to-end on the Docker and Swarm schedulers: the real `deisd`, `deis` CLI and
+//! router; private dockerds stand in for hosts (each its own socket, data root, exec
+//! root and pidfile); images built offline and loaded with `docker load`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use deis_e2e::*;
+use deis_test_support::docker::{DockerEngine, DockerSwarm};
+use serde_json::Value;
+
+/// busybox's httpd serving `/www` on the unit's port.
+const HTTPD: &str = "web: httpd -f -p $PORT -h /www";
+/// Long enough for a lost engine's grace period (30 s) and the units' restart.
+const LOST: Duration = Duration::from_secs(150);
+
+fn endpoint(engine: &DockerEngine) -> String {
+    format!("unix://{}", engine.socket_path())
+}
+
+/// `deisd` with `--scheduler SCHEDULER` and one `--docker-host` per entry, user alice.
+fn start(scheduler: &str, hosts: &[String]) -> (Deisd, Cli) {
+    let mut flags = vec!["--scheduler".to_string(), scheduler.to_string()];
+    for h in hosts {
+        flags.extend(["--docker-host".to_string(), h.clone()]);
+    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    daemon_with_user(&flags)
+}
+
+/// What the router answers for `app` once it answers 200.
+fn body_through_router(d: &Deisd, app: &str) -> String {
+    wait_for(T, &format!("{app} serving through the router"), || {
+        d.get_app(app, "/index.html").ok().filter(|r| r.status == 200)
+    })
+    .body
+    .trim()
+    .to_string()
+}
+
+fn nodes_of(units: &[Value]) -> BTreeSet<String> {
+    units.iter().map(|u| u["node"].as_str().unwrap_or_default().to_string()).collect()
+}
+
+/// Two engines: an image app deployed, given cpu requests, scaled over both; scaling
+/// beyond capacity refused with nothing changed; a new image rolled out under load
+/// through the router with no failed request; one engine stopped, its units back on
+/// the other.
+#[test]
+fn an_image_app_spreads_over_two_engines_redeploys_without_a_failed_request_and_outlives_an_engine() {
+    let Some(e1) = DockerEngine::start_private() else { return };
+    let Some(e2) = DockerEngine::start_private() else { return };
+    let (a, b) = (load_web_image(&e1, b'A'), load_web_image(&e1, b'B'));
+    assert_eq!((load_web_image(&e2, b'A'), load_web_image(&e2, b'B')), (a.clone(), b.clone()));
+    let hosts = [
+        format!("{};name=n1;cpu=2000m;memory=2G", endpoint(&e1)),
+        format!("{};name=n2;cpu=2000m;memory=2G", endpoint(&e2)),
+    ];
+    let (d, cli) = start("docker", &hosts);
+    cli.run(&["create", "spread"]).ok();
+    cli.run(&["pull", &a, "-a", "spread", "--procfile", HTTPD]).ok();
+    wait_units(&cli, "spread", "web", 1, "v2");
+    assert_eq!(body_through_router(&d, "spread"), "A".repeat(16));
+
+    // 400m a unit: four fit (two a node), ten do not.
+    cli.run(&["limits:set", "--cpu", "web=400m", "-a", "spread"]).ok();
+    cli.run(&["scale", "web=4", "-a", "spread"]).ok();
+    let units = wait_units(&cli, "spread", "web", 4, "v3");
+    assert_eq!(nodes_of(&units), BTreeSet::from(["n1".to_string(), "n2".to_string()]), "{units:?}");
+    let r = cli.run(&["scale", "web=11", "-a", "spread"]);
+    assert_ne!(r.code, 0, "scaling beyond capacity was accepted: {}", r.stdout);
+    assert!(r.stderr.contains("capacity") && r.stderr.contains("cpu"), "{}", r.stderr);
+    let after = up_pods(&cli, "spread", "web");
+    let names = |u: &[Value]| u.iter().map(|u| u["name"].to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(names(&after), names(&units), "a refused scale changed the units");
+
+    // A new image under load: every request answered, by the old image or the new.
+    let load = Load::start(d.router, &format!("spread.{}", d.domain), 4);
+    load.wait_more(100);
+    cli.run(&["pull", &b, "-a", "spread", "--procfile", HTTPD]).ok();
+    let units = wait_units(&cli, "spread", "web", 4, "v4");
+    load.wait_more(100);
+    let served = load.served();
+    let (bodies, failures) = load.finish();
+    assert!(failures.is_empty(), "{} of {served} requests failed during the deploy: {:?}", failures.len(), failures);
+    assert_eq!(bodies, BTreeSet::from(["A".repeat(16), "B".repeat(16)]), "both images must have answered");
+    assert_eq!(nodes_of(&units).len(), 2, "{units:?}");
+
+    // n1's engine stops: after the grace period its units run on n2.
+    drop(e1);
+    let units = wait_for(LOST, "every unit up on n2", || {
+        let units = up_pods(&cli, "spread", "web");
+        (units.len() == 4 && nodes_of(&units) == BTreeSet::from(["n2".to_string()])).then_some(units)
+    });
+    assert_eq!(units.len(), 4);
+    assert_eq!(body_through_router(&d, "spread"), "B".repeat(16));
+    let nodes = cli.run(&["nodes", "--json"]).ok();
+    assert!(nodes.contains("n1") && nodes.contains("down"), "n1 is not shown down: {nodes}");
+}
+
+/// Host `network=bridge`: units run on the engine's bridge with their `PORT` published
+/// on the host, and the router reaches them there.
+#[test]
+fn a_bridge_networked_engine_publishes_the_units_ports() {
+    let Some(engine) = DockerEngine::start_private_bridged() else { return };
+    let image = load_web_image(&engine, b'W');
+    let (d, cli) = start("docker", &[format!("{};name=br;network=bridge", endpoint(&engine))]);
+    cli.run(&["create", "bridged"]).ok();
+    cli.run(&["pull", &image, "-a", "bridged", "--procfile", HTTPD]).ok();
+    cli.run(&["scale", "web=2", "-a", "bridged"]).ok();
+    wait_units(&cli, "bridged", "web", 2, "v2");
+    for _ in 0..4 {
+        assert_eq!(body_through_router(&d, "bridged"), "W".repeat(16));
+    }
+    let out = engine
+        .docker()
+        .args(["ps", "--filter", "label=deis.app=bridged", "--format", "{{.Networks}} {{.Ports}}"])
+        .output()
+        .unwrap();
+    let ps = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = ps.lines().collect();
+    assert_eq!(lines.len(), 2, "{ps}");
+    for line in lines {
+        assert!(line.starts_with("bridge ") && line.contains("->"), "not bridged with a published port: {line}");
+    }
+}
+
+/// `--scheduler swarm` on a one-node swarm: an image app deployed, scaled, every unit
+/// answering through the router.
+#[test]
+fn an_image_app_on_swarm_deploys_scales_and_answers_through_the_router() {
+    let Some(swarm) = DockerSwarm::start() else { return };
+    let image = load_web_image(swarm.engine(), b'S');
+    let (d, cli) = start("swarm", &[swarm.endpoint()]);
+    cli.run(&["create", "swarmed"]).ok();
+    cli.run(&["pull", &image, "-a", "swarmed", "--procfile", HTTPD]).ok();
+    wait_units(&cli, "swarmed", "web", 1, "v2");
+    assert_eq!(body_through_router(&d, "swarmed"), "S".repeat(16));
+    cli.run(&["scale", "web=3", "-a", "swarmed"]).ok();
+    let units = wait_units(&cli, "swarmed", "web", 3, "v2");
+    assert!(units.iter().all(|u| !u["node"].as_str().unwrap_or_default().is_empty()), "{units:?}");
+    // Every unit answers on its own address.
+    for u in &units {
+        let addr: std::net::SocketAddr = u["address"].as_str().unwrap_or_default().parse().expect("a unit address");
+        let r = deis_test_support::http::Request::get("/index.html").send(addr).unwrap();
+        assert_eq!(r.body.trim(), "S".repeat(16), "{u}");
+    }
+    for _ in 0..6 {
+        assert_eq!(body_through_router(&d, "swarmed"), "S".repeat(16));
+    }
+    cli.run(&["destroy", "-a", "swarmed", "--confirm", "swarmed"]).ok();
+}
