@@ -180,6 +180,62 @@ impl DockerEngine {
     }
 }
 
+/// Tag of the Debian stack image (with Python) [`DockerEngine::stack_image`] imports.
+pub const STACK_IMAGE: &str = "deis/stack:bookworm";
+
+impl DockerEngine {
+    /// Imports (once) [`STACK_IMAGE`]: a minimal Debian bookworm with `python3`, from
+    /// `debootstrap` on the package mirror apt uses, cached as a tarball in `cache` (a
+    /// test's `CARGO_TARGET_TMPDIR`: the first run takes a minute or two). None, said
+    /// loudly, when `debootstrap` is missing.
+    pub fn stack_image(&self, cache: &Path) -> Option<String> {
+        if skip_without("debootstrap", "debootstrap") {
+            return None;
+        }
+        let tarball = cache.join("deis-stack-bookworm.tar");
+        if !tarball.exists() {
+            build_stack_tarball(&tarball);
+        }
+        let status = self
+            .docker()
+            .args(["import", "-c", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
+            .arg(&tarball)
+            .arg(STACK_IMAGE)
+            .stdout(Stdio::null())
+            .status()
+            .expect("docker import");
+        assert!(status.success(), "docker import of {} failed", tarball.display());
+        Some(STACK_IMAGE.into())
+    }
+}
+
+/// `debootstrap --variant=minbase --include=python3 bookworm` into a temp dir, packed
+/// into `tarball` (renamed into place, so parallel tests never read half of one).
+fn build_stack_tarball(tarball: &Path) {
+    let sources = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
+    let mirror = sources
+        .lines()
+        .find_map(|l| l.strip_prefix("URIs:"))
+        .and_then(|u| u.split_whitespace().next())
+        .unwrap_or("http://deb.debian.org/debian")
+        .to_string();
+    let parent = tarball.parent().expect("a cache dir");
+    std::fs::create_dir_all(parent).expect("cache dir");
+    let root = tempfile::tempdir_in(parent).expect("temp dir");
+    let out = Command::new("debootstrap")
+        .args(["--variant=minbase", "--include=python3", "bookworm"])
+        .arg(root.path().join("rootfs"))
+        .arg(&mirror)
+        .output()
+        .expect("debootstrap");
+    assert!(out.status.success(), "debootstrap from {mirror}: {}", String::from_utf8_lossy(&out.stderr));
+    let partial = root.path().join("stack.tar");
+    let status =
+        Command::new("tar").arg("-C").arg(root.path().join("rootfs")).args(["-cf"]).arg(&partial).arg(".").status();
+    assert!(status.is_ok_and(|s| s.success()), "tar of the stack rootfs failed");
+    std::fs::rename(&partial, tarball).expect("stack tarball into place");
+}
+
 fn build_rootfs(busybox: &Path, root: &Path) {
     let bin = root.join("bin");
     std::fs::create_dir_all(&bin).unwrap();

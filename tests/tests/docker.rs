@@ -42,10 +42,11 @@ fn nodes_of(units: &[Value]) -> BTreeSet<String> {
     units.iter().map(|u| u["node"].as_str().unwrap_or_default().to_string()).collect()
 }
 
-/// Two engines: an image app deployed, given cpu requests, scaled over both; scaling
-/// beyond capacity refused with nothing changed; a new image rolled out under load
-/// through the router with no failed request; one engine stopped, its units back on
-/// the other.
+/// Two engines (and the first once more as a big control-plane node): an image app
+/// deployed, given cpu requests, scaled over both data nodes and never onto the control
+/// plane; scaling beyond capacity refused with nothing changed; a killed container
+/// back; a new image rolled out under load through the router with no failed request;
+/// one engine stopped, its units back on the other.
 #[test]
 fn an_image_app_spreads_over_two_engines_redeploys_without_a_failed_request_and_outlives_an_engine() {
     let Some(e1) = DockerEngine::start_private() else { return };
@@ -55,6 +56,7 @@ fn an_image_app_spreads_over_two_engines_redeploys_without_a_failed_request_and_
     let hosts = [
         format!("{};name=n1;cpu=2000m;memory=2G", endpoint(&e1)),
         format!("{};name=n2;cpu=2000m;memory=2G", endpoint(&e2)),
+        format!("{};name=ctl;cpu=64;memory=64G;planes=control", endpoint(&e1)),
     ];
     let (d, cli) = start("docker", &hosts);
     cli.run(&["create", "spread"]).ok();
@@ -74,6 +76,27 @@ fn an_image_app_spreads_over_two_engines_redeploys_without_a_failed_request_and_
     let names = |u: &[Value]| u.iter().map(|u| u["name"].to_string()).collect::<BTreeSet<_>>();
     assert_eq!(names(&after), names(&units), "a refused scale changed the units");
 
+    // A killed container comes back: the same unit, its restart counted.
+    let killed = [&e1, &e2]
+        .iter()
+        .filter_map(|e| {
+            // The v3 one: the v2 container a rollout replaced may still be stopping.
+            let filters = ["--filter", "label=deis.unit=spread.web.1", "--filter", "label=deis.release=v3"];
+            let out = e.docker().args(["ps", "-q"]).args(filters).output().unwrap();
+            let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (!id.is_empty()).then(|| {
+                let out = e.docker().args(["kill", &id]).output().unwrap();
+                (out.status.success(), String::from_utf8_lossy(&out.stderr).trim().to_string())
+            })
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(killed, [(true, String::new())], "one container of spread.web.1 killed");
+    wait_for(T, "spread.web.1 back up, its restart counted", || {
+        let units = up_pods(&cli, "spread", "web");
+        let one = units.iter().find(|u| u["name"] == "spread.web.1")?;
+        (units.len() == 4 && one["restarts"].as_u64() >= Some(1)).then_some(())
+    });
+
     // A new image under load: every request answered, by the old image or the new.
     let load = Load::start(d.router, &format!("spread.{}", d.domain), 4);
     load.wait_more(100);
@@ -82,6 +105,7 @@ fn an_image_app_spreads_over_two_engines_redeploys_without_a_failed_request_and_
     load.wait_more(100);
     let served = load.served();
     let (bodies, failures) = load.finish();
+    eprintln!("rolling deploy of 4 units on 2 engines under load: {served} requests, {} failed", failures.len());
     assert!(failures.is_empty(), "{} of {served} requests failed during the deploy: {:?}", failures.len(), failures);
     assert_eq!(bodies, BTreeSet::from(["A".repeat(16), "B".repeat(16)]), "both images must have answered");
     assert_eq!(nodes_of(&units).len(), 2, "{units:?}");
@@ -149,4 +173,55 @@ fn an_image_app_on_swarm_deploys_scales_and_answers_through_the_router() {
         assert_eq!(body_through_router(&d, "swarmed"), "S".repeat(16));
     }
     cli.run(&["destroy", "-a", "swarmed", "--confirm", "swarmed"]).ok();
+}
+
+/// `examples/apps/hello` committed onto the stack image at /app (`docker create`, `cp`,
+/// `commit`: no build step needs a network); returns its tag.
+fn hello_image(engine: &DockerEngine, stack: &str) -> String {
+    let tag = "deis-test/hello:1";
+    let docker = |args: &[&str]| {
+        let out = engine.docker().args(args).output().unwrap();
+        assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let id = docker(&["create", stack, "true"]);
+    let app = repo_root().join("examples/apps/hello");
+    docker(&["cp", &format!("{}/.", app.display()), &format!("{id}:/app")]);
+    docker(&["commit", "--change", "WORKDIR /app", &id, tag]);
+    docker(&["rm", &id]);
+    tag.to_string()
+}
+
+/// `examples/apps/hello` on two engines, as a source build (`deis deploy`, run on the
+/// stack image) and as an image (`deis pull`): both reach `up`, answer through the
+/// router, and scale over both engines.
+#[test]
+fn the_hello_app_runs_from_source_and_as_an_image_over_two_engines() {
+    let Some(e1) = DockerEngine::start_private() else { return };
+    let Some(e2) = DockerEngine::start_private() else { return };
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let Some(stack) = e1.stack_image(cache) else { return };
+    assert_eq!(e2.stack_image(cache).as_deref(), Some(stack.as_str()));
+    let image = hello_image(&e1, &stack);
+    assert_eq!(hello_image(&e2, &stack), image);
+    let hosts = [format!("{};name=n1", endpoint(&e1)), format!("{};name=n2", endpoint(&e2))];
+    let mut flags = vec!["--scheduler", "docker", "--stack-image", &stack];
+    for h in &hosts {
+        flags.extend(["--docker-host", h.as_str()]);
+    }
+    let (d, cli) = daemon_with_user(&flags);
+
+    let _dir = deploy_hello(&d, &cli, "fromsource");
+    cli.run(&["create", "fromimage"]).ok();
+    cli.run(&["pull", &image, "-a", "fromimage", "--procfile", "web: python3 web.py"]).ok();
+    for app in ["fromsource", "fromimage"] {
+        cli.run(&["scale", "web=2", "-a", app]).ok();
+        let units = wait_units(&cli, app, "web", 2, "v2");
+        assert_eq!(nodes_of(&units).len(), 2, "{app}: both units on one engine: {units:?}");
+        let seen: BTreeSet<String> = (0..20)
+            .map(|_| d.get_app(app, "/").map(|r| r.body).unwrap_or_default())
+            .filter_map(|b| b.split(" from ").nth(1).and_then(|u| u.split(' ').next()).map(str::to_string))
+            .collect();
+        assert_eq!(seen, BTreeSet::from([format!("{app}.web.1"), format!("{app}.web.2")]), "{app}: units reached");
+    }
 }
