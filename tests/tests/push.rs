@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use deis_e2e::*;
 use deis_test_support::docker::DockerEngine;
-use deis_test_support::image::{busybox_layer, layer, oci_layout, sha256};
+use deis_test_support::image::{busybox_layer, docker_archive, layer, oci_layout, sha256};
 use deis_test_support::registry::DockerRegistry;
 use deis_test_support::service::Service;
 use serde_json::Value;
