@@ -149,29 +149,59 @@ fn a_bridge_networked_engine_publishes_the_units_ports() {
     }
 }
 
-/// `--scheduler swarm` on a one-node swarm: an image app deployed, scaled, every unit
-/// answering through the router.
+/// `--scheduler swarm` on a one-node swarm: an image app deployed and scaled, every
+/// unit answering on its own and through the router; scaling beyond capacity refused
+/// with nothing changed; a killed container back; a new image rolled out under load
+/// with no failed request.
 #[test]
-fn an_image_app_on_swarm_deploys_scales_and_answers_through_the_router() {
+fn an_image_app_on_swarm_deploys_scales_and_rolls_out_without_a_failed_request() {
     let Some(swarm) = DockerSwarm::start() else { return };
-    let image = load_web_image(swarm.engine(), b'S');
+    let (a, b) = (load_web_image(swarm.engine(), b'S'), load_web_image(swarm.engine(), b'T'));
     let (d, cli) = start("swarm", &[swarm.endpoint()]);
     cli.run(&["create", "swarmed"]).ok();
-    cli.run(&["pull", &image, "-a", "swarmed", "--procfile", HTTPD]).ok();
+    cli.run(&["pull", &a, "-a", "swarmed", "--procfile", HTTPD]).ok();
     wait_units(&cli, "swarmed", "web", 1, "v2");
     assert_eq!(body_through_router(&d, "swarmed"), "S".repeat(16));
+    cli.run(&["limits:set", "--cpu", "web=100m", "-a", "swarmed"]).ok();
     cli.run(&["scale", "web=3", "-a", "swarmed"]).ok();
-    let units = wait_units(&cli, "swarmed", "web", 3, "v2");
+    let units = wait_units(&cli, "swarmed", "web", 3, "v3");
     assert!(units.iter().all(|u| !u["node"].as_str().unwrap_or_default().is_empty()), "{units:?}");
-    // Every unit answers on its own address.
     for u in &units {
         let addr: std::net::SocketAddr = u["address"].as_str().unwrap_or_default().parse().expect("a unit address");
         let r = deis_test_support::http::Request::get("/index.html").send(addr).unwrap();
         assert_eq!(r.body.trim(), "S".repeat(16), "{u}");
     }
-    for _ in 0..6 {
-        assert_eq!(body_through_router(&d, "swarmed"), "S".repeat(16));
-    }
+
+    // 99 units of 100m: more cpu than this machine has.
+    let r = cli.run(&["scale", "web=99", "-a", "swarmed"]);
+    assert_ne!(r.code, 0, "scaling beyond capacity was accepted: {}", r.stdout);
+    assert!(r.stderr.contains("capacity"), "{}", r.stderr);
+    assert_eq!(up_pods(&cli, "swarmed", "web").len(), 3, "a refused scale changed the units");
+
+    // A killed container comes back in its slot, its restart counted.
+    // The v3 one: the v2 container the rollout replaced may still be stopping.
+    let filters = ["--filter", "name=swarmed_web.1.", "--filter", "label=deis.release=v3"];
+    let out = swarm.engine().docker().args(["ps", "-q"]).args(filters).output().unwrap();
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(id.lines().count(), 1, "one container of swarmed.web.1: {id:?}");
+    assert!(swarm.engine().docker().args(["kill", &id]).output().unwrap().status.success());
+    wait_for(T, "swarmed.web.1 back up, its restart counted", || {
+        let units = up_pods(&cli, "swarmed", "web");
+        let one = units.iter().find(|u| u["name"] == "swarmed.web.1")?;
+        (units.len() == 3 && one["restarts"].as_u64() >= Some(1)).then_some(())
+    });
+
+    // A new image under load: every request answered, by the old image or the new.
+    let load = Load::start(d.router, &format!("swarmed.{}", d.domain), 4);
+    load.wait_more(100);
+    cli.run(&["pull", &b, "-a", "swarmed", "--procfile", HTTPD]).ok();
+    wait_units(&cli, "swarmed", "web", 3, "v4");
+    load.wait_more(100);
+    let served = load.served();
+    let (bodies, failures) = load.finish();
+    eprintln!("rolling deploy of 3 units on swarm under load: {served} requests, {} failed", failures.len());
+    assert!(failures.is_empty(), "{} of {served} requests failed during the deploy: {:?}", failures.len(), failures);
+    assert_eq!(bodies, BTreeSet::from(["S".repeat(16), "T".repeat(16)]), "both images must have answered");
     cli.run(&["destroy", "-a", "swarmed", "--confirm", "swarmed"]).ok();
 }
 
