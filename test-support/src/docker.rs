@@ -271,15 +271,7 @@ impl DockerSwarm {
         let subnet = format!("10.{}.{}.0/24", 200 + (id / 256) % 50, id % 256);
         let swarm = Self { engine: Some(engine), bridge };
         let engine = swarm.engine();
-        let gwbridge = engine
-            .docker()
-            .args(["network", "create", "--subnet", &subnet])
-            .args(["--opt", &format!("com.docker.network.bridge.name={}", swarm.bridge)])
-            .args(["--opt", "com.docker.network.bridge.enable_icc=false"])
-            .args(["--opt", "com.docker.network.bridge.enable_ip_masquerade=false", "docker_gwbridge"])
-            .output()
-            .expect("docker network create");
-        assert!(gwbridge.status.success(), "docker_gwbridge: {}", String::from_utf8_lossy(&gwbridge.stderr));
+        gwbridge(engine, &swarm.bridge, &subnet);
         let listen = format!("127.0.0.1:{}", crate::net::free_port());
         let data_port = (40000 + id % 9000).to_string();
         let init = engine
@@ -301,6 +293,101 @@ impl DockerSwarm {
     pub fn endpoint(&self) -> String {
         format!("unix://{}", self.engine().socket_path())
     }
+
+    /// A second node: a private dockerd (its own `docker_gwbridge`) joined as a worker,
+    /// advertising 127.0.0.1 on a port of its own. Also makes the managers expect a
+    /// heartbeat every second, so a stopped worker is down within seconds.
+    pub fn join_worker(&self) -> Option<SwarmWorker> {
+        let engine = DockerEngine::start_private()?;
+        let id = std::process::id();
+        let bridge = format!("dgw{:08x}", id ^ 0x00b0_0000);
+        let worker = SwarmWorker { engine: Some(engine), bridge };
+        gwbridge(worker.engine(), &worker.bridge, &format!("10.{}.{}.0/24", 100 + (id / 256) % 50, id % 256));
+        let manager = self.engine();
+        let out = manager.docker().args(["swarm", "update", "--dispatcher-heartbeat", "1s"]).output().unwrap();
+        assert!(out.status.success(), "docker swarm update: {}", String::from_utf8_lossy(&out.stderr));
+        let token = manager.docker().args(["swarm", "join-token", "-q", "worker"]).output().unwrap();
+        let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+        let addr = |e: &DockerEngine| {
+            let out = e.docker().args(["info", "--format", "{{.Swarm.NodeAddr}}"]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let managers = ["info", "--format", "{{range .Swarm.RemoteManagers}}{{.Addr}}{{end}}"];
+        let manager_addr = manager.docker().args(managers).output().unwrap();
+        let manager_addr = String::from_utf8_lossy(&manager_addr.stdout).trim().to_string();
+        let listen = format!("127.0.0.1:{}", crate::net::free_port());
+        let join = worker
+            .engine()
+            .docker()
+            .args(["swarm", "join", "--token", &token, "--advertise-addr", &listen, "--listen-addr", &listen])
+            .arg(&manager_addr)
+            .output()
+            .expect("docker swarm join");
+        assert!(join.status.success(), "docker swarm join {manager_addr}: {}", String::from_utf8_lossy(&join.stderr));
+        assert_eq!(addr(worker.engine()), "127.0.0.1");
+        Some(worker)
+    }
+}
+
+/// A worker node of a [`DockerSwarm`] ([`DockerSwarm::join_worker`]): on drop it leaves
+/// the swarm (if its engine still runs), stops its engine and deletes its bridge.
+#[derive(Debug)]
+pub struct SwarmWorker {
+    engine: Option<DockerEngine>,
+    bridge: String,
+}
+
+impl SwarmWorker {
+    /// The worker's engine; panics after [`SwarmWorker::stop`].
+    pub fn engine(&self) -> &DockerEngine {
+        self.engine.as_ref().expect("the worker's engine was stopped")
+    }
+
+    /// Stops the worker's engine without leaving the swarm, as a host that goes away.
+    pub fn stop(&mut self) {
+        if let Some(engine) = self.engine.take() {
+            stop_engine(engine);
+        }
+    }
+}
+
+impl Drop for SwarmWorker {
+    fn drop(&mut self) {
+        if let Some(engine) = &self.engine {
+            let _ = engine.docker().args(["swarm", "leave", "--force"]).output();
+        }
+        self.stop();
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+    }
+}
+
+/// `docker_gwbridge` on `engine` as Linux bridge `name` on `subnet` (bridge names and
+/// subnets are machine-wide: engines of parallel tests must not share them).
+fn gwbridge(engine: &DockerEngine, name: &str, subnet: &str) {
+    let out = engine
+        .docker()
+        .args(["network", "create", "--subnet", subnet])
+        .args(["--opt", &format!("com.docker.network.bridge.name={name}")])
+        .args(["--opt", "com.docker.network.bridge.enable_icc=false"])
+        .args(["--opt", "com.docker.network.bridge.enable_ip_masquerade=false", "docker_gwbridge"])
+        .output()
+        .expect("docker network create");
+    assert!(out.status.success(), "docker_gwbridge: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Stops a swarm node's engine and unmounts the network namespaces it leaves mounted in
+/// its exec root.
+fn stop_engine(engine: DockerEngine) {
+    let dir = engine.process.as_ref().map(|p| p.dir().to_path_buf());
+    drop(engine);
+    if let Some(dir) = dir
+        && let Ok(entries) = std::fs::read_dir(dir.join("exec").join("netns"))
+    {
+        for e in entries.flatten() {
+            let _ = Command::new("umount").arg(e.path()).output();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 impl Drop for DockerEngine {
@@ -317,17 +404,7 @@ impl Drop for DockerSwarm {
     fn drop(&mut self) {
         let Some(engine) = self.engine.take() else { return };
         let _ = engine.docker().args(["swarm", "leave", "--force"]).output();
-        let dir = engine.process.as_ref().map(|p| p.dir().to_path_buf());
-        drop(engine);
-        // The engine's network namespaces stay mounted in its exec root.
-        if let Some(dir) = dir
-            && let Ok(entries) = std::fs::read_dir(dir.join("exec").join("netns"))
-        {
-            for e in entries.flatten() {
-                let _ = Command::new("umount").arg(e.path()).output();
-            }
-            let _ = std::fs::remove_dir_all(&dir);
-        }
+        stop_engine(engine);
         let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
     }
 }

@@ -205,6 +205,38 @@ fn an_image_app_on_swarm_deploys_scales_and_rolls_out_without_a_failed_request()
     cli.run(&["destroy", "-a", "swarmed", "--confirm", "swarmed"]).ok();
 }
 
+/// `--scheduler swarm` on a two-node swarm: units spread over both nodes; the worker's
+/// engine stopped, its units come back on the manager.
+#[test]
+fn a_two_node_swarm_spreads_units_and_replaces_those_of_a_stopped_node() {
+    let Some(swarm) = DockerSwarm::start() else { return };
+    let Some(mut worker) = swarm.join_worker() else { return };
+    let image = load_web_image(swarm.engine(), b'R');
+    assert_eq!(load_web_image(worker.engine(), b'R'), image);
+    let (d, cli) = start("swarm", &[swarm.endpoint()]);
+    let nodes = wait_for(T, "two ready nodes", || {
+        let nodes = cli.run(&["nodes", "--json"]).json();
+        let n = nodes.as_array().map_or(0, Vec::len);
+        (n == 2).then_some(nodes)
+    });
+    cli.run(&["create", "pair"]).ok();
+    cli.run(&["pull", &image, "-a", "pair", "--procfile", HTTPD]).ok();
+    cli.run(&["scale", "web=4", "-a", "pair"]).ok();
+    let units = wait_units(&cli, "pair", "web", 4, "v2");
+    assert_eq!(nodes_of(&units).len(), 2, "not spread over {nodes}: {units:?}");
+    assert_eq!(body_through_router(&d, "pair"), "R".repeat(16));
+
+    worker.stop();
+    let on_manager = wait_for(LOST, "every unit up on the manager", || {
+        let units = up_pods(&cli, "pair", "web");
+        (units.len() == 4 && nodes_of(&units).len() == 1).then_some(units)
+    });
+    for _ in 0..4 {
+        assert_eq!(body_through_router(&d, "pair"), "R".repeat(16));
+    }
+    assert!(!on_manager.is_empty());
+}
+
 /// `examples/apps/hello` committed onto the stack image at /app (`docker create`, `cp`,
 /// `commit`: no build step needs a network); returns its tag.
 fn hello_image(engine: &DockerEngine, stack: &str) -> String {
