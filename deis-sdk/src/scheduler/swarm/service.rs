@@ -31,7 +31,7 @@ pub const LABEL_SPEC: &str = "deis.spec";
 pub const LABEL_GENERATION: &str = "deis.generation";
 /// Service label: the JSON of the units' container healthcheck. The engine reports it
 /// under `Healthcheck` while bollard reads `HealthCheck`, so a spec read back lacks it;
-/// [`restore_healthcheck`] puts it back before the spec is sent again.
+/// [`restore_as_sent`] puts it back before the spec is sent again.
 pub const LABEL_HEALTHCHECK: &str = "deis.healthcheck";
 /// Label of a service and its containers: the port block its units listen in.
 pub const LABEL_PORT_BLOCK: &str = "deis.port-block";
@@ -221,7 +221,7 @@ pub fn node_planes(labels: &HashMap<String, String>) -> Planes {
 /// healthcheck (from [`LABEL_HEALTHCHECK`]) and an unset DNS config (read back as an
 /// empty one). Sent again as read, the task template would differ from the running
 /// tasks' and swarm would replace them all.
-pub fn restore_healthcheck(spec: &mut ServiceSpec) {
+pub fn restore_as_sent(spec: &mut ServiceSpec) {
     let saved = spec.labels.as_ref().and_then(|l| l.get(LABEL_HEALTHCHECK)).and_then(|h| serde_json::from_str(h).ok());
     if let Some(c) = spec.task_template.as_mut().and_then(|t| t.container_spec.as_mut()) {
         c.health_check = saved;
@@ -346,6 +346,36 @@ mod tests {
             identity: None,
             pull_credentials: None,
         }
+    }
+
+    /// What the engine answers for a spec it was sent: the healthcheck under
+    /// `Healthcheck`, an empty DNS config.
+    fn as_the_engine_reports(sent: &ServiceSpec) -> ServiceSpec {
+        let mut json = serde_json::to_value(sent).unwrap();
+        let c = &mut json["TaskTemplate"]["ContainerSpec"];
+        let health = c.as_object_mut().unwrap().remove("HealthCheck").unwrap();
+        c["Healthcheck"] = health;
+        c["DNSConfig"] = serde_json::json!({});
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn a_spec_read_back_is_restored_to_what_was_sent() {
+        let web = ProcessType::new("web").unwrap();
+        let t = Template {
+            generation: 1,
+            block: 120,
+            stop_timeout: Duration::from_secs(10),
+            ready_timeout: Duration::from_secs(60),
+            restart_delay: Duration::from_secs(1),
+            syslog_address: None,
+        };
+        let sent = service_spec(&spec(), &web, "hello:v3", "d1", &t);
+        assert!(sent.task_template.as_ref().unwrap().container_spec.as_ref().unwrap().health_check.is_some());
+        let mut read = as_the_engine_reports(&sent);
+        assert_ne!(read, sent, "bollard reads the engine's answer as sent: the label is not needed");
+        restore_as_sent(&mut read);
+        assert_eq!(read, sent);
     }
 
     #[test]
