@@ -42,6 +42,71 @@ fn nodes_of(units: &[Value]) -> BTreeSet<String> {
     units.iter().map(|u| u["node"].as_str().unwrap_or_default().to_string()).collect()
 }
 
+/// Creates `app`, deploys `image` (serving 16 × `fill`) and waits until the router
+/// serves it (v2); then gives its web units a `cpu` request (v3) and scales them to
+/// `count`; returns them once up.
+fn deploy_and_scale(d: &Deisd, cli: &Cli, app: &str, (image, fill): (&str, u8), cpu: &str, count: usize) -> Vec<Value> {
+    cli.run(&["create", app]).ok();
+    cli.run(&["pull", image, "-a", app, "--procfile", HTTPD]).ok();
+    wait_units(cli, app, "web", 1, "v2");
+    assert_eq!(body_through_router(d, app), (fill as char).to_string().repeat(16));
+    cli.run(&["limits:set", "--cpu", &format!("web={cpu}"), "-a", app]).ok();
+    cli.run(&["scale", &format!("web={count}"), "-a", app]).ok();
+    wait_units(cli, app, "web", count, "v3")
+}
+
+/// Kills the container of `app`'s `web.1` (`docker ps --filter` `which`; of release
+/// `release`: a container a rollout replaced may still be stopping) on whichever of
+/// `engines` runs it, then waits until the unit is up again with its restart counted
+/// and `count` web units up.
+fn killed_web_1_comes_back(engines: &[&DockerEngine], which: &str, cli: &Cli, app: &str, release: &str, count: usize) {
+    let unit = format!("{app}.web.1");
+    let killed = engines
+        .iter()
+        .filter_map(|e| {
+            let filters = ["--filter", which, "--filter", &format!("label=deis.release={release}")];
+            let out = e.docker().args(["ps", "-q"]).args(filters).output().unwrap();
+            let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (!id.is_empty()).then(|| {
+                let out = e.docker().args(["kill", &id]).output().unwrap();
+                (out.status.success(), String::from_utf8_lossy(&out.stderr).trim().to_string())
+            })
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(killed, [(true, String::new())], "one container of {unit} killed");
+    wait_for(T, &format!("{unit} back up, its restart counted"), || {
+        let units = up_pods(cli, app, "web");
+        let one = units.iter().find(|u| u["name"] == unit.as_str())?;
+        (units.len() == count && one["restarts"].as_u64() >= Some(1)).then_some(())
+    });
+}
+
+/// Deploys `image` to `app` while four threads send requests through the router: no
+/// request may fail, and both the `old` body and the `new` must have answered. Returns
+/// the `count` web units of `release`.
+fn rollout_under_load(
+    d: &Deisd,
+    cli: &Cli,
+    app: &str,
+    image: &str,
+    count: usize,
+    release: &str,
+    bodies: [u8; 2],
+) -> Vec<Value> {
+    let load = Load::start(d.router, &format!("{app}.{}", d.domain), 4);
+    load.wait_more(100);
+    cli.run(&["pull", image, "-a", app, "--procfile", HTTPD]).ok();
+    let units = wait_units(cli, app, "web", count, release);
+    load.wait_more(100);
+    let served = load.served();
+    let (seen, failures) = load.finish();
+    eprintln!("rolling deploy of {count} units of {app} under load: {served} requests, {} failed", failures.len());
+    assert!(failures.is_empty(), "{} of {served} requests failed during the deploy: {:?}", failures.len(), failures);
+    let want = BTreeSet::from(bodies.map(|b| (b as char).to_string().repeat(16)));
+    assert_eq!(seen, want, "both images must have answered");
+    units
+}
+
 /// Two engines (and the first once more as a big control-plane node): an image app
 /// deployed, given cpu requests, scaled over both data nodes and never onto the control
 /// plane; scaling beyond capacity refused with nothing changed; a killed container
@@ -59,15 +124,8 @@ fn an_image_app_spreads_over_two_engines_redeploys_without_a_failed_request_and_
         format!("{};name=ctl;cpu=64;memory=64G;planes=control", endpoint(&e1)),
     ];
     let (d, cli) = start("docker", &hosts);
-    cli.run(&["create", "spread"]).ok();
-    cli.run(&["pull", &a, "-a", "spread", "--procfile", HTTPD]).ok();
-    wait_units(&cli, "spread", "web", 1, "v2");
-    assert_eq!(body_through_router(&d, "spread"), "A".repeat(16));
-
-    // 400m a unit: four fit (two a node), ten do not.
-    cli.run(&["limits:set", "--cpu", "web=400m", "-a", "spread"]).ok();
-    cli.run(&["scale", "web=4", "-a", "spread"]).ok();
-    let units = wait_units(&cli, "spread", "web", 4, "v3");
+    // 400m a unit: four fit (two a node), eleven do not.
+    let units = deploy_and_scale(&d, &cli, "spread", (&a, b'A'), "400m", 4);
     assert_eq!(nodes_of(&units), BTreeSet::from(["n1".to_string(), "n2".to_string()]), "{units:?}");
     let r = cli.run(&["scale", "web=11", "-a", "spread"]);
     assert_ne!(r.code, 0, "scaling beyond capacity was accepted: {}", r.stdout);
@@ -77,37 +135,10 @@ fn an_image_app_spreads_over_two_engines_redeploys_without_a_failed_request_and_
     assert_eq!(names(&after), names(&units), "a refused scale changed the units");
 
     // A killed container comes back: the same unit, its restart counted.
-    let killed = [&e1, &e2]
-        .iter()
-        .filter_map(|e| {
-            // The v3 one: the v2 container a rollout replaced may still be stopping.
-            let filters = ["--filter", "label=deis.unit=spread.web.1", "--filter", "label=deis.release=v3"];
-            let out = e.docker().args(["ps", "-q"]).args(filters).output().unwrap();
-            let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            (!id.is_empty()).then(|| {
-                let out = e.docker().args(["kill", &id]).output().unwrap();
-                (out.status.success(), String::from_utf8_lossy(&out.stderr).trim().to_string())
-            })
-        })
-        .collect::<Vec<_>>();
-    assert_eq!(killed, [(true, String::new())], "one container of spread.web.1 killed");
-    wait_for(T, "spread.web.1 back up, its restart counted", || {
-        let units = up_pods(&cli, "spread", "web");
-        let one = units.iter().find(|u| u["name"] == "spread.web.1")?;
-        (units.len() == 4 && one["restarts"].as_u64() >= Some(1)).then_some(())
-    });
+    killed_web_1_comes_back(&[&e1, &e2], "label=deis.unit=spread.web.1", &cli, "spread", "v3", 4);
 
     // A new image under load: every request answered, by the old image or the new.
-    let load = Load::start(d.router, &format!("spread.{}", d.domain), 4);
-    load.wait_more(100);
-    cli.run(&["pull", &b, "-a", "spread", "--procfile", HTTPD]).ok();
-    let units = wait_units(&cli, "spread", "web", 4, "v4");
-    load.wait_more(100);
-    let served = load.served();
-    let (bodies, failures) = load.finish();
-    eprintln!("rolling deploy of 4 units on 2 engines under load: {served} requests, {} failed", failures.len());
-    assert!(failures.is_empty(), "{} of {served} requests failed during the deploy: {:?}", failures.len(), failures);
-    assert_eq!(bodies, BTreeSet::from(["A".repeat(16), "B".repeat(16)]), "both images must have answered");
+    let units = rollout_under_load(&d, &cli, "spread", &b, 4, "v4", [b'A', b'B']);
     assert_eq!(nodes_of(&units).len(), 2, "{units:?}");
 
     // n1's engine stops: after the grace period its units run on n2.
@@ -158,13 +189,7 @@ fn an_image_app_on_swarm_deploys_scales_and_rolls_out_without_a_failed_request()
     let Some(swarm) = DockerSwarm::start() else { return };
     let (a, b) = (load_web_image(swarm.engine(), b'S'), load_web_image(swarm.engine(), b'T'));
     let (d, cli) = start("swarm", &[swarm.endpoint()]);
-    cli.run(&["create", "swarmed"]).ok();
-    cli.run(&["pull", &a, "-a", "swarmed", "--procfile", HTTPD]).ok();
-    wait_units(&cli, "swarmed", "web", 1, "v2");
-    assert_eq!(body_through_router(&d, "swarmed"), "S".repeat(16));
-    cli.run(&["limits:set", "--cpu", "web=100m", "-a", "swarmed"]).ok();
-    cli.run(&["scale", "web=3", "-a", "swarmed"]).ok();
-    let units = wait_units(&cli, "swarmed", "web", 3, "v3");
+    let units = deploy_and_scale(&d, &cli, "swarmed", (&a, b'S'), "100m", 3);
     assert!(units.iter().all(|u| !u["node"].as_str().unwrap_or_default().is_empty()), "{units:?}");
     for u in &units {
         let addr: std::net::SocketAddr = u["address"].as_str().unwrap_or_default().parse().expect("a unit address");
@@ -179,29 +204,10 @@ fn an_image_app_on_swarm_deploys_scales_and_rolls_out_without_a_failed_request()
     assert_eq!(up_pods(&cli, "swarmed", "web").len(), 3, "a refused scale changed the units");
 
     // A killed container comes back in its slot, its restart counted.
-    // The v3 one: the v2 container the rollout replaced may still be stopping.
-    let filters = ["--filter", "name=swarmed_web.1.", "--filter", "label=deis.release=v3"];
-    let out = swarm.engine().docker().args(["ps", "-q"]).args(filters).output().unwrap();
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert_eq!(id.lines().count(), 1, "one container of swarmed.web.1: {id:?}");
-    assert!(swarm.engine().docker().args(["kill", &id]).output().unwrap().status.success());
-    wait_for(T, "swarmed.web.1 back up, its restart counted", || {
-        let units = up_pods(&cli, "swarmed", "web");
-        let one = units.iter().find(|u| u["name"] == "swarmed.web.1")?;
-        (units.len() == 3 && one["restarts"].as_u64() >= Some(1)).then_some(())
-    });
+    killed_web_1_comes_back(&[swarm.engine()], "name=swarmed_web.1.", &cli, "swarmed", "v3", 3);
 
     // A new image under load: every request answered, by the old image or the new.
-    let load = Load::start(d.router, &format!("swarmed.{}", d.domain), 4);
-    load.wait_more(100);
-    cli.run(&["pull", &b, "-a", "swarmed", "--procfile", HTTPD]).ok();
-    wait_units(&cli, "swarmed", "web", 3, "v4");
-    load.wait_more(100);
-    let served = load.served();
-    let (bodies, failures) = load.finish();
-    eprintln!("rolling deploy of 3 units on swarm under load: {served} requests, {} failed", failures.len());
-    assert!(failures.is_empty(), "{} of {served} requests failed during the deploy: {:?}", failures.len(), failures);
-    assert_eq!(bodies, BTreeSet::from(["S".repeat(16), "T".repeat(16)]), "both images must have answered");
+    rollout_under_load(&d, &cli, "swarmed", &b, 3, "v4", [b'S', b'T']);
     cli.run(&["destroy", "-a", "swarmed", "--confirm", "swarmed"]).ok();
 }
 

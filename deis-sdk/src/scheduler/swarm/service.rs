@@ -348,6 +348,17 @@ mod tests {
         }
     }
 
+    fn template(generation: u64, block: u16) -> Template {
+        Template {
+            generation,
+            block,
+            stop_timeout: Duration::from_secs(10),
+            ready_timeout: Duration::from_secs(60),
+            restart_delay: Duration::from_secs(1),
+            syslog_address: None,
+        }
+    }
+
     /// What the engine answers for a spec it was sent: the healthcheck under
     /// `Healthcheck`, an empty DNS config.
     fn as_the_engine_reports(sent: &ServiceSpec) -> ServiceSpec {
@@ -362,15 +373,7 @@ mod tests {
     #[test]
     fn a_spec_read_back_is_restored_to_what_was_sent() {
         let web = ProcessType::new("web").unwrap();
-        let t = Template {
-            generation: 1,
-            block: 120,
-            stop_timeout: Duration::from_secs(10),
-            ready_timeout: Duration::from_secs(60),
-            restart_delay: Duration::from_secs(1),
-            syslog_address: None,
-        };
-        let sent = service_spec(&spec(), &web, "hello:v3", "d1", &t);
+        let sent = service_spec(&spec(), &web, "hello:v3", "d1", &template(1, 120));
         assert!(sent.task_template.as_ref().unwrap().container_spec.as_ref().unwrap().health_check.is_some());
         let mut read = as_the_engine_reports(&sent);
         assert_ne!(read, sent, "bollard reads the engine's answer as sent: the label is not needed");
@@ -382,14 +385,7 @@ mod tests {
     fn a_service_per_type_with_resources_constraints_and_start_first_updates() {
         let spec = spec();
         let web = ProcessType::new("web").unwrap();
-        let t = Template {
-            generation: 4,
-            block: 123,
-            stop_timeout: Duration::from_secs(10),
-            ready_timeout: Duration::from_secs(60),
-            restart_delay: Duration::from_secs(1),
-            syslog_address: None,
-        };
+        let t = template(4, 123);
         let s = service_spec(&spec, &web, "hello:v3", "d1", &t);
         assert_eq!(s.name.as_deref(), Some("hello_web"));
         let task = s.task_template.unwrap();
