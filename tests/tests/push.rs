@@ -38,21 +38,6 @@ fn web_image(fill: u8, extra: Vec<Vec<u8>>) -> tempfile::TempDir {
     dir
 }
 
-/// The layers of [`web_image`] loaded into the engine (`docker load` of a
-/// docker-archive, as `docker save` writes); returns its tag. Units may run as an
-/// unprivileged user: the image serves what it carries and writes nothing.
-fn load_web_image(engine: &DockerEngine, fill: u8) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("web.tar");
-    docker_archive(&archive, &[busybox_layer(), layer("www/index.html", 16, fill)], "sleep 1000");
-    let out = engine.docker().arg("load").arg("-i").arg(&archive).output().unwrap();
-    assert!(out.status.success(), "docker load: {}", String::from_utf8_lossy(&out.stderr));
-    let tag = format!("deis-test/web-{}:1", fill.to_ascii_lowercase() as char);
-    let out = engine.docker().args(["tag", "t:1", &tag]).output().unwrap();
-    assert!(out.status.success(), "docker tag: {}", String::from_utf8_lossy(&out.stderr));
-    tag
-}
-
 fn list(cli: &Cli, what: &str, app: &str) -> Vec<Value> {
     match cli.run(&[what, "-a", app, "--json"]).json() {
         Value::Array(a) => a,

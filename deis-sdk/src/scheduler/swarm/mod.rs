@@ -58,7 +58,7 @@ use sha2::Digest;
 use tokio::sync::broadcast;
 
 pub use self::service::{LABEL_GENERATION, LABEL_PLANES, LABEL_PORT_BLOCK, MAX_UNITS_PER_TYPE, service_name};
-use self::service::{LABEL_SPEC, PortBlocks, Template, service_spec, spec_digest};
+use self::service::{LABEL_SPEC, PortBlocks, Template, restore_as_sent, service_spec, spec_digest};
 use self::view::{History, View};
 use super::docker::{APP_DIR, DEFAULT_STACK_IMAGE, DockerHost};
 use crate::tty::docker::{LABEL_APP, LABEL_TYPE};
@@ -329,6 +329,7 @@ impl SwarmScheduler {
     /// units one at a time.
     async fn regenerate(&self, s: &Service, used: &mut Vec<u16>) -> Result<u64> {
         let mut spec = s.spec.clone().unwrap_or_default();
+        restore_as_sent(&mut spec);
         let generation = label(s, LABEL_GENERATION).and_then(|g| g.parse::<u64>().ok()).unwrap_or(0) + 1;
         let block = self.blocks.next_free(label(s, LABEL_PORT_BLOCK).and_then(|b| b.parse().ok()), used)?;
         used.push(block);
@@ -423,12 +424,13 @@ impl Scheduler for SwarmScheduler {
                 self.docker.create_service(new, credentials).await.map_err(|e| backend("creating a service", e))?;
                 continue;
             };
-            let current = s.spec.clone().unwrap_or_default();
             if label(s, LABEL_SPEC) == Some(digest.as_str()) {
-                let replicas = current.mode.as_ref().and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas);
-                if replicas != Some(i64::from(p.count)) {
-                    // Only the count changed: the same template, so no unit is replaced.
-                    let mut scaled = current;
+                let current = s.spec.as_ref().and_then(|s| s.mode.as_ref()).and_then(|m| m.replicated.as_ref());
+                if current.and_then(|r| r.replicas) != Some(i64::from(p.count)) {
+                    // Only the count changed: the same template (as sent, see
+                    // `restore_as_sent`), so swarm replaces no unit.
+                    let mut scaled = s.spec.clone().unwrap_or_default();
+                    restore_as_sent(&mut scaled);
                     scaled.mode = Some(ServiceSpecMode {
                         replicated: Some(ServiceSpecModeReplicated { replicas: Some(i64::from(p.count)) }),
                         ..Default::default()
