@@ -22,6 +22,7 @@ use deis_sdk::deis_core::scheduler::PullCredentials;
 use deis_sdk::deis_core::scheduler::placement::Policy;
 use deis_sdk::replica::ReplicaConfig;
 use deis_sdk::scheduler::docker::{DEFAULT_STACK_IMAGE, DockerHost, DockerScheduler, DockerSchedulerConfig};
+use deis_sdk::telemetry::docker_units::DockerUnitStats;
 use deis_sdk::scheduler::swarm::{SwarmScheduler, SwarmSchedulerConfig};
 use deis_sdk::telemetry::TelemetrySettings;
 use deis_sdk::telemetry::config::{SinkUri, TelemetryConfig};
@@ -271,6 +272,11 @@ impl Args {
         settings.router_metrics = self.router_metrics;
         if !self.autoscale {
             settings.autoscale = None;
+        }
+        if self.scheduler == SchedulerUri::Docker {
+            // The units are containers: their usage comes from the engines' stats API.
+            let endpoints: Vec<String> = self.docker_hosts()?.into_iter().map(|h| h.endpoint).collect();
+            settings.unit_stats = Some(std::sync::Arc::new(DockerUnitStats::connect(&endpoints)?));
         }
         Ok(settings)
     }
