@@ -135,11 +135,11 @@ mod tests {
         IngestCounters::add(&c.dropped_loop, 4);
         IngestCounters::add(&c.dropped_too_many_connections, 1);
         let (_, out) = exposition::render(c.families(), None);
-        assert!(out.contains("deis_logger_messages_received_total 5\n"), "{out}");
-        assert!(out.contains("deis_logger_messages_dropped_total{reason=\"oversized\"} 2\n"), "{out}");
-        assert!(out.contains("deis_logger_messages_dropped_total{reason=\"loop\"} 4\n"), "{out}");
-        assert!(out.contains("deis_logger_connections_dropped_total{reason=\"too_many_connections\"} 1\n"), "{out}");
-        assert!(out.contains("# TYPE deis_logger_connections_open gauge\ndeis_logger_connections_open 0\n"), "{out}");
+        assert!(out.contains("deis_logger_messages_received_total 5.0\n"), "{out}");
+        assert!(out.contains("deis_logger_messages_dropped_total{reason=\"oversized\"} 2.0\n"), "{out}");
+        assert!(out.contains("deis_logger_messages_dropped_total{reason=\"loop\"} 4.0\n"), "{out}");
+        assert!(out.contains("deis_logger_connections_dropped_total{reason=\"too_many_connections\"} 1.0\n"), "{out}");
+        assert!(out.contains("# TYPE deis_logger_connections_open gauge\ndeis_logger_connections_open 0.0\n"), "{out}");
         // Every sample line belongs to a family declared just before it.
         let mut declared = Vec::new();
         for line in out.lines() {

@@ -101,9 +101,9 @@ mod tests {
         c.refused();
         assert_eq!(c.open(), 1);
         let (_, text) = crate::telemetry::exposition::render(c.families(), None);
-        assert!(text.contains("deis_tty_sessions_started_total 2\n"), "{text}");
-        assert!(text.contains("deis_tty_sessions_ended_total{reason=\"idle\"} 1\n"), "{text}");
-        assert!(text.contains("deis_tty_sessions_open 1\n"), "{text}");
-        assert!(text.contains("deis_tty_attach_refused_total 1\n"), "{text}");
+        assert!(text.contains("deis_tty_sessions_started_total 2.0\n"), "{text}");
+        assert!(text.contains("deis_tty_sessions_ended_total{reason=\"idle\"} 1.0\n"), "{text}");
+        assert!(text.contains("deis_tty_sessions_open 1.0\n"), "{text}");
+        assert!(text.contains("deis_tty_attach_refused_total 1.0\n"), "{text}");
     }
 }
