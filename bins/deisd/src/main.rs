@@ -22,10 +22,10 @@ use deis_sdk::deis_core::scheduler::PullCredentials;
 use deis_sdk::deis_core::scheduler::placement::Policy;
 use deis_sdk::replica::ReplicaConfig;
 use deis_sdk::scheduler::docker::{DEFAULT_STACK_IMAGE, DockerHost, DockerScheduler, DockerSchedulerConfig};
-use deis_sdk::telemetry::docker_units::DockerUnitStats;
 use deis_sdk::scheduler::swarm::{SwarmScheduler, SwarmSchedulerConfig};
 use deis_sdk::telemetry::TelemetrySettings;
 use deis_sdk::telemetry::config::{SinkUri, TelemetryConfig};
+use deis_sdk::telemetry::docker_units::DockerUnitStats;
 use deis_sdk::tty::TtyConfig;
 use deis_sdk::{Listen, MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, SyslogListen};
 

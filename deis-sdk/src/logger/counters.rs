@@ -95,7 +95,11 @@ impl IngestCounters {
         vec![
             c("deis_logger_messages_received", "Syslog messages received (datagrams and TCP/TLS frames).", s.received),
             c("deis_logger_messages_parsed", "Syslog messages parsed as RFC 5424 or RFC 3164.", s.parsed),
-            c("deis_logger_messages_unparsed", "Syslog messages that could not be parsed and were kept raw.", s.unparsed),
+            c(
+                "deis_logger_messages_unparsed",
+                "Syslog messages that could not be parsed and were kept raw.",
+                s.unparsed,
+            ),
             by_reason(
                 "deis_logger_messages_dropped",
                 "Syslog messages dropped, by reason.",

@@ -275,11 +275,9 @@ impl TtyService {
         };
         let (exit, reason, how) = match tokio::time::timeout(self.config.batch_timeout, collect).await {
             Ok(Some(status)) => (Some(status), "exited".to_string(), SessionEnd::Exited),
-            Ok(None) => (
-                None,
-                "the session ended without an exit status (backend failure)".to_string(),
-                SessionEnd::Failed,
-            ),
+            Ok(None) => {
+                (None, "the session ended without an exit status (backend failure)".to_string(), SessionEnd::Failed)
+            }
             Err(_) => (None, format!("timed out after {}s", self.config.batch_timeout.as_secs()), SessionEnd::TimedOut),
         };
         self.counters.ended(how);
