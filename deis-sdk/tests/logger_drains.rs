@@ -80,8 +80,7 @@ async fn tcp_and_udp_drains_receive_rfc5424() {
     check(&got, &["one", "two"]);
     let stats = drains.stats();
     assert_eq!(stats.iter().map(|s| s.sent).sum::<u64>(), 4);
-    let mut metrics = String::new();
-    drains.render_prometheus(&mut metrics);
+    let (_, metrics) = deis_sdk::telemetry::exposition::render(drains.families(), None);
     assert!(metrics.contains("deis_logger_drain_sent_total{app=\"hello\",drain=\"syslog+udp://"), "{metrics}");
 
     // Removing the drains stops forwarding.

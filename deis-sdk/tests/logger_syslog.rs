@@ -426,7 +426,7 @@ async fn http_api_serves_tail_follow_metrics_with_bearer_auth() {
 
     let (status, metrics) = get("/metrics", None).await;
     assert_eq!(status, 200);
-    assert!(metrics.contains("deis_logger_messages_parsed_total 3\n"), "{metrics}");
+    assert!(metrics.contains("deis_logger_messages_parsed_total 3.0\n"), "{metrics}");
     drop(follow);
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(5), http_task).await.unwrap().unwrap().unwrap();

@@ -219,3 +219,54 @@ fn telemetry_endpoints_follow_the_api_permissions() {
     assert!(page.body.contains("<form id=\"login\""), "{}", page.body);
     assert!(!page.body.contains("shop"));
 }
+
+/// A sink whose endpoint accepts connections and never answers (a hung collector):
+/// snapshots pile up to the queue's bound, then are dropped and counted, while the
+/// router keeps serving and counting every request. Its speed next to a healthy setup
+/// is measured by `scripts/bench-router-metrics` (setting `sink-down`; BENCHMARKS.md).
+#[test]
+fn a_sink_that_never_answers_drops_and_counts_while_the_router_serves() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = hung.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let seen = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new(); // never read, never answered, never closed
+        for conn in hung.incoming() {
+            held.push(conn);
+            seen.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("telemetry.conf");
+    let sink = format!("webhook+http://{addr}/hook");
+    std::fs::write(&config, format!("interval = 200ms\nqueue = 2\nsink = {sink}\n")).unwrap();
+    let d = Deisd::start_with(&["--telemetry-config", config.to_str().unwrap()]);
+    let cli = d.cli();
+    cli.register(&d, "admin");
+    let token = cli.token();
+    let _dir = deploy_hello(&d, &cli, "hello");
+    let outcome = |text: &str, outcome: &str| {
+        sample(text, &format!("deis_telemetry_sink_snapshots_total{{sink=\"{sink}\",outcome=\"{outcome}\"}}"))
+    };
+    let dropped_before = wait_for(T, "snapshots dropped for the hung sink", || {
+        outcome(&metrics_text(&d, &token, None).body, "dropped").filter(|n| *n > 0.0)
+    });
+    assert!(accepted.load(Ordering::Relaxed) >= 1, "the sink reached the hung endpoint");
+
+    let requests = "deis_router_requests_total{app=\"hello\",class=\"2xx\"}";
+    let before = sample(&metrics_text(&d, &token, None).body, requests).unwrap_or(0.0);
+    let load = Load::start(d.router, &format!("hello.{}", d.domain), 2);
+    load.wait_more(300);
+    let (_, failures) = load.finish();
+    assert!(failures.is_empty(), "the router failed requests while the sink hung: {failures:?}");
+    let text = metrics_text(&d, &token, None).body;
+    assert!(sample(&text, requests).unwrap() >= before + 300.0, "every request counted:\n{text}");
+    // Still hung: more snapshots dropped, none delivered.
+    wait_for(T, "more snapshots dropped", || {
+        outcome(&metrics_text(&d, &token, None).body, "dropped").filter(|n| *n > dropped_before)
+    });
+    assert_eq!(outcome(&text, "sent"), Some(0.0), "{text}");
+}

@@ -3,7 +3,9 @@
 //!
 //! `deis-broker-postgres --admin-url postgres://…` and `deis-broker-redis --admin-url
 //! redis://…` each add the admin URL of the server they manage; every flag has a
-//! `DEIS_BROKER_*` environment equivalent.
+//! `DEIS_BROKER_*` environment equivalent. Besides the OSB API, each serves `GET
+//! /metrics` (open, like a role daemon's): its requests by route, method and status
+//! class, with latency, in the Prometheus text format 0.0.4 or OpenMetrics by `Accept`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -12,6 +14,9 @@ use std::sync::Arc;
 use deis_sdk::adapters::StoreUri;
 use deis_sdk::broker::{Backend, ManagedBroker};
 use deis_sdk::osb::server::{BasicAuth, OsbServerConfig, router};
+use deis_sdk::telemetry::ApiMetrics;
+use deis_sdk::telemetry::exposition;
+use deis_sdk::telemetry::metered::count_api_requests;
 
 /// The flags every broker takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -69,7 +74,7 @@ pub async fn serve(name: &str, args: &CommonArgs, backend: Arc<dyn Backend>) -> 
     let addr = listener.local_addr().map_or_else(|_| args.listen.to_string(), |a| a.to_string());
     eprintln!("{name} is up on http://{addr}/v2/catalog");
     let config = OsbServerConfig { auth: Some(BasicAuth::new(&args.username, &args.password)), ..Default::default() };
-    let app = router(Arc::new(broker.clone()), config);
+    let app = with_metrics(router(Arc::new(broker.clone()), config));
     let served = axum::serve(listener, app).with_graceful_shutdown(async {
         deis_sdk::shutdown_signal().await;
     });
@@ -79,4 +84,16 @@ pub async fn serve(name: &str, args: &CommonArgs, backend: Arc<dyn Backend>) -> 
     }
     broker.stop();
     ExitCode::SUCCESS
+}
+
+/// `api` with its requests counted, and `GET /metrics` serving the counts.
+pub fn with_metrics(api: axum::Router) -> axum::Router {
+    let metrics = Arc::new(ApiMetrics::default());
+    let counted = metrics.clone();
+    api.layer(axum::middleware::from_fn(move |req, next| count_api_requests(counted.clone(), req, next))).route(
+        "/metrics",
+        axum::routing::get(move |headers: axum::http::HeaderMap| async move {
+            exposition::response(metrics.families(), &headers)
+        }),
+    )
 }

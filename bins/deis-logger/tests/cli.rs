@@ -99,6 +99,8 @@ async fn util_linux_logger_in_http_out() {
         return;
     }
     let logger = Logger::start(&[]);
+    let metrics = Request::get("/metrics").send_async(logger.http).await.unwrap().body;
+    assert!(metrics.contains("deis_logger_messages_parsed_total 0.0\n"), "{metrics}");
     emit("-T", logger.tcp.port(), "myapp.web.1", "hello over tcp");
     emit("-d", logger.udp.port(), "myapp", "hello over udp");
     let body = logs(logger.http, "myapp", 2).await;
@@ -111,8 +113,15 @@ async fn util_linux_logger_in_http_out() {
     emit("-T", logger.tcp.port(), "myapp.worker.2", "followed");
     follow.wait_for("myapp[worker.2]: followed\n", T).await;
 
-    let metrics = Request::get("/metrics").send_async(logger.http).await.unwrap().body;
-    assert!(metrics.contains("deis_logger_messages_parsed_total 3\n"), "{metrics}");
+    let metrics = Request::get("/metrics").send_async(logger.http).await.unwrap();
+    assert!(metrics.headers["content-type"].starts_with("text/plain; version=0.0.4"), "{:?}", metrics.headers);
+    assert!(metrics.body.contains("deis_logger_messages_parsed_total 3.0\n"), "{}", metrics.body);
+    assert!(metrics.body.contains("deis_logger_connections_accepted_total 2.0\n"), "{}", metrics.body);
+    // Prometheus asks for OpenMetrics, and gets it.
+    let om = Request::get("/metrics").header("Accept", "application/openmetrics-text; version=1.0.0");
+    let om = om.send_async(logger.http).await.unwrap();
+    assert!(om.headers["content-type"].starts_with("application/openmetrics-text"), "{:?}", om.headers);
+    assert!(om.body.ends_with("# EOF\n") && om.body.contains("deis_logger_messages_parsed_total 3.0\n"), "{}", om.body);
     drop(follow);
     logger.stop();
 }

@@ -2,7 +2,8 @@
 //! `GET /v2/sessions/<id>/attach?app=<app>&token=<token>` WebSockets (Kubernetes
 //! channel protocol) and runs each session's command, as its token says, with the local
 //! backend in one working directory. Tokens are signed by a controller that shares
-//! `--secret`; `deisd` embeds the same broker and needs none of this.
+//! `--secret`; `deisd` embeds the same broker and needs none of this. `GET /metrics`
+//! serves its session counters (Prometheus text 0.0.4, or OpenMetrics by `Accept`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use clap::Parser;
 use deis_sdk::deis_core::time::parse_duration;
 use deis_sdk::deis_core::tty::token::TokenSigner;
 use deis_sdk::deis_core::tty::{LocalTtyBroker, LocalTtyConfig};
+use deis_sdk::telemetry::exposition;
 use deis_sdk::tty::{LocalDirectory, TtyConfig, TtyService, attach_router};
 
 /// Standalone TTY broker for `deis run` sessions.
@@ -89,7 +91,14 @@ async fn main() -> ExitCode {
     let shutdown = async {
         deis_sdk::shutdown_signal().await;
     };
-    if let Err(e) = axum::serve(listener, attach_router(Arc::new(service))).with_graceful_shutdown(shutdown).await {
+    let service = Arc::new(service);
+    let app = attach_router(service.clone()).route(
+        "/metrics",
+        axum::routing::get(move |headers: axum::http::HeaderMap| async move {
+            exposition::response(service.counters().families(), &headers)
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
         eprintln!("deis-tty-broker: {e}");
         return ExitCode::FAILURE;
     }

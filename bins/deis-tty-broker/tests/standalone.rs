@@ -1,5 +1,5 @@
 //! The standalone broker binary: a token signed with the shared secret opens a session
-//! in `--dir`; one signed with another secret is refused.
+//! in `--dir`; one signed with another secret is refused; `GET /metrics` counts both.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -10,6 +10,16 @@ use deis_sdk::deis_core::tty::{ExitStatus, SessionOutput};
 use deis_sdk::tty::client::{AttachError, AttachOptions, attach_url_raw};
 
 const SECRET: &str = "standalone broker test secret, 32+ chars";
+
+/// The value of the sample line starting with `prefix` in the broker's `/metrics`.
+async fn scrape(port: u16, prefix: &str) -> f64 {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let r = deis_test_support::http::Request::get("/metrics").send_async(addr).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let line = r.body.lines().find(|l| l.starts_with(prefix));
+    let line = line.unwrap_or_else(|| panic!("{prefix} missing from\n{}", r.body));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
 
 struct Kill(Child);
 impl Drop for Kill {
@@ -36,6 +46,8 @@ async fn serves_sessions_signed_with_the_shared_secret() {
         tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
     })
     .await;
+    assert_eq!(scrape(port, "deis_tty_sessions_started_total ").await, 0.0);
+    assert_eq!(scrape(port, "deis_tty_attach_refused_total ").await, 0.0);
     let claims = Claims::new(
         "alice",
         app_name("hello"),
@@ -65,4 +77,12 @@ async fn serves_sessions_signed_with_the_shared_secret() {
         Err(AttachError::Refused { status: 403, message }) => assert!(message.contains("signature"), "{message}"),
         other => panic!("{other:?}"),
     }
+    assert_eq!(scrape(port, "deis_tty_sessions_started_total ").await, 1.0);
+    assert_eq!(scrape(port, "deis_tty_attach_refused_total ").await, 1.0);
+    // The session's end is counted once the broker has seen its socket close.
+    deis_test_support::eventually(Duration::from_secs(10), "the session to be counted as ended", || async {
+        (scrape(port, "deis_tty_sessions_ended_total{reason=\"exited\"}").await == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(scrape(port, "deis_tty_sessions_open ").await, 0.0);
 }

@@ -27,6 +27,7 @@ use deis_sdk::scheduler::marathon::{MarathonScheduler, MarathonSchedulerConfig};
 use deis_sdk::scheduler::swarm::{SwarmScheduler, SwarmSchedulerConfig};
 use deis_sdk::telemetry::TelemetrySettings;
 use deis_sdk::telemetry::config::{SinkUri, TelemetryConfig};
+use deis_sdk::telemetry::docker_units::DockerUnitStats;
 use deis_sdk::tty::TtyConfig;
 use deis_sdk::tty::kubernetes::KubernetesTtyBroker;
 use deis_sdk::{Listen, MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, SyslogListen};
@@ -283,6 +284,11 @@ impl Args {
         settings.router_metrics = self.router_metrics;
         if !self.autoscale {
             settings.autoscale = None;
+        }
+        if self.scheduler == SchedulerUri::Docker {
+            // The units are containers: their usage comes from the engines' stats API.
+            let endpoints: Vec<String> = self.docker_hosts()?.into_iter().map(|h| h.endpoint).collect();
+            settings.unit_stats = Some(std::sync::Arc::new(DockerUnitStats::connect(&endpoints)?));
         }
         Ok(settings)
     }

@@ -621,6 +621,8 @@ impl PlatformBuilder {
         let tty = Arc::new(
             TtyService::embedded(tty_broker, signer, tty_config).with_audit(Arc::new(LogAudit::new(logs.clone()))),
         );
+        let sessions = tty.clone();
+        telemetry.add_source(Arc::new(move || sessions.counters().families()));
         if let Some(listener) = api_listener {
             let mut app = controller::router(controller.clone(), self.limits)
                 .merge(attach_router(tty.clone()))
@@ -672,9 +674,11 @@ impl PlatformBuilder {
         telemetry.set_health("router", router_addr.is_some() || router_tls_addr.is_some());
         if let Some(s) = &syslog {
             let counters = s.counters().clone();
-            telemetry.add_source(Arc::new(move || crate::telemetry::logger_families(&counters)));
+            telemetry.add_source(Arc::new(move || counters.families()));
             telemetry.set_health("logger", true);
         }
+        let ds = drains.clone();
+        telemetry.add_source(Arc::new(move || ds.families()));
         servers.extend(crate::telemetry::start_platform_tasks(
             &telemetry,
             &self.telemetry,

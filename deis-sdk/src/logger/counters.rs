@@ -1,7 +1,8 @@
-//! Ingest counters of the syslog listeners, and their Prometheus rendering.
+//! Ingest counters of the syslog listeners, and their metric families.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::telemetry::{Kind, MetricFamily};
 
 /// Counters of a [`SyslogServer`](super::SyslogServer), updated atomically by its
 /// listeners. Every message received is either appended (parsed, or unparsed and kept
@@ -79,99 +80,70 @@ impl IngestCounters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Renders the counters in the Prometheus text exposition format 0.0.4.
-    pub fn render_prometheus(&self, out: &mut String) {
+    /// The counters as metric families (what the logger's `/metrics` and deisd's
+    /// telemetry expose).
+    pub fn families(&self) -> Vec<MetricFamily> {
         let s = self.snapshot();
-        let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, v) in samples {
-                let _ = writeln!(out, "{name}{labels} {v}");
+        let by_reason = |name: &str, help: &str, samples: &[(&str, u64)]| {
+            let mut f = MetricFamily::new(name, help, Kind::Counter);
+            for (reason, n) in samples {
+                f.push(&[("reason", reason)], *n as f64);
             }
+            f
         };
-        family(
-            "deis_logger_messages_received_total",
-            "counter",
-            "Syslog messages received (datagrams and TCP/TLS frames).",
-            &[("", s.received)],
-        );
-        family(
-            "deis_logger_messages_parsed_total",
-            "counter",
-            "Syslog messages parsed as RFC 5424 or RFC 3164.",
-            &[("", s.parsed)],
-        );
-        family(
-            "deis_logger_messages_unparsed_total",
-            "counter",
-            "Syslog messages that could not be parsed and were kept raw.",
-            &[("", s.unparsed)],
-        );
-        family(
-            "deis_logger_messages_dropped_total",
-            "counter",
-            "Syslog messages dropped, by reason.",
-            &[
-                ("{reason=\"oversized\"}", s.dropped_oversized),
-                ("{reason=\"store_error\"}", s.dropped_store_error),
-                ("{reason=\"loop\"}", s.dropped_loop),
-            ],
-        );
-        family(
-            "deis_logger_connections_dropped_total",
-            "counter",
-            "TCP/TLS connections refused or closed by the logger, by reason.",
-            &[
-                ("{reason=\"too_many_connections\"}", s.dropped_too_many_connections),
-                ("{reason=\"framing_error\"}", s.dropped_framing_error),
-                ("{reason=\"tls_handshake\"}", s.dropped_tls_handshake),
-            ],
-        );
-        family(
-            "deis_logger_connections_accepted_total",
-            "counter",
-            "TCP/TLS connections accepted.",
-            &[("", s.connections_accepted)],
-        );
-        family("deis_logger_connections_open", "gauge", "TCP/TLS connections open now.", &[("", s.connections_open)]);
-        family(
-            "deis_logger_received_bytes_total",
-            "counter",
-            "Syslog payload bytes received.",
-            &[("", s.bytes_received)],
-        );
+        let c = |name: &str, help: &str, v: u64| MetricFamily::single(name, help, Kind::Counter, v as f64);
+        vec![
+            c("deis_logger_messages_received", "Syslog messages received (datagrams and TCP/TLS frames).", s.received),
+            c("deis_logger_messages_parsed", "Syslog messages parsed as RFC 5424 or RFC 3164.", s.parsed),
+            c(
+                "deis_logger_messages_unparsed",
+                "Syslog messages that could not be parsed and were kept raw.",
+                s.unparsed,
+            ),
+            by_reason(
+                "deis_logger_messages_dropped",
+                "Syslog messages dropped, by reason.",
+                &[("oversized", s.dropped_oversized), ("store_error", s.dropped_store_error), ("loop", s.dropped_loop)],
+            ),
+            by_reason(
+                "deis_logger_connections_dropped",
+                "TCP/TLS connections refused or closed by the logger, by reason.",
+                &[
+                    ("too_many_connections", s.dropped_too_many_connections),
+                    ("framing_error", s.dropped_framing_error),
+                    ("tls_handshake", s.dropped_tls_handshake),
+                ],
+            ),
+            c("deis_logger_connections_accepted", "TCP/TLS connections accepted.", s.connections_accepted),
+            MetricFamily::single(
+                "deis_logger_connections_open",
+                "TCP/TLS connections open now.",
+                Kind::Gauge,
+                s.connections_open as f64,
+            ),
+            c("deis_logger_received_bytes", "Syslog payload bytes received.", s.bytes_received),
+        ]
     }
-}
-
-/// Escapes a Prometheus label value (backslash, quote, newline).
-pub(crate) fn escape_label(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::exposition;
 
     #[test]
     fn renders_every_counter_with_help_and_type() {
         let c = IngestCounters::default();
         IngestCounters::add(&c.received, 5);
         IngestCounters::add(&c.dropped_oversized, 2);
+        IngestCounters::add(&c.dropped_loop, 4);
         IngestCounters::add(&c.dropped_too_many_connections, 1);
-        let mut out = String::new();
-        c.render_prometheus(&mut out);
-        assert!(out.contains("deis_logger_messages_received_total 5\n"), "{out}");
-        assert!(out.contains("deis_logger_messages_dropped_total{reason=\"oversized\"} 2\n"), "{out}");
-        assert!(out.contains("deis_logger_connections_dropped_total{reason=\"too_many_connections\"} 1\n"), "{out}");
+        let (_, out) = exposition::render(c.families(), None);
+        assert!(out.contains("deis_logger_messages_received_total 5.0\n"), "{out}");
+        assert!(out.contains("deis_logger_messages_dropped_total{reason=\"oversized\"} 2.0\n"), "{out}");
+        assert!(out.contains("deis_logger_messages_dropped_total{reason=\"loop\"} 4.0\n"), "{out}");
+        assert!(out.contains("deis_logger_connections_dropped_total{reason=\"too_many_connections\"} 1.0\n"), "{out}");
+        assert!(out.contains("# TYPE deis_logger_connections_open gauge\ndeis_logger_connections_open 0.0\n"), "{out}");
         // Every sample line belongs to a family declared just before it.
         let mut declared = Vec::new();
         for line in out.lines() {
@@ -183,10 +155,5 @@ mod tests {
             }
         }
         assert_eq!(declared.len(), 8);
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

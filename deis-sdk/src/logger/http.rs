@@ -6,7 +6,8 @@
 //! - `GET /logs/<app>/follow?log_lines=N[&after=SEQ][&type=..][&source=..]`: the last N
 //!   lines (default 0), or every line after sequence `SEQ`, then live lines, as a
 //!   chunked `text/plain` stream; a gap prints `-- N lines missed --`;
-//! - `GET /metrics`: ingest and drain counters, Prometheus text format 0.0.4;
+//! - `GET /metrics`: ingest and drain counters, Prometheus text 0.0.4 or OpenMetrics
+//!   by `Accept`;
 //! - `GET /healthz`: `OK`.
 //!
 //! With a token configured, `/logs` needs `Authorization: Bearer <token>` (compared in
@@ -219,18 +220,8 @@ async fn follow(
         .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "building the response failed"))
 }
 
-async fn metrics(State(api): ApiState) -> Response {
-    let mut out = String::new();
-    if let Some(c) = &api.counters {
-        c.render_prometheus(&mut out);
-    }
-    if let Some(d) = &api.drains {
-        d.render_prometheus(&mut out);
-    }
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
-        out,
-    )
-        .into_response()
+async fn metrics(State(api): ApiState, headers: HeaderMap) -> Response {
+    let mut families = api.counters.as_ref().map(|c| c.families()).unwrap_or_default();
+    families.extend(api.drains.as_ref().map(|d| d.families()).unwrap_or_default());
+    crate::telemetry::exposition::response(families, &headers)
 }

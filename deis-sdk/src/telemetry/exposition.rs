@@ -92,6 +92,14 @@ pub fn render(families: Vec<MetricFamily>, accept: Option<&str>) -> (&'static st
     (TEXT_004, to_text_004(&out, &counters))
 }
 
+/// A `GET /metrics` answer: `families` in the format the request's `Accept` asks for.
+pub fn response(families: Vec<MetricFamily>, headers: &http::HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = render(families, accept);
+    ([(http::header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
 /// OpenMetrics text to the 0.0.4 format: no `# EOF` or `# UNIT`, and counter families
 /// named like their `_total` samples (0.0.4 has no suffix rule).
 fn to_text_004(openmetrics: &str, counters: &HashSet<String>) -> String {

@@ -58,9 +58,7 @@ async fn metrics(
 
 /// A `/metrics` answer for `headers`' `Accept` (also what the role daemons serve).
 pub fn prometheus_response(t: &Telemetry, headers: &HeaderMap) -> Response {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let (content_type, body) = exposition::render(t.snapshot(), accept);
-    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+    exposition::response(t.snapshot(), headers)
 }
 
 /// `?minutes=N` of the app metrics.

@@ -35,12 +35,12 @@ impl ApiMetrics {
     pub fn families(&self) -> Vec<MetricFamily> {
         let mut requests = MetricFamily::new(
             "deis_api_requests",
-            "Controller API requests, by route, method and response status class.",
+            "API requests (controller, service broker), by route, method and response status class.",
             Kind::Counter,
         );
         let mut latency = MetricFamily::new(
             "deis_api_request_duration_seconds",
-            "Controller API request latency, by route and method.",
+            "API request latency (controller, service broker), by route and method.",
             Kind::Histogram,
         );
         for (key, t) in self.by_route.all() {

@@ -2,7 +2,8 @@
 //! and the sinks they are shipped to.
 //!
 //! - Collectors: [`host`] (`/proc`, `/sys`), [`units`] (cgroups v1/v2 or `/proc` for
-//!   local units; a [`UnitStatsSource`] for other backends), the router's per-app
+//!   local units; a [`UnitStatsSource`] for other backends, such as the Docker
+//!   engine's stats API in `docker_units`, feature `docker`), the router's per-app
 //!   traffic ([`RouterMetrics`]: requests by status class, bytes, latency; atomics
 //!   only), controller API requests and store latency ([`metered`]), controller events
 //!   and scheduler convergence ([`events`]), the logger's ingest and drop counters, and
@@ -20,6 +21,8 @@
 
 pub mod autoscale;
 pub mod config;
+#[cfg(feature = "docker")]
+pub mod docker_units;
 pub mod events;
 pub mod exposition;
 pub mod family;
@@ -230,6 +233,10 @@ pub struct TelemetrySettings {
     pub router_metrics: bool,
     /// The autoscaler's settings (`None`: no autoscaling).
     pub autoscale: Option<autoscale::AutoscaleConfig>,
+    /// Where units' cpu and memory are read (`None`: [`LocalUnitStats`], cgroups and
+    /// `/proc` of this machine; the Docker scheduler's units need
+    /// `docker_units::DockerUnitStats`).
+    pub unit_stats: Option<Arc<dyn UnitStatsSource>>,
 }
 
 impl Default for TelemetrySettings {
@@ -238,41 +245,9 @@ impl Default for TelemetrySettings {
             config: config::TelemetryConfig::default(),
             router_metrics: true,
             autoscale: Some(autoscale::AutoscaleConfig::default()),
+            unit_stats: None,
         }
     }
-}
-
-/// The syslog listener's counters as families.
-pub fn logger_families(counters: &crate::logger::IngestCounters) -> Vec<MetricFamily> {
-    let s = counters.snapshot();
-    let mut dropped =
-        MetricFamily::new("deis_logger_messages_dropped", "Syslog messages dropped, by reason.", Kind::Counter);
-    dropped.push(&[("reason", "oversized")], s.dropped_oversized as f64);
-    dropped.push(&[("reason", "store_error")], s.dropped_store_error as f64);
-    let mut conns = MetricFamily::new(
-        "deis_logger_connections_dropped",
-        "TCP/TLS connections refused or closed by the logger, by reason.",
-        Kind::Counter,
-    );
-    conns.push(&[("reason", "too_many_connections")], s.dropped_too_many_connections as f64);
-    conns.push(&[("reason", "framing_error")], s.dropped_framing_error as f64);
-    conns.push(&[("reason", "tls_handshake")], s.dropped_tls_handshake as f64);
-    let c = |name: &str, help: &str, v: u64| MetricFamily::single(name, help, Kind::Counter, v as f64);
-    vec![
-        c("deis_logger_messages_received", "Syslog messages received (datagrams and TCP/TLS frames).", s.received),
-        c("deis_logger_messages_parsed", "Syslog messages parsed as RFC 5424 or RFC 3164.", s.parsed),
-        c("deis_logger_messages_unparsed", "Syslog messages that could not be parsed and were kept raw.", s.unparsed),
-        dropped,
-        conns,
-        c("deis_logger_connections_accepted", "TCP/TLS connections accepted.", s.connections_accepted),
-        MetricFamily::single(
-            "deis_logger_connections_open",
-            "TCP/TLS connections open now.",
-            Kind::Gauge,
-            s.connections_open as f64,
-        ),
-        c("deis_logger_received_bytes", "Syslog payload bytes received.", s.bytes_received),
-    ]
 }
 
 /// Starts a platform's telemetry tasks: the collection loop (units, history, sinks),
@@ -292,7 +267,8 @@ pub fn start_platform_tasks(
     };
     let store = controller.store().clone();
     let scheduler = controller.scheduler().clone();
-    let units = Arc::new(UnitCollector::new(store.clone(), scheduler.clone(), Arc::new(LocalUnitStats::default())));
+    let source = settings.unit_stats.clone().unwrap_or_else(|| Arc::new(LocalUnitStats::default()));
+    let units = Arc::new(UnitCollector::new(store.clone(), scheduler.clone(), source));
     telemetry.set_units(units.clone());
     for sink in &settings.config.sinks {
         telemetry.add_sink(sinks::spawn(sink.open(), settings.config.sink_settings()));

@@ -37,6 +37,7 @@ pub mod docker;
 mod exec;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
+mod metrics;
 mod server;
 
 use std::sync::Arc;
@@ -48,6 +49,7 @@ use deis_core::tty::{ExitStatus, SessionInput, SessionOutput, SessionSpec, TtyBr
 
 pub use audit::{AuditEvent, AuditSink, LogAudit, TracingAudit};
 pub use directory::{LocalDirectory, PendingSessions, SessionDirectory, SessionError};
+pub use metrics::{SessionEnd, TtyCounters};
 pub use server::attach_router;
 
 /// Settings of a [`TtyService`].
@@ -156,6 +158,7 @@ pub struct TtyService {
     pending: Option<Arc<PendingSessions>>,
     audit: Arc<dyn AuditSink>,
     config: TtyConfig,
+    counters: TtyCounters,
 }
 
 /// How many created-but-not-attached sessions a controller keeps.
@@ -178,6 +181,7 @@ impl TtyService {
             pending: None,
             audit: Arc::new(TracingAudit),
             config,
+            counters: TtyCounters::default(),
         }
     }
 
@@ -204,6 +208,11 @@ impl TtyService {
     /// The backend.
     pub fn broker(&self) -> &Arc<dyn TtyBroker> {
         &self.broker
+    }
+
+    /// Sessions started, open, ended and refused (for `/metrics`).
+    pub fn counters(&self) -> &TtyCounters {
+        &self.counters
     }
 
     /// Creates a session for `spec` (already authorised by the caller) and returns
@@ -241,6 +250,7 @@ impl TtyService {
         let (user, app, command) = (spec.user.clone(), spec.app.clone(), spec.command.clone());
         let started = std::time::Instant::now();
         let mut session = self.broker.open(spec).await?;
+        self.counters.started();
         self.audit
             .record(&AuditEvent::Started {
                 id: id.clone(),
@@ -267,11 +277,14 @@ impl TtyService {
             }
             None
         };
-        let (exit, reason) = match tokio::time::timeout(self.config.batch_timeout, collect).await {
-            Ok(Some(status)) => (Some(status), "exited".to_string()),
-            Ok(None) => (None, "the session ended without an exit status (backend failure)".to_string()),
-            Err(_) => (None, format!("timed out after {}s", self.config.batch_timeout.as_secs())),
+        let (exit, reason, how) = match tokio::time::timeout(self.config.batch_timeout, collect).await {
+            Ok(Some(status)) => (Some(status), "exited".to_string(), SessionEnd::Exited),
+            Ok(None) => {
+                (None, "the session ended without an exit status (backend failure)".to_string(), SessionEnd::Failed)
+            }
+            Err(_) => (None, format!("timed out after {}s", self.config.batch_timeout.as_secs()), SessionEnd::TimedOut),
         };
+        self.counters.ended(how);
         drop(session);
         let mut output = String::from_utf8_lossy(&out).into_owned();
         if dropped > 0 {

@@ -21,8 +21,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
-use super::TtyService;
 use super::audit::AuditEvent;
+use super::{SessionEnd, TtyService};
 
 /// The attach route (`/v2/sessions/{id}/attach`) of `service`, as an axum router to
 /// serve alone or merge into another (deisd merges it into the controller API).
@@ -87,7 +87,17 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> Result<(), String>
     }
 }
 
-async fn attach(State(svc): State<Arc<TtyService>>, Path(id): Path<String>, mut req: Request) -> Response {
+async fn attach(state: State<Arc<TtyService>>, id: Path<String>, req: Request) -> Response {
+    let svc = state.0.clone();
+    let resp = upgrade(state, id, req).await;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        svc.counters.refused();
+    }
+    resp
+}
+
+/// Checks an attach request and upgrades it (or refuses it, saying why).
+async fn upgrade(State(svc): State<Arc<TtyService>>, Path(id): Path<String>, mut req: Request) -> Response {
     let headers = req.headers();
     let query = AttachQuery::of(req.uri());
     let is_upgrade = headers
@@ -222,6 +232,7 @@ async fn run_session<S>(
             return;
         }
     };
+    svc.counters.started();
     svc.audit
         .record(&AuditEvent::Started {
             id: id.clone(),
@@ -232,13 +243,18 @@ async fn run_session<S>(
         })
         .await;
     let (end, closing) = pump(&svc, ws, protocol, session).await;
-    let (exit, reason) = match end {
-        End::Exited(e) => (Some(e), "exited".to_string()),
-        End::ClientGone => (None, "client disconnected".to_string()),
-        End::Idle => (None, format!("idle for {}s", svc.config.idle_timeout.as_secs())),
-        End::TooLong => (None, format!("reached the maximum session length of {}s", svc.config.max_session.as_secs())),
-        End::Failed(m) => (None, m),
+    let (exit, reason, how) = match end {
+        End::Exited(e) => (Some(e), "exited".to_string(), SessionEnd::Exited),
+        End::ClientGone => (None, "client disconnected".to_string(), SessionEnd::ClientGone),
+        End::Idle => (None, format!("idle for {}s", svc.config.idle_timeout.as_secs()), SessionEnd::Idle),
+        End::TooLong => (
+            None,
+            format!("reached the maximum session length of {}s", svc.config.max_session.as_secs()),
+            SessionEnd::TimedOut,
+        ),
+        End::Failed(m) => (None, m, SessionEnd::Failed),
     };
+    svc.counters.ended(how);
     svc.audit.record(&AuditEvent::Ended { id, user, app, command, exit, reason, duration: started.elapsed() }).await;
     closing.await;
 }

@@ -25,8 +25,8 @@ use tokio::sync::Notify;
 
 pub use url::{DrainError, DrainScheme, DrainUrl};
 
-use super::counters::escape_label;
 use super::tls::{client_config_with_roots, system_roots};
+use crate::telemetry::{Kind, MetricFamily};
 
 /// Lines a drain task sends per write.
 const SEND_BATCH: usize = 256;
@@ -250,25 +250,27 @@ impl DrainSet {
         out
     }
 
-    /// Renders per-drain counters in the Prometheus text format.
-    pub fn render_prometheus(&self, out: &mut String) {
+    /// Per-drain figures as metric families, labelled by app and drain URL.
+    pub fn families(&self) -> Vec<MetricFamily> {
         let stats = self.stats();
         let families: [Family; 4] = [
-            ("deis_logger_drain_sent_total", "counter", "Lines written to a log drain.", |s| s.sent),
-            ("deis_logger_drain_dropped_total", "counter", "Lines dropped because a drain's queue was full.", |s| {
+            ("deis_logger_drain_sent", Kind::Counter, "Lines written to a log drain.", |s| s.sent),
+            ("deis_logger_drain_dropped", Kind::Counter, "Lines dropped because a drain's queue was full.", |s| {
                 s.dropped
             }),
-            ("deis_logger_drain_queued", "gauge", "Lines waiting in a drain's queue.", |s| s.queued as u64),
-            ("deis_logger_drain_connected", "gauge", "1 if the drain is connected.", |s| u64::from(s.connected)),
+            ("deis_logger_drain_queued", Kind::Gauge, "Lines waiting in a drain's queue.", |s| s.queued as u64),
+            ("deis_logger_drain_connected", Kind::Gauge, "1 if the drain is connected.", |s| u64::from(s.connected)),
         ];
-        for (name, kind, help, value) in families {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for s in &stats {
-                let (app, url) = (escape_label(&s.app), escape_label(&s.url.to_string()));
-                let _ = writeln!(out, "{name}{{app=\"{app}\",drain=\"{url}\"}} {}", value(s));
-            }
-        }
+        families
+            .into_iter()
+            .map(|(name, kind, help, value)| {
+                let mut f = MetricFamily::new(name, help, kind);
+                for s in &stats {
+                    f.push(&[("app", &s.app), ("drain", &s.url.to_string())], value(s) as f64);
+                }
+                f
+            })
+            .collect()
     }
 
     /// Stops every drain (queued lines are discarded).
@@ -282,7 +284,7 @@ impl DrainSet {
 }
 
 /// A metric family: name, type, help, value of a drain.
-type Family = (&'static str, &'static str, &'static str, fn(&DrainStats) -> u64);
+type Family = (&'static str, Kind, &'static str, fn(&DrainStats) -> u64);
 
 impl Drop for DrainSet {
     fn drop(&mut self) {
