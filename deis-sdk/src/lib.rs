@@ -58,6 +58,7 @@ pub mod replica;
 pub mod router;
 pub mod scheduler;
 pub mod tty;
+pub mod update;
 
 /// The README's Rust examples compile (`cargo test --doc`).
 #[cfg(doctest)]

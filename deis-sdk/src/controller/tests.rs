@@ -43,8 +43,9 @@ impl Resp {
 async fn start_with(limits: ApiLimits) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let scheduler = LocalScheduler::new(LocalSchedulerConfig::new(dir.path().join("scheduler"))).await.unwrap();
+    let store: Arc<dyn deis_core::Store> = RedbStore::in_memory();
     let platform = Controller::new(ControllerConfig {
-        store: RedbStore::in_memory(),
+        store: store.clone(),
         scheduler,
         artifacts: ArtifactStore::new(dir.path()),
         domain: "example.test".into(),
@@ -54,7 +55,8 @@ async fn start_with(limits: ApiLimits) -> Api {
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = router(platform.clone(), limits);
+    // With the update service's routes, as deisd serves them.
+    let app = router(platform.clone(), limits).merge(crate::update::routes(store));
     tokio::spawn(super::serve(listener, app, limits, std::future::pending()));
     let client = Client::builder(TokioExecutor::new()).build_http();
     Api { addr, client, platform, _dir: dir }
