@@ -256,7 +256,7 @@ impl Args {
         let log_uri = self.log_store().map_err(|e| format!("--redis-url: {e}"))?;
         let logs = log_uri.open(self.log_lines_per_app).await.map_err(|e| format!("--log-store {log_uri}: {e}"))?;
         let mut b = Platform::builder(&self.data_dir)
-            .store(store)
+            .store(store.clone())
             .log_store(logs)
             .api(self.api_addr)
             .router(self.router_addr)
@@ -271,7 +271,9 @@ impl Args {
             .trusted_proxies(self.router_trusted_proxies.clone())
             .shutdown_grace(self.shutdown_grace)
             .max_units_per_user(self.max_units_per_user)
-            .git_builder(self.builder_addr.0.map_or(Listen::Off, Listen::Addr), BuilderConfig::default());
+            .git_builder(self.builder_addr.0.map_or(Listen::Off, Listen::Addr), BuilderConfig::default())
+            // The update service: Omaha at /v1/update/, its admin API under /v2/updates/.
+            .api_routes(deis_sdk::update::routes(store.clone()));
         if let Some(range) = self.app_uid_range {
             b = b.app_identities(Some(range));
         }

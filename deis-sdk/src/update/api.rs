@@ -22,15 +22,15 @@ use axum::Router;
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
+use deis_core::User;
 use deis_core::controller::{ControllerError, authenticate};
 use deis_core::store::Store;
 use deis_core::time::Timestamp;
-use deis_core::update::{GroupSpec, Package, RolloutPolicy, UpdateChannel, UpdateError};
-use deis_core::User;
+use deis_core::update::{Channel, Group, GroupSpec, Package, RolloutPolicy, UpdateApp, UpdateChannel, UpdateError};
 use http::StatusCode;
 use http::request::Parts;
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::controller::ApiError;
@@ -129,7 +129,8 @@ fn ok(status: StatusCode, body: impl Serialize) -> Answer {
 }
 
 async fn list_apps(State(s): State<Shared>, _: Admin) -> Answer {
-    ok(StatusCode::OK, json!({ "results": s.channel.apps().await? }))
+    let apps = s.channel.apps().await?;
+    ok(StatusCode::OK, json!({ "count": apps.len(), "results": apps }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,14 +215,34 @@ struct GroupQuery {
     group: Option<String>,
 }
 
-async fn instances(
-    State(s): State<Shared>,
-    _: Admin,
-    Path(app): Path<String>,
-    Query(q): Query<GroupQuery>,
-) -> Answer {
+async fn instances(State(s): State<Shared>, _: Admin, Path(app): Path<String>, Query(q): Query<GroupQuery>) -> Answer {
     let group = q.group.filter(|g| !g.is_empty());
-    ok(StatusCode::OK, json!({ "results": s.channel.instances(&app, group.as_deref()).await? }))
+    let instances = s.channel.instances(&app, group.as_deref()).await?;
+    ok(StatusCode::OK, json!({ "count": instances.len(), "results": instances }))
+}
+
+/// The rollout status of an application (`GET /v2/updates/apps/<app>/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStatus {
+    /// The application.
+    pub app: UpdateApp,
+    /// Its channels.
+    pub channels: Vec<Channel>,
+    /// Its groups with their instances' tallies.
+    pub groups: Vec<GroupStatus>,
+}
+
+/// A group in an [`UpdateStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// The group (policy, paused, halted, window).
+    pub group: Group,
+    /// The version its channel offers.
+    pub version: Option<String>,
+    /// Instances per status.
+    pub statuses: BTreeMap<String, usize>,
+    /// Instances per version.
+    pub versions: BTreeMap<String, usize>,
 }
 
 /// `GET /v2/updates/apps/<app>/`: the app, its channels, and per group its state and
@@ -231,15 +252,15 @@ async fn status(State(s): State<Shared>, _: Admin, Path(app): Path<String>) -> A
     let channels = s.channel.channels(&app).await?;
     let instances = s.channel.instances(&app, None).await?;
     let mut groups = Vec::new();
-    for g in s.channel.groups(&app).await? {
+    for group in s.channel.groups(&app).await? {
         let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
         let mut versions: BTreeMap<String, usize> = BTreeMap::new();
-        for i in instances.iter().filter(|i| i.group == g.name) {
+        for i in instances.iter().filter(|i| i.group == group.name) {
             *statuses.entry(i.status.to_string()).or_default() += 1;
             *versions.entry(i.version.clone()).or_default() += 1;
         }
-        let version = channels.iter().find(|c| c.name == g.channel).and_then(|c| c.version.clone());
-        groups.push(json!({ "group": g, "version": version, "statuses": statuses, "versions": versions }));
+        let version = channels.iter().find(|c| c.name == group.channel).and_then(|c| c.version.clone());
+        groups.push(GroupStatus { group, version, statuses, versions });
     }
-    ok(StatusCode::OK, json!({ "app": record, "channels": channels, "groups": groups }))
+    ok(StatusCode::OK, UpdateStatus { app: record, channels, groups })
 }

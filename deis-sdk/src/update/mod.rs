@@ -8,13 +8,17 @@
 //! - [`admin_routes`]: the admin API behind `deis updates:*` (publish, promote, pause,
 //!   resume, instances, status).
 //!
+//! - [`agent`]: the update agent (`deis-updater`): periodic checks, download with
+//!   resume, verification, an [`Applier`](agent::Applier), one replica at a time.
+//!
 //! `deisd` serves both on its API address; `deis-update-server` serves them alone.
 
+pub mod agent;
 mod api;
 pub mod omaha;
 mod server;
 
-pub use api::admin_routes;
+pub use api::{GroupStatus, UpdateStatus, admin_routes};
 pub use server::{OMAHA_PATH, OmahaServer, manifest};
 
 use std::sync::Arc;
@@ -34,3 +38,6 @@ pub fn routes(store: Arc<dyn Store>) -> axum::Router {
 pub fn routes_on(store: Arc<dyn Store>, channel: Arc<dyn UpdateChannel>) -> axum::Router {
     OmahaServer::new(channel.clone()).routes().merge(admin_routes(store, channel))
 }
+
+#[cfg(test)]
+mod tests;

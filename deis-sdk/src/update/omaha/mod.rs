@@ -13,7 +13,9 @@ use quick_xml::{Reader, XmlVersion};
 
 mod response;
 
-pub use response::{AppResponse, Manifest, Response, UpdateCheck, parse_response, render_request, ClientApp, ResponseApp};
+pub use response::{
+    AppResponse, ClientApp, Manifest, Response, ResponseApp, UpdateCheck, parse_response, render_request,
+};
 
 /// Largest request body accepted (as the reference server: 1 MiB).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
