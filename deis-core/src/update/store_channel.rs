@@ -353,6 +353,11 @@ impl UpdateChannel for StoreUpdateChannel {
             if let Some(status) = event.status() {
                 instance.status = status;
             }
+            // The instance says what it runs; an offer of that version is done.
+            instance.version.clone_from(&who.version);
+            if instance.grant.as_ref().is_some_and(|g| g.version == who.version) {
+                instance.grant = None;
+            }
             let mut txn = Txn::new().when(&ikey, irev);
             if event.is_error() {
                 // The version it was offered failed: not offered to it again.

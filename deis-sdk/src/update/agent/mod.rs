@@ -129,7 +129,14 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     /// Checks every 5 minutes (plus up to 1 minute), downloads into `download_dir`.
-    pub fn new(server: &str, app_id: &str, track: &str, instance_id: &str, version: &str, download_dir: PathBuf) -> Self {
+    pub fn new(
+        server: &str,
+        app_id: &str,
+        track: &str,
+        instance_id: &str,
+        version: &str,
+        download_dir: PathBuf,
+    ) -> Self {
         Self {
             server: server.into(),
             app_id: app_id.into(),

@@ -106,11 +106,10 @@ impl ProcessApplier {
 
     async fn wait_healthy(&self) -> Result<(), ApplyError> {
         let deadline = Instant::now() + self.config.health_timeout;
-        let uri: http::Uri = self
-            .config
-            .health_url
-            .parse()
-            .map_err(|e| failure(error_code::HEALTH_CHECK, format!("health URL {}: {e}", self.config.health_url)))?;
+        let uri: http::Uri =
+            self.config.health_url.parse().map_err(|e| {
+                failure(error_code::HEALTH_CHECK, format!("health URL {}: {e}", self.config.health_url))
+            })?;
         loop {
             if let Some(child) = self.child.lock().await.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
