@@ -342,7 +342,9 @@ impl Args {
             .max_units_per_user(self.max_units_per_user)
             .max_build_bytes(self.max_build_mb.saturating_mul(1 << 20))
             .telemetry(self.telemetry()?)
-            .git_builder(self.builder_addr.0.map_or(Listen::Off, Listen::Addr), BuilderConfig::default());
+            .git_builder(self.builder_addr.0.map_or(Listen::Off, Listen::Addr), BuilderConfig::default())
+            // The update service: Omaha at /v1/update/, its admin API under /v2/updates/.
+            .api_routes(deis_sdk::update::routes(store.clone()));
         if let Some(range) = self.app_uid_range {
             b = b.app_identities(Some(range));
         }
