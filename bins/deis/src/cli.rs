@@ -487,12 +487,12 @@ pub enum Command {
         name: String,
     },
     /// Create an add-on for the app: provision SERVICE:PLAN, then put its URL in the
-    /// app's config (DATABASE_URL, REDIS_URL, or <NAME>_URL with --as) as a new release.
+    /// app's config (DATABASE_URL, REDIS_URL, or {NAME}_URL with --as) as a new release.
     #[command(name = "addons:create")]
     AddonsCreate {
         /// SERVICE:PLAN, e.g. postgresql:shared (see `deis services`).
         service: String,
-        /// Name the add-on; the app gets <NAME>_URL.
+        /// Name the add-on; the app gets {NAME}_URL.
         #[arg(long = "as", value_name = "NAME")]
         alias: Option<String>,
         /// Provision parameters (user-provided services: the credentials, e.g. -p url=...).
@@ -516,7 +516,7 @@ pub enum Command {
     AddonsAttach {
         /// The add-on's name.
         name: String,
-        /// The app gets <NAME>_URL instead of the service's default variable.
+        /// The app gets {NAME}_URL instead of the service's default variable.
         #[arg(long = "as", value_name = "NAME")]
         alias: Option<String>,
     },
