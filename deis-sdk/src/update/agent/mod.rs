@@ -225,6 +225,17 @@ impl Agent {
             }
             None => None,
         };
+        // While this instance waited for the lock, another one may have failed with
+        // this version and halted the group (safe mode), or the channel moved on: apply
+        // only what is still offered.
+        if lock.is_some() && !self.still_offered(&version).await {
+            let _ = tokio::fs::remove_file(&file).await;
+            if let Some(lock) = lock {
+                let _ = lock.release().await;
+            }
+            tracing::info!(%version, "no longer offered after waiting for the other instances: not applied");
+            return Ok(Cycle::NoUpdate);
+        }
         let applied = self.applier.apply(&file, &version).await;
         let _ = tokio::fs::remove_file(&file).await;
         let result = match applied {
@@ -241,6 +252,17 @@ impl Agent {
             let _ = lock.release().await;
         }
         result
+    }
+
+    /// Whether an update check still offers `version`.
+    async fn still_offered(&self, version: &str) -> bool {
+        match self.post(true, Vec::new()).await {
+            Ok(apps) => apps.into_iter().filter_map(|a| a.manifest).any(|m| m.version == version),
+            Err(e) => {
+                tracing::warn!(error = %e, "checking again before applying failed");
+                false
+            }
+        }
     }
 
     /// Reports `e` as a failed event and gives it back.

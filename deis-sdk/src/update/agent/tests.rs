@@ -192,3 +192,49 @@ async fn the_process_applier_swaps_the_binary_and_rolls_back_an_unhealthy_one() 
     assert_eq!(r.status, 200, "v2 serves again");
     applier.stop().await;
 }
+
+#[tokio::test]
+async fn an_instance_waiting_for_the_lock_does_not_apply_a_version_that_halted_the_group_meanwhile() {
+    let content = b"new".to_vec();
+    let s = setup(&content).await;
+    s.publish("2.0.0", &content).await;
+    let store: Arc<dyn deis_core::Store> = RedbStore::in_memory();
+    // Another instance is applying: it holds the group's lock.
+    let held = Lock::acquire(
+        store.clone(),
+        &format!("updates/{}/stable", APP.trim_matches(['{', '}'])),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let recording = Arc::new(Recording::default());
+    let mut agent = s.agent("r2", recording.clone());
+    agent.config.coordination = Some(store);
+    let waiting = tokio::spawn(async move { agent.cycle().await });
+    deis_test_support::eventually(Duration::from_secs(10), "r2 downloaded 2.0.0 and waits for the lock", || {
+        let channel = s.channel.clone();
+        async move {
+            let instances = channel.instances(APP, None).await.unwrap();
+            instances.iter().any(|i| i.id == "r2" && i.events.iter().any(|e| e.event_type == 14)).then_some(())
+        }
+    })
+    .await;
+    // The instance holding the lock fails with 2.0.0: safe mode halts the group.
+    let r1 = deis_core::update::InstanceRef {
+        app: APP.into(),
+        group: "stable".into(),
+        instance: "r1".into(),
+        version: "1.0.0".into(),
+    };
+    let failed = deis_core::update::InstanceEvent {
+        event_type: event_type::UPDATE_COMPLETE,
+        result: event_result::ERROR,
+        error_code: Some(error_code::HEALTH_CHECK),
+        previous_version: None,
+        at: Timestamp::now(),
+    };
+    s.channel.record_event(&r1, failed).await.unwrap();
+    held.release().await.unwrap();
+    assert_eq!(waiting.await.unwrap().unwrap(), Cycle::NoUpdate);
+    assert!(recording.applied.lock().unwrap().is_empty(), "the halted version was not applied");
+}
