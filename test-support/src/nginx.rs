@@ -1,7 +1,9 @@
 //! [`LoadBalancer`]: nginx in front of several backends, as an operator puts one in
 //! front of the replicas of a service: a failed connection (a replica restarting) is
 //! retried on the next backend (nginx's default `proxy_next_upstream error timeout`),
-//! any answer a backend gives is passed on as it is.
+//! any answer a backend gives is passed on as it is. No backend is ever marked down
+//! (`max_fails=0`): every request tries them in turn, so a fast rolling restart can't
+//! leave nginx with all of them marked down at once.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -54,7 +56,7 @@ fn config(dir: &Path, addrs: &[SocketAddr], backends: &[&[SocketAddr]]) -> Strin
     let mut servers = String::new();
     for (n, (addr, group)) in addrs.iter().zip(backends).enumerate() {
         let upstreams: String =
-            group.iter().map(|b| format!("    server {b} max_fails=1 fail_timeout=1s;\n")).collect();
+            group.iter().map(|b| format!("    server {b} max_fails=0;\n")).collect();
         servers.push_str(&format!(
             "  upstream group{n} {{\n{upstreams}  }}\n  server {{\n    listen {addr};\n    location / {{\n\
              \x20     proxy_pass http://group{n};\n      proxy_http_version 1.1;\n      proxy_buffering off;\n\

@@ -68,7 +68,7 @@ impl Replica {
             .args(["--api-addr", &api.to_string(), "--router-addr", &router.to_string(), "--domain", "deis.test"])
             .args(["--builder-addr", &free(), "--syslog-addr", &free(), "--router-tls-addr", &free()])
             .args(["--store", store, "--replica-id", id])
-            .env("RUST_LOG", "info,deis=debug")
+            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -256,7 +256,7 @@ fn a_rolling_update_of_three_replicas_under_load_fails_no_request_and_a_bad_vers
     cli.run(&["updates:group", APP_ID, "stable", "--channel", "stable", "--safe-mode", "true"]).ok();
 
     // Load on the API (an authenticated read) and on the app, through the balancer.
-    let api_load = Load::requests(lb_api, Request::get("/v2/apps").bearer(Some(&cli.token())), 2);
+    let api_load = Load::requests(lb_api, Request::get("/v2/apps").header("Authorization", &format!("token {}", cli.token())), 2);
     let app_load = Load::requests(lb_router, app.clone(), 2);
     api_load.wait_more(20);
     app_load.wait_more(20);
@@ -335,6 +335,12 @@ fn a_rolling_update_of_three_replicas_under_load_fails_no_request_and_a_bad_vers
 
     api_load.wait_more(20);
     app_load.wait_more(20);
+    eprintln!(
+        "served during the rollouts: {} API requests, {} app requests; down periods per replica {:?}; {failed:?} rolled back",
+        api_load.served(),
+        app_load.served(),
+        health.seen().0
+    );
     let (_, api_failures) = api_load.finish();
     let (_, app_failures) = app_load.finish();
     assert!(api_failures.is_empty(), "failed API requests: {api_failures:?}");
