@@ -55,8 +55,7 @@ impl LoadBalancer {
 fn config(dir: &Path, addrs: &[SocketAddr], backends: &[&[SocketAddr]]) -> String {
     let mut servers = String::new();
     for (n, (addr, group)) in addrs.iter().zip(backends).enumerate() {
-        let upstreams: String =
-            group.iter().map(|b| format!("    server {b} max_fails=0;\n")).collect();
+        let upstreams: String = group.iter().map(|b| format!("    server {b} max_fails=0;\n")).collect();
         servers.push_str(&format!(
             "  upstream group{n} {{\n{upstreams}  }}\n  server {{\n    listen {addr};\n    location / {{\n\
              \x20     proxy_pass http://group{n};\n      proxy_http_version 1.1;\n      proxy_buffering off;\n\

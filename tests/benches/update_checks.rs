@@ -207,7 +207,11 @@ fn set_up(api: SocketAddr) {
         .unwrap();
     let token = login.json()["token"].as_str().expect("a token").to_string();
     let admin = |req: Request| {
-        let r = req.bearer(Some(&token)).header("Content-Type", "application/json").send(api).unwrap();
+        let r = req
+            .header("Authorization", &format!("token {token}"))
+            .header("Content-Type", "application/json")
+            .send(api)
+            .unwrap();
         assert!(r.status < 300, "{} {}", r.status, r.body);
     };
     admin(Request::post("/v2/updates/apps/").body(format!(r#"{{"id":"{APP_ID}","name":"deisd"}}"#)));

@@ -256,7 +256,8 @@ fn a_rolling_update_of_three_replicas_under_load_fails_no_request_and_a_bad_vers
     cli.run(&["updates:group", APP_ID, "stable", "--channel", "stable", "--safe-mode", "true"]).ok();
 
     // Load on the API (an authenticated read) and on the app, through the balancer.
-    let api_load = Load::requests(lb_api, Request::get("/v2/apps").header("Authorization", &format!("token {}", cli.token())), 2);
+    let api_load =
+        Load::requests(lb_api, Request::get("/v2/apps").header("Authorization", &format!("token {}", cli.token())), 2);
     let app_load = Load::requests(lb_router, app.clone(), 2);
     api_load.wait_more(20);
     app_load.wait_more(20);
