@@ -142,6 +142,9 @@ pub struct ArchiveSummary {
     pub unpacked_bytes: u64,
     /// Content of the root `Procfile`, if there is one (a regular file).
     pub procfile: Option<String>,
+    /// Whether there is a root `Dockerfile` (a regular file): the tree can be built
+    /// into an image.
+    pub dockerfile: bool,
 }
 
 /// Checks a gzipped tar archive against the default [`ArchiveLimits`] without writing
@@ -172,6 +175,8 @@ pub fn check_archive_with(bytes: &[u8], limits: &ArchiveLimits) -> Result<Archiv
                 checker.summary.procfile = Some(text);
             } else if action.path == "Procfile" {
                 checker.summary.procfile = None;
+            } else if action.path == "Dockerfile" {
+                checker.summary.dockerfile = action.kind == Kind::File;
             }
         }
     }

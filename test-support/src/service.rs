@@ -182,6 +182,23 @@ impl Drop for ServiceProcess {
     fn drop(&mut self) {
         stop_pid(self.child.id());
         let _ = self.child.wait();
+        unmount_under(self.dir.path());
+    }
+}
+
+/// Detaches whatever the stopped process left mounted under `dir` (dockerd keeps its
+/// network namespaces bind-mounted in its exec root), deepest first, so the temp dir can
+/// be removed instead of piling up in `/tmp`.
+fn unmount_under(dir: &Path) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else { return };
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|line| line.split(' ').nth(1))
+        .filter(|point| Path::new(point).starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = std::process::Command::new("umount").args(["-l", point]).output();
     }
 }
 
@@ -192,6 +209,7 @@ fn stop_at_exit(pid: u32, dir: PathBuf) {
         let entries = AT_EXIT.lock().map(|mut e| std::mem::take(&mut *e)).unwrap_or_default();
         for (pid, dir) in entries {
             stop_pid(pid);
+            unmount_under(&dir);
             let _ = std::fs::remove_dir_all(dir);
         }
     }

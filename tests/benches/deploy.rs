@@ -3,17 +3,32 @@
 //! `cargo build --release --bins && cargo bench -p deis-e2e --bench deploy`
 //! Starts a real `deisd` (release build), deploys the hello example app N times (a
 //! fresh app each time) and prints min / median / max of: the upload+release step
-//! (`deis deploy --no-wait`), and deploy-to-first-200 through the router.
+//! (`deis deploy --no-wait`), and deploy-to-first-200 through the router. With
+//! `DEPLOY_BENCH_DOCKER=1`, the same again in the same run on a second `deisd` with
+//! `--scheduler docker` (a private dockerd, the Debian stack image built offline).
 
 use std::time::{Duration, Instant};
 
 use deis_e2e::*;
+use deis_test_support::docker::DockerEngine;
 
 fn main() {
     let runs: usize = std::env::var("DEPLOY_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
-    let d = Deisd::start();
+    measure("local", &Deisd::start(), runs);
+    if std::env::var("DEPLOY_BENCH_DOCKER").is_ok_and(|v| v == "1") {
+        let engine = DockerEngine::start_private().expect("dockerd (apt-get install docker.io)");
+        let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let stack = engine.stack_image(cache).expect("debootstrap (apt-get install debootstrap)");
+        let host = format!("unix://{}", engine.socket_path());
+        let d = Deisd::start_with(&["--scheduler", "docker", "--docker-host", &host, "--stack-image", &stack]);
+        measure("docker", &d, runs);
+    }
+}
+
+/// Deploys the hello app `runs` times on `d`'s scheduler and prints the figures.
+fn measure(scheduler: &str, d: &Deisd, runs: usize) {
     let cli = d.cli();
-    cli.register(&d, "bench");
+    cli.register(d, "bench");
     let dir = hello_app();
     let (mut upload, mut first) = (vec![], vec![]);
     for i in 0..runs {
@@ -30,7 +45,7 @@ fn main() {
     let show = |name: &str, v: &mut Vec<Duration>| {
         v.sort();
         println!(
-            "{name:<38} min {:>7.1} ms  median {:>7.1} ms  max {:>7.1} ms  (n={})",
+            "{scheduler:<7} {name:<38} min {:>7.1} ms  median {:>7.1} ms  max {:>7.1} ms  (n={})",
             v[0].as_secs_f64() * 1e3,
             v[v.len() / 2].as_secs_f64() * 1e3,
             v[v.len() - 1].as_secs_f64() * 1e3,

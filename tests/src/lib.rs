@@ -411,6 +411,23 @@ pub fn deploy_hello(d: &Deisd, cli: &Cli, app: &str) -> tempfile::TempDir {
     dir
 }
 
+/// An image serving `/www/index.html` (16 bytes of `fill`) with busybox loaded into
+/// `engine` (`docker load` of a docker-archive, as `docker save` writes); returns its
+/// tag, `deis-test/web-<fill>:1`. Units may run as an unprivileged user: the image
+/// serves what it carries and writes nothing.
+pub fn load_web_image(engine: &deis_test_support::docker::DockerEngine, fill: u8) -> String {
+    use deis_test_support::image::{busybox_layer, docker_archive, layer};
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("web.tar");
+    docker_archive(&archive, &[busybox_layer(), layer("www/index.html", 16, fill)], "sleep 1000");
+    let out = engine.docker().arg("load").arg("-i").arg(&archive).output().unwrap();
+    assert!(out.status.success(), "docker load: {}", String::from_utf8_lossy(&out.stderr));
+    let tag = format!("deis-test/web-{}:1", fill.to_ascii_lowercase() as char);
+    let out = engine.docker().args(["tag", "t:1", &tag]).output().unwrap();
+    assert!(out.status.success(), "docker tag: {}", String::from_utf8_lossy(&out.stderr));
+    tag
+}
+
 /// A fresh daemon with user `alice` registered and logged in.
 pub fn daemon_with_user(extra: &[&str]) -> (Deisd, Cli) {
     let d = Deisd::start_with(extra);

@@ -176,3 +176,87 @@ fn concurrent_pushes_to_one_app_are_serialised() {
     assert!(web.contains(&format!(r#""GREETING", "{last}""#)), "{web}");
     serves(&d, "busy", &format!("{last} from busy.web.1 (v4)"));
 }
+
+/// A repository whose tree is `files` (a Dockerfile app), with the app created and its
+/// `deis` remote pointed at the test's builder.
+fn dockerfile_repo(d: &Deisd, cli: &Cli, app: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    init_and_commit(dir.path());
+    cli.run_in(&["create", app], Some(dir.path())).ok();
+    git(dir.path(), None, &["remote", "set-url", "deis", &push_url(d.builder, app)]).ok();
+    dir
+}
+
+#[test]
+fn a_pushed_dockerfile_is_built_into_the_registry_and_served_by_digest() {
+    use deis_test_support::docker::DockerEngine;
+    use deis_test_support::registry::DockerRegistry;
+    use deis_test_support::service::Service;
+    let Some(engine) = DockerEngine::shared() else { return };
+    let Some(registry) = DockerRegistry::start() else { return };
+    let base = engine.busybox_image();
+    let host = format!("unix://{}", engine.socket_path());
+    let (d, cli) = daemon_with_user(&["--scheduler", "docker", "--docker-host", &host, "--registry", &registry.url()]);
+    let keys = tempfile::tempdir().unwrap();
+    let key = registered_key(&cli, keys.path(), "alice");
+    // The image's own command (no Procfile): process type cmd, routed like web. The
+    // whole tree is copied, less what .dockerignore names.
+    let dockerfile = format!("FROM {base}\nCOPY . /www/\nCMD httpd -f -p $PORT -h /www\n");
+    let repo = dockerfile_repo(
+        &d,
+        &cli,
+        "docked",
+        &[
+            ("Dockerfile", &dockerfile),
+            ("index.html", "built from a Dockerfile\n"),
+            ("secret.txt", "not for the image\n"),
+            (".dockerignore", "# kept out\nsecret*\n"),
+        ],
+    );
+
+    let out = push(repo.path(), &key, &d, &["main"]).ok();
+    assert!(out.contains("remote: -----> Building the Dockerfile of docked at"), "{out}");
+    assert!(out.contains("remote:        Step 1/3 : FROM deis-test/busybox"), "the build's output: {out}");
+    assert!(out.contains("remote:        Successfully built"), "{out}");
+    assert!(out.contains(&format!("remote: -----> Pushing the image to {}/docked", registry.addr())), "{out}");
+    assert!(out.contains("remote: -----> Released v2"), "{out}");
+    assert!(out.contains("remote: -----> docked deployed to"), "{out}");
+    let page = d.get_app("docked", "/index.html").unwrap();
+    assert_eq!((page.status, page.body.as_str()), (200, "built from a Dockerfile\n"), "served through the router");
+    assert_eq!(d.get_app("docked", "/secret.txt").unwrap().status, 404, ".dockerignore kept it out");
+    let builds = cli.run(&["builds", "-a", "docked", "--json"]).json();
+    let builds = builds.get("results").cloned().unwrap_or(builds);
+    let image = builds[0]["image"].as_str().unwrap().to_string();
+    assert!(image.starts_with(&format!("{}/docked@sha256:", registry.addr())), "pulled by digest: {image}");
+    assert!(registry.requests("PUT", "/v2/docked/manifests/sha256:") >= 1, "{}", registry.log());
+
+    // A Dockerfile that does not build: the push is rejected with the engine's reason,
+    // and the refs, releases and the serving image stay.
+    let before = git(repo.path(), Some(&key.ssh_command(d.builder.port())), &["ls-remote", "deis", "main"]).ok();
+    std::fs::write(repo.path().join("Dockerfile"), format!("FROM {base}\nCOPY missing.txt /www/\n")).unwrap();
+    commit_all(repo.path(), "broken");
+    let out = push(repo.path(), &key, &d, &["main"]).failed();
+    assert!(out.contains("remote: error: docker build failed"), "{out}");
+    assert!(out.contains("missing.txt"), "the reason: {out}");
+    assert!(out.contains("pre-receive hook declined"), "{out}");
+    let after = git(repo.path(), Some(&key.ssh_command(d.builder.port())), &["ls-remote", "deis", "main"]).ok();
+    assert_eq!(before, after, "refs unchanged");
+    assert_eq!(release_versions(&cli, "docked"), [1, 2]);
+    let page = d.get_app("docked", "/index.html").unwrap();
+    assert_eq!((page.status, page.body.as_str()), (200, "built from a Dockerfile\n"));
+}
+
+#[test]
+fn a_dockerfile_only_app_is_refused_clearly_by_the_process_scheduler() {
+    let (d, cli) = daemon_with_user(&[]);
+    let keys = tempfile::tempdir().unwrap();
+    let key = registered_key(&cli, keys.path(), "alice");
+    let repo = dockerfile_repo(&d, &cli, "nodocker", &[("Dockerfile", "FROM scratch\nCMD [\"/app\"]\n")]);
+    let out = push(repo.path(), &key, &d, &["main"]).failed();
+    assert!(out.contains("remote: error: nodocker has a Dockerfile but no Procfile"), "{out}");
+    assert!(out.contains("--scheduler docker|swarm --registry"), "says what to do: {out}");
+    assert_eq!(release_versions(&cli, "nodocker"), [1], "nothing was built");
+}

@@ -38,21 +38,6 @@ fn web_image(fill: u8, extra: Vec<Vec<u8>>) -> tempfile::TempDir {
     dir
 }
 
-/// The layers of [`web_image`] loaded into the engine (`docker load` of a
-/// docker-archive, as `docker save` writes); returns its tag. Units may run as an
-/// unprivileged user: the image serves what it carries and writes nothing.
-fn load_web_image(engine: &DockerEngine, fill: u8) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("web.tar");
-    docker_archive(&archive, &[busybox_layer(), layer("www/index.html", 16, fill)], "sleep 1000");
-    let out = engine.docker().arg("load").arg("-i").arg(&archive).output().unwrap();
-    assert!(out.status.success(), "docker load: {}", String::from_utf8_lossy(&out.stderr));
-    let tag = format!("deis-test/web-{}:1", fill.to_ascii_lowercase() as char);
-    let out = engine.docker().args(["tag", "t:1", &tag]).output().unwrap();
-    assert!(out.status.success(), "docker tag: {}", String::from_utf8_lossy(&out.stderr));
-    tag
-}
-
 fn list(cli: &Cli, what: &str, app: &str) -> Vec<Value> {
     match cli.run(&[what, "-a", app, "--json"]).json() {
         Value::Array(a) => a,
@@ -301,4 +286,70 @@ fn deisd_runs_an_embedded_registry_and_stops_it_by_pid() {
     d.stop();
     wait_for(Duration::from_secs(20), "the embedded registry stopped", || registry_pids().is_empty().then_some(()));
     assert!(!Path::new(&format!("/proc/{}", second[0])).exists());
+}
+
+/// `Authorization: Basic` of `user:password`.
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+#[test]
+fn the_embedded_registry_takes_only_short_lived_tokens_scoped_to_the_pushers_app() {
+    use deis_test_support::http::Request;
+    let Some(engine) = DockerEngine::shared() else { return };
+    if deis_test_support::skip_without("docker-registry", "docker-registry") {
+        return;
+    }
+    // Tokens last 1 s; the registry allows 60 s of clock skew past that.
+    let (d, alice) = start(engine, &["--registry", "embedded", "--registry-token-ttl", "1s"]);
+    alice.run(&["create", "mine"]).ok();
+    let bob = d.cli();
+    bob.register(&d, "bob");
+    bob.run(&["create", "bobs"]).ok();
+
+    // deis push gets a token; the engine pulls with the platform's own login.
+    let image = web_image(b'T', vec![]);
+    alice.run(&["push", image.path().to_str().unwrap(), "-a", "mine", "--procfile", HTTPD]).ok();
+    wait_units(&alice, "mine", "web", 1, "v2");
+    serves(&d, "mine", &"T".repeat(16));
+
+    let api = |cli: &Cli, path: &str| {
+        Request::get(path).header("Authorization", &format!("token {}", cli.token())).send(d.api).unwrap()
+    };
+    let grant = api(&alice, "/v2/apps/mine/push/");
+    assert_eq!(grant.status, 200, "{}", grant.body);
+    let grant: Value = serde_json::from_str(&grant.body).unwrap();
+    assert!(grant.get("password").is_none() && grant.get("username").is_none(), "no registry credentials: {grant}");
+    let token = grant["token"].as_str().unwrap().to_string();
+    assert_eq!(grant["expires_in"], 1);
+    let registry: std::net::SocketAddr =
+        grant["registry"].as_str().unwrap().trim_start_matches("http://").parse().unwrap();
+    let upload = |repo: &str, token: Option<&str>| {
+        Request::post(&format!("/v2/{repo}/blobs/uploads/")).bearer(token).send(registry).unwrap().status
+    };
+    assert_eq!(upload("mine", Some(&token)), 202, "the pusher's app");
+    assert_eq!(upload("bobs", Some(&token)), 401, "another user's app");
+    assert_eq!(upload("mine", None), 401, "no token");
+
+    // A stranger: no grant for alice's app, and a token without any access to it.
+    assert_eq!(api(&bob, "/v2/apps/mine/push/").status, 403);
+    let scope = "/v2/registry/token?service=deis-registry&scope=repository:mine:pull,push";
+    let asked = Request::get(scope).header("Authorization", &basic("bob", &bob.token())).send(d.api).unwrap();
+    assert_eq!(asked.status, 200, "{}", asked.body);
+    let bobs_token: Value = serde_json::from_str(&asked.body).unwrap();
+    assert_eq!(upload("mine", bobs_token["token"].as_str()), 401, "bob's token covers nothing of alice's");
+    let own = "/v2/registry/token?service=deis-registry&scope=repository:bobs:pull,push";
+    let asked = Request::get(own).header("Authorization", &basic("bob", &bob.token())).send(d.api).unwrap();
+    let bobs_own: Value = serde_json::from_str(&asked.body).unwrap();
+    assert_eq!(upload("bobs", bobs_own["token"].as_str()), 202, "an API token buys a token for one's own apps");
+    let wrong = Request::get(scope).header("Authorization", &basic("bob", "not-his-token")).send(d.api).unwrap();
+    assert_eq!(wrong.status, 401);
+    let anonymous = Request::get(scope).send(d.api).unwrap();
+    assert_eq!(anonymous.status, 401);
+
+    // The token expires.
+    wait_for(Duration::from_secs(120), "alice's token refused once expired", || {
+        (upload("mine", Some(&token)) == 401).then_some(())
+    });
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use deis_sdk::adapters::{LogStoreUri, SchedulerUri, StoreUri};
-use deis_sdk::builder::BuilderConfig;
+use deis_sdk::builder::{BuilderConfig, DockerfileBuilds};
 use deis_sdk::controller::ApiLimits;
 use deis_sdk::controller::RegistrationMode;
 use deis_sdk::daemon::{LogFormat, init_tracing, parse_flags};
@@ -342,9 +342,9 @@ impl Args {
             .max_units_per_user(self.max_units_per_user)
             .max_build_bytes(self.max_build_mb.saturating_mul(1 << 20))
             .telemetry(self.telemetry()?)
-            .git_builder(self.builder_addr.0.map_or(Listen::Off, Listen::Addr), BuilderConfig::default())
             // The update service: Omaha at /v1/update/, its admin API under /v2/updates/.
             .api_routes(deis_sdk::update::routes(store.clone()));
+        let mut builder_config = BuilderConfig::default();
         if let Some(range) = self.app_uid_range {
             b = b.app_identities(Some(range));
         }
@@ -377,6 +377,10 @@ impl Args {
                 };
                 let mut config = SwarmSchedulerConfig::new(manager.endpoint.clone());
                 config.address = manager.address;
+                if let Some((registry, login)) = registry.and_then(|r| Some((r, r.login.clone()?))) {
+                    let login = PullCredentials { username: login.username, password: login.password };
+                    config.registry_logins.insert(registry.client.host().to_string(), login);
+                }
                 config.policy = self.placement;
                 config.stack_image = self.stack_image.clone();
                 b = b.scheduler_with(move |ctx| async move {
@@ -390,6 +394,12 @@ impl Args {
             }
             other => return Err(format!("--scheduler {other}: not supported by this deisd")),
         }
+        // Image schedulers with a registry build pushed Dockerfiles on the (first) engine.
+        if let (SchedulerUri::Docker | SchedulerUri::Swarm, Some(registry)) = (&self.scheduler, registry) {
+            let endpoint = self.docker_hosts()?.first().map(|h| h.endpoint.clone()).unwrap_or_default();
+            builder_config.dockerfile_builds = Some(DockerfileBuilds::connect(&endpoint, registry.clone())?);
+        }
+        b = b.git_builder(self.builder_addr.0.map_or(Listen::Off, Listen::Addr), builder_config);
         if let Some(registry) = registry {
             b = b.registry(registry.clone());
         }
@@ -444,7 +454,7 @@ impl Args {
 async fn main() -> ExitCode {
     let args: Args = parse_flags("deisd");
     init_tracing(args.log_format);
-    let registry = match args.registry.open(&args.data_dir).await {
+    let registry = match args.registry.open(&args.data_dir, args.api_addr).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("deisd: {e}");

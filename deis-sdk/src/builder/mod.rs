@@ -9,7 +9,9 @@
 //! the builder, which builds it through [`Controller::create_build`] (the path of
 //! `deis deploy`) and streams the progress to the pusher as `remote:` lines. A failed
 //! build fails the hook, so the push is rejected and the refs stay as they were.
-//! Pushes to one app run one after the other.
+//! Pushes to one app run one after the other. A tree with a root `Dockerfile` is built
+//! into an image where [`BuilderConfig::dockerfile_builds`] says how (features `docker`
+//! and `registry`).
 //!
 //! ```no_run
 //! # async fn demo(controller: std::sync::Arc<deis_core::controller::Controller>) -> std::io::Result<()> {
@@ -23,7 +25,11 @@
 //! ```
 
 mod command;
+#[cfg(all(feature = "docker", feature = "registry"))]
+pub mod dockerignore;
 mod hook;
+#[cfg(all(feature = "docker", feature = "registry"))]
+mod image;
 mod push;
 mod ssh;
 
@@ -43,6 +49,8 @@ use tokio::task::JoinHandle;
 
 pub use command::{CommandError, GitCommand, GitService, MAX_COMMAND_BYTES, parse as parse_command};
 pub use hook::{MAX_LINE_BYTES, MAX_UPDATES, RefUpdate};
+#[cfg(all(feature = "docker", feature = "registry"))]
+pub use image::DockerfileBuilds;
 
 use push::Pushes;
 
@@ -64,6 +72,11 @@ pub struct BuilderConfig {
     pub launch_timeout: Duration,
     /// The router's port, for the app URL shown at the end of a push (`None`: 80).
     pub router_port: Option<u16>,
+    /// Where pushes with a root `Dockerfile` are built into images (features `docker`
+    /// and `registry`); `None`: a Dockerfile is ignored when there is a Procfile, and
+    /// refused when there is not.
+    #[cfg(all(feature = "docker", feature = "registry"))]
+    pub dockerfile_builds: Option<DockerfileBuilds>,
 }
 
 impl Default for BuilderConfig {
@@ -76,6 +89,8 @@ impl Default for BuilderConfig {
             max_source_bytes: 256 << 20,
             launch_timeout: Duration::from_secs(120),
             router_port: None,
+            #[cfg(all(feature = "docker", feature = "registry"))]
+            dockerfile_builds: None,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use deis_core::artifact::check_archive_with;
 use deis_core::controller::{BuildInput, Controller, ControllerError};
 use deis_core::model::UnitState;
 use deis_core::{AppName, User};
@@ -233,17 +234,19 @@ impl Pushes {
             ));
         }
         let bytes = tokio::fs::read(&source).await.map_err(|e| format!("reading the archive of {short}: {e}"))?;
-        let outcome = self
-            .controller
-            .create_build(user, app, BuildInput::Source(bytes))
-            .await
-            .map_err(|e| format!("build failed: {e}"))?;
+        let input = self.build_input(app, short, bytes, from_builder).await?;
+        let outcome = self.controller.create_build(user, app, input).await.map_err(|e| format!("build failed: {e}"))?;
         if let Some(w) = outcome.warning {
             return Err(format!("v{} could not be deployed: {w}", outcome.release.version));
         }
         let types: Vec<String> = outcome.build.procfile.keys().map(ToString::to_string).collect();
         let version = outcome.release.version;
-        send(from_builder, &say(format!("       Procfile declares types -> {}", types.join(", ")))).await?;
+        let declared = if types.is_empty() {
+            "       No Procfile: process type cmd runs the image's command".to_string()
+        } else {
+            format!("       Procfile declares types -> {}", types.join(", "))
+        };
+        send(from_builder, &say(declared)).await?;
         send(from_builder, &say(format!("-----> Released v{version}, launching..."))).await?;
         let launched = self.wait_units(user, app, version).await;
         let url = self.app_url(app);
@@ -260,6 +263,46 @@ impl Pushes {
         }
         tracing::info!(user = %user.username, %app, commit = %update.new, version, "push built and released");
         Ok(())
+    }
+
+    /// What to build from the commit's archive: its source (a Procfile build), or, when
+    /// it has a `Dockerfile` and this builder builds images, the image built from it.
+    /// A Dockerfile-only tree on a builder that can't build images is refused.
+    async fn build_input(
+        &self,
+        app: &AppName,
+        short: &str,
+        bytes: Vec<u8>,
+        from_builder: &mut pipe::Sender,
+    ) -> Result<BuildInput, String> {
+        let limits = *self.controller.artifacts().limits();
+        let (checked, bytes) = tokio::task::spawn_blocking(move || (check_archive_with(&bytes, &limits), bytes))
+            .await
+            .map_err(|e| format!("checking the archive of {short}: {e}"))?;
+        // An archive the check refuses is refused again, with its reason, as a source build.
+        let Ok(summary) = checked else { return Ok(BuildInput::Source(bytes)) };
+        if !summary.dockerfile {
+            return Ok(BuildInput::Source(bytes));
+        }
+        #[cfg(all(feature = "docker", feature = "registry"))]
+        if let Some(images) = &self.config.dockerfile_builds {
+            let procfile = match summary.procfile {
+                Some(_) => deis_core::artifact::parse_procfile(&summary).map_err(|e| format!("build failed: {e}"))?,
+                None => Default::default(),
+            };
+            send(from_builder, &hook::say(&format!("-----> Building the Dockerfile of {app} at {short}"))).await?;
+            let image = images.build(app, short, bytes, from_builder).await?;
+            return Ok(BuildInput::Image { image, procfile });
+        }
+        let _ = from_builder;
+        if summary.procfile.is_none() {
+            return Err(format!(
+                "{app} has a Dockerfile but no Procfile, and this platform builds Dockerfiles only when its \
+                 scheduler runs images and it has a registry (deisd --scheduler docker|swarm --registry URL|embedded); \
+                 add a Procfile to build the source instead"
+            ));
+        }
+        Ok(BuildInput::Source(bytes))
     }
 
     /// Waits until the release's units are up (as `deis deploy` does), for up to the

@@ -60,7 +60,7 @@ pub use error::{ApiError, ApiResult, controller_error_response};
 pub use extract::{AppPath, AuthUser, DEFAULT_PAGE, JsonBody, MAX_PAGE, MaybeUser, Page};
 pub use logs::{DEFAULT_LOG_LINES, FollowShutdown, HEARTBEAT, MAX_LOG_LINES, MAX_LOGS_BODY};
 #[cfg(feature = "registry")]
-pub use push::{PlatformRegistry, push_routes};
+pub use push::{PlatformRegistry, RegistryTokens, push_routes};
 pub use serve::serve;
 
 /// The API version Workflow clients check (`DEIS_API_VERSION`).

@@ -4,10 +4,11 @@
 //! killed deisd left running is stopped at the next start).
 //!
 //! The port is chosen once and kept in the config: builds name their images by the
-//! registry's address, so it must not change across restarts. It has no
-//! authentication and listens on loopback only: engines on this machine pull from it
-//! (Docker trusts plain HTTP to `127.0.0.0/8`); for engines elsewhere give deisd a
-//! registry they can reach (`--registry URL`).
+//! registry's address, so it must not change across restarts. It listens on loopback
+//! only: engines on this machine pull from it (Docker trusts plain HTTP to
+//! `127.0.0.0/8`); for engines elsewhere give deisd a registry they can reach
+//! (`--registry URL`). Started with an `auth` config (deisd's
+//! [`token`](super::token) auth), it serves only the holders of tokens deisd signed.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -71,8 +72,12 @@ fn configured_addr(config: &str) -> Option<SocketAddr> {
 
 impl EmbeddedRegistry {
     /// Starts it with its config and data under `dir` (created), on the address kept
-    /// there or a free loopback port, and waits until `/v2/` answers.
-    pub async fn start(dir: &Path) -> std::io::Result<Self> {
+    /// there or a free loopback port, and waits until `/v2/` answers. `auth` is the
+    /// config's `auth:` line (e.g. [`TokenIssuer::registry_auth_config`]); `None`: no
+    /// authentication.
+    ///
+    /// [`TokenIssuer::registry_auth_config`]: super::token::TokenIssuer::registry_auth_config
+    pub async fn start(dir: &Path, auth: Option<&str>) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir.join("data"))?;
         let config = dir.join("config.yml");
         stop_leftover(&dir.join(PID_FILE), &config).await;
@@ -83,8 +88,9 @@ impl EmbeddedRegistry {
         let yaml = format!(
             "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: true}}}}\n\
              storage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\n\
-             http: {{addr: {addr}}}\n",
-            dir.join("data").display()
+             http: {{addr: {addr}}}\n{}",
+            dir.join("data").display(),
+            auth.unwrap_or_default()
         );
         std::fs::write(&config, yaml)?;
         let log = std::fs::File::create(dir.join("registry.log"))?;

@@ -63,6 +63,15 @@ pub enum PushError {
         /// The username sent, if any.
         user: Option<String>,
     },
+    /// The registry refused the token the platform issued for this push.
+    #[error(
+        "the registry {registry} refused the push token: it has expired or does not cover this repository; \
+         run the push again for a new one"
+    )]
+    TokenRefused {
+        /// The registry.
+        registry: String,
+    },
     /// The registry found that a blob's bytes do not match its digest.
     #[error("the image is corrupt: blob {0} does not match its digest (the registry refused it); nothing was recorded")]
     DigestMismatch(String),

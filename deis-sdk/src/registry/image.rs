@@ -21,6 +21,41 @@ use super::manifest::{
     self, DOCKER_LIST, Descriptor, MAX_JSON_BYTES, OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_MANIFEST,
 };
 
+/// Exports `image` from a Docker engine (`docker save`) into a temporary file kept
+/// for as long as the returned image lives (feature `docker`).
+#[cfg(feature = "docker")]
+pub async fn export_from_engine(docker: &bollard::Docker, image: &str) -> Result<LocalImage, EngineExportError> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let spool = tempfile::NamedTempFile::new().map_err(|e| EngineExportError::Spool(e.to_string()))?;
+    let mut file = tokio::fs::File::from_std(spool.reopen().map_err(|e| EngineExportError::Spool(e.to_string()))?);
+    let mut export = docker.export_image(image);
+    while let Some(chunk) = export.next().await {
+        let chunk = chunk.map_err(|e| EngineExportError::Engine(e.to_string()))?;
+        file.write_all(&chunk).await.map_err(|e| EngineExportError::Spool(e.to_string()))?;
+    }
+    file.flush().await.map_err(|e| EngineExportError::Spool(e.to_string()))?;
+    tokio::task::spawn_blocking(move || LocalImage::from_spooled_archive(spool))
+        .await
+        .map_err(|e| EngineExportError::Spool(e.to_string()))?
+        .map_err(EngineExportError::Image)
+}
+
+/// Why [`export_from_engine`] failed.
+#[cfg(feature = "docker")]
+#[derive(Debug, thiserror::Error)]
+pub enum EngineExportError {
+    /// The engine could not save the image.
+    #[error("the Docker engine could not save it: {0}")]
+    Engine(String),
+    /// The temporary file could not be written.
+    #[error("a temporary file: {0}")]
+    Spool(String),
+    /// What the engine saved could not be read.
+    #[error(transparent)]
+    Image(ImageError),
+}
+
 /// Most entries a docker-archive may hold.
 pub const MAX_ARCHIVE_ENTRIES: usize = 100_000;
 

@@ -9,13 +9,15 @@
 //! - [`push::push_image`]: blobs the repository has are skipped, blobs another
 //!   repository has are mounted, the rest uploaded; the manifest last, by digest.
 //! - [`embedded::EmbeddedRegistry`]: `deisd --registry embedded` runs Debian's
-//!   `docker-registry` on loopback with its own config and data dir.
+//!   `docker-registry` on loopback with its own config and data dir, taking the
+//!   tokens of [`token::TokenIssuer`].
 
 pub mod embedded;
 mod error;
 pub mod image;
 pub mod manifest;
 pub mod push;
+pub mod token;
 
 use std::fmt;
 use std::sync::Arc;
@@ -88,6 +90,8 @@ impl RegistryAddress {
 pub struct RegistryClient {
     address: RegistryAddress,
     login: Option<RegistryLogin>,
+    /// A token issued for this client (sent as is, instead of logging in).
+    bearer: Option<String>,
     client: Arc<oci_client::Client>,
 }
 
@@ -111,7 +115,13 @@ impl RegistryClient {
             connect_timeout: Some(std::time::Duration::from_secs(10)),
             ..Default::default()
         };
-        Self { address, login, client: Arc::new(oci_client::Client::new(config)) }
+        Self { address, login, bearer: None, client: Arc::new(oci_client::Client::new(config)) }
+    }
+
+    /// A client of `address` that sends `token` (a registry token the platform issued
+    /// for the push) with every request.
+    pub fn with_token(address: RegistryAddress, token: String) -> Self {
+        Self { bearer: Some(token), ..Self::new(address, None) }
     }
 
     /// `host[:port]`.
@@ -135,9 +145,10 @@ impl RegistryClient {
     }
 
     fn auth(&self) -> RegistryAuth {
-        match &self.login {
-            Some(l) => RegistryAuth::Basic(l.username.clone(), l.password.clone()),
-            None => RegistryAuth::Anonymous,
+        match (&self.bearer, &self.login) {
+            (Some(token), _) => RegistryAuth::Bearer(token.clone()),
+            (None, Some(l)) => RegistryAuth::Basic(l.username.clone(), l.password.clone()),
+            (None, None) => RegistryAuth::Anonymous,
         }
     }
 
@@ -162,6 +173,9 @@ impl RegistryClient {
     pub fn error(&self, context: &str, e: OciDistributionError) -> PushError {
         let registry = self.address.host.clone();
         if status_of(&e) == Some(401) || status_of(&e) == Some(403) {
+            if self.bearer.is_some() {
+                return PushError::TokenRefused { registry };
+            }
             return PushError::Unauthorized { registry, user: self.login.as_ref().map(|l| l.username.clone()) };
         }
         PushError::Registry { registry, context: context.into(), message: e.to_string() }

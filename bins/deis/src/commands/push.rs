@@ -8,11 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use deis_core::ProcessType;
 use deis_sdk::client::{Client, ClientError};
-use deis_sdk::registry::image::{Blob, LocalImage};
+use deis_sdk::registry::image::{Blob, EngineExportError, LocalImage};
 use deis_sdk::registry::manifest::OCI_MANIFEST;
 use deis_sdk::registry::push::{BlobOutcome, PushProgress, PushReport, PushTarget, push_image};
 use deis_sdk::registry::{PushError, RegistryAddress, RegistryClient, RegistryLogin};
-use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Deserialize;
 
@@ -25,6 +24,9 @@ struct Grant {
     repository: String,
     username: Option<String>,
     password: Option<String>,
+    /// A token for this push (when the registry takes the platform's tokens).
+    #[serde(default)]
+    token: Option<String>,
     #[serde(default)]
     mount_from: Vec<String>,
 }
@@ -49,11 +51,11 @@ pub async fn push(ctx: &Ctx, image: &str, procfile: Option<BTreeMap<ProcessType,
         (Some(username), Some(password)) => Some(RegistryLogin { username, password }),
         _ => None,
     };
-    let target = PushTarget {
-        client: RegistryClient::new(address, login),
-        repository: grant.repository,
-        mount_from: grant.mount_from,
+    let registry = match grant.token {
+        Some(token) => RegistryClient::with_token(address, token),
+        None => RegistryClient::new(address, login),
     };
+    let target = PushTarget { client: registry, repository: grant.repository, mount_from: grant.mount_from };
     let started = std::time::Instant::now();
     let progress: Arc<dyn PushProgress> = Arc::new(Bars::new(!ctx.json && std::io::stderr().is_terminal()));
     let path = Path::new(image);
@@ -159,22 +161,13 @@ async fn push_from_engine(
 
 /// `docker save IMAGE` into a temporary file, read as a docker-archive.
 async fn export(docker: &bollard::Docker, image: &str) -> Result<LocalImage> {
-    let spool = tempfile::NamedTempFile::new().map_err(|e| CliError::Failed(format!("a temporary file: {e}")))?;
-    let mut file = tokio::fs::File::from_std(spool.reopen().map_err(|e| CliError::Failed(e.to_string()))?);
-    let mut export = docker.export_image(image);
-    while let Some(chunk) = export.next().await {
-        let chunk = chunk.map_err(|e| {
-            CliError::Failed(format!(
-                "{image} is not a file or directory, and the local Docker engine could not save it: {e}"
-            ))
-        })?;
-        tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await.map_err(|e| CliError::Failed(e.to_string()))?;
-    }
-    tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| CliError::Failed(e.to_string()))?;
-    tokio::task::spawn_blocking(move || LocalImage::from_spooled_archive(spool))
-        .await
-        .map_err(|e| CliError::Failed(e.to_string()))?
-        .map_err(|e| CliError::Failed(format!("{image} from the Docker engine: {e}")))
+    deis_sdk::registry::image::export_from_engine(docker, image).await.map_err(|e| match e {
+        EngineExportError::Engine(why) => CliError::Failed(format!(
+            "{image} is not a file or directory, and the local Docker engine could not save it: {why}"
+        )),
+        EngineExportError::Image(e) => CliError::Failed(format!("{image} from the Docker engine: {e}")),
+        other => CliError::Failed(other.to_string()),
+    })
 }
 
 /// A bar per blob on a terminal; one line per finished blob otherwise.

@@ -206,8 +206,10 @@ impl LocalScheduler {
             Artifact::Source { .. } => {}
         }
         let mut total = 0u64;
+        // An image without a command runs its own (`CMD`); a source build has none.
+        let own_command = matches!(spec.artifact, Artifact::Image { .. });
         for (proc_type, p) in &spec.processes {
-            if p.count > 0 && p.command.trim().is_empty() {
+            if p.count > 0 && p.command.trim().is_empty() && !own_command {
                 return Err(SchedulerError::Invalid(format!(
                     "app {app}: process type {proc_type} has no command; add it to the Procfile or scale it to 0"
                 )));

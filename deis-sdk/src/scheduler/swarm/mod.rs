@@ -52,13 +52,13 @@ use bollard::query_parameters::{
 use deis_core::model::{AppName, Unit, UnitState};
 use deis_core::scheduler::placement::Policy;
 use deis_core::scheduler::{
-    AppSpec, Artifact, NodeStatus, RestartFilter, Result, Scheduler, SchedulerError, UnitEvent,
+    AppSpec, Artifact, NodeStatus, PullCredentials, RestartFilter, Result, Scheduler, SchedulerError, UnitEvent,
 };
 use sha2::Digest;
 use tokio::sync::broadcast;
 
 pub use self::service::{LABEL_GENERATION, LABEL_PLANES, LABEL_PORT_BLOCK, MAX_UNITS_PER_TYPE, service_name};
-use self::service::{LABEL_SPEC, PortBlocks, Template, service_spec, spec_digest};
+use self::service::{LABEL_SPEC, PortBlocks, Template, restore_as_sent, service_spec, spec_digest};
 use self::view::{History, View};
 use super::docker::{APP_DIR, DEFAULT_STACK_IMAGE, DockerHost};
 use crate::tty::docker::{LABEL_APP, LABEL_TYPE};
@@ -94,6 +94,9 @@ pub struct SwarmSchedulerConfig {
     pub restart_delay: Duration,
     /// How often tasks are read for unit events (default 500 ms).
     pub poll_interval: Duration,
+    /// Credentials for registries, by `host[:port]` (the platform registry's): sent
+    /// with every service change, so nodes can pull images from there.
+    pub registry_logins: BTreeMap<String, PullCredentials>,
 }
 
 impl SwarmSchedulerConfig {
@@ -110,6 +113,7 @@ impl SwarmSchedulerConfig {
             ready_timeout: Duration::from_secs(60),
             restart_delay: Duration::from_secs(1),
             poll_interval: Duration::from_millis(500),
+            registry_logins: BTreeMap::new(),
         }
     }
 }
@@ -241,6 +245,19 @@ impl SwarmScheduler {
         out
     }
 
+    /// The credentials for the registry of the image `spec` runs, if deisd has some.
+    fn credentials(&self, spec: &bollard::models::ServiceSpec) -> Option<bollard::auth::DockerCredentials> {
+        let image = spec.task_template.as_ref()?.container_spec.as_ref()?.image.as_deref()?;
+        let registry = super::docker::registry_of(image);
+        let login = self.config.registry_logins.get(registry)?;
+        Some(bollard::auth::DockerCredentials {
+            username: Some(login.username.clone()),
+            password: Some(login.password.clone()),
+            serveraddress: Some(registry.to_string()),
+            ..Default::default()
+        })
+    }
+
     /// The image a spec runs: its own, or for a source build the stack image with the
     /// build in [`APP_DIR`], committed on the manager's engine.
     async fn image_of(&self, spec: &AppSpec) -> Result<String> {
@@ -303,7 +320,8 @@ impl SwarmScheduler {
         let id = s.id.as_deref().unwrap_or_default();
         let version = s.version.as_ref().and_then(|v| v.index).unwrap_or(0);
         let opts = UpdateServiceOptions { version: i32::try_from(version).unwrap_or(i32::MAX), ..Default::default() };
-        self.docker.update_service(id, spec, opts, None).await.map_err(|e| backend("updating a service", e))?;
+        let credentials = self.credentials(&spec);
+        self.docker.update_service(id, spec, opts, credentials).await.map_err(|e| backend("updating a service", e))?;
         Ok(())
     }
 
@@ -311,6 +329,7 @@ impl SwarmScheduler {
     /// units one at a time.
     async fn regenerate(&self, s: &Service, used: &mut Vec<u16>) -> Result<u64> {
         let mut spec = s.spec.clone().unwrap_or_default();
+        restore_as_sent(&mut spec);
         let generation = label(s, LABEL_GENERATION).and_then(|g| g.parse::<u64>().ok()).unwrap_or(0) + 1;
         let block = self.blocks.next_free(label(s, LABEL_PORT_BLOCK).and_then(|b| b.parse().ok()), used)?;
         used.push(block);
@@ -401,15 +420,17 @@ impl Scheduler for SwarmScheduler {
                 let block = self.blocks.next_free(used.iter().max().copied(), &used)?;
                 used.push(block);
                 let new = service_spec(&spec, proc_type, &image, &digest, &self.template(1, block));
-                self.docker.create_service(new, None).await.map_err(|e| backend("creating a service", e))?;
+                let credentials = self.credentials(&new);
+                self.docker.create_service(new, credentials).await.map_err(|e| backend("creating a service", e))?;
                 continue;
             };
-            let current = s.spec.clone().unwrap_or_default();
             if label(s, LABEL_SPEC) == Some(digest.as_str()) {
-                let replicas = current.mode.as_ref().and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas);
-                if replicas != Some(i64::from(p.count)) {
-                    // Only the count changed: the same template, so no unit is replaced.
-                    let mut scaled = current;
+                let current = s.spec.as_ref().and_then(|s| s.mode.as_ref()).and_then(|m| m.replicated.as_ref());
+                if current.and_then(|r| r.replicas) != Some(i64::from(p.count)) {
+                    // Only the count changed: the same template (as sent, see
+                    // `restore_as_sent`), so swarm replaces no unit.
+                    let mut scaled = s.spec.clone().unwrap_or_default();
+                    restore_as_sent(&mut scaled);
                     scaled.mode = Some(ServiceSpecMode {
                         replicated: Some(ServiceSpecModeReplicated { replicas: Some(i64::from(p.count)) }),
                         ..Default::default()

@@ -29,6 +29,10 @@ pub const LABEL_SPEC: &str = "deis.spec";
 /// Label of a service and its containers: the generation of its task template, bumped
 /// by every change that replaces units (a new spec digest, a restart).
 pub const LABEL_GENERATION: &str = "deis.generation";
+/// Service label: the JSON of the units' container healthcheck. The engine reports it
+/// under `Healthcheck` while bollard reads `HealthCheck`, so a spec read back lacks it;
+/// [`restore_as_sent`] puts it back before the spec is sent again.
+pub const LABEL_HEALTHCHECK: &str = "deis.healthcheck";
 /// Label of a service and its containers: the port block its units listen in.
 pub const LABEL_PORT_BLOCK: &str = "deis.port-block";
 /// Node label naming the planes a node serves (`control`, `data`, `router`, joined with
@@ -213,6 +217,20 @@ pub fn node_planes(labels: &HashMap<String, String>) -> Planes {
     labels.get(LABEL_PLANES).and_then(|v| v.replace('+', ",").parse().ok()).unwrap_or(Planes::DATA)
 }
 
+/// Puts back into `spec`, a spec read from the engine, what reading it loses: the
+/// healthcheck (from [`LABEL_HEALTHCHECK`]) and an unset DNS config (read back as an
+/// empty one). Sent again as read, the task template would differ from the running
+/// tasks' and swarm would replace them all.
+pub fn restore_as_sent(spec: &mut ServiceSpec) {
+    let saved = spec.labels.as_ref().and_then(|l| l.get(LABEL_HEALTHCHECK)).and_then(|h| serde_json::from_str(h).ok());
+    if let Some(c) = spec.task_template.as_mut().and_then(|t| t.container_spec.as_mut()) {
+        c.health_check = saved;
+        if c.dns_config.as_ref().is_some_and(|d| d.nameservers.is_none() && d.search.is_none() && d.options.is_none()) {
+            c.dns_config = None;
+        }
+    }
+}
+
 /// The service spec of `proc_type` of `spec`, on image `image`.
 pub fn service_spec(spec: &AppSpec, proc_type: &ProcessType, image: &str, digest: &str, t: &Template) -> ServiceSpec {
     let p = &spec.processes[proc_type];
@@ -232,6 +250,10 @@ pub fn service_spec(spec: &AppSpec, proc_type: &ProcessType, image: &str, digest
     ]);
     let mut service_labels = labels.clone();
     service_labels.insert(LABEL_SPEC.to_string(), digest.to_string());
+    let health_check = healthcheck(proc_type, p, t.ready_timeout);
+    if let Some(h) = &health_check {
+        service_labels.insert(LABEL_HEALTHCHECK.to_string(), serde_json::to_string(h).unwrap_or_default());
+    }
     let command = (!p.command.trim().is_empty()).then(|| vec!["/bin/sh".to_string(), "-c".into(), p.command.clone()]);
     let cpu = |r: Resources| (r.cpu_millis > 0).then(|| i64::try_from(r.cpu_millis * 1_000_000).unwrap_or(i64::MAX));
     let memory = |r: Resources| (r.memory_bytes > 0).then(|| i64::try_from(r.memory_bytes).unwrap_or(i64::MAX));
@@ -259,7 +281,7 @@ pub fn service_spec(spec: &AppSpec, proc_type: &ProcessType, image: &str, digest
                 // An init as PID 1 passes SIGTERM on to the unit's process.
                 init: Some(true),
                 stop_grace_period: Some(nanos(t.stop_timeout)),
-                health_check: healthcheck(proc_type, p, t.ready_timeout),
+                health_check,
                 ..Default::default()
             }),
             resources: Some(TaskSpecResources {
@@ -326,18 +348,44 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_service_per_type_with_resources_constraints_and_start_first_updates() {
-        let spec = spec();
-        let web = ProcessType::new("web").unwrap();
-        let t = Template {
-            generation: 4,
-            block: 123,
+    fn template(generation: u64, block: u16) -> Template {
+        Template {
+            generation,
+            block,
             stop_timeout: Duration::from_secs(10),
             ready_timeout: Duration::from_secs(60),
             restart_delay: Duration::from_secs(1),
             syslog_address: None,
-        };
+        }
+    }
+
+    /// What the engine answers for a spec it was sent: the healthcheck under
+    /// `Healthcheck`, an empty DNS config.
+    fn as_the_engine_reports(sent: &ServiceSpec) -> ServiceSpec {
+        let mut json = serde_json::to_value(sent).unwrap();
+        let c = &mut json["TaskTemplate"]["ContainerSpec"];
+        let health = c.as_object_mut().unwrap().remove("HealthCheck").unwrap();
+        c["Healthcheck"] = health;
+        c["DNSConfig"] = serde_json::json!({});
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn a_spec_read_back_is_restored_to_what_was_sent() {
+        let web = ProcessType::new("web").unwrap();
+        let sent = service_spec(&spec(), &web, "hello:v3", "d1", &template(1, 120));
+        assert!(sent.task_template.as_ref().unwrap().container_spec.as_ref().unwrap().health_check.is_some());
+        let mut read = as_the_engine_reports(&sent);
+        assert_ne!(read, sent, "bollard reads the engine's answer as sent: the label is not needed");
+        restore_as_sent(&mut read);
+        assert_eq!(read, sent);
+    }
+
+    #[test]
+    fn a_service_per_type_with_resources_constraints_and_start_first_updates() {
+        let spec = spec();
+        let web = ProcessType::new("web").unwrap();
+        let t = template(4, 123);
         let s = service_spec(&spec, &web, "hello:v3", "d1", &t);
         assert_eq!(s.name.as_deref(), Some("hello_web"));
         let task = s.task_template.unwrap();
