@@ -5,7 +5,7 @@
 //! |---|---|
 //! | [`StoreUri`] | `redb:PATH`, `etcd://HOST:PORT[,HOST:PORT…][?…]`, `etcds://…?ca=PATH[…]` (feature `etcd`; see [`EtcdUri`]) |
 //! | [`LogStoreUri`] | `ring`, `redis://HOST[:PORT][/DB]` (feature `redis`) |
-//! | [`SchedulerUri`] | `local`, `docker` (feature `docker`), `swarm` (feature `swarm`) |
+//! | [`SchedulerUri`] | `local`, `docker` (feature `docker`), `swarm` (feature `swarm`), `kubernetes` and `marathon` (previews, features of the same names) |
 //!
 //! Parsing checks the form only; [`StoreUri::open`] and [`LogStoreUri::open`] connect.
 //! An unknown form is a [`UriError`] naming the accepted ones:
@@ -187,11 +187,17 @@ pub enum SchedulerUri {
     /// `swarm`: the services of a Docker Swarm, through a manager
     /// (`scheduler::swarm::SwarmScheduler`, feature `swarm`).
     Swarm,
+    /// `kubernetes`: pods of a Kubernetes cluster (preview; `scheduler::kubernetes`,
+    /// feature `kubernetes`).
+    Kubernetes,
+    /// `marathon`: tasks of Marathon apps (preview; `scheduler::marathon`, feature
+    /// `marathon`).
+    Marathon,
 }
 
 impl SchedulerUri {
     /// The accepted forms, for help texts and errors.
-    pub const ACCEPTED: &'static str = "local, docker, swarm";
+    pub const ACCEPTED: &'static str = "local, docker, swarm, kubernetes, marathon";
 }
 
 impl FromStr for SchedulerUri {
@@ -202,6 +208,8 @@ impl FromStr for SchedulerUri {
             "local" => Ok(Self::Local),
             "docker" => Ok(Self::Docker),
             "swarm" => Ok(Self::Swarm),
+            "kubernetes" => Ok(Self::Kubernetes),
+            "marathon" => Ok(Self::Marathon),
             _ => Err(UriError { part: "scheduler", given: s.to_string(), reason: "unknown", accepted: Self::ACCEPTED }),
         }
     }
@@ -213,6 +221,8 @@ impl fmt::Display for SchedulerUri {
             Self::Local => f.write_str("local"),
             Self::Docker => f.write_str("docker"),
             Self::Swarm => f.write_str("swarm"),
+            Self::Kubernetes => f.write_str("kubernetes"),
+            Self::Marathon => f.write_str("marathon"),
         }
     }
 }
@@ -261,9 +271,15 @@ mod tests {
     #[test]
     fn scheduler_forms() {
         assert_eq!("local".parse::<SchedulerUri>().unwrap(), SchedulerUri::Local);
-        let e = "kubernetes".parse::<SchedulerUri>().unwrap_err();
-        assert_eq!(e.to_string(), r#"unknown scheduler "kubernetes": accepted forms are local, docker, swarm"#);
+        let e = "fleet".parse::<SchedulerUri>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"unknown scheduler "fleet": accepted forms are local, docker, swarm, kubernetes, marathon"#
+        );
         assert_eq!("docker".parse::<SchedulerUri>().unwrap(), SchedulerUri::Docker);
+        for form in ["swarm", "kubernetes", "marathon"] {
+            assert_eq!(form.parse::<SchedulerUri>().unwrap().to_string(), form);
+        }
     }
 
     #[tokio::test]

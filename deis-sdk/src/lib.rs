@@ -29,13 +29,15 @@
 //! - `builder` (feature `builder`): `git push` over SSH, built by the controller.
 //! - [`telemetry`]: collectors, Prometheus `/metrics`, StatsD/InfluxDB/webhook sinks,
 //!   the dashboard and autoscaling;
-//! - [`scheduler`]: [`deis_core::scheduler`] plus the container backends (`docker`).
+//! - [`scheduler`]: [`deis_core::scheduler`] plus the container backends (`docker`) and
+//!   the previews driving an orchestrator (`kubernetes`, `marathon`).
 //! - `registry` (feature `registry`): images pushed with `deis push`, the platform
 //!   registry and the embedded `docker-registry`.
 //!
 //! Everything of [`deis_core`] (the traits, the model, the embedded defaults and, with
 //! feature `test-util`, the conformance suites) is re-exported here, so one dependency
-//! is enough. Production adapters come behind cargo features (`redis`, `docker`).
+//! is enough. Production adapters come behind cargo features (`redis`, `docker`,
+//! `etcd`, and the `kubernetes` and `marathon` previews).
 
 pub use deis_core;
 pub use deis_core::*;

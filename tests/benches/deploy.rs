@@ -5,7 +5,9 @@
 //! fresh app each time) and prints min / median / max of: the upload+release step
 //! (`deis deploy --no-wait`), and deploy-to-first-200 through the router. With
 //! `DEPLOY_BENCH_DOCKER=1`, the same again in the same run on a second `deisd` with
-//! `--scheduler docker` (a private dockerd, the Debian stack image built offline).
+//! `--scheduler docker` (a private dockerd, the Debian stack image built offline), and
+//! there also `deis pull` of an image app (busybox's httpd serving a page, built offline
+//! and loaded into the engine) to the first 200.
 
 use std::time::{Duration, Instant};
 
@@ -22,20 +24,33 @@ fn main() {
         let host = format!("unix://{}", engine.socket_path());
         let d = Deisd::start_with(&["--scheduler", "docker", "--docker-host", &host, "--stack-image", &stack]);
         measure("docker", &d, runs);
+        let image = load_web_image(&engine, b'B');
+        measure_with("docker", &d, runs, "imgbench", "deis pull (image app)", |cli, app| {
+            cli.run(&["pull", &image, "-a", app, "--procfile", "web: httpd -f -p $PORT -h /www"]).ok();
+        });
     }
 }
 
 /// Deploys the hello app `runs` times on `d`'s scheduler and prints the figures.
 fn measure(scheduler: &str, d: &Deisd, runs: usize) {
-    let cli = d.cli();
-    cli.register(d, "bench");
     let dir = hello_app();
+    measure_with(scheduler, d, runs, "bench", "deis deploy", |cli, app| {
+        cli.run_in(&["deploy", "--no-wait", "-a", app], Some(dir.path())).ok();
+    });
+}
+
+/// Runs `deploy` (which must not wait for the units) on `runs` fresh apps
+/// `<prefix>N` of `d` and prints how long it took and how long to the first 200
+/// (`prefix` also names the user registered for them).
+fn measure_with(scheduler: &str, d: &Deisd, runs: usize, prefix: &str, what: &str, deploy: impl Fn(&Cli, &str)) {
+    let cli = d.cli();
+    cli.register(d, prefix);
     let (mut upload, mut first) = (vec![], vec![]);
     for i in 0..runs {
-        let app = format!("bench{i}");
+        let app = format!("{prefix}{i}");
         cli.run(&["create", &app]).ok();
         let t0 = Instant::now();
-        cli.run_in(&["deploy", "--no-wait", "-a", &app], Some(dir.path())).ok();
+        deploy(&cli, &app);
         let t1 = Instant::now();
         wait_for(Duration::from_secs(60), "first 200", || d.get_app(&app, "/").ok().filter(|r| r.status == 200));
         let t2 = Instant::now();
@@ -45,13 +60,13 @@ fn measure(scheduler: &str, d: &Deisd, runs: usize) {
     let show = |name: &str, v: &mut Vec<Duration>| {
         v.sort();
         println!(
-            "{scheduler:<7} {name:<38} min {:>7.1} ms  median {:>7.1} ms  max {:>7.1} ms  (n={})",
+            "{scheduler:<7} {name:<46} min {:>7.1} ms  median {:>7.1} ms  max {:>7.1} ms  (n={})",
             v[0].as_secs_f64() * 1e3,
             v[v.len() / 2].as_secs_f64() * 1e3,
             v[v.len() - 1].as_secs_f64() * 1e3,
             v.len()
         );
     };
-    show("deis deploy --no-wait (upload+release)", &mut upload);
-    show("deis deploy -> first 200 via router", &mut first);
+    show(&format!("{what} (upload+release)"), &mut upload);
+    show(&format!("{what} -> first 200 via router"), &mut first);
 }

@@ -22,10 +22,13 @@ use deis_sdk::deis_core::scheduler::PullCredentials;
 use deis_sdk::deis_core::scheduler::placement::Policy;
 use deis_sdk::replica::ReplicaConfig;
 use deis_sdk::scheduler::docker::{DEFAULT_STACK_IMAGE, DockerHost, DockerScheduler, DockerSchedulerConfig};
+use deis_sdk::scheduler::kubernetes::{self, KubernetesScheduler, KubernetesSchedulerConfig};
+use deis_sdk::scheduler::marathon::{MarathonScheduler, MarathonSchedulerConfig};
 use deis_sdk::scheduler::swarm::{SwarmScheduler, SwarmSchedulerConfig};
 use deis_sdk::telemetry::TelemetrySettings;
 use deis_sdk::telemetry::config::{SinkUri, TelemetryConfig};
 use deis_sdk::tty::TtyConfig;
+use deis_sdk::tty::kubernetes::KubernetesTtyBroker;
 use deis_sdk::{Listen, MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, SyslogListen};
 
 /// The Deis platform daemon: controller API, router, scheduler, logs and `deis run` in
@@ -43,8 +46,9 @@ struct Args {
     #[arg(long, env = "DEIS_STORE")]
     store: Option<StoreUri>,
     /// What runs units: local (child processes on this machine), docker (containers
-    /// on the engines of --docker-host, placed over them) or swarm (the services of the
-    /// Docker Swarm whose manager is --docker-host).
+    /// on the engines of --docker-host, placed over them), swarm (the services of the
+    /// Docker Swarm whose manager is --docker-host), or the previews kubernetes (pods of
+    /// the cluster of --kubeconfig) and marathon (tasks of --marathon-url).
     #[arg(long, env = "DEIS_SCHEDULER", default_value = "local")]
     scheduler: SchedulerUri,
     /// A Docker engine units run on, for --scheduler docker (repeatable, one per host),
@@ -54,6 +58,14 @@ struct Args {
     /// Default: DOCKER_HOST, else the local engine.
     #[arg(long = "docker-host", value_name = "ENDPOINT[;KEY=VALUE...]")]
     docker_hosts: Vec<DockerHost>,
+    /// Kubeconfig of the cluster for --scheduler kubernetes (a `KUBECONFIG`-style list
+    /// `a:b` is merged). Default: KUBECONFIG, else ~/.kube/config, else in-cluster.
+    #[arg(long, env = "KUBECONFIG", value_name = "PATH")]
+    kubeconfig: Option<String>,
+    /// Marathon's URL for --scheduler marathon (`http://host:8080`); --cpu and
+    /// --memory give what the cluster offers deis.
+    #[arg(long, env = "DEIS_MARATHON_URL", value_name = "URL")]
+    marathon_url: Option<String>,
     /// How units are placed over nodes: binpack (fill nodes first) or spread.
     #[arg(long, env = "DEIS_PLACEMENT", default_value = "binpack")]
     placement: Policy,
@@ -392,6 +404,30 @@ impl Args {
                     Ok(scheduler)
                 });
             }
+            SchedulerUri::Kubernetes => {
+                let paths = self.kubeconfig.as_deref().map(KubernetesSchedulerConfig::paths).unwrap_or_default();
+                let mut config = KubernetesSchedulerConfig::new(paths);
+                config.policy = self.placement;
+                config.stack_image = self.stack_image.clone();
+                // `deis run` execs in the app's pods.
+                let client = kubernetes::client(&config).await.map_err(|e| format!("--kubeconfig: {e}"))?;
+                b = b.tty_broker(std::sync::Arc::new(KubernetesTtyBroker::new(client)));
+                b = b.scheduler_with(move |_| async move {
+                    let scheduler: std::sync::Arc<dyn deis_sdk::deis_core::Scheduler> =
+                        KubernetesScheduler::connect(config).await?;
+                    Ok(scheduler)
+                });
+            }
+            SchedulerUri::Marathon => {
+                let url =
+                    self.marathon_url.clone().ok_or("--scheduler marathon needs --marathon-url http://HOST:PORT")?;
+                let config = MarathonSchedulerConfig::new(url, capacity);
+                b = b.scheduler_with(move |_| async move {
+                    let scheduler: std::sync::Arc<dyn deis_sdk::deis_core::Scheduler> =
+                        MarathonScheduler::connect(config).await?;
+                    Ok(scheduler)
+                });
+            }
             other => return Err(format!("--scheduler {other}: not supported by this deisd")),
         }
         // Image schedulers with a registry build pushed Dockerfiles on the (first) engine.
@@ -594,6 +630,23 @@ mod tests {
         // The older spelling: `redis` plus --redis-url.
         let a = parse(&["--log-store", "redis", "--redis-url", "redis://10.0.0.2"]).unwrap();
         assert_eq!(a.log_store().unwrap(), LogStoreUri::Redis("redis://10.0.0.2".into()));
+        // The previews: a kubeconfig (a KUBECONFIG-style list), Marathon's URL.
+        let a = parse(&["--scheduler", "kubernetes", "--kubeconfig", "/a/config:/b/config"]).unwrap();
+        assert_eq!(a.scheduler, SchedulerUri::Kubernetes);
+        let paths = KubernetesSchedulerConfig::paths(a.kubeconfig.as_deref().unwrap());
+        assert_eq!(paths, [std::path::PathBuf::from("/a/config"), "/b/config".into()]);
+        let a = parse(&["--scheduler", "marathon", "--marathon-url", "http://10.0.0.3:8080"]).unwrap();
+        assert_eq!((a.scheduler, a.marathon_url.as_deref()), (SchedulerUri::Marathon, Some("http://10.0.0.3:8080")));
+    }
+
+    #[tokio::test]
+    async fn marathon_needs_its_url() {
+        let dir = std::env::temp_dir().join(format!("deisd-marathon-{}", std::process::id()));
+        let data = dir.to_str().unwrap();
+        let a = parse(&["--scheduler", "marathon", "--data-dir", data, "--builder-addr", "off"]).unwrap();
+        let Err(err) = a.builder(None).await else { panic!("--scheduler marathon without --marathon-url accepted") };
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(err.contains("--marathon-url"), "{err}");
     }
 
     #[test]
@@ -601,7 +654,7 @@ mod tests {
         for (flag, value, wanted) in [
             ("--store", "etcd2://x", "accepted forms are redb:PATH, etcd://"),
             ("--log-store", "kafka://x", "accepted forms are ring, redis://"),
-            ("--scheduler", "fleet", "accepted forms are local, docker, swarm"),
+            ("--scheduler", "fleet", "accepted forms are local, docker, swarm, kubernetes, marathon"),
             ("--docker-host", "/run/docker.sock", "the endpoint must be unix:///PATH or tcp://HOST:PORT"),
             ("--placement", "random", "use binpack or spread"),
             ("--registration", "sometimes", "use enabled, admin_only or disabled"),

@@ -33,6 +33,10 @@ pub mod client;
 mod directory;
 #[cfg(feature = "docker")]
 pub mod docker;
+#[cfg(any(feature = "docker", feature = "kubernetes"))]
+mod exec;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 mod server;
 
 use std::sync::Arc;

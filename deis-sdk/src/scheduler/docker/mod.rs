@@ -87,9 +87,7 @@ pub(crate) use self::runtime::tar_of;
 pub use self::runtime::{APP_DIR, DockerRuntime, LABEL_CONFIG, LABEL_PORT, LABEL_RELEASE, LABEL_UNIT};
 use self::runtime::{ContainerSettings, Host};
 
-/// The stack image source builds run on unless configured otherwise (built offline as
-/// `PROTOCOLS.md` describes: Debian bookworm with python3).
-pub const DEFAULT_STACK_IMAGE: &str = "deis/stack:bookworm";
+pub use super::DEFAULT_STACK_IMAGE;
 /// How long connecting to an engine may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
