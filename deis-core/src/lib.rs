@@ -9,6 +9,7 @@
 //! | [`Scheduler`] | run an app's units as its release and formation say | [`LocalScheduler`](scheduler::LocalScheduler) (child processes) |
 //! | [`LogStore`] | recent log lines per app, tail and follow | [`RingLogStore`](logs::RingLogStore) (a bounded ring per app) |
 //! | [`TtyBroker`] | `deis run` sessions in an app's environment | [`LocalTtyBroker`](tty::LocalTtyBroker) (PTYs and pipes) |
+//! | [`UpdateChannel`] | update service: packages, channels, groups, rollout decisions | [`StoreUpdateChannel`](update::StoreUpdateChannel) (on the `Store`) |
 //!
 //! [`controller::Controller`] is the controller's logic (users, apps, config, builds,
 //! releases, scaling) on top of a `Store` and a `Scheduler`, with no HTTP in it, so an
@@ -41,6 +42,7 @@ pub mod sys;
 pub mod testing;
 pub mod time;
 pub mod tty;
+pub mod update;
 
 pub use broker::{BrokerError, ServiceBroker};
 pub use logs::{LogError, LogStore};
@@ -48,3 +50,4 @@ pub use model::*;
 pub use scheduler::{Scheduler, SchedulerError};
 pub use store::{Store, StoreError};
 pub use tty::{TtyBroker, TtyError};
+pub use update::{UpdateChannel, UpdateError};

@@ -65,6 +65,7 @@ pub mod router;
 pub mod scheduler;
 pub mod telemetry;
 pub mod tty;
+pub mod update;
 
 /// The README's Rust examples compile (`cargo test --doc`).
 #[cfg(doctest)]

@@ -212,3 +212,15 @@ async fn user_and_password_from_a_store_uri() {
     let err = anonymous.open().await.unwrap_err();
     assert!(err.to_string().contains("user name is empty") || err.to_string().contains("permission denied"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_update_channel_on_etcd_passes_its_suite() {
+    use deis_sdk::deis_core::UpdateChannel;
+    use deis_sdk::deis_core::update::StoreUpdateChannel;
+    let Some(etcd) = EtcdServer::shared() else { return };
+    let stores = fresh_prefixes(connect(vec![etcd.endpoint()]).await.scoped("update-suite/"));
+    deis_sdk::deis_core::testing::update_channel_suite(async || {
+        Arc::new(StoreUpdateChannel::new(stores().await)) as Arc<dyn UpdateChannel>
+    })
+    .await;
+}

@@ -1,6 +1,6 @@
 //! Test support shared by every crate of the Deis workspace: free loopback ports
 //! ([`net`]), starters for the real services tests talk to ([`service`]: [`redis`],
-//! [`docker`], [`etcd`], [`registry`], [`postgres`]), polling a condition until a deadline ([`wait_for`],
+//! [`docker`], [`etcd`], [`registry`], [`postgres`]; an nginx [`nginx::LoadBalancer`]), polling a condition until a deadline ([`wait_for`],
 //! [`eventually`]), one raw HTTP/1.1 client ([`http`]) and a look at this machine's
 //! processes ([`proc`]), and container images written offline ([`image`]).
 //!
@@ -13,6 +13,7 @@ pub mod http;
 pub mod image;
 pub mod metrics;
 pub mod net;
+pub mod nginx;
 pub mod postgres;
 pub mod proc;
 pub mod redis;

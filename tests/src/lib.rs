@@ -203,8 +203,7 @@ impl Deisd {
 
     /// A CLI bound to this daemon with its own profile.
     pub fn cli(&self) -> Cli {
-        let home = tempfile::tempdir().unwrap();
-        Cli { profile: home.path().join("client.json"), home }
+        Cli::new()
     }
 
     /// GET `path` through the router for `app` (Host `<app>.<domain>`).
@@ -251,7 +250,19 @@ impl Run {
     }
 }
 
+impl Default for Cli {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Cli {
+    /// A CLI with its own (empty) profile, for any controller.
+    pub fn new() -> Self {
+        let home = tempfile::tempdir().unwrap();
+        Cli { profile: home.path().join("client.json"), home }
+    }
+
     /// Runs `deis ARGS`.
     pub fn run(&self, args: &[&str]) -> Run {
         self.run_in(args, None)
@@ -438,17 +449,23 @@ pub struct Load {
 impl Load {
     /// Starts `threads` threads sending `GET /` with `Host: host` to `router`.
     pub fn start(router: SocketAddr, host: &str, threads: usize) -> Self {
+        Self::requests(router, Request::get("/").host(host), threads)
+    }
+
+    /// Starts `threads` threads sending `request` to `addr`: a failure is an answer
+    /// other than 200, or no answer.
+    pub fn requests(addr: SocketAddr, request: Request, threads: usize) -> Self {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let threads = (0..threads)
             .map(|_| {
-                let (stop, ok, failures, host) = (stop.clone(), ok.clone(), failures.clone(), host.to_string());
+                let (stop, ok, failures, request) = (stop.clone(), ok.clone(), failures.clone(), request.clone());
                 std::thread::spawn(move || {
                     let mut greetings = std::collections::BTreeSet::new();
                     while !stop.load(Ordering::Relaxed) {
-                        match Request::get("/").host(&host).send(router) {
+                        match request.send(addr) {
                             Ok(r) if r.status == 200 => {
                                 ok.fetch_add(1, Ordering::Relaxed);
                                 greetings.insert(r.body.split_whitespace().next().unwrap_or("").to_string());

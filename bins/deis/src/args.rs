@@ -265,3 +265,50 @@ mod tests {
         assert!(scale_arg("Web=1").unwrap_err().to_string().contains("not a valid process type"));
     }
 }
+
+/// `deis updates:group` settings; those not given stay as they are.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct GroupSettings {
+    /// The channel the group follows.
+    #[arg(long)]
+    pub channel: String,
+    /// Most updates started per period.
+    #[arg(long, value_name = "N")]
+    pub max_updates_per_period: Option<u32>,
+    /// The period (`15m`, `1h`).
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub period: Option<std::time::Duration>,
+    /// How long an instance has to finish an update (`1h`).
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub update_timeout: Option<std::time::Duration>,
+    /// Hours (UTC) updates may start in, `START-END` (`9-17`), or `any`.
+    #[arg(long, value_parser = office_hours, value_name = "START-END")]
+    pub office_hours: Option<OfficeHoursArg>,
+    /// With --office-hours: Monday to Friday only.
+    #[arg(long)]
+    pub weekdays_only: bool,
+    /// Halt the group on the first failure (`true`/`false`).
+    #[arg(long, value_name = "BOOL")]
+    pub safe_mode: Option<bool>,
+}
+
+/// `--office-hours`: hours, or `any` for none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfficeHoursArg(pub Option<(u8, u8)>);
+
+fn duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    deis_core::time::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn office_hours(s: &str) -> std::result::Result<OfficeHoursArg, String> {
+    if s == "any" {
+        return Ok(OfficeHoursArg(None));
+    }
+    let bad = || format!("expected START-END hours in UTC (e.g. 9-17), or any; got {s:?}");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u8, u8) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    if a > 23 || b > 24 || a == b {
+        return Err(bad());
+    }
+    Ok(OfficeHoursArg(Some((a, b))))
+}

@@ -268,6 +268,94 @@ pub enum Command {
     #[command(name = "nodes:list", visible_alias = "nodes")]
     NodesList,
 
+    /// List the applications the update service updates (administrators).
+    #[command(name = "updates:apps")]
+    UpdatesApps,
+    /// Create an application to update by its Omaha app id, with alpha, beta and stable
+    /// channels and groups (administrators).
+    #[command(name = "updates:create")]
+    UpdatesCreate {
+        /// The Omaha app id (e.g. deisd's `{e96281a6-...}`).
+        id: String,
+        /// A name for people (default: the id).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Show an application's channels, groups and rollout (administrators).
+    #[command(name = "updates:status")]
+    UpdatesStatus {
+        /// The Omaha app id.
+        id: String,
+    },
+    /// Publish a package to a channel (from CI): its size and hashes are read from FILE,
+    /// clients download it from URL/NAME (administrators).
+    #[command(name = "updates:publish")]
+    UpdatesPublish {
+        /// The Omaha app id.
+        id: String,
+        /// The channel (alpha, beta, stable, or any other name).
+        channel: String,
+        /// The file as clients will download it.
+        file: PathBuf,
+        /// Its version (immutable once published).
+        #[arg(long)]
+        version: String,
+        /// The base URL clients download it under.
+        #[arg(long)]
+        url: String,
+        /// The file name under --url (default: FILE's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Point channel TO at the version channel FROM offers: alpha -> beta -> stable
+    /// (administrators).
+    #[command(name = "updates:promote")]
+    UpdatesPromote {
+        /// The Omaha app id.
+        id: String,
+        /// The channel whose version is promoted.
+        from: String,
+        /// The channel that gets it.
+        to: String,
+    },
+    /// Create or change a group: the channel it follows and its rollout policy
+    /// (administrators). Settings not given stay as they are.
+    #[command(name = "updates:group")]
+    UpdatesGroup {
+        /// The Omaha app id.
+        id: String,
+        /// The group (the Omaha track its instances send).
+        group: String,
+        /// The rollout settings.
+        #[command(flatten)]
+        settings: args::GroupSettings,
+    },
+    /// Pause a group: no instance is offered an update (administrators).
+    #[command(name = "updates:pause")]
+    UpdatesPause {
+        /// The Omaha app id.
+        id: String,
+        /// The group.
+        group: String,
+    },
+    /// Resume a paused group, or one halted by safe mode (administrators).
+    #[command(name = "updates:resume")]
+    UpdatesResume {
+        /// The Omaha app id.
+        id: String,
+        /// The group.
+        group: String,
+    },
+    /// List the instances with their version, status and last event (administrators).
+    #[command(name = "updates:instances")]
+    UpdatesInstances {
+        /// The Omaha app id.
+        id: String,
+        /// Only this group's.
+        #[arg(long)]
+        group: Option<String>,
+    },
+
     /// List the app's domains.
     #[command(name = "domains:list", visible_alias = "domains")]
     DomainsList,
@@ -800,6 +888,15 @@ mod tests {
             "ps:scale",
             "ps:restart",
             "nodes:list",
+            "updates:apps",
+            "updates:create",
+            "updates:status",
+            "updates:publish",
+            "updates:promote",
+            "updates:group",
+            "updates:pause",
+            "updates:resume",
+            "updates:instances",
             "domains:list",
             "domains:add",
             "domains:remove",

@@ -359,7 +359,9 @@ impl Args {
             .shutdown_grace(self.shutdown_grace)
             .max_units_per_user(self.max_units_per_user)
             .max_build_bytes(self.max_build_mb.saturating_mul(1 << 20))
-            .telemetry(self.telemetry()?);
+            .telemetry(self.telemetry()?)
+            // The update service: Omaha at /v1/update/, its admin API under /v2/updates/.
+            .api_routes(deis_sdk::update::routes(store.clone()));
         let mut builder_config = BuilderConfig::default();
         if let Some(range) = self.app_uid_range {
             b = b.app_identities(Some(range));

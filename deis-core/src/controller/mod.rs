@@ -77,7 +77,7 @@ pub use identity::{identity_key, uid_key};
 pub use logs::{DRAINS_PREFIX, Drain, MAX_DRAINS_PER_APP, drain_key, drains_prefix, unit_event_message};
 pub use run::{MAX_COMMAND_ARGS, MAX_COMMAND_BYTES, validate_command};
 pub use scale::MAX_UNITS_PER_TYPE;
-pub use users::RegenerateTarget;
+pub use users::{RegenerateTarget, authenticate};
 
 /// How many times an operation is retried when another writer changed what it read.
 const MAX_ATTEMPTS: usize = 8;

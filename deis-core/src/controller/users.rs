@@ -109,22 +109,7 @@ impl Controller {
 
     /// The user a token belongs to; [`ControllerError::InvalidToken`] otherwise.
     pub async fn authenticate(&self, token: &str) -> Result<User> {
-        if token.is_empty() || token.len() > 256 {
-            return Err(ControllerError::InvalidToken);
-        }
-        let digest = auth::token_digest(token);
-        let Some(kv) = self.store.get(&token_key(&digest)).await? else { return Err(ControllerError::InvalidToken) };
-        // The lookup is by digest; compare it again in constant time all the same.
-        let stored = kv.key.rsplit('/').next().unwrap_or_default();
-        if !auth::secrets_equal(stored.as_bytes(), digest.as_bytes()) {
-            return Err(ControllerError::InvalidToken);
-        }
-        let username = String::from_utf8_lossy(&kv.value).into_owned();
-        match records::get_json::<User>(&*self.store, &user_key(&username)).await? {
-            Some((user, _)) if !user.is_active => Err(ControllerError::AccountDisabled),
-            Some((user, _)) => Ok(user),
-            None => Err(ControllerError::InvalidToken),
-        }
+        authenticate(&*self.store, token).await
     }
 
     /// The caller's own record, fresh from the store.
@@ -276,5 +261,27 @@ impl Controller {
             return Err(ControllerError::Forbidden);
         }
         Ok(self.scheduler().nodes().await?)
+    }
+}
+
+/// The user `token` belongs to in `store`; [`ControllerError::InvalidToken`] otherwise
+/// ([`ControllerError::AccountDisabled`] for a disabled account). For services on the
+/// platform's store that authenticate API tokens without a [`Controller`].
+pub async fn authenticate(store: &dyn crate::Store, token: &str) -> Result<User> {
+    if token.is_empty() || token.len() > 256 {
+        return Err(ControllerError::InvalidToken);
+    }
+    let digest = auth::token_digest(token);
+    let Some(kv) = store.get(&token_key(&digest)).await? else { return Err(ControllerError::InvalidToken) };
+    // The lookup is by digest; compare it again in constant time all the same.
+    let stored = kv.key.rsplit('/').next().unwrap_or_default();
+    if !auth::secrets_equal(stored.as_bytes(), digest.as_bytes()) {
+        return Err(ControllerError::InvalidToken);
+    }
+    let username = String::from_utf8_lossy(&kv.value).into_owned();
+    match records::get_json::<User>(store, &user_key(&username)).await? {
+        Some((user, _)) if !user.is_active => Err(ControllerError::AccountDisabled),
+        Some((user, _)) => Ok(user),
+        None => Err(ControllerError::InvalidToken),
     }
 }

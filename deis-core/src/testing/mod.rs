@@ -14,6 +14,7 @@
 //! | [`ServiceBroker`](crate::ServiceBroker) | [`broker_suite`] | [`BrokerHarness`] ([`PlanHarness`]) |
 //! | [`Scheduler`](crate::Scheduler) | [`scheduler_suite`] | [`SchedulerHarness`] ([`SourceAppHarness`] for source builds) |
 //! | [`TtyBroker`](crate::TtyBroker) | [`tty_suite`] | [`TtyHarness`] ([`SpecHarness`]) |
+//! | [`UpdateChannel`](crate::UpdateChannel) | [`update_channel_suite`] | — |
 //!
 //! A suite panics (failing the calling test) with the case, the step and what it saw.
 //!
@@ -45,6 +46,7 @@ mod logs;
 mod scheduler;
 mod store;
 mod tty;
+mod update;
 
 pub use deis_test_support::proc::processes_with_env;
 
@@ -95,6 +97,7 @@ pub use logs::*;
 pub use scheduler::*;
 pub use store::*;
 pub use tty::*;
+pub use update::*;
 
 /// Runs the cases of a suite one after another, logging each one's name:
 /// `run_cases!("store", [a, b], |case| case(make().await).await)`, or with methods of a

@@ -31,6 +31,7 @@ mod error;
 mod logs;
 mod pack;
 mod types;
+mod updates;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -49,6 +50,7 @@ pub use error::ClientError;
 pub use logs::{DrainInfo, FOLLOW_IDLE_TIMEOUT, FollowEvent, LogFollowStream, LogOptions, LogRecord, MAX_FOLLOW_LINE};
 pub use pack::{MAX_SOURCE_ARCHIVE_BYTES, MAX_SOURCE_UNPACKED_BYTES, PackError, pack_source_dir};
 pub use types::{BuildCreated, Pod, RestartTarget, ServerVersion, TokenTarget, UserInfo};
+pub use updates::PackageUpload;
 
 /// Result of a client call.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;

@@ -16,7 +16,7 @@ use super::error::ApiError;
 
 /// The token of an `Authorization: token <t>` header (keyword case-insensitive);
 /// `None` if there is no such header or another scheme.
-fn token(parts: &Parts) -> Option<Result<String, ApiError>> {
+pub(crate) fn token(parts: &Parts) -> Option<Result<String, ApiError>> {
     let value = parts.headers.get(header::AUTHORIZATION)?;
     let Ok(value) = value.to_str() else {
         return Some(Err(ApiError::Unauthenticated("Invalid token header.")));

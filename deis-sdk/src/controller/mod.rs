@@ -29,7 +29,7 @@ mod config;
 mod domains;
 mod drains;
 mod error;
-mod extract;
+pub(crate) mod extract;
 mod keys;
 mod logs;
 mod perms;

@@ -43,8 +43,9 @@ impl Resp {
 async fn start_with(limits: ApiLimits) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let scheduler = LocalScheduler::new(LocalSchedulerConfig::new(dir.path().join("scheduler"))).await.unwrap();
+    let store: Arc<dyn deis_core::Store> = RedbStore::in_memory();
     let platform = Controller::new(ControllerConfig {
-        store: RedbStore::in_memory(),
+        store: store.clone(),
         scheduler,
         artifacts: ArtifactStore::new(dir.path()),
         domain: "example.test".into(),
@@ -74,6 +75,8 @@ async fn start_with(limits: ApiLimits) -> Api {
     // Its own address is a listener of the platform, as in a `Platform`.
     let app = router(platform.clone(), limits)
         .merge(super::addons_router(platform.clone(), limits, addons))
+        // With the update service's routes, as deisd serves them.
+        .merge(crate::update::routes(store))
         .layer(axum::Extension(super::PlatformListeners(vec![addr])));
     tokio::spawn(super::serve(listener, app, limits, std::future::pending()));
     let client = Client::builder(TokioExecutor::new()).build_http();

@@ -32,10 +32,14 @@
 //! they die with it (parent-death signal), and the next leader starts them again from
 //! the store, within about the election TTL. The router drops the dead units when the
 //! dead leader's endpoint lease expires (the same TTL) and routes to the new ones.
+//! A leader stopped gracefully (SIGTERM, as the update agent does before replacing its
+//! binary) resigns first and keeps its units serving until the next leader's units are
+//! routed (`handoff`), so a rolling restart of the replicas drops no request.
 //!
 //! Source builds are unpacked from `<data dir>/builds`: every replica must see the same
 //! directory there (shared storage), or use image builds.
 
+mod handoff;
 mod wire;
 
 use std::collections::BTreeSet;
@@ -75,12 +79,20 @@ pub struct ReplicaConfig {
     pub ttl: Duration,
     /// How long a follower waits for the leader to answer a request.
     pub answer_timeout: Duration,
+    /// How long a leader stopping gracefully keeps its units running after resigning,
+    /// waiting for the next leader to serve its apps (the hand-off).
+    pub handoff_timeout: Duration,
 }
 
 impl ReplicaConfig {
-    /// Defaults: 3 s leadership TTL, 30 s answer timeout.
+    /// Defaults: 3 s leadership TTL, 30 s answer timeout, 30 s hand-off.
     pub fn new(id: impl Into<String>) -> Self {
-        Self { id: id.into(), ttl: Duration::from_secs(3), answer_timeout: Duration::from_secs(30) }
+        Self {
+            id: id.into(),
+            ttl: Duration::from_secs(3),
+            answer_timeout: Duration::from_secs(30),
+            handoff_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -292,9 +304,11 @@ pub fn run_replica(
             };
             s.leading.send_replace(None);
             if stopped {
-                // The platform's shutdown stops the units; resigning lets the next
-                // replica take over at once.
+                // Resigning lets the next replica take over at once; this one's units
+                // serve until the new leader's do, then the platform's shutdown
+                // withdraws their endpoints and stops them.
                 let _ = leadership.resign().await;
+                handoff::hand_off(&s).await;
                 return;
             }
             tracing::warn!(replica = %s.config.id, "lost the scheduler leadership; stopping this replica's units");

@@ -44,6 +44,8 @@ mod table;
 mod tls;
 mod watcher;
 
+pub(crate) use table::ROUTED_PROC_TYPES;
+
 #[cfg(test)]
 mod tests;
 

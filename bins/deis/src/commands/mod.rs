@@ -20,6 +20,7 @@ mod registry;
 mod releases;
 mod run;
 mod settings;
+mod updates;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -224,6 +225,17 @@ pub async fn run(cli: Cli) -> Result {
 
         Command::NodesList => nodes::list(&ctx).await,
         Command::Metrics { minutes } => metrics::show(&ctx, minutes).await,
+        Command::UpdatesApps => updates::apps(&ctx).await,
+        Command::UpdatesCreate { id, name } => updates::create(&ctx, &id, name.as_deref()).await,
+        Command::UpdatesStatus { id } => updates::status(&ctx, &id).await,
+        Command::UpdatesPublish { id, channel, file, version, url, name } => {
+            updates::publish(&ctx, &id, &channel, &file, &version, &url, name.as_deref()).await
+        }
+        Command::UpdatesPromote { id, from, to } => updates::promote(&ctx, &id, &from, &to).await,
+        Command::UpdatesGroup { id, group, settings } => updates::group(&ctx, &id, &group, &settings).await,
+        Command::UpdatesPause { id, group } => updates::pause(&ctx, &id, &group, true).await,
+        Command::UpdatesResume { id, group } => updates::pause(&ctx, &id, &group, false).await,
+        Command::UpdatesInstances { id, group } => updates::instances(&ctx, &id, group.as_deref()).await,
         Command::DomainsList => domains::list(&ctx).await,
         Command::DomainsAdd { domain } => domains::add(&ctx, &domain).await,
         Command::DomainsRemove { domain } => domains::remove(&ctx, &domain).await,

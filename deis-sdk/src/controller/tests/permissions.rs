@@ -141,7 +141,22 @@ fn cases() -> Vec<Case> {
         case(M::POST, "/v2/addons/{app}-db/attachments/", Some(json!({"app": "{app}-other"})), Members, 201),
         case(M::DELETE, "/v2/addons/{app}-db/attachments/{app}", None, Members, 200),
         case(M::DELETE, "/v2/addons/{app}-db/", None, Members, 204),
+        // The update service (administrators only), on the update app `UPDATE_APP`.
+        case(M::GET, "/v2/updates/apps/", None, Admins, 200),
+        case(M::POST, "/v2/updates/apps/", Some(json!({"id": "{app}-updates", "name": "x"})), Admins, 201),
+        case(M::GET, "/v2/updates/apps/deisd/", None, Admins, 200),
+        case(M::POST, "/v2/updates/apps/deisd/channels/alpha/", Some(update_package()), Admins, 201),
+        case(M::POST, "/v2/updates/apps/deisd/promote/", Some(json!({"from": "alpha", "to": "beta"})), Admins, 200),
+        case(M::PUT, "/v2/updates/apps/deisd/groups/canary/", Some(json!({"channel": "alpha"})), Admins, 200),
+        case(M::POST, "/v2/updates/apps/deisd/groups/beta/pause/", None, Admins, 200),
+        case(M::POST, "/v2/updates/apps/deisd/groups/beta/resume/", None, Admins, 200),
+        case(M::GET, "/v2/updates/apps/deisd/instances/?group=beta", None, Admins, 200),
     ]
+}
+
+/// The package the update cases publish (again and again: the same file is fine).
+fn update_package() -> Value {
+    json!({"version": "2.0.0", "url": "http://updates.example.org/", "name": "deisd", "size": 3, "sha256": "ab".repeat(32)})
 }
 
 struct Users {
@@ -202,6 +217,11 @@ async fn every_endpoint_lets_in_exactly_whom_it_should() {
         stranger: api.user("eve").await,
     };
     api.user("carol").await;
+    // The update app the update cases work on, with a package on alpha to promote.
+    let r = api.post("/v2/updates/apps/", &users.admin, json!({"id": "deisd", "name": "deisd"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let r = api.post("/v2/updates/apps/deisd/channels/alpha/", &users.admin, update_package()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
     let wildcard = rcgen::generate_simple_self_signed(vec!["*.example.org".to_string()]).unwrap();
     let (pem, key) = (wildcard.cert.pem(), wildcard.signing_key.serialize_pem());
     let mut failures = Vec::new();
