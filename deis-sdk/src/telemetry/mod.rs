@@ -249,6 +249,8 @@ pub fn logger_families(counters: &crate::logger::IngestCounters) -> Vec<MetricFa
         MetricFamily::new("deis_logger_messages_dropped", "Syslog messages dropped, by reason.", Kind::Counter);
     dropped.push(&[("reason", "oversized")], s.dropped_oversized as f64);
     dropped.push(&[("reason", "store_error")], s.dropped_store_error as f64);
+    dropped.push(&[("reason", "loop")], s.dropped_loop as f64);
+    dropped.push(&[("reason", "bad_token")], s.dropped_bad_token as f64);
     let mut conns = MetricFamily::new(
         "deis_logger_connections_dropped",
         "TCP/TLS connections refused or closed by the logger, by reason.",
