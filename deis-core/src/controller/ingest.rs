@@ -19,8 +19,10 @@ use crate::time::Timestamp;
 /// Prefix of all ingest token records.
 pub const INGEST_TOKENS_PREFIX: &str = "ingesttokens/";
 
-/// Random bytes of a token (256 bits), written as hex.
-const TOKEN_BYTES: usize = 32;
+/// Random bytes of a token (128 bits), written as hex: 32 characters, so
+/// `app.web.1/TOKEN` still fits the 48 characters RFC 5424 allows an APP-NAME (util-linux
+/// `logger` refuses longer tags) for short app names.
+const TOKEN_BYTES: usize = 16;
 
 /// Key of an app's ingest token.
 pub fn ingest_token_key(app: &str) -> String {
@@ -32,7 +34,7 @@ pub fn ingest_token_key(app: &str) -> String {
 pub struct IngestToken {
     /// The app.
     pub app: AppName,
-    /// The secret: 64 lowercase hex characters.
+    /// The secret: 32 lowercase hex characters (128 random bits).
     pub token: String,
     /// When it was made (created or last rotated).
     pub created: Timestamp,

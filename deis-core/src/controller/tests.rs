@@ -656,7 +656,7 @@ async fn ingest_tokens_come_and_go_with_their_app_and_rotate() {
     let c = p.register(None, "carol", "pw", "").await.unwrap();
     p.create_app(&b, Some(n("logged"))).await.unwrap();
     let first = p.ingest_token(&b, &n("logged")).await.unwrap();
-    assert_eq!(first.token.len(), 64, "256 bits as hex");
+    assert_eq!(first.token.len(), 32, "128 bits as hex");
     assert!(first.token.bytes().all(|c| c.is_ascii_hexdigit()));
     assert_eq!(p.ingest_token(&b, &n("logged")).await.unwrap(), first, "stable until rotated");
     assert_eq!(p.ingest_token(&a, &n("logged")).await.unwrap(), first, "admins may read it");
