@@ -40,7 +40,8 @@
 //!   [`UnitOutput`](deis_core::scheduler::local::UnitOutput), or, with
 //!   [`syslog_address`](DockerSchedulerConfig::syslog_address), straight from the
 //!   engine to the logger through Docker's syslog log driver (RFC 5424, tag = unit
-//!   name).
+//!   name, then `/` and the app's ingest token with
+//!   [`ingest_tokens`](DockerSchedulerConfig::ingest_tokens)).
 //!
 //! - **Images** are pulled onto the data-plane engines that answer before a spec is
 //!   applied (one that does not answer is being watched as lost, and skipped), with the
