@@ -241,7 +241,9 @@ fn a_cpu_limit_set_through_deisd_is_the_units_cpu_quota() {
     let dir = cgroup_dir(pid, "cpu");
     let quota = match std::fs::read_to_string(dir.join("cpu.max")) {
         Ok(v2) => v2.trim().to_string(),
-        Err(_) => format!("{} {}", read_number(dir.join("cpu.cfs_quota_us")), read_number(dir.join("cpu.cfs_period_us"))),
+        Err(_) => {
+            format!("{} {}", read_number(dir.join("cpu.cfs_quota_us")), read_number(dir.join("cpu.cfs_period_us")))
+        }
     };
     assert_eq!(quota, "50000 100000", "half a core: {}", dir.display());
     // And it holds: over a measurement window (not a wait for a condition) the busy

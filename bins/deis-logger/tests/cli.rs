@@ -162,7 +162,6 @@ fn bad_flags_say_what_to_do() {
 /// token in the tag or the structured data lets a line in, a rotated-out token does not.
 #[tokio::test]
 async fn with_a_platform_store_lines_need_the_apps_ingest_token() {
-    use deis_sdk::deis_core::store::Store as _;
     use deis_sdk::deis_core::AppName;
     use deis_sdk::deis_core::controller::{IngestToken, ingest_token_key};
     use deis_sdk::deis_core::store::records;

@@ -664,7 +664,9 @@ impl ServiceBroker for ManagedBroker {
         if new == record.spec {
             return Ok(Reply::new(Status::Ok, AsyncResponse::default()));
         }
-        if new.plan.plan_id != record.spec.plan.plan_id && !plan.plan_updateable.or(service.plan_updateable).unwrap_or(false) {
+        if new.plan.plan_id != record.spec.plan.plan_id
+            && !plan.plan_updateable.or(service.plan_updateable).unwrap_or(false)
+        {
             return Err(BrokerError::Unprocessable(format!("plan {} does not allow changing plans", plan.name)));
         }
         let mut updating = record.clone();

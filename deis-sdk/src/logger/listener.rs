@@ -16,8 +16,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use super::counters::IngestCounters;
-use super::tokens::IngestTokens;
 use super::tls::{TlsError, server_config_from_pem};
+use super::tokens::IngestTokens;
 
 /// Most datagrams collected into one append by a UDP worker.
 const UDP_BATCH: usize = 512;

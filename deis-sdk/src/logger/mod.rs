@@ -45,5 +45,5 @@ pub use drains::{DrainError, DrainScheme, DrainSet, DrainSetConfig, DrainStats, 
 pub use listener::{SyslogConfig, SyslogError, SyslogServer, SyslogSockets, TlsListenerConfig};
 #[cfg(feature = "redis")]
 pub use redis::{RedisLogStore, RedisLogStoreConfig};
-pub use tokens::{IngestTokens, sync_ingest_tokens};
 pub use tls::{TlsError, client_config_with_roots, load_root_certs, server_config_from_pem};
+pub use tokens::{IngestTokens, sync_ingest_tokens};
