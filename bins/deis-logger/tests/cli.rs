@@ -193,15 +193,21 @@ async fn with_a_platform_store_lines_need_the_apps_ingest_token() {
     // Rotated in the store: the old token is refused once the logger has seen it.
     let second = IngestToken::generate(&app);
     store.put(&ingest_token_key("myapp"), records::encode(&second)).await.unwrap();
-    eventually(T, "the rotated token to be taken", || async {
+    // Each attempt reads the log once (no nested wait), under a longer bound than T:
+    // the watch of a loaded machine's etcd may take a while.
+    let now = || async {
+        let r = Request::get("/logs/myapp?log_lines=100").bearer(Some("t0ken")).send_async(logger.http).await;
+        r.map(|r| r.body).unwrap_or_default()
+    };
+    eventually(6 * T, "the rotated token to be taken", || async {
         emit("-T", tcp, &format!("myapp.web.1/{}", second.token), "after rotation");
-        logs(logger.http, "myapp", 3).await.contains("after rotation").then_some(())
+        now().await.contains("after rotation").then_some(())
     })
     .await;
     emit("-T", tcp, &format!("myapp.web.1/{}", first.token), "old token");
     emit("-T", tcp, &format!("myapp.web.1/{}", second.token), "sentinel");
-    let body = eventually(T, "the sentinel", || async {
-        let body = logs(logger.http, "myapp", 3).await;
+    let body = eventually(6 * T, "the sentinel", || async {
+        let body = now().await;
         body.contains("sentinel").then_some(body)
     })
     .await;
