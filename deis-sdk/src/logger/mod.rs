@@ -38,7 +38,7 @@ mod listener;
 #[cfg(feature = "redis")]
 mod redis;
 mod tls;
-mod tokens;
+pub(crate) mod tokens;
 
 pub use counters::{CounterSnapshot, IngestCounters};
 pub use drains::{DrainError, DrainScheme, DrainSet, DrainSetConfig, DrainStats, DrainUrl, DrainingLogStore};

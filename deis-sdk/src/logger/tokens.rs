@@ -119,12 +119,21 @@ pub async fn sync_ingest_tokens(store: Arc<dyn Store>, tokens: Arc<IngestTokens>
             Some(e) => tracing::warn!(error = %e, retry_in = ?backoff, "ingest tokens: store unreadable; reloading"),
             None => tracing::info!("ingest tokens: store watch ended; reloading"),
         }
-        tokio::select! {
-            () = &mut shutdown => return,
-            () = tokio::time::sleep(backoff) => {}
+        if !pause(&mut backoff, shutdown.as_mut()).await {
+            return;
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Waits `backoff` (then doubles it, up to 5 s) before a store is read again; false
+/// if `shutdown` completed first.
+pub(crate) async fn pause(backoff: &mut Duration, shutdown: std::pin::Pin<&mut impl Future<Output = ()>>) -> bool {
+    tokio::select! {
+        () = shutdown => return false,
+        () = tokio::time::sleep(*backoff) => {}
+    }
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    true
 }
 
 #[cfg(test)]
