@@ -98,7 +98,14 @@ fn main() {
                  ALTER ROLE {app} SET role = '{owner}'"
             );
             let started = Instant::now();
-            let out = Command::new("psql").args([pg.admin_url().as_str(), "-qc", &sql]).output().expect("psql");
+            // One `-c` per statement: psql runs a multi-statement `-c` as one
+            // transaction, which `CREATE DATABASE` refuses.
+            let mut psql = Command::new("psql");
+            psql.args([pg.admin_url().as_str(), "-q"]);
+            for statement in sql.split("; ") {
+                psql.args(["-c", statement]);
+            }
+            let out = psql.output().expect("psql");
             psql_times.push(started.elapsed());
             assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
         }

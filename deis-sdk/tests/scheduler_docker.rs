@@ -12,10 +12,10 @@ use async_trait::async_trait;
 use deis_sdk::deis_core::logs::{LogFilter, LogSource, LogStore, RingLogStore};
 use deis_sdk::deis_core::model::limits::Resources;
 use deis_sdk::deis_core::model::{AppName, ExecProbe, Healthcheck, ProbeAction, Unit, UnitState};
-use deis_sdk::deis_core::scheduler::{AppSpec, Artifact, ProcessSpec, Scheduler, SchedulerError};
+use deis_sdk::deis_core::scheduler::{AppSpec, Artifact, ProcessSpec, RestartFilter, Scheduler, SchedulerError};
 use deis_sdk::deis_core::store::RedbStore;
 use deis_sdk::deis_core::testing::{SchedulerHarness, process_type, scheduler_suite};
-use deis_sdk::logger::{SyslogConfig, SyslogServer};
+use deis_sdk::logger::{IngestTokens, SyslogConfig, SyslogServer};
 use deis_sdk::scheduler::docker::{DockerHost, DockerScheduler, DockerSchedulerConfig, LABEL_UNIT};
 use deis_test_support::Service;
 use deis_test_support::docker::DockerEngine;
@@ -203,13 +203,20 @@ async fn two_engines_placement_tags_capacity_and_a_lost_engine() {
 
 /// A source build runs on the stack image (here busybox) with the build copied to
 /// /app; with a syslog address, its output reaches the logger through Docker's syslog
-/// driver, tagged with the unit's name.
+/// driver, tagged with the unit's name and the app's ingest token, which the listener
+/// checks; a unit restarted after the token is rotated carries the new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_builds_on_the_stack_image_log_through_syslog() {
     let Some(engine) = DockerEngine::shared() else { return };
     let logs = RingLogStore::new();
-    let syslog =
-        SyslogConfig { tcp_addr: Some("127.0.0.1:0".parse().unwrap()), udp_addr: None, ..SyslogConfig::default() };
+    let tokens = IngestTokens::new();
+    tokens.set("src", Some("first-token".into()));
+    let syslog = SyslogConfig {
+        tcp_addr: Some("127.0.0.1:0".parse().unwrap()),
+        udp_addr: None,
+        ingest_tokens: Some(tokens.clone()),
+        ..SyslogConfig::default()
+    };
     let server = SyslogServer::start(syslog, Arc::new(logs.clone())).await.unwrap();
 
     let build = tempfile::tempdir().unwrap();
@@ -217,6 +224,7 @@ async fn source_builds_on_the_stack_image_log_through_syslog() {
     let mut config = DockerSchedulerConfig::new(vec![DockerHost::new(endpoint(engine))]);
     config.stack_image = engine.busybox_image();
     config.syslog_address = Some(format!("tcp://{}", server.tcp_addr().unwrap()));
+    config.ingest_tokens = Some(tokens.clone());
     let s = DockerScheduler::connect(config, RedbStore::in_memory()).await.unwrap();
     let harness = BusyboxHarness { image: String::new(), engines: vec![] };
     let mut spec = harness.sample_app(&process_app("src"), 1);
@@ -234,6 +242,16 @@ async fn source_builds_on_the_stack_image_log_through_syslog() {
     .await;
     assert_eq!(lines.line.message, "started in /app");
     assert_eq!(lines.line.source, LogSource::App { proc_type: "web".into(), number: 1 });
+    assert_eq!(server.counters().snapshot().dropped_bad_token, 0);
+
+    // Rotated: the restarted unit's container is tagged with the new token.
+    tokens.set("src", Some("second-token".into()));
+    s.restart(&process_app("src"), RestartFilter::default()).await.unwrap();
+    eventually(Duration::from_secs(30), "the restarted unit's first line in the log", || async {
+        let got = logs.tail("src", 10, &LogFilter::default()).await.unwrap();
+        (got.iter().filter(|e| e.line.message.starts_with("started in")).count() >= 2).then_some(()).ok_or(())
+    })
+    .await;
     s.remove(&process_app("src")).await.unwrap();
     s.shutdown().await;
     server.shutdown().await;

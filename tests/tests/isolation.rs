@@ -152,3 +152,113 @@ fn everything_still_works_when_deisd_runs_unprivileged() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(user) && out.contains("ran in plain"), "{out}");
 }
+
+/// The cgroup directory of `pid` holding `controller` (v1), or its unified one (v2).
+fn cgroup_dir(pid: u32, controller: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for l in text.lines() {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        if controllers.split(',').any(|c| c == controller) {
+            return std::path::PathBuf::from(format!("/sys/fs/cgroup/{controller}{path}"));
+        }
+    }
+    let path = text.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or_else(|| panic!("{pid}: {text}"));
+    std::path::PathBuf::from(format!("/sys/fs/cgroup{path}"))
+}
+
+fn read_number(path: std::path::PathBuf) -> u64 {
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.trim().parse().unwrap_or_else(|_| panic!("{}: {text:?}", path.display()))
+}
+
+/// Creates `app` from a Procfile of one process type, deploys it (v2), sets each of
+/// `limits` (`deis limits:set ARGS`, a release each) and then runs one unit.
+fn deploy_procfile(cli: &Cli, app: &str, ty: &str, command: &str, limits: &[&[&str]]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Procfile"), format!("{ty}: {command}\n")).unwrap();
+    cli.run(&["create", app]).ok();
+    cli.run_in(&["deploy", "-a", app], Some(dir.path())).ok();
+    for args in limits {
+        let mut argv = vec!["limits:set"];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["-a", app]);
+        cli.run(&argv).ok();
+    }
+    cli.run(&["scale", &format!("{ty}=1"), "-a", app]).ok();
+    dir
+}
+
+/// The pid of `app`'s unit `unit` once it runs on `release`'s environment.
+fn unit_pid(app: &str, unit: &str, release: &str) -> u32 {
+    wait_for(T, &format!("{unit} of {app} on {release}"), || {
+        unit_processes(app).into_iter().find(|(pid, u)| {
+            u == unit && deis_test_support::proc::env_var(*pid, "DEIS_RELEASE").as_deref() == Some(release)
+        })
+    })
+    .0
+}
+
+#[test]
+fn a_fork_bomb_deployed_through_deisd_stays_inside_its_unit() {
+    if !root() {
+        return;
+    }
+    let (d, alice) = daemon_with_user(&[]);
+    let bob = d.cli();
+    bob.register(&d, "bob");
+    let _calm = deploy_hello(&d, &alice, "calm");
+    // Kind to a shared machine: the bomb gets a fifth of a core, set as users do.
+    let bomb = "sh -c 'f() { f | f & }; f; exec sleep 600'";
+    let limits: &[&[&str]] = &[&["--cpu", "worker=200m"], &["worker=256M"]];
+    let _bomb = deploy_procfile(&bob, "bomb", "worker", bomb, limits);
+    let pid = unit_pid("bomb", "bomb.worker.1", "v4");
+    let pids = cgroup_dir(pid, "pids");
+    let max = read_number(pids.join("pids.max"));
+    assert!(max <= 1024, "the unit's pids limit is {max}");
+    // It reaches its ceiling and stays under it...
+    wait_for(T, "the bomb to fill its unit", || (read_number(pids.join("pids.current")) >= max / 2).then_some(()));
+    for _ in 0..10 {
+        assert!(read_number(pids.join("pids.current")) <= max);
+        // ... while deisd answers, and the other app serves.
+        alice.run(&["ps", "-a", "calm"]).ok();
+        let r = d.get_app("calm", "/").unwrap();
+        assert!(r.status == 200 && r.body.contains("from calm.web.1"), "{r:?}");
+    }
+    bob.run(&["destroy", "-a", "bomb", "--confirm=bomb"]).ok();
+    wait_for(T, "the bomb to end with its app", || unit_processes("bomb").is_empty().then_some(()));
+}
+
+#[test]
+fn a_cpu_limit_set_through_deisd_is_the_units_cpu_quota() {
+    if !root() {
+        return;
+    }
+    let (d, alice) = daemon_with_user(&[]);
+    let _busy = deploy_procfile(&alice, "busy", "worker", "sh -c 'while :; do :; done'", &[&["--cpu", "worker=500m"]]);
+    // v1 created, v2 deployed, v3 the limit.
+    let pid = unit_pid("busy", "busy.worker.1", "v3");
+    let dir = cgroup_dir(pid, "cpu");
+    let quota = match std::fs::read_to_string(dir.join("cpu.max")) {
+        Ok(v2) => v2.trim().to_string(),
+        Err(_) => {
+            format!("{} {}", read_number(dir.join("cpu.cfs_quota_us")), read_number(dir.join("cpu.cfs_period_us")))
+        }
+    };
+    assert_eq!(quota, "50000 100000", "half a core: {}", dir.display());
+    // And it holds: over a measurement window (not a wait for a condition) the busy
+    // loop gets at most about half a core.
+    let usage = || match std::fs::read_to_string(cgroup_dir(pid, "cpuacct").join("cpuacct.usage")) {
+        Ok(ns) => std::time::Duration::from_nanos(ns.trim().parse().unwrap()),
+        Err(_) => {
+            let stat = std::fs::read_to_string(dir.join("cpu.stat")).unwrap();
+            let usec = stat.lines().find_map(|l| l.strip_prefix("usage_usec ")).unwrap();
+            std::time::Duration::from_micros(usec.parse().unwrap())
+        }
+    };
+    let (t0, u0) = (std::time::Instant::now(), usage());
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let share = (usage() - u0).as_secs_f64() / t0.elapsed().as_secs_f64();
+    assert!(share <= 0.6, "a 500m unit used {share:.2} of a core");
+    drop(d);
+}

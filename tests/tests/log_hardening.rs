@@ -63,10 +63,11 @@ fn drains_to_our_own_listeners_are_refused_and_loops_stop() {
     wait_for(T, "the relay to pass the release line back", || {
         String::from_utf8_lossy(&relayed.lock().unwrap()).contains("bob added LOOP").then_some(())
     });
-    // A plain line after it on the same connection: once it is in the log, deisd has
-    // handled the relayed line before it.
-    let sentinel = b"<14>1 - relay loopy - - - sentinel-after-the-loop";
-    let frame = [format!("{} ", sentinel.len()).as_bytes(), sentinel].concat();
+    // A plain line (with the app's ingest token) after it on the same connection: once
+    // it is in the log, deisd has handled the relayed line before it.
+    let token = bob.run(&["logs:token", "-a", "loopy"]).ok().trim().to_string();
+    let sentinel = format!("<14>1 - relay loopy - - [deis@32473 token=\"{token}\"] sentinel-after-the-loop");
+    let frame = [format!("{} ", sentinel.len()).as_bytes(), sentinel.as_bytes()].concat();
     out.lock().unwrap().write_all(&frame).unwrap();
     let lines = wait_for(T, "the sentinel in the log", || {
         Some(logs(&bob, "loopy")).filter(|l| l.iter().any(|l| l.contains("sentinel-after-the-loop")))

@@ -128,14 +128,19 @@ fn logs_show_unit_output_events_and_syslog_lines() {
         eprintln!("SKIPPING the logger part: `logger` is not installed (apt-get install bsdutils)");
     } else {
         let port = syslog_port.to_string();
+        // Lines need the app's ingest token: in the tag here (and in the structured
+        // data over UDP below).
+        let token = cli.run(&["logs:token", "-a", "hello"]).ok().trim().to_string();
+        let tag = format!("hello.web.1/{token}");
         let tcp = Command::new("logger")
-            .args(["--rfc5424", "--octet-count", "-T", "-n", "127.0.0.1", "-P", &port, "-t", "hello.web.1"])
+            .args(["--rfc5424", "--octet-count", "-T", "-n", "127.0.0.1", "-P", &port, "-t", &tag])
             .arg("hello from logger")
             .status()
             .unwrap();
         assert!(tcp.success());
         let udp = Command::new("logger")
             .args(["--rfc5424", "-d", "-n", "127.0.0.1", "-P", &port, "-t", "hello.worker.2"])
+            .args(["--sd-id", "deis@32473", "--sd-param", &format!("token=\"{token}\"")])
             .arg("hello over udp")
             .status()
             .unwrap();

@@ -1,7 +1,8 @@
 //! `deis-logger`: the standalone Deis logger. Receives syslog on UDP, TCP and
 //! optionally TLS, keeps lines in a ring buffer or in Redis, forwards them to drains,
 //! and serves them over HTTP (`/logs/<app>`, `/logs/<app>/follow`, `/metrics`,
-//! `/healthz`).
+//! `/healthz`). With `--platform-store` it takes an app's lines only with the app's
+//! ingest token, read from the platform's store.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,12 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use deis_sdk::adapters::StoreUri;
 use deis_sdk::daemon::{LogFormat, init_tracing, parse_flags};
 use deis_sdk::deis_core::logs::{LogStore, RingConfig, RingLogStore};
 use deis_sdk::logger::http::{self, LoggerApi};
 use deis_sdk::logger::{
-    DrainSet, DrainSetConfig, DrainUrl, DrainingLogStore, RedisLogStore, RedisLogStoreConfig, SyslogConfig,
-    SyslogServer, TlsListenerConfig, load_root_certs,
+    DrainSet, DrainSetConfig, DrainUrl, DrainingLogStore, IngestTokens, RedisLogStore, RedisLogStoreConfig,
+    SyslogConfig, SyslogServer, TlsListenerConfig, load_root_certs, sync_ingest_tokens,
 };
 use tokio::net::TcpListener;
 
@@ -68,6 +70,12 @@ struct Args {
     /// PEM CA bundle to verify syslog+tls:// drains (default: the system's).
     #[arg(long, env = "DEIS_LOGGER_DRAIN_CA")]
     drain_ca: Option<PathBuf>,
+    /// The platform's store (e.g. the etcd deisd uses, `etcd://HOST:PORT`): when given,
+    /// a syslog line for an app is taken only with that app's ingest token (`deis
+    /// logs:token`), kept in step with the store. Without it, anyone who reaches the
+    /// syslog listener can write any app's log: keep it on loopback.
+    #[arg(long, env = "DEIS_LOGGER_PLATFORM_STORE", value_name = "URI")]
+    platform_store: Option<StoreUri>,
     /// Log format: text or json.
     #[arg(long, env = "DEIS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -124,12 +132,26 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let store: Arc<dyn LogStore> = Arc::new(DrainingLogStore::new(base, drain_set.clone()));
 
+    let tokens = match &args.platform_store {
+        Some(uri) => {
+            let platform = uri.open().await.map_err(|e| format!("--platform-store {uri}: {e}"))?;
+            let tokens = IngestTokens::new();
+            tokens.load(&*platform).await.map_err(|e| format!("--platform-store {uri}: reading ingest tokens: {e}"))?;
+            tokio::spawn(sync_ingest_tokens(platform, tokens.clone(), std::future::pending()));
+            Some(tokens)
+        }
+        None => {
+            tracing::warn!("no --platform-store: syslog lines are taken for any app without an ingest token");
+            None
+        }
+    };
     let mut config = SyslogConfig {
         udp_addr: udp,
         tcp_addr: tcp,
         max_message_bytes: args.max_message_bytes,
         max_tcp_connections: args.max_connections,
         own_origin: Some(origin),
+        ingest_tokens: tokens,
         ..SyslogConfig::default()
     };
     if let (Some(addr), Some(cert), Some(key)) = (args.syslog_tls_addr, &args.tls_cert, &args.tls_key) {

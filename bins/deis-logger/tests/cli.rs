@@ -165,3 +165,69 @@ fn bad_flags_say_what_to_do() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected APP=URL"));
 }
+
+/// With `--platform-store`, an app's lines need its ingest token (read from the
+/// platform's etcd and followed there): a spoofed line is dropped and counted, the
+/// token in the tag or the structured data lets a line in, a rotated-out token does not.
+#[tokio::test]
+async fn with_a_platform_store_lines_need_the_apps_ingest_token() {
+    use deis_sdk::deis_core::AppName;
+    use deis_sdk::deis_core::controller::{IngestToken, ingest_token_key};
+    use deis_sdk::deis_core::store::records;
+    use deis_test_support::etcd::EtcdServer;
+    if skip_without("logger", "bsdutils") {
+        return;
+    }
+    let Some(etcd) = EtcdServer::start() else { return };
+    let uri: deis_sdk::adapters::StoreUri = format!("etcd://{}", etcd.addr()).parse().unwrap();
+    let store = uri.open().await.unwrap();
+    let app = AppName::new("myapp").unwrap();
+    let first = IngestToken::generate(&app);
+    store.put(&ingest_token_key("myapp"), records::encode(&first)).await.unwrap();
+
+    let logger = Logger::start(&["--platform-store", &uri.to_string()]);
+    let tcp = logger.tcp.port();
+    emit("-T", tcp, "myapp.web.1", "spoofed");
+    emit("-T", tcp, &format!("myapp.web.1/{}", first.token), "with the token in the tag");
+    let sd = format!("[deis@32473 token=\"{}\"]", first.token);
+    let out = Command::new("logger")
+        .args(["--rfc5424", "--octet-count", "-T", "-n", "127.0.0.1", "-P", &tcp.to_string(), "-t", "myapp.worker.1"])
+        .args(["--sd-id", "deis@32473", "--sd-param", &format!("token=\"{}\"", first.token), "in the sd"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "logger {sd}: {}", String::from_utf8_lossy(&out.stderr));
+    let body = logs(logger.http, "myapp", 2).await;
+    assert_eq!(without_time(&body), ["myapp[web.1]: with the token in the tag", "myapp[worker.1]: in the sd"]);
+
+    // Rotated in the store: the old token is refused once the logger has seen it.
+    let second = IngestToken::generate(&app);
+    store.put(&ingest_token_key("myapp"), records::encode(&second)).await.unwrap();
+    // Each attempt reads the log once (no nested wait), under a longer bound than T:
+    // the watch of a loaded machine's etcd may take a while.
+    let now = || async {
+        let r = Request::get("/logs/myapp?log_lines=100").bearer(Some("t0ken")).send_async(logger.http).await;
+        r.map(|r| r.body).unwrap_or_default()
+    };
+    eventually(6 * T, "the rotated token to be taken", || async {
+        emit("-T", tcp, &format!("myapp.web.1/{}", second.token), "after rotation");
+        now().await.contains("after rotation").then_some(())
+    })
+    .await;
+    emit("-T", tcp, &format!("myapp.web.1/{}", first.token), "old token");
+    emit("-T", tcp, &format!("myapp.web.1/{}", second.token), "sentinel");
+    let body = eventually(6 * T, "the sentinel", || async {
+        let body = now().await;
+        body.contains("sentinel").then_some(body)
+    })
+    .await;
+    assert!(!body.contains("old token") && !body.contains("spoofed"), "{body}");
+    let metrics = Request::get("/metrics").send_async(logger.http).await.unwrap().body;
+    let dropped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("deis_logger_messages_dropped_total{reason=\"bad_token\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no bad_token counter: {metrics}"));
+    // The spoofed line and the old token's; rotation attempts before the logger saw it may add.
+    assert!(dropped >= 2, "{metrics}");
+    logger.stop();
+}

@@ -393,6 +393,19 @@ pub enum Command {
         #[arg(long)]
         raw: bool,
     },
+    /// Show the app's syslog ingest token: network syslog lines for the app are taken
+    /// only with it.
+    #[command(
+        name = "logs:token",
+        after_help = "Send it in the structured data, `[deis@32473 token=\"TOKEN\"]`, or as the tag's last part,\n\
+        e.g. `logger --rfc5424 -n 127.0.0.1 -P 5514 -t hello.web.1/TOKEN hi`. Lines without it are dropped.\n\
+        --rotate makes a new token; lines with the old one are refused from then on."
+    )]
+    LogsToken {
+        /// Replace the token with a new one.
+        #[arg(long)]
+        rotate: bool,
+    },
     /// List the app's log drains.
     #[command(name = "drains:list", visible_alias = "drains")]
     DrainsList,
@@ -901,6 +914,7 @@ mod tests {
             "domains:add",
             "domains:remove",
             "logs",
+            "logs:token",
             "drains:list",
             "drains:add",
             "drains:remove",

@@ -383,6 +383,8 @@ impl Args {
                 b = b.scheduler_with(move |ctx| async move {
                     let store = ctx.store.clone();
                     config.supervision = ctx.local_config();
+                    // Container log tags carry the app's ingest token.
+                    config.ingest_tokens = Some(ctx.ingest_tokens.clone());
                     let scheduler: std::sync::Arc<dyn deis_sdk::deis_core::Scheduler> =
                         DockerScheduler::connect(config, store).await?;
                     Ok(scheduler)

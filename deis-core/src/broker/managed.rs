@@ -67,13 +67,34 @@ pub struct OperationRecord {
     pub description: Option<String>,
 }
 
-/// What an instance was asked to be: the attributes a repeated provision is compared on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InstanceSpec {
+/// The offering and plan an instance or binding is of (stored as the spec's own
+/// `service_id` and `plan_id` fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRef {
     /// The offering.
     pub service_id: String,
     /// The plan.
     pub plan_id: String,
+}
+
+impl PlanRef {
+    /// A bad request unless a request about `what` names this offering and plan.
+    fn check(&self, what: &str, service_id: &str, plan_id: &str) -> Result<()> {
+        if self.service_id != service_id || self.plan_id != plan_id {
+            return Err(BrokerError::BadRequest(format!(
+                "{what} is not of service_id {service_id} and plan_id {plan_id}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What an instance was asked to be: the attributes a repeated provision is compared on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    /// The offering and plan.
+    #[serde(flatten)]
+    pub plan: PlanRef,
     /// Its parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Object>,
@@ -112,10 +133,9 @@ pub struct InstanceRecord {
 /// What a binding was asked to be: the attributes a repeated bind is compared on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BindingSpec {
-    /// The offering.
-    pub service_id: String,
-    /// The plan.
-    pub plan_id: String,
+    /// The offering and plan.
+    #[serde(flatten)]
+    pub plan: PlanRef,
     /// The app it is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_guid: Option<String>,
@@ -546,8 +566,7 @@ impl ServiceBroker for ManagedBroker {
         }
         let asynchronous = self.inner.backend.asynchronous(&plan.id, OperationKind::Provision);
         let spec = InstanceSpec {
-            service_id: request.service_id,
-            plan_id: request.plan_id,
+            plan: PlanRef { service_id: request.service_id, plan_id: request.plan_id },
             parameters: request.parameters,
             maintenance_info: request.maintenance_info,
         };
@@ -591,7 +610,7 @@ impl ServiceBroker for ManagedBroker {
             if !self.inner.store.txn(txn).await?.succeeded {
                 continue;
             }
-            tracing::info!(instance = %instance_id, plan = %spec.plan_id, requested_by = ?record.requested_by, "provisioning");
+            tracing::info!(instance = %instance_id, plan = %spec.plan.plan_id, requested_by = ?record.requested_by, "provisioning");
             if asynchronous {
                 self.spawn(key, self.clone().run_provision(instance_id.to_string()));
                 return Ok(accepted(ProvisionResponse { operation: Some(record.operation.id), ..Default::default() }));
@@ -617,13 +636,13 @@ impl ServiceBroker for ManagedBroker {
         let Some((record, rev)) = get_json::<InstanceRecord>(&*self.inner.store, &key).await? else {
             return Err(BrokerError::Unprocessable(format!("instance {instance_id} does not exist")));
         };
-        if record.spec.service_id != request.service_id {
+        if record.spec.plan.service_id != request.service_id {
             return Err(BrokerError::BadRequest(format!(
                 "instance {instance_id} is not of service_id {}",
                 request.service_id
             )));
         }
-        let plan_id = request.plan_id.clone().unwrap_or_else(|| record.spec.plan_id.clone());
+        let plan_id = request.plan_id.clone().unwrap_or_else(|| record.spec.plan.plan_id.clone());
         let (service, plan) = self.check_plan(&request.service_id, &plan_id)?;
         if let Some(asked) = &request.maintenance_info
             && plan.maintenance_info.as_ref().map(|m| &m.version) != Some(&asked.version)
@@ -638,15 +657,16 @@ impl ServiceBroker for ManagedBroker {
             _ => return Err(BrokerError::ConcurrencyError),
         }
         let new = InstanceSpec {
-            service_id: record.spec.service_id.clone(),
-            plan_id: plan.id.clone(),
+            plan: PlanRef { service_id: record.spec.plan.service_id.clone(), plan_id: plan.id.clone() },
             parameters: request.parameters.clone().or_else(|| record.spec.parameters.clone()),
             maintenance_info: request.maintenance_info.clone().or_else(|| record.spec.maintenance_info.clone()),
         };
         if new == record.spec {
             return Ok(Reply::new(Status::Ok, AsyncResponse::default()));
         }
-        if new.plan_id != record.spec.plan_id && !plan.plan_updateable.or(service.plan_updateable).unwrap_or(false) {
+        if new.plan.plan_id != record.spec.plan.plan_id
+            && !plan.plan_updateable.or(service.plan_updateable).unwrap_or(false)
+        {
             return Err(BrokerError::Unprocessable(format!("plan {} does not allow changing plans", plan.name)));
         }
         let mut updating = record.clone();
@@ -688,12 +708,7 @@ impl ServiceBroker for ManagedBroker {
         let Some((record, rev)) = get_json::<InstanceRecord>(&*self.inner.store, &key).await? else {
             return Err(BrokerError::Gone(format!("instance {instance_id} does not exist")));
         };
-        if record.spec.service_id != request.service_id || record.spec.plan_id != request.plan_id {
-            return Err(BrokerError::BadRequest(format!(
-                "instance {instance_id} is not of service_id {} and plan_id {}",
-                request.service_id, request.plan_id
-            )));
-        }
+        record.spec.plan.check(&format!("instance {instance_id}"), &request.service_id, &request.plan_id)?;
         match record.state {
             ResourceState::Deleting if accepts_incomplete && record.operation.id != "sync" => {
                 return Ok(accepted(AsyncResponse { operation: Some(record.operation.id), dashboard_url: None }));
@@ -707,7 +722,7 @@ impl ServiceBroker for ManagedBroker {
                 return Err(BrokerError::ConcurrencyError);
             }
         }
-        let asynchronous = self.inner.backend.asynchronous(&record.spec.plan_id, OperationKind::Deprovision);
+        let asynchronous = self.inner.backend.asynchronous(&record.spec.plan.plan_id, OperationKind::Deprovision);
         if asynchronous && !accepts_incomplete {
             return Err(BrokerError::AsyncRequired);
         }
@@ -731,8 +746,8 @@ impl ServiceBroker for ManagedBroker {
         let record = self.instance_record(instance_id).await?;
         match record {
             Some(r) if matches!(r.state, ResourceState::Ready | ResourceState::Deleting) => Ok(InstanceResponse {
-                service_id: Some(r.spec.service_id),
-                plan_id: Some(r.spec.plan_id),
+                service_id: Some(r.spec.plan.service_id),
+                plan_id: Some(r.spec.plan.plan_id),
                 dashboard_url: r.dashboard_url,
                 parameters: r.spec.parameters,
                 maintenance_info: r.spec.maintenance_info,
@@ -777,18 +792,12 @@ impl ServiceBroker for ManagedBroker {
         let Some(instance) = self.instance_record(instance_id).await? else {
             return Err(BrokerError::Unprocessable(format!("instance {instance_id} does not exist")));
         };
-        if instance.spec.service_id != request.service_id || instance.spec.plan_id != request.plan_id {
-            return Err(BrokerError::BadRequest(format!(
-                "instance {instance_id} is not of service_id {} and plan_id {}",
-                request.service_id, request.plan_id
-            )));
-        }
+        instance.spec.plan.check(&format!("instance {instance_id}"), &request.service_id, &request.plan_id)?;
         if instance.state != ResourceState::Ready {
             return Err(BrokerError::ConcurrencyError);
         }
         let spec = BindingSpec {
-            service_id: request.service_id.clone(),
-            plan_id: request.plan_id.clone(),
+            plan: PlanRef { service_id: request.service_id.clone(), plan_id: request.plan_id.clone() },
             app_guid: request.app().map(str::to_string),
             parameters: request.parameters.clone(),
         };
@@ -860,12 +869,7 @@ impl ServiceBroker for ManagedBroker {
         let Some((record, rev)) = get_json::<BindingRecord>(&*self.inner.store, &key).await? else {
             return Err(BrokerError::Gone(format!("binding {binding_id} of instance {instance_id} does not exist")));
         };
-        if record.spec.service_id != request.service_id || record.spec.plan_id != request.plan_id {
-            return Err(BrokerError::BadRequest(format!(
-                "binding {binding_id} is not of service_id {} and plan_id {}",
-                request.service_id, request.plan_id
-            )));
-        }
+        record.spec.plan.check(&format!("binding {binding_id}"), &request.service_id, &request.plan_id)?;
         match record.state {
             ResourceState::Deleting if accepts_incomplete && record.operation.id != "sync" => {
                 return Ok(accepted(AsyncResponse { operation: Some(record.operation.id), dashboard_url: None }));
@@ -873,7 +877,7 @@ impl ServiceBroker for ManagedBroker {
             ResourceState::Ready | ResourceState::Failed => {}
             _ => return Err(BrokerError::ConcurrencyError),
         }
-        let asynchronous = self.inner.backend.asynchronous(&record.spec.plan_id, OperationKind::Unbind);
+        let asynchronous = self.inner.backend.asynchronous(&record.spec.plan.plan_id, OperationKind::Unbind);
         if asynchronous && !accepts_incomplete {
             return Err(BrokerError::AsyncRequired);
         }

@@ -30,7 +30,7 @@ pub use error::{
 };
 pub use managed::{
     Backend, BindingRecord, BindingSpec, Bound, Created, InstanceRecord, InstanceSpec, ManagedBroker, OperationKind,
-    OperationRecord, ResourceState,
+    OperationRecord, PlanRef, ResourceState,
 };
 pub use types::*;
 pub use user_provided::{USER_PROVIDED_PLAN_ID, USER_PROVIDED_SERVICE_ID, UserProvided};

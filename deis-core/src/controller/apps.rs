@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::{Controller, ControllerError, MAX_ATTEMPTS, ResourceKind, Result};
+use super::{Controller, ControllerError, IngestToken, MAX_ATTEMPTS, ResourceKind, Result, ingest_token_key};
 use crate::model::{App, AppName, Config, Domain, Release, User, validate};
 use crate::store::Txn;
 use crate::store::records::{self, ENDPOINTS_PREFIX, app_key, config_key, domain_key, release_key, user_key};
@@ -29,7 +29,8 @@ fn random_name() -> AppName {
 
 impl Controller {
     /// Creates an app owned by `user` (a random `<adjective>-<noun>` name if `id` is
-    /// `None`), with an empty config, release v1 and its id as default domain. Names
+    /// `None`), with an empty config, release v1, its id as default domain and a syslog
+    /// ingest token. Names
     /// the platform keeps for itself ([`validate::RESERVED_APP_NAMES`]) are refused.
     pub async fn create_app(&self, user: &User, id: Option<AppName>) -> Result<App> {
         if let Some(id) = &id {
@@ -65,7 +66,8 @@ impl Controller {
                 .put(app_key(&name), records::encode(&app))
                 .put(config_key(&name, &config.uuid), records::encode(&config))
                 .put(release_key(&name, 1), records::encode(&release))
-                .put(domain_key(&name), records::encode(&domain));
+                .put(domain_key(&name), records::encode(&domain))
+                .put(ingest_token_key(&name), records::encode(&IngestToken::generate(&name)));
             if self.commit(txn).await? {
                 tracing::info!(app = %name, owner = %user.username, "app created");
                 self.log_event(&name, format!("App {name} created by {}", user.username)).await;
@@ -115,7 +117,8 @@ impl Controller {
                 .delete_prefix(format!("builds/{id}/"))
                 .delete_prefix(records::releases_prefix(id))
                 .delete_prefix(format!("{ENDPOINTS_PREFIX}{id}/"))
-                .delete_prefix(super::drains_prefix(id));
+                .delete_prefix(super::drains_prefix(id))
+                .delete(ingest_token_key(id));
             let mut txn = self.identity_deletes(id, txn).await?;
             for kv in self.store.list("domains/").await?.kvs {
                 let domain: Domain = records::decode(&kv)?;

@@ -646,3 +646,37 @@ async fn concurrent_config_sets_make_distinct_consecutive_releases() {
     assert_eq!(versions(&p, &a, "demo").await, (1..=21).rev().collect::<Vec<u64>>());
     assert_eq!(p.config(&a, &n("demo")).await.unwrap().values.len(), 20, "no update was lost");
 }
+
+#[tokio::test]
+async fn ingest_tokens_come_and_go_with_their_app_and_rotate() {
+    let e = env();
+    let p = &e.platform;
+    let a = alice(p).await;
+    let b = p.register(None, "bob", "pw", "").await.unwrap();
+    let c = p.register(None, "carol", "pw", "").await.unwrap();
+    p.create_app(&b, Some(n("logged"))).await.unwrap();
+    let first = p.ingest_token(&b, &n("logged")).await.unwrap();
+    assert_eq!(first.token.len(), 32, "128 bits as hex");
+    assert!(first.token.bytes().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(p.ingest_token(&b, &n("logged")).await.unwrap(), first, "stable until rotated");
+    assert_eq!(p.ingest_token(&a, &n("logged")).await.unwrap(), first, "admins may read it");
+    assert_err!(p.ingest_token(&c, &n("logged")).await, ControllerError::Forbidden);
+    assert_err!(p.rotate_ingest_token(&c, &n("logged")).await, ControllerError::Forbidden);
+    p.add_collaborator(&b, &n("logged"), "carol").await.unwrap();
+    let rotated = p.rotate_ingest_token(&c, &n("logged")).await.unwrap();
+    assert_ne!(rotated.token, first.token);
+    assert_eq!(p.ingest_token(&b, &n("logged")).await.unwrap(), rotated);
+
+    // Apps from before tokens get one at start (or when first asked).
+    let store = p.store().clone();
+    store.delete(&ingest_token_key("logged")).await.unwrap();
+    p.create_app(&b, Some(n("other"))).await.unwrap();
+    assert_eq!(p.ensure_ingest_tokens().await.unwrap(), 1);
+    assert_eq!(p.ensure_ingest_tokens().await.unwrap(), 0);
+    assert!(store.get(&ingest_token_key("logged")).await.unwrap().is_some());
+
+    p.destroy_app(&b, &n("logged")).await.unwrap();
+    assert!(store.get(&ingest_token_key("logged")).await.unwrap().is_none(), "gone with its app");
+    assert!(store.get(&ingest_token_key("other")).await.unwrap().is_some());
+    assert_err!(p.ingest_token(&b, &n("logged")).await, ControllerError::NotFound { .. });
+}

@@ -13,6 +13,7 @@
 //! | `keyprints/<hex sha256 of key blob>` | [`KeyRef`] (who holds a key, for the builder) |
 //! | `certs/<name>` | [`Certificate`] (PEM chain and key) |
 //! | `certdomains/<domain>` | [`CertAttachment`] (which certificate serves a domain) |
+//! | `ingesttokens/<app>` | `IngestToken` (the app's syslog ingest token) |
 //! | `endpoints/<app>/<unit>#<instance>` | [`Endpoint`] (leased, written by the publisher) |
 //!
 //! [`User`]: crate::User

@@ -69,7 +69,10 @@ pub use listen::{Listen, SyslogListen};
 use crate::adapters::{LogStoreUri, StoreUri};
 use crate::certs::PlatformCert;
 use crate::controller::{self, ApiLimits};
-use crate::logger::{DrainSet, DrainSetConfig, DrainingLogStore, SyslogConfig, SyslogServer, SyslogSockets};
+use crate::logger::{
+    DrainSet, DrainSetConfig, DrainingLogStore, IngestTokens, SyslogConfig, SyslogServer, SyslogSockets,
+    sync_ingest_tokens,
+};
 use crate::publisher::{Publisher, PublisherConfig};
 use crate::replica::{ReplicaConfig, ReplicatedScheduler, run_replica};
 use crate::router::{Router, RouterConfig, TlsListener};
@@ -483,12 +486,14 @@ impl PlatformBuilder {
         let drains = Arc::new(DrainSet::new(drain_config));
         let logs: Arc<dyn LogStore> = Arc::new(DrainingLogStore::new(base_logs, drains.clone()));
         let unit_logs = UnitLogSink::start(logs.clone(), DEFAULT_QUEUE_LINES);
+        let ingest_tokens = IngestTokens::new();
 
         let context = SchedulerContext {
             data_dir: data.clone(),
             store: store.clone(),
             unit_output: unit_logs.clone(),
             capacity: self.capacity.unwrap_or_else(Capacity::of_this_machine),
+            ingest_tokens: ingest_tokens.clone(),
         };
         let scheduler = match self.scheduler {
             Some(SchedulerFactory(make)) => make(context).await?,
@@ -532,6 +537,15 @@ impl PlatformBuilder {
             },
         });
 
+        // Apps from before ingest tokens get one, and the listener (and the Docker log
+        // tags) know them all before any unit starts or any line arrives.
+        if let Err(e) = controller.ensure_ingest_tokens().await {
+            tracing::warn!(error = %e, "cannot make ingest tokens for apps that have none");
+        }
+        if let Err(e) = ingest_tokens.load(&*store).await {
+            tracing::warn!(error = %e, "cannot load the apps' ingest tokens; retrying in the background");
+        }
+
         let addons = crate::addons::Addons::new(controller.clone(), self.service_brokers)
             .await
             .map_err(|e| StartError::Setting { setting: "service_broker", message: e.to_string() })?;
@@ -557,7 +571,7 @@ impl PlatformBuilder {
         };
         let api_addr = local_addr(api_listener.as_ref(), "api")?;
         let router_addr = local_addr(router_listener.as_ref(), "router")?;
-        let syslog = start_syslog(self.syslog, logs.clone(), origin).await?;
+        let syslog = start_syslog(self.syslog, logs.clone(), origin, ingest_tokens.clone()).await?;
         #[cfg(feature = "builder")]
         let git_builder = {
             let (listen, mut config) = self.git_builder;
@@ -588,6 +602,8 @@ impl PlatformBuilder {
         let events = tokio::spawn(async move { c.log_unit_events(until).await });
         let (st, ds, until) = (store.clone(), drains.clone(), stop_signal(&stopped));
         servers.push(tokio::spawn(async move { controller::sync_drains(st, ds, until).await }));
+        let (st, tokens, until) = (store.clone(), ingest_tokens.clone(), stop_signal(&stopped));
+        servers.push(tokio::spawn(async move { sync_ingest_tokens(st, tokens, until).await }));
 
         // The platform host `deis.<domain>` goes to the controller API (and so to the
         // embedded TTY broker): `deis run` sessions come through the routing mesh.
@@ -741,6 +757,10 @@ pub struct SchedulerContext {
     pub unit_output: Arc<dyn UnitOutput>,
     /// What the node offers to units ([`PlatformBuilder::capacity`]).
     pub capacity: Capacity,
+    /// The apps' syslog ingest tokens, kept in step with the store: a backend that
+    /// sends units' output to the platform's syslog listener puts the app's token in
+    /// each line (the Docker backend's log tag).
+    pub ingest_tokens: Arc<IngestTokens>,
 }
 
 impl SchedulerContext {
@@ -776,11 +796,13 @@ fn local_addr(listener: Option<&TcpListener>, what: &'static str) -> Result<Opti
     listener.map(|l| l.local_addr().map_err(|source| StartError::Listen { what, addr: "?".into(), source })).transpose()
 }
 
-/// Starts the syslog listener, dropping lines our own drains (`origin`) sent back.
+/// Starts the syslog listener, dropping lines our own drains (`origin`) sent back and
+/// lines for an app without its ingest token.
 async fn start_syslog(
     listen: SyslogListen,
     logs: Arc<dyn LogStore>,
     origin: String,
+    tokens: Arc<IngestTokens>,
 ) -> Result<Option<SyslogServer>, StartError> {
     let addr = listen.describe().map_or_else(|| "?".to_string(), |a| a.to_string());
     let (mut config, sockets) = match listen {
@@ -791,6 +813,7 @@ async fn start_syslog(
         SyslogListen::Bound { udp, tcp } => (SyslogConfig::default(), SyslogSockets { udp, tcp }),
     };
     config.own_origin = Some(origin);
+    config.ingest_tokens = Some(tokens);
     let server = SyslogServer::start_on(config, sockets, logs).await;
     server.map(Some).map_err(|source| StartError::Syslog { addr, source })
 }

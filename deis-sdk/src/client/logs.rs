@@ -252,6 +252,17 @@ impl Client {
         let path = app_path(app, &format!("drains/{}", encode_segment(id_or_url)));
         self.call(Method::DELETE, &path, Body::Empty).await.map(drop)
     }
+
+    /// `GET /v2/apps/<app>/logs/token`: the app's syslog ingest token.
+    pub async fn ingest_token(&self, app: &str) -> Result<deis_core::controller::IngestToken> {
+        self.call_json(Method::GET, &app_path(app, "logs/token"), Body::Empty).await
+    }
+
+    /// `POST /v2/apps/<app>/logs/token`: replaces the app's ingest token; lines with
+    /// the old one are refused from now on.
+    pub async fn rotate_ingest_token(&self, app: &str) -> Result<deis_core::controller::IngestToken> {
+        self.call_json(Method::POST, &app_path(app, "logs/token"), Body::Empty).await
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use serde::Deserialize;
 use super::error::{ApiError, ApiResult};
 use super::extract::{AppPath, AuthUser, JsonBody, Page};
 use super::{ApiState, json};
+use crate::logger::tokens::pause;
 use crate::logger::{DrainSet, DrainUrl};
 
 pub(super) async fn list(
@@ -121,7 +122,6 @@ pub(super) async fn remove(
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The app of a drain key `drains/<app>/<uuid>`.
 fn app_of(key: &str) -> Option<&str> {
@@ -200,11 +200,9 @@ pub async fn sync_drains(store: Arc<dyn Store>, set: Arc<DrainSet>, shutdown: im
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "drains: cannot load drain records");
-                tokio::select! {
-                    () = &mut shutdown => return,
-                    () = tokio::time::sleep(backoff) => {}
+                if !pause(&mut backoff, shutdown.as_mut()).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
@@ -228,11 +226,9 @@ pub async fn sync_drains(store: Arc<dyn Store>, set: Arc<DrainSet>, shutdown: im
                 break;
             }
         }
-        tokio::select! {
-            () = &mut shutdown => return,
-            () = tokio::time::sleep(backoff) => {}
+        if !pause(&mut backoff, shutdown.as_mut()).await {
+            return;
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

@@ -30,6 +30,7 @@ mod domains;
 mod drains;
 mod error;
 pub(crate) mod extract;
+mod ingest;
 mod keys;
 mod logs;
 mod perms;
@@ -175,6 +176,7 @@ pub fn router(controller: Arc<Controller>, limits: ApiLimits) -> Router {
     let r = both(r, "/v2/apps/{app}/sessions", post(run::create_session));
     let r = both(r, "/v2/apps/{app}/logs", get(logs::logs));
     let r = both(r, "/v2/apps/{app}/logs/follow", get(logs::follow));
+    let r = both(r, "/v2/apps/{app}/logs/token", get(ingest::show).post(ingest::rotate));
     let r = both(r, "/v2/apps/{app}/drains", get(drains::list).post(drains::add));
     let r = both(r, "/v2/apps/{app}/drains/{drain}", delete(drains::remove));
     r.fallback(not_found)

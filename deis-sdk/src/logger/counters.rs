@@ -30,6 +30,9 @@ pub struct IngestCounters {
     /// they went through [`MAX_DRAIN_HOPS`](deis_core::logs::syslog::MAX_DRAIN_HOPS)
     /// drains: a drain loop.
     pub dropped_loop: AtomicU64,
+    /// Messages for an app without that app's ingest token (a missing, wrong or
+    /// rotated-out token): spoofing attempts, or senders to reconfigure.
+    pub dropped_bad_token: AtomicU64,
     /// TCP/TLS connections accepted.
     pub connections_accepted: AtomicU64,
     /// TCP/TLS connections open now.
@@ -51,6 +54,7 @@ pub struct CounterSnapshot {
     pub dropped_store_error: u64,
     pub dropped_tls_handshake: u64,
     pub dropped_loop: u64,
+    pub dropped_bad_token: u64,
     pub connections_accepted: u64,
     pub connections_open: u64,
     pub bytes_received: u64,
@@ -70,6 +74,7 @@ impl IngestCounters {
             dropped_store_error: r(&self.dropped_store_error),
             dropped_tls_handshake: r(&self.dropped_tls_handshake),
             dropped_loop: r(&self.dropped_loop),
+            dropped_bad_token: r(&self.dropped_bad_token),
             connections_accepted: r(&self.connections_accepted),
             connections_open: r(&self.connections_open),
             bytes_received: r(&self.bytes_received),
@@ -103,7 +108,12 @@ impl IngestCounters {
             by_reason(
                 "deis_logger_messages_dropped",
                 "Syslog messages dropped, by reason.",
-                &[("oversized", s.dropped_oversized), ("store_error", s.dropped_store_error), ("loop", s.dropped_loop)],
+                &[
+                    ("oversized", s.dropped_oversized),
+                    ("store_error", s.dropped_store_error),
+                    ("loop", s.dropped_loop),
+                    ("bad_token", s.dropped_bad_token),
+                ],
             ),
             by_reason(
                 "deis_logger_connections_dropped",

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use deis_core::logs::syslog::{FrameDecoder, FrameError, MAX_DRAIN_HOPS, parse, to_log_line};
+use deis_core::logs::syslog::{FrameDecoder, FrameError, MAX_DRAIN_HOPS, UNROUTED_APP, parse, to_log_line};
 use deis_core::logs::{LogLine, LogStore};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::counters::IngestCounters;
 use super::tls::{TlsError, server_config_from_pem};
+use super::tokens::IngestTokens;
 
 /// Most datagrams collected into one append by a UDP worker.
 const UDP_BATCH: usize = 512;
@@ -69,6 +70,12 @@ pub struct SyslogConfig {
     /// `dropped_loop`), as are lines that went through
     /// [`MAX_DRAIN_HOPS`] drains whatever their origin.
     pub own_origin: Option<String>,
+    /// When set, a line for an app is taken only with that app's ingest token (in
+    /// `[deis@32473 token="…"]` or as the tag's last `/` part); others are dropped and
+    /// counted as `dropped_bad_token`. Lines that name no app go to the unrouted log
+    /// as before. `None` (the default): no check, for listeners only trusted senders
+    /// reach.
+    pub ingest_tokens: Option<Arc<IngestTokens>>,
 }
 
 impl Default for SyslogConfig {
@@ -84,6 +91,7 @@ impl Default for SyslogConfig {
             udp_workers: std::thread::available_parallelism().map_or(1, |n| n.get()).min(4),
             udp_recv_buffer_bytes: 8 << 20,
             own_origin: None,
+            ingest_tokens: None,
         }
     }
 }
@@ -128,6 +136,7 @@ struct Ctx {
     max_message: usize,
     idle_timeout: Option<Duration>,
     own_origin: Option<String>,
+    ingest_tokens: Option<Arc<IngestTokens>>,
     /// Unix seconds of the last store-error warning (rate limit).
     last_warning: AtomicU64,
 }
@@ -147,9 +156,17 @@ impl Ctx {
         let msg = parse(frame, received);
         IngestCounters::add(if msg.raw { &c.unparsed } else { &c.parsed }, 1);
         let line = to_log_line(&msg);
-        let ours = || self.own_origin.is_some() && msg.deis_params().origin == self.own_origin;
+        let params = msg.deis_params();
+        let ours = || self.own_origin.is_some() && params.origin == self.own_origin;
         if line.hops >= MAX_DRAIN_HOPS || (line.hops > 0 && ours()) {
             IngestCounters::add(&c.dropped_loop, 1);
+            return None;
+        }
+        if let Some(tokens) = &self.ingest_tokens
+            && line.app != UNROUTED_APP
+            && !tokens.verify(&line.app, params.token.as_deref())
+        {
+            IngestCounters::add(&c.dropped_bad_token, 1);
             return None;
         }
         Some(line)
@@ -220,6 +237,7 @@ impl SyslogServer {
             max_message: config.max_message_bytes.max(1),
             idle_timeout: config.idle_timeout,
             own_origin: config.own_origin.clone(),
+            ingest_tokens: config.ingest_tokens.clone(),
             last_warning: AtomicU64::new(0),
         });
         let (stop, _) = watch::channel(false);

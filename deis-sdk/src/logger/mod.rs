@@ -4,6 +4,8 @@
 //! - [`SyslogServer`]: UDP (RFC 5426), TCP (RFC 6587, octet counting or LF framing,
 //!   detected per connection) and TLS (RFC 5425) listeners that parse what real emitters
 //!   send (Docker's syslog driver, util-linux `logger`) and append it, batched, to a store;
+//! - [`IngestTokens`] and [`sync_ingest_tokens`]: the apps' ingest tokens, which
+//!   network syslog lines must carry when the listener checks them;
 //! - [`IngestCounters`]: what the listeners received, parsed, kept raw and dropped, and why;
 //! - [`DrainSet`] and [`DrainingLogStore`]: per-app log drains forwarding lines as RFC 5424
 //!   over UDP, TCP or TLS, with a bounded queue each, so a dead drain never slows ingest;
@@ -36,6 +38,7 @@ mod listener;
 #[cfg(feature = "redis")]
 mod redis;
 mod tls;
+pub(crate) mod tokens;
 
 pub use counters::{CounterSnapshot, IngestCounters};
 pub use drains::{DrainError, DrainScheme, DrainSet, DrainSetConfig, DrainStats, DrainUrl, DrainingLogStore};
@@ -43,3 +46,4 @@ pub use listener::{SyslogConfig, SyslogError, SyslogServer, SyslogSockets, TlsLi
 #[cfg(feature = "redis")]
 pub use redis::{RedisLogStore, RedisLogStoreConfig};
 pub use tls::{TlsError, client_config_with_roots, load_root_certs, server_config_from_pem};
+pub use tokens::{IngestTokens, sync_ingest_tokens};

@@ -129,7 +129,7 @@ impl Backend for RedisBackend {
     }
 
     async fn create_instance(&self, id: &str, spec: &InstanceSpec) -> Result<Created> {
-        if spec.plan_id == REDIS_DB_PLAN_ID {
+        if spec.plan.plan_id == REDIS_DB_PLAN_ID {
             let mut con = self.connection().await?;
             let db = self.database_of(&mut con, id).await?;
             return Ok(Created { data: json!({ "db": db }), dashboard_url: None });

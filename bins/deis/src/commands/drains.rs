@@ -1,4 +1,5 @@
-//! `drains:list`, `drains:add`, `drains:remove`: forwarding the app's log as syslog.
+//! `drains:list`, `drains:add`, `drains:remove`: forwarding the app's log as syslog;
+//! `logs:token`: the token syslog senders put in the lines they send to the app's log.
 
 use super::{Ctx, Result};
 
@@ -40,6 +41,24 @@ pub async fn remove(ctx: &Ctx, drain: &str) -> Result {
     client.drains_remove(&app, drain).await.inspect_err(|_| ctx.say(""))?;
     if !ctx.emit(&serde_json::json!({ "removed": drain }))? {
         println!("done");
+    }
+    Ok(())
+}
+
+/// `deis logs:token [--rotate]`.
+pub async fn ingest_token(ctx: &Ctx, rotate: bool) -> Result {
+    let app = ctx.app()?;
+    let (client, _) = ctx.client()?;
+    let token = if rotate {
+        ctx.progress(format!("Rotating the log ingest token of {app}... "));
+        let t = client.rotate_ingest_token(&app).await.inspect_err(|_| ctx.say(""))?;
+        ctx.say("done");
+        t
+    } else {
+        client.ingest_token(&app).await?
+    };
+    if !ctx.emit(&token)? {
+        println!("{}", token.token);
     }
     Ok(())
 }

@@ -245,6 +245,7 @@ pub async fn run(cli: Cli) -> Result {
         Command::Logs { lines, follow, proc_type, source, raw } => {
             logs::logs(&ctx, logs::LogsArgs { lines, follow, proc_type, source, raw }).await
         }
+        Command::LogsToken { rotate } => drains::ingest_token(&ctx, rotate).await,
         Command::DrainsList => drains::list(&ctx).await,
         Command::DrainsAdd { url } => drains::add(&ctx, &url).await,
         Command::DrainsRemove { drain } => drains::remove(&ctx, &drain).await,

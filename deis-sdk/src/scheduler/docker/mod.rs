@@ -40,7 +40,8 @@
 //!   [`UnitOutput`](deis_core::scheduler::local::UnitOutput), or, with
 //!   [`syslog_address`](DockerSchedulerConfig::syslog_address), straight from the
 //!   engine to the logger through Docker's syslog log driver (RFC 5424, tag = unit
-//!   name).
+//!   name, then `/` and the app's ingest token with
+//!   [`ingest_tokens`](DockerSchedulerConfig::ingest_tokens)).
 //!
 //! - **Images** are pulled onto the data-plane engines that answer before a spec is
 //!   applied (one that does not answer is being watched as lost, and skipped), with the
@@ -105,6 +106,11 @@ pub struct DockerSchedulerConfig {
     /// (`tcp://127.0.0.1:5514`) instead of streaming it to
     /// [`supervision`](Self::supervision)'s output.
     pub syslog_address: Option<String>,
+    /// The apps' syslog ingest tokens: each container's syslog tag ends in its app's
+    /// token (`hello.web.1/TOKEN`), so a listener that checks tokens takes its lines
+    /// (deisd passes its [`SchedulerContext::ingest_tokens`](crate::assembly::SchedulerContext::ingest_tokens)).
+    /// A container made before a rotation keeps the old token until it restarts.
+    pub ingest_tokens: Option<Arc<crate::logger::IngestTokens>>,
     /// Supervision settings (stop and ready timeouts, drain delay, unit output); its
     /// state directory, node name and capacity are not used.
     pub supervision: LocalSchedulerConfig,
@@ -135,6 +141,7 @@ impl DockerSchedulerConfig {
             policy: Policy::Binpack,
             stack_image: DEFAULT_STACK_IMAGE.into(),
             syslog_address: None,
+            ingest_tokens: None,
             supervision: LocalSchedulerConfig::new(std::env::temp_dir()),
             health_interval: Duration::from_secs(5),
             down_grace: Duration::from_secs(30),
@@ -215,6 +222,7 @@ impl DockerScheduler {
         let settings = ContainerSettings {
             stack_image: config.stack_image.clone(),
             syslog_address: config.syslog_address.clone(),
+            ingest_tokens: config.ingest_tokens.clone(),
             pids_limit: i64::from(config.pids_limit),
             read_only_root: config.read_only_root,
         };

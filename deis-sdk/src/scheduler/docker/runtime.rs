@@ -30,6 +30,7 @@ use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::sync::oneshot;
 
 use super::Networking;
+use crate::logger::IngestTokens;
 use crate::tty::docker::{LABEL_APP, LABEL_TYPE};
 
 /// Label holding a unit container's unit name (`<app>.<type>.<n>`).
@@ -75,6 +76,8 @@ struct Container {
 pub(super) struct ContainerSettings {
     pub stack_image: String,
     pub syslog_address: Option<String>,
+    /// The apps' ingest tokens, put in the syslog tag.
+    pub ingest_tokens: Option<Arc<IngestTokens>>,
     /// Most processes in one container.
     pub pids_limit: i64,
     /// Containers get a read-only root filesystem (and a writable `/tmp`).
@@ -217,6 +220,16 @@ impl DockerRuntime {
         containers.get(&handle).map(|c| (self.hosts[c.host].docker.clone(), c.id.clone()))
     }
 
+    /// The syslog tag of `launch`'s container: the unit, and the app's ingest token as
+    /// its last `/` part (read when the container is made, so a restarted unit carries
+    /// a rotated token).
+    fn syslog_tag(&self, launch: &Launch) -> String {
+        match self.settings.ingest_tokens.as_ref().and_then(|t| t.get(&launch.app)) {
+            Some(token) => format!("{}/{token}", launch.unit),
+            None => launch.unit.clone(),
+        }
+    }
+
     /// The container of `launch`.
     fn body(&self, launch: &Launch, host: &Host) -> ContainerCreateBody {
         let (image, workdir) = match &launch.artifact {
@@ -253,7 +266,7 @@ impl DockerRuntime {
             config: Some(HashMap::from([
                 ("syslog-address".to_string(), addr.clone()),
                 ("syslog-format".to_string(), "rfc5424micro".to_string()),
-                ("tag".to_string(), launch.unit.clone()),
+                ("tag".to_string(), self.syslog_tag(launch)),
             ])),
         });
         // The ceiling is the limit where one is set, else the request (so a unit never
