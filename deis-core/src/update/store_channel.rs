@@ -1,16 +1,4 @@
 //! [`StoreUpdateChannel`]: the update service's records in any [`Store`].
-//!
-//! | key | value |
-//! |---|---|
-//! | `updates/apps/<app id>` | [`UpdateApp`] |
-//! | `updates/packages/<app id>/<version>` | [`Package`] |
-//! | `updates/channels/<app id>/<name>` | [`Channel`] |
-//! | `updates/groups/<app id>/<name>` | [`Group`] (with its rollout window) |
-//! | `updates/instances/<app id>/<instance id>` | [`Instance`] (with its last events) |
-//!
-//! A check that grants an update writes the group's window and the instance in one
-//! transaction conditioned on both records' revisions, so concurrent servers never
-//! grant more than the policy allows; on a conflict it reads again and decides again.
 
 use std::sync::Arc;
 
@@ -47,7 +35,19 @@ fn instance_key(app: &str, id: &str) -> String {
     format!("updates/instances/{app}/{id}")
 }
 
-/// The [`UpdateChannel`] on a [`Store`]: see the [module docs](self) for the keys.
+/// The [`UpdateChannel`] on a [`Store`].
+///
+/// | key | value |
+/// |---|---|
+/// | `updates/apps/<app id>` | [`UpdateApp`] |
+/// | `updates/packages/<app id>/<version>` | [`Package`] |
+/// | `updates/channels/<app id>/<name>` | [`Channel`] |
+/// | `updates/groups/<app id>/<name>` | [`Group`] (with its rollout window) |
+/// | `updates/instances/<app id>/<instance id>` | [`Instance`] (with its last events) |
+///
+/// A check that grants an update writes the group's window and the instance in one
+/// transaction conditioned on both records' revisions, so concurrent servers never
+/// grant more than the policy allows; on a conflict it reads again and decides again.
 #[derive(Debug, Clone)]
 pub struct StoreUpdateChannel {
     store: Arc<dyn Store>,

@@ -3,7 +3,7 @@
 //!
 //! - [`omaha`]: the wire format (bounded parser, renderer; client side too).
 //! - [`OmahaServer`]: `POST /v1/update/` answered from an
-//!   [`UpdateChannel`](deis_core::UpdateChannel) (records and rollout decisions in
+//!   [`deis_core::UpdateChannel`] (records and rollout decisions in
 //!   `deis_core::update`).
 //! - [`admin_routes`]: the admin API behind `deis updates:*` (publish, promote, pause,
 //!   resume, instances, status).

@@ -1,8 +1,4 @@
-//! [`ProcessApplier`]: the reference applier. It runs one process (a deisd replica) and
-//! updates it by replacing its binary and restarting it: stop (SIGTERM, so a leading
-//! replica resigns and another takes over), wait for the hand-off, swap the binary
-//! (keeping the old one as `<binary>.old`), start, and wait for the health check. An
-//! unhealthy new version is stopped and the old binary restored and started again.
+//! [`ProcessApplier`]: the reference applier.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,7 +50,11 @@ impl ProcessConfig {
     }
 }
 
-/// Runs a process and updates it by replacing its binary. See the [module docs](self).
+/// The reference applier. It runs one process (a deisd replica) and updates it by
+/// replacing its binary and restarting it: stop (SIGTERM, so a leading replica resigns
+/// and another takes over), wait for the hand-off, swap the binary (keeping the old one
+/// as `<binary>.old`), start, and wait for the health check. An unhealthy new version is
+/// stopped and the old binary restored and started again.
 #[derive(Debug)]
 pub struct ProcessApplier {
     config: ProcessConfig,
