@@ -178,10 +178,12 @@ async fn dashboard() -> Response {
         StatusCode::OK,
         [
             (header::CACHE_CONTROL, "no-store"),
-            // The page's own script and styles only.
+            // The page's own script and styles only; `data:` images for its empty favicon
+            // (else the browser fetches `/favicon.ico`, a 401, an error in the console).
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'",
+                "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; \
+                 img-src 'self' data:",
             ),
         ],
         Html(DASHBOARD_HTML),
