@@ -45,7 +45,8 @@ async fn main() -> ExitCode {
         }
     };
     let updates: std::sync::Arc<dyn UpdateChannel> = std::sync::Arc::new(StoreUpdateChannel::new(store.clone()));
-    let app = deis_sdk::update::routes_on(store, updates.clone()).route("/healthz", axum::routing::get(|| async { "OK" }));
+    let app =
+        deis_sdk::update::routes_on(store, updates.clone()).route("/healthz", axum::routing::get(|| async { "OK" }));
     eprintln!("deis-update-server is up: Omaha at http://{}/v1/update/", args.addr);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async {

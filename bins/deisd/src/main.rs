@@ -18,10 +18,10 @@ use deis_sdk::daemon::{LogFormat, init_tracing, parse_flags};
 mod registry;
 use deis_sdk::controller::PlatformRegistry;
 use deis_sdk::deis_core::model::limits;
-use deis_sdk::deis_core::update::{StoreUpdateChannel, UpdateChannel};
 use deis_sdk::deis_core::scheduler::Capacity;
 use deis_sdk::deis_core::scheduler::PullCredentials;
 use deis_sdk::deis_core::scheduler::placement::Policy;
+use deis_sdk::deis_core::update::{StoreUpdateChannel, UpdateChannel};
 use deis_sdk::replica::ReplicaConfig;
 use deis_sdk::scheduler::docker::{DEFAULT_STACK_IMAGE, DockerHost, DockerScheduler, DockerSchedulerConfig};
 use deis_sdk::scheduler::kubernetes::{self, KubernetesScheduler, KubernetesSchedulerConfig};
@@ -332,7 +332,10 @@ impl Args {
     /// The platform these flags describe, with its adapters opened and `registry` (the
     /// opened `--registry`) as its platform registry, and the update service's records
     /// (to flush at shutdown).
-    async fn builder(&self, registry: Option<&PlatformRegistry>) -> Result<(PlatformBuilder, Arc<dyn UpdateChannel>), String> {
+    async fn builder(
+        &self,
+        registry: Option<&PlatformRegistry>,
+    ) -> Result<(PlatformBuilder, Arc<dyn UpdateChannel>), String> {
         let mut capacity = Capacity::of_this_machine();
         capacity.cpu_millis = self.cpu.unwrap_or(capacity.cpu_millis);
         capacity.memory_bytes = self.memory.unwrap_or(capacity.memory_bytes);

@@ -152,7 +152,9 @@ async fn write_chunk(store: &dyn Store, chunk: &[(String, CheckIn)]) -> Result<(
             return Ok(());
         }
     }
-    Err(UpdateError::Conflict("instance records keep changing under concurrent writers; check-ins wait for the next flush".into()))
+    Err(UpdateError::Conflict(
+        "instance records keep changing under concurrent writers; check-ins wait for the next flush".into(),
+    ))
 }
 
 /// Flushes every [`FLUSH_INTERVAL`] (or when woken) until the buffer is dropped.

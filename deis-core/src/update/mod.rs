@@ -27,9 +27,9 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub use policy::{Decision, NoUpdate, RolloutPolicy};
 pub use checkins::{FLUSH_INTERVAL, FLUSH_RECORDS};
 pub use config_cache::CONFIG_TTL;
+pub use policy::{Decision, NoUpdate, RolloutPolicy};
 pub use store_channel::StoreUpdateChannel;
 
 use crate::StoreError;

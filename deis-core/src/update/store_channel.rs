@@ -31,8 +31,8 @@ use super::{
     InstanceRef, InstanceStatus, Package, Result, RolloutWindow, UpdateApp, UpdateChannel, UpdateError,
     canonical_app_id, check_name, check_token,
 };
-use crate::store::records::{decode, encode, get_json, list_json};
 use crate::store::KeyValue;
+use crate::store::records::{decode, encode, get_json, list_json};
 use crate::store::{Store, Txn};
 use crate::time::Timestamp;
 
