@@ -55,7 +55,12 @@ fn instance_key(app: &str, id: &str) -> String {
     format!("updates/instances/{app}/{id}")
 }
 
-/// The [`UpdateChannel`] on a [`Store`]: see the [module docs](self) for the keys.
+/// The [`UpdateChannel`] on a [`Store`], under the keys `updates/{apps,packages,channels,groups,instances}/<app id>/...`.
+///
+/// Checks that change no grant are cheap: configuration is cached for up to
+/// [`CONFIG_TTL`](super::CONFIG_TTL) and check-ins are buffered in memory for up to
+/// [`FLUSH_INTERVAL`](super::FLUSH_INTERVAL); call [`UpdateChannel::flush`] before
+/// shutting down.
 #[derive(Debug, Clone)]
 pub struct StoreUpdateChannel {
     store: Arc<dyn Store>,
