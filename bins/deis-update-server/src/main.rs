@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use deis_sdk::adapters::StoreUri;
 use deis_sdk::daemon::{LogFormat, init_tracing, parse_flags};
+use deis_sdk::deis_core::update::{StoreUpdateChannel, UpdateChannel};
 
 /// The Deis update service: Omaha v3 server and update admin API.
 #[derive(Debug, Parser)]
@@ -43,13 +44,20 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let app = deis_sdk::update::routes(store).route("/healthz", axum::routing::get(|| async { "OK" }));
+    let updates: std::sync::Arc<dyn UpdateChannel> = std::sync::Arc::new(StoreUpdateChannel::new(store.clone()));
+    let app =
+        deis_sdk::update::routes_on(store, updates.clone()).route("/healthz", axum::routing::get(|| async { "OK" }));
     eprintln!("deis-update-server is up: Omaha at http://{}/v1/update/", args.addr);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async {
             deis_sdk::shutdown_signal().await;
         })
         .await;
+    // Check-ins buffered in memory.
+    if let Err(e) = updates.flush().await {
+        eprintln!("deis-update-server: writing buffered update check-ins: {e}");
+        return ExitCode::FAILURE;
+    }
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -20,6 +21,7 @@ use deis_sdk::deis_core::model::limits;
 use deis_sdk::deis_core::scheduler::Capacity;
 use deis_sdk::deis_core::scheduler::PullCredentials;
 use deis_sdk::deis_core::scheduler::placement::Policy;
+use deis_sdk::deis_core::update::{StoreUpdateChannel, UpdateChannel};
 use deis_sdk::replica::ReplicaConfig;
 use deis_sdk::scheduler::docker::{DEFAULT_STACK_IMAGE, DockerHost, DockerScheduler, DockerSchedulerConfig};
 use deis_sdk::scheduler::kubernetes::{self, KubernetesScheduler, KubernetesSchedulerConfig};
@@ -328,8 +330,12 @@ impl Args {
     }
 
     /// The platform these flags describe, with its adapters opened and `registry` (the
-    /// opened `--registry`) as its platform registry.
-    async fn builder(&self, registry: Option<&PlatformRegistry>) -> Result<PlatformBuilder, String> {
+    /// opened `--registry`) as its platform registry, and the update service's records
+    /// (to flush at shutdown).
+    async fn builder(
+        &self,
+        registry: Option<&PlatformRegistry>,
+    ) -> Result<(PlatformBuilder, Arc<dyn UpdateChannel>), String> {
         let mut capacity = Capacity::of_this_machine();
         capacity.cpu_millis = self.cpu.unwrap_or(capacity.cpu_millis);
         capacity.memory_bytes = self.memory.unwrap_or(capacity.memory_bytes);
@@ -342,6 +348,7 @@ impl Args {
         let store = store_uri.open().await.map_err(|e| format!("--store {store_uri}: {e}"))?;
         let log_uri = self.log_store().map_err(|e| format!("--redis-url: {e}"))?;
         let logs = log_uri.open(self.log_lines_per_app).await.map_err(|e| format!("--log-store {log_uri}: {e}"))?;
+        let updates: Arc<dyn UpdateChannel> = Arc::new(StoreUpdateChannel::new(store.clone()));
         let mut b = Platform::builder(&self.data_dir)
             .store(store.clone())
             .log_store(logs)
@@ -361,7 +368,7 @@ impl Args {
             .max_build_bytes(self.max_build_mb.saturating_mul(1 << 20))
             .telemetry(self.telemetry()?)
             // The update service: Omaha at /v1/update/, its admin API under /v2/updates/.
-            .api_routes(deis_sdk::update::routes(store.clone()));
+            .api_routes(deis_sdk::update::routes_on(store.clone(), updates.clone()));
         let mut builder_config = BuilderConfig::default();
         if let Some(range) = self.app_uid_range {
             b = b.app_identities(Some(range));
@@ -460,7 +467,7 @@ impl Args {
         if matches!(store_uri, StoreUri::Etcd(..)) {
             b = b.replica(ReplicaConfig::new(self.replica_id()));
         }
-        Ok(b)
+        Ok((b, updates))
     }
 }
 
@@ -505,9 +512,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let platform = match args.builder(registry.as_ref().map(|r| &r.platform)).await {
-        Ok(builder) => builder.start().await.map_err(|e| e.to_string()),
-        Err(e) => Err(e),
+    let (platform, updates) = match args.builder(registry.as_ref().map(|r| &r.platform)).await {
+        Ok((builder, updates)) => (builder.start().await.map_err(|e| e.to_string()), Some(updates)),
+        Err(e) => (Err(e), None),
     };
     let platform = match platform {
         Ok(p) => p,
@@ -528,6 +535,12 @@ async fn main() -> ExitCode {
     );
     deis_sdk::shutdown_signal().await;
     platform.shutdown().await;
+    // Check-ins the update service buffered in memory.
+    if let Some(updates) = updates
+        && let Err(e) = updates.flush().await
+    {
+        eprintln!("deisd: writing buffered update check-ins: {e}");
+    }
     if let Some(mut embedded) = registry.and_then(|r| r.embedded) {
         embedded.stop().await;
     }

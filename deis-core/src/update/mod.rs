@@ -17,6 +17,8 @@
 //! The embedded default is [`StoreUpdateChannel`], on any [`Store`](crate::Store). To be
 //! correct, an implementation must pass [`crate::testing::update_channel_suite`].
 
+mod checkins;
+mod config_cache;
 pub mod policy;
 mod store_channel;
 
@@ -25,6 +27,8 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use checkins::{FLUSH_INTERVAL, FLUSH_RECORDS};
+pub use config_cache::CONFIG_TTL;
 pub use policy::{Decision, NoUpdate, RolloutPolicy};
 pub use store_channel::StoreUpdateChannel;
 
@@ -455,4 +459,11 @@ pub trait UpdateChannel: Send + Sync + Debug {
 
     /// The application's instances (of one group, if given), by id.
     async fn instances(&self, app: &str, group: Option<&str>) -> Result<Vec<Instance>>;
+
+    /// Writes what the implementation keeps in memory (buffered check-ins) to its
+    /// records; call it before shutting down. Implementations that buffer nothing
+    /// need not override it.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 }

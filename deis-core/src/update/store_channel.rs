@@ -6,12 +6,15 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::checkins::{CheckIn, CheckIns};
+use super::config_cache::ConfigCache;
 use super::policy::{self, Decision, NoUpdate, RolloutPolicy};
 use super::{
     Channel, CheckOutcome, DEFAULT_GROUPS, EVENTS_PER_INSTANCE, Grant, Group, GroupSpec, Instance, InstanceEvent,
     InstanceRef, InstanceStatus, Package, Result, RolloutWindow, UpdateApp, UpdateChannel, UpdateError,
     canonical_app_id, check_name, check_token,
 };
+use crate::store::KeyValue;
 use crate::store::records::{decode, encode, get_json, list_json};
 use crate::store::{Store, Txn};
 use crate::time::Timestamp;
@@ -48,21 +51,28 @@ fn instance_key(app: &str, id: &str) -> String {
 /// A check that grants an update writes the group's window and the instance in one
 /// transaction conditioned on both records' revisions, so concurrent servers never
 /// grant more than the policy allows; on a conflict it reads again and decides again.
+///
+/// Checks that change no grant are cheap: configuration is cached for up to
+/// [`CONFIG_TTL`](super::CONFIG_TTL) and check-ins are buffered in memory for up to
+/// [`FLUSH_INTERVAL`](super::FLUSH_INTERVAL); call [`UpdateChannel::flush`] before
+/// shutting down.
 #[derive(Debug, Clone)]
 pub struct StoreUpdateChannel {
     store: Arc<dyn Store>,
+    config: Arc<ConfigCache>,
+    checkins: Arc<CheckIns>,
 }
 
 impl StoreUpdateChannel {
     /// Update records in `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self { store, config: Arc::default(), checkins: Arc::default() }
     }
 
     /// The canonical id of an application that exists.
     async fn known_app(&self, id: &str) -> Result<String> {
         let id = canonical_app_id(id)?;
-        match self.store.get(&app_key(&id)).await? {
+        match self.config.get(&*self.store, &app_key(&id)).await? {
             Some(_) => Ok(id),
             None => Err(UpdateError::unknown_app(&id)),
         }
@@ -70,6 +80,28 @@ impl StoreUpdateChannel {
 
     async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, u64)>> {
         Ok(get_json(&*self.store, key).await?)
+    }
+
+    /// A configuration record, from the cache while fresh.
+    async fn cached<T: DeserializeOwned>(&self, key: &str, kind: &'static str, name: &str) -> Result<(T, u64)> {
+        let kv: Option<KeyValue> = self.config.get(&*self.store, key).await?;
+        let kv = kv.ok_or_else(|| UpdateError::NotFound { kind, name: name.into(), hint: "" })?;
+        Ok((decode(&kv)?, kv.mod_revision))
+    }
+
+    /// The instance record at `key` as this server knows it (with its buffered
+    /// check-in), its revision, and that check-in.
+    async fn instance(&self, key: &str) -> Result<Option<(Instance, u64, Option<CheckIn>)>> {
+        let pending = self.checkins.get(key);
+        Ok(match self.get::<Instance>(key).await? {
+            Some((mut instance, rev)) => {
+                if let Some(checkin) = &pending {
+                    checkin.apply(&mut instance);
+                }
+                Some((instance, rev, pending))
+            }
+            None => pending.map(|c| (c.record().clone(), 0, Some(c))),
+        })
     }
 
     async fn must<T: DeserializeOwned>(&self, key: &str, kind: &'static str, name: &str) -> Result<(T, u64)> {
@@ -152,7 +184,9 @@ impl UpdateChannel for StoreUpdateChannel {
             };
             txn = txn.put(channel_key(&id, name), encode(&channel)).put(group_key(&id, name), encode(&group));
         }
-        if !self.store.txn(txn).await?.succeeded {
+        let created = self.store.txn(txn).await?.succeeded;
+        self.config.invalidate();
+        if !created {
             // Created meanwhile by someone else: theirs stands.
             return Ok(self.must::<UpdateApp>(&app_key(&id), "application", &id).await?.0);
         }
@@ -196,6 +230,7 @@ impl UpdateChannel for StoreUpdateChannel {
         }
         let channel = Channel { name: channel.into(), version: Some(package.version), updated: Timestamp::now() };
         self.store.put(&channel_key(&app, &channel.name), encode(&channel)).await?;
+        self.config.invalidate();
         Ok(channel)
     }
 
@@ -210,6 +245,7 @@ impl UpdateChannel for StoreUpdateChannel {
         };
         let channel = Channel { name: to.into(), version: Some(version), updated: Timestamp::now() };
         self.store.put(&channel_key(&app, to), encode(&channel)).await?;
+        self.config.invalidate();
         Ok(channel)
     }
 
@@ -251,6 +287,7 @@ impl UpdateChannel for StoreUpdateChannel {
                 }
             };
             if self.swap(&key, rev, &group).await? {
+                self.config.invalidate();
                 return Ok(group);
             }
         }
@@ -271,14 +308,17 @@ impl UpdateChannel for StoreUpdateChannel {
     async fn set_paused(&self, app: &str, group: &str, paused: bool) -> Result<Group> {
         let app = self.known_app(app).await?;
         check_name("group", group)?;
-        self.update(&group_key(&app, group), "group", group, |g: &mut Group| {
-            g.paused = paused;
-            if !paused {
-                g.halted = None;
-            }
-            Ok(())
-        })
-        .await
+        let group = self
+            .update(&group_key(&app, group), "group", group, |g: &mut Group| {
+                g.paused = paused;
+                if !paused {
+                    g.halted = None;
+                }
+                Ok(())
+            })
+            .await;
+        self.config.invalidate();
+        group
     }
 
     async fn check(&self, who: &InstanceRef, wants_update: bool, now: u64) -> Result<CheckOutcome> {
@@ -286,13 +326,14 @@ impl UpdateChannel for StoreUpdateChannel {
         self.known_app(&app).await?;
         let (gkey, ikey) = (group_key(&app, &group_name), instance_key(&app, &who.instance));
         for _ in 0..MAX_ATTEMPTS {
-            let (mut group, grev) = self.must::<Group>(&gkey, "group", &group_name).await?;
+            let (mut group, grev) = self.cached::<Group>(&gkey, "group", &group_name).await?;
             let (channel, _) =
-                self.must::<Channel>(&channel_key(&app, &group.channel), "channel", &group.channel).await?;
-            let (mut instance, irev) = match self.get::<Instance>(&ikey).await? {
+                self.cached::<Channel>(&channel_key(&app, &group.channel), "channel", &group.channel).await?;
+            let (mut instance, irev, pending) = match self.instance(&ikey).await? {
                 Some(found) => found,
-                None => (fresh_instance(who, &group_name, now), 0),
+                None => (fresh_instance(who, &group_name, now), 0, None),
             };
+            let grant_before = instance.grant.clone();
             instance.group.clone_from(&group_name);
             instance.last_check = Timestamp::from_unix_seconds(now);
             if instance.version != who.version {
@@ -311,7 +352,9 @@ impl UpdateChannel for StoreUpdateChannel {
             let mut txn = Txn::new().when(&ikey, irev);
             let outcome = match decision {
                 Decision::Update { version, new_grant } => {
-                    let Some((package, _)) = self.get::<Package>(&package_key(&app, &version)).await? else {
+                    // Packages are immutable: a cached one is right.
+                    let package: Option<KeyValue> = self.config.get(&*self.store, &package_key(&app, &version)).await?;
+                    let Some(package) = package.as_ref().map(decode::<Package>).transpose()? else {
                         return Err(UpdateError::NotFound {
                             kind: "package",
                             name: version,
@@ -333,7 +376,16 @@ impl UpdateChannel for StoreUpdateChannel {
                     CheckOutcome::NoUpdate(why)
                 }
             };
-            if self.store.txn(txn.put(&ikey, encode(&instance))).await?.succeeded {
+            // Only grants (and the events of `record_event`) drive the rollout: a
+            // check-in that changes none waits in memory for the next batch.
+            if instance.grant == grant_before && self.checkins.buffer(&self.store, ikey.clone(), instance.clone()) {
+                return Ok(outcome);
+            }
+            let written = self.store.txn(txn.put(&ikey, encode(&instance))).await?.succeeded;
+            // The group's window changed, or the cached group was stale.
+            self.config.invalidate();
+            if written {
+                self.checkins.settled(&ikey, pending.as_ref());
                 return Ok(outcome);
             }
         }
@@ -346,9 +398,9 @@ impl UpdateChannel for StoreUpdateChannel {
         let (gkey, ikey) = (group_key(&app, &group_name), instance_key(&app, &who.instance));
         let now = event.at.unix_seconds();
         for _ in 0..MAX_ATTEMPTS {
-            let (mut instance, irev) = match self.get::<Instance>(&ikey).await? {
+            let (mut instance, irev, pending) = match self.instance(&ikey).await? {
                 Some(found) => found,
-                None => (fresh_instance(who, &group_name, now), 0),
+                None => (fresh_instance(who, &group_name, now), 0, None),
             };
             if let Some(status) = event.status() {
                 instance.status = status;
@@ -382,7 +434,12 @@ impl UpdateChannel for StoreUpdateChannel {
             if instance.events.len() > EVENTS_PER_INSTANCE {
                 instance.events.remove(0);
             }
-            if self.store.txn(txn.put(&ikey, encode(&instance))).await?.succeeded {
+            let written = self.store.txn(txn.put(&ikey, encode(&instance))).await?.succeeded;
+            if event.is_error() {
+                self.config.invalidate(); // the group may be halted now
+            }
+            if written {
+                self.checkins.settled(&ikey, pending.as_ref());
                 return Ok(instance);
             }
         }
@@ -391,8 +448,22 @@ impl UpdateChannel for StoreUpdateChannel {
 
     async fn instances(&self, app: &str, group: Option<&str>) -> Result<Vec<Instance>> {
         let app = self.known_app(app).await?;
-        let all: Vec<Instance> = list_json(&*self.store, &format!("updates/instances/{app}/")).await?;
-        Ok(all.into_iter().filter(|i| group.is_none_or(|g| i.group == g)).collect())
+        let prefix = format!("updates/instances/{app}/");
+        let mut all: std::collections::BTreeMap<String, Instance> =
+            list_json::<Instance>(&*self.store, &prefix).await?.into_iter().map(|i| (i.id.clone(), i)).collect();
+        for (_, checkin) in self.checkins.under(&prefix) {
+            match all.get_mut(&checkin.record().id) {
+                Some(instance) => checkin.apply(instance),
+                None => {
+                    all.insert(checkin.record().id.clone(), checkin.record().clone());
+                }
+            }
+        }
+        Ok(all.into_values().filter(|i| group.is_none_or(|g| i.group == g)).collect())
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.checkins.flush(&*self.store).await
     }
 }
 
@@ -407,5 +478,76 @@ mod tests {
             Arc::new(StoreUpdateChannel::new(RedbStore::in_memory())) as Arc<dyn UpdateChannel>
         })
         .await;
+    }
+
+    const APP: &str = "e96281a6-d1af-4bde-9a0a-97b76e56dc57";
+    const NOON: u64 = 1_700_000_000 / 86_400 * 86_400 + 12 * 3600;
+
+    fn who(instance: &str, version: &str) -> InstanceRef {
+        InstanceRef { app: APP.into(), group: String::new(), instance: instance.into(), version: version.into() }
+    }
+
+    /// Two servers on one store, the app published at 2.0.0 with `max` updates per period.
+    async fn two_servers(max: u32) -> (Arc<dyn Store>, StoreUpdateChannel, StoreUpdateChannel) {
+        let store: Arc<dyn Store> = RedbStore::in_memory();
+        let (a, b) = (StoreUpdateChannel::new(store.clone()), StoreUpdateChannel::new(store.clone()));
+        a.create_app(APP, "deisd").await.unwrap();
+        a.publish(APP, "stable", crate::testing::sample_package("2.0.0")).await.unwrap();
+        let policy = RolloutPolicy { max_updates_per_period: max, ..RolloutPolicy::default() };
+        a.put_group(APP, GroupSpec { name: "stable".into(), channel: "stable".into(), policy }).await.unwrap();
+        (store, a, b)
+    }
+
+    #[tokio::test]
+    async fn buffered_check_ins_are_seen_at_once_here_and_elsewhere_after_a_flush() {
+        let (store, a, b) = two_servers(5).await;
+        assert_eq!(a.check(&who("m1", "2.0.0"), true, NOON).await.unwrap(), CheckOutcome::NoUpdate(NoUpdate::UpToDate));
+        let here = a.instances(APP, None).await.unwrap();
+        assert_eq!((here[0].id.as_str(), here[0].status), ("m1", InstanceStatus::Complete));
+        assert!(store.get(&instance_key(APP, "m1")).await.unwrap().is_none(), "a check-in waits in memory");
+        assert!(b.instances(APP, None).await.unwrap().is_empty());
+        a.flush().await.unwrap();
+        let elsewhere = b.instances(APP, None).await.unwrap();
+        assert_eq!(elsewhere, here);
+        // A later check-in moves the last check on.
+        a.check(&who("m1", "2.0.0"), false, NOON + 30).await.unwrap();
+        a.flush().await.unwrap();
+        assert_eq!(b.instances(APP, None).await.unwrap()[0].last_check.unix_seconds(), NOON + 30);
+    }
+
+    #[tokio::test]
+    async fn a_flush_never_overwrites_an_event_recorded_meanwhile() {
+        let (_store, a, b) = two_servers(5).await;
+        a.check(&who("m1", "2.0.0"), true, NOON).await.unwrap();
+        a.flush().await.unwrap();
+        // `a` buffers a check-in; `b` records an error event of the same instance after it.
+        a.check(&who("m1", "2.0.0"), true, NOON + 10).await.unwrap();
+        let failed = InstanceEvent {
+            event_type: super::super::event_type::UPDATE_COMPLETE,
+            result: super::super::event_result::ERROR,
+            error_code: Some(7),
+            previous_version: None,
+            at: Timestamp::from_unix_seconds(NOON + 20),
+        };
+        b.record_event(&who("m1", "2.0.0"), failed.clone()).await.unwrap();
+        a.flush().await.unwrap();
+        let i = &b.instances(APP, None).await.unwrap()[0];
+        assert_eq!((i.status, i.events.as_slice()), (InstanceStatus::Error, std::slice::from_ref(&failed)));
+        assert_eq!(i.last_check.unix_seconds(), NOON + 10);
+    }
+
+    #[tokio::test]
+    async fn grants_stay_exact_across_servers_with_cached_groups() {
+        let (_store, a, b) = two_servers(1).await;
+        // `b` caches the group with its window empty, then `a` uses the one grant.
+        assert_eq!(b.check(&who("m0", "2.0.0"), true, NOON).await.unwrap(), CheckOutcome::NoUpdate(NoUpdate::UpToDate));
+        assert!(matches!(a.check(&who("m1", "1.0.0"), true, NOON).await.unwrap(), CheckOutcome::Update(_)));
+        assert_eq!(
+            b.check(&who("m2", "1.0.0"), true, NOON).await.unwrap(),
+            CheckOutcome::NoUpdate(NoUpdate::PeriodLimit)
+        );
+        // A pause through this server shows at once.
+        b.set_paused(APP, "stable", true).await.unwrap();
+        assert_eq!(b.check(&who("m1", "1.0.0"), true, NOON).await.unwrap(), CheckOutcome::NoUpdate(NoUpdate::Paused));
     }
 }
