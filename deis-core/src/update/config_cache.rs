@@ -20,7 +20,8 @@ use crate::store::{KeyValue, Store};
 /// server can take to show).
 pub const CONFIG_TTL: Duration = Duration::from_secs(1);
 
-/// Cached store reads of configuration keys (a missing key is cached as `None`).
+/// Cached store reads of configuration keys. A missing key is not cached: an app or
+/// channel created on another replica must be found at once by the next request.
 #[derive(Debug, Default)]
 pub(super) struct ConfigCache {
     entries: Mutex<HashMap<String, (Instant, Option<KeyValue>)>>,
@@ -39,7 +40,7 @@ impl ConfigCache {
         let generation = self.generation.load(Ordering::Acquire);
         let kv = store.get(key).await?;
         let mut entries = self.lock();
-        if self.generation.load(Ordering::Acquire) == generation {
+        if kv.is_some() && self.generation.load(Ordering::Acquire) == generation {
             entries.insert(key.to_string(), (Instant::now(), kv.clone()));
         }
         Ok(kv)
