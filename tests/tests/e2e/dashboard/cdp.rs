@@ -58,7 +58,7 @@ impl Browser {
             .expect("start chromium");
         let mut browser = Browser { child, devtools: SocketAddr::from(([127, 0, 0, 1], 0)), dir };
         let port_file = profile.join("DevToolsActivePort");
-        let port: u16 = wait_for(crate::T, "Chromium's DevToolsActivePort", || {
+        let port: u16 = wait_for(deis_e2e::T, "Chromium's DevToolsActivePort", || {
             if let Ok(Some(status)) = browser.child.try_wait() {
                 panic!("chromium exited ({status}):\n{}", browser.log());
             }
@@ -76,7 +76,7 @@ impl Browser {
     /// Attaches to the page Chromium opened (`about:blank`), with the runtime, log and
     /// page domains on.
     pub fn page(&self) -> Page {
-        let url = wait_for(crate::T, "Chromium's page target", || {
+        let url = wait_for(deis_e2e::T, "Chromium's page target", || {
             let r = Request::get("/json/list").send(self.devtools).ok()?;
             let targets: Value = serde_json::from_str(&r.body).ok()?;
             targets.as_array()?.iter().find(|t| t["type"] == "page")?["webSocketDebuggerUrl"]
@@ -161,7 +161,7 @@ impl Page {
     /// Polls `expr` until it is `true`; panics after the deadline with `what` and the
     /// page's text.
     pub fn wait_true(&mut self, what: &str, expr: &str) {
-        let deadline = std::time::Instant::now() + crate::T;
+        let deadline = std::time::Instant::now() + deis_e2e::T;
         while self.eval(expr) != Value::Bool(true) {
             if std::time::Instant::now() >= deadline {
                 let text = self.eval("document.body ? document.body.innerText : ''");
