@@ -4,7 +4,7 @@
 
 mod cdp;
 
-use deis_e2e::{Deisd, Load, T, deploy_hello};
+use deis_e2e::{Deisd, Load, deploy_hello};
 use deis_test_support::skip_without;
 
 use cdp::{Browser, Page};
