@@ -403,33 +403,15 @@ impl ManagedBroker {
         let key = self.instance_key(&id);
         let Some(record) = self.instance_record(&id).await? else { return Ok(()) };
         let sync = record.operation.id == "sync";
-        match self.inner.backend.create_instance(&id, &record.spec).await {
-            Ok(created) => {
-                self.modify(&key, |r: &mut InstanceRecord| {
-                    r.state = ResourceState::Ready;
-                    r.data = created.data.clone();
-                    r.dashboard_url = created.dashboard_url.clone();
-                    r.operation.state = OperationState::Succeeded;
-                })
-                .await?;
-                Ok(())
-            }
-            Err(e) if sync => {
-                // A synchronous failure is answered as an error: leave nothing behind.
-                self.inner.store.delete(&key).await?;
-                Err(e)
-            }
-            Err(e) => {
-                tracing::warn!(instance = %id, error = %e, "provisioning failed");
-                self.modify(&key, |r: &mut InstanceRecord| {
-                    r.state = ResourceState::Failed;
-                    r.operation.state = OperationState::Failed;
-                    r.operation.description = Some(e.to_string());
-                })
-                .await?;
-                Ok(())
-            }
+        let created = self.inner.backend.create_instance(&id, &record.spec).await;
+        if let Err(e) = &created {
+            tracing::warn!(instance = %id, error = %e, "provisioning failed");
         }
+        self.settle_create(&key, sync, created, |r: &mut InstanceRecord, created| {
+            r.data = created.data.clone();
+            r.dashboard_url = created.dashboard_url.clone();
+        })
+        .await
     }
 
     async fn run_deprovision(self, id: String) -> Result<()> {
@@ -449,13 +431,7 @@ impl ManagedBroker {
             Ok(()) => self.forget(&key).await,
             Err(e) => {
                 tracing::warn!(instance = %id, error = %e, "deprovisioning failed");
-                self.modify(&key, |r: &mut InstanceRecord| {
-                    r.state = ResourceState::Ready;
-                    r.operation.state = OperationState::Failed;
-                    r.operation.description = Some(e.to_string());
-                })
-                .await?;
-                if sync { Err(e) } else { Ok(()) }
+                self.settle_failed_delete::<InstanceRecord>(&key, sync, e).await
             }
         }
     }
@@ -468,31 +444,12 @@ impl ManagedBroker {
             return Ok(());
         };
         let sync = record.operation.id == "sync";
-        match self.inner.backend.create_binding(&instance, &id, &record.spec).await {
-            Ok(bound) => {
-                self.modify(&key, |r: &mut BindingRecord| {
-                    r.state = ResourceState::Ready;
-                    r.credentials = bound.credentials.clone();
-                    r.data = bound.data.clone();
-                    r.operation.state = OperationState::Succeeded;
-                })
-                .await?;
-                Ok(())
-            }
-            Err(e) if sync => {
-                self.inner.store.delete(&key).await?;
-                Err(e)
-            }
-            Err(e) => {
-                self.modify(&key, |r: &mut BindingRecord| {
-                    r.state = ResourceState::Failed;
-                    r.operation.state = OperationState::Failed;
-                    r.operation.description = Some(e.to_string());
-                })
-                .await?;
-                Ok(())
-            }
-        }
+        let bound = self.inner.backend.create_binding(&instance, &id, &record.spec).await;
+        self.settle_create(&key, sync, bound, |r: &mut BindingRecord, bound| {
+            r.credentials = bound.credentials.clone();
+            r.data = bound.data.clone();
+        })
+        .await
     }
 
     async fn run_unbind(self, instance_id: String, id: String) -> Result<()> {
@@ -505,16 +462,66 @@ impl ManagedBroker {
         let sync = record.operation.id == "sync";
         match self.inner.backend.delete_binding(&instance, &record).await {
             Ok(()) => self.forget(&key).await,
-            Err(e) => {
-                self.modify(&key, |r: &mut BindingRecord| {
-                    r.state = ResourceState::Ready;
-                    r.operation.state = OperationState::Failed;
-                    r.operation.description = Some(e.to_string());
+            Err(e) => self.settle_failed_delete::<BindingRecord>(&key, sync, e).await,
+        }
+    }
+
+    /// Records how a create (provision or bind) ended: ready with what the backend
+    /// returned, or failed with why. A synchronous failure is answered as an error and
+    /// leaves nothing behind.
+    async fn settle_create<R, T>(
+        &self,
+        key: &str,
+        sync: bool,
+        outcome: Result<T>,
+        fill: impl Fn(&mut R, &T),
+    ) -> Result<()>
+    where
+        R: Tracked + Serialize + serde::de::DeserializeOwned,
+    {
+        match outcome {
+            Ok(made) => {
+                self.modify(key, |r: &mut R| {
+                    fill(r, &made);
+                    *r.state_mut() = ResourceState::Ready;
+                    r.operation_mut().state = OperationState::Succeeded;
                 })
                 .await?;
-                if sync { Err(e) } else { Ok(()) }
+                Ok(())
+            }
+            Err(e) if sync => {
+                self.inner.store.delete(key).await?;
+                Err(e)
+            }
+            Err(e) => {
+                self.mark_failed::<R>(key, ResourceState::Failed, &e).await?;
+                Ok(())
             }
         }
+    }
+
+    /// Records a failed delete (deprovision or unbind): the resource stays usable and its
+    /// operation failed; a synchronous caller gets the error.
+    async fn settle_failed_delete<R>(&self, key: &str, sync: bool, e: BrokerError) -> Result<()>
+    where
+        R: Tracked + Serialize + serde::de::DeserializeOwned,
+    {
+        self.mark_failed::<R>(key, ResourceState::Ready, &e).await?;
+        if sync { Err(e) } else { Ok(()) }
+    }
+
+    async fn mark_failed<R>(&self, key: &str, state: ResourceState, e: &BrokerError) -> Result<()>
+    where
+        R: Tracked + Serialize + serde::de::DeserializeOwned,
+    {
+        self.modify(key, |r: &mut R| {
+            *r.state_mut() = state;
+            let op = r.operation_mut();
+            op.state = OperationState::Failed;
+            op.description = Some(e.to_string());
+        })
+        .await?;
+        Ok(())
     }
 
     /// Moves a ready (or failed) resource to `Deleting` with a new operation; `false`
@@ -523,6 +530,26 @@ impl ManagedBroker {
         Ok(self.inner.store.compare_and_swap(key, rev, encode(record)).await?)
     }
 }
+
+/// A stored resource with a lifecycle state and a last operation (instances, bindings).
+trait Tracked {
+    fn state_mut(&mut self) -> &mut ResourceState;
+    fn operation_mut(&mut self) -> &mut OperationRecord;
+}
+
+macro_rules! tracked {
+    ($($record:ty),*) => {$(
+        impl Tracked for $record {
+            fn state_mut(&mut self) -> &mut ResourceState {
+                &mut self.state
+            }
+            fn operation_mut(&mut self) -> &mut OperationRecord {
+                &mut self.operation
+            }
+        }
+    )*};
+}
+tracked!(InstanceRecord, BindingRecord);
 
 fn last_operation(op: &OperationRecord) -> LastOperation {
     let failed_delete = op.state == OperationState::Failed

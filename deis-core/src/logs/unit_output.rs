@@ -219,7 +219,6 @@ mod tests {
 
     use super::*;
     use crate::model::UnitState;
-    use crate::testing::{app_name, process_type};
 
     /// A minimal in-memory store for these tests: records appends, can be paused.
     #[derive(Debug, Default)]
@@ -253,20 +252,7 @@ mod tests {
     }
 
     fn unit(app: &str, ty: &str, n: u32) -> Unit {
-        Unit {
-            name: Unit::name_for(app, ty, n),
-            instance: 1,
-            app: app_name(app),
-            proc_type: process_type(ty),
-            number: n,
-            release: 1,
-            state: UnitState::Up,
-            address: None,
-            node: "n".into(),
-            started: None,
-            restarts: 0,
-            pid: None,
-        }
+        crate::testing::unit(app, ty, n, UnitState::Up)
     }
 
     #[tokio::test]

@@ -64,6 +64,55 @@ pub fn process_type(name: &str) -> ProcessType {
     ProcessType::new(name).unwrap_or_else(|e| panic!("process type {name:?}: {e}"))
 }
 
+/// A spec of `app` at `release` from `artifact`, running `(type, command, count)`
+/// processes that each request `requests`, with `GREETING=hello from v<release>` in its
+/// environment: the sample app of the scheduler suites and the backends' own tests.
+pub fn sample_spec(
+    app: &AppName,
+    release: u64,
+    artifact: crate::scheduler::Artifact,
+    requests: crate::model::limits::Resources,
+    processes: &[(&str, &str, u32)],
+) -> crate::scheduler::AppSpec {
+    let process = |command: &str, count: u32| crate::scheduler::ProcessSpec {
+        command: command.into(),
+        count,
+        resources: requests,
+        limits: crate::model::limits::Resources::default(),
+        healthcheck: None,
+        liveness: None,
+    };
+    crate::scheduler::AppSpec {
+        app: app.clone(),
+        release,
+        artifact,
+        env: std::collections::BTreeMap::from([("GREETING".to_string(), format!("hello from v{release}"))]),
+        processes: processes.iter().map(|(t, cmd, n)| (process_type(t), process(cmd, *n))).collect(),
+        selector: std::collections::BTreeMap::new(),
+        identity: None,
+        pull_credentials: None,
+    }
+}
+
+/// Unit `n` of `app`'s `proc_type` at release 1 on node `n`, in `state`: for tests of
+/// what consumes units (log sinks, telemetry, views).
+pub fn unit(app: &str, proc_type: &str, number: u32, state: crate::model::UnitState) -> crate::model::Unit {
+    crate::model::Unit {
+        name: crate::model::Unit::name_for(app, proc_type, number),
+        instance: 1,
+        app: app_name(app),
+        proc_type: process_type(proc_type),
+        number,
+        release: 1,
+        state,
+        address: None,
+        node: "n".into(),
+        started: None,
+        restarts: 0,
+        pid: None,
+    }
+}
+
 /// A controller on `store` (local scheduler and artifacts under `dir`, registration
 /// open) with user `alice` (password `pw-alice-123`) owning app `app`: for tests and
 /// benchmarks of a [`Store`](crate::Store) under the controller's load.

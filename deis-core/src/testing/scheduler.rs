@@ -16,7 +16,7 @@ use super::run_cases;
 use super::{app_name as name, process_type as ptype};
 use crate::model::limits::Resources;
 use crate::model::{AppName, Unit, UnitState};
-use crate::scheduler::{AppSpec, Artifact, ProcessSpec, RestartFilter, Scheduler, SchedulerError, UnitEvent};
+use crate::scheduler::{AppSpec, Artifact, RestartFilter, Scheduler, SchedulerError, UnitEvent};
 
 /// What the suite needs besides the scheduler: specs the backend under test can run,
 /// and a way to make one of their units crash.
@@ -97,24 +97,8 @@ impl SourceAppHarness {
     /// A spec of `app` at `release` running `(type, command, count)` processes in the
     /// build directory, each requesting 10 millicores and 16 MiB.
     pub fn spec(&self, app: &AppName, release: u64, processes: &[(&str, &str, u32)]) -> AppSpec {
-        let process = |command: &str, count: u32| ProcessSpec {
-            command: command.into(),
-            count,
-            resources: Resources { cpu_millis: 10, memory_bytes: 16 << 20 },
-            limits: Resources::default(),
-            healthcheck: None,
-            liveness: None,
-        };
-        AppSpec {
-            app: app.clone(),
-            release,
-            artifact: Artifact::Source { dir: PathBuf::from(self.dir()) },
-            env: BTreeMap::from([("GREETING".to_string(), format!("hello from v{release}"))]),
-            processes: processes.iter().map(|(t, cmd, n)| (ptype(t), process(cmd, *n))).collect(),
-            selector: BTreeMap::new(),
-            identity: None,
-            pull_credentials: None,
-        }
+        let artifact = Artifact::Source { dir: PathBuf::from(self.dir()) };
+        super::sample_spec(app, release, artifact, Resources { cpu_millis: 10, memory_bytes: 16 << 20 }, processes)
     }
 }
 

@@ -621,23 +621,22 @@ mod tests {
             .unwrap();
         let (parts, ()) = req.into_parts();
         let ip = HeaderValue::from_static("127.0.0.1");
-        let mut out = Vec::new();
-        encode_request_head(
-            &mut out,
-            &parts,
-            &Forwarding {
-                client_ip: &ip,
-                trusted: false,
-                upgrade: None,
-                framing: RequestFraming::Length,
-                secure: false,
-            },
-        );
-        let mut fields = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut fields);
-        assert_eq!(req.parse(&out).unwrap(), httparse::Status::Complete(out.len()));
-        assert_eq!((req.method, req.path, req.version), (Some("POST"), Some("/path?q=1"), Some(1)));
-        let get = |n: &str| req.headers.iter().filter(|h| h.name == n).map(|h| h.value.to_vec()).collect::<Vec<_>>();
+        // Encodes the head as a client at `ip` (behind a trusted proxy or not) would have
+        // it forwarded, parses it back, and returns a getter of each header's values.
+        let forwarded = |trusted: bool| {
+            let mut out = Vec::new();
+            let fwd =
+                Forwarding { client_ip: &ip, trusted, upgrade: None, framing: RequestFraming::Length, secure: false };
+            encode_request_head(&mut out, &parts, &fwd);
+            let mut fields = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut fields);
+            assert_eq!(req.parse(&out).unwrap(), httparse::Status::Complete(out.len()));
+            assert_eq!((req.method, req.path, req.version), (Some("POST"), Some("/path?q=1"), Some(1)));
+            let headers: Vec<(String, Vec<u8>)> =
+                req.headers.iter().map(|h| (h.name.to_owned(), h.value.to_vec())).collect();
+            move |n: &str| headers.iter().filter(|(name, _)| name == n).map(|(_, v)| v.clone()).collect::<Vec<_>>()
+        };
+        let get = forwarded(false);
         assert!(get("x-secret").is_empty() && get("keep-alive").is_empty() && get("connection").is_empty());
         assert_eq!(get("host"), [b"hello.deis.test".to_vec()]);
         // Fault "router headers": a client's own X-Real-IP reached the app unchanged.
@@ -649,22 +648,7 @@ mod tests {
         assert_eq!(get("accept"), [b"*/*".to_vec()]);
 
         // A trusted proxy's view is kept, its own address appended.
-        let mut out = Vec::new();
-        encode_request_head(
-            &mut out,
-            &parts,
-            &Forwarding {
-                client_ip: &ip,
-                trusted: true,
-                upgrade: None,
-                framing: RequestFraming::Length,
-                secure: false,
-            },
-        );
-        let mut fields = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut fields);
-        req.parse(&out).unwrap();
-        let get = |n: &str| req.headers.iter().filter(|h| h.name == n).map(|h| h.value.to_vec()).collect::<Vec<_>>();
+        let get = forwarded(true);
         assert_eq!(get("x-forwarded-for"), [b"10.0.0.1, 127.0.0.1".to_vec()]);
         assert_eq!(get("x-forwarded-proto"), [b"https".to_vec()]);
         assert_eq!(get("x-real-ip"), [b"6.6.6.6".to_vec()]);

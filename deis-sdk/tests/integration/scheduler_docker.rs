@@ -4,7 +4,7 @@
 //! run inside the containers.
 #![cfg(feature = "docker")]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use deis_sdk::deis_core::logs::{LogFilter, LogSource, LogStore, RingLogStore};
 use deis_sdk::deis_core::model::limits::Resources;
 use deis_sdk::deis_core::model::{AppName, ExecProbe, Healthcheck, ProbeAction, Unit, UnitState};
-use deis_sdk::deis_core::scheduler::{AppSpec, Artifact, ProcessSpec, RestartFilter, Scheduler, SchedulerError};
+use deis_sdk::deis_core::scheduler::{AppSpec, Artifact, RestartFilter, Scheduler, SchedulerError};
 use deis_sdk::deis_core::store::RedbStore;
-use deis_sdk::deis_core::testing::{SchedulerHarness, process_type, scheduler_suite};
+use deis_sdk::deis_core::testing::{SchedulerHarness, sample_spec, scheduler_suite};
 use deis_sdk::logger::{IngestTokens, SyslogConfig, SyslogServer};
 use deis_sdk::scheduler::docker::{DockerHost, DockerScheduler, DockerSchedulerConfig, LABEL_UNIT};
 use deis_test_support::Service;
@@ -36,27 +36,9 @@ const WEB: &str = "mkdir -p /tmp/www && echo \"$DEIS_UNIT $GREETING\" > /tmp/www
 #[async_trait]
 impl SchedulerHarness for BusyboxHarness {
     fn sample_app(&self, app: &AppName, release: u64) -> AppSpec {
-        let process = |command: &str| ProcessSpec {
-            command: command.into(),
-            count: 1,
-            resources: Resources { cpu_millis: 100, memory_bytes: 32 << 20 },
-            limits: Resources::default(),
-            healthcheck: None,
-            liveness: None,
-        };
-        AppSpec {
-            app: app.clone(),
-            release,
-            artifact: Artifact::Image { reference: self.image.clone() },
-            env: BTreeMap::from([("GREETING".to_string(), format!("hello from v{release}"))]),
-            processes: BTreeMap::from([
-                (process_type("web"), process(WEB)),
-                (process_type("worker"), process("exec sleep 3600")),
-            ]),
-            selector: BTreeMap::new(),
-            identity: None,
-            pull_credentials: None,
-        }
+        let artifact = Artifact::Image { reference: self.image.clone() };
+        let requests = Resources { cpu_millis: 100, memory_bytes: 32 << 20 };
+        sample_spec(app, release, artifact, requests, &[("web", WEB, 1), ("worker", "exec sleep 3600", 1)])
     }
 
     async fn crash(&self, unit: &Unit) {

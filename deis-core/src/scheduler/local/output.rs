@@ -107,7 +107,6 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::model::UnitState;
-    use crate::testing::{app_name, process_type};
 
     /// A sink that keeps every line, for tests.
     #[derive(Debug, Default)]
@@ -126,20 +125,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn unit(name: &str) -> Unit {
-        Unit {
-            name: name.into(),
-            instance: 1,
-            app: app_name("a"),
-            proc_type: process_type("web"),
-            number: 1,
-            release: 1,
-            state: UnitState::Created,
-            address: None,
-            node: "n".into(),
-            started: None,
-            restarts: 0,
-            pid: None,
-        }
+        Unit { name: name.into(), ..crate::testing::unit("a", "web", 1, UnitState::Created) }
     }
 
     #[tokio::test]
