@@ -267,7 +267,7 @@ fn attach_refuses_reuse_other_apps_and_foreign_origins() {
     let (code, msg) = ws_attach(&d, &url, &token, Some("https://evil.example")).unwrap_err();
     assert_eq!(code, 403);
     assert!(msg.contains("Origin https://evil.example is not allowed"), "{msg}");
-    // Expired tokens are refused too: see deis-sdk/tests/tty_broker.rs (the 60 s TTL is
+    // Expired tokens are refused too: see deis-sdk/tests/integration/tty_broker.rs (the 60 s TTL is
     // not worth waiting for here; that test signs an expired token with a known secret).
 
     // Another user may not create sessions on alice's app.
