@@ -294,6 +294,16 @@ impl DockerSwarm {
         format!("unix://{}", self.engine().socket_path())
     }
 
+    /// `docker node update ARGS NODE` on the manager, NODE being the node of `engine`
+    /// (the manager's own, or a [`SwarmWorker`]'s), e.g. `["--label-add",
+    /// "deis.planes=control"]`.
+    pub fn update_node(&self, engine: &DockerEngine, args: &[&str]) {
+        let node = engine.docker().args(["info", "--format", "{{.Swarm.NodeID}}"]).output().expect("docker info");
+        let node = String::from_utf8_lossy(&node.stdout).trim().to_string();
+        let out = self.engine().docker().args(["node", "update"]).args(args).arg(&node).output().expect("docker");
+        assert!(out.status.success(), "docker node update {args:?} {node}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// A second node: a private dockerd (its own `docker_gwbridge`) joined as a worker,
     /// advertising 127.0.0.1 on a port of its own. Also makes the managers expect a
     /// heartbeat every second, so a stopped worker is down within seconds.

@@ -32,6 +32,7 @@ use deis_sdk::telemetry::config::{SinkUri, TelemetryConfig};
 use deis_sdk::telemetry::docker_units::DockerUnitStats;
 use deis_sdk::tty::TtyConfig;
 use deis_sdk::tty::kubernetes::KubernetesTtyBroker;
+use deis_sdk::tty::swarm::SwarmTtyBroker;
 use deis_sdk::{Listen, MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, SyslogListen};
 
 /// The Deis platform daemon: controller API, router, scheduler, logs and `deis run` in
@@ -410,10 +411,19 @@ impl Args {
                 }
                 config.policy = self.placement;
                 config.stack_image = self.stack_image.clone();
+                // `deis run` in the release's image, on the manager's engine.
+                let broker = SwarmTtyBroker::connect(&manager.endpoint, config.registry_logins.clone())
+                    .await
+                    .map_err(|e| format!("--docker-host {}: {e}", manager.endpoint))?;
+                b = b.tty_broker(std::sync::Arc::new(broker));
+                // Units' output goes from the nodes' engines to our syslog listener.
+                config.syslog_address = self.syslog_addr.0.map(|a| format!("tcp://{a}"));
                 b = b.scheduler_with(move |ctx| async move {
                     let local = ctx.local_config();
                     config.stop_timeout = local.stop_timeout;
                     config.ready_timeout = local.ready_timeout;
+                    // Unit log tags carry the app's ingest token.
+                    config.ingest_tokens = Some(ctx.ingest_tokens.clone());
                     let scheduler: std::sync::Arc<dyn deis_sdk::deis_core::Scheduler> =
                         SwarmScheduler::connect(config).await?;
                     Ok(scheduler)

@@ -39,6 +39,8 @@ mod exec;
 pub mod kubernetes;
 mod metrics;
 mod server;
+#[cfg(feature = "swarm")]
+pub mod swarm;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

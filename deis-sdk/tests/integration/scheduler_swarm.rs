@@ -108,13 +108,6 @@ async fn up_units(s: &SwarmScheduler, app: &str, count: usize) -> Vec<(String, S
     .await
 }
 
-fn node_label(swarm: &DockerSwarm, args: &[&str]) {
-    let node = swarm.engine().docker().args(["info", "--format", "{{.Swarm.NodeID}}"]).output().unwrap();
-    let node = String::from_utf8_lossy(&node.stdout).trim().to_string();
-    let out = swarm.engine().docker().args(["node", "update"]).args(args).arg(&node).output().unwrap();
-    assert!(out.status.success(), "docker node update {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swarm_passes_the_scheduler_suite_and_keeps_to_labels_planes_and_capacity() {
     let Some(swarm) = DockerSwarm::start() else { return };
@@ -158,7 +151,7 @@ async fn a_swarm_passes_the_scheduler_suite_and_keeps_to_labels_planes_and_capac
     scheduler.remove(&keep).await.unwrap();
 
     // Tags select nodes by label; one no node carries is refused, naming what exists.
-    node_label(&swarm, &["--label-add", "zone=a"]);
+    swarm.update_node(swarm.engine(), &["--label-add", "zone=a"]);
     let spec = |web: u32, cpu: u64, tags: &[(&str, &str)]| {
         let mut spec = harness.sample_app(&app_name("tags"), 1);
         spec.processes.remove("worker");
@@ -187,7 +180,7 @@ async fn a_swarm_passes_the_scheduler_suite_and_keeps_to_labels_planes_and_capac
 
     // A control-plane node never receives app units: the only node made one, a new
     // app is refused and the running units are left where they are.
-    node_label(&swarm, &["--label-add", "deis.planes=control"]);
+    swarm.update_node(swarm.engine(), &["--label-add", "deis.planes=control"]);
     match scheduler.apply(spec(1, 100, &[])).await {
         Err(e) => assert!(e.to_string().contains("data"), "{e}"),
         Ok(()) => panic!("units placed with no data-plane node"),
@@ -195,7 +188,7 @@ async fn a_swarm_passes_the_scheduler_suite_and_keeps_to_labels_planes_and_capac
     let mut other = spec(1, 100, &[]);
     other.app = app_name("ctl");
     assert!(scheduler.apply(other).await.is_err(), "a control-plane node got units");
-    node_label(&swarm, &["--label-rm", "deis.planes"]);
+    swarm.update_node(swarm.engine(), &["--label-rm", "deis.planes"]);
     scheduler.remove(&app_name("tags")).await.unwrap();
     assert!(scheduler.units(&app_name("tags")).await.unwrap().is_empty());
     scheduler.shutdown().await;

@@ -53,7 +53,8 @@ pub(super) async fn ensure_image(
     Ok(())
 }
 
-async fn pull(
+/// Pulls `image` from `registry` onto `docker`, with `login` if given.
+pub(crate) async fn pull(
     docker: &Docker,
     image: &str,
     registry: &str,

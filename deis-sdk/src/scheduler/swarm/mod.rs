@@ -28,6 +28,12 @@
 //! - **Source builds** run on the [stack image](SwarmSchedulerConfig::stack_image) with
 //!   the build copied to [`APP_DIR`], committed as an image on the manager's engine
 //!   (`deis-build/<app>:v<release>`): other nodes need it from a registry.
+//! - **Logs**: with a [`syslog_address`](SwarmSchedulerConfig::syslog_address), units'
+//!   output goes from each node's engine to the logger through Docker's syslog log
+//!   driver (RFC 5424, tag `<app>.<type>.<slot>/<the app's ingest token>`, as the
+//!   Docker backend's).
+//! - **`deis run`**: [`SwarmTtyBroker`](crate::tty::swarm::SwarmTtyBroker), on the
+//!   manager's engine in the release's image ([`build_image`] for source builds).
 //! - **Restarts**: a process type restarts by a new template generation (rolling); one
 //!   unit restarts by stopping its container, when it runs on the manager's own engine.
 //! - **Restarts of deisd**: the services outlive deisd; a new deisd finds them by their
@@ -81,8 +87,15 @@ pub struct SwarmSchedulerConfig {
     pub policy: Policy,
     /// The image source builds run on (default [`DEFAULT_STACK_IMAGE`]).
     pub stack_image: String,
-    /// Send units' output through Docker's syslog log driver to this address.
+    /// Send units' output through Docker's syslog log driver to this address
+    /// (`tcp://127.0.0.1:5514`; the engine of every node connects to it).
     pub syslog_address: Option<String>,
+    /// The apps' syslog ingest tokens: each unit's syslog tag ends in its app's token
+    /// (`hello.web.1/TOKEN`), so a listener that checks tokens takes its lines (deisd
+    /// passes its [`SchedulerContext::ingest_tokens`](crate::assembly::SchedulerContext::ingest_tokens)).
+    /// The token is part of the service's task template: units get a rotated one with
+    /// the next release or restart.
+    pub ingest_tokens: Option<Arc<crate::logger::IngestTokens>>,
     /// The ports units are given, in blocks of a hundred (default 10000-32699, below
     /// Linux's ephemeral ports).
     pub ports: RangeInclusive<u16>,
@@ -108,6 +121,7 @@ impl SwarmSchedulerConfig {
             policy: Policy::Binpack,
             stack_image: DEFAULT_STACK_IMAGE.into(),
             syslog_address: None,
+            ingest_tokens: None,
             ports: 10000..=32699,
             stop_timeout: Duration::from_secs(10),
             ready_timeout: Duration::from_secs(60),
@@ -265,15 +279,19 @@ impl SwarmScheduler {
             Artifact::Image { reference } => return Ok(reference.clone()),
             Artifact::Source { dir } => dir.clone(),
         };
-        // The build directory is unique per build: a recreated app's v1 is not the old v1.
-        let digest = hex::encode(&sha2::Sha256::digest(dir.to_string_lossy().as_bytes())[..6]);
-        let (repo, tag) = (format!("deis-build/{}", spec.app), format!("v{}-{digest}", spec.release));
-        let image = format!("{repo}:{tag}");
+        let image = build_image(&spec.app, spec.release, &dir);
+        let (repo, tag) = image.rsplit_once(':').map(|(r, t)| (r.to_string(), t.to_string())).unwrap_or_default();
         if self.docker.inspect_image(&image).await.is_ok() {
             return Ok(image);
         }
         let what = |step: &str| format!("building {image} on {}: {step}", self.config.stack_image);
-        let body = ContainerCreateBody { image: Some(self.config.stack_image.clone()), ..Default::default() };
+        // Never started, but the engine wants a command, and a stack image imported from
+        // a root file system (`docker import`) has none.
+        let body = ContainerCreateBody {
+            image: Some(self.config.stack_image.clone()),
+            cmd: Some(vec!["/bin/sh".into()]),
+            ..Default::default()
+        };
         let created = self
             .docker
             .create_container(None::<CreateContainerOptions>, body)
@@ -305,7 +323,7 @@ impl SwarmScheduler {
         Ok(image)
     }
 
-    fn template(&self, generation: u64, block: u16) -> Template {
+    fn template(&self, app: &str, generation: u64, block: u16) -> Template {
         Template {
             generation,
             block,
@@ -313,6 +331,7 @@ impl SwarmScheduler {
             ready_timeout: self.config.ready_timeout,
             restart_delay: self.config.restart_delay,
             syslog_address: self.config.syslog_address.clone(),
+            log_token: self.config.ingest_tokens.as_ref().and_then(|t| t.get(app)),
         }
     }
 
@@ -352,6 +371,12 @@ impl SwarmScheduler {
                 *v = v.replacen(&format!("PORT={old}"), &format!("PORT={block}"), 1);
             }
         }
+        // The units' log tag with the app's current ingest token (it may have rotated).
+        if let (Some(app), Some(proc_type), Some(task)) =
+            (label(s, LABEL_APP), label(s, LABEL_TYPE), spec.task_template.as_mut())
+        {
+            task.log_driver = service::log_driver(app, proc_type, &self.template(app, generation, block));
+        }
         self.update(s, spec).await?;
         Ok(generation)
     }
@@ -369,6 +394,15 @@ impl SwarmScheduler {
         }
         Ok(n)
     }
+}
+
+/// The image the source build of `app`'s release `release` (unpacked in `dir`) runs
+/// as: the stack image with the build in [`APP_DIR`], committed on the manager's engine
+/// as `deis-build/<app>:v<release>-<digest of dir>` (the build directory is unique per
+/// build: a recreated app's v1 is not the old v1).
+pub fn build_image(app: &AppName, release: u64, dir: &std::path::Path) -> String {
+    let digest = hex::encode(&sha2::Sha256::digest(dir.to_string_lossy().as_bytes())[..6]);
+    format!("deis-build/{app}:v{release}-{digest}")
 }
 
 /// Polls the tasks and announces every unit change.
@@ -419,7 +453,7 @@ impl Scheduler for SwarmScheduler {
             let Some(s) = existing.get(proc_type.as_str()) else {
                 let block = self.blocks.next_free(used.iter().max().copied(), &used)?;
                 used.push(block);
-                let new = service_spec(&spec, proc_type, &image, &digest, &self.template(1, block));
+                let new = service_spec(&spec, proc_type, &image, &digest, &self.template(spec.app.as_str(), 1, block));
                 let credentials = self.credentials(&new);
                 self.docker.create_service(new, credentials).await.map_err(|e| backend("creating a service", e))?;
                 continue;
@@ -442,7 +476,8 @@ impl Scheduler for SwarmScheduler {
             let generation = label(s, LABEL_GENERATION).and_then(|g| g.parse::<u64>().ok()).unwrap_or(0) + 1;
             let block = self.blocks.next_free(label(s, LABEL_PORT_BLOCK).and_then(|b| b.parse().ok()), &used)?;
             used.push(block);
-            let next = service_spec(&spec, proc_type, &image, &digest, &self.template(generation, block));
+            let next =
+                service_spec(&spec, proc_type, &image, &digest, &self.template(spec.app.as_str(), generation, block));
             self.update(s, next).await?;
         }
         for (t, s) in &existing {

@@ -128,6 +128,8 @@ pub struct Template {
     pub restart_delay: Duration,
     /// Units' output to this syslog address, if set.
     pub syslog_address: Option<String>,
+    /// The app's ingest token, put in the units' syslog tag.
+    pub log_token: Option<String>,
 }
 
 fn nanos(d: Duration) -> i64 {
@@ -231,6 +233,27 @@ pub fn restore_as_sent(spec: &mut ServiceSpec) {
     }
 }
 
+/// The syslog log driver of `app`'s `proc_type` units, when the template has a syslog
+/// address: RFC 5424, tagged `<app>.<type>.<slot>` (the slot read from the container's
+/// name, `<service>.<slot>.<task id>`, when the engine makes the tag: swarm expands no
+/// template in log options), then `/` and the app's ingest token, as the Docker backend
+/// tags its containers; the listener takes an app's lines only with its token.
+pub fn log_driver(app: &str, proc_type: &str, t: &Template) -> Option<TaskSpecLogDriver> {
+    let addr = t.syslog_address.as_ref()?;
+    let mut tag = format!("{app}.{proc_type}.{{{{index (split .Name \".\") 1}}}}");
+    if let Some(token) = &t.log_token {
+        tag = format!("{tag}/{token}");
+    }
+    Some(TaskSpecLogDriver {
+        name: Some("syslog".into()),
+        options: Some(HashMap::from([
+            ("syslog-address".to_string(), addr.clone()),
+            ("syslog-format".to_string(), "rfc5424micro".to_string()),
+            ("tag".to_string(), tag),
+        ])),
+    })
+}
+
 /// The service spec of `proc_type` of `spec`, on image `image`.
 pub fn service_spec(spec: &AppSpec, proc_type: &ProcessType, image: &str, digest: &str, t: &Template) -> ServiceSpec {
     let p = &spec.processes[proc_type];
@@ -259,15 +282,7 @@ pub fn service_spec(spec: &AppSpec, proc_type: &ProcessType, image: &str, digest
     let memory = |r: Resources| (r.memory_bytes > 0).then(|| i64::try_from(r.memory_bytes).unwrap_or(i64::MAX));
     let (requests, limits) = (p.resources, p.limits);
     let dir = matches!(spec.artifact, Artifact::Source { .. }).then(|| super::APP_DIR.to_string());
-    let log_driver = t.syslog_address.as_ref().map(|addr| TaskSpecLogDriver {
-        name: Some("syslog".into()),
-        options: Some(HashMap::from([
-            ("syslog-address".to_string(), addr.clone()),
-            ("syslog-format".to_string(), "rfc5424micro".to_string()),
-            // The container's name, `<service>.<slot>.<task id>`.
-            ("tag".to_string(), "{{.Name}}".to_string()),
-        ])),
-    });
+    let log_driver = log_driver(app, proc_type.as_str(), t);
     ServiceSpec {
         name: Some(service_name(&spec.app, proc_type)),
         labels: Some(service_labels),
@@ -356,6 +371,7 @@ mod tests {
             ready_timeout: Duration::from_secs(60),
             restart_delay: Duration::from_secs(1),
             syslog_address: None,
+            log_token: None,
         }
     }
 
@@ -409,6 +425,22 @@ mod tests {
         assert_eq!(u.order, Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST));
         assert_eq!(u.parallelism, Some(1));
         assert_eq!(s.mode.unwrap().replicated.unwrap().replicas, Some(2));
+    }
+
+    #[test]
+    fn units_log_through_syslog_tagged_with_their_unit_and_the_apps_token() {
+        let web = ProcessType::new("web").unwrap();
+        let mut t = template(1, 120);
+        let task = |t: &Template| service_spec(&spec(), &web, "hello:v3", "d1", t).task_template.unwrap();
+        assert_eq!(task(&t).log_driver, None, "no syslog address, the engine's default driver");
+        t.syslog_address = Some("tcp://127.0.0.1:5514".into());
+        t.log_token = Some("t0k".into());
+        let driver = task(&t).log_driver.unwrap();
+        assert_eq!(driver.name.as_deref(), Some("syslog"));
+        let options = driver.options.unwrap();
+        assert_eq!(options["tag"], r#"hello.web.{{index (split .Name ".") 1}}/t0k"#);
+        assert_eq!(options["syslog-address"], "tcp://127.0.0.1:5514");
+        assert_eq!(options["syslog-format"], "rfc5424micro");
     }
 
     #[test]
