@@ -1,12 +1,15 @@
 //! End-to-end on the Docker and Swarm schedulers: the real `deisd`, `deis` CLI and
 //! router; private dockerds stand in for hosts (each its own socket, data root, exec
-//! root and pidfile); images built offline and loaded with `docker load`.
+//! root and pidfile); images built offline and loaded with `docker load`. The swarm
+//! tests are in [`swarm`]; both share the helpers here.
+
+mod swarm;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use deis_e2e::*;
-use deis_test_support::docker::{DockerEngine, DockerSwarm};
+use deis_test_support::docker::DockerEngine;
 use serde_json::Value;
 
 /// busybox's httpd serving `/www` on the unit's port.
@@ -180,69 +183,6 @@ fn a_bridge_networked_engine_publishes_the_units_ports() {
     }
 }
 
-/// `--scheduler swarm` on a one-node swarm: an image app deployed and scaled, every
-/// unit answering on its own and through the router; scaling beyond capacity refused
-/// with nothing changed; a killed container back; a new image rolled out under load
-/// with no failed request.
-#[test]
-fn an_image_app_on_swarm_deploys_scales_and_rolls_out_without_a_failed_request() {
-    let Some(swarm) = DockerSwarm::start() else { return };
-    let (a, b) = (load_web_image(swarm.engine(), b'S'), load_web_image(swarm.engine(), b'T'));
-    let (d, cli) = start("swarm", &[swarm.endpoint()]);
-    let units = deploy_and_scale(&d, &cli, "swarmed", (&a, b'S'), "100m", 3);
-    assert!(units.iter().all(|u| !u["node"].as_str().unwrap_or_default().is_empty()), "{units:?}");
-    for u in &units {
-        let addr: std::net::SocketAddr = u["address"].as_str().unwrap_or_default().parse().expect("a unit address");
-        let r = deis_test_support::http::Request::get("/index.html").send(addr).unwrap();
-        assert_eq!(r.body.trim(), "S".repeat(16), "{u}");
-    }
-
-    // 99 units of 100m: more cpu than this machine has.
-    let r = cli.run(&["scale", "web=99", "-a", "swarmed"]);
-    assert_ne!(r.code, 0, "scaling beyond capacity was accepted: {}", r.stdout);
-    assert!(r.stderr.contains("capacity"), "{}", r.stderr);
-    assert_eq!(up_pods(&cli, "swarmed", "web").len(), 3, "a refused scale changed the units");
-
-    // A killed container comes back in its slot, its restart counted.
-    killed_web_1_comes_back(&[swarm.engine()], "name=swarmed_web.1.", &cli, "swarmed", "v3", 3);
-
-    // A new image under load: every request answered, by the old image or the new.
-    rollout_under_load(&d, &cli, "swarmed", &b, 3, "v4", [b'S', b'T']);
-    cli.run(&["destroy", "-a", "swarmed", "--confirm", "swarmed"]).ok();
-}
-
-/// `--scheduler swarm` on a two-node swarm: units spread over both nodes; the worker's
-/// engine stopped, its units come back on the manager.
-#[test]
-fn a_two_node_swarm_spreads_units_and_replaces_those_of_a_stopped_node() {
-    let Some(swarm) = DockerSwarm::start() else { return };
-    let Some(mut worker) = swarm.join_worker() else { return };
-    let image = load_web_image(swarm.engine(), b'R');
-    assert_eq!(load_web_image(worker.engine(), b'R'), image);
-    let (d, cli) = start("swarm", &[swarm.endpoint()]);
-    let nodes = wait_for(T, "two ready nodes", || {
-        let nodes = cli.run(&["nodes", "--json"]).json();
-        let n = nodes.as_array().map_or(0, Vec::len);
-        (n == 2).then_some(nodes)
-    });
-    cli.run(&["create", "pair"]).ok();
-    cli.run(&["pull", &image, "-a", "pair", "--procfile", HTTPD]).ok();
-    cli.run(&["scale", "web=4", "-a", "pair"]).ok();
-    let units = wait_units(&cli, "pair", "web", 4, "v2");
-    assert_eq!(nodes_of(&units).len(), 2, "not spread over {nodes}: {units:?}");
-    assert_eq!(body_through_router(&d, "pair"), "R".repeat(16));
-
-    worker.stop();
-    let on_manager = wait_for(LOST, "every unit up on the manager", || {
-        let units = up_pods(&cli, "pair", "web");
-        (units.len() == 4 && nodes_of(&units).len() == 1).then_some(units)
-    });
-    for _ in 0..4 {
-        assert_eq!(body_through_router(&d, "pair"), "R".repeat(16));
-    }
-    assert!(!on_manager.is_empty());
-}
-
 /// `examples/apps/hello` committed onto the stack image at /app (`docker create`, `cp`,
 /// `commit`: no build step needs a network); returns its tag.
 fn hello_image(engine: &DockerEngine, stack: &str) -> String {
@@ -258,6 +198,20 @@ fn hello_image(engine: &DockerEngine, stack: &str) -> String {
     docker(&["commit", "--change", "WORKDIR /app", &id, tag]);
     docker(&["rm", &id]);
     tag.to_string()
+}
+
+/// The units of the hello app `app` that answered 20 requests through the router (each
+/// answer names its unit: `Hello from <unit> (<release>)`).
+fn hello_units_answering(d: &Deisd, app: &str) -> BTreeSet<String> {
+    (0..20)
+        .map(|_| d.get_app(app, "/").map(|r| r.body).unwrap_or_default())
+        .filter_map(|b| b.split(" from ").nth(1).and_then(|u| u.split(' ').next()).map(str::to_string))
+        .collect()
+}
+
+/// `<app>.web.1` to `<app>.web.<count>`.
+fn hello_units(app: &str, count: usize) -> BTreeSet<String> {
+    (1..=count).map(|n| format!("{app}.web.{n}")).collect()
 }
 
 /// `examples/apps/hello` on two engines, as a source build (`deis deploy`, run on the
@@ -286,10 +240,6 @@ fn the_hello_app_runs_from_source_and_as_an_image_over_two_engines() {
         cli.run(&["scale", "web=2", "-a", app]).ok();
         let units = wait_units(&cli, app, "web", 2, "v2");
         assert_eq!(nodes_of(&units).len(), 2, "{app}: both units on one engine: {units:?}");
-        let seen: BTreeSet<String> = (0..20)
-            .map(|_| d.get_app(app, "/").map(|r| r.body).unwrap_or_default())
-            .filter_map(|b| b.split(" from ").nth(1).and_then(|u| u.split(' ').next()).map(str::to_string))
-            .collect();
-        assert_eq!(seen, BTreeSet::from([format!("{app}.web.1"), format!("{app}.web.2")]), "{app}: units reached");
+        assert_eq!(hello_units_answering(&d, app), hello_units(app, 2), "{app}: units reached");
     }
 }
