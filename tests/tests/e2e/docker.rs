@@ -209,9 +209,28 @@ fn hello_units_answering(d: &Deisd, app: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// `<app>.web.1` to `<app>.web.<count>`.
-fn hello_units(app: &str, count: usize) -> BTreeSet<String> {
-    (1..=count).map(|n| format!("{app}.web.{n}")).collect()
+/// `examples/apps/hello` deployed as a source build (`deis deploy`, app `fromsource`)
+/// and as `image`, an image of it (`deis pull`, app `fromimage`), each scaled to two web
+/// units; returns the source's directory and each app's units once up and both
+/// answering through the router.
+fn hello_from_source_and_as_an_image(
+    d: &Deisd,
+    cli: &Cli,
+    image: &str,
+) -> (tempfile::TempDir, [(&'static str, Vec<Value>); 2]) {
+    let dir = deploy_hello(d, cli, "fromsource");
+    cli.run(&["create", "fromimage"]).ok();
+    cli.run(&["pull", image, "-a", "fromimage", "--procfile", "web: python3 web.py"]).ok();
+    let deployed = ["fromsource", "fromimage"].map(|app| {
+        cli.run(&["scale", "web=2", "-a", app]).ok();
+        let units = wait_units(cli, app, "web", 2, "v2");
+        let both = BTreeSet::from([format!("{app}.web.1"), format!("{app}.web.2")]);
+        wait_for(T, &format!("both units of {app} answering through the router"), || {
+            (hello_units_answering(d, app) == both).then_some(())
+        });
+        (app, units)
+    });
+    (dir, deployed)
 }
 
 /// `examples/apps/hello` on two engines, as a source build (`deis deploy`, run on the
@@ -233,13 +252,8 @@ fn the_hello_app_runs_from_source_and_as_an_image_over_two_engines() {
     }
     let (d, cli) = daemon_with_user(&flags);
 
-    let _dir = deploy_hello(&d, &cli, "fromsource");
-    cli.run(&["create", "fromimage"]).ok();
-    cli.run(&["pull", &image, "-a", "fromimage", "--procfile", "web: python3 web.py"]).ok();
-    for app in ["fromsource", "fromimage"] {
-        cli.run(&["scale", "web=2", "-a", app]).ok();
-        let units = wait_units(&cli, app, "web", 2, "v2");
+    let (_dir, deployed) = hello_from_source_and_as_an_image(&d, &cli, &image);
+    for (app, units) in deployed {
         assert_eq!(nodes_of(&units).len(), 2, "{app}: both units on one engine: {units:?}");
-        assert_eq!(hello_units_answering(&d, app), hello_units(app, 2), "{app}: units reached");
     }
 }

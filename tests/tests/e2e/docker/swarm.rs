@@ -10,7 +10,7 @@ use deis_test_support::docker::DockerSwarm;
 use serde_json::Value;
 
 use super::{
-    HTTPD, LOST, body_through_router, deploy_and_scale, hello_image, hello_units, hello_units_answering,
+    HTTPD, LOST, body_through_router, deploy_and_scale, hello_from_source_and_as_an_image, hello_image,
     killed_web_1_comes_back, nodes_of, rollout_under_load, start,
 };
 
@@ -135,15 +135,8 @@ fn the_hello_app_on_swarm_runs_from_source_and_as_an_image_logs_and_runs_one_off
     let flags = ["--scheduler", "swarm", "--stack-image", &stack, "--docker-host", &manager];
     let (d, cli) = daemon_with_user(&flags);
 
-    let _dir = deploy_hello(&d, &cli, "fromsource");
-    cli.run(&["create", "fromimage"]).ok();
-    cli.run(&["pull", &image, "-a", "fromimage", "--procfile", "web: python3 web.py"]).ok();
-    for app in ["fromsource", "fromimage"] {
-        cli.run(&["scale", "web=2", "-a", app]).ok();
-        wait_units(&cli, app, "web", 2, "v2");
-        wait_for(T, &format!("both units of {app} answering through the router"), || {
-            (hello_units_answering(&d, app) == hello_units(app, 2)).then_some(())
-        });
+    let (_dir, deployed) = hello_from_source_and_as_an_image(&d, &cli, &image);
+    for (app, _) in deployed {
         // The hello app writes a line per request to stdout.
         let line = wait_for(T, &format!("a request line of {app} in deis logs"), || {
             let logs = cli.run(&["logs", "-n", "1000", "-a", app]).ok();
