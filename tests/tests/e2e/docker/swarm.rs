@@ -32,11 +32,11 @@ fn an_image_app_on_swarm_deploys_scales_and_rolls_out_without_a_failed_request()
     }
 
     // 99 units of 100m: more cpu than this machine has.
-    let before = up_pods(&cli, "swarmed", "web");
+    let before = placed(&up_pods(&cli, "swarmed", "web"));
     let r = cli.run(&["scale", "web=99", "-a", "swarmed"]);
     assert_ne!(r.code, 0, "scaling beyond capacity was accepted: {}", r.stdout);
     assert!(r.stderr.contains("capacity") && r.stderr.contains("cpu"), "{}", r.stderr);
-    assert_eq!(up_pods(&cli, "swarmed", "web"), before, "a refused scale changed the units");
+    assert_eq!(placed(&up_pods(&cli, "swarmed", "web")), before, "a refused scale changed the units");
     let replicas = ["service", "inspect", "swarmed_web", "--format", "{{.Spec.Mode.Replicated.Replicas}}"];
     let out = swarm.engine().docker().args(replicas).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3", "a refused scale changed the service");
@@ -47,6 +47,12 @@ fn an_image_app_on_swarm_deploys_scales_and_rolls_out_without_a_failed_request()
     // A new image under load: every request answered, by the old image or the new.
     rollout_under_load(&d, &cli, "swarmed", &b, 3, "v4", [b'S', b'T']);
     cli.run(&["destroy", "-a", "swarmed", "--confirm", "swarmed"]).ok();
+}
+
+/// What `deis ps` says of where and since when `units` run (not their usage figures).
+fn placed(units: &[Value]) -> Vec<String> {
+    let fields = ["name", "state", "release", "node", "address", "started", "restarts"];
+    units.iter().map(|u| fields.map(|f| u[f].to_string()).join(" ")).collect()
 }
 
 /// The name `deis nodes` gives the node labelled `deis.planes=control`, once shown.
@@ -144,6 +150,20 @@ fn the_hello_app_on_swarm_runs_from_source_and_as_an_image_logs_and_runs_one_off
         });
         eprintln!("{app}: {line}");
     }
+
+    // A rotated ingest token: once restarted, the units' lines carry the new one.
+    let before = placed(&up_pods(&cli, "fromimage", "web"));
+    cli.run(&["logs:token", "-a", "fromimage", "--rotate"]).ok();
+    cli.run(&["ps:restart", "web", "-a", "fromimage"]).ok();
+    wait_for(T, "both fromimage units restarted", || {
+        let now = placed(&wait_units(&cli, "fromimage", "web", 2, "v2"));
+        now.iter().all(|u| !before.contains(u)).then_some(())
+    });
+    wait_for(T, "a request line of fromimage after the rotation", || {
+        d.get_app("fromimage", "/after-rotation").ok().filter(|r| r.status == 200)?;
+        let logs = cli.run(&["logs", "-n", "1000", "-a", "fromimage"]).ok();
+        logs.contains("GET /after-rotation 200").then_some(())
+    });
 
     // deis run: the app's config, in a running unit's container.
     cli.run(&["config:set", "SOMECONFIG=from-the-swarm", "-a", "fromsource"]).ok();
