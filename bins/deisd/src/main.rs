@@ -31,6 +31,7 @@ use deis_sdk::telemetry::TelemetrySettings;
 use deis_sdk::telemetry::config::{SinkUri, TelemetryConfig};
 use deis_sdk::telemetry::docker_units::DockerUnitStats;
 use deis_sdk::tty::TtyConfig;
+use deis_sdk::tty::docker_hosts::DockerHostsTtyBroker;
 use deis_sdk::tty::kubernetes::KubernetesTtyBroker;
 use deis_sdk::tty::swarm::SwarmTtyBroker;
 use deis_sdk::{Listen, MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, SyslogListen};
@@ -388,6 +389,13 @@ impl Args {
                     let login = PullCredentials { username: login.username, password: login.password };
                     config.registry_logins.insert(host, login);
                 }
+                // `deis run` where the units run: in a unit's container, else a one-off
+                // container on a data-plane engine.
+                let broker =
+                    DockerHostsTtyBroker::connect(&config.hosts, &config.stack_image, config.registry_logins.clone())
+                        .await
+                        .map_err(|e| format!("--docker-host: {e}"))?;
+                b = b.tty_broker(std::sync::Arc::new(broker));
                 b = b.scheduler_with(move |ctx| async move {
                     let store = ctx.store.clone();
                     config.supervision = ctx.local_config();

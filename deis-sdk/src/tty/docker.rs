@@ -7,8 +7,10 @@
 //!   release image (labels `deis.app`, `deis.type`, `deis.run=true`, name
 //!   `<app>-run-<random>`), attached, started, waited for, and removed when the
 //!   session ends (the engine's auto-remove would race the exit-code wait).
-//! - A source release without a running container can't be run here
-//!   ([`TtyError::Unsupported`]).
+//! - A source release without a running container runs in a one-off container of the
+//!   stack image ([`DockerTtyBroker::with_stack_image`]) with the build copied to
+//!   [`APP_DIR`] first, as the Docker scheduler runs its units; without a stack image
+//!   it can't be run here ([`TtyError::Unsupported`]).
 //!
 //! TTY and pipe modes; resize via the exec/container resize API. A TTY session opened
 //! with a size starts with it: engines from API 1.42 take it at creation (`ConsoleSize`);
@@ -33,7 +35,7 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
-    ResizeContainerTTYOptions, ResizeExecOptions, WaitContainerOptions,
+    ResizeContainerTTYOptions, ResizeExecOptions, UploadToContainerOptions, WaitContainerOptions,
 };
 use deis_core::scheduler::Artifact;
 use deis_core::tty::{
@@ -45,6 +47,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::exec::{env_list, initial_size, session_argv, status_of};
+use crate::scheduler::docker::{APP_DIR, tar_of};
 
 /// Label holding a unit container's app id.
 pub const LABEL_APP: &str = "deis.app";
@@ -107,6 +110,7 @@ fn console_size(size: TermSize) -> Vec<usize> {
 pub struct DockerTtyBroker {
     docker: Docker,
     confinement: DockerConfinement,
+    stack_image: Option<String>,
 }
 
 /// How one-off containers and execs of sessions are confined. Always: every
@@ -185,7 +189,15 @@ enum Target {
 impl DockerTtyBroker {
     /// A broker on `docker` (already connected).
     pub fn new(docker: Docker) -> Self {
-        Self { docker, confinement: DockerConfinement::default() }
+        Self { docker, confinement: DockerConfinement::default(), stack_image: None }
+    }
+
+    /// The same broker running sessions of source builds with no running unit in a
+    /// one-off container of `image` (the Docker scheduler's stack image), the build
+    /// copied to [`APP_DIR`] and the working directory there.
+    pub fn with_stack_image(mut self, image: impl Into<String>) -> Self {
+        self.stack_image = Some(image.into());
+        self
     }
 
     /// The same broker confining sessions as `confinement` says.
@@ -315,9 +327,12 @@ impl DockerTtyBroker {
         }
     }
 
+    /// A one-off container of `image` for `spec`; `source` (a build directory) is copied
+    /// to [`APP_DIR`] before it starts, and is its working directory.
     async fn start_one_off(
         &self,
         image: &str,
+        source: Option<&std::path::Path>,
         spec: &SessionSpec,
     ) -> Result<(Target, LogStream, Pin<Box<dyn AsyncWrite + Send>>), TtyError> {
         let labels = HashMap::from([
@@ -336,6 +351,7 @@ impl DockerTtyBroker {
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             labels: Some(labels),
+            working_dir: source.map(|_| APP_DIR.to_string()),
             user: session_user(spec),
             // An init as PID 1, so the command gets signals like anywhere else (a PID 1
             // ignores the ones it has no handler for, even SIGKILL from inside).
@@ -369,6 +385,9 @@ impl DockerTtyBroker {
             ..Default::default()
         };
         let result = async {
+            if let Some(dir) = source {
+                self.copy_build_in(&created.id, dir).await?;
+            }
             let attached = self
                 .docker
                 .attach_container(&created.id, Some(attach))
@@ -394,6 +413,23 @@ impl DockerTtyBroker {
     }
 }
 
+impl DockerTtyBroker {
+    /// Copies the build at `dir` to [`APP_DIR`] in the (created, not started) container `id`.
+    async fn copy_build_in(&self, id: &str, dir: &std::path::Path) -> Result<(), TtyError> {
+        let dir = dir.to_path_buf();
+        let tar = tokio::task::spawn_blocking(move || tar_of(&dir))
+            .await
+            .map_err(|e| TtyError::Backend(Box::new(e)))?
+            .map_err(|e| TtyError::Invalid(format!("cannot pack the app's build for deis run: {e}")))?;
+        let opts = UploadToContainerOptions { path: "/".into(), ..Default::default() };
+        self.docker
+            .upload_to_container(id, Some(opts), bollard::body_full(tar.into()))
+            .await
+            .map_err(engine("copying the build into the one-off container"))?;
+        Ok(())
+    }
+}
+
 type LogStream = Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
 
 #[async_trait]
@@ -405,7 +441,11 @@ impl TtyBroker for DockerTtyBroker {
         let running = self.unit_container(&spec.app, &spec.proc_type).await?;
         let (target, mut output, mut input) = match (&running, &spec.artifact) {
             (Some(container), _) => self.start_exec(container, &spec).await?,
-            (None, Artifact::Image { reference }) => self.start_one_off(reference, &spec).await?,
+            (None, Artifact::Image { reference }) => self.start_one_off(reference, None, &spec).await?,
+            (None, Artifact::Source { dir }) if self.stack_image.is_some() => {
+                let stack = self.stack_image.as_deref().unwrap_or_default();
+                self.start_one_off(stack, Some(dir), &spec).await?
+            }
             (None, Artifact::Source { .. }) => {
                 return Err(TtyError::Unsupported(format!(
                     "app {} has no running {} container to exec into, and a source build can't start a one-off \

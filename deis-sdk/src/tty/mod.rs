@@ -33,6 +33,8 @@ pub mod client;
 mod directory;
 #[cfg(feature = "docker")]
 pub mod docker;
+#[cfg(feature = "docker")]
+pub mod docker_hosts;
 #[cfg(any(feature = "docker", feature = "kubernetes"))]
 mod exec;
 #[cfg(feature = "kubernetes")]

@@ -233,9 +233,37 @@ fn hello_from_source_and_as_an_image(
     (dir, deployed)
 }
 
+/// `deis run` of `app` (hello, two web units): the app's config in a running unit's
+/// container (its `DEIS_UNIT`, in `/app`); scaled to zero, in a one-off container (no
+/// `DEIS_UNIT`, also in `/app`) that no engine of `engines` keeps afterwards.
+fn deis_run_in_a_unit_then_a_one_off(cli: &Cli, app: &str, engines: &[&DockerEngine]) {
+    cli.run(&["config:set", "SOMECONFIG=from-the-engine", "-a", app]).ok();
+    wait_units(cli, app, "web", 2, "v3");
+    let run = ["run", "-a", app, "--", "sh", "-c", "echo $SOMECONFIG ${DEIS_UNIT:-one-off} $(pwd)"];
+    let out = cli.run(&run).ok();
+    let unit = format!("from-the-engine {app}.web.");
+    assert!(out.starts_with(&unit) && out.trim_end().ends_with(" /app"), "{out}");
+    // Running containers of `label`, or all of them (swarm keeps its tasks' stopped ones).
+    let containers = |label: &str, all: bool| {
+        let ids = engines.iter().map(|e| {
+            let list = if all { "-aq" } else { "-q" };
+            let out = e.docker().args(["ps", list, "--filter", &format!("label={label}")]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        });
+        ids.collect::<String>()
+    };
+    cli.run(&["scale", "web=0", "-a", app]).ok();
+    wait_for(T, &format!("no unit or container of {app} left"), || {
+        (pods(cli, app).is_empty() && containers(&format!("deis.app={app}"), false).is_empty()).then_some(())
+    });
+    assert_eq!(cli.run(&run).ok().trim(), "from-the-engine one-off /app");
+    wait_for(T, "the one-off container removed", || containers("deis.run=true", true).is_empty().then_some(()));
+}
+
 /// `examples/apps/hello` on two engines, as a source build (`deis deploy`, run on the
 /// stack image) and as an image (`deis pull`): both reach `up`, answer through the
-/// router, and scale over both engines.
+/// router, and scale over both engines; `deis run` of each runs in a unit's container,
+/// or in a one-off container when none runs.
 #[test]
 fn the_hello_app_runs_from_source_and_as_an_image_over_two_engines() {
     let Some(e1) = DockerEngine::start_private() else { return };
@@ -255,5 +283,9 @@ fn the_hello_app_runs_from_source_and_as_an_image_over_two_engines() {
     let (_dir, deployed) = hello_from_source_and_as_an_image(&d, &cli, &image);
     for (app, units) in deployed {
         assert_eq!(nodes_of(&units).len(), 2, "{app}: both units on one engine: {units:?}");
+    }
+    // deis run where the units run, for both kinds of release.
+    for app in ["fromsource", "fromimage"] {
+        deis_run_in_a_unit_then_a_one_off(&cli, app, &[&e1, &e2]);
     }
 }

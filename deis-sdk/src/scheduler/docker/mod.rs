@@ -83,7 +83,6 @@ use deis_core::time::Timestamp;
 use tokio::sync::broadcast;
 
 pub use self::host::{DockerHost, DockerHostError, Networking};
-#[cfg(feature = "swarm")]
 pub(crate) use self::pull::pull;
 pub use self::pull::registry_of;
 pub(crate) use self::runtime::tar_of;

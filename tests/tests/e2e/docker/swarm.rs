@@ -10,8 +10,8 @@ use deis_test_support::docker::DockerSwarm;
 use serde_json::Value;
 
 use super::{
-    HTTPD, LOST, body_through_router, deploy_and_scale, hello_from_source_and_as_an_image, hello_image,
-    killed_web_1_comes_back, nodes_of, rollout_under_load, start,
+    HTTPD, LOST, body_through_router, deis_run_in_a_unit_then_a_one_off, deploy_and_scale,
+    hello_from_source_and_as_an_image, hello_image, killed_web_1_comes_back, nodes_of, rollout_under_load, start,
 };
 
 /// On a one-node swarm: an image app deployed and scaled, every unit answering on its
@@ -165,23 +165,5 @@ fn the_hello_app_on_swarm_runs_from_source_and_as_an_image_logs_and_runs_one_off
         logs.contains("GET /after-rotation 200").then_some(())
     });
 
-    // deis run: the app's config, in a running unit's container.
-    cli.run(&["config:set", "SOMECONFIG=from-the-swarm", "-a", "fromsource"]).ok();
-    wait_units(&cli, "fromsource", "web", 2, "v3");
-    // A unit's container has its DEIS_UNIT, a one-off container none.
-    let run = ["run", "-a", "fromsource", "--", "sh", "-c", "echo $SOMECONFIG ${DEIS_UNIT:-one-off} $(pwd)"];
-    let out = cli.run(&run).ok();
-    assert!(out.starts_with("from-the-swarm fromsource.web.") && out.trim_end().ends_with(" /app"), "{out}");
-    // With no unit running: a one-off container of v3's image, gone afterwards.
-    cli.run(&["scale", "web=0", "-a", "fromsource"]).ok();
-    wait_for(T, "no fromsource unit or container left", || {
-        (pods(&cli, "fromsource").is_empty() && containers_of(swarm.engine().docker(), "fromsource").is_empty())
-            .then_some(())
-    });
-    assert_eq!(cli.run(&run).ok().trim(), "from-the-swarm one-off /app");
-    wait_for(T, "the one-off container removed", || {
-        let mut docker = swarm.engine().docker();
-        let out = docker.args(["ps", "-aq", "--filter", "label=deis.run=true"]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().is_empty().then_some(())
-    });
+    deis_run_in_a_unit_then_a_one_off(&cli, "fromsource", &[swarm.engine()]);
 }
