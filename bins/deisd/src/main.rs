@@ -419,6 +419,11 @@ impl Args {
                 }
                 config.policy = self.placement;
                 config.stack_image = self.stack_image.clone();
+                // Source builds go to the platform registry, for every node to pull.
+                if let Some(registry) = registry {
+                    let publisher = DockerfileBuilds::connect(&manager.endpoint, registry.clone())?;
+                    config.publisher = Some(std::sync::Arc::new(publisher));
+                }
                 // `deis run` in the release's image, on the manager's engine.
                 let broker = SwarmTtyBroker::connect(&manager.endpoint, config.registry_logins.clone())
                     .await

@@ -99,6 +99,16 @@ impl DockerfileBuilds {
 }
 
 /// `context` without what its `.dockerignore` excludes.
+/// Source builds committed on a swarm's manager go to the platform registry like
+/// Dockerfile builds, so every node pulls them by digest.
+#[cfg(feature = "swarm")]
+#[async_trait::async_trait]
+impl crate::scheduler::swarm::BuildPublisher for DockerfileBuilds {
+    async fn publish(&self, app: &AppName, local: &str) -> Result<String, String> {
+        self.push(app, local, &mut tokio::io::sink()).await
+    }
+}
+
 fn honour_dockerignore(context: Vec<u8>) -> Result<Vec<u8>, String> {
     match super::dockerignore::read_from_archive(&context)? {
         Some(ignore) if !ignore.is_empty() => {

@@ -27,7 +27,9 @@
 //!   and nothing changes (swarm itself would leave such tasks pending).
 //! - **Source builds** run on the [stack image](SwarmSchedulerConfig::stack_image) with
 //!   the build copied to [`APP_DIR`], committed as an image on the manager's engine
-//!   (`deis-build/<app>:v<release>`): other nodes need it from a registry.
+//!   (`deis-build/<app>:v<release>`) and, with a
+//!   [`publisher`](SwarmSchedulerConfig::publisher) (deisd's platform registry), pushed
+//!   there and run by digest so that every node can pull it.
 //! - **Logs**: with a [`syslog_address`](SwarmSchedulerConfig::syslog_address), units'
 //!   output goes from each node's engine to the logger through Docker's syslog log
 //!   driver (RFC 5424, tag `<app>.<type>.<slot>/<the app's ingest token>`, as the
@@ -110,6 +112,19 @@ pub struct SwarmSchedulerConfig {
     /// Credentials for registries, by `host[:port]` (the platform registry's): sent
     /// with every service change, so nodes can pull images from there.
     pub registry_logins: BTreeMap<String, PullCredentials>,
+    /// Where source builds' images are published so that every node can pull them (the
+    /// platform registry); without one they exist on the manager's engine only, which
+    /// serves a one-node swarm.
+    pub publisher: Option<Arc<dyn BuildPublisher>>,
+}
+
+/// Publishes the image of a source build, committed on the manager's engine, where the
+/// swarm's nodes pull from: deisd pushes it to the platform registry.
+#[async_trait]
+pub trait BuildPublisher: Send + Sync + std::fmt::Debug {
+    /// Publishes `local` (an image on the manager's engine) as an image of `app`; the
+    /// reference nodes pull, by digest.
+    async fn publish(&self, app: &AppName, local: &str) -> std::result::Result<String, String>;
 }
 
 impl SwarmSchedulerConfig {
@@ -128,6 +143,7 @@ impl SwarmSchedulerConfig {
             restart_delay: Duration::from_secs(1),
             poll_interval: Duration::from_millis(500),
             registry_logins: BTreeMap::new(),
+            publisher: None,
         }
     }
 }
@@ -149,6 +165,8 @@ pub struct SwarmScheduler {
     /// Changes are made one at a time (port blocks are picked from what is in use).
     changes: tokio::sync::Mutex<()>,
     watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Source builds' images already published, by local name.
+    published: Mutex<BTreeMap<String, String>>,
 }
 
 fn backend(what: &str, e: impl std::fmt::Display) -> SchedulerError {
@@ -201,6 +219,7 @@ impl SwarmScheduler {
             events: broadcast::channel(EVENT_BUFFER).0,
             changes: Default::default(),
             watcher: Mutex::new(None),
+            published: Default::default(),
             config,
         });
         let watcher = tokio::spawn(watch(Arc::downgrade(&s), s.config.poll_interval));
@@ -273,8 +292,26 @@ impl SwarmScheduler {
     }
 
     /// The image a spec runs: its own, or for a source build the stack image with the
-    /// build in [`APP_DIR`], committed on the manager's engine.
+    /// build in [`APP_DIR`], committed on the manager's engine and, with a
+    /// [`publisher`](SwarmSchedulerConfig::publisher), published for every node.
     async fn image_of(&self, spec: &AppSpec) -> Result<String> {
+        let local = self.build_of(spec).await?;
+        let Some(publisher) = &self.config.publisher else { return Ok(local) };
+        if matches!(spec.artifact, Artifact::Image { .. }) {
+            return Ok(local);
+        }
+        if let Some(published) = self.published.lock().unwrap_or_else(|e| e.into_inner()).get(&local) {
+            return Ok(published.clone());
+        }
+        let published = publisher.publish(&spec.app, &local).await.map_err(|e| {
+            SchedulerError::Backend(format!("publishing the source build {local} for the swarm's nodes: {e}").into())
+        })?;
+        self.published.lock().unwrap_or_else(|e| e.into_inner()).insert(local, published.clone());
+        Ok(published)
+    }
+
+    /// The image a spec runs on the manager's engine (see [`Self::image_of`]).
+    async fn build_of(&self, spec: &AppSpec) -> Result<String> {
         let dir = match &spec.artifact {
             Artifact::Image { reference } => return Ok(reference.clone()),
             Artifact::Source { dir } => dir.clone(),

@@ -7,11 +7,14 @@ use std::collections::BTreeSet;
 
 use deis_e2e::*;
 use deis_test_support::docker::DockerSwarm;
+use deis_test_support::registry::DockerRegistry;
+use deis_test_support::service::Service;
 use serde_json::Value;
 
 use super::{
     HTTPD, LOST, body_through_router, deis_run_in_a_unit_then_a_one_off, deploy_and_scale,
-    hello_from_source_and_as_an_image, hello_image, killed_web_1_comes_back, nodes_of, rollout_under_load, start,
+    hello_from_source_and_as_an_image, hello_image, hello_units_answering, killed_web_1_comes_back, nodes_of,
+    rollout_under_load, start,
 };
 
 /// On a one-node swarm: an image app deployed and scaled, every unit answering on its
@@ -123,6 +126,43 @@ fn a_two_node_swarm_spreads_units_keeps_them_off_the_control_plane_and_replaces_
     for _ in 0..4 {
         assert_eq!(body_through_router(&d, "pair"), "R".repeat(16));
     }
+}
+
+/// On a two-node swarm with a platform registry: the source build of hello, committed
+/// on the manager's engine, is pushed to the registry and every node pulls it by digest:
+/// its units run and answer on both nodes.
+#[test]
+fn a_source_build_on_a_two_node_swarm_is_published_and_runs_on_both_nodes() {
+    let Some(swarm) = DockerSwarm::start() else { return };
+    let Some(_worker) = swarm.join_worker() else { return };
+    let Some(registry) = DockerRegistry::start() else { return };
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let Some(stack) = swarm.engine().stack_image(cache) else { return };
+    let (manager, url) = (swarm.endpoint(), registry.url());
+    let flags = ["--scheduler", "swarm", "--stack-image", &stack, "--docker-host", &manager, "--registry", &url];
+    let (d, cli) = daemon_with_user(&flags);
+    wait_for(T, "two ready nodes", || {
+        let nodes = cli.run(&["nodes", "--json"]).json();
+        (nodes.as_array().map_or(0, Vec::len) == 2).then_some(())
+    });
+
+    let _dir = deploy_hello(&d, &cli, "spread");
+    cli.run(&["scale", "web=4", "-a", "spread"]).ok();
+    let units = wait_units(&cli, "spread", "web", 4, "v2");
+    assert_eq!(nodes_of(&units).len(), 2, "not on both nodes: {units:?}");
+    let format = "{{.Spec.TaskTemplate.ContainerSpec.Image}}";
+    let out = swarm.engine().docker().args(["service", "inspect", "spread_web", "--format", format]).output().unwrap();
+    let image = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let host = url.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/');
+    assert!(image.starts_with(&format!("{host}/spread")) && image.contains("@sha256:"), "not by digest: {image}");
+    let all: BTreeSet<String> = (1..=4).map(|n| format!("spread.web.{n}")).collect();
+    wait_for(T, "every unit of spread answering through the router", || {
+        let mut seen = BTreeSet::new();
+        for _ in 0..3 {
+            seen.extend(hello_units_answering(&d, "spread"));
+        }
+        (seen == all).then_some(())
+    });
 }
 
 /// On a one-node swarm: `examples/apps/hello` as a source build (`deis deploy`, run on
