@@ -7,6 +7,8 @@
 //! gigabytes of disk. nextest still runs every test in its own process. A suite that needs
 //! an adapter is compiled with that adapter's feature.
 
+#[cfg(feature = "docker")]
+mod busybox;
 #[cfg(feature = "etcd")]
 mod etcd_controller;
 #[cfg(feature = "etcd")]

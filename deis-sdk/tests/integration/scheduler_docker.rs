@@ -14,13 +14,14 @@ use deis_sdk::deis_core::model::limits::Resources;
 use deis_sdk::deis_core::model::{AppName, ExecProbe, Healthcheck, ProbeAction, Unit, UnitState};
 use deis_sdk::deis_core::scheduler::{AppSpec, Artifact, RestartFilter, Scheduler, SchedulerError};
 use deis_sdk::deis_core::store::RedbStore;
-use deis_sdk::deis_core::testing::{SchedulerHarness, sample_spec, scheduler_suite};
+use deis_sdk::deis_core::testing::{SchedulerHarness, scheduler_suite};
 use deis_sdk::logger::{IngestTokens, SyslogConfig, SyslogServer};
 use deis_sdk::scheduler::docker::{DockerHost, DockerScheduler, DockerSchedulerConfig, LABEL_UNIT};
 use deis_test_support::Service;
+
+use crate::busybox::{WEB, sample_app, up_units, web_only};
 use deis_test_support::docker::DockerEngine;
 use deis_test_support::eventually;
-use deis_test_support::http::Request;
 
 /// The suite's sample app on busybox: `web` serves `<DEIS_UNIT> <GREETING>` with
 /// busybox httpd on its `PORT`; `worker` sleeps. A crash is a `SIGKILL` through the
@@ -30,15 +31,10 @@ struct BusyboxHarness {
     engines: Vec<&'static DockerEngine>,
 }
 
-const WEB: &str = "mkdir -p /tmp/www && echo \"$DEIS_UNIT $GREETING\" > /tmp/www/index.html \
-    && exec httpd -f -p 127.0.0.1:$PORT -h /tmp/www";
-
 #[async_trait]
 impl SchedulerHarness for BusyboxHarness {
     fn sample_app(&self, app: &AppName, release: u64) -> AppSpec {
-        let artifact = Artifact::Image { reference: self.image.clone() };
-        let requests = Resources { cpu_millis: 100, memory_bytes: 32 << 20 };
-        sample_spec(app, release, artifact, requests, &[("web", WEB, 1), ("worker", "exec sleep 3600", 1)])
+        sample_app(&self.image, app, release)
     }
 
     async fn crash(&self, unit: &Unit) {
@@ -73,28 +69,6 @@ async fn one_engine_passes_the_scheduler_suite() {
     scheduler.shutdown().await;
 }
 
-/// Up units of `app`, as (name, node), once exactly `count` are up and answering.
-async fn up_units(s: &DockerScheduler, app: &str, count: usize) -> Vec<(String, String)> {
-    let app = process_app(app);
-    eventually(Duration::from_secs(60), "units up and answering", || async {
-        let units = s.units(&app).await.map_err(|e| e.to_string())?;
-        let up: Vec<&Unit> = units.iter().filter(|u| u.state == UnitState::Up).collect();
-        if up.len() != count || units.len() != count {
-            return Err(format!("{units:?}"));
-        }
-        for u in &up {
-            let addr = u.address.ok_or("no address")?;
-            let r =
-                Request::get("/").timeout(Duration::from_secs(5)).send_async(addr).await.map_err(|e| e.to_string())?;
-            if !r.body.contains(&u.name) {
-                return Err(format!("{} answered {:?}", u.name, r.body));
-            }
-        }
-        Ok(up.iter().map(|u| (u.name.clone(), u.node.clone())).collect())
-    })
-    .await
-}
-
 fn process_app(app: &str) -> AppName {
     deis_sdk::deis_core::testing::app_name(app)
 }
@@ -124,19 +98,11 @@ async fn two_engines_placement_tags_capacity_and_a_lost_engine() {
     config.down_grace = Duration::from_secs(1);
     let s = DockerScheduler::connect(config, RedbStore::in_memory()).await.expect("connect to both engines");
     let harness = BusyboxHarness { image, engines: vec![] };
-    let spec = |web: u32, cpu: u64, tags: &[(&str, &str)]| {
-        let mut spec = harness.sample_app(&process_app("two"), 1);
-        spec.processes.remove("worker");
-        let p = spec.processes.get_mut("web").unwrap();
-        p.count = web;
-        p.resources.cpu_millis = cpu;
-        spec.selector = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        spec
-    };
+    let spec = |web: u32, cpu: u64, tags: &[(&str, &str)]| web_only(&harness.image, "two", web, cpu, tags);
 
     // Spread over the data nodes, one each; nothing on the control plane.
     s.apply(spec(2, 300, &[])).await.unwrap();
-    let units = up_units(&s, "two", 2).await;
+    let units = up_units(&*s, "two", 2).await;
     let nodes: BTreeSet<&str> = units.iter().map(|(_, n)| n.as_str()).collect();
     assert_eq!(nodes, BTreeSet::from(["n1", "n2"]), "{units:?}");
 
@@ -161,7 +127,7 @@ async fn two_engines_placement_tags_capacity_and_a_lost_engine() {
     }
     s.apply(spec(2, 300, &[("zone", "a")])).await.unwrap();
     let units = eventually(Duration::from_secs(60), "both units on n1", || async {
-        let units = up_units(&s, "two", 2).await;
+        let units = up_units(&*s, "two", 2).await;
         units.iter().all(|(_, n)| n == "n1").then_some(units.clone()).ok_or(units)
     })
     .await;
@@ -171,7 +137,7 @@ async fn two_engines_placement_tags_capacity_and_a_lost_engine() {
     s.apply(spec(2, 300, &[])).await.unwrap();
     drop(e1);
     let units = eventually(Duration::from_secs(90), "every unit on n2", || async {
-        let units = up_units(&s, "two", 2).await;
+        let units = up_units(&*s, "two", 2).await;
         units.iter().all(|(_, n)| n == "n2").then_some(units.clone()).ok_or(units)
     })
     .await;
@@ -214,7 +180,7 @@ async fn source_builds_on_the_stack_image_log_through_syslog() {
     spec.processes.get_mut("web").unwrap().command = "exec sh web.sh".into();
     spec.artifact = Artifact::Source { dir: build.path().to_path_buf() };
     s.apply(spec).await.unwrap();
-    let units = up_units(&s, "src", 1).await;
+    let units = up_units(&*s, "src", 1).await;
     assert_eq!(units[0].0, "src.web.1");
 
     let lines = eventually(Duration::from_secs(20), "the unit's first line in the log", || async {
@@ -264,7 +230,7 @@ async fn a_unit_failing_its_liveness_probe_is_restarted_in_a_new_container() {
     });
     let mut events = s.subscribe();
     s.apply(spec).await.unwrap();
-    let units = up_units(&s, "alive", 2).await;
+    let units = up_units(&*s, "alive", 2).await;
     let container = |unit: &str| {
         let out =
             engine.docker().args(["ps", "-q", "--filter", &format!("label={LABEL_UNIT}={unit}")]).output().unwrap();
@@ -333,7 +299,7 @@ async fn a_restarted_scheduler_adopts_its_running_containers() {
 
     let first = connect().await;
     first.apply(spec.clone()).await.unwrap();
-    up_units(&first, "adopt", 2).await;
+    up_units(&*first, "adopt", 2).await;
     let before = first.units(&process_app("adopt")).await.unwrap();
     let ids = containers(engine, "adopt");
     assert_eq!(ids.len(), 2, "{ids:?}");
@@ -343,7 +309,7 @@ async fn a_restarted_scheduler_adopts_its_running_containers() {
 
     let second = connect().await;
     second.apply(spec.clone()).await.unwrap();
-    up_units(&second, "adopt", 2).await;
+    up_units(&*second, "adopt", 2).await;
     let after = second.units(&process_app("adopt")).await.unwrap();
     let addrs = |us: &[Unit]| us.iter().map(|u| (u.name.clone(), u.address)).collect::<Vec<_>>();
     assert_eq!(addrs(&after), addrs(&before), "adopted units keep their addresses");
@@ -355,7 +321,7 @@ async fn a_restarted_scheduler_adopts_its_running_containers() {
     let third = connect().await;
     spec.release = 2;
     third.apply(spec.clone()).await.unwrap();
-    up_units(&third, "adopt", 2).await;
+    up_units(&*third, "adopt", 2).await;
     let now = eventually(Duration::from_secs(30), "only the new containers left", || async {
         let now = containers(engine, "adopt");
         (now.len() == 2 && now.is_disjoint(&ids)).then_some(now.clone()).ok_or(now)

@@ -4,19 +4,18 @@
 //! the binary starts one swarm.
 #![cfg(feature = "swarm")]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deis_sdk::deis_core::model::limits::Resources;
 use deis_sdk::deis_core::model::{AppName, Unit, UnitState};
-use deis_sdk::deis_core::scheduler::{AppSpec, Artifact, ProcessSpec, Scheduler, SchedulerError};
-use deis_sdk::deis_core::testing::{SchedulerHarness, app_name, process_type, scheduler_suite};
+use deis_sdk::deis_core::scheduler::{AppSpec, Scheduler, SchedulerError};
+use deis_sdk::deis_core::testing::{SchedulerHarness, app_name, scheduler_suite};
 use deis_sdk::scheduler::swarm::{SwarmScheduler, SwarmSchedulerConfig, service_name};
 use deis_test_support::docker::DockerSwarm;
 use deis_test_support::eventually;
-use deis_test_support::http::Request;
+
+use crate::busybox::{sample_app, up_units, web_only};
 
 /// The suite's sample app on busybox: `web` serves `<DEIS_UNIT> <GREETING>` with busybox
 /// httpd on its `PORT`; `worker` sleeps. A crash is a `SIGKILL` through the engine.
@@ -25,33 +24,10 @@ struct BusyboxHarness<'a> {
     swarm: &'a DockerSwarm,
 }
 
-const WEB: &str = "mkdir -p /tmp/www && echo \"$DEIS_UNIT $GREETING\" > /tmp/www/index.html \
-    && exec httpd -f -p 127.0.0.1:$PORT -h /tmp/www";
-
 #[async_trait]
 impl SchedulerHarness for BusyboxHarness<'_> {
     fn sample_app(&self, app: &AppName, release: u64) -> AppSpec {
-        let process = |command: &str| ProcessSpec {
-            command: command.into(),
-            count: 1,
-            resources: Resources { cpu_millis: 100, memory_bytes: 32 << 20 },
-            limits: Resources::default(),
-            healthcheck: None,
-            liveness: None,
-        };
-        AppSpec {
-            app: app.clone(),
-            release,
-            artifact: Artifact::Image { reference: self.image.clone() },
-            env: BTreeMap::from([("GREETING".to_string(), format!("hello from v{release}"))]),
-            processes: BTreeMap::from([
-                (process_type("web"), process(WEB)),
-                (process_type("worker"), process("exec sleep 3600")),
-            ]),
-            selector: BTreeMap::new(),
-            identity: None,
-            pull_credentials: None,
-        }
+        sample_app(&self.image, app, release)
     }
 
     async fn crash(&self, unit: &Unit) {
@@ -86,28 +62,6 @@ fn config(swarm: &DockerSwarm) -> SwarmSchedulerConfig {
     config
 }
 
-/// Up units of `app` as (name, node) once exactly `count` are up and answer.
-async fn up_units(s: &SwarmScheduler, app: &str, count: usize) -> Vec<(String, String)> {
-    let app = app_name(app);
-    eventually(Duration::from_secs(60), "units up and answering", || async {
-        let units = s.units(&app).await.map_err(|e| e.to_string())?;
-        let up: Vec<&Unit> = units.iter().filter(|u| u.state == UnitState::Up).collect();
-        if up.len() != count || units.len() != count {
-            return Err(format!("{units:?}"));
-        }
-        for u in up.iter().filter(|u| u.proc_type == "web") {
-            let addr = u.address.ok_or("no address")?;
-            let r =
-                Request::get("/").timeout(Duration::from_secs(5)).send_async(addr).await.map_err(|e| e.to_string())?;
-            if !r.body.contains(&u.name) {
-                return Err(format!("{} answered {:?}", u.name, r.body));
-            }
-        }
-        Ok(up.iter().map(|u| (u.name.clone(), u.node.clone())).collect())
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swarm_passes_the_scheduler_suite_and_keeps_to_labels_planes_and_capacity() {
     let Some(swarm) = DockerSwarm::start() else { return };
@@ -128,10 +82,10 @@ async fn a_swarm_passes_the_scheduler_suite_and_keeps_to_labels_planes_and_capac
         spec
     };
     scheduler.apply(scale(1)).await.unwrap();
-    up_units(&scheduler, "keep", 1).await;
+    up_units(&*scheduler, "keep", 1).await;
     let one = scheduler.units(&keep).await.unwrap();
     scheduler.apply(scale(2)).await.unwrap();
-    up_units(&scheduler, "keep", 2).await;
+    up_units(&*scheduler, "keep", 2).await;
     let two = scheduler.units(&keep).await.unwrap();
     assert_eq!(instances(&two[..1]), instances(&one), "scaling up replaced a unit: {two:?}");
     let restart = deis_sdk::deis_core::scheduler::RestartFilter::default();
@@ -144,7 +98,7 @@ async fn a_swarm_passes_the_scheduler_suite_and_keeps_to_labels_planes_and_capac
     })
     .await;
     scheduler.apply(scale(3)).await.unwrap();
-    up_units(&scheduler, "keep", 3).await;
+    up_units(&*scheduler, "keep", 3).await;
     let three = scheduler.units(&keep).await.unwrap();
     assert_eq!(instances(&three[..2]), names, "scaling after a restart replaced a unit: {three:?}");
     assert!(three.iter().all(|u| u.restarts == 0), "a unit crashed: {three:?}");
@@ -152,21 +106,13 @@ async fn a_swarm_passes_the_scheduler_suite_and_keeps_to_labels_planes_and_capac
 
     // Tags select nodes by label; one no node carries is refused, naming what exists.
     swarm.update_node(swarm.engine(), &["--label-add", "zone=a"]);
-    let spec = |web: u32, cpu: u64, tags: &[(&str, &str)]| {
-        let mut spec = harness.sample_app(&app_name("tags"), 1);
-        spec.processes.remove("worker");
-        let p = spec.processes.get_mut("web").unwrap();
-        p.count = web;
-        p.resources.cpu_millis = cpu;
-        spec.selector = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        spec
-    };
+    let spec = |web: u32, cpu: u64, tags: &[(&str, &str)]| web_only(&harness.image, "tags", web, cpu, tags);
     match scheduler.apply(spec(1, 100, &[("zone", "mars")])).await {
         Err(SchedulerError::Invalid(msg)) => assert!(msg.contains("no node carries the label zone=mars"), "{msg}"),
         other => panic!("expected an unknown-tag refusal, got {other:?}"),
     }
     scheduler.apply(spec(2, 100, &[("zone", "a")])).await.unwrap();
-    let units = up_units(&scheduler, "tags", 2).await;
+    let units = up_units(&*scheduler, "tags", 2).await;
     assert_eq!(units.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["tags.web.1", "tags.web.2"]);
 
     // Beyond the node's capacity: refused, nothing changes.
