@@ -57,15 +57,18 @@ impl Stabiliser {
     /// Adds a reading at `now` and answers the count to scale to, if any.
     pub fn decide(&mut self, now: Instant, current: u32, wanted: u32, config: &AutoscaleConfig) -> Option<u32> {
         self.readings.push_back((now, wanted));
+        // Keep the newest reading from before the longest window began (it speaks for the
+        // window's start) and all after it. Dropping every reading older than the window
+        // instead left none old enough whenever the readings' timing jittered, and the
+        // window was never covered.
         let keep = config.up_window.max(config.down_window);
-        while self.readings.front().is_some_and(|(t, _)| now.duration_since(*t) > keep) {
+        while self.readings.get(1).is_some_and(|(t, _)| now.duration_since(*t) >= keep) {
             self.readings.pop_front();
         }
+        // The readings in force over the last `window`; `None` until it is covered.
         let covering = |window: Duration| {
-            let oldest = self.readings.front().map(|(t, _)| now.duration_since(*t)).unwrap_or_default();
-            let within: Vec<u32> =
-                self.readings.iter().filter(|(t, _)| now.duration_since(*t) <= window).map(|(_, w)| *w).collect();
-            (oldest >= window).then_some(within)
+            let start = self.readings.iter().rposition(|(t, _)| now.duration_since(*t) >= window)?;
+            Some(self.readings.range(start..).map(|(_, w)| *w).collect::<Vec<u32>>())
         };
         if wanted > current
             && let Some(w) = covering(config.up_window)
@@ -106,6 +109,9 @@ pub async fn run(
     tokio::pin!(stop);
     let mut state: HashMap<(String, ProcessType), Stabiliser> = HashMap::new();
     let mut tick = tokio::time::interval(config.interval);
+    // After a slow round (a scale waits for the scheduler), no burst of rounds on the
+    // same readings.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = &mut stop => return,
@@ -183,5 +189,32 @@ mod tests {
             assert_eq!(s.decide(at(t), 4, 2, &config), None, "{t}");
         }
         assert_eq!(s.decide(at(60), 4, 3, &config), Some(3), "60 s of fewer: the largest asked");
+    }
+
+    #[test]
+    fn windows_are_covered_when_readings_come_late() {
+        // Real ticks drift: every reading a little later than the interval.
+        let config = AutoscaleConfig {
+            interval: Duration::from_secs(10),
+            up_window: Duration::from_secs(30),
+            down_window: Duration::from_secs(60),
+        };
+        let t0 = Instant::now();
+        let at = |n: u64| t0 + Duration::from_millis(n * 10_007);
+        let mut s = Stabiliser::default();
+        let decisions: Vec<Option<u32>> = (0..=8).map(|n| s.decide(at(n), 3, 1, &config)).collect();
+        assert_eq!(decisions.iter().position(Option::is_some), Some(6), "{decisions:?}");
+        assert_eq!(decisions[6], Some(1));
+        let mut s = Stabiliser::default();
+        let decisions: Vec<Option<u32>> = (0..=4).map(|n| s.decide(at(n), 1, 3, &config)).collect();
+        assert_eq!(decisions, [None, None, None, Some(3), Some(3)]);
+        // A reading that asked for fewer just before the window began still counts.
+        let mut s = Stabiliser::default();
+        assert_eq!(s.decide(at(0), 3, 3, &config), None);
+        for n in 1..6 {
+            assert_eq!(s.decide(at(n), 3, 1, &config), None, "{n}");
+        }
+        assert_eq!(s.decide(at(6), 3, 1, &config), None, "the reading in force at the window's start asked for 3");
+        assert_eq!(s.decide(at(7), 3, 1, &config), Some(1));
     }
 }
