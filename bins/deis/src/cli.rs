@@ -264,6 +264,34 @@ pub enum Command {
         minutes: u64,
     },
 
+    /// List the app's autoscaling bounds.
+    #[command(name = "autoscale:list", visible_alias = "autoscale")]
+    AutoscaleList,
+    /// Scale a process type between --min and --max units on its average cpu: more units
+    /// when it stays above --cpu-percent (of one core per unit), fewer when below.
+    #[command(name = "autoscale:set")]
+    AutoscaleSet {
+        /// The process type (web).
+        #[arg(value_name = "TYPE")]
+        proc_type: String,
+        /// Fewest units (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        min: u32,
+        /// Most units (at least --min, at most 1000).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        max: u32,
+        /// Target average cpu per unit, in percent (1 to 100).
+        #[arg(long = "cpu-percent", value_parser = clap::value_parser!(u32).range(1..=100))]
+        cpu_percent: u32,
+    },
+    /// Stop autoscaling a process type (its units stay as they are).
+    #[command(name = "autoscale:unset")]
+    AutoscaleUnset {
+        /// The process type (web).
+        #[arg(value_name = "TYPE")]
+        proc_type: String,
+    },
+
     /// List the nodes units run on: capacity, allocation, labels, planes, health (admins).
     #[command(name = "nodes:list", visible_alias = "nodes")]
     NodesList,

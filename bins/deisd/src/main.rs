@@ -206,6 +206,16 @@ struct Args {
     /// Whether process types with `deis autoscale:set` bounds are scaled on their cpu: on or off.
     #[arg(long, env = "DEIS_AUTOSCALE", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
     autoscale: bool,
+    /// How often the autoscaler looks at the units' cpu (`10s`). It reads what the
+    /// telemetry loop collected, so keep it at least `--telemetry-interval`.
+    #[arg(long, env = "DEIS_AUTOSCALE_INTERVAL", value_parser = duration)]
+    autoscale_interval: Option<Duration>,
+    /// How long every reading must ask for more units before the autoscaler adds any (`30s`).
+    #[arg(long, env = "DEIS_AUTOSCALE_UP_WINDOW", value_parser = duration)]
+    autoscale_up_window: Option<Duration>,
+    /// How long every reading must ask for fewer units before the autoscaler removes any (`3m`).
+    #[arg(long, env = "DEIS_AUTOSCALE_DOWN_WINDOW", value_parser = duration)]
+    autoscale_down_window: Option<Duration>,
 }
 
 fn on_off(s: &str) -> Result<bool, String> {
@@ -289,8 +299,14 @@ impl Args {
         if !self.autoscale {
             settings.autoscale = None;
         }
-        if self.scheduler == SchedulerUri::Docker {
-            // The units are containers: their usage comes from the engines' stats API.
+        if let Some(autoscale) = &mut settings.autoscale {
+            autoscale.interval = self.autoscale_interval.unwrap_or(autoscale.interval);
+            autoscale.up_window = self.autoscale_up_window.unwrap_or(autoscale.up_window);
+            autoscale.down_window = self.autoscale_down_window.unwrap_or(autoscale.down_window);
+        }
+        if matches!(self.scheduler, SchedulerUri::Docker | SchedulerUri::Swarm) {
+            // The units are containers: their usage comes from the engines' stats API (a
+            // swarm's: its manager's engine; other nodes' units by the agent there).
             let endpoints: Vec<String> = self.docker_hosts()?.into_iter().map(|h| h.endpoint).collect();
             settings.unit_stats = Some(std::sync::Arc::new(DockerUnitStats::connect(&endpoints)?));
         }
@@ -646,6 +662,27 @@ mod tests {
         let e = parse(&["--telemetry-config", file.to_str().unwrap()]).unwrap().telemetry().unwrap_err();
         assert!(e.starts_with("--telemetry-config") && e.contains("line 1"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_autoscaler_takes_its_interval_and_windows_from_flags() {
+        let secs = Duration::from_secs;
+        let d = parse(&[]).unwrap().telemetry().unwrap().autoscale.unwrap();
+        assert_eq!((d.interval, d.up_window, d.down_window), (secs(10), secs(30), secs(180)));
+        let a =
+            parse(&["--autoscale-interval", "500ms", "--autoscale-up-window", "2s", "--autoscale-down-window", "4s"])
+                .unwrap();
+        let c = a.telemetry().unwrap().autoscale.unwrap();
+        assert_eq!((c.interval, c.up_window, c.down_window), (Duration::from_millis(500), secs(2), secs(4)));
+        assert!(
+            parse(&["--autoscale", "off", "--autoscale-interval", "1s"])
+                .unwrap()
+                .telemetry()
+                .unwrap()
+                .autoscale
+                .is_none()
+        );
+        assert!(parse(&["--autoscale-down-window", "0s"]).unwrap_err().contains("more than 0"));
     }
 
     #[test]

@@ -2,16 +2,30 @@
 
 Every response names the unit that served it (DEIS_UNIT) and carries the value of the
 GREETING config var, so you can watch round-robin routing and config changes.
+`GET /burn?ms=N` first burns about N ms of cpu (at most 1000), so a request load makes
+the unit busy: watch `deis autoscale:set` add units.
 """
 
+import hashlib
 import os
 import signal
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 UNIT = os.environ.get("DEIS_UNIT", "unknown")
 RELEASE = os.environ.get("DEIS_RELEASE", "v0")
+BLOCK = b"\0" * (256 * 1024)
+
+
+def burn(ms):
+    """Uses about `ms` milliseconds of this thread's cpu. hashlib lets go of the GIL on
+    large inputs, so concurrent requests keep several cores busy."""
+    until = time.thread_time() + min(max(ms, 0), 1000) / 1000
+    while time.thread_time() < until:
+        hashlib.sha256(BLOCK).digest()
 
 
 class Hello(BaseHTTPRequestHandler):
@@ -24,8 +38,16 @@ class Hello(BaseHTTPRequestHandler):
 
     def do_GET(self):
         greeting = os.environ.get("GREETING", "Hello")
-        if self.path == "/healthz":
+        url = urlsplit(self.path)
+        if url.path == "/healthz":
             body = b"ok\n"
+        elif url.path == "/burn":
+            try:
+                ms = int(parse_qs(url.query).get("ms", ["50"])[0])
+            except ValueError:
+                ms = 50
+            burn(ms)
+            body = f"{greeting} from {UNIT} ({RELEASE}), burnt {ms} ms\n".encode()
         else:
             body = f"{greeting} from {UNIT} ({RELEASE})\n".encode()
         self.send_response(200)

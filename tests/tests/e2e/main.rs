@@ -7,6 +7,7 @@
 
 mod access;
 mod addons;
+mod autoscale;
 mod build_limits;
 mod builder;
 mod daemon;

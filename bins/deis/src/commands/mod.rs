@@ -4,6 +4,7 @@ mod access;
 pub mod addons;
 mod apps;
 mod auth;
+mod autoscale;
 mod certs;
 mod config;
 mod deploy;
@@ -25,7 +26,7 @@ mod updates;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use deis_core::{AppName, ValidationError, validate};
+use deis_core::{AppName, Autoscale, ValidationError, validate};
 use deis_sdk::client::{Client, ClientError, PackError};
 use serde::Serialize;
 
@@ -225,6 +226,11 @@ pub async fn run(cli: Cli) -> Result {
 
         Command::NodesList => nodes::list(&ctx).await,
         Command::Metrics { minutes } => metrics::show(&ctx, minutes).await,
+        Command::AutoscaleList => autoscale::list(&ctx).await,
+        Command::AutoscaleSet { proc_type, min, max, cpu_percent } => {
+            autoscale::set(&ctx, &proc_type, Autoscale { min, max, cpu_percent }).await
+        }
+        Command::AutoscaleUnset { proc_type } => autoscale::unset(&ctx, &proc_type).await,
         Command::UpdatesApps => updates::apps(&ctx).await,
         Command::UpdatesCreate { id, name } => updates::create(&ctx, &id, name.as_deref()).await,
         Command::UpdatesStatus { id } => updates::status(&ctx, &id).await,
