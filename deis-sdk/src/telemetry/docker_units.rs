@@ -1,11 +1,13 @@
 //! Unit usage of containers from the Docker engine's stats API (feature `docker`): the
 //! [`UnitStatsSource`] of platforms whose units run on the Docker scheduler.
 //!
-//! Each reading lists the engines' running containers labelled
-//! [`deis.unit`](crate::scheduler::docker::LABEL_UNIT) and asks the engine for a
+//! Each reading lists the engines' running unit containers and asks the engine for a
 //! one-shot stats sample of those the collector wants: cpu is the container's total
 //! cpu time, memory its usage less the page cache the kernel can drop
-//! (`inactive_file`), as `docker stats` shows it.
+//! (`inactive_file`), as `docker stats` shows it. A container is a unit's when it is
+//! labelled [`deis.unit`](crate::scheduler::docker::LABEL_UNIT) (the Docker
+//! scheduler's), or when it is a swarm task of a Deis service (the swarm scheduler's:
+//! `deis.app` and `deis.type` labels, the slot from swarm's task name).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,6 +20,10 @@ use futures_util::StreamExt;
 
 use super::units::{RawUsage, UnitStatsSource};
 use crate::scheduler::docker::LABEL_UNIT;
+use crate::tty::docker::{LABEL_APP, LABEL_TYPE};
+
+/// Swarm's label on a task's container: `<service>.<slot>.<task id>`.
+const LABEL_SWARM_TASK_NAME: &str = "com.docker.swarm.task.name";
 
 /// How long one engine may take to list or sample; a slow one is skipped this round.
 const ENGINE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,18 +53,20 @@ impl DockerUnitStats {
 
     /// Running unit containers of `docker`, by unit name.
     async fn unit_containers(docker: &Docker) -> Result<HashMap<String, String>, bollard::errors::Error> {
-        let opts = ListContainersOptions {
-            filters: Some(HashMap::from([("label".to_string(), vec![LABEL_UNIT.to_string()])])),
-            ..Default::default()
-        };
-        let list = docker.list_containers(Some(opts)).await?;
-        Ok(list
-            .into_iter()
-            .filter_map(|c| {
-                let unit = c.labels?.remove(LABEL_UNIT)?;
-                Some((unit, c.id?))
-            })
-            .collect())
+        // Label filters are ANDed: one listing per kind of unit container.
+        let mut out = HashMap::new();
+        for labels in [vec![LABEL_UNIT.to_string()], vec![LABEL_APP.to_string(), LABEL_SWARM_TASK_NAME.to_string()]] {
+            let opts = ListContainersOptions {
+                filters: Some(HashMap::from([("label".to_string(), labels)])),
+                ..Default::default()
+            };
+            for c in docker.list_containers(Some(opts)).await? {
+                if let (Some(unit), Some(id)) = (c.labels.as_ref().and_then(unit_of), c.id) {
+                    out.entry(unit).or_insert(id);
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn sample(docker: &Docker, id: &str) -> Option<RawUsage> {
@@ -66,6 +74,22 @@ impl DockerUnitStats {
         let stats = docker.stats(id, Some(opts)).next().await?.ok()?;
         usage_of(&stats)
     }
+}
+
+/// The unit a container's labels name: `deis.unit`, or for a swarm task
+/// `<deis.app>.<deis.type>.<slot>`, the slot read from its task name
+/// (`<service>.<slot>.<task id>`).
+pub fn unit_of(labels: &HashMap<String, String>) -> Option<String> {
+    if let Some(unit) = labels.get(LABEL_UNIT) {
+        return Some(unit.clone());
+    }
+    let (app, ty) = (labels.get(LABEL_APP)?, labels.get(LABEL_TYPE)?);
+    let mut task = labels.get(LABEL_SWARM_TASK_NAME)?.rsplitn(3, '.');
+    let (Some(_id), Some(slot), Some(_service)) = (task.next(), task.next(), task.next()) else { return None };
+    let slot: u32 = slot.parse().ok()?;
+    deis_core::AppName::new(app.as_str()).ok()?;
+    deis_core::ProcessType::new(ty.as_str()).ok()?;
+    Some(Unit::name_for(app, ty, slot))
 }
 
 /// A unit's usage from one stats sample; `None` when the engine gave no cpu figure
@@ -110,6 +134,29 @@ impl UnitStatsSource for DockerUnitStats {
 mod tests {
     use super::*;
     use bollard::models::{ContainerCpuStats, ContainerCpuUsage, ContainerMemoryStats};
+
+    #[test]
+    fn containers_are_matched_to_units_by_their_labels() {
+        let labels = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(unit_of(&labels(&[(LABEL_UNIT, "shop.web.2")])).as_deref(), Some("shop.web.2"));
+        let task = [(LABEL_APP, "shop"), (LABEL_TYPE, "web"), (LABEL_SWARM_TASK_NAME, "deis-shop-web.3.x1y2z3")];
+        assert_eq!(unit_of(&labels(&task)).as_deref(), Some("shop.web.3"));
+        assert_eq!(unit_of(&labels(&task[..2])), None, "not a swarm task");
+        assert_eq!(
+            unit_of(&labels(&[(LABEL_APP, "shop"), (LABEL_TYPE, "web"), (LABEL_SWARM_TASK_NAME, "svc.x.id")])),
+            None
+        );
+        assert_eq!(
+            unit_of(&labels(&[(LABEL_APP, "Shop!"), (LABEL_TYPE, "web"), (LABEL_SWARM_TASK_NAME, "s.1.id")])),
+            None
+        );
+        // A global service's tasks are named by node, not slot: not a Deis unit.
+        assert_eq!(
+            unit_of(&labels(&[(LABEL_APP, "shop"), (LABEL_TYPE, "web"), (LABEL_SWARM_TASK_NAME, "s.nodeid.id")])),
+            None
+        );
+        assert_eq!(unit_of(&labels(&[])), None);
+    }
 
     #[test]
     fn memory_leaves_out_the_page_cache() {

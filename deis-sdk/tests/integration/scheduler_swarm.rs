@@ -1,7 +1,7 @@
 //! [`SwarmScheduler`] on a real one-node swarm (a private dockerd, `docker swarm init`
 //! on loopback) with a busybox image built offline: the `scheduler_suite` conformance
-//! suite, then placement constraints (node labels, planes) and capacity. One test, so
-//! the binary starts one swarm.
+//! suite, then placement constraints (node labels, planes), capacity and the unit stats
+//! telemetry reads from the engine. One test, so the binary starts one swarm.
 #![cfg(feature = "swarm")]
 
 use std::sync::Arc;
@@ -12,6 +12,8 @@ use deis_sdk::deis_core::model::{AppName, Unit, UnitState};
 use deis_sdk::deis_core::scheduler::{AppSpec, Scheduler, SchedulerError};
 use deis_sdk::deis_core::testing::{SchedulerHarness, app_name, scheduler_suite};
 use deis_sdk::scheduler::swarm::{SwarmScheduler, SwarmSchedulerConfig, service_name};
+use deis_sdk::telemetry::UnitStatsSource;
+use deis_sdk::telemetry::docker_units::DockerUnitStats;
 use deis_test_support::docker::DockerSwarm;
 use deis_test_support::eventually;
 
@@ -103,6 +105,31 @@ async fn a_swarm_passes_the_scheduler_suite_and_keeps_to_labels_planes_and_capac
     assert_eq!(instances(&three[..2]), names, "scaling after a restart replaced a unit: {three:?}");
     assert!(three.iter().all(|u| u.restarts == 0), "a unit crashed: {three:?}");
     scheduler.remove(&keep).await.unwrap();
+
+    // Telemetry reads a swarm task container's usage from the engine, by unit name: a
+    // busy unit's cpu time grows and its memory is read; a unit without a task has none.
+    let busy = app_name("busy");
+    let mut spec = harness.sample_app(&busy, 1);
+    spec.processes.remove("web");
+    spec.processes.get_mut("worker").unwrap().command = "while :; do :; done".into();
+    scheduler.apply(spec).await.unwrap();
+    let stats = DockerUnitStats::connect(&[swarm.endpoint()]).unwrap();
+    let (unit, first) = eventually(Duration::from_secs(60), "a reading of busy.worker.1", || async {
+        let units = scheduler.units(&busy).await.map_err(|e| e.to_string())?;
+        let mut usage = stats.usage(&units).await;
+        let reading = usage.remove("busy.worker.1").filter(|u| u.memory_bytes > 0);
+        reading.map(|r| (units[0].clone(), r)).ok_or_else(|| format!("{units:?} {usage:?}"))
+    })
+    .await;
+    eventually(Duration::from_secs(30), "busy.worker.1's cpu time to grow", || async {
+        let usage = stats.usage(std::slice::from_ref(&unit)).await;
+        usage.get("busy.worker.1").filter(|u| u.cpu_seconds > first.cpu_seconds + 0.2).copied()
+    })
+    .await;
+    let mut absent = unit.clone();
+    absent.name = "busy.worker.2".into();
+    assert!(stats.usage(&[absent]).await.is_empty(), "a unit without a task has no reading");
+    scheduler.remove(&busy).await.unwrap();
 
     // Tags select nodes by label; one no node carries is refused, naming what exists.
     swarm.update_node(swarm.engine(), &["--label-add", "zone=a"]);
