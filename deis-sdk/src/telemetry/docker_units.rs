@@ -158,6 +158,21 @@ mod tests {
         assert_eq!(unit_of(&labels(&[])), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_labels_give_a_well_formed_unit_or_none(app in "\\PC{0,40}", ty in "\\PC{0,20}", task in "\\PC{0,80}") {
+            let labels = HashMap::from([
+                (LABEL_APP.to_string(), app.clone()),
+                (LABEL_TYPE.to_string(), ty.clone()),
+                (LABEL_SWARM_TASK_NAME.to_string(), task),
+            ]);
+            if let Some(unit) = unit_of(&labels) {
+                let slot = unit.strip_prefix(&format!("{app}.{ty}.")).and_then(|n| n.parse::<u32>().ok());
+                proptest::prop_assert!(slot.is_some(), "{unit}");
+            }
+        }
+    }
+
     #[test]
     fn memory_leaves_out_the_page_cache() {
         let mut stats = ContainerStatsResponse {
