@@ -168,31 +168,7 @@ fn measured_wrk(port: u16, seconds: u64, conns: u64, pids: &[u32]) -> Wrk {
 
 /// User + system CPU seconds used so far by the processes `pids` (all their threads).
 fn cpu_seconds(pids: &[u32]) -> f64 {
-    let hz = clock_ticks_per_second();
-    let ticks: u64 = pids
-        .iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .map(|stat| {
-            // Fields after the `(comm)`: state ppid ... utime (11th) stime (12th).
-            let rest = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        })
-        .sum();
-    ticks as f64 / hz
-}
-
-fn clock_ticks_per_second() -> f64 {
-    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *HZ.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .unwrap_or(100.0)
-    })
+    pids.iter().filter_map(|pid| deis_test_support::proc::cpu_seconds(*pid)).sum()
 }
 
 /// The worker processes of the nginx master `master`.

@@ -62,6 +62,29 @@ pub fn stat(pid: u32) -> Option<Stat> {
     Some(Stat { state, ppid, pgid })
 }
 
+/// User + system cpu seconds `pid` (all its threads) used so far, from
+/// `/proc/<pid>/stat` (counted in clock ticks, usually 10 ms); `None` if it is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the `(comm)`: state is the first field, utime the 12th, stime the 13th.
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i)?.parse::<u64>().ok();
+    Some((ticks(11)? + ticks(12)?) as f64 / clock_ticks_per_second())
+}
+
+/// Clock ticks per second of `/proc` cpu times (`getconf CLK_TCK`, 100 if unknown).
+pub fn clock_ticks_per_second() -> f64 {
+    static HZ: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
 /// Whether `pid` is gone: no such process, or a zombie (dead, waiting to be reaped).
 pub fn gone(pid: u32) -> bool {
     stat(pid).is_none_or(|s| matches!(s.state, 'Z' | 'X'))

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use deis_e2e::binary;
 use deis_test_support::http::Request;
-use deis_test_support::{free_addr, wait_for};
+use deis_test_support::{free_addr, proc, wait_for};
 
 /// What Prometheus 2.x sends when it scrapes.
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
@@ -79,25 +79,6 @@ impl Exporter {
     }
 }
 
-/// User + system cpu seconds of `pid` so far (all its threads).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the `(comm)`: state is the first, utime the 12th, stime the 13th.
-    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (ticks(11) + ticks(12)) as f64 / clock_ticks_per_second()
-}
-
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 /// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
 fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -135,7 +116,7 @@ fn main() {
         node_addr,
     );
     let mut exporters = [agent, node];
-    let before: Vec<f64> = exporters.iter().map(|e| cpu_seconds(e.pid())).collect();
+    let before: Vec<f64> = exporters.iter().map(|e| proc::cpu_seconds(e.pid()).unwrap_or(0.0)).collect();
     let started = Instant::now();
     let (mut next, end) = (started + interval, started + Duration::from_secs(seconds));
     // A benchmark paces its scrapes: it sleeps until the next one is due.
@@ -158,7 +139,7 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut cpus = Vec::new();
     for (e, before) in exporters.iter().zip(&before) {
-        let cpu = cpu_seconds(e.pid()) - before;
+        let cpu = proc::cpu_seconds(e.pid()).unwrap_or(0.0) - before;
         let scrapes = (e.scrapes - 1).max(1);
         cpus.push(cpu);
         println!(
