@@ -53,7 +53,8 @@ pub struct Autoscale {
     pub min: u32,
     /// Most units.
     pub max: u32,
-    /// Target cpu use per unit, in percent of its cpu limit.
+    /// Target cpu use per unit, in percent of its cpu request (else its limit, else one
+    /// core), as Kubernetes' HPA counts utilisation.
     pub cpu_percent: u32,
 }
 

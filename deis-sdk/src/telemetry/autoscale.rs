@@ -5,7 +5,10 @@
 //! flap: it scales up only when every reading over the up-window asked for more (and
 //! then to the smallest of them), down only when every reading over the down-window
 //! asked for fewer (and then to the largest). Each change is a normal scale, logged as
-//! `autoscaler scaled web=3`. Cpu is in percent of one core per unit.
+//! `Scaled to web=3 by autoscaler`. Cpu is in percent of what a unit requests
+//! (`deis limits:set --cpu web=500m`: 100% is half a core; the request of a
+//! `REQUEST/LIMIT` pair), as the HPA counts it, or of one core when the type has no cpu
+//! set.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -137,7 +140,11 @@ pub async fn run(
                 } else if cpus.is_empty() {
                     None
                 } else {
-                    let average = cpus.iter().sum::<f64>() / cpus.len() as f64;
+                    let basis = match controller.config(&autoscaler(), &app.id).await {
+                        Ok(config) => cpu_basis_millis(&config, ty),
+                        Err(_) => 1000,
+                    };
+                    let average = cpus.iter().sum::<f64>() / cpus.len() as f64 * 1000.0 / basis as f64;
                     let w = wanted(current, average, bounds);
                     state.entry((app.id.to_string(), ty.clone())).or_default().decide(now, current, w, &config)
                 };
@@ -155,6 +162,13 @@ pub async fn run(
     }
 }
 
+/// What 100% cpu of a `proc_type` unit is, in millicores: its cpu request, else its
+/// limit, else one core.
+fn cpu_basis_millis(config: &deis_core::Config, proc_type: &str) -> u64 {
+    let (request, limit) = (config.resources(proc_type).cpu_millis, config.limits(proc_type).cpu_millis);
+    [request, limit].into_iter().find(|m| *m > 0).unwrap_or(1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +180,16 @@ mod tests {
         assert_eq!(wanted(2, 700.0, &b), 6, "capped at max");
         assert_eq!(wanted(4, 5.0, &b), 2, "floored at min");
         assert_eq!(wanted(3, 75.0, &b), 3, "within the tolerance");
+    }
+
+    #[test]
+    fn cpu_is_counted_against_the_request_else_the_limit_else_one_core() {
+        let mut config = deis_core::Config::initial(&deis_core::testing::app_name("burner"), "alice");
+        config.cpu.insert("web".into(), "250m/2".into());
+        config.cpu.insert("worker".into(), "500m".into());
+        assert_eq!(cpu_basis_millis(&config, "web"), 250);
+        assert_eq!(cpu_basis_millis(&config, "worker"), 500);
+        assert_eq!(cpu_basis_millis(&config, "clock"), 1000);
     }
 
     #[test]
