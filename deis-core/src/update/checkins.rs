@@ -61,8 +61,13 @@ impl CheckIn {
             record.version.clone_from(&self.record.version);
             record.last_check = at;
         }
-        let ours = self.events.last().map_or(at, |(_, e)| e.at.max(at));
-        if record.last_check <= ours && record.last_event().is_none_or(|e| e.at < ours) {
+        // Our events come after those stored (even within the same second); a check-in
+        // alone says less than an event of the same second.
+        let says_more = match self.events.last() {
+            Some((_, ours)) => record.last_event().is_none_or(|e| e.at <= ours.at.max(at)),
+            None => record.last_event().is_none_or(|e| e.at < at),
+        };
+        if record.last_check <= self.events.last().map_or(at, |(_, e)| e.at.max(at)) && says_more {
             record.status = self.record.status;
         }
         record.events.extend(self.events.iter().map(|(_, e)| e.clone()));
@@ -76,11 +81,11 @@ impl CheckIn {
 
     /// The record as this server knows it given the stored record `stored` (and its
     /// revision); `None` while a flush may have written this check-in into `stored`
-    /// already (wait for the flush, then read again).
-    pub(super) fn merged(&self, stored: Option<(Instance, Revision)>) -> Option<Instance> {
+    /// already (wait for the flush, then read again). `quiet`: no flush runs.
+    pub(super) fn merged(&self, stored: Option<(Instance, Revision)>, quiet: bool) -> Option<Instance> {
         match stored {
             Some((record, rev)) if rev != self.base || self.stale => {
-                if self.in_flight {
+                if self.in_flight && !quiet {
                     return None;
                 }
                 let mut record = record;

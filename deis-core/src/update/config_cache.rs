@@ -51,7 +51,11 @@ impl Drop for ConfigCache {
 
 impl ConfigCache {
     /// `key`, from the cache, else from `store` (and cached while the watches run).
-    pub(super) async fn get(self: &Arc<Self>, store: &Arc<dyn Store>, key: &str) -> Result<Option<KeyValue>, StoreError> {
+    pub(super) async fn get(
+        self: &Arc<Self>,
+        store: &Arc<dyn Store>,
+        key: &str,
+    ) -> Result<Option<KeyValue>, StoreError> {
         if let Some(kv) = self.lock().get(key) {
             return Ok(Some(kv.clone()));
         }

@@ -95,7 +95,8 @@ impl StoreUpdateChannel {
     /// check-in), the store revision it is built on, and that check-in. From the
     /// check-in alone when it is up to date with this server's writes, unless `fresh`
     /// (then the store is read: another server may have changed the record).
-    async fn instance(&self, key: &str, fresh: bool) -> Result<Option<Found>> {
+    /// `quiet`: the caller holds off flushes ([`CheckIns::quiet`]).
+    async fn instance(&self, key: &str, fresh: bool, quiet: bool) -> Result<Option<Found>> {
         loop {
             if !fresh
                 && let Some(pending) = self.checkins.get(key)
@@ -109,7 +110,7 @@ impl StoreUpdateChannel {
             let Some(pending) = self.checkins.get(key) else {
                 return Ok(stored.map(|(record, rev)| Found { record, rev, pending: None, read: true }));
             };
-            match pending.merged(stored) {
+            match pending.merged(stored, quiet) {
                 Some(record) => return Ok(Some(Found { record, rev, pending: Some(pending), read: true })),
                 // A flush may have written the check-in already: read once it is over.
                 None => drop(self.checkins.quiet().await),
@@ -358,14 +359,17 @@ impl UpdateChannel for StoreUpdateChannel {
         self.known_app(&app).await?;
         let (gkey, ikey) = (group_key(&app, &group_name), instance_key(&app, &who.instance));
         let mut fresh = false;
+        // Held (no flush runs) while this check writes the record at once.
+        let mut quiet = None;
         for _ in 0..MAX_ATTEMPTS {
             let (mut group, grev) = self.cached::<Group>(&gkey, "group", &group_name).await?;
             let (channel, _) =
                 self.cached::<Channel>(&channel_key(&app, &group.channel), "channel", &group.channel).await?;
-            let Found { record: mut instance, rev: irev, pending, read } = match self.instance(&ikey, fresh).await? {
-                Some(found) => found,
-                None => Found { record: fresh_instance(who, &group_name, now), rev: 0, pending: None, read: true },
-            };
+            let Found { record: mut instance, rev: irev, pending, read } =
+                match self.instance(&ikey, fresh, quiet.is_some()).await? {
+                    Some(found) => found,
+                    None => Found { record: fresh_instance(who, &group_name, now), rev: 0, pending: None, read: true },
+                };
             let grant_before = instance.grant.clone();
             instance.group.clone_from(&group_name);
             instance.last_check = Timestamp::from_unix_seconds(now);
@@ -423,6 +427,13 @@ impl UpdateChannel for StoreUpdateChannel {
                     Buffered::Raced => continue,
                 }
             }
+            if quiet.is_none() {
+                // A write made at once takes the buffered check-in along: no flush may
+                // write it meanwhile (it would be written twice). Decide again, held.
+                quiet = Some(self.checkins.quiet().await);
+                fresh = true;
+                continue;
+            }
             let written = self.store.txn(txn.put(&ikey, encode(&instance))).await?.succeeded;
             // The group's window changed, or the cached group was out of date.
             self.config.invalidate();
@@ -442,11 +453,13 @@ impl UpdateChannel for StoreUpdateChannel {
         let now = event.at.unix_seconds();
         // A failure is recorded on the stored record (it marks the offered version).
         let mut fresh = event.is_error();
+        let mut quiet = None;
         for _ in 0..MAX_ATTEMPTS {
-            let Found { record: mut instance, rev: irev, pending, .. } = match self.instance(&ikey, fresh).await? {
-                Some(found) => found,
-                None => Found { record: fresh_instance(who, &group_name, now), rev: 0, pending: None, read: true },
-            };
+            let Found { record: mut instance, rev: irev, pending, .. } =
+                match self.instance(&ikey, fresh, quiet.is_some()).await? {
+                    Some(found) => found,
+                    None => Found { record: fresh_instance(who, &group_name, now), rev: 0, pending: None, read: true },
+                };
             if let Some(status) = event.status() {
                 instance.status = status;
             }
@@ -465,6 +478,12 @@ impl UpdateChannel for StoreUpdateChannel {
                     Buffered::Yes => return Ok(instance),
                     Buffered::Raced => continue,
                 }
+            }
+            if quiet.is_none() {
+                // Written at once with the buffered check-in: no flush meanwhile.
+                quiet = Some(self.checkins.quiet().await);
+                fresh = true;
+                continue;
             }
             let mut txn = Txn::new().when(&ikey, irev);
             if event.is_error() {

@@ -232,7 +232,9 @@ async fn the_update_channel_on_etcd_passes_its_suite() {
 async fn update_replicas_see_each_others_configuration_changes_at_once() {
     use deis_sdk::deis_core::UpdateChannel;
     use deis_sdk::deis_core::testing::sample_package;
-    use deis_sdk::deis_core::update::{CheckOutcome, GroupSpec, InstanceRef, NoUpdate, RolloutPolicy, StoreUpdateChannel};
+    use deis_sdk::deis_core::update::{
+        CheckOutcome, GroupSpec, InstanceRef, NoUpdate, RolloutPolicy, StoreUpdateChannel,
+    };
     let Some(etcd) = EtcdServer::shared() else { return };
     let prefix = format!("update-replicas-{}/", free_addr().port());
     let mut replicas = Vec::new();
@@ -257,7 +259,8 @@ async fn update_replicas_see_each_others_configuration_changes_at_once() {
     let mut granted = 0;
     for (n, r) in replicas.iter().enumerate() {
         for m in 0..2 {
-            if matches!(r.check(&who(&format!("m{n}-{m}"), "1.0.0"), true, now).await.unwrap(), CheckOutcome::Update(_)) {
+            if matches!(r.check(&who(&format!("m{n}-{m}"), "1.0.0"), true, now).await.unwrap(), CheckOutcome::Update(_))
+            {
                 granted += 1;
             }
         }

@@ -73,10 +73,7 @@ async fn grants_stay_exact_across_servers_with_cached_groups() {
     // `b` caches the group with its window empty, then `a` uses the one grant.
     assert_eq!(b.check(&who("m0", "2.0.0"), true, NOON).await.unwrap(), CheckOutcome::NoUpdate(NoUpdate::UpToDate));
     assert!(matches!(a.check(&who("m1", "1.0.0"), true, NOON).await.unwrap(), CheckOutcome::Update(_)));
-    assert_eq!(
-        b.check(&who("m2", "1.0.0"), true, NOON).await.unwrap(),
-        CheckOutcome::NoUpdate(NoUpdate::PeriodLimit)
-    );
+    assert_eq!(b.check(&who("m2", "1.0.0"), true, NOON).await.unwrap(), CheckOutcome::NoUpdate(NoUpdate::PeriodLimit));
     // A pause through this server shows at once.
     b.set_paused(APP, "stable", true).await.unwrap();
     assert_eq!(b.check(&who("m1", "1.0.0"), true, NOON).await.unwrap(), CheckOutcome::NoUpdate(NoUpdate::Paused));
