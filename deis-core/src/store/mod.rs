@@ -260,6 +260,14 @@ pub trait Store: Send + Sync + Debug {
     /// Revokes a lease now, deleting its keys. Revoking an unknown lease is not an error.
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()>;
 
+    /// Most compares, and separately most ops, one transaction may hold (etcd's
+    /// `--max-txn-ops`); `None` when the store has no such limit. Writers of many
+    /// records pack them into as few transactions as this allows: one commit (one disk
+    /// sync) instead of many.
+    fn max_txn_ops(&self) -> Option<usize> {
+        None
+    }
+
     /// Sets a key unconditionally; returns the new revision.
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision> {
         Ok(self.txn(Txn::new().put(key, value)).await?.revision)

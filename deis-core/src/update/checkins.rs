@@ -1,13 +1,17 @@
-//! Check-ins buffered in memory: a check that changes neither a grant nor an event
-//! only moves an instance's last check, version, group and status, so it is kept here
-//! and written in batches ([`FLUSH_INTERVAL`], or sooner once [`FLUSH_RECORDS`]
-//! wait) instead of in one synced transaction per check.
+//! Check-ins buffered in memory: a check or event that changes neither a grant nor a
+//! failed version and is not an error only moves an instance's last check, version,
+//! group, status and event list, none of which drives the rollout. It is kept here and
+//! written in batches ([`FLUSH_INTERVAL`], or sooner once [`FLUSH_RECORDS`] wait), a
+//! batch in as few transactions as the store allows ([`Store::max_txn_ops`]: one on
+//! the embedded store), instead of in one synced transaction per request.
 //!
-//! Each buffered check-in is merged into a fresh read of the record when written, so
-//! events and grants written meanwhile (by this server or another) are never
-//! overwritten. A write of the record that this server makes at once (a grant, an
-//! event) takes the buffered check-in along. Reads of this server (checks, the
-//! instance list) see the buffered check-ins.
+//! A buffered record remembers the store revision it was built on: a flush writes it
+//! as it is on that condition, and when another writer got in between, merges the
+//! check-in (its fields, and its events appended) into a fresh read instead, so events
+//! and grants written meanwhile (by this server or another) are never overwritten and
+//! no event is written twice. A write of the record that this server makes at once (a
+//! grant, an error event) takes the buffered check-in along. Reads of this server
+//! (checks, the instance list) see the buffered check-ins.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,48 +20,102 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{Instance, Result, UpdateError};
+use super::{EVENTS_PER_INSTANCE, Instance, InstanceEvent, Result, UpdateError};
 use crate::store::records::{encode, get_json};
-use crate::store::{Store, Txn};
+use crate::store::{Revision, Store, Txn};
 
 /// Longest a check-in waits in memory before it is written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Check-ins waiting that trigger a write before [`FLUSH_INTERVAL`].
 pub const FLUSH_RECORDS: usize = 4096;
-/// Records per transaction: a compare and a put each, within etcd's default
-/// `--max-txn-ops` of 128.
-const RECORDS_PER_TXN: usize = 64;
 /// Times a batch is read and tried again after another writer got in between.
 const MAX_ATTEMPTS: usize = 32;
 
-/// One buffered check-in: the instance's record as the check left it.
+/// One buffered check-in: the instance's record as this server left it.
 #[derive(Debug, Clone)]
 pub(super) struct CheckIn {
     /// Tells this check-in from a later one of the same instance.
     seq: u64,
     record: Instance,
+    /// The store revision of the record `record` was built on (0: none was stored).
+    base: Revision,
+    /// The base may be out of date (a write of this server changed the record since):
+    /// read the store before deciding on `record`.
+    stale: bool,
+    /// A flush is writing it (or the check-in it was built on): a read of the store
+    /// may already hold it until the flush is over.
+    in_flight: bool,
+    /// Events received since the last write, oldest first, each with its number.
+    events: Vec<(u64, InstanceEvent)>,
 }
 
 impl CheckIn {
-    /// Applies the check-in to `record` as read from the store: its last check,
-    /// group and version, and its status unless an event received since says more.
+    /// Applies the check-in to `record` as read from the store: its last check, group
+    /// and version, its status unless an event received since says more, and its
+    /// events.
     pub(super) fn apply(&self, record: &mut Instance) {
         let at = self.record.last_check;
-        if record.last_check > at {
-            return; // a later check-in (of another server) is written already
+        // A later check-in (of another server) may be written already.
+        if record.last_check <= at {
+            record.group.clone_from(&self.record.group);
+            record.version.clone_from(&self.record.version);
+            record.last_check = at;
         }
-        record.group.clone_from(&self.record.group);
-        record.version.clone_from(&self.record.version);
-        record.last_check = at;
-        if record.last_event().is_none_or(|e| e.at < at) {
+        // Our events come after those stored (even within the same second); a check-in
+        // alone says less than an event of the same second.
+        let says_more = match self.events.last() {
+            Some((_, ours)) => record.last_event().is_none_or(|e| e.at <= ours.at.max(at)),
+            None => record.last_event().is_none_or(|e| e.at < at),
+        };
+        if record.last_check <= self.events.last().map_or(at, |(_, e)| e.at.max(at)) && says_more {
             record.status = self.record.status;
+        }
+        record.events.extend(self.events.iter().map(|(_, e)| e.clone()));
+        let over = record.events.len().saturating_sub(EVENTS_PER_INSTANCE);
+        record.events.drain(..over);
+        // It says it runs the version it was offered: that offer is done.
+        if record.last_check <= at && record.grant.as_ref().is_some_and(|g| g.version == self.record.version) {
+            record.grant = None;
         }
     }
 
-    /// The record to create when the store has none.
+    /// The record as this server knows it given the stored record `stored` (and its
+    /// revision); `None` while a flush may have written this check-in into `stored`
+    /// already (wait for the flush, then read again). `quiet`: no flush runs.
+    pub(super) fn merged(&self, stored: Option<(Instance, Revision)>, quiet: bool) -> Option<Instance> {
+        match stored {
+            Some((record, rev)) if rev != self.base || self.stale => {
+                if self.in_flight && !quiet {
+                    return None;
+                }
+                let mut record = record;
+                self.apply(&mut record);
+                Some(record)
+            }
+            _ => Some(self.record.clone()),
+        }
+    }
+
+    /// The record as this server knows it.
     pub(super) fn record(&self) -> &Instance {
         &self.record
     }
+
+    /// The store revision the record was built on, when it is known to be current as
+    /// far as this server's writes go (`None`: read the store).
+    pub(super) fn base(&self) -> Option<Revision> {
+        (!self.stale).then_some(self.base)
+    }
+}
+
+/// What [`CheckIns::buffer`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Buffered {
+    /// Buffered: the next flush writes it.
+    Yes,
+    /// Another check-in of the instance was buffered since this one was read: read
+    /// again and decide again.
+    Raced,
 }
 
 /// The buffer, shared by the clones of a channel and its flusher task.
@@ -66,6 +124,8 @@ pub(super) struct CheckIns {
     pending: Mutex<HashMap<String, CheckIn>>,
     next_seq: AtomicU64,
     flusher_started: AtomicBool,
+    /// One flush at a time (the flusher's and a shutdown's), so none writes an event twice.
+    flushing: tokio::sync::Mutex<()>,
     /// Wakes the flusher early when [`FLUSH_RECORDS`] wait.
     wake: Arc<Notify>,
 }
@@ -86,70 +146,141 @@ impl CheckIns {
         self.lock().iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, c)| (k.clone(), c.clone())).collect()
     }
 
-    /// Forgets the check-in `seen` of `key` once a write took it along (unless a later
-    /// one came meanwhile).
-    pub(super) fn settled(&self, key: &str, seen: Option<&CheckIn>) {
-        let Some(seen) = seen else { return };
-        let mut pending = self.lock();
-        if pending.get(key).is_some_and(|c| c.seq == seen.seq) {
+    /// After a write of `written` (the check-in a record written at `key` took along):
+    /// forgets it, or, when a later check-in (built on it) came meanwhile, the events
+    /// the write carried. `verbatim`: the revision of the write when it stored exactly
+    /// `written`'s record (so the later check-in's base moves to it); otherwise the
+    /// later one must read the store again.
+    fn written(pending: &mut HashMap<String, CheckIn>, key: &str, written: &CheckIn, verbatim: Option<Revision>) {
+        let Some(now) = pending.get_mut(key) else { return };
+        if now.seq == written.seq {
             pending.remove(key);
+            return;
+        }
+        let carried = written.events.last().map_or(0, |(n, _)| *n);
+        now.events.retain(|(n, _)| *n > carried);
+        now.in_flight = false;
+        match verbatim {
+            Some(rev) if now.base == written.base && !now.stale && !written.stale => now.base = rev,
+            _ => now.stale = true,
         }
     }
 
-    /// Buffers `record` at `key` for `store`; false (nothing buffered: write it now)
-    /// outside a Tokio runtime, where no flusher can run.
-    pub(super) fn buffer(self: &Arc<Self>, store: &Arc<dyn Store>, key: String, record: Instance) -> bool {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return false };
-        if !self.flusher_started.swap(true, Ordering::AcqRel) {
+    /// Whether check-ins can be buffered here (inside a Tokio runtime, where the
+    /// flusher runs); otherwise records are written at once.
+    pub(super) fn can_buffer() -> bool {
+        tokio::runtime::Handle::try_current().is_ok()
+    }
+
+    /// Waits until no flush is writing.
+    pub(super) async fn quiet(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.flushing.lock().await
+    }
+
+    /// After a write made at once took the check-in `seen` along: see [`Self::written`].
+    pub(super) fn settled(&self, key: &str, seen: Option<&CheckIn>) {
+        if let Some(seen) = seen {
+            Self::written(&mut self.lock(), key, seen, None);
+        }
+    }
+
+    /// Buffers `record` at `key`, built on the store revision `base` and the check-in
+    /// `seen` (the one waiting when the record was read), with `event` received now.
+    /// Only where [`Self::can_buffer`].
+    pub(super) fn buffer(
+        self: &Arc<Self>,
+        store: &Arc<dyn Store>,
+        key: &str,
+        record: Instance,
+        base: Revision,
+        seen: Option<&CheckIn>,
+        event: Option<InstanceEvent>,
+    ) -> Buffered {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && !self.flusher_started.swap(true, Ordering::AcqRel)
+        {
             runtime.spawn(flusher(Arc::downgrade(self), store.clone(), self.wake.clone()));
         }
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let waiting = {
             let mut pending = self.lock();
-            pending.insert(key, CheckIn { seq, record });
+            let now = pending.get(key);
+            if now.map(|c| c.seq) != seen.map(|c| c.seq) {
+                return Buffered::Raced;
+            }
+            let mut events = now.map(|c| c.events.clone()).unwrap_or_default();
+            events.extend(event.map(|e| (seq, e)));
+            let in_flight = now.is_some_and(|c| c.in_flight);
+            pending.insert(key.to_string(), CheckIn { seq, record, base, stale: false, in_flight, events });
             pending.len()
         };
         if waiting >= FLUSH_RECORDS {
             self.wake.notify_one();
         }
-        true
+        Buffered::Yes
     }
 
     /// Writes every buffered check-in to `store`. On an error, what was not written
     /// stays buffered for the next flush.
     pub(super) async fn flush(&self, store: &dyn Store) -> Result<()> {
-        let batch: Vec<(String, CheckIn)> = std::mem::take(&mut *self.lock()).into_iter().collect();
-        for (i, chunk) in batch.chunks(RECORDS_PER_TXN).enumerate() {
-            if let Err(e) = write_chunk(store, chunk).await {
-                let mut pending = self.lock();
-                for (key, checkin) in &batch[i * RECORDS_PER_TXN..] {
-                    // A later check-in of the same instance supersedes this one.
-                    pending.entry(key.clone()).or_insert_with(|| checkin.clone());
+        let _one = self.flushing.lock().await;
+        // Check-ins stay visible (and in the map) until written; those that arrive
+        // meanwhile build on them.
+        let batch: Vec<(String, CheckIn)> = self
+            .lock()
+            .iter_mut()
+            .map(|(k, c)| {
+                c.in_flight = true;
+                (k.clone(), c.clone())
+            })
+            .collect();
+        // A record is a compare and a put.
+        let per_txn = store.max_txn_ops().unwrap_or(usize::MAX).max(1);
+        for chunk in batch.chunks(per_txn) {
+            match write_chunk(store, chunk).await {
+                Ok((revision, verbatim)) => {
+                    let mut pending = self.lock();
+                    for ((key, checkin), verbatim) in chunk.iter().zip(verbatim) {
+                        Self::written(&mut pending, key, checkin, verbatim.then_some(revision));
+                    }
                 }
-                return Err(e);
+                Err(e) => {
+                    // Not written: they wait for the next flush.
+                    self.lock().values_mut().for_each(|c| c.in_flight = false);
+                    return Err(e);
+                }
             }
         }
         Ok(())
     }
 }
 
-/// Writes `chunk` in one transaction, each check-in merged into the record as it is
-/// now; reads again and retries when another writer got in between.
-async fn write_chunk(store: &dyn Store, chunk: &[(String, CheckIn)]) -> Result<()> {
-    for _ in 0..MAX_ATTEMPTS {
+/// Writes `chunk` in one transaction: each record as built on its base revision (no
+/// read), except those whose base is out of date, which are merged into the record as
+/// it is now; when another writer got in between, every check-in is merged into a
+/// fresh read, and tried again while writers keep getting in between. The revision of
+/// the write, and for each check-in whether its record was written as built.
+async fn write_chunk(store: &dyn Store, chunk: &[(String, CheckIn)]) -> Result<(Revision, Vec<bool>)> {
+    for attempt in 0..MAX_ATTEMPTS {
         let mut txn = Txn::new();
+        let mut verbatim = Vec::with_capacity(chunk.len());
         for (key, checkin) in chunk {
-            let (record, rev) = match get_json::<Instance>(store, key).await? {
-                Some((mut record, rev)) => {
-                    checkin.apply(&mut record);
-                    (record, rev)
-                }
-                None => (checkin.record.clone(), 0),
+            let (record, rev) = match checkin.base() {
+                Some(base) if attempt == 0 => (encode(&checkin.record), base),
+                _ => match get_json::<Instance>(store, key).await? {
+                    Some((mut record, rev)) => {
+                        checkin.apply(&mut record);
+                        (encode(&record), rev)
+                    }
+                    None => (encode(&checkin.record), 0),
+                },
             };
-            txn = txn.when(key.as_str(), rev).put(key.as_str(), encode(&record));
+            verbatim.push(attempt == 0 && checkin.base().is_some());
+            txn = txn.when(key.as_str(), rev).put(key.as_str(), record);
         }
-        if store.txn(txn).await?.succeeded {
-            return Ok(());
+        let result = store.txn(txn).await?;
+        if result.succeeded {
+            return Ok((result.revision, verbatim));
         }
     }
     Err(UpdateError::Conflict(

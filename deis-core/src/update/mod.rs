@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use checkins::{FLUSH_INTERVAL, FLUSH_RECORDS};
-pub use config_cache::CONFIG_TTL;
+pub use config_cache::CONFIG_PREFIXES;
 pub use policy::{Decision, NoUpdate, RolloutPolicy};
 pub use store_channel::StoreUpdateChannel;
 

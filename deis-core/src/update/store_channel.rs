@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::checkins::{CheckIn, CheckIns};
+use super::checkins::{Buffered, CheckIn, CheckIns};
 use super::config_cache::ConfigCache;
 use super::policy::{self, Decision, NoUpdate, RolloutPolicy};
 use super::{
@@ -52,10 +52,12 @@ fn instance_key(app: &str, id: &str) -> String {
 /// transaction conditioned on both records' revisions, so concurrent servers never
 /// grant more than the policy allows; on a conflict it reads again and decides again.
 ///
-/// Checks that change no grant are cheap: configuration is cached for up to
-/// [`CONFIG_TTL`](super::CONFIG_TTL) and check-ins are buffered in memory for up to
-/// [`FLUSH_INTERVAL`](super::FLUSH_INTERVAL); call [`UpdateChannel::flush`] before
-/// shutting down.
+/// Checks that change no grant are cheap: configuration is cached in memory and
+/// forgotten as soon as a watch of the store reports a change of it (on any server:
+/// [`CONFIG_PREFIXES`](super::CONFIG_PREFIXES)), and check-ins and events that are no
+/// grant or failure are buffered in memory for up to
+/// [`FLUSH_INTERVAL`](super::FLUSH_INTERVAL), then written in as few transactions as the
+/// store takes; call [`UpdateChannel::flush`] before shutting down.
 #[derive(Debug, Clone)]
 pub struct StoreUpdateChannel {
     store: Arc<dyn Store>,
@@ -72,7 +74,7 @@ impl StoreUpdateChannel {
     /// The canonical id of an application that exists.
     async fn known_app(&self, id: &str) -> Result<String> {
         let id = canonical_app_id(id)?;
-        match self.config.get(&*self.store, &app_key(&id)).await? {
+        match self.config.get(&self.store, &app_key(&id)).await? {
             Some(_) => Ok(id),
             None => Err(UpdateError::unknown_app(&id)),
         }
@@ -84,24 +86,36 @@ impl StoreUpdateChannel {
 
     /// A configuration record, from the cache while fresh.
     async fn cached<T: DeserializeOwned>(&self, key: &str, kind: &'static str, name: &str) -> Result<(T, u64)> {
-        let kv: Option<KeyValue> = self.config.get(&*self.store, key).await?;
+        let kv: Option<KeyValue> = self.config.get(&self.store, key).await?;
         let kv = kv.ok_or_else(|| UpdateError::NotFound { kind, name: name.into(), hint: "" })?;
         Ok((decode(&kv)?, kv.mod_revision))
     }
 
     /// The instance record at `key` as this server knows it (with its buffered
-    /// check-in), its revision, and that check-in.
-    async fn instance(&self, key: &str) -> Result<Option<(Instance, u64, Option<CheckIn>)>> {
-        let pending = self.checkins.get(key);
-        Ok(match self.get::<Instance>(key).await? {
-            Some((mut instance, rev)) => {
-                if let Some(checkin) = &pending {
-                    checkin.apply(&mut instance);
-                }
-                Some((instance, rev, pending))
+    /// check-in), the store revision it is built on, and that check-in. From the
+    /// check-in alone when it is up to date with this server's writes, unless `fresh`
+    /// (then the store is read: another server may have changed the record).
+    /// `quiet`: the caller holds off flushes ([`CheckIns::quiet`]).
+    async fn instance(&self, key: &str, fresh: bool, quiet: bool) -> Result<Option<Found>> {
+        loop {
+            if !fresh
+                && let Some(pending) = self.checkins.get(key)
+                && let Some(base) = pending.base()
+            {
+                let record = pending.record().clone();
+                return Ok(Some(Found { record, rev: base, pending: Some(pending), read: false }));
             }
-            None => pending.map(|c| (c.record().clone(), 0, Some(c))),
-        })
+            let stored = self.get::<Instance>(key).await?;
+            let rev = stored.as_ref().map_or(0, |(_, rev)| *rev);
+            let Some(pending) = self.checkins.get(key) else {
+                return Ok(stored.map(|(record, rev)| Found { record, rev, pending: None, read: true }));
+            };
+            match pending.merged(stored, quiet) {
+                Some(record) => return Ok(Some(Found { record, rev, pending: Some(pending), read: true })),
+                // A flush may have written the check-in already: read once it is over.
+                None => drop(self.checkins.quiet().await),
+            }
+        }
     }
 
     async fn must<T: DeserializeOwned>(&self, key: &str, kind: &'static str, name: &str) -> Result<(T, u64)> {
@@ -133,6 +147,17 @@ impl StoreUpdateChannel {
     }
 }
 
+/// An instance record as [`StoreUpdateChannel::instance`] finds it.
+struct Found {
+    record: Instance,
+    /// The store revision it is built on (0: none stored).
+    rev: u64,
+    /// The buffered check-in it includes.
+    pending: Option<CheckIn>,
+    /// Whether the store was read (else it is the buffered record).
+    read: bool,
+}
+
 fn contended(key: &str) -> UpdateError {
     UpdateError::Conflict(format!("{key} keeps changing under concurrent writers; try again"))
 }
@@ -147,6 +172,14 @@ fn fresh_instance(who: &InstanceRef, group: &str, now: u64) -> Instance {
         grant: None,
         failed_version: None,
         events: Vec::new(),
+    }
+}
+
+/// Adds `event` to the instance's last events.
+fn push_event(instance: &mut Instance, event: InstanceEvent) {
+    instance.events.push(event);
+    if instance.events.len() > EVENTS_PER_INSTANCE {
+        instance.events.remove(0);
     }
 }
 
@@ -325,14 +358,18 @@ impl UpdateChannel for StoreUpdateChannel {
         let (app, group_name) = check_ref(who)?;
         self.known_app(&app).await?;
         let (gkey, ikey) = (group_key(&app, &group_name), instance_key(&app, &who.instance));
+        let mut fresh = false;
+        // Held (no flush runs) while this check writes the record at once.
+        let mut quiet = None;
         for _ in 0..MAX_ATTEMPTS {
             let (mut group, grev) = self.cached::<Group>(&gkey, "group", &group_name).await?;
             let (channel, _) =
                 self.cached::<Channel>(&channel_key(&app, &group.channel), "channel", &group.channel).await?;
-            let (mut instance, irev, pending) = match self.instance(&ikey).await? {
-                Some(found) => found,
-                None => (fresh_instance(who, &group_name, now), 0, None),
-            };
+            let Found { record: mut instance, rev: irev, pending, read } =
+                match self.instance(&ikey, fresh, quiet.is_some()).await? {
+                    Some(found) => found,
+                    None => Found { record: fresh_instance(who, &group_name, now), rev: 0, pending: None, read: true },
+                };
             let grant_before = instance.grant.clone();
             instance.group.clone_from(&group_name);
             instance.last_check = Timestamp::from_unix_seconds(now);
@@ -349,11 +386,17 @@ impl UpdateChannel for StoreUpdateChannel {
             } else {
                 Decision::NoUpdate(NoUpdate::NotAsked)
             };
+            if matches!(decision, Decision::Update { .. }) && !read {
+                // An offer is decided on the stored record (another server may have
+                // recorded a failure of this instance since).
+                fresh = true;
+                continue;
+            }
             let mut txn = Txn::new().when(&ikey, irev);
             let outcome = match decision {
                 Decision::Update { version, new_grant } => {
                     // Packages are immutable: a cached one is right.
-                    let package: Option<KeyValue> = self.config.get(&*self.store, &package_key(&app, &version)).await?;
+                    let package: Option<KeyValue> = self.config.get(&self.store, &package_key(&app, &version)).await?;
                     let Some(package) = package.as_ref().map(decode::<Package>).transpose()? else {
                         return Err(UpdateError::NotFound {
                             kind: "package",
@@ -376,18 +419,29 @@ impl UpdateChannel for StoreUpdateChannel {
                     CheckOutcome::NoUpdate(why)
                 }
             };
-            // Only grants (and the events of `record_event`) drive the rollout: a
-            // check-in that changes none waits in memory for the next batch.
-            if instance.grant == grant_before && self.checkins.buffer(&self.store, ikey.clone(), instance.clone()) {
-                return Ok(outcome);
+            // Only grants (and error events) drive the rollout: a check-in that
+            // changes none waits in memory for the next batch.
+            if instance.grant == grant_before && CheckIns::can_buffer() {
+                match self.checkins.buffer(&self.store, &ikey, instance, irev, pending.as_ref(), None) {
+                    Buffered::Yes => return Ok(outcome),
+                    Buffered::Raced => continue,
+                }
+            }
+            if quiet.is_none() {
+                // A write made at once takes the buffered check-in along: no flush may
+                // write it meanwhile (it would be written twice). Decide again, held.
+                quiet = Some(self.checkins.quiet().await);
+                fresh = true;
+                continue;
             }
             let written = self.store.txn(txn.put(&ikey, encode(&instance))).await?.succeeded;
-            // The group's window changed, or the cached group was stale.
+            // The group's window changed, or the cached group was out of date.
             self.config.invalidate();
             if written {
                 self.checkins.settled(&ikey, pending.as_ref());
                 return Ok(outcome);
             }
+            fresh = true;
         }
         Err(contended(&ikey))
     }
@@ -397,18 +451,39 @@ impl UpdateChannel for StoreUpdateChannel {
         self.known_app(&app).await?;
         let (gkey, ikey) = (group_key(&app, &group_name), instance_key(&app, &who.instance));
         let now = event.at.unix_seconds();
+        // A failure is recorded on the stored record (it marks the offered version).
+        let mut fresh = event.is_error();
+        let mut quiet = None;
         for _ in 0..MAX_ATTEMPTS {
-            let (mut instance, irev, pending) = match self.instance(&ikey).await? {
-                Some(found) => found,
-                None => (fresh_instance(who, &group_name, now), 0, None),
-            };
+            let Found { record: mut instance, rev: irev, pending, .. } =
+                match self.instance(&ikey, fresh, quiet.is_some()).await? {
+                    Some(found) => found,
+                    None => Found { record: fresh_instance(who, &group_name, now), rev: 0, pending: None, read: true },
+                };
             if let Some(status) = event.status() {
                 instance.status = status;
             }
             // The instance says what it runs; an offer of that version is done.
             instance.version.clone_from(&who.version);
-            if instance.grant.as_ref().is_some_and(|g| g.version == who.version) {
+            let offer_done = instance.grant.as_ref().is_some_and(|g| g.version == who.version);
+            if offer_done {
                 instance.grant = None;
+            }
+            // Only grants and failures drive the rollout: any other event waits in
+            // memory for the next batch.
+            if !event.is_error() && !offer_done && CheckIns::can_buffer() {
+                push_event(&mut instance, event.clone());
+                let buffered = instance.clone();
+                match self.checkins.buffer(&self.store, &ikey, buffered, irev, pending.as_ref(), Some(event.clone())) {
+                    Buffered::Yes => return Ok(instance),
+                    Buffered::Raced => continue,
+                }
+            }
+            if quiet.is_none() {
+                // Written at once with the buffered check-in: no flush meanwhile.
+                quiet = Some(self.checkins.quiet().await);
+                fresh = true;
+                continue;
             }
             let mut txn = Txn::new().when(&ikey, irev);
             if event.is_error() {
@@ -430,10 +505,7 @@ impl UpdateChannel for StoreUpdateChannel {
                     }
                 }
             }
-            instance.events.push(event.clone());
-            if instance.events.len() > EVENTS_PER_INSTANCE {
-                instance.events.remove(0);
-            }
+            push_event(&mut instance, event.clone());
             let written = self.store.txn(txn.put(&ikey, encode(&instance))).await?.succeeded;
             if event.is_error() {
                 self.config.invalidate(); // the group may be halted now
@@ -442,6 +514,7 @@ impl UpdateChannel for StoreUpdateChannel {
                 self.checkins.settled(&ikey, pending.as_ref());
                 return Ok(instance);
             }
+            fresh = true;
         }
         Err(contended(&ikey))
     }
@@ -449,6 +522,9 @@ impl UpdateChannel for StoreUpdateChannel {
     async fn instances(&self, app: &str, group: Option<&str>) -> Result<Vec<Instance>> {
         let app = self.known_app(app).await?;
         let prefix = format!("updates/instances/{app}/");
+        // No flush between the listing and the buffered check-ins (or it could list
+        // records that hold them already).
+        let _quiet = self.checkins.quiet().await;
         let mut all: std::collections::BTreeMap<String, Instance> =
             list_json::<Instance>(&*self.store, &prefix).await?.into_iter().map(|i| (i.id.clone(), i)).collect();
         for (_, checkin) in self.checkins.under(&prefix) {
@@ -468,86 +544,4 @@ impl UpdateChannel for StoreUpdateChannel {
 }
 
 #[cfg(all(test, feature = "embedded"))]
-mod tests {
-    use super::*;
-    use crate::store::RedbStore;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn passes_the_update_channel_suite_on_redb() {
-        crate::testing::update_channel_suite(|| async {
-            Arc::new(StoreUpdateChannel::new(RedbStore::in_memory())) as Arc<dyn UpdateChannel>
-        })
-        .await;
-    }
-
-    const APP: &str = "e96281a6-d1af-4bde-9a0a-97b76e56dc57";
-    const NOON: u64 = 1_700_000_000 / 86_400 * 86_400 + 12 * 3600;
-
-    fn who(instance: &str, version: &str) -> InstanceRef {
-        InstanceRef { app: APP.into(), group: String::new(), instance: instance.into(), version: version.into() }
-    }
-
-    /// Two servers on one store, the app published at 2.0.0 with `max` updates per period.
-    async fn two_servers(max: u32) -> (Arc<dyn Store>, StoreUpdateChannel, StoreUpdateChannel) {
-        let store: Arc<dyn Store> = RedbStore::in_memory();
-        let (a, b) = (StoreUpdateChannel::new(store.clone()), StoreUpdateChannel::new(store.clone()));
-        a.create_app(APP, "deisd").await.unwrap();
-        a.publish(APP, "stable", crate::testing::sample_package("2.0.0")).await.unwrap();
-        let policy = RolloutPolicy { max_updates_per_period: max, ..RolloutPolicy::default() };
-        a.put_group(APP, GroupSpec { name: "stable".into(), channel: "stable".into(), policy }).await.unwrap();
-        (store, a, b)
-    }
-
-    #[tokio::test]
-    async fn buffered_check_ins_are_seen_at_once_here_and_elsewhere_after_a_flush() {
-        let (store, a, b) = two_servers(5).await;
-        assert_eq!(a.check(&who("m1", "2.0.0"), true, NOON).await.unwrap(), CheckOutcome::NoUpdate(NoUpdate::UpToDate));
-        let here = a.instances(APP, None).await.unwrap();
-        assert_eq!((here[0].id.as_str(), here[0].status), ("m1", InstanceStatus::Complete));
-        assert!(store.get(&instance_key(APP, "m1")).await.unwrap().is_none(), "a check-in waits in memory");
-        assert!(b.instances(APP, None).await.unwrap().is_empty());
-        a.flush().await.unwrap();
-        let elsewhere = b.instances(APP, None).await.unwrap();
-        assert_eq!(elsewhere, here);
-        // A later check-in moves the last check on.
-        a.check(&who("m1", "2.0.0"), false, NOON + 30).await.unwrap();
-        a.flush().await.unwrap();
-        assert_eq!(b.instances(APP, None).await.unwrap()[0].last_check.unix_seconds(), NOON + 30);
-    }
-
-    #[tokio::test]
-    async fn a_flush_never_overwrites_an_event_recorded_meanwhile() {
-        let (_store, a, b) = two_servers(5).await;
-        a.check(&who("m1", "2.0.0"), true, NOON).await.unwrap();
-        a.flush().await.unwrap();
-        // `a` buffers a check-in; `b` records an error event of the same instance after it.
-        a.check(&who("m1", "2.0.0"), true, NOON + 10).await.unwrap();
-        let failed = InstanceEvent {
-            event_type: super::super::event_type::UPDATE_COMPLETE,
-            result: super::super::event_result::ERROR,
-            error_code: Some(7),
-            previous_version: None,
-            at: Timestamp::from_unix_seconds(NOON + 20),
-        };
-        b.record_event(&who("m1", "2.0.0"), failed.clone()).await.unwrap();
-        a.flush().await.unwrap();
-        let i = &b.instances(APP, None).await.unwrap()[0];
-        assert_eq!((i.status, i.events.as_slice()), (InstanceStatus::Error, std::slice::from_ref(&failed)));
-        assert_eq!(i.last_check.unix_seconds(), NOON + 10);
-    }
-
-    #[tokio::test]
-    async fn grants_stay_exact_across_servers_with_cached_groups() {
-        let (_store, a, b) = two_servers(1).await;
-        // `b` caches the group with its window empty, then `a` uses the one grant.
-        assert_eq!(b.check(&who("m0", "2.0.0"), true, NOON).await.unwrap(), CheckOutcome::NoUpdate(NoUpdate::UpToDate));
-        assert!(matches!(a.check(&who("m1", "1.0.0"), true, NOON).await.unwrap(), CheckOutcome::Update(_)));
-        assert_eq!(
-            b.check(&who("m2", "1.0.0"), true, NOON).await.unwrap(),
-            CheckOutcome::NoUpdate(NoUpdate::PeriodLimit)
-        );
-        // A pause through this server shows at once.
-        b.set_paused(APP, "stable", true).await.unwrap();
-        assert_eq!(b.check(&who("m1", "1.0.0"), true, NOON).await.unwrap(), CheckOutcome::NoUpdate(NoUpdate::Paused));
-    }
-}
+mod tests;

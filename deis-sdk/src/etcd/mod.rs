@@ -54,6 +54,9 @@ pub use config::{EtcdConfig, EtcdTls};
 
 /// The largest gRPC message the client accepts: a 4 MiB value plus its key and framing.
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Most compares, and separately most ops, etcd takes in one transaction by default
+/// (its `--max-txn-ops`): [`Store::max_txn_ops`] of an [`EtcdStore`].
+pub const MAX_TXN_OPS: usize = 128;
 
 /// The [`Store`] on an etcd v3 cluster. Cheap to clone (one shared connection pool).
 #[derive(Clone)]
@@ -347,6 +350,11 @@ impl Store for EtcdStore {
     async fn watch(&self, prefix: &str, start_revision: Revision) -> Result<Watch> {
         check_prefix(prefix)?;
         watch::start(self.clone(), prefix, start_revision).await
+    }
+
+    /// etcd's default `--max-txn-ops` (a cluster started with more still gets this many).
+    fn max_txn_ops(&self) -> Option<usize> {
+        Some(MAX_TXN_OPS)
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {

@@ -138,6 +138,9 @@ impl Store for MeteredStore {
     async fn revoke_lease(&self, lease: LeaseId) -> deis_core::store::Result<()> {
         self.inner.revoke_lease(lease).await
     }
+    fn max_txn_ops(&self) -> Option<usize> {
+        self.inner.max_txn_ops()
+    }
 }
 
 #[cfg(test)]

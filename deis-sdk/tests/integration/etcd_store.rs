@@ -224,3 +224,80 @@ async fn the_update_channel_on_etcd_passes_its_suite() {
     })
     .await;
 }
+
+/// Three update servers (replicas), each on its own connection to one etcd: a change
+/// made through one reaches the configuration the others cache as soon as their
+/// watches deliver it (no time-to-live), and grants stay within the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_replicas_see_each_others_configuration_changes_at_once() {
+    use deis_sdk::deis_core::UpdateChannel;
+    use deis_sdk::deis_core::testing::sample_package;
+    use deis_sdk::deis_core::update::{
+        CheckOutcome, GroupSpec, InstanceRef, NoUpdate, RolloutPolicy, StoreUpdateChannel,
+    };
+    let Some(etcd) = EtcdServer::shared() else { return };
+    let prefix = format!("update-replicas-{}/", free_addr().port());
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        let store: Arc<dyn Store> = connect(vec![etcd.endpoint()]).await.scoped(&prefix);
+        replicas.push(StoreUpdateChannel::new(store));
+    }
+    let (a, b, c) = (&replicas[0], &replicas[1], &replicas[2]);
+    const APP: &str = "e96281a6-d1af-4bde-9a0a-97b76e56dc57";
+    let who = |id: &str, version: &str| InstanceRef {
+        app: APP.into(),
+        group: "stable".into(),
+        instance: id.into(),
+        version: version.into(),
+    };
+    a.create_app(APP, "deisd").await.unwrap();
+    a.publish(APP, "stable", sample_package("2.0.0")).await.unwrap();
+    let policy = RolloutPolicy { max_updates_per_period: 2, ..RolloutPolicy::default() };
+    a.put_group(APP, GroupSpec { name: "stable".into(), channel: "stable".into(), policy }).await.unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    // Every replica answers (and caches the configuration); two grants in all.
+    let mut granted = 0;
+    for (n, r) in replicas.iter().enumerate() {
+        for m in 0..2 {
+            if matches!(r.check(&who(&format!("m{n}-{m}"), "1.0.0"), true, now).await.unwrap(), CheckOutcome::Update(_))
+            {
+                granted += 1;
+            }
+        }
+    }
+    assert_eq!(granted, 2, "the period's budget holds across replicas");
+    // Paused through `a`: `b` and `c` stop offering within the time their watches take.
+    a.set_paused(APP, "stable", true).await.unwrap();
+    let within = Duration::from_secs(10);
+    let paused = async |r: &StoreUpdateChannel| {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match r.check(&who("m0-0", "1.0.0"), true, now).await.unwrap() {
+                CheckOutcome::NoUpdate(NoUpdate::Paused) => return,
+                other => assert!(tokio::time::Instant::now() < deadline, "still {other:?} after {within:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let started = std::time::Instant::now();
+    paused(b).await;
+    paused(c).await;
+    eprintln!("the pause reached the other replicas in {:?}", started.elapsed());
+    // Resumed with a larger budget through `c`, 3.0.0 published through `b`: `a`
+    // offers 3.0.0.
+    c.set_paused(APP, "stable", false).await.unwrap();
+    let policy = RolloutPolicy { max_updates_per_period: 10, ..RolloutPolicy::default() };
+    c.put_group(APP, GroupSpec { name: "stable".into(), channel: "stable".into(), policy }).await.unwrap();
+    b.publish(APP, "stable", sample_package("3.0.0")).await.unwrap();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match a.check(&who("m0-0", "1.0.0"), true, now).await.unwrap() {
+            CheckOutcome::Update(p) if p.version == "3.0.0" => break,
+            other => assert!(tokio::time::Instant::now() < deadline, "a still answers {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for r in &replicas {
+        r.flush().await.unwrap();
+    }
+}
