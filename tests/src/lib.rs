@@ -329,24 +329,30 @@ pub fn unit_processes(app: &str) -> Vec<(u32, String)> {
 
 pub use deis_test_support::proc::zombies_of;
 
+/// A ustar header of a regular file at the raw `path` (up to 100 bytes, nothing
+/// checked: to craft hostile archives) of `size` bytes.
+pub fn ustar_header(path: &str, size: u64) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    h[..path.len()].copy_from_slice(path.as_bytes());
+    h[100..107].copy_from_slice(b"0000644");
+    h[108..115].copy_from_slice(b"0000000");
+    h[116..123].copy_from_slice(b"0000000");
+    h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
+    h[136..147].copy_from_slice(b"00000000000");
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+    h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    h
+}
+
 /// A gzipped tarball with raw entry paths (to craft hostile archives).
 pub fn raw_tarball(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut tarball = Vec::new();
     for (path, data) in entries {
-        let mut header = [0u8; 512];
-        header[..path.len()].copy_from_slice(path.as_bytes());
-        header[100..107].copy_from_slice(b"0000644");
-        header[108..115].copy_from_slice(b"0000000");
-        header[116..123].copy_from_slice(b"0000000");
-        let size = format!("{:011o}", data.len());
-        header[124..135].copy_from_slice(size.as_bytes());
-        header[136..147].copy_from_slice(b"00000000000");
-        header[156] = b'0';
-        header[257..263].copy_from_slice(b"ustar\0");
-        header[263..265].copy_from_slice(b"00");
-        header[148..156].copy_from_slice(b"        ");
-        let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
-        header[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        let header = ustar_header(path, data.len() as u64);
         tarball.extend_from_slice(&header);
         tarball.extend_from_slice(data);
         tarball.resize(tarball.len().div_ceil(512) * 512, 0);

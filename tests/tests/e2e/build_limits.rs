@@ -6,34 +6,18 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 
-use deis_e2e::{Cli, Deisd, Request, T, daemon_with_user, deploy_hello, hello_app, wait_for, wait_units};
+use deis_e2e::{Cli, Deisd, Request, T, daemon_with_user, deploy_hello, hello_app, ustar_header, wait_for, wait_units};
 
 /// A gzipped tar of a Procfile and `big`, `size` zero bytes, written as it is
 /// compressed (a decompression bomb of a few hundred KiB).
 fn zero_bomb(size: u64) -> Vec<u8> {
-    fn header(path: &str, size: u64) -> [u8; 512] {
-        let mut h = [0u8; 512];
-        h[..path.len()].copy_from_slice(path.as_bytes());
-        h[100..107].copy_from_slice(b"0000644");
-        h[108..115].copy_from_slice(b"0000000");
-        h[116..123].copy_from_slice(b"0000000");
-        h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
-        h[136..147].copy_from_slice(b"00000000000");
-        h[156] = b'0';
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
-        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-        h
-    }
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     let procfile = b"web: python3 web.py\n";
-    gz.write_all(&header("Procfile", procfile.len() as u64)).unwrap();
+    gz.write_all(&ustar_header("Procfile", procfile.len() as u64)).unwrap();
     let mut block = procfile.to_vec();
     block.resize(512, 0);
     gz.write_all(&block).unwrap();
-    gz.write_all(&header("big", size)).unwrap();
+    gz.write_all(&ustar_header("big", size)).unwrap();
     let zeros = vec![0u8; 1 << 20];
     let mut left = size.div_ceil(512) * 512;
     while left > 0 {
