@@ -14,14 +14,17 @@
 //! and writes the instance's record, as a fleet's checks do; five instances get the
 //! update, the rest are answered `noupdate` (the period's budget is spent).
 //!
-//! The load generator (in this process, on keep-alive HTTP/1.1 connections) first runs
-//! closed-loop on `CONNS` connections for `BENCH_SECONDS` (the throughput), then paced
-//! at half that rate, each request timed from when it was due (so a stall counts in
-//! full), for the latency percentiles. The median of `ROUNDS` rounds is reported.
+//! The throughput is wrk's (`WRK_THREADS`, default 1, on `CONNS` keep-alive
+//! connections for `BENCH_SECONDS`, the requests rendered once in its Lua `init`), with
+//! deisd's own CPU time per check read from /proc. The latency comes from a paced
+//! load generator in this process (the same requests, rendered beforehand) at half
+//! that rate, each request timed from when it was due (so a stall counts in full):
+//! p50/p99. The median of `ROUNDS` rounds is reported.
 //! `BENCH_DATA_DIR` chooses where deisd's data dir (its store) is made (`/dev/shm`: on
 //! tmpfs, so no commit waits for the disk).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +33,7 @@ use std::time::{Duration, Instant};
 use deis_e2e::binary;
 use deis_test_support::http::Request;
 use deis_test_support::{free_addr, wait_for};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const APP_ID: &str = "{e96281a6-d1af-4bde-9a0a-97b76e56dc57}";
@@ -39,19 +42,29 @@ fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
-/// update_engine's update request, for `APP_ID` on stable at 1.0.0, as machine `n`.
-fn request(addr: SocketAddr, n: u64) -> Vec<u8> {
-    let body = format!(
+/// update_engine's update request body, for `APP_ID` on stable at 1.0.0, as machine
+/// `n`; `{n}` in the machine id is left for the Lua script when `n` is `None`.
+fn body(n: Option<u64>) -> String {
+    let machine = match n {
+        Some(n) => format!("{n:012X}"),
+        None => "%012X".to_string(),
+    };
+    format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
          <request protocol=\"3.0\" version=\"ChromeOSUpdateEngine-0.1.0.0\" updaterversion=\"ChromeOSUpdateEngine-0.1.0.0\" installsource=\"scheduler\" ismachine=\"1\">\n\
          <os version=\"Indy\" platform=\"Chrome OS\" sp=\"1.0.0_x86_64\"></os>\n\
-         <app appid=\"{APP_ID}\" bootid=\"{{7D52A1CC-7066-40F0-91C7-7CB6A871BFDE}}\" machineid=\"{{8BDE4C4D-9083-4D61-B41C-{n:012X}}}\" oem=\"ec3000\" version=\"1.0.0\" track=\"stable\" from_track=\"stable\" lang=\"en-US\" board=\"amd64-usr\" hardware_class=\"\" delta_okay=\"false\" >\n\
+         <app appid=\"{APP_ID}\" bootid=\"{{7D52A1CC-7066-40F0-91C7-7CB6A871BFDE}}\" machineid=\"{{8BDE4C4D-9083-4D61-B41C-{machine}}}\" oem=\"ec3000\" version=\"1.0.0\" track=\"stable\" from_track=\"stable\" lang=\"en-US\" board=\"amd64-usr\" hardware_class=\"\" delta_okay=\"false\" >\n\
          <ping active=\"1\" a=\"-1\" r=\"-1\"></ping>\n\
          <updatecheck targetversionprefix=\"\"></updatecheck>\n\
          <event eventtype=\"3\" eventresult=\"2\" previousversion=\"\"></event>\n\
          </app>\n\
          </request>\n"
-    );
+    )
+}
+
+/// The whole HTTP request of machine `n`.
+fn request(addr: SocketAddr, n: u64) -> Vec<u8> {
+    let body = body(Some(n));
     let mut req = format!(
         "POST /v1/update/ HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -61,71 +74,69 @@ fn request(addr: SocketAddr, n: u64) -> Vec<u8> {
     req
 }
 
-/// Sends one request on a keep-alive connection and reads the answer; `Ok` only for a
-/// 200 carrying an update check result.
-async fn check(conn: &mut BufStream<TcpStream>, req: &[u8], body: &mut Vec<u8>) -> std::io::Result<()> {
+/// Sends one request on a keep-alive connection and reads the answer into `buf`; `Ok`
+/// only for a 200 carrying an update check result.
+async fn check(conn: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> std::io::Result<()> {
     let bad = |what: String| std::io::Error::other(what);
     conn.write_all(req).await?;
-    conn.flush().await?;
-    let mut line = String::new();
-    conn.read_line(&mut line).await?;
-    let status_ok = line.starts_with("HTTP/1.1 200");
-    let mut length = None;
-    loop {
-        line.clear();
-        if conn.read_line(&mut line).await? == 0 {
+    buf.clear();
+    // Read until the head is in, then until the body is.
+    let (head_end, length) = loop {
+        if conn.read_buf(buf).await? == 0 {
             return Err(bad("connection closed".into()));
         }
-        if line == "\r\n" {
-            break;
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end]).map_err(|e| bad(e.to_string()))?;
+            let length = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| bad("no Content-Length".into()))?;
+            break (end + 4, length);
         }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse::<usize>().ok();
+    };
+    while buf.len() < head_end + length {
+        if conn.read_buf(buf).await? == 0 {
+            return Err(bad("connection closed".into()));
         }
     }
-    let length = length.ok_or_else(|| bad("no Content-Length".into()))?;
-    body.resize(length, 0);
-    conn.read_exact(body).await?;
-    if !status_ok || !body.windows(12).any(|w| w == b"<updatecheck") {
+    let body = &buf[head_end..head_end + length];
+    if !buf.starts_with(b"HTTP/1.1 200") || !body.windows(12).any(|w| w == b"<updatecheck") {
         return Err(bad(format!("unexpected answer: {}", String::from_utf8_lossy(body))));
     }
     Ok(())
 }
 
-/// Requests `conns` connections send until `until`, each starting at `due(i)` for its
-/// i-th request when paced; returns (completed, failed, latencies in µs).
-async fn load(
+/// Paced load: `conns` connections, each sending its k-th request at `start + offset +
+/// k * interval` (the offsets spread the connections over one interval) until `length`
+/// is over, each request timed from when it was due (so a stall counts in full).
+/// Requests are rendered beforehand. Returns (completed, failed, latencies in µs).
+async fn paced(
     addr: SocketAddr,
     conns: u64,
-    instances: u64,
+    requests: Arc<Vec<Vec<u8>>>,
     length: Duration,
-    interval: Option<Duration>,
+    interval: Duration,
 ) -> (u64, u64, Vec<u64>) {
     let next_instance = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     let start = Instant::now();
     for c in 0..conns {
-        let next_instance = next_instance.clone();
+        let (next_instance, requests) = (next_instance.clone(), requests.clone());
         tasks.push(tokio::spawn(async move {
-            let mut conn = BufStream::new(TcpStream::connect(addr).await.expect("connect to deisd"));
-            conn.get_ref().set_nodelay(true).ok();
-            let (mut done, mut failed, mut latencies, mut body) = (0u64, 0u64, Vec::new(), Vec::new());
-            // Paced connections start spread over one interval.
-            let offset = interval.map(|i| i.mul_f64(c as f64 / conns as f64)).unwrap_or_default();
-            let mut k = 0u32;
-            loop {
-                let due = match interval {
-                    Some(i) => start + offset + i * k,
-                    None => Instant::now(),
-                };
+            let mut conn = TcpStream::connect(addr).await.expect("connect to deisd");
+            conn.set_nodelay(true).ok();
+            let (mut done, mut failed, mut latencies, mut buf) = (0u64, 0u64, Vec::new(), Vec::with_capacity(4096));
+            let offset = interval.mul_f64(c as f64 / conns as f64);
+            for k in 0u32.. {
+                let due = start + offset + interval * k;
                 if due.duration_since(start) >= length {
                     break;
                 }
                 tokio::time::sleep_until(due.into()).await;
-                let req = request(addr, next_instance.fetch_add(1, Ordering::Relaxed) % instances);
-                match check(&mut conn, &req, &mut body).await {
+                let n = next_instance.fetch_add(1, Ordering::Relaxed) as usize % requests.len();
+                match check(&mut conn, &requests[n], &mut buf).await {
                     Ok(()) => {
                         done += 1;
                         latencies.push(due.elapsed().as_micros() as u64);
@@ -135,10 +146,9 @@ async fn load(
                         if failed == 1 {
                             eprintln!("a check failed: {e}");
                         }
-                        conn = BufStream::new(TcpStream::connect(addr).await.expect("reconnect to deisd"));
+                        conn = TcpStream::connect(addr).await.expect("reconnect to deisd");
                     }
                 }
-                k += 1;
             }
             (done, failed, latencies)
         }));
@@ -152,6 +162,64 @@ async fn load(
     }
     latencies.sort_unstable();
     (done, failed, latencies)
+}
+
+/// The Lua script that has wrk send the same requests: rendered once per wrk thread
+/// (`init`), then one after another, the threads starting at different instances.
+fn wrk_script(dir: &Path, instances: u64) -> PathBuf {
+    let template = body(None).replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let script = format!(
+        r#"local template = "{template}"
+local requests, i, threads = {{}}, 0, 0
+function setup(thread)
+  thread:set("first", threads * 7919)
+  threads = threads + 1
+end
+function init(args)
+  for n = 0, {instances} - 1 do
+    requests[n + 1] = wrk.format("POST", "/v1/update/", {{ ["Content-Type"] = "text/xml" }}, string.format(template, n))
+  end
+  i = (tonumber(first) or 0) % #requests
+end
+function request()
+  i = i % #requests + 1
+  return requests[i]
+end
+"#
+    );
+    let path = dir.join("omaha.lua");
+    std::fs::write(&path, script).unwrap();
+    path
+}
+
+/// What one wrk run gave.
+struct Closed {
+    checks: u64,
+    rate: f64,
+    errors: u64,
+}
+
+/// Closed loop: wrk with `threads` threads on `conns` connections for `seconds`.
+fn closed(api: SocketAddr, script: &Path, threads: u64, conns: u64, seconds: u64) -> Closed {
+    let out = Command::new("wrk")
+        .args([format!("-t{threads}"), format!("-c{conns}"), format!("-d{seconds}s"), "-s".into()])
+        .arg(script)
+        .arg(format!("http://{api}/v1/update/"))
+        .output()
+        .expect("wrk is installed (scripts/install-deps --bench)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut r = Closed { checks: 0, rate: 0.0, errors: 0 };
+    for line in text.lines().map(str::trim) {
+        if let Some((n, _)) = line.split_once(" requests in ") {
+            r.checks = n.trim().parse().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("Requests/sec:") {
+            r.rate = v.trim().parse().unwrap_or(0.0);
+        } else if line.starts_with("Non-2xx") || line.starts_with("Socket errors") {
+            r.errors += line.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()).sum::<u64>();
+        }
+    }
+    assert!(r.rate > 0.0, "wrk output not understood:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    r
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -235,26 +303,36 @@ fn main() {
     }
     let (rounds, seconds, conns, instances) =
         (env_num("ROUNDS", 3), env_num("BENCH_SECONDS", 8), env_num("CONNS", 64), env_num("INSTANCES", 10_000));
+    let wrk_threads = env_num("WRK_THREADS", 1);
     let api = free_addr();
-    let _deisd = start_deisd(api);
+    let deisd = start_deisd(api);
     set_up(api);
+    let scratch = tempfile::tempdir().unwrap();
+    let script = wrk_script(scratch.path(), instances);
+    let requests = Arc::new((0..instances).map(|n| request(api, n)).collect::<Vec<_>>());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let length = Duration::from_secs(seconds);
-    rt.block_on(load(api, conns, instances, Duration::from_secs(2), None)); // warm-up
+    let pid = deisd.child.id();
+    closed(api, &script, wrk_threads, conns, 2); // warm-up: every instance has a record
     let mut rates = Vec::new();
     let mut p = Vec::new();
     for round in 1..=rounds {
-        let (done, failed, _) = rt.block_on(load(api, conns, instances, length, None));
-        let rate = done as f64 / seconds as f64;
-        let half = rate / 2.0;
+        let cpu_before = deis_test_support::proc::cpu_seconds(pid).unwrap_or(f64::NAN);
+        let run = closed(api, &script, wrk_threads, conns, seconds);
+        let cpu = deis_test_support::proc::cpu_seconds(pid).unwrap_or(f64::NAN) - cpu_before;
+        let (rate, half) = (run.rate, run.rate / 2.0);
         let interval = Duration::from_secs_f64(conns as f64 / half);
-        let (paced, paced_failed, latencies) = rt.block_on(load(api, conns, instances, length, Some(interval)));
+        let length = Duration::from_secs(seconds);
+        let (done, paced_failed, latencies) = rt.block_on(paced(api, conns, requests.clone(), length, interval));
         let (p50, p99, max) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99), percentile(&latencies, 1.0));
         println!(
-            "round {round}: {rate:.0} checks/s ({failed} failed); at {half:.0}/s ({} done, {paced_failed} failed): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
-            paced as f64 / seconds as f64
+            "round {round}: {rate:.0} checks/s ({} failed), deisd {:.2} cores, {:.1} µs CPU per check; \
+             at {half:.0}/s ({:.0} done/s, {paced_failed} failed): p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
+            run.errors,
+            cpu / seconds as f64,
+            cpu * 1e6 / run.checks.max(1) as f64,
+            done as f64 / seconds as f64
         );
-        assert_eq!(failed + paced_failed, 0, "failed checks");
+        assert_eq!(run.errors + paced_failed, 0, "failed checks");
         rates.push(rate);
         p.push((p50, p99));
     }

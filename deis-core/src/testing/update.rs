@@ -84,6 +84,7 @@ fn event(kind: u32, result: u32) -> InstanceEvent {
         error_code: (result == event_result::ERROR).then_some(42),
         previous_version: None,
         at: Timestamp::from_unix_seconds(NOON),
+        repeats: 0,
     }
 }
 
@@ -267,13 +268,22 @@ async fn events_are_recorded_per_instance(c: Arc<dyn UpdateChannel>) {
     // An event the server does not know is kept, and changes nothing.
     let i = c.record_event(&me, event(1234, event_result::SUCCESS)).await.unwrap();
     assert_eq!((i.status, i.last_event().unwrap().event_type), (InstanceStatus::Complete, 1234));
-    for _ in 0..30 {
-        c.record_event(&me, event(event_type::DOWNLOAD_STARTED, event_result::SUCCESS)).await.unwrap();
+    // The same event again is folded into the last one.
+    for _ in 0..3 {
+        c.record_event(&me, event(1234, event_result::SUCCESS)).await.unwrap();
+    }
+    let i = c.instances(APP, None).await.unwrap().into_iter().find(|i| i.id == "m1").unwrap();
+    assert_eq!(i.events.len(), 5, "repeats fold: {:?}", i.events);
+    assert_eq!((i.events[4].event_type, i.events[4].repeats), (1234, 3));
+    for n in 0..30 {
+        let kind = [event_type::DOWNLOAD_STARTED, event_type::DOWNLOAD_FINISHED][n % 2];
+        c.record_event(&me, event(kind, event_result::SUCCESS)).await.unwrap();
     }
     let other = c.record_event(&who("m2", "stable", "1.0.0"), event(13, 1)).await.unwrap();
     assert_eq!(other.events.len(), 1, "events are per instance");
     let i = c.instances(APP, None).await.unwrap().into_iter().find(|i| i.id == "m1").unwrap();
     assert_eq!(i.events.len(), crate::update::EVENTS_PER_INSTANCE, "the oldest events are dropped");
+    assert!(i.events.iter().all(|e| e.repeats == 0), "different events stay apart");
 }
 
 async fn unknown_and_invalid_names_are_refused(c: Arc<dyn UpdateChannel>) {

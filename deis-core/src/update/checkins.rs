@@ -12,15 +12,22 @@
 //! no event is written twice. A write of the record that this server makes at once (a
 //! grant, an error event) takes the buffered check-in along. Reads of this server
 //! (checks, the instance list) see the buffered check-ins.
+//!
+//! A record a flush wrote as it was built is kept a while ([`KEEP_WRITTEN_FOR`], at most
+//! [`KEEP_WRITTEN`] of them) with the revision of that write, so the next check of the
+//! same instance builds on it without reading the store, exactly as on a buffered
+//! check-in: another server's write in between makes the flush's condition fail and the
+//! check-in is merged into a fresh read, and an offer is only ever decided on a fresh
+//! read.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::{EVENTS_PER_INSTANCE, Instance, InstanceEvent, Result, UpdateError};
+use super::{Instance, InstanceEvent, Result, UpdateError};
 use crate::store::records::{encode, get_json};
 use crate::store::{Revision, Store, Txn};
 
@@ -28,6 +35,10 @@ use crate::store::{Revision, Store, Txn};
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Check-ins waiting that trigger a write before [`FLUSH_INTERVAL`].
 pub const FLUSH_RECORDS: usize = 4096;
+/// Most written records kept for the next checks of their instances.
+pub const KEEP_WRITTEN: usize = 32_768;
+/// Longest a written record is kept for the next check of its instance.
+pub const KEEP_WRITTEN_FOR: Duration = Duration::from_secs(60);
 /// Times a batch is read and tried again after another writer got in between.
 const MAX_ATTEMPTS: usize = 32;
 
@@ -36,7 +47,8 @@ const MAX_ATTEMPTS: usize = 32;
 pub(super) struct CheckIn {
     /// Tells this check-in from a later one of the same instance.
     seq: u64,
-    record: Instance,
+    /// Shared: reading a check-in copies no record.
+    record: Arc<Instance>,
     /// The store revision of the record `record` was built on (0: none was stored).
     base: Revision,
     /// The base may be out of date (a write of this server changed the record since):
@@ -70,9 +82,9 @@ impl CheckIn {
         if record.last_check <= self.events.last().map_or(at, |(_, e)| e.at.max(at)) && says_more {
             record.status = self.record.status;
         }
-        record.events.extend(self.events.iter().map(|(_, e)| e.clone()));
-        let over = record.events.len().saturating_sub(EVENTS_PER_INSTANCE);
-        record.events.drain(..over);
+        for (_, event) in &self.events {
+            record.push_event(event.clone());
+        }
         // It says it runs the version it was offered: that offer is done.
         if record.last_check <= at && record.grant.as_ref().is_some_and(|g| g.version == self.record.version) {
             record.grant = None;
@@ -92,7 +104,7 @@ impl CheckIn {
                 self.apply(&mut record);
                 Some(record)
             }
-            _ => Some(self.record.clone()),
+            _ => Some(Instance::clone(&self.record)),
         }
     }
 
@@ -118,10 +130,47 @@ pub(super) enum Buffered {
     Raced,
 }
 
+/// The check-ins waiting, and records written lately.
+#[derive(Debug, Default)]
+struct Buffers {
+    /// Check-ins to write, by key.
+    pending: HashMap<String, CheckIn>,
+    /// Records a flush wrote as built, by key: check-ins without events whose base is
+    /// the revision of that write, and when they were written.
+    written: HashMap<String, (CheckIn, Instant)>,
+}
+
+impl Buffers {
+    /// What the next check-in of `key` builds on: the one waiting, else the record
+    /// written lately.
+    fn latest(&self, key: &str) -> Option<&CheckIn> {
+        self.pending.get(key).or_else(|| self.written.get(key).map(|(c, _)| c))
+    }
+
+    /// Forgets written records past [`KEEP_WRITTEN_FOR`], and the oldest past
+    /// [`KEEP_WRITTEN`].
+    fn expire_written(&mut self) {
+        let now = Instant::now();
+        self.written.retain(|_, (_, at)| now.duration_since(*at) < KEEP_WRITTEN_FOR);
+        let over = self.written.len().saturating_sub(KEEP_WRITTEN);
+        if over > 0 {
+            let mut ages: Vec<Instant> = self.written.values().map(|(_, at)| *at).collect();
+            let (_, cut, _) = ages.select_nth_unstable(over - 1);
+            let cut = *cut;
+            let mut dropped = 0;
+            self.written.retain(|_, (_, at)| {
+                let keep = *at > cut || dropped == over;
+                dropped += usize::from(!keep);
+                keep
+            });
+        }
+    }
+}
+
 /// The buffer, shared by the clones of a channel and its flusher task.
 #[derive(Debug, Default)]
 pub(super) struct CheckIns {
-    pending: Mutex<HashMap<String, CheckIn>>,
+    buffers: Mutex<Buffers>,
     next_seq: AtomicU64,
     flusher_started: AtomicBool,
     /// One flush at a time (the flusher's and a shutdown's), so none writes an event twice.
@@ -131,30 +180,45 @@ pub(super) struct CheckIns {
 }
 
 impl CheckIns {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, CheckIn>> {
-        // Every change to the map is one call: it is consistent even after a panic.
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Buffers> {
+        // Every change to the maps is one call: they are consistent even after a panic.
+        self.buffers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The check-in waiting for `key`, if any.
+    /// The check-in waiting for `key`, else the record written lately (a check-in
+    /// without events), if any.
     pub(super) fn get(&self, key: &str) -> Option<CheckIn> {
-        self.lock().get(key).cloned()
+        self.lock().latest(key).cloned()
+    }
+
+    /// For a read of `key` from the store: the check-in waiting, if any; the record
+    /// written lately is forgotten (the store's is as new or newer).
+    pub(super) fn get_for_read(&self, key: &str) -> Option<CheckIn> {
+        let mut buffers = self.lock();
+        buffers.written.remove(key);
+        buffers.pending.get(key).cloned()
     }
 
     /// The check-ins waiting whose keys start with `prefix`.
     pub(super) fn under(&self, prefix: &str) -> Vec<(String, CheckIn)> {
-        self.lock().iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, c)| (k.clone(), c.clone())).collect()
+        let buffers = self.lock();
+        buffers.pending.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, c)| (k.clone(), c.clone())).collect()
     }
 
     /// After a write of `written` (the check-in a record written at `key` took along):
-    /// forgets it, or, when a later check-in (built on it) came meanwhile, the events
-    /// the write carried. `verbatim`: the revision of the write when it stored exactly
-    /// `written`'s record (so the later check-in's base moves to it); otherwise the
-    /// later one must read the store again.
-    fn written(pending: &mut HashMap<String, CheckIn>, key: &str, written: &CheckIn, verbatim: Option<Revision>) {
-        let Some(now) = pending.get_mut(key) else { return };
+    /// forgets it (keeping the record when the write stored it as built), or, when a
+    /// later check-in (built on it) came meanwhile, the events the write carried.
+    /// `verbatim`: the revision of the write when it stored exactly `written`'s record
+    /// (so the later check-in's base moves to it); otherwise the later one must read
+    /// the store again.
+    fn written(buffers: &mut Buffers, key: &str, written: &CheckIn, verbatim: Option<Revision>) {
+        let Some(now) = buffers.pending.get_mut(key) else { return };
         if now.seq == written.seq {
-            pending.remove(key);
+            let written = buffers.pending.remove(key).expect("it is there");
+            if let Some(base) = verbatim.filter(|_| !written.stale) {
+                let kept = CheckIn { base, stale: false, in_flight: false, events: Vec::new(), ..written };
+                buffers.written.insert(key.to_string(), (kept, Instant::now()));
+            }
             return;
         }
         let carried = written.events.last().map_or(0, |(n, _)| *n);
@@ -179,8 +243,10 @@ impl CheckIns {
 
     /// After a write made at once took the check-in `seen` along: see [`Self::written`].
     pub(super) fn settled(&self, key: &str, seen: Option<&CheckIn>) {
+        let mut buffers = self.lock();
+        buffers.written.remove(key);
         if let Some(seen) = seen {
-            Self::written(&mut self.lock(), key, seen, None);
+            Self::written(&mut buffers, key, seen, None);
         }
     }
 
@@ -203,16 +269,19 @@ impl CheckIns {
         }
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let waiting = {
-            let mut pending = self.lock();
-            let now = pending.get(key);
-            if now.map(|c| c.seq) != seen.map(|c| c.seq) {
+            let mut buffers = self.lock();
+            let now = buffers.latest(key);
+            // (A written record keeps the seq of its check-in, with the write's base.)
+            if now.map(|c| (c.seq, c.base)) != seen.map(|c| (c.seq, c.base)) {
                 return Buffered::Raced;
             }
             let mut events = now.map(|c| c.events.clone()).unwrap_or_default();
             events.extend(event.map(|e| (seq, e)));
             let in_flight = now.is_some_and(|c| c.in_flight);
-            pending.insert(key.to_string(), CheckIn { seq, record, base, stale: false, in_flight, events });
-            pending.len()
+            let record = Arc::new(record);
+            buffers.written.remove(key);
+            buffers.pending.insert(key.to_string(), CheckIn { seq, record, base, stale: false, in_flight, events });
+            buffers.pending.len()
         };
         if waiting >= FLUSH_RECORDS {
             self.wake.notify_one();
@@ -224,32 +293,40 @@ impl CheckIns {
     /// stays buffered for the next flush.
     pub(super) async fn flush(&self, store: &dyn Store) -> Result<()> {
         let _one = self.flushing.lock().await;
+        let started = std::time::Instant::now();
         // Check-ins stay visible (and in the map) until written; those that arrive
         // meanwhile build on them.
-        let batch: Vec<(String, CheckIn)> = self
-            .lock()
-            .iter_mut()
-            .map(|(k, c)| {
-                c.in_flight = true;
-                (k.clone(), c.clone())
-            })
-            .collect();
+        let batch: Vec<(String, CheckIn)> = {
+            let mut buffers = self.lock();
+            buffers.expire_written();
+            buffers
+                .pending
+                .iter_mut()
+                .map(|(k, c)| {
+                    c.in_flight = true;
+                    (k.clone(), c.clone())
+                })
+                .collect()
+        };
         // A record is a compare and a put.
         let per_txn = store.max_txn_ops().unwrap_or(usize::MAX).max(1);
         for chunk in batch.chunks(per_txn) {
             match write_chunk(store, chunk).await {
                 Ok((revision, verbatim)) => {
-                    let mut pending = self.lock();
+                    let mut buffers = self.lock();
                     for ((key, checkin), verbatim) in chunk.iter().zip(verbatim) {
-                        Self::written(&mut pending, key, checkin, verbatim.then_some(revision));
+                        Self::written(&mut buffers, key, checkin, verbatim.then_some(revision));
                     }
                 }
                 Err(e) => {
                     // Not written: they wait for the next flush.
-                    self.lock().values_mut().for_each(|c| c.in_flight = false);
+                    self.lock().pending.values_mut().for_each(|c| c.in_flight = false);
                     return Err(e);
                 }
             }
+        }
+        if !batch.is_empty() {
+            tracing::debug!(records = batch.len(), took = ?started.elapsed(), "update check-ins written");
         }
         Ok(())
     }
@@ -266,13 +343,13 @@ async fn write_chunk(store: &dyn Store, chunk: &[(String, CheckIn)]) -> Result<(
         let mut verbatim = Vec::with_capacity(chunk.len());
         for (key, checkin) in chunk {
             let (record, rev) = match checkin.base() {
-                Some(base) if attempt == 0 => (encode(&checkin.record), base),
+                Some(base) if attempt == 0 => (encode(&*checkin.record), base),
                 _ => match get_json::<Instance>(store, key).await? {
                     Some((mut record, rev)) => {
                         checkin.apply(&mut record);
                         (encode(&record), rev)
                     }
-                    None => (encode(&checkin.record), 0),
+                    None => (encode(&*checkin.record), 0),
                 },
             };
             verbatim.push(attempt == 0 && checkin.base().is_some());
@@ -299,5 +376,45 @@ async fn flusher(checkins: Weak<CheckIns>, store: Arc<dyn Store>, wake: Arc<Noti
         if let Err(e) = checkins.flush(&*store).await {
             tracing::warn!(error = %e, "writing buffered update check-ins failed; retrying at the next flush");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::Timestamp;
+    use crate::update::InstanceStatus;
+
+    fn kept(seq: u64) -> CheckIn {
+        let record = Instance {
+            id: format!("m{seq}"),
+            group: "stable".into(),
+            version: "1.0.0".into(),
+            status: InstanceStatus::Idle,
+            last_check: Timestamp::from_unix_seconds(0),
+            grant: None,
+            failed_version: None,
+            events: Vec::new(),
+        };
+        CheckIn { seq, record: Arc::new(record), base: 1, stale: false, in_flight: false, events: Vec::new() }
+    }
+
+    #[test]
+    fn written_records_expire_by_age_and_the_oldest_go_past_the_cap() {
+        let now = Instant::now();
+        let mut b = Buffers::default();
+        let old = now.checked_sub(KEEP_WRITTEN_FOR + Duration::from_secs(1)).expect("the clock is past that");
+        b.written.insert("old".into(), (kept(0), old));
+        for n in 0..KEEP_WRITTEN as u64 + 10 {
+            // The first ten are the oldest.
+            let at = now.checked_sub(Duration::from_millis(100_000 / (n + 1))).expect("the clock is past that");
+            b.written.insert(format!("k{n}"), (kept(n + 1), at));
+        }
+        b.expire_written();
+        assert_eq!(b.written.len(), KEEP_WRITTEN);
+        assert!(!b.written.contains_key("old"), "past its time");
+        assert!((0..10).all(|n| !b.written.contains_key(&format!("k{n}"))), "the oldest go first");
+        assert!(b.written.contains_key("k10") && b.written.contains_key(&format!("k{}", KEEP_WRITTEN + 9)));
+        assert_eq!(b.latest("k10").map(|c| c.seq), Some(11));
     }
 }

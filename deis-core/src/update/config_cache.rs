@@ -13,27 +13,41 @@
 //! decided on, so a stale group makes the grant fail, the cache is cleared and the
 //! check decides again on fresh records.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use crate::StoreError;
-use crate::store::{KeyValue, Store, Watch};
+use crate::store::records::decode;
+use crate::store::{Revision, Store, Watch};
 
 /// The key prefixes of the records cached (and watched).
 pub const CONFIG_PREFIXES: [&str; 4] = ["updates/apps/", "updates/channels/", "updates/groups/", "updates/packages/"];
 /// Pause before the watches are opened again after one failed.
 const REWATCH_PAUSE: Duration = Duration::from_millis(500);
 
-/// Cached store reads of configuration keys, invalidated by store watches. A missing
-/// key is not cached: an app or channel created on another replica must be found at
-/// once by the next request.
-#[derive(Debug, Default)]
+/// A configuration record as decoded, with its mod revision.
+#[derive(Debug)]
+pub(super) struct Decoded<T> {
+    pub(super) value: T,
+    pub(super) revision: Revision,
+}
+
+/// A cached record: a `Decoded<T>` of the type it was read as.
+type Entry = Arc<dyn Any + Send + Sync>;
+
+/// Cached store reads of configuration keys, decoded once (a check shares them, no copy
+/// and no parse per request), invalidated by store watches. A missing key is not
+/// cached: an app or channel created on another replica must be found at once by the
+/// next request.
+#[derive(Default)]
 pub(super) struct ConfigCache {
-    entries: Mutex<HashMap<String, KeyValue>>,
+    entries: Mutex<HashMap<String, Entry>>,
     /// Bumped by every invalidation, so a read that raced with a change is not cached.
     generation: AtomicU64,
     /// The watches run: what is read may be cached.
@@ -43,6 +57,15 @@ pub(super) struct ConfigCache {
     closed: Arc<Notify>,
 }
 
+impl std::fmt::Debug for ConfigCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigCache")
+            .field("entries", &self.lock().len())
+            .field("live", &self.live.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for ConfigCache {
     fn drop(&mut self) {
         self.closed.notify_one();
@@ -50,29 +73,30 @@ impl Drop for ConfigCache {
 }
 
 impl ConfigCache {
-    /// `key`, from the cache, else from `store` (and cached while the watches run).
-    pub(super) async fn get(
+    /// The record at `key` decoded as `T`, from the cache, else from `store` (and cached
+    /// while the watches run).
+    pub(super) async fn get<T: DeserializeOwned + Send + Sync + 'static>(
         self: &Arc<Self>,
         store: &Arc<dyn Store>,
         key: &str,
-    ) -> Result<Option<KeyValue>, StoreError> {
-        if let Some(kv) = self.lock().get(key) {
-            return Ok(Some(kv.clone()));
+    ) -> Result<Option<Arc<Decoded<T>>>, StoreError> {
+        let entry = self.lock().get(key).cloned();
+        if let Some(decoded) = entry.and_then(|e| e.downcast::<Decoded<T>>().ok()) {
+            return Ok(Some(decoded));
         }
         self.start_watching(store);
         let generation = self.generation.load(Ordering::Acquire);
         let live = self.live.load(Ordering::Acquire);
-        let kv = store.get(key).await?;
-        if let Some(kv) = &kv
-            && live
-        {
+        let Some(kv) = store.get(key).await? else { return Ok(None) };
+        let decoded = Arc::new(Decoded { value: decode::<T>(&kv)?, revision: kv.mod_revision });
+        if live {
             let mut entries = self.lock();
             // Only if no change was reported (nor a watch lost) since the read began.
             if self.generation.load(Ordering::Acquire) == generation {
-                entries.insert(key.to_string(), kv.clone());
+                entries.insert(key.to_string(), decoded.clone());
             }
         }
-        Ok(kv)
+        Ok(Some(decoded))
     }
 
     /// Forgets everything (after a write, or a write that lost a race).
@@ -101,7 +125,7 @@ impl ConfigCache {
         self.lock().contains_key(key)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, KeyValue>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         // The map stays consistent even if a holder panicked: every change is one call.
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

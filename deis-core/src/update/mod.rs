@@ -298,11 +298,26 @@ pub struct InstanceEvent {
     /// The version the instance ran before (`previousversion`), if it said.
     #[serde(default)]
     pub previous_version: Option<String>,
-    /// When it was received.
+    /// When it was received (the last time, when it came again: see `repeats`).
     pub at: Timestamp,
+    /// Times the same event (type, result, error code, previous version) came again right
+    /// after it: repeats are folded into one event, so a client that keeps reporting
+    /// the same thing does not push the rest of its history out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repeats: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl InstanceEvent {
+    /// Whether `other` reports the same thing (all but the time and repeats).
+    pub fn same_as(&self, other: &InstanceEvent) -> bool {
+        (self.event_type, self.result, self.error_code, &self.previous_version)
+            == (other.event_type, other.result, other.error_code, &other.previous_version)
+    }
+
     /// Whether this event reports a failure.
     pub fn is_error(&self) -> bool {
         self.result == event_result::ERROR
@@ -362,6 +377,22 @@ impl Instance {
     /// The last event, if any.
     pub fn last_event(&self) -> Option<&InstanceEvent> {
         self.events.last()
+    }
+
+    /// Adds `event` to the last events: folded into the last one when it is the same
+    /// ([`InstanceEvent::repeats`]), else appended, the oldest dropped past
+    /// [`EVENTS_PER_INSTANCE`].
+    pub fn push_event(&mut self, event: InstanceEvent) {
+        if let Some(last) = self.events.last_mut()
+            && last.same_as(&event)
+        {
+            last.repeats = last.repeats.saturating_add(1).saturating_add(event.repeats);
+            last.at = last.at.max(event.at);
+            return;
+        }
+        self.events.push(event);
+        let over = self.events.len().saturating_sub(EVENTS_PER_INSTANCE);
+        self.events.drain(..over);
     }
 }
 

@@ -7,14 +7,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::checkins::{Buffered, CheckIn, CheckIns};
-use super::config_cache::ConfigCache;
+use super::config_cache::{ConfigCache, Decoded};
 use super::policy::{self, Decision, NoUpdate, RolloutPolicy};
 use super::{
-    Channel, CheckOutcome, DEFAULT_GROUPS, EVENTS_PER_INSTANCE, Grant, Group, GroupSpec, Instance, InstanceEvent,
-    InstanceRef, InstanceStatus, Package, Result, RolloutWindow, UpdateApp, UpdateChannel, UpdateError,
-    canonical_app_id, check_name, check_token,
+    Channel, CheckOutcome, DEFAULT_GROUPS, Grant, Group, GroupSpec, Instance, InstanceEvent, InstanceRef,
+    InstanceStatus, Package, Result, RolloutWindow, UpdateApp, UpdateChannel, UpdateError, canonical_app_id,
+    check_name, check_token,
 };
-use crate::store::KeyValue;
 use crate::store::records::{decode, encode, get_json, list_json};
 use crate::store::{Store, Txn};
 use crate::time::Timestamp;
@@ -74,7 +73,7 @@ impl StoreUpdateChannel {
     /// The canonical id of an application that exists.
     async fn known_app(&self, id: &str) -> Result<String> {
         let id = canonical_app_id(id)?;
-        match self.config.get(&self.store, &app_key(&id)).await? {
+        match self.config.get::<UpdateApp>(&self.store, &app_key(&id)).await? {
             Some(_) => Ok(id),
             None => Err(UpdateError::unknown_app(&id)),
         }
@@ -84,11 +83,18 @@ impl StoreUpdateChannel {
         Ok(get_json(&*self.store, key).await?)
     }
 
-    /// A configuration record, from the cache while fresh.
-    async fn cached<T: DeserializeOwned>(&self, key: &str, kind: &'static str, name: &str) -> Result<(T, u64)> {
-        let kv: Option<KeyValue> = self.config.get(&self.store, key).await?;
-        let kv = kv.ok_or_else(|| UpdateError::NotFound { kind, name: name.into(), hint: "" })?;
-        Ok((decode(&kv)?, kv.mod_revision))
+    /// A configuration record (shared with the cache) and its revision.
+    async fn cached<T: DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        key: &str,
+        kind: &'static str,
+        name: &str,
+    ) -> Result<Arc<Decoded<T>>> {
+        self.config.get::<T>(&self.store, key).await?.ok_or_else(|| UpdateError::NotFound {
+            kind,
+            name: name.into(),
+            hint: "",
+        })
     }
 
     /// The instance record at `key` as this server knows it (with its buffered
@@ -102,12 +108,12 @@ impl StoreUpdateChannel {
                 && let Some(pending) = self.checkins.get(key)
                 && let Some(base) = pending.base()
             {
-                let record = pending.record().clone();
+                let record = Instance::clone(pending.record());
                 return Ok(Some(Found { record, rev: base, pending: Some(pending), read: false }));
             }
             let stored = self.get::<Instance>(key).await?;
             let rev = stored.as_ref().map_or(0, |(_, rev)| *rev);
-            let Some(pending) = self.checkins.get(key) else {
+            let Some(pending) = self.checkins.get_for_read(key) else {
                 return Ok(stored.map(|(record, rev)| Found { record, rev, pending: None, read: true }));
             };
             match pending.merged(stored, quiet) {
@@ -172,14 +178,6 @@ fn fresh_instance(who: &InstanceRef, group: &str, now: u64) -> Instance {
         grant: None,
         failed_version: None,
         events: Vec::new(),
-    }
-}
-
-/// Adds `event` to the instance's last events.
-fn push_event(instance: &mut Instance, event: InstanceEvent) {
-    instance.events.push(event);
-    if instance.events.len() > EVENTS_PER_INSTANCE {
-        instance.events.remove(0);
     }
 }
 
@@ -362,9 +360,9 @@ impl UpdateChannel for StoreUpdateChannel {
         // Held (no flush runs) while this check writes the record at once.
         let mut quiet = None;
         for _ in 0..MAX_ATTEMPTS {
-            let (mut group, grev) = self.cached::<Group>(&gkey, "group", &group_name).await?;
-            let (channel, _) =
-                self.cached::<Channel>(&channel_key(&app, &group.channel), "channel", &group.channel).await?;
+            let group = self.cached::<Group>(&gkey, "group", &group_name).await?;
+            let (grev, group) = (group.revision, &group.value);
+            let channel = self.cached::<Channel>(&channel_key(&app, &group.channel), "channel", &group.channel).await?;
             let Found { record: mut instance, rev: irev, pending, read } =
                 match self.instance(&ikey, fresh, quiet.is_some()).await? {
                     Some(found) => found,
@@ -382,7 +380,7 @@ impl UpdateChannel for StoreUpdateChannel {
                 instance.grant = None;
             }
             let decision = if wants_update {
-                policy::decide(&group, channel.version.as_deref(), Some(&instance), &who.version, now)
+                policy::decide(group, channel.value.version.as_deref(), Some(&instance), &who.version, now)
             } else {
                 Decision::NoUpdate(NoUpdate::NotAsked)
             };
@@ -392,12 +390,13 @@ impl UpdateChannel for StoreUpdateChannel {
                 fresh = true;
                 continue;
             }
-            let mut txn = Txn::new().when(&ikey, irev);
+            // The group's new window, when this check uses a grant of it.
+            let mut group_write = None;
             let outcome = match decision {
                 Decision::Update { version, new_grant } => {
                     // Packages are immutable: a cached one is right.
-                    let package: Option<KeyValue> = self.config.get(&self.store, &package_key(&app, &version)).await?;
-                    let Some(package) = package.as_ref().map(decode::<Package>).transpose()? else {
+                    let package = self.config.get::<Package>(&self.store, &package_key(&app, &version)).await?;
+                    let Some(package) = package.map(|p| p.value.clone()) else {
                         return Err(UpdateError::NotFound {
                             kind: "package",
                             name: version,
@@ -405,10 +404,11 @@ impl UpdateChannel for StoreUpdateChannel {
                         });
                     };
                     if new_grant {
+                        let mut group = group.clone();
                         policy::count_grant(&mut group, now);
                         instance.grant = Some(Grant { version, at: now });
                         instance.status = InstanceStatus::Granted;
-                        txn = txn.when(&gkey, grev).put(&gkey, encode(&group));
+                        group_write = Some(encode(&group));
                     }
                     CheckOutcome::Update(package)
                 }
@@ -433,6 +433,10 @@ impl UpdateChannel for StoreUpdateChannel {
                 quiet = Some(self.checkins.quiet().await);
                 fresh = true;
                 continue;
+            }
+            let mut txn = Txn::new().when(&ikey, irev);
+            if let Some(group) = group_write {
+                txn = txn.when(&gkey, grev).put(&gkey, group);
             }
             let written = self.store.txn(txn.put(&ikey, encode(&instance))).await?.succeeded;
             // The group's window changed, or the cached group was out of date.
@@ -472,7 +476,7 @@ impl UpdateChannel for StoreUpdateChannel {
             // Only grants and failures drive the rollout: any other event waits in
             // memory for the next batch.
             if !event.is_error() && !offer_done && CheckIns::can_buffer() {
-                push_event(&mut instance, event.clone());
+                instance.push_event(event.clone());
                 let buffered = instance.clone();
                 match self.checkins.buffer(&self.store, &ikey, buffered, irev, pending.as_ref(), Some(event.clone())) {
                     Buffered::Yes => return Ok(instance),
@@ -505,7 +509,7 @@ impl UpdateChannel for StoreUpdateChannel {
                     }
                 }
             }
-            push_event(&mut instance, event.clone());
+            instance.push_event(event.clone());
             let written = self.store.txn(txn.put(&ikey, encode(&instance))).await?.succeeded;
             if event.is_error() {
                 self.config.invalidate(); // the group may be halted now
@@ -531,7 +535,7 @@ impl UpdateChannel for StoreUpdateChannel {
             match all.get_mut(&checkin.record().id) {
                 Some(instance) => checkin.apply(instance),
                 None => {
-                    all.insert(checkin.record().id.clone(), checkin.record().clone());
+                    all.insert(checkin.record().id.clone(), Instance::clone(checkin.record()));
                 }
             }
         }

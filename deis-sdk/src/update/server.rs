@@ -110,6 +110,7 @@ impl OmahaServer {
                 error_code: event.error_code,
                 previous_version: event.previous_version.clone(),
                 at: Timestamp::from_unix_seconds(now),
+                repeats: 0,
             };
             if let Err(e) = self.channel.record_event(&who, event).await {
                 return match app_status(&e) {

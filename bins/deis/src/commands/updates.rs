@@ -194,7 +194,8 @@ fn view(instances: &[Instance]) -> String {
             || "-".to_string(),
             |e| {
                 let code = e.error_code.map(|c| format!(" error {c}")).unwrap_or_default();
-                format!("{}/{}{code} at {}", e.event_type, e.result, e.at)
+                let times = if e.repeats > 0 { format!(" ({}x)", u64::from(e.repeats) + 1) } else { String::new() };
+                format!("{}/{}{code}{times} at {}", e.event_type, e.result, e.at)
             },
         );
         rows.push(vec![
@@ -219,7 +220,8 @@ mod tests {
     #[test]
     fn one_line_per_instance_with_its_last_event() {
         let at = Timestamp::from_unix_seconds(1_790_000_000);
-        let event = InstanceEvent { event_type: 3, result: 0, error_code: Some(7), previous_version: None, at };
+        let event =
+            InstanceEvent { event_type: 3, result: 0, error_code: Some(7), previous_version: None, at, repeats: 2 };
         let i = Instance {
             id: "replica-1".into(),
             group: "stable".into(),
@@ -233,7 +235,7 @@ mod tests {
         assert_eq!(
             view(&[i]),
             "INSTANCE   GROUP   VERSION  STATUS  LAST CHECK            LAST EVENT\n\
-             replica-1  stable  1.0.0    error   2026-09-21T14:13:20Z  3/0 error 7 at 2026-09-21T14:13:20Z\n"
+             replica-1  stable  1.0.0    error   2026-09-21T14:13:20Z  3/0 error 7 (3x) at 2026-09-21T14:13:20Z\n"
         );
     }
 

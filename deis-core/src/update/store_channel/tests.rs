@@ -59,6 +59,7 @@ async fn a_flush_never_overwrites_an_event_recorded_meanwhile() {
         error_code: Some(7),
         previous_version: None,
         at: Timestamp::from_unix_seconds(NOON + 20),
+        repeats: 0,
     };
     b.record_event(&who("m1", "2.0.0"), failed.clone()).await.unwrap();
     a.flush().await.unwrap();
@@ -86,6 +87,7 @@ fn event(event_type: u32, result: u32, at: u64) -> InstanceEvent {
         error_code: (result == super::super::event_result::ERROR).then_some(7),
         previous_version: None,
         at: Timestamp::from_unix_seconds(at),
+        repeats: 0,
     }
 }
 
@@ -119,8 +121,9 @@ async fn events_that_drive_no_rollout_wait_in_memory_and_a_failure_is_written_at
     assert!(b.instances(APP, None).await.unwrap().is_empty());
     // A failure takes the buffered events along, in order, each once.
     a.record_event(&who("m1", "1.0.0"), event(DOWNLOAD_FINISHED, ERROR, NOON + 3)).await.unwrap();
-    let types = |i: &Instance| i.events.iter().map(|e| (e.event_type, e.result)).collect::<Vec<_>>();
-    let expected = vec![(DOWNLOAD_STARTED, SUCCESS), (DOWNLOAD_FINISHED, SUCCESS), (DOWNLOAD_FINISHED, ERROR)];
+    // (A repeat would be folded: the count shows it.)
+    let types = |i: &Instance| i.events.iter().map(|e| (e.event_type, e.result, e.repeats)).collect::<Vec<_>>();
+    let expected = vec![(DOWNLOAD_STARTED, SUCCESS, 0), (DOWNLOAD_FINISHED, SUCCESS, 0), (DOWNLOAD_FINISHED, ERROR, 0)];
     let elsewhere = &b.instances(APP, None).await.unwrap()[0];
     assert_eq!((elsewhere.status, types(elsewhere)), (InstanceStatus::Error, expected.clone()));
     a.flush().await.unwrap();
@@ -144,13 +147,26 @@ async fn a_flush_is_one_transaction_on_the_embedded_store() {
 }
 
 /// A store that takes at most `limit` compares and ops per transaction (as etcd's
-/// `--max-txn-ops`), on an embedded store.
+/// `--max-txn-ops`), on an embedded store, and counts reads of instance records.
 #[derive(Debug)]
-struct Limited(Arc<dyn Store>, usize);
+struct Limited(Arc<dyn Store>, usize, std::sync::atomic::AtomicUsize);
+
+impl Limited {
+    fn new(inner: Arc<dyn Store>, limit: usize) -> Self {
+        Self(inner, limit, std::sync::atomic::AtomicUsize::new(0))
+    }
+
+    fn instance_reads(&self) -> usize {
+        self.2.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
 
 #[async_trait]
 impl Store for Limited {
-    async fn get(&self, key: &str) -> crate::store::Result<Option<KeyValue>> {
+    async fn get(&self, key: &str) -> crate::store::Result<Option<crate::store::KeyValue>> {
+        if key.starts_with("updates/instances/") {
+            self.2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         self.0.get(key).await
     }
     async fn list(&self, prefix: &str) -> crate::store::Result<crate::store::Listing> {
@@ -180,9 +196,44 @@ impl Store for Limited {
 }
 
 #[tokio::test]
+async fn a_written_record_serves_the_next_check_and_a_write_elsewhere_meanwhile_is_kept() {
+    use super::super::event_result::SUCCESS;
+    use super::super::event_type::{DOWNLOAD_FINISHED, DOWNLOAD_STARTED};
+    let inner: Arc<dyn Store> = RedbStore::in_memory();
+    let counting = Arc::new(Limited::new(inner.clone(), usize::MAX));
+    let a = StoreUpdateChannel::new(counting.clone());
+    let b = StoreUpdateChannel::new(inner);
+    a.create_app(APP, "deisd").await.unwrap();
+    a.check(&who("m1", "1.0.0"), false, NOON).await.unwrap();
+    a.flush().await.unwrap();
+    // The record `a` wrote serves its next check: no read.
+    let reads = counting.instance_reads();
+    a.check(&who("m1", "1.0.0"), false, NOON + 1).await.unwrap();
+    a.flush().await.unwrap();
+    assert_eq!(counting.instance_reads(), reads, "the next check builds on the record written");
+    assert_eq!(b.instances(APP, None).await.unwrap()[0].last_check.unix_seconds(), NOON + 1);
+    // `b` writes an event; `a`'s next event builds on its older record, and its flush
+    // merges into the stored one: both events, each once, in order.
+    b.record_event(&who("m1", "1.0.0"), event(DOWNLOAD_STARTED, SUCCESS, NOON + 2)).await.unwrap();
+    b.flush().await.unwrap();
+    a.record_event(&who("m1", "1.0.0"), event(DOWNLOAD_FINISHED, SUCCESS, NOON + 3)).await.unwrap();
+    a.flush().await.unwrap();
+    let i = &b.instances(APP, None).await.unwrap()[0];
+    let events: Vec<_> = i.events.iter().map(|e| (e.event_type, e.result, e.repeats)).collect();
+    assert_eq!(events, vec![(DOWNLOAD_STARTED, SUCCESS, 0), (DOWNLOAD_FINISHED, SUCCESS, 0)]);
+    assert_eq!(i.status, InstanceStatus::Downloaded);
+    assert_eq!(a.instances(APP, None).await.unwrap(), b.instances(APP, None).await.unwrap());
+    // An offer is decided on a fresh read of the record, never on the one kept.
+    a.publish(APP, "stable", crate::testing::sample_package("2.0.0")).await.unwrap();
+    let reads = counting.instance_reads();
+    assert!(matches!(a.check(&who("m1", "1.0.0"), true, NOON + 4).await.unwrap(), CheckOutcome::Update(_)));
+    assert!(counting.instance_reads() > reads, "the offer read the record");
+}
+
+#[tokio::test]
 async fn a_flush_keeps_within_the_stores_transaction_limit() {
     let inner: Arc<dyn Store> = RedbStore::in_memory();
-    let store: Arc<dyn Store> = Arc::new(Limited(inner.clone(), 16));
+    let store: Arc<dyn Store> = Arc::new(Limited::new(inner.clone(), 16));
     let a = StoreUpdateChannel::new(store.clone());
     a.create_app(APP, "deisd").await.unwrap();
     for m in 0..100 {
@@ -212,7 +263,8 @@ async fn events_racing_with_flushes_are_each_written_once() {
         tasks.push(tokio::spawn(async move {
             for n in 0..10u64 {
                 let me = who(&format!("m{m}"), "1.0.0");
-                a.record_event(&me, event(13, 1, NOON + n)).await.unwrap();
+                // Alternating types: no two in a row are the same (they would fold).
+                a.record_event(&me, event(13 + (n % 2) as u32, 1, NOON + n)).await.unwrap();
                 a.check(&me, n % 2 == 0, NOON + n).await.unwrap();
             }
         }));
@@ -227,6 +279,7 @@ async fn events_racing_with_flushes_are_each_written_once() {
     for i in &all {
         let at: Vec<u64> = i.events.iter().map(|e| e.at.unix_seconds() - NOON).collect();
         assert_eq!(at, (0..10).collect::<Vec<_>>(), "{}: every event once, in order", i.id);
+        assert!(i.events.iter().all(|e| e.repeats == 0), "{}: no event written twice (folded)", i.id);
         assert_eq!(i.last_check.unix_seconds(), NOON + 9);
     }
     assert_eq!(a.instances(APP, None).await.unwrap(), all);

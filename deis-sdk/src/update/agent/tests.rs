@@ -232,6 +232,7 @@ async fn an_instance_waiting_for_the_lock_does_not_apply_a_version_that_halted_t
         error_code: Some(error_code::HEALTH_CHECK),
         previous_version: None,
         at: Timestamp::now(),
+        repeats: 0,
     };
     s.channel.record_event(&r1, failed).await.unwrap();
     held.release().await.unwrap();

@@ -100,10 +100,12 @@ pub(crate) fn malformed(reader: &Reader<&[u8]>, e: impl std::fmt::Display) -> Om
     OmahaError::Malformed { position: reader.buffer_position(), message: e.to_string() }
 }
 
-/// The attributes of `e` we know, by name; unknown ones are skipped.
+/// The attributes of `e` named in `wanted` (by local name), normalised, in order;
+/// others are only checked against [`MAX_ATTR_BYTES`].
 pub(crate) fn attributes<'a>(
     reader: &Reader<&[u8]>,
     e: &'a BytesStart<'a>,
+    wanted: &[&[u8]],
     mut keep: impl FnMut(&[u8], String),
 ) -> Result<(), OmahaError> {
     for attr in e.attributes() {
@@ -112,9 +114,13 @@ pub(crate) fn attributes<'a>(
             let name = AsRef::<str>::as_ref(&attr.key).to_string();
             return Err(OmahaError::TooLarge(format!("attribute {name} is over {MAX_ATTR_BYTES} bytes")));
         }
-        let value = attr.normalized_value(XmlVersion::Implicit1_0).map_err(|err| malformed(reader, err))?;
         let local = attr.key.local_name();
-        keep(AsRef::<str>::as_ref(&local).as_bytes(), value.into_owned());
+        let local = AsRef::<str>::as_ref(&local).as_bytes();
+        if !wanted.contains(&local) {
+            continue;
+        }
+        let value = attr.normalized_value(XmlVersion::Implicit1_0).map_err(|err| malformed(reader, err))?;
+        keep(local, value.into_owned());
     }
     Ok(())
 }
@@ -134,34 +140,43 @@ pub fn parse_request(body: &[u8]) -> Result<Request, OmahaError> {
     reader.config_mut().check_end_names = true;
     let mut request = Request::default();
     let mut seen_root = false;
-    // Names of the open elements; only their count and the innermost matter.
-    let mut path: Vec<Vec<u8>> = Vec::new();
+    // Names of the open elements, one after another in `names`, each ending at its
+    // offset in `ends` (no allocation per element); only their count, whether the
+    // second is an <app>, and the innermost (for errors) matter.
+    let (mut names, mut ends): (Vec<u8>, Vec<usize>) = (Vec::with_capacity(64), Vec::with_capacity(MAX_DEPTH));
+    let mut in_app = false;
     loop {
         let event = reader.read_event().map_err(|e| malformed(&reader, e))?;
         let (e, empty) = match event {
             Event::Start(e) => (e, false),
             Event::Empty(e) => (e, true),
             Event::End(_) => {
-                path.pop();
+                ends.pop();
+                names.truncate(ends.last().copied().unwrap_or(0));
                 continue;
             }
-            Event::Eof if !path.is_empty() => {
-                let open = String::from_utf8_lossy(path.last().map_or(&[][..], Vec::as_slice)).into_owned();
+            Event::Eof if !ends.is_empty() => {
+                let innermost = ends.len().checked_sub(2).map_or(0, |i| ends[i]);
+                let open = String::from_utf8_lossy(&names[innermost..]).into_owned();
                 return Err(malformed(&reader, format!("the document ends inside <{open}>")));
             }
             Event::Eof => break,
-            Event::Text(t) if path.is_empty() && !AsRef::<str>::as_ref(&*t).trim().is_empty() => {
+            Event::Text(t) if ends.is_empty() && !AsRef::<str>::as_ref(&*t).trim().is_empty() => {
                 return Err(OmahaError::NotOmaha("text outside the <request> element".into()));
             }
             // Declarations, comments, processing instructions, text: nothing for us.
             _ => continue,
         };
         let local = e.local_name();
-        let name = AsRef::<str>::as_ref(&local).as_bytes().to_vec();
-        match (path.len(), name.as_slice()) {
+        let name = AsRef::<str>::as_ref(&local).as_bytes();
+        let depth = ends.len();
+        if depth == 1 {
+            in_app = name == b"app";
+        }
+        match (depth, name) {
             (0, b"request") if !seen_root => {
                 seen_root = true;
-                attributes(&reader, &e, |k, v| match k {
+                attributes(&reader, &e, &[b"protocol", b"version", b"userid"], |k, v| match k {
                     b"protocol" => request.protocol = v,
                     b"version" => request.client_version = non_empty(v),
                     b"userid" => request.userid = non_empty(v),
@@ -185,7 +200,8 @@ pub fn parse_request(body: &[u8]) -> Result<Request, OmahaError> {
                     return Err(OmahaError::TooLarge(format!("more than {MAX_APPS} <app> elements")));
                 }
                 let mut app = AppRequest::default();
-                attributes(&reader, &e, |k, v| match k {
+                let wanted: [&[u8]; 6] = [b"appid", b"version", b"track", b"machineid", b"userid", b"bootid"];
+                attributes(&reader, &e, &wanted, |k, v| match k {
                     b"appid" => app.appid = v,
                     b"version" => app.version = non_empty(v),
                     b"track" => app.track = non_empty(v),
@@ -199,7 +215,7 @@ pub fn parse_request(body: &[u8]) -> Result<Request, OmahaError> {
                 }
                 request.apps.push(app);
             }
-            (2, child) if path[1] == b"app" => {
+            (2, child) if in_app => {
                 let app = request.apps.last_mut().expect("an open <app> was pushed");
                 match child {
                     b"ping" => app.ping = true,
@@ -210,7 +226,8 @@ pub fn parse_request(body: &[u8]) -> Result<Request, OmahaError> {
                         }
                         let mut event = EventRequest::default();
                         let mut failure = None;
-                        attributes(&reader, &e, |k, v| {
+                        let wanted: [&[u8]; 4] = [b"eventtype", b"eventresult", b"errorcode", b"previousversion"];
+                        attributes(&reader, &e, &wanted, |k, v| {
                             let parsed = match k {
                                 b"eventtype" => number("eventtype", &v).map(|n| event.event_type = n),
                                 b"eventresult" => number("eventresult", &v).map(|n| event.result = n),
@@ -236,10 +253,11 @@ pub fn parse_request(body: &[u8]) -> Result<Request, OmahaError> {
             _ => {}
         }
         if !empty {
-            if path.len() == MAX_DEPTH {
+            if depth == MAX_DEPTH {
                 return Err(OmahaError::TooLarge(format!("elements nested deeper than {MAX_DEPTH}")));
             }
-            path.push(name);
+            names.extend_from_slice(name);
+            ends.push(names.len());
         }
     }
     if !seen_root {

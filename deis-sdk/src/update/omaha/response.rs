@@ -226,7 +226,7 @@ pub fn parse_response(body: &[u8]) -> Result<Vec<ResponseApp>, OmahaError> {
                     return Err(OmahaError::TooLarge(format!("more than {MAX_APPS} <app> elements")));
                 }
                 let mut app = ResponseApp::default();
-                attributes(&reader, &e, |k, v| match k {
+                attributes(&reader, &e, &[b"appid", b"status"], |k, v| match k {
                     b"appid" => app.appid = v,
                     b"status" => app.status = v,
                     _ => {}
@@ -236,7 +236,9 @@ pub fn parse_response(body: &[u8]) -> Result<Vec<ResponseApp>, OmahaError> {
             (_, tag) if depth >= 2 => {
                 if let Some(app) = apps.last_mut() {
                     let manifest = app.manifest.get_or_insert_with(Manifest::empty);
-                    attributes(&reader, &e, |k, v| match (tag, k) {
+                    let wanted: [&[u8]; 8] =
+                        [b"status", b"codebase", b"version", b"name", b"hash", b"hash_sha256", b"size", b"sha256"];
+                    attributes(&reader, &e, &wanted, |k, v| match (tag, k) {
                         (b"updatecheck", b"status") => app.updatecheck = Some(v),
                         (b"url", b"codebase") if manifest.url.is_empty() => manifest.url = v,
                         (b"manifest", b"version") => manifest.version = v,

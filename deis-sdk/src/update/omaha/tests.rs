@@ -79,6 +79,23 @@ fn malformed_and_foreign_documents_are_refused_with_a_reason() {
 }
 
 #[test]
+fn an_unfinished_document_names_the_innermost_open_element() {
+    let e = parse_request(b"<request protocol=\"3.0\"><app appid=\"a\"><updatecheck>").unwrap_err().to_string();
+    assert!(e.contains("ends inside <updatecheck>"), "{e}");
+    let e = parse_request(b"<request protocol=\"3.0\"><app appid=\"a\"><x/>").unwrap_err().to_string();
+    assert!(e.contains("ends inside <app>"), "{e}");
+}
+
+#[test]
+fn only_children_of_an_app_count_for_it() {
+    let xml = b"<request protocol=\"3.0\"><app appid=\"a\"/><os><updatecheck/><ping/></os>\
+        <x><app appid=\"nested\"/></x></request>";
+    let request = parse_request(xml).unwrap();
+    assert_eq!(request.apps.len(), 1, "{request:?}");
+    assert!(!request.apps[0].updatecheck && !request.apps[0].ping, "{request:?}");
+}
+
+#[test]
 fn limits_are_enforced() {
     let app = "<app appid=\"a\"/>";
     let many = format!("<request protocol=\"3.0\">{}</request>", app.repeat(MAX_APPS + 1));
