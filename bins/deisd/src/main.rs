@@ -36,6 +36,11 @@ use deis_sdk::tty::kubernetes::KubernetesTtyBroker;
 use deis_sdk::tty::swarm::SwarmTtyBroker;
 use deis_sdk::{Listen, MIN_TTY_SECRET_BYTES, Platform, PlatformBuilder, SyslogListen};
 
+/// mimalloc: glibc's malloc and free took a fifth of deisd's CPU per request
+/// (BENCHMARKS.md, update checks: 25-30% more checks per second with mimalloc).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The Deis platform daemon: controller API, router, scheduler, logs and `deis run` in
 /// one process.
 #[derive(Debug, Parser)]
