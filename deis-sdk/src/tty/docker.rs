@@ -127,15 +127,27 @@ pub struct DockerConfinement {
     /// (default false: many images write next to their code). The `tmpfs` takes the
     /// mode of the image's `/tmp`: 1777 in most images, so any user may write there.
     pub read_only_root: bool,
+    /// The network of one-off containers, as `docker run --network` names it: `none`
+    /// (the default of a broker on its own), `bridge` (outbound access, nothing
+    /// published), `host`, or a network's name. The brokers of the platform's
+    /// schedulers give one-off sessions the network their units have, so a `deis run`
+    /// reaches what the app reaches (its database, say).
+    pub network: String,
 }
 
 impl Default for DockerConfinement {
     fn default() -> Self {
-        Self { pids_limit: 512, read_only_root: false }
+        Self { pids_limit: 512, read_only_root: false, network: "none".into() }
     }
 }
 
 impl DockerConfinement {
+    /// One-off containers on `network` (see [`network`](Self::network)).
+    pub fn with_network(mut self, network: impl Into<String>) -> Self {
+        self.network = network.into();
+        self
+    }
+
     /// Mounts images read-only (see [`read_only_root`](Self::read_only_root)).
     pub fn with_read_only_root(mut self, read_only: bool) -> Self {
         self.read_only_root = read_only;
@@ -358,7 +370,7 @@ impl DockerTtyBroker {
             host_config: Some(self.confinement.host_config(
                 spec,
                 HostConfig {
-                    network_mode: Some("none".into()),
+                    network_mode: Some(self.confinement.network.clone()),
                     init: Some(true),
                     // Honoured from API 1.42; older engines get the resize after the start.
                     console_size: initial_size(spec).map(console_size),

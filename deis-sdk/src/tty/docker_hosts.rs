@@ -4,7 +4,8 @@
 //!
 //! - A **running unit container** of the session's process type, on whichever engine
 //!   has one (engines asked in the order given), gets the command `docker exec`ed.
-//! - Otherwise a **one-off container** runs on the first engine that answers: of the
+//! - Otherwise a **one-off container** runs on the first engine that answers, on the
+//!   network the engine's units have (`host` or `bridge`, as `--docker-host` says): of the
 //!   release's image (pulled there first when the engine lacks it, with the platform
 //!   registry's credentials), or, for a source build, of the stack image with the build
 //!   copied in ([`DockerTtyBroker::with_stack_image`]).
@@ -22,8 +23,8 @@ use deis_core::scheduler::placement::Plane;
 use deis_core::scheduler::{Artifact, PullCredentials};
 use deis_core::tty::{Session, SessionSpec, TtyBroker, TtyError};
 
-use super::docker::{DockerTtyBroker, DockerTtyError};
-use crate::scheduler::docker::{DockerHost, pull, registry_of};
+use super::docker::{DockerConfinement, DockerTtyBroker, DockerTtyError};
+use crate::scheduler::docker::{DockerHost, Networking, pull, registry_of};
 
 /// How long one engine may take to negotiate its API version or answer a lookup.
 const ENGINE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,7 +74,14 @@ impl DockerHostsTtyBroker {
                     docker
                 }
             };
-            let sessions = DockerTtyBroker::new(docker.clone()).with_stack_image(stack_image);
+            // One-off sessions get the network the engine's units have.
+            let network = match host.networking {
+                Networking::Host => "host",
+                Networking::Bridge => "bridge",
+            };
+            let sessions = DockerTtyBroker::new(docker.clone())
+                .with_stack_image(stack_image)
+                .with_confinement(DockerConfinement::default().with_network(network));
             engines.push(Engine { endpoint, docker, sessions });
         }
         if engines.is_empty() {

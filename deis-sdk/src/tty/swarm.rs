@@ -3,8 +3,9 @@
 //!
 //! - The session runs in the release's image with the app's config: `docker exec` in a
 //!   running unit container of its process type on the manager's node, else in a
-//!   one-off container there (network `none`, confined as [`DockerTtyBroker`] confines
-//!   them, removed when the session ends).
+//!   one-off container there (on the engine's bridge: outbound access, none to the
+//!   manager's loopback; confined as [`DockerTtyBroker`] confines them, removed when the
+//!   session ends).
 //! - A source build runs in the image the swarm scheduler committed for its release on
 //!   the manager's engine ([`build_image`]); an image release is pulled there first when
 //!   the engine lacks it (units may run on other nodes only), with the platform
@@ -19,9 +20,12 @@ use bollard::Docker;
 use deis_core::scheduler::{Artifact, PullCredentials};
 use deis_core::tty::{Session, SessionSpec, TtyBroker, TtyError};
 
-use super::docker::{DockerTtyBroker, DockerTtyError};
+use super::docker::{DockerConfinement, DockerTtyBroker, DockerTtyError};
 use crate::scheduler::docker::{pull, registry_of};
 use crate::scheduler::swarm::build_image;
+
+/// The network of one-off sessions on the manager's engine.
+const ONE_OFF_NETWORK: &str = "bridge";
 
 /// How long connecting to the manager's engine may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,7 +60,11 @@ impl SwarmTtyBroker {
                 TtyError::Invalid(format!("the swarm manager {endpoint} does not answer within 10 s: is it running?"))
             })?
             .map_err(engine("negotiating the API version"))?;
-        Ok(Self { sessions: DockerTtyBroker::new(docker.clone()), docker, logins })
+        // One-off sessions run on the manager, which runs no units: on its bridge they
+        // reach what units reach, not the control plane's own loopback services.
+        let sessions = DockerTtyBroker::new(docker.clone())
+            .with_confinement(DockerConfinement::default().with_network(ONE_OFF_NETWORK));
+        Ok(Self { sessions, docker, logins })
     }
 
     /// The image of the session's release, on the manager's engine.

@@ -187,3 +187,30 @@ async fn docker_sessions_are_confined_and_limited() {
     assert!(out.contains("Read-only file system"), "{out}");
     assert_eq!(lines.last(), Some(&"1"), "a tmpfs on /tmp: {out}");
 }
+
+/// A one-off container is on the network its broker is given: `host` reaches a
+/// listener on this machine's loopback (as a unit with host networking would), the
+/// default `none` reaches nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_one_off_sessions_get_the_network_they_are_given() {
+    use deis_sdk::tty::docker::DockerConfinement;
+    let Some(engine) = DockerEngine::shared() else { return };
+    let image = engine.busybox_image();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.write_all(b"reached\n");
+        }
+    });
+    let command = vec!["sh".into(), "-c".into(), format!("nc -w 5 127.0.0.1 {port} </dev/null || echo unreachable")];
+    let host = broker(engine).await.with_confinement(DockerConfinement::default().with_network("host"));
+    let mut session = host.open(harness(&image).spec("net-host", command.clone(), false)).await.unwrap();
+    let (out, err, status) = collect(&mut session).await;
+    assert_eq!((out.trim(), status), ("reached", ExitStatus::Code(0)), "{err}");
+    let none = broker(engine).await;
+    let mut session = none.open(harness(&image).spec("net-none", command, false)).await.unwrap();
+    let (out, err, _) = collect(&mut session).await;
+    assert!(out.contains("unreachable") && !out.contains("reached\n"), "{out}{err}");
+}

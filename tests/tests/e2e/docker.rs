@@ -235,8 +235,9 @@ fn hello_from_source_and_as_an_image(
 
 /// `deis run` of `app` (hello, two web units): the app's config in a running unit's
 /// container (its `DEIS_UNIT`, in `/app`); scaled to zero, in a one-off container (no
-/// `DEIS_UNIT`, also in `/app`) that no engine of `engines` keeps afterwards.
-fn deis_run_in_a_unit_then_a_one_off(cli: &Cli, app: &str, engines: &[&DockerEngine]) {
+/// `DEIS_UNIT`, also in `/app`) that no engine of `engines` keeps afterwards; `networked`:
+/// the one-off has a network interface besides `lo` (it is on the units' network).
+fn deis_run_in_a_unit_then_a_one_off(cli: &Cli, app: &str, engines: &[&DockerEngine], networked: bool) {
     cli.run(&["config:set", "SOMECONFIG=from-the-engine", "-a", app]).ok();
     wait_units(cli, app, "web", 2, "v3");
     let run = ["run", "-a", app, "--", "sh", "-c", "echo $SOMECONFIG ${DEIS_UNIT:-one-off} $(pwd)"];
@@ -257,6 +258,11 @@ fn deis_run_in_a_unit_then_a_one_off(cli: &Cli, app: &str, engines: &[&DockerEng
         (pods(cli, app).is_empty() && containers(&format!("deis.app={app}"), false).is_empty()).then_some(())
     });
     assert_eq!(cli.run(&run).ok().trim(), "from-the-engine one-off /app");
+    if networked {
+        // On the units' network (host or bridge), not `none` (only `lo`).
+        let links = cli.run(&["run", "-a", app, "--", "ls", "/sys/class/net"]).ok();
+        assert!(links.split_whitespace().any(|l| l != "lo"), "a one-off session with no network: {links}");
+    }
     wait_for(T, "the one-off container removed", || containers("deis.run=true", true).is_empty().then_some(()));
 }
 
@@ -286,6 +292,7 @@ fn the_hello_app_runs_from_source_and_as_an_image_over_two_engines() {
     }
     // deis run where the units run, for both kinds of release.
     for app in ["fromsource", "fromimage"] {
-        deis_run_in_a_unit_then_a_one_off(&cli, app, &[&e1, &e2]);
+        // Host networking: a one-off is on the engine's host network.
+        deis_run_in_a_unit_then_a_one_off(&cli, app, &[&e1, &e2], true);
     }
 }
