@@ -1,10 +1,61 @@
 //! What the reference daemons share (feature `daemon`): flag parsing with one-line
-//! errors, log output setup, and the shutdown signal.
+//! errors, log output setup, the shutdown signal, and their HTTP listeners' limits
+//! ([`ListenerFlags`], [`serve_until_signal`]).
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
+use crate::controller::ApiLimits;
 pub use crate::shutdown_signal;
+
+/// How long open requests (a followed log, a `deis run` session) may go on after a
+/// shutdown signal before a role daemon stops anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The limits of a role daemon's HTTP listener, flags every role daemon takes
+/// (`--http-header-read-timeout SECS`, `--http-max-connections N`), so slow or idle
+/// clients can't take it down (as the controller API's own limits).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct ListenerFlags {
+    /// Seconds a client has to send a request head (and to start the next one on a
+    /// kept-alive connection) before the connection is closed.
+    #[arg(
+        long,
+        env = "DEIS_HTTP_HEADER_READ_TIMEOUT",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub http_header_read_timeout: u64,
+    /// Most connections open at once; past it new ones are closed at once.
+    #[arg(
+        long,
+        env = "DEIS_HTTP_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000)
+    )]
+    pub http_max_connections: u64,
+}
+
+impl ListenerFlags {
+    /// The listener limits these flags give (the rest as [`ApiLimits::default`]).
+    pub fn limits(&self) -> ApiLimits {
+        ApiLimits {
+            header_read_timeout: Duration::from_secs(self.http_header_read_timeout),
+            max_connections: usize::try_from(self.http_max_connections).unwrap_or(usize::MAX),
+            ..ApiLimits::default()
+        }
+    }
+}
+
+/// Serves `app` on `listener` with `flags`' limits until SIGTERM or SIGINT, then lets
+/// open requests finish for at most [`SHUTDOWN_GRACE`].
+pub async fn serve_until_signal(listener: tokio::net::TcpListener, app: axum::Router, flags: &ListenerFlags) {
+    let signalled = async {
+        shutdown_signal().await;
+    };
+    crate::controller::serve_with_grace(listener, app, flags.limits(), signalled, SHUTDOWN_GRACE).await;
+}
 
 /// Parses the process's flags into `A`. `--help` and `--version` print and exit 0; a
 /// bad flag or value prints one line, `<name>: <what is wrong>`, and exits 2.
@@ -83,6 +134,47 @@ mod tests {
     struct Flags {
         #[arg(long, default_value = "text")]
         log_format: LogFormat,
+    }
+
+    #[derive(Debug, Parser)]
+    struct Listener {
+        #[command(flatten)]
+        listener: ListenerFlags,
+    }
+
+    #[test]
+    fn listener_flags_give_the_limits_and_refuse_zero() {
+        let l = Listener::try_parse_from(["d"]).unwrap().listener.limits();
+        assert_eq!((l.header_read_timeout, l.max_connections), (Duration::from_secs(30), 1024));
+        let f =
+            Listener::try_parse_from(["d", "--http-header-read-timeout", "2", "--http-max-connections", "3"]).unwrap();
+        assert_eq!(
+            (f.listener.limits().header_read_timeout, f.listener.limits().max_connections),
+            (Duration::from_secs(2), 3)
+        );
+        let e = Listener::try_parse_from(["d", "--http-max-connections", "0"]).unwrap_err();
+        assert!(one_line(&e).contains("--http-max-connections"), "{}", one_line(&e));
+    }
+
+    #[tokio::test]
+    async fn serving_stops_after_the_grace_period_with_a_request_still_open() {
+        use crate::controller::serve_with_grace;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/hang", axum::routing::get(std::future::pending::<&'static str>));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let grace = Duration::from_millis(200);
+        let until = async move {
+            let _ = stopped.await;
+        };
+        let server = tokio::spawn(serve_with_grace(listener, app, ApiLimits::default(), until, grace));
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server).await.expect("stopped within the grace").unwrap();
+        assert!(started.elapsed() >= grace, "it waited for the open request first");
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct CommonArgs {
     /// loses nothing and resumes operations in progress.
     #[arg(long, env = "DEIS_BROKER_STORE", default_value = "redb:deis-broker.redb")]
     pub store: String,
+    #[command(flatten)]
+    pub listener: deis_sdk::daemon::ListenerFlags,
 }
 
 /// Serves `backend` as `name` until SIGTERM or SIGINT; its state lives in the store
@@ -75,13 +77,7 @@ pub async fn serve(name: &str, args: &CommonArgs, backend: Arc<dyn Backend>) -> 
     eprintln!("{name} is up on http://{addr}/v2/catalog");
     let config = OsbServerConfig { auth: Some(BasicAuth::new(&args.username, &args.password)), ..Default::default() };
     let app = with_metrics(router(Arc::new(broker.clone()), config));
-    let served = axum::serve(listener, app).with_graceful_shutdown(async {
-        deis_sdk::shutdown_signal().await;
-    });
-    if let Err(e) = served.await {
-        eprintln!("{name}: {e}");
-        return ExitCode::FAILURE;
-    }
+    deis_sdk::daemon::serve_until_signal(listener, app, &args.listener).await;
     broker.stop();
     ExitCode::SUCCESS
 }

@@ -79,6 +79,9 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "DEIS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    /// Limits of the HTTP API's listener.
+    #[command(flatten)]
+    listener: deis_sdk::daemon::ListenerFlags,
 }
 
 fn optional_addr(flag: &str, v: &str) -> Result<Option<SocketAddr>, String> {
@@ -173,7 +176,7 @@ async fn run(args: Args) -> Result<(), String> {
         token: args.token.clone(),
     };
     let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
-    let http_task = tokio::spawn(http::serve(listener, api, async {
+    let http_task = tokio::spawn(http::serve(listener, api, args.listener.limits(), async {
         let _ = stopped.await;
     }));
     let show = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());

@@ -45,6 +45,8 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "DEIS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    #[command(flatten)]
+    listener: deis_sdk::daemon::ListenerFlags,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -127,12 +129,7 @@ async fn main() -> ExitCode {
         config.sinks.len(),
         config.interval
     );
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-        deis_sdk::shutdown_signal().await;
-    });
-    if let Err(e) = serve.await {
-        tracing::error!(error = %e, "serving /metrics failed");
-    }
+    deis_sdk::daemon::serve_until_signal(listener, app, &args.listener).await;
     let _ = stop.send(true);
     let _ = collecting.await;
     ExitCode::SUCCESS

@@ -44,6 +44,8 @@ struct Args {
     /// End sessions after this long (`12h`; a bare number is seconds).
     #[arg(long, env = "DEIS_TTY_MAX_SESSION", default_value = "12h", value_parser = parse_duration)]
     max_session: Duration,
+    #[command(flatten)]
+    listener: deis_sdk::daemon::ListenerFlags,
 }
 
 #[tokio::main]
@@ -88,9 +90,6 @@ async fn main() -> ExitCode {
     };
     let addr = listener.local_addr().map_or_else(|_| args.listen.to_string(), |a| a.to_string());
     eprintln!("deis-tty-broker is up on ws://{addr}/v2/sessions/<id>/attach?app=<app>&token=<token>");
-    let shutdown = async {
-        deis_sdk::shutdown_signal().await;
-    };
     let service = Arc::new(service);
     let app = attach_router(service.clone()).route(
         "/metrics",
@@ -98,9 +97,6 @@ async fn main() -> ExitCode {
             exposition::response(service.counters().families(), &headers)
         }),
     );
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        eprintln!("deis-tty-broker: {e}");
-        return ExitCode::FAILURE;
-    }
+    deis_sdk::daemon::serve_until_signal(listener, app, &args.listener).await;
     ExitCode::SUCCESS
 }

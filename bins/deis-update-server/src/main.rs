@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use deis_sdk::adapters::StoreUri;
-use deis_sdk::daemon::{LogFormat, init_tracing, parse_flags};
+use deis_sdk::daemon::{ListenerFlags, LogFormat, init_tracing, parse_flags, serve_until_signal};
 use deis_sdk::deis_core::update::{StoreUpdateChannel, UpdateChannel};
 
 /// mimalloc: glibc's malloc and free took a fifth of deisd's CPU per request
@@ -29,6 +29,8 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "DEIS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    #[command(flatten)]
+    listener: ListenerFlags,
 }
 
 #[tokio::main]
@@ -53,21 +55,11 @@ async fn main() -> ExitCode {
     let app =
         deis_sdk::update::routes_on(store, updates.clone()).route("/healthz", axum::routing::get(|| async { "OK" }));
     eprintln!("deis-update-server is up: Omaha at http://{}/v1/update/", args.addr);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            deis_sdk::shutdown_signal().await;
-        })
-        .await;
+    serve_until_signal(listener, app, &args.listener).await;
     // Check-ins buffered in memory.
     if let Err(e) = updates.flush().await {
         eprintln!("deis-update-server: writing buffered update check-ins: {e}");
         return ExitCode::FAILURE;
     }
-    match served {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("deis-update-server: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    ExitCode::SUCCESS
 }

@@ -62,7 +62,7 @@ pub use extract::{AppPath, AuthUser, DEFAULT_PAGE, JsonBody, MAX_PAGE, MaybeUser
 pub use logs::{DEFAULT_LOG_LINES, FollowShutdown, HEARTBEAT, MAX_LOG_LINES, MAX_LOGS_BODY};
 #[cfg(feature = "registry")]
 pub use push::{PlatformRegistry, RegistryTokens, push_routes};
-pub use serve::serve;
+pub use serve::{serve, serve_with_grace};
 
 /// The API version Workflow clients check (`DEIS_API_VERSION`).
 pub const API_VERSION: &str = "2.3";

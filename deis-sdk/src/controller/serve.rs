@@ -71,6 +71,34 @@ pub async fn serve(listener: TcpListener, app: axum::Router, limits: ApiLimits, 
     let _ = slots.acquire_many(u32::try_from(max).unwrap_or(u32::MAX)).await;
 }
 
+/// Serves `app` on `listener` under `limits` until `until` completes, then lets open
+/// requests finish for at most `grace`.
+pub async fn serve_with_grace(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: ApiLimits,
+    until: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) {
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let until = async move {
+        until.await;
+        let _ = stopping.send(());
+    };
+    let serving = serve(listener, app, limits, until);
+    tokio::pin!(serving);
+    tokio::select! {
+        () = &mut serving => {}
+        () = async {
+            if stopped.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => tracing::warn!(?grace, "requests still open after the shutdown grace period: stopping anyway"),
+    }
+}
+
 /// Completes once `rx` says the server stops.
 async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;

@@ -66,14 +66,17 @@ pub fn router(api: LoggerApi) -> Router {
         .with_state(Arc::new(api))
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then finishes open requests
-/// (followers end when their connection closes).
+/// Serves the API on `listener` under `limits` (its header read timeout and
+/// connection cap; [`crate::controller::serve`]) until `shutdown` completes, then
+/// finishes open requests (followers end when their connection closes).
 pub async fn serve(
     listener: TcpListener,
     api: LoggerApi,
+    limits: crate::controller::ApiLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(api)).with_graceful_shutdown(shutdown).await
+    crate::controller::serve(listener, router(api), limits, shutdown).await;
+    Ok(())
 }
 
 type ApiState = State<Arc<LoggerApi>>;

@@ -387,7 +387,8 @@ async fn http_api_serves_tail_follow_metrics_with_bearer_auth() {
         token: Some("s3cret".into()),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let http_task = tokio::spawn(http::serve(listener, api, async {
+    let limits = deis_sdk::controller::ApiLimits::default();
+    let http_task = tokio::spawn(http::serve(listener, api, limits, async {
         let _ = stopped.await;
     }));
 

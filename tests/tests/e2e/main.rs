@@ -16,6 +16,7 @@ mod docker;
 mod etcd;
 mod https;
 mod isolation;
+mod listeners;
 mod log_hardening;
 mod log_token;
 mod logs;
