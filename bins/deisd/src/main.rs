@@ -128,6 +128,23 @@ struct Args {
     /// Most source uploads processed at once; more are answered 503 with Retry-After.
     #[arg(long, env = "DEIS_MAX_CONCURRENT_UPLOADS", default_value_t = 4)]
     max_concurrent_uploads: usize,
+    /// Seconds a controller API client has to send a request head (and to start the
+    /// next one on a kept-alive connection) before the connection is closed.
+    #[arg(
+        long,
+        env = "DEIS_API_HEADER_READ_TIMEOUT",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    api_header_read_timeout: u64,
+    /// Most controller API connections open at once; past it new ones are closed at once.
+    #[arg(
+        long,
+        env = "DEIS_API_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000)
+    )]
+    api_max_connections: u64,
     /// Log format of deisd itself: text or json.
     #[arg(long, env = "DEIS_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
@@ -365,6 +382,8 @@ impl Args {
         let limits = ApiLimits {
             max_upload_bytes: self.max_upload_mb.saturating_mul(1 << 20),
             max_concurrent_uploads: self.max_concurrent_uploads,
+            header_read_timeout: Duration::from_secs(self.api_header_read_timeout),
+            max_connections: usize::try_from(self.api_max_connections).unwrap_or(usize::MAX),
             ..ApiLimits::default()
         };
         let store_uri = self.store();
