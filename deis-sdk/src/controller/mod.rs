@@ -1,15 +1,20 @@
 //! The controller's HTTP API: the Deis Workflow v2.3 REST API (so existing Workflow
 //! clients keep working) plus our extensions, on top of [`Controller`].
 //!
-//! [`router`] builds an `axum::Router`; serve it with `axum::serve`:
+//! [`router`] builds an `axum::Router`; serve it with [`serve`], which cuts off slow
+//! clients and caps connections ([`ApiLimits`]; plain `axum::serve` does neither):
 //!
 //! ```no_run
 //! # async fn demo(controller: std::sync::Arc<deis_sdk::controller::Controller>) -> std::io::Result<()> {
-//! use deis_sdk::controller::{ApiLimits, router};
+//! use deis_sdk::controller::{ApiLimits, router, serve};
 //!
-//! let app = router(controller, ApiLimits::default());
+//! let limits = ApiLimits::default();
+//! let app = router(controller, limits);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
-//! axum::serve(listener, app).await?;
+//! serve(listener, app, limits, async {
+//!     deis_sdk::shutdown_signal().await;
+//! })
+//! .await;
 //! # Ok(()) }
 //! ```
 //!

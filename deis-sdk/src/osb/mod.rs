@@ -15,7 +15,9 @@
 //! let broker = ManagedBroker::start(store, "brokers/user-provided/", Arc::new(UserProvided)).await?;
 //! let config = OsbServerConfig { auth: Some(BasicAuth::new("platform", "s3cret")), ..Default::default() };
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:9000").await?;
-//! axum::serve(listener, router(Arc::new(broker), config)).await?;
+//! // With a header read timeout and a connection cap (plain `axum::serve` has neither).
+//! let limits = deis_sdk::controller::ApiLimits::default();
+//! deis_sdk::controller::serve(listener, router(Arc::new(broker), config), limits, std::future::pending()).await;
 //! # Ok(()) }
 //! ```
 

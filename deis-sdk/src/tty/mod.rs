@@ -24,7 +24,10 @@
 //! let directory = Arc::new(LocalDirectory { dir: "/srv/app".into(), env: Default::default() });
 //! let service = TtyService::new(broker, TokenSigner::new(b"shared secret, 32+ random bytes.."), directory, TtyConfig::default());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8022").await?;
-//! axum::serve(listener, attach_router(Arc::new(service))).await
+//! // With a header read timeout and a connection cap (plain `axum::serve` has neither).
+//! let limits = deis_sdk::controller::ApiLimits::default();
+//! deis_sdk::controller::serve(listener, attach_router(Arc::new(service)), limits, std::future::pending()).await;
+//! Ok(())
 //! # }
 //! ```
 
