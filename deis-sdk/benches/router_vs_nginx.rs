@@ -110,20 +110,6 @@ struct Wrk {
     errors: u64,
 }
 
-fn parse_ms(s: &str) -> f64 {
-    let s = s.trim();
-    let (num, mult) = if let Some(v) = s.strip_suffix("us") {
-        (v, 0.001)
-    } else if let Some(v) = s.strip_suffix("ms") {
-        (v, 1.0)
-    } else if let Some(v) = s.strip_suffix('s') {
-        (v, 1000.0)
-    } else {
-        (s, 1.0)
-    };
-    num.parse::<f64>().unwrap_or(f64::NAN) * mult
-}
-
 /// `https` with `BENCH_TLS=1`, else `http`.
 fn scheme() -> &'static str {
     if env_num("BENCH_TLS", 0) == 1 { "https" } else { "http" }
@@ -136,23 +122,10 @@ fn wrk(port: u16, seconds: u64, conns: u64) -> Wrk {
         .output()
         .expect("wrk is installed (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut r = Wrk { rps: 0.0, requests: 0, cpu_us: f64::NAN, p50_ms: f64::NAN, p99_ms: f64::NAN, errors: 0 };
-    for line in text.lines() {
-        let t = line.trim();
-        if let Some((n, _)) = t.split_once(" requests in ") {
-            r.requests = n.trim().parse().unwrap_or(0);
-        } else if let Some(v) = t.strip_prefix("Requests/sec:") {
-            r.rps = v.trim().parse().unwrap_or(0.0);
-        } else if let Some(v) = t.strip_prefix("50%") {
-            r.p50_ms = parse_ms(v);
-        } else if let Some(v) = t.strip_prefix("99%") {
-            r.p99_ms = parse_ms(v);
-        } else if t.starts_with("Non-2xx") || t.starts_with("Socket errors") {
-            r.errors += t.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()).sum::<u64>();
-        }
-    }
-    assert!(r.rps > 0.0, "wrk output not understood:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    r
+    let Some(w) = deis_test_support::wrk::parse(&text).filter(|w| w.rps > 0.0) else {
+        panic!("wrk output not understood:\n{text}\n{}", String::from_utf8_lossy(&out.stderr))
+    };
+    Wrk { rps: w.rps, requests: w.requests, cpu_us: f64::NAN, p50_ms: w.p50_ms, p99_ms: w.p99_ms, errors: w.errors }
 }
 
 /// Runs wrk against `port` and charges the CPU time `pids` used meanwhile to its requests.

@@ -22,6 +22,7 @@ pub mod service;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod wait;
+pub mod wrk;
 
 pub use net::{free_addr, free_port};
 pub use service::{Service, skip_without};

@@ -208,18 +208,10 @@ fn closed(api: SocketAddr, script: &Path, threads: u64, conns: u64, seconds: u64
         .output()
         .expect("wrk is installed (scripts/install-deps --bench)");
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut r = Closed { checks: 0, rate: 0.0, errors: 0 };
-    for line in text.lines().map(str::trim) {
-        if let Some((n, _)) = line.split_once(" requests in ") {
-            r.checks = n.trim().parse().unwrap_or(0);
-        } else if let Some(v) = line.strip_prefix("Requests/sec:") {
-            r.rate = v.trim().parse().unwrap_or(0.0);
-        } else if line.starts_with("Non-2xx") || line.starts_with("Socket errors") {
-            r.errors += line.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()).sum::<u64>();
-        }
+    match deis_test_support::wrk::parse(&text).filter(|w| w.rps > 0.0) {
+        Some(w) => Closed { checks: w.requests, rate: w.rps, errors: w.errors },
+        None => panic!("wrk output not understood:\n{text}\n{}", String::from_utf8_lossy(&out.stderr)),
     }
-    assert!(r.rate > 0.0, "wrk output not understood:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    r
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
